@@ -1,0 +1,1 @@
+"""Dataset-level analysis: datasets, runs, aggregation, flags, reports, CLI. Never imports streamlit."""

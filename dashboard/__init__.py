@@ -1,0 +1,1 @@
+"""Streamlit dashboard: reads the workspace and submits jobs; no computation here."""

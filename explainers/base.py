@@ -1,0 +1,49 @@
+"""What every explainer is: keyword parameters at construction, one call on a batch.
+
+`explain(inputs, targets) -> SaliencyBatch`. Inputs are images in [0, 1] (B, C, H, W) on the model's
+device; the model owns its normalisation (see `explainers.models`), so perturbation baselines and fills
+live in pixel space. Maps are raw, signed float32 at input resolution, never min-max normalised per image:
+dataset-level comparison needs the magnitudes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from explainers.targets import Target
+
+
+@dataclass(frozen=True)
+class SaliencyBatch:
+    maps: torch.Tensor  # (B, H, W) float32, signed, input resolution
+    scores: torch.Tensor  # (B,) the target's score on the unperturbed input (detached)
+    method: str
+
+
+class Explainer:
+    """Base of all saliency methods. Subclasses set `name` and implement `explain`.
+
+    `needs_layer`: the method hooks an internal layer (CAM family); such methods refuse models without
+    reachable layers (TorchScript) with an `InputError` that says how to export a `.pt2` instead.
+    """
+
+    name: ClassVar[str]
+    needs_layer: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, **params: Any):
+        self.model = model
+        self.params = dict(params)
+
+    def explain(self, inputs: torch.Tensor, targets: Target | torch.Tensor) -> SaliencyBatch:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Hashable, JSON-able description of this explainer: the cache key and what the run records."""
+        return {"method": self.name, **{k: v for k, v in sorted(self.params.items()) if _jsonable(v)}}
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool, type(None), list, tuple))

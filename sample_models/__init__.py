@@ -1,0 +1,1 @@
+"""Synthetic shortcut scenarios, small architectures, and the deterministic model-version series."""
