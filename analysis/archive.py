@@ -53,7 +53,10 @@ def safe_extract(
     Raises `ArchiveError` for a malformed or hostile archive.
     """
     zip_path, dest = Path(zip_path), Path(dest)
-    target = dest / (name or zip_path.stem)
+    name = name or zip_path.stem
+    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ValueError(f"extraction folder name {name!r} must be a single plain file name")
+    target = dest / name
     if target.exists():
         raise FileExistsError(target)
     _check_entry_count(zip_path, max_entries)
