@@ -7,8 +7,9 @@ write `images\\001.png` and folders as `images\\`), and the normalised path then
 `..\\..\\x` is refused. The ratio limit applies to entries over 1 MiB: a small blank mask legitimately
 compresses >200:1 and cannot fill a disk. The limits (entries, declared total size, compression ratio) are
 checked from the central directory before extraction, the entry count even before `zipfile` parses that
-directory, and enforced again while streaming because headers can lie. Extraction goes to a fresh hidden folder under `dest`, which is renamed
-into place only when every entry succeeded; on any failure it is removed. Nothing is written outside `dest`.
+directory, and enforced again while streaming because headers can lie. Extraction goes to a fresh hidden
+folder under `dest`, which is renamed into place only when every entry succeeded; on any failure it is
+removed. Nothing is written outside `dest`.
 """
 from __future__ import annotations
 
