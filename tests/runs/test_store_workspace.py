@@ -140,7 +140,7 @@ def test_two_writer_processes_do_not_lock_or_corrupt(tmp_path, model_file, fake_
     data.mkdir()
     (data / "x").write_text("x")
     run = ws.create_run(ws.register_model(model_file), ws.register_dataset(data), "gradcam", {}, 5, 0)
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_hammer, args=(ws.root, run, k, 60)) for k in range(2)]
     for p in procs:
         p.start()
