@@ -45,6 +45,29 @@ def test_contract(name, cnn):
 
 
 @pytest.mark.parametrize("name", ALL_METHODS)
+def test_works_inside_the_callers_no_grad(name, cnn):
+    x, t = torch.rand(2, 3, 32, 32), torch.tensor([1, 3])
+    expected = make(name, cnn, layer=cnn.features[3]).explain(x, t).maps
+    with torch.no_grad():
+        maps = make(name, cnn, layer=cnn.features[3]).explain(x, t).maps
+    torch.testing.assert_close(maps, expected, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_runs_on_cuda(name, cnn):
+    model = SmallCNN().eval()
+    model.load_state_dict(cnn.state_dict())
+    model.cuda()
+    x, t = torch.rand(2, 3, 32, 32), torch.tensor([1, 3])
+    result = make(name, model, layer=model.features[3]).explain(x.cuda(), t.cuda())
+    assert result.maps.device.type == "cuda" and torch.isfinite(result.maps).all()
+    if name not in ("rise", "smoothgrad"):  # random draws differ between devices
+        cpu = make(name, cnn, layer=cnn.features[3]).explain(x, t).maps
+        torch.testing.assert_close(result.maps.cpu(), cpu, rtol=1e-3, atol=1e-5 * cpu.abs().max())
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
 def test_config_is_jsonable_and_names_the_method(name, cnn):
     import json
 
