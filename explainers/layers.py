@@ -7,8 +7,9 @@ that finishes last with a spatial output is therefore the outermost block at the
 extractor, the layer pytorch-grad-cam recommends (resnet `layer4`, vgg `features`).
 
 The default layer is also checked the way CAM methods use it (`explainers.hooks.capture_layer`, then a
-gradient of the output w.r.t. the activation): a layer whose output is later modified in place (densenet
-applies `relu(inplace=True)` to `features`) cannot be a graph root, so the previous candidate is taken.
+gradient of the output w.r.t. the activation); a layer for which that fails is passed over for the previous
+candidate. (The hook hands the network a clone of the activation, so even densenet's `features`, which
+the network then modifies with `relu(inplace=True)`, works as a graph root.)
 
     python -m explainers.layers MODEL_PATH [--card model.json]     lists the spatial layers of a model
 """

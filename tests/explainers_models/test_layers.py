@@ -43,12 +43,14 @@ def test_torchvision_default_layers(name, expected):
 
 
 @pytest.mark.slow
-def test_densenet_skips_layers_modified_in_place():
+def test_densenet_layer_modified_in_place_is_still_a_graph_root():
     net = torchvision.models.densenet121(weights=None, num_classes=5).eval()
-    # `features` (and `features.norm5`, the same tensor) feed relu(inplace=True): not usable as graph roots
-    with pytest.raises(RuntimeError, match="in-place"), capture_layer(net.features):
-        net(torch.zeros(1, 3, 64, 64))
-    assert detect_target_layer(net, (64, 64)) == "features.denseblock4"
+    # `features` feeds relu(inplace=True); the hook hands the network a clone, so the leaf survives
+    with capture_layer(net.features) as captured:
+        score = net(torch.rand(1, 3, 64, 64))[0, 1]
+    (grad,) = torch.autograd.grad(score, captured.activation)
+    assert grad.shape == captured.activation.shape and grad.abs().sum() > 0
+    assert detect_target_layer(net, (64, 64)) == "features"
 
 
 def test_pt2_resnet18_default_layer(resnet18_pt2):
