@@ -5,7 +5,8 @@ split into inside the box, outside the box, and each annotated context region (e
 an intervention fills each context region with a neutral colour and re-runs the detector: the score and the
 recall of the same detections before and after. A class is flagged as context-dependent on region r only with
 both kinds of evidence: most of its saliency lies outside its boxes (`mass_outside > outside_threshold`) AND
-filling r costs it score (bootstrap 95% CI of the mean drop above `min_drop`).
+filling r costs it score (bootstrap 95% CI of the mean drop above `min_drop`, counted in excess of a reference
+model's drop when one is given).
 """
 from __future__ import annotations
 
@@ -29,9 +30,11 @@ class DetectionAudit:
 
 def audit_detections(detector, images: torch.Tensor, regions: torch.Tensor, region_names: dict[int, str],
                      classes: list[str], explainer, *, fill=(0.35, 0.55, 0.25), score_threshold: float = 0.5,
-                     outside_threshold: float = 0.5, min_drop: float = 0.1, seed: int = 0) -> DetectionAudit:
+                     outside_threshold: float = 0.5, min_drop: float = 0.1, seed: int = 0,
+                     reference: DetectionAudit | None = None) -> DetectionAudit:
     """`images` (B,3,H,W) in [0,1]; `regions` (B,H,W) int label maps; `region_names` the context regions to
-    measure and intervene on (id -> name); `explainer` a `DRISE` (its `explain_detections` is used)."""
+    measure and intervene on (id -> name); `explainer` a `DRISE` (its `explain_detections` is used);
+    `reference` an audit of a model without the correlation, on the same images (see `context_flags`)."""
     with torch.no_grad():
         clean = detector(images)
     targets = [detections_above(d, score_threshold) for d in clean]
@@ -80,16 +83,34 @@ def audit_detections(detector, images: torch.Tensor, regions: torch.Tensor, regi
     mass_cols = ["mass_box", "mass_outside", "area_box"] + [f"mass.{n}" for n in region_names.values()]
     summary = (det_table.groupby("class")[mass_cols].mean().assign(n=det_table.groupby("class").size()).reset_index()
                if len(det_table) else pd.DataFrame(columns=["class", *mass_cols, "n"]))
+    audit = DetectionAudit(det_table, inter, summary, [])
+    audit.flags = context_flags(audit, reference, outside_threshold=outside_threshold, min_drop=min_drop)
+    return audit
+
+
+def context_flags(audit: DetectionAudit, reference: DetectionAudit | None = None, *, outside_threshold: float = 0.5,
+                  min_drop: float = 0.1) -> list[dict]:
+    """Flags per (class, region): mass outside the boxes above `outside_threshold` AND a fill of the region
+    costing more than `min_drop` score (lower bound of the bootstrap CI). With a `reference` audit (the same
+    images through a model trained without the correlation), the drop counted is the excess over the
+    reference's drop: a neutral fill is out of distribution for any model, and only the excess is the
+    model's own reliance on the region."""
     flags = []
-    for r in inter_rows:
-        cls_row = summary[summary["class"] == r["class"]].iloc[0]
-        if cls_row["mass_outside"] > outside_threshold and r["score_drop_ci"][0] > min_drop:
+    for _, r in audit.interventions.iterrows():
+        cls_row = audit.summary[audit.summary["class"] == r["class"]].iloc[0]
+        baseline = 0.0
+        if reference is not None and len(reference.interventions):
+            ref = reference.interventions
+            match = ref[(ref["class"] == r["class"]) & (ref["region"] == r["region"])]
+            baseline = float(match["score_drop"].iloc[0]) if len(match) else 0.0
+        excess_lo = r["score_drop_ci"][0] - baseline
+        if cls_row["mass_outside"] > outside_threshold and excess_lo > min_drop:
             flags.append({"class": r["class"], "region": r["region"], "kind": "context",
                           "mass_outside": float(cls_row["mass_outside"]),
                           "mass_region": float(cls_row[f"mass.{r['region']}"]),
-                          "score_drop": r["score_drop"], "score_drop_ci": r["score_drop_ci"],
-                          "recall_after": r["recall_after"], "n": r["n"]})
-    return DetectionAudit(det_table, inter, summary, flags)
+                          "score_drop": float(r["score_drop"]), "score_drop_ci": list(r["score_drop_ci"]),
+                          "reference_drop": baseline, "recall_after": float(r["recall_after"]), "n": int(r["n"])})
+    return flags
 
 
 def compare_audits(audits: dict[str, DetectionAudit]) -> pd.DataFrame:
