@@ -1,0 +1,175 @@
+"""COCO JSON (boxes, polygons, RLE) -> per-image boxes, labels and instance masks, with no pycocotools.
+
+Polygons are rasterised with PIL's ImageDraw (pixel centres inside the outline, as close to pycocotools as a
+rasteriser without its exact edge rule can be: boundary pixels may differ). Both RLE forms are decoded:
+uncompressed (`counts` a list) and compressed (`counts` the LEB128-like string of the COCO API).
+Every problem a user can fix raises `InputError` naming the JSON file and the annotation.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from explainers.errors import InputError
+
+BOX_TOLERANCE = 1.0  # pixels a box may poke out of the image (rounding in exporters)
+
+
+@dataclass
+class CocoImage:
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (K, 4) xyxy
+    labels: list = field(default_factory=list)  # category names
+    category_ids: list = field(default_factory=list)
+    segmentations: list = field(default_factory=list)  # raw COCO segmentation per annotation (or None)
+
+    def masks(self) -> np.ndarray:
+        """(K, H, W) bool instance masks; an annotation without a segmentation gets its box."""
+        out = np.zeros((len(self.labels), self.height, self.width), bool)
+        for k, seg in enumerate(self.segmentations):
+            out[k] = segmentation_mask(seg, self.height, self.width) if seg else _box_mask(self.boxes[k], self.height,
+                                                                                           self.width)
+        return out
+
+    def region_map(self) -> np.ndarray:
+        """(H, W) int label map: annotation k (1-based, later ones on top); 0 where nothing is annotated."""
+        out = np.zeros((self.height, self.width), np.int32)
+        for k, m in enumerate(self.masks()):
+            out[m] = k + 1
+        return out
+
+
+@dataclass
+class CocoDataset:
+    source: Path
+    categories: dict  # id -> name
+    images: list  # list[CocoImage]
+
+
+def read_coco(json_path: str | Path, images_root: str | Path | None = None) -> CocoDataset:
+    """Read and validate a COCO JSON file. Image paths are relative to `images_root` (default: the JSON's folder)
+    and may not escape it."""
+    json_path = Path(json_path)
+    root = Path(images_root) if images_root is not None else json_path.parent
+    try:
+        data = json.loads(json_path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{json_path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{json_path}: not valid JSON ({exc}); export the annotations as COCO JSON") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        raise InputError(f"{json_path}: a COCO file needs lists 'images', 'annotations' and 'categories'")
+    try:
+        categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{json_path}: every category needs an integer 'id' and a 'name'") from None
+    images: dict[int, CocoImage] = {}
+    resolved_root = root.resolve()
+    for entry in data["images"]:
+        try:
+            image_id, name = int(entry["id"]), str(entry["file_name"])
+            width, height = int(entry["width"]), int(entry["height"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{json_path}: image entry {entry!r} needs id, file_name, width, height") from None
+        path = (root / name).resolve()
+        if Path(name).is_absolute() or not path.is_relative_to(resolved_root):
+            raise InputError(f"{json_path}: image {name!r} points outside {root}; use a path relative to that folder")
+        if image_id in images:
+            raise InputError(f"{json_path}: image id {image_id} appears twice")
+        images[image_id] = CocoImage(image_id, path, width, height)
+    per_image: dict[int, list] = {i: [] for i in images}
+    for ann in data["annotations"]:
+        where = f"{json_path}: annotation {ann.get('id', '?')}"
+        if ann.get("image_id") not in images:
+            raise InputError(f"{where} refers to unknown image id {ann.get('image_id')!r}")
+        if ann.get("category_id") not in categories:
+            raise InputError(f"{where} has unknown category id {ann.get('category_id')!r}; "
+                             f"known: {sorted(categories)}")
+        img = images[ann["image_id"]]
+        box = _xyxy(ann, img, where)
+        per_image[img.image_id].append((box, ann["category_id"], ann.get("segmentation")))
+    for image_id, anns in per_image.items():
+        img = images[image_id]
+        img.boxes = np.array([a[0] for a in anns], np.float32).reshape(-1, 4)
+        img.category_ids = [a[1] for a in anns]
+        img.labels = [categories[a[1]] for a in anns]
+        img.segmentations = [a[2] for a in anns]
+    return CocoDataset(json_path, categories, list(images.values()))
+
+
+def _xyxy(ann: dict, img: CocoImage, where: str) -> list[float]:
+    bbox = ann.get("bbox")
+    if bbox is None and ann.get("segmentation"):
+        m = segmentation_mask(ann["segmentation"], img.height, img.width)
+        ys, xs = np.nonzero(m)
+        return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)] if len(xs) else [0.0] * 4
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: bbox must be [x, y, width, height], got {bbox!r}") from None
+    if w < 0 or h < 0 or x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > img.width + BOX_TOLERANCE \
+            or y + h > img.height + BOX_TOLERANCE:
+        raise InputError(f"{where}: box {bbox} lies outside image {img.path.name} ({img.width}x{img.height}); "
+                         f"boxes are [x, y, width, height] in pixels")
+    return [x, y, x + w, y + h]
+
+
+def segmentation_mask(seg, height: int, width: int) -> np.ndarray:
+    """(H, W) bool from a COCO segmentation: a list of polygons, or an RLE dict (list or string counts)."""
+    if isinstance(seg, list):
+        canvas = Image.new("1", (width, height))
+        draw = ImageDraw.Draw(canvas)
+        for poly in seg:
+            if len(poly) >= 6:
+                draw.polygon([(float(poly[i]), float(poly[i + 1])) for i in range(0, len(poly) - 1, 2)], fill=1)
+        return np.asarray(canvas, dtype=bool)
+    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        h, w = (int(v) for v in seg["size"])
+        counts = seg["counts"]
+        counts = decode_rle_string(counts) if isinstance(counts, (str, bytes)) else [int(c) for c in counts]
+        if sum(counts) != h * w:
+            raise InputError(f"RLE counts sum to {sum(counts)}, expected {h}x{w}={h * w}")
+        values = np.zeros(len(counts), bool)
+        values[1::2] = True
+        flat = np.repeat(values, counts)
+        mask = flat.reshape((h, w), order="F")
+        if (h, w) != (height, width):
+            raise InputError(f"RLE size {h}x{w} differs from the image size {height}x{width}")
+        return mask
+    raise InputError(f"unreadable segmentation {str(seg)[:80]!r}: use polygons or RLE")
+
+
+def decode_rle_string(s: str | bytes) -> list[int]:
+    """COCO compressed RLE counts (pycocotools' rleFrString): 5-bit groups with a continuation bit, deltas
+    from the count two back after the third."""
+    s = s.decode() if isinstance(s, bytes) else s
+    counts: list[int] = []
+    p = 0
+    while p < len(s):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(s[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def _box_mask(box, height: int, width: int) -> np.ndarray:
+    m = np.zeros((height, width), bool)
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    m[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+    return m

@@ -1,0 +1,219 @@
+"""Detector adapters and the targets for detectors, taggers and segmenters.
+
+Every detector is seen through one format, per image a dict:
+    boxes (K, 4) xyxy pixels, scores (K,) objectness / confidence, probs (K, C) class probabilities
+(plus `labels` (K,) when the detector gives them). D-RISE needs nothing else, so any model that can be
+wrapped to produce it is explainable.
+
+Targets stay small callables (`explainers.targets`): `DetectionTarget` scores a detector output the D-RISE way,
+`SegmentationTarget` and `MultiLabelTargets` give Grad-CAM a scalar for a segmenter / tagger.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torchvision.ops import box_iou
+
+from explainers.errors import InputError
+
+Detections = dict  # {"boxes": (K,4), "scores": (K,), "probs": (K,C)[, "labels": (K,)]}
+
+
+# ---------------------------------------------------------------- detection targets / similarity
+
+class DetectionTarget:
+    """Target detections: boxes (T, 4) xyxy and class probability vectors (T, C).
+
+    As a callable on a batch's detector output (one target per image, T == B) it returns (B,) D-RISE scores.
+    """
+
+    def __init__(self, boxes: torch.Tensor, probs: torch.Tensor):
+        boxes, probs = torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(probs, dtype=torch.float32)
+        if boxes.ndim != 2 or boxes.shape[-1] != 4 or probs.ndim != 2 or len(probs) != len(boxes):
+            raise InputError(f"detection target: need boxes (T, 4) and probs (T, C) with equal T; got "
+                             f"{tuple(boxes.shape)} and {tuple(probs.shape)}")
+        self.boxes, self.probs = boxes, probs
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def to(self, device) -> "DetectionTarget":
+        return DetectionTarget(self.boxes.to(device), self.probs.to(device))
+
+    def split(self) -> list["DetectionTarget"]:
+        return [DetectionTarget(self.boxes[i:i + 1], self.probs[i:i + 1]) for i in range(len(self))]
+
+    def __call__(self, outputs: Sequence[Detections]) -> torch.Tensor:
+        if len(outputs) != len(self):
+            raise ValueError(f"DetectionTarget has {len(self)} boxes for a batch of {len(outputs)}")
+        return torch.stack([detection_similarity(t, d)[0] for t, d in zip(self.split(), outputs)])
+
+
+def detection_similarity(target: DetectionTarget, det: Detections) -> torch.Tensor:
+    """(T,) best match over proposals: IoU(box) x cosine(class probs) x objectness (Petsiuk et al. 2021)."""
+    boxes = det["boxes"]
+    if len(boxes) == 0:
+        return target.boxes.new_zeros(len(target))
+    iou = box_iou(target.boxes, boxes.to(target.boxes))  # (T, K)
+    tp = torch.nn.functional.normalize(target.probs, dim=1)
+    dp = torch.nn.functional.normalize(det["probs"].to(target.probs), dim=1)
+    cos = tp @ dp.T
+    return (iou * cos * det["scores"].to(target.boxes)[None, :]).max(dim=1).values
+
+
+def detections_above(det: Detections, score_threshold: float) -> DetectionTarget:
+    """The detector's own detections above a score threshold, as targets (what an audit explains)."""
+    keep = det["scores"] >= score_threshold
+    return DetectionTarget(det["boxes"][keep], det["probs"][keep])
+
+
+def targets_from_classes(outputs: Sequence[Detections], classes) -> list[DetectionTarget]:
+    """Per image, the top-scoring detection whose class is `classes[b]` (empty target when there is none)."""
+    classes = torch.as_tensor(classes, dtype=torch.long).reshape(-1).tolist()
+    if len(classes) != len(outputs):
+        raise InputError(f"drise: {len(classes)} class indices for {len(outputs)} images; give one per image")
+    result = []
+    for c, det in zip(classes, outputs):
+        if det["probs"].shape[-1] <= c:
+            raise InputError(f"drise: class index {c} but the detector gives {det['probs'].shape[-1]} classes")
+        keep = det["probs"].argmax(1) == c if len(det["probs"]) else torch.zeros(0, dtype=torch.bool)
+        if keep.any():
+            best = torch.where(keep, det["scores"], torch.full_like(det["scores"], -1)).argmax()
+            result.append(DetectionTarget(det["boxes"][best:best + 1], det["probs"][best:best + 1]))
+        else:
+            result.append(DetectionTarget(torch.zeros(0, 4), torch.zeros(0, det["probs"].shape[-1])))
+    return result
+
+
+# ---------------------------------------------------------------- detector adapters
+
+class CallableDetector(nn.Module):
+    """Wraps `f(images) -> list[dict(boxes, scores, probs)]` and checks the format once per call."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], Sequence[Detections]]):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, images: torch.Tensor) -> list[Detections]:
+        outputs = list(self.fn(images))
+        if len(outputs) != len(images):
+            raise InputError(f"detector returned {len(outputs)} results for {len(images)} images")
+        for det in outputs:
+            missing = {"boxes", "scores", "probs"} - set(det)
+            if missing:
+                raise InputError(f"detector output lacks {sorted(missing)}; return dicts with boxes (K,4) xyxy, "
+                                 f"scores (K,) and probs (K,C) (wrap torchvision models in TorchvisionDetector)")
+        return outputs
+
+
+class TorchvisionDetector(nn.Module):
+    """torchvision detection models (Faster R-CNN, RetinaNet, FCOS, SSD) in the D-RISE format.
+
+    torchvision returns boxes, labels, scores. The class-probability vector is one-hot(label) x score, over
+    `num_classes` entries (torchvision's indices: 0 is background), since these models do not return the full
+    distribution; cosine similarity then compares labels only. For Faster R-CNN, `full_probs=True` recovers
+    the softmax over all classes of the RoI each detection came from (hooks on `roi_heads`): the detection's
+    score is that softmax's entry for its label, which identifies the RoI exactly.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int | None = None, full_probs: bool = False):
+        super().__init__()
+        self.model = model.eval()
+        self.full_probs = full_probs
+        if full_probs and not hasattr(model, "roi_heads"):
+            raise InputError(f"full_probs needs a two-stage model with roi_heads (Faster R-CNN), "
+                             f"not {type(model).__name__}; use full_probs=False")
+        self.num_classes = num_classes or _torchvision_num_classes(model)
+
+    def forward(self, images: torch.Tensor) -> list[Detections]:
+        if not self.full_probs:
+            out = self.model(list(images))
+            return [self._one_hot(o) for o in out]
+        captured: dict[str, object] = {}
+        heads = self.model.roi_heads
+        h1 = heads.register_forward_pre_hook(lambda _m, args: captured.__setitem__("proposals", args[1]))
+        h2 = heads.box_predictor.register_forward_hook(lambda _m, _a, out: captured.__setitem__("logits", out[0]))
+        try:
+            out = self.model(list(images))
+        finally:
+            h1.remove()
+            h2.remove()
+        probs = torch.softmax(captured["logits"], -1).split([len(p) for p in captured["proposals"]])
+        result = []
+        for o, roi_probs in zip(out, probs):
+            # the RoI a detection came from is the one whose softmax entry for its label equals its score
+            rows = (roi_probs[:, o["labels"]] - o["scores"][None, :]).abs().argmin(0)
+            result.append({"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"], "probs": roi_probs[rows]})
+        return result
+
+    def _one_hot(self, o: dict) -> Detections:
+        probs = torch.zeros(len(o["labels"]), self.num_classes, device=o["scores"].device)
+        probs[torch.arange(len(o["labels"])), o["labels"]] = o["scores"]
+        return {"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"], "probs": probs}
+
+
+def _torchvision_num_classes(model: nn.Module) -> int:
+    heads = getattr(model, "roi_heads", None)
+    if heads is not None:
+        return heads.box_predictor.cls_score.out_features
+    head = getattr(model, "head", None)
+    cls_head = getattr(head, "classification_head", None)
+    if cls_head is not None and hasattr(cls_head, "num_classes"):
+        return cls_head.num_classes
+    raise InputError(f"cannot tell the number of classes of {type(model).__name__}; pass num_classes=")
+
+
+# ---------------------------------------------------------------- segmentation and multi-label targets
+
+class SegmentationTarget:
+    """Sum of one class's logits over the pixels predicted as that class (Grad-CAM for segmenters).
+
+    `mask` (H, W) or (B, H, W) bool: the predicted pixels, fixed from the clean forward so the target does not
+    move when the input is perturbed. Output logits are (B, C, H, W).
+    """
+
+    def __init__(self, class_idx: int, mask: torch.Tensor):
+        self.class_idx = int(class_idx)
+        self.mask = torch.as_tensor(mask).bool()
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if output.ndim != 4:
+            raise ValueError(f"SegmentationTarget needs logits (B, C, H, W), got {tuple(output.shape)}")
+        mask = self.mask.to(output.device)
+        if mask.shape[-2:] != output.shape[-2:]:
+            raise ValueError(f"SegmentationTarget mask {tuple(mask.shape[-2:])} != logits {tuple(output.shape[-2:])}")
+        return (output[:, self.class_idx] * mask.to(output.dtype)).sum(dim=(-2, -1))
+
+    @classmethod
+    def from_prediction(cls, logits: torch.Tensor, class_idx: int) -> "SegmentationTarget":
+        """The pixels whose argmax is `class_idx` in a clean forward's logits (B, C, H, W)."""
+        return cls(class_idx, logits.argmax(1) == class_idx)
+
+
+class TagTarget:
+    """Logit of one tag per image (multi-label): `indices` (B,), the same shape contract as `ClassTarget`."""
+
+    def __init__(self, indices):
+        self.indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return output.gather(1, self.indices.to(output.device)[:, None]).squeeze(1)
+
+
+class MultiLabelTargets:
+    """One target per tag whose sigmoid probability is above `threshold` (the tagger's own predictions).
+
+    `expand(logits)` returns (image_index (M,), TagTarget for M rows): explain `inputs[image_index]` with it to
+    get one map per (image, predicted tag), all in one batched call.
+    """
+
+    def __init__(self, threshold: float = 0.5):
+        if not 0 < threshold < 1:
+            raise InputError(f"MultiLabelTargets threshold must be in (0, 1), got {threshold}")
+        self.threshold = threshold
+
+    def expand(self, logits: torch.Tensor) -> tuple[torch.Tensor, TagTarget]:
+        image_idx, tag_idx = torch.nonzero(torch.sigmoid(logits) > self.threshold, as_tuple=True)
+        return image_idx, TagTarget(tag_idx)
