@@ -19,6 +19,8 @@ REGION_PALETTE = [
     (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 255, 0), (255, 128, 0), (0, 128, 255), (255, 255, 255),
 ]
 
+REGION_COLOR_NAMES = ["cyan", "magenta", "green", "yellow", "orange", "blue", "white"]
+
 
 def display_scale(maps: np.ndarray, percentile: float = 99.0) -> float:
     """One `vmax` for a set of maps: a high percentile of their positive parts (robust to a few hot pixels)."""
