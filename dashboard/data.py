@@ -83,7 +83,7 @@ def methods() -> list[str]:
 def report(run_id: str, version: str) -> dict:
     from analysis.report import build_report
 
-    return build_report(ws(), run_id)
+    return build_report(run_id, ws())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -161,28 +161,33 @@ def estimate_seconds(method: str, n_images: int) -> tuple[float, str]:
 
 
 # --- several runs -------------------------------------------------------------------------------------
-@st.cache_data(show_spinner=False, max_entries=8)
-def comparison(run_ids: tuple[str, ...], shard_counts: tuple[int, ...]) -> dict:
-    from analysis.compare import compare_runs
+def engine_function(module: str, name: str):
+    """An engine function, or None when this installation's engine lacks it (the page says so)."""
+    import importlib
 
-    return compare_runs(ws(), list(run_ids))
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...]) -> dict | None:
+    """`analysis.compare.compare_runs` (its plain-language summary and per-region numbers), None if absent."""
+    compare_runs = engine_function("analysis.compare", "compare_runs")
+    return None if compare_runs is None else compare_runs(list(run_ids), ws())
 
 
 # --- exports ------------------------------------------------------------------------------------------
-def export_json(run_id: str, version: str) -> str:
-    return json.dumps(report(run_id, version), indent=2, default=str)
-
-
-def export_html(run_id: str, version: str) -> str:
-    from analysis.report_html import render_html
-
-    return render_html(report(run_id, version))
-
-
-def export_csv(run_id: str, version: str) -> str:
-    from analysis.report import regions_csv
-
-    return regions_csv(report(run_id, version))
+def exporters(run_id: str, version: str) -> dict[str, object]:
+    """Format -> a no-argument callable producing the file (run when the button is clicked), or None."""
+    render_html = engine_function("analysis.report_html", "render_html")
+    to_csv = engine_function("analysis.report", "to_csv")
+    return {
+        "html": None if render_html is None else (lambda: render_html(report(run_id, version))),
+        "json": lambda: json.dumps(report(run_id, version), indent=1, default=str),
+        "csv": None if to_csv is None else (lambda: to_csv(report(run_id, version))),
+    }
 
 
 # --- submitting work ----------------------------------------------------------------------------------
@@ -204,7 +209,7 @@ def resume_run(run_id: str) -> None:
 def cancel_run(run_id: str) -> None:
     from analysis.jobs import cancel_job
 
-    cancel_job(str(state.workspace_root()), run_id)
+    cancel_job(ws(), run_id)
 
 
 def inspect_model(model_path: Path, card_path: Path | None, timeout: float = 120) -> dict:

@@ -23,7 +23,7 @@ if len(chosen) < 2:
 versions = tuple(data.version(r) for r in chosen)
 labels = {r: f"v{k + 1}: {data.run_info(r).get('name') or r}" for k, r in enumerate(chosen)}
 comparison = data.comparison(tuple(chosen), versions)
-summary = comparison.get("summary")
+summary = (comparison or {}).get("summary")
 if summary:
     st.subheader("Summary")
     for line in ([summary] if isinstance(summary, str) else summary):

@@ -17,7 +17,7 @@ col_data.metric("Datasets", len(datasets))
 col_runs.metric("Audits", len(runs))
 
 st.subheader("Open shortcut flags")
-flags = views.open_flags(runs, lambda run_id: data.report(run_id, data.shard_count(run_id)))
+flags = views.open_flags(runs, lambda run_id: data.report(run_id, data.version(run_id)))
 if flags.empty:
     st.info("No shortcut flagged in any finished audit.")
 else:

@@ -111,8 +111,9 @@ with tab_gallery:
             picture = overlay.outline_regions(picture, mask)
         return picture
 
-    grid = st.columns(6)
     for k, row in enumerate(shown.head(24).to_dict("records")):
+        if k % 6 == 0:
+            grid = st.columns(6)  # one row of columns per six images keeps tiles aligned and in order
         with grid[k % 6]:
             mark = "right" if row["correct"] else "WRONG"
             st.image(rendered(int(row["image_id"])), width="stretch",
@@ -137,9 +138,11 @@ with tab_gallery:
                        f"(confidence {row['confidence']:.2f})")
 
 with tab_export:
-    st.download_button("Report as HTML", data.export_html(run_id, version), file_name=f"{run_id}.html",
-                       mime="text/html", key="export_html")
-    st.download_button("Report as JSON", data.export_json(run_id, version), file_name=f"{run_id}.json",
-                       mime="application/json", key="export_json")
-    st.download_button("Region table as CSV", data.export_csv(run_id, version), file_name=f"{run_id}-regions.csv",
-                       mime="text/csv", key="export_csv")
+    exporters = data.exporters(run_id, version)
+    for fmt, label, mime, suffix in [("html", "Report as HTML", "text/html", ".html"),
+                                     ("json", "Report as JSON", "application/json", ".json"),
+                                     ("csv", "Region table as CSV", "text/csv", "-regions.csv")]:
+        make = exporters[fmt]
+        st.download_button(label, data=make or "", file_name=f"{run_id}{suffix}", mime=mime, key=f"export_{fmt}",
+                           disabled=make is None, on_click="ignore",
+                           help=None if make else "This installation's engine cannot write this format yet.")
