@@ -25,10 +25,12 @@ def capture_layer(layer: nn.Module, *, graph_root: bool = True) -> Iterator[Laye
     def hook(_module, _inputs, output):
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"layer {type(_module).__name__} returns {type(output).__name__}, not a tensor")
-        if graph_root:
-            output = output.detach().requires_grad_(True)
-        captured.activation = output
-        return output
+        # We keep our own copy: an in-place op after the layer (ReLU(inplace=True)) must not change it.
+        if not graph_root:
+            captured.activation = output.detach().clone()
+            return output
+        captured.activation = output.detach().requires_grad_(True)
+        return captured.activation.clone()
 
     handle = layer.register_forward_hook(hook)
     try:
