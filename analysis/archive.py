@@ -30,6 +30,7 @@ _CHUNK = 1 * MiB
 _EOCD = struct.Struct("<4s4H2LH")
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_CD_RECORD = struct.Struct("<4s4B4HL2L5H2L")  # 46 bytes
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -90,7 +91,9 @@ def entry_parts(raw_name: str) -> tuple[str, ...] | None:
 
 
 def _check_entry_count(zip_path: Path, max_entries: int) -> None:
-    """Refuse from the end-of-central-directory record alone, before `zipfile` reads every entry."""
+    """Count the central directory's records ourselves, reading 46-byte headers and seeking past names,
+    so a zip with millions of entries is refused in bounded memory before `zipfile` builds a ZipInfo
+    for each. Structural damage is left for `zipfile` to report."""
     try:
         with open(zip_path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -102,23 +105,36 @@ def _check_entry_count(zip_path: Path, max_entries: int) -> None:
             if at < 0 or at + _EOCD.size > len(tail):
                 raise ArchiveError(f"{zip_path}: not a zip file (no end-of-central-directory record)")
             _, _, _, _, entries, cd_size, _, _ = _EOCD.unpack_from(tail, at)
-            locator_at = at - _ZIP64_LOCATOR.size
-            if locator_at >= 0 and tail[locator_at:locator_at + 4] == b"PK\x06\x07":
-                _, _, zip64_offset, _ = _ZIP64_LOCATOR.unpack_from(tail, locator_at)
-                f.seek(zip64_offset)
-                record = f.read(_ZIP64_EOCD.size)
-                if len(record) == _ZIP64_EOCD.size and record[:4] == b"PK\x06\x06":
-                    fields = _ZIP64_EOCD.unpack(record)
-                    entries, cd_size = fields[7], fields[8]
+            cd_end = tail_start + at
+            zip64_at = cd_end - _ZIP64_LOCATOR.size - _ZIP64_EOCD.size
+            if zip64_at >= 0:  # like zipfile: the zip64 record sits right before its locator
+                f.seek(zip64_at)
+                record = f.read(_ZIP64_EOCD.size + 4)
+                if record[:4] == b"PK\x06\x06" and record[_ZIP64_EOCD.size:] == b"PK\x06\x07":
+                    fields = _ZIP64_EOCD.unpack_from(record)
+                    entries, cd_size, cd_end = fields[7], fields[8], zip64_at
+            if entries > max_entries:
+                raise ArchiveError(f"{zip_path}: {entries:,} entries, over the limit of {max_entries:,}; "
+                                   "split the dataset or remove stray files")
+            counted = _count_records(f, max(0, cd_end - cd_size), cd_end, max_entries)
     except OSError as exc:
         raise ArchiveError(f"{zip_path}: cannot read the zip ({exc.strerror or exc})") from None
-    if entries > max_entries:
-        raise ArchiveError(f"{zip_path}: {entries:,} entries, over the limit of {max_entries:,}; "
-                           "split the dataset or remove stray files")
-    # Each central-directory record is at least 46 bytes; allow generous names, refuse absurd directories
-    # (zipfile reads the whole directory into memory).
-    if cd_size > max(MiB, max_entries * 1024):
-        raise ArchiveError(f"{zip_path}: central directory of {cd_size:,} bytes is implausibly large")
+    if counted > max_entries:
+        raise ArchiveError(f"{zip_path}: more than {max_entries:,} entries in the central directory, over "
+                           "the limit; split the dataset or remove stray files")
+
+
+def _count_records(f, start: int, end: int, limit: int) -> int:
+    count, pos = 0, start
+    while pos + _CD_RECORD.size <= end and count <= limit:
+        f.seek(pos)
+        header = f.read(_CD_RECORD.size)
+        if len(header) < _CD_RECORD.size or header[:4] != b"PK\x01\x02":
+            break
+        name_len, extra_len, comment_len = struct.unpack_from("<3H", header, 28)
+        pos += _CD_RECORD.size + name_len + extra_len + comment_len
+        count += 1
+    return count
 
 
 def _plan(zip_path, infos, max_total_bytes, max_entries, max_ratio):
@@ -138,7 +154,7 @@ def _plan(zip_path, infos, max_total_bytes, max_entries, max_ratio):
         kind = stat.S_IFMT(mode)
         if kind == stat.S_IFLNK:
             raise ArchiveError(f"{where} is a symbolic link; zip the files themselves (no links)")
-        is_dir = info.is_dir() or kind == stat.S_IFDIR
+        is_dir = info.is_dir() or raw.endswith("\\") or kind == stat.S_IFDIR
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
             raise ArchiveError(f"{where} is a special file (mode {oct(mode)}); only files and folders are allowed")
         if info.flag_bits & 0x1:

@@ -76,12 +76,6 @@ def image_header(path: str | os.PathLike) -> tuple[tuple[int, int], int]:
         return _displayed_size(img.size, orientation), orientation
 
 
-def mask_header(path: str | os.PathLike) -> tuple[tuple[int, int], int | None]:
-    """((width, height) as stored, the mask's own EXIF orientation or None) from the header only."""
-    with _open(path, MASK_FORMATS, MaskError) as img:
-        return img.size, _orientation(img, default=None)
-
-
 def read_mask(
     path: str | os.PathLike,
     image_size: tuple[int, int],
@@ -104,11 +98,6 @@ def read_mask(
     if size != tuple(image_size):
         raise MaskError(_size_message(path, size, image_path, tuple(image_size), orientation, own))
     return np.ascontiguousarray(ids, dtype=np.int32)
-
-
-def oriented_mask_size(stored_size: tuple[int, int], orientation: int) -> tuple[int, int]:
-    """(w, h) of a mask after `orientation` is applied (what `read_mask` compares with the image)."""
-    return _displayed_size(stored_size, orientation)
 
 
 def _size_message(path, size, image_path, image_size, orientation, own) -> str:

@@ -20,7 +20,7 @@ def planted_frames(n: int = 200, *, seed: int = 0, patch_mass: float = 0.4, patc
         "confidence": 0.9, "correct": correct, "target_idx": 0, "score": 1.0, "attr.hair": hair,
     })
     patch = np.clip(rng.normal(patch_mass, 0.1, n), 0, 0.9)
-    obj = (1 - patch) * 0.7
+    obj = (1 - patch) * 0.9
     rows = []
     for i in range(n):
         for name, rid, role, mass, area in (

@@ -1,0 +1,188 @@
+"""Shortcut flags: attention *and* causal evidence, with the robustness checks that qualify them.
+
+A non-core region is flagged as a shortcut when
+1. attention: its lift CI lower bound exceeds `lift_threshold` overall, for a class or for a subgroup
+   (correct/incorrect slices are diagnostic, not grounds for a flag), and
+2. cause: filling the region changes predictions more than an equal-area control
+   (`p_value < alpha`) by a non-trivial amount (flip rate or accuracy drop >= `min_effect`).
+3. robustness qualifies the flag rather than gating it: a second explainer from another family must
+   also give the region lift > 1, and the run's explainer must have passed its model-randomisation
+   sanity check. When either fails (or was not computed) the flag stays, one severity level lower, with
+   `confidence: "low"` and the reason spelled out: the intervention already showed the model uses the
+   region; what is in doubt is only the attribution's part of the story.
+Attention without an intervention result (evidence not computed) is flagged `low` with the reason;
+attention with a non-significant intervention is not a shortcut and goes to `attention_findings`.
+
+Severity comes from the causal effect net of the control, `max(flip_rate - control flip_rate,
+accuracy_drop - control accuracy_drop)`: high >= 0.2, medium >= 0.1, else low. Core regions are never
+flagged: attending to what the label is about is the point.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+SEVERITIES = ("low", "medium", "high")
+
+
+def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
+                   alpha: float = 0.01, min_effect: float = 0.05) -> list[dict]:
+    """Flags in the report-JSON shape (DESIGN.md), most severe first."""
+    evidence = evidence or {}
+    flags = []
+    for region, hits in _attention_hits(table, lift_threshold).items():
+        top = hits[0]
+        intervention = (evidence.get("interventions") or {}).get(region)
+        reasons = []
+        if intervention is None or intervention.get("p_value") is None:
+            severity, confidence = "low", "low"
+            reasons.append("no intervention evidence was computed for this region")
+            ev = {}
+        else:
+            effect = net_effect(intervention)
+            if not (intervention["p_value"] < alpha and effect >= min_effect):
+                continue
+            severity, confidence = severity_of(effect), "high"
+            ev = {
+                "accuracy_drop": intervention.get("accuracy_drop"),
+                "accuracy_drop_ci": intervention.get("accuracy_drop_ci"),
+                "flip_rate": intervention.get("flip_rate"), "flip_rate_ci": intervention.get("flip_rate_ci"),
+                "p_value": intervention["p_value"],
+                "control_flip_rate": (intervention.get("control") or {}).get("flip_rate"),
+                "control_accuracy_drop": (intervention.get("control") or {}).get("accuracy_drop"),
+                "fill": intervention.get("fill"), "n": intervention.get("n"), "net_effect": effect,
+            }
+        robust, why = robustness(region, evidence)
+        if not robust:
+            reasons.extend(why)
+            if confidence == "high":
+                severity = SEVERITIES[max(0, SEVERITIES.index(severity) - 1)]
+            confidence = "low"
+        ev.update(robustness_evidence(region, evidence))
+        flags.append({
+            "region": region, "class": top["class"], "group": top["group"], "kind": "shortcut",
+            "severity": severity, "confidence": confidence, "lift": top["lift"],
+            "lift_ci": [top["lift_ci_low"], top["lift_ci_high"]], "mass_mean": top["mass_mean"],
+            "slices": [{"class": h["class"], "group": h["group"], "lift": h["lift"],
+                        "lift_ci_low": h["lift_ci_low"]} for h in hits],
+            "evidence": ev, "reasons": reasons,
+        })
+    flags.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), -(f["lift"] or 0)))
+    return flags
+
+
+def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
+                       alpha: float = 0.01, min_effect: float = 0.05) -> list[dict]:
+    """Non-core regions with high lift whose intervention did *not* move predictions: worth a look, not a flag."""
+    flagged = {f["region"] for f in shortcut_flags(table, evidence, lift_threshold=lift_threshold,
+                                                    alpha=alpha, min_effect=min_effect)}
+    out = []
+    for region, hits in _attention_hits(table, lift_threshold).items():
+        if region in flagged:
+            continue
+        intervention = ((evidence or {}).get("interventions") or {}).get(region) or {}
+        out.append({"region": region, "kind": "attention", "class": hits[0]["class"],
+                    "group": hits[0]["group"], "lift": hits[0]["lift"],
+                    "p_value": intervention.get("p_value"), "flip_rate": intervention.get("flip_rate"),
+                    "text": f"high attention on {region} (lift {hits[0]['lift']:.1f}) but filling it did not "
+                            f"change predictions more than an equal-area control"})
+    return out
+
+
+def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None, *,
+                      min_ratio: float = 1.5) -> list[dict]:
+    """Per attribute: a non-core region that gets far more mass in one subgroup than another.
+
+    Reported when the mass CIs do not overlap and the ratio of means is >= `min_ratio`; the subgroups'
+    accuracies are attached, and the text says when the high-attention group is also less accurate.
+    """
+    rows = table[table["group"].notna() & table["class"].isna() & ~_is_core(table)]
+    rows = rows[~rows["group"].astype(str).str.startswith("correct=")]
+    acc = {}
+    if accuracy is not None and len(accuracy):
+        sel = accuracy[accuracy["group"].notna() & accuracy["class"].isna()]
+        acc = dict(zip(sel["group"], sel["accuracy"]))
+    out = []
+    for (region, attribute), sub in rows.assign(attribute=rows["group"].str.split("=").str[0]) \
+            .groupby(["region", "attribute"], sort=True):
+        if len(sub) < 2:
+            continue
+        hi, lo = sub.loc[sub["mass_mean"].idxmax()], sub.loc[sub["mass_mean"].idxmin()]
+        if lo["mass_mean"] <= 0:
+            ratio = math.inf
+        else:
+            ratio = hi["mass_mean"] / lo["mass_mean"]
+        if ratio < min_ratio or hi["mass_ci_low"] <= lo["mass_ci_high"]:
+            continue
+        acc_hi, acc_lo = acc.get(hi["group"]), acc.get(lo["group"])
+        text = (f"attends to {region} {ratio:.1f}x more for {hi['group']} ({hi['mass_mean']:.0%} of saliency) "
+                f"than for {lo['group']} ({lo['mass_mean']:.0%})")
+        if acc_hi is not None and acc_lo is not None and acc_hi < acc_lo:
+            text += f", and that group's accuracy is lower ({acc_hi:.0%} vs {acc_lo:.0%})"
+        out.append({"kind": "subgroup", "region": region, "attribute": attribute,
+                    "group_high": hi["group"], "group_low": lo["group"],
+                    "mass_high": float(hi["mass_mean"]), "mass_low": float(lo["mass_mean"]),
+                    "ratio": float(ratio), "accuracy_high": acc_hi, "accuracy_low": acc_lo, "text": text})
+    return out
+
+
+def net_effect(intervention: dict) -> float:
+    control = intervention.get("control") or {}
+    flip = (intervention.get("flip_rate") or 0.0) - (control.get("flip_rate") or 0.0)
+    drop = (intervention.get("accuracy_drop") or 0.0) - (control.get("accuracy_drop") or 0.0)
+    return float(max(flip, drop))
+
+
+def severity_of(effect: float) -> str:
+    return "high" if effect >= 0.2 else "medium" if effect >= 0.1 else "low"
+
+
+def robustness(region: str, evidence: dict) -> tuple[bool, list[str]]:
+    """(robust, reasons it is not): second explainer agrees and the explainer passed its sanity check."""
+    why = []
+    second = evidence.get("second_explainer") or {}
+    lift = ((second.get("regions") or {}).get(region) or {}).get("lift")
+    if lift is None:
+        why.append("no second explainer was run on this region")
+    elif not lift > 1.0:
+        why.append(f"second explainer ({second.get('method')}) gives lift {lift:.2f} <= 1: the attribution "
+                   f"does not agree across methods")
+    sanity = (evidence.get("sanity") or {}).get("model_randomization") or {}
+    if sanity.get("passed") is None:
+        why.append("the explainer's sanity check was not run")
+    elif not sanity["passed"]:
+        why.append(f"the explainer ({sanity.get('method')}) failed the model-randomisation sanity check: "
+                   f"its maps barely depend on the model's weights")
+    return not why, why
+
+
+def robustness_evidence(region: str, evidence: dict) -> dict:
+    second = evidence.get("second_explainer") or {}
+    sanity = (evidence.get("sanity") or {}).get("model_randomization") or {}
+    return {"second_explainer": second.get("method"),
+            "second_explainer_lift": ((second.get("regions") or {}).get(region) or {}).get("lift"),
+            "sanity_passed": sanity.get("passed")}
+
+
+def _attention_hits(table: pd.DataFrame, lift_threshold: float) -> dict[str, list[dict]]:
+    """Per non-core region, the slices where lift CI low > threshold, strongest first."""
+    if table.empty:
+        return {}
+    rows = table[~_is_core(table)]
+    rows = rows[~rows["group"].fillna("").astype(str).str.startswith("correct=")]
+    rows = rows[rows["lift_ci_low"] > lift_threshold]
+    out: dict[str, list[dict]] = {}
+    for row in rows.sort_values("lift_ci_low", ascending=False).to_dict("records"):
+        row["class"] = None if _missing(row["class"]) else row["class"]
+        row["group"] = None if _missing(row["group"]) else row["group"]
+        out.setdefault(row["region"], []).append(row)
+    return out
+
+
+def _is_core(table: pd.DataFrame) -> pd.Series:
+    return table["role"].fillna("").astype(str) == "core"
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
