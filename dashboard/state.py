@@ -29,6 +29,8 @@ LAST_RUN = "last_run"
 SUBMITTED_RUNS = "submitted_runs"
 UPLOAD_ERRORS = "upload_errors"
 UPLOAD_LAYERS = "upload_layers"
+UPLOAD_PENDING_LAYER = "upload_pending_layer"
+UPLOAD_INSPECTED = "upload_inspected"
 
 
 def workspace_root() -> Path:

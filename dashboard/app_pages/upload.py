@@ -3,6 +3,7 @@
 The model is inspected by a subprocess (`analysis.inspect_model`): this process never loads it.
 Problems are shown under the field they concern, in the engine's own words.
 """
+import hashlib
 import json
 
 import streamlit as st
@@ -55,6 +56,8 @@ with st.expander("Model card", expanded=card_file is None):
     architecture = st.text_input("Architecture (state dicts only, e.g. resnet18)", key="card_arch")
     field_error("architecture")
     listed = st.session_state[state.UPLOAD_LAYERS]
+    if state.UPLOAD_PENDING_LAYER in st.session_state:  # preselect the detected layer (before the widget exists)
+        st.session_state["card_layer"] = st.session_state.pop(state.UPLOAD_PENDING_LAYER)
     layer_options = [None] + (listed or {}).get("layers", [])
     default_layer = (listed or {}).get("target_layer")
     target_layer = st.selectbox(
@@ -98,7 +101,16 @@ def inspected(card: dict):
     staged = data.stage(model_file.name, model_file.getvalue())
     card_path = staged.parent / "model.json"
     card_path.write_text(json.dumps(card))
+    # Loading a model costs seconds: reuse the listing made for the same bytes and card (target layer aside),
+    # checking the chosen layer against the layers listed.
+    identity = (hashlib.sha256(model_file.getvalue()).hexdigest(),
+                json.dumps({k: v for k, v in card.items() if k != "target_layer"}, sort_keys=True))
+    cached = st.session_state.get(state.UPLOAD_INSPECTED)
+    if cached and cached[0] == identity and card.get("target_layer") in [None, *cached[1]["layers"]]:
+        return staged, cached[1]
     result = data.inspect_model(staged, card_path)
+    if "error" not in result:
+        st.session_state[state.UPLOAD_INSPECTED] = (identity, result)
     if "error" in result:
         message = result["error"].removeprefix("error: ")
         field = next((f for f in ("target_layer", "architecture", "classes", "mean", "std") if f in message), "model")
@@ -114,6 +126,8 @@ if list_layers and model_file is not None:
         with st.spinner("Loading the model in a separate process…"):
             _, result = inspected(card)
         st.session_state[state.UPLOAD_LAYERS] = result
+        if result is not None:
+            st.session_state[state.UPLOAD_PENDING_LAYER] = result.get("target_layer")
     st.rerun()
 
 if st.button("Check and register the model", type="primary", key="register_model", disabled=model_file is None):

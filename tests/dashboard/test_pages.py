@@ -139,3 +139,36 @@ def test_upload_page_rejects_a_zip_that_is_not_a_dataset(app):
     at.file_uploader(key="upload_dataset").set_value(("data.zip", b"not a zip at all", "application/zip")).run()
     at.button(key="register_dataset").click().run()
     assert at.error, "a bad dataset must be explained next to its field"
+
+
+@pytest.mark.slow  # two subprocesses that import torch and load the model
+def test_upload_lists_layers_in_a_subprocess_and_registers_the_model(app, planted, tmp_path):
+    from workspace_builder import write_real_model
+
+    model_path = write_real_model(tmp_path / "real")
+    at = app("app_pages/upload.py")
+    at.file_uploader(key="upload_model").set_value((model_path.name, model_path.read_bytes(), "application/octet-stream"))
+    at.text_area(key="card_classes").set_value("cat\ndog")
+    at.number_input(key="card_h").set_value(32)
+    at.number_input(key="card_w").set_value(32).run()
+    at.button(key="list_layers").click().run(timeout=120)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    layer_box = at.selectbox(key="card_layer")
+    assert layer_box.options == ["detect automatically", "0", "1", "2", "3"]
+    assert layer_box.value == "3"  # the detected default, preselected
+    layer_box.set_value("1").run()
+    at.button(key="register_model").click().run(timeout=120)
+    assert any("Registered model" in s.value for s in at.success)
+    from analysis.workspace import Workspace
+
+    cards = [m["card"] for m in Workspace(planted[0]).models()]
+    assert {"classes": ["cat", "dog"], "target_layer": "1"}.items() <= cards[-1].items()
+
+
+def test_upload_shows_a_model_that_does_not_load_as_a_field_error(app, tmp_path):
+    at = app("app_pages/upload.py")
+    at.file_uploader(key="upload_model").set_value(("broken.pt2", b"PK not an export", "application/octet-stream"))
+    at.text_area(key="card_classes").set_value("cat\ndog").run()
+    at.button(key="register_model").click().run(timeout=120)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "broken" in errors[0] and "torch" in errors[0].lower()

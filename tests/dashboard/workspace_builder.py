@@ -113,3 +113,30 @@ def build_workspace(root: Path) -> dict:
         ids["runs"].append(run_id)
     workspace.close()
     return ids
+
+
+def write_real_model(folder: Path) -> Path:
+    """A tiny CNN exported with torch.export (dynamic batch) + its card: what a user would upload."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny_cnn.pt2"
+    example = (torch.rand(2, 3, SIZE, SIZE),)
+    program = torch.export.export(net, example, dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(path))
+    (folder / "model.json").write_text(json.dumps({
+        "task": "classification", "classes": ["cat", "dog"], "input_size": [SIZE, SIZE],
+        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}))
+    return path
+
+
+def register_real_model(root: Path) -> str:
+    workspace = Workspace(root)
+    try:
+        return workspace.register_model(write_real_model(root.parent / "sources" / "real"))
+    finally:
+        workspace.close()
