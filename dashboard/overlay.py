@@ -49,13 +49,14 @@ def scaled_map(saliency: np.ndarray, size: tuple[int, int], vmax: float) -> np.n
 
 
 def blend(image: Image.Image, saliency: np.ndarray, opacity: float, vmax: float) -> Image.Image:
-    """The image with the heatmap laid over it; a pixel's alpha is `opacity` x its scaled saliency.
+    """The image with the heatmap laid over it; a pixel's alpha is `opacity` x sqrt(its scaled saliency).
 
-    Cold pixels stay the original picture, so what the model ignores is still visible.
+    Cold pixels stay the original picture, so what the model ignores is still visible; the square root
+    keeps moderate attention visible under a run-wide scale set by the hottest maps.
     """
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
     values = scaled_map(saliency, image.size, vmax)
-    alpha = (float(np.clip(opacity, 0.0, 1.0)) * values)[..., None]
+    alpha = (float(np.clip(opacity, 0.0, 1.0)) * np.sqrt(values))[..., None]
     out = base * (1 - alpha) + colorize(values).astype(np.float32) * alpha
     return Image.fromarray(np.rint(out).astype(np.uint8), mode="RGB")
 

@@ -47,11 +47,14 @@ if submitted:
 
 @st.fragment(run_every=2)
 def job_progress():
-    """Runs not yet finished (any tab may have started them), polled from the catalog."""
+    """Runs not yet finished (any tab may have started them) and this tab's, polled from the catalog.
+
+    The last submitted run is also in the URL, so after a reload its bar (and its end) is still shown.
+    """
     runs = data.runs()
     if runs.empty:
         return
-    mine = set(st.session_state[state.SUBMITTED_RUNS])
+    mine = set(st.session_state[state.SUBMITTED_RUNS]) | {state.current_run()}
     active = runs[runs.status.isin(["pending", "running"]) | runs.id.isin(mine)]
     st.subheader("Audits in progress")
     if active.empty:
@@ -72,8 +75,8 @@ def job_progress():
             if status in ("cancelled", "failed") and b2.button("Resume", key=f"resume_{run['id']}"):
                 data.resume_run(run["id"])
                 st.rerun(scope="fragment")
-            if status == "done" and b3.button("Open report", key=f"open_{run['id']}"):
-                state.open_report(run["id"])
+            if status == "done":
+                b3.page_link("app_pages/report.py", label="Open report", query_params={state.RUN_PARAM: run["id"]})
 
 
 job_progress()

@@ -34,7 +34,9 @@ else:
     if choice:
         state.open_report(choice)
 
-st.subheader("Models")
-st.dataframe(views.model_table(models), hide_index=True, width="stretch") if not models.empty else st.caption("none")
-st.subheader("Datasets")
-st.dataframe(views.dataset_table(datasets), hide_index=True, width="stretch") if not datasets.empty else st.caption("none")
+for heading, table in (("Models", views.model_table(models)), ("Datasets", views.dataset_table(datasets))):
+    st.subheader(heading)
+    if table.empty:
+        st.caption("none registered yet")
+    else:
+        st.dataframe(table, hide_index=True, width="stretch")

@@ -38,6 +38,13 @@ def test_blend_half_opacity_mixes_linearly_and_negative_saliency_is_ignored():
     assert out[4, 6].tolist() == [0, 0, 0]
 
 
+def test_blend_alpha_is_opacity_times_root_of_scaled_saliency():
+    image = _grey(w=4, h=4, value=0)
+    saliency = np.full((4, 4), 0.25, dtype=np.float32)  # scaled 0.25 -> alpha 0.8 * 0.5 = 0.4
+    out = np.asarray(overlay.blend(image, saliency, 0.8, vmax=1.0))
+    assert out[0, 0].tolist() == [35, 6, 44]  # 0.4 * ramp(0.25) = 0.4 * (87, 16, 110)
+
+
 def test_blend_resizes_a_low_resolution_map_onto_the_image():
     image = _grey(w=16, h=16)
     saliency = np.ones((4, 4), dtype=np.float32)

@@ -172,3 +172,10 @@ def test_upload_shows_a_model_that_does_not_load_as_a_field_error(app, tmp_path)
     at.button(key="register_model").click().run(timeout=120)
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "broken" in errors[0] and "torch" in errors[0].lower()
+
+
+def test_new_audit_page_follows_the_run_in_the_url_after_a_reload(app, planted):
+    at = app("app_pages/new_audit.py", run=planted[1]["runs"][1])
+    assert any("v2 · gradcam · done" in t.value for t in at.text)
+    links = at.get("page_link")
+    assert len(links) == 1 and links[0].proto.label == "Open report"
