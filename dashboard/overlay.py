@@ -87,3 +87,11 @@ def outline_regions(image: Image.Image, mask: np.ndarray, region_ids: list[int] 
 def region_color_hex(region_id: int) -> str:
     r, g, b = REGION_PALETTE[int(region_id) % len(REGION_PALETTE)]
     return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def enlarged(image: Image.Image, min_side: int = 512) -> Image.Image:
+    """Small images scaled up by an integer factor (nearest) so outlines stay one crisp pixel when shown big."""
+    factor = max(1, -(-min_side // max(1, min(image.size))))
+    if factor == 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)

@@ -105,6 +105,8 @@ with tab_gallery:
 
     def rendered(image_id: int, outline: bool = False):
         picture, mask = data.picture(dataset_id, image_id)
+        if outline:
+            picture = overlay.enlarged(picture)
         if overlay_on and image_id in position:
             picture = overlay.blend(picture, maps[position[image_id]], opacity, scale)
         if outline and mask is not None:

@@ -25,7 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium")]
 
 
 def _free_port() -> int:
@@ -64,7 +64,7 @@ def page():
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport={"width": 1400, "height": 1800})
         yield context.new_page()
         browser.close()
 
@@ -79,6 +79,7 @@ def test_overview_report_overlay_and_a_live_audit(server, page):
     expect(page.get_by_text("Open shortcut flags")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Audits", exact=True).first).to_be_visible()
     _no_exception(page)
+    expect(page.get_by_role("heading", name="Datasets")).to_be_visible(timeout=60_000)  # last element: script done
     page.wait_for_timeout(2000)  # data grids draw on a canvas after the page settles
     page.screenshot(path=str(ARTIFACTS / "01-overview.png"), full_page=True)
 
@@ -95,6 +96,10 @@ def test_overview_report_overlay_and_a_live_audit(server, page):
     expect(gallery.first).to_be_visible(timeout=30_000)
     with_overlay = gallery.first.get_attribute("src")
     page.screenshot(path=str(ARTIFACTS / "03-gallery-overlay.png"), full_page=True)
+    page.get_by_role("button", name="Enlarge").first.click()
+    expect(page.get_by_text("Region outlines")).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "03b-enlarged.png"), full_page=True)
+    with_overlay = gallery.first.get_attribute("src")
     page.get_by_text("Saliency overlay").click()
     expect(gallery.first).not_to_have_attribute("src", with_overlay, timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "04-gallery-no-overlay.png"), full_page=True)
@@ -120,4 +125,6 @@ def test_overview_report_overlay_and_a_live_audit(server, page):
     page.screenshot(path=str(ARTIFACTS / "07-audit-done.png"), full_page=True)
     page.get_by_role("link", name="Open report").first.click()
     expect(page.get_by_text("Images explained")).to_be_visible(timeout=60_000)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+    assert "run=" in page.url
     page.screenshot(path=str(ARTIFACTS / "08-new-report.png"), full_page=True)

@@ -89,3 +89,11 @@ def test_outline_regions_resizes_a_mask_of_another_resolution():
     color = list(overlay.REGION_PALETTE[1])
     assert out[3, 3].tolist() == color and out[5, 5].tolist() == color
     assert out[4, 4].tolist() == [100, 100, 100]
+
+
+def test_enlarged_uses_an_integer_nearest_factor_and_leaves_big_images_alone():
+    small = Image.fromarray(np.array([[[0, 0, 0], [255, 255, 255]]], dtype=np.uint8))  # 2 x 1 pixels
+    big = overlay.enlarged(small, min_side=3)
+    assert big.size == (6, 3)
+    assert np.asarray(big)[:, :3].max() == 0 and np.asarray(big)[:, 3:].min() == 255
+    assert overlay.enlarged(_grey(600, 600), min_side=512).size == (600, 600)
