@@ -78,9 +78,10 @@ class ModelCard:
         if task not in TASKS:
             raise fail(f"'task' must be one of {', '.join(TASKS)}, not {task!r}")
         classes = data.get("classes")
-        if (not isinstance(classes, list) or not classes
+        if (not isinstance(classes, (list, tuple)) or not classes
                 or not all(isinstance(c, str) and c.strip() for c in classes)):
             raise fail("'classes' must be a non-empty list of names")
+        classes = list(classes)
         duplicates = sorted({c for c in classes if classes.count(c) > 1})
         if duplicates:
             raise fail(f"'classes' lists {duplicates[0]!r} more than once")
@@ -401,7 +402,7 @@ def _check_probe(loaded: LoadedModel) -> None:
 def _int_pair(value: Any, fail) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value, value]
-    if (not isinstance(value, list) or len(value) != 2
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 8192 for v in value)):
         raise fail(f"'input_size' must be [height, width] in pixels (8 to 8192), e.g. [224, 224], not {value!r}")
     return int(value[0]), int(value[1])

@@ -135,14 +135,15 @@ def test_card_found_beside_model(tmp_path):
     assert loaded.layer("block") is loaded.net.block
 
 
-@pytest.mark.parametrize("fmt", ["state_dict", "pt2"])
-def test_resnet18_round_trip(tmp_path, fmt):
-    original = torchvision.models.resnet18(weights=None, num_classes=4).eval()
-    path = tmp_path / ("r18.pt" if fmt == "state_dict" else "r18.pt2")
+@pytest.mark.parametrize("fmt", ["state_dict", "safetensors", "pt2"])
+def test_resnet18_round_trip(tmp_path, resnet18_pt2, fmt):
+    original, path = resnet18_pt2
     if fmt == "state_dict":
+        path = tmp_path / "r18.pt"
         torch.save(original.state_dict(), path)
-    else:
-        export_pt2(original, path, size=(64, 64))
+    elif fmt == "safetensors":
+        path = tmp_path / "r18.safetensors"
+        save_file(original.state_dict(), str(path))
     card = ModelCard.from_dict({"classes": list("wxyz"), "input_size": [64, 64], "architecture": "resnet18"})
     loaded = load_model(path, card=card)
     x = torch.rand(3, 3, 64, 64)
