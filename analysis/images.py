@@ -150,7 +150,7 @@ def _decode(img: Image.Image, path, error) -> None:
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         fmt = img.format or "image"
         text = str(exc).lower()
-        if "truncated" in text or "broken data stream" in text or isinstance(exc, EOFError):
+        if "truncated" in text or isinstance(exc, EOFError):
             raise _error(error, path, f"truncated {fmt}") from None
         raise _error(error, path, f"corrupt {fmt} ({exc})") from None
 
