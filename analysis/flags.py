@@ -15,7 +15,9 @@ attention with a non-significant intervention is not a shortcut and goes to `att
 
 Severity comes from the causal effect net of the control, `max(flip_rate - control flip_rate,
 accuracy_drop - control accuracy_drop)`: high >= 0.2, medium >= 0.1, else low. Core regions are never
-flagged: attending to what the label is about is the point.
+flagged: attending to what the label is about is the point. Without masks (grid regions, no region marked
+core) the grid's centre cells (`GRID_ASSUMED_CORE`) are assumed to hold the object and treated as core,
+so a mask-free audit flags corners and borders, never the middle of the image.
 """
 from __future__ import annotations
 
@@ -24,6 +26,15 @@ import math
 import pandas as pd
 
 SEVERITIES = ("low", "medium", "high")
+GRID_ASSUMED_CORE = ("centre", "middle-centre")
+
+
+def effective_roles(names, roles) -> list:
+    """Roles as given; when no region is core (grid regions), the grid centre is assumed core."""
+    roles = [None if _missing(r) else r for r in roles]
+    if "core" in roles:
+        return roles
+    return ["core" if name in GRID_ASSUMED_CORE else role for name, role in zip(names, roles)]
 
 
 def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
@@ -181,7 +192,8 @@ def _attention_hits(table: pd.DataFrame, lift_threshold: float) -> dict[str, lis
 
 
 def _is_core(table: pd.DataFrame) -> pd.Series:
-    return table["role"].fillna("").astype(str) == "core"
+    roles = effective_roles(table["region"].tolist(), table["role"].tolist())
+    return pd.Series([r == "core" for r in roles], index=table.index)
 
 
 def _missing(value) -> bool:
