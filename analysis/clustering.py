@@ -11,6 +11,8 @@ closest-to-centre image ids as exemplars and, when region rows are given, the re
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -62,8 +64,10 @@ def spray_clusters(images: pd.DataFrame, maps, regions: pd.DataFrame | None = No
         k, eigenvalues = eigengap_k(affinity, max_k)
         if k < 2:
             continue
-        labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
-                                    assign_labels="cluster_qr").fit_predict(affinity)
+        with warnings.catch_warnings():  # disconnected graphs are expected: they are the clusters
+            warnings.filterwarnings("ignore", message="Graph is not fully connected")
+            labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
+                                        assign_labels="cluster_qr").fit_predict(affinity)
         class_mean = x.mean(0)
         for c in range(k):
             members = np.flatnonzero(labels == c)
