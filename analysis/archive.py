@@ -3,11 +3,13 @@
 Every entry name is checked before anything is written: no absolute paths, drive letters, `..`
 components, symlinks or other special files, duplicates (after normalisation) or file/folder clashes. A
 backslash is treated as a path separator (old Windows tools, PowerShell 5's Compress-Archive among them,
-write `images\\001.png`), and the normalised path then gets the same checks, so `..\\..\\x` is refused.
-The limits (entry count, declared total size, compression ratio) are checked from the central directory
-before extraction, the entry count even before `zipfile` parses that directory, and enforced again while
-streaming because headers can lie. Extraction goes to a fresh hidden folder under `dest`, which is renamed
-into place only when every entry succeeded; on any failure it is removed. Nothing is written outside `dest`.
+write `images\\001.png` and folders as `images\\`), and the normalised path then gets the same checks, so
+`..\\..\\x` is refused. The ratio limit applies to entries over 1 MiB: a small blank mask legitimately
+compresses >200:1 and cannot fill a disk. The limits (entries, declared total size, compression ratio) are
+checked from the central directory before extraction, the entry count even before `zipfile` parses that
+directory, and enforced again while streaming because headers can lie. Extraction goes to a fresh hidden
+folder under `dest`, which is renamed into place only when every entry succeeded; on any failure it is
+removed. Nothing is written outside `dest`.
 """
 from __future__ import annotations
 
@@ -53,7 +55,10 @@ def safe_extract(
     Raises `ArchiveError` for a malformed or hostile archive.
     """
     zip_path, dest = Path(zip_path), Path(dest)
-    target = dest / (name or zip_path.stem)
+    name = name or zip_path.stem
+    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ValueError(f"extraction folder name {name!r} must be a single plain file name")
+    target = dest / name
     if target.exists():
         raise FileExistsError(target)
     _check_entry_count(zip_path, max_entries)

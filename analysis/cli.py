@@ -112,7 +112,6 @@ def cmd_run(args) -> int:
         model_id = workspace.resolve_model(args.model, args.card)
         dataset_id = workspace.resolve_dataset(args.data)
         run_id = workspace.create_run(model_id, dataset_id, args.method, params, args.n, args.seed, args.name)
-    print(f"run {run_id}", file=sys.stderr)
     final = execute_run(workspace, run_id, device=args.device, batch_size=args.batch_size,
                         progress=not args.no_progress)
     print(f"{final['n_done']} images explained, {final['n_skipped']} skipped", file=sys.stderr)

@@ -121,6 +121,8 @@ def _open(path, formats, error):
         size = path.stat().st_size
     except OSError as exc:
         raise _error(error, path, f"cannot read the file ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise _error(error, path, "not a file; give the path of a PNG or JPEG image")
     if size == 0:
         raise _error(error, path, "not an image (0 bytes)")
     try:

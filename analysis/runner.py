@@ -99,9 +99,9 @@ def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
         layer_name = params.get("layer") or loaded.target_layer_name()
         source = ("given" if params.get("layer") else
                   "card" if getattr(loaded.card, "target_layer", None) else "detected")
+        layer = loaded.layer(layer_name)  # InputError naming close names for a typo
         print(f"target layer: {layer_name} ({source})", file=sys.stderr)
-        explainer = make_explainer(run["method"], loaded.module, layer=loaded.layer(layer_name),
-                                   **explainer_params)
+        explainer = make_explainer(run["method"], loaded.module, layer=layer, **explainer_params)
     else:
         explainer = make_explainer(run["method"], loaded.module, **explainer_params)
     return loaded, dataset, explainer, layer_name, target_mode

@@ -101,3 +101,17 @@ def test_callable_targets_and_wrong_counts_are_input_errors():
         Saliency(model).explain(x, torch.tensor([0, 1, 2]))
     with pytest.raises(InputError, match="baseline"):
         IntegratedGradients(model, baseline=2.0)
+
+
+def test_smoothgrad_equals_captum_noise_tunnel_for_one_image_and_shares_noise_across_a_batch():
+    from captum.attr import NoiseTunnel
+
+    model = SmallCNN().eval()
+    x, t = torch.rand(2, 3, 32, 32), torch.tensor([2, 4])
+    ours = SmoothGrad(model, nt_samples=8, seed=3, nt_samples_batch_size=3).explain(x, t).maps
+    for i in range(2):
+        torch.manual_seed(3)  # NoiseTunnel draws from the global generator: same stream for one image
+        theirs = NoiseTunnel(CaptumSaliency(model)).attribute(
+            x[i:i + 1].clone().requires_grad_(), nt_type="smoothgrad", nt_samples=8, stdevs=0.15,
+            target=t[i:i + 1], abs=True)
+        torch.testing.assert_close(ours[i], theirs[0].amax(dim=0))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import explainers.architectures as architectures
@@ -46,3 +47,12 @@ def export_pt2(model: nn.Module, path: Path, size=(16, 16), dynamic: bool = True
     shapes = {"x": {0: torch.export.Dim("batch")}} if dynamic else None
     torch.export.save(torch.export.export(model.eval(), example, dynamic_shapes=shapes), str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def resnet18_pt2(tmp_path_factory):
+    """One random resnet18 (4 classes) and its `.pt2` export at 64x64, shared: exporting costs seconds."""
+    torch.manual_seed(0)
+    original = torchvision.models.resnet18(weights=None, num_classes=4).eval()
+    path = export_pt2(original, tmp_path_factory.mktemp("r18") / "r18.pt2", size=(64, 64))
+    return original, path

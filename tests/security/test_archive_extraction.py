@@ -53,6 +53,9 @@ def test_good_zip_extracts_exactly(tmp_path):
     assert _tree(tmp_path / "dest") == ["data"] + [f"data/{p}" for p in _tree(out)]  # no staging left
     with pytest.raises(FileExistsError):
         safe_extract(z, tmp_path / "dest")
+    for bad_name in ("..", ".", "a/b"):
+        with pytest.raises(ValueError):
+            safe_extract(z, tmp_path / "dest", name=bad_name)
 
 
 @pytest.mark.parametrize("name", [

@@ -80,6 +80,12 @@ def test_missing_file(tmp_path):
         read_image(tmp_path / "nope.png")
 
 
+def test_directory_named_like_an_image(tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ImageError, match=r"folder\.png: not a file"):
+        read_image(tmp_path / "folder.png")
+
+
 @pytest.mark.parametrize("width, height", [(100_000, 100_000), (10_000, 10_000), (8_000, 7_000)])
 def test_pixel_bombs_are_refused_from_the_header(tmp_path, width, height):
     """100k x 100k trips Pillow's hard limit, 10k x 10k its warning (made an error), 56 MP our 50 MP limit."""
