@@ -40,7 +40,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     chosen = images.iloc[np.sort(rng.permutation(len(images))[:max_images])].reset_index(drop=True)
     batch = load_subset(loaded, dataset, chosen)
     module_layer = module_layer_name(loaded, layer_name)
-    labels = torch.as_tensor(batch.images_frame["label_idx"].to_numpy(), dtype=torch.long)
+    labels = torch.as_tensor(batch.images_frame["label_idx"].to_numpy().copy(), dtype=torch.long)
 
     for region in candidate_regions(images, regions):
         masks = region_masks(batch, region)
@@ -56,7 +56,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
             loaded, batch, regions, second, seed=seed, limit=second_images, batch_size=batch_size)
 
     k = min(sanity_images, len(batch.inputs))
-    preds = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:k], dtype=torch.long)
+    preds = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:k].copy(), dtype=torch.long)
     out["sanity"] = {"model_randomization": model_randomisation(
         loaded.module, batch.inputs[:k], method, layer_name=module_layer, targets=preds,
         params=params or {}, seed=seed, max_stages=8)}
@@ -148,7 +148,7 @@ def second_explainer_lifts(loaded, batch: Subset, regions: pd.DataFrame, method:
     explainer = make_explainer(method, loaded.module, **kwargs)
     device = next((p.device for p in loaded.module.parameters()), torch.device("cpu"))
     n = min(limit, len(batch.inputs))
-    targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:n], dtype=torch.long)
+    targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:n].copy(), dtype=torch.long)
     maps = []
     for start in range(0, n, batch_size):
         x = batch.inputs[start:start + batch_size].to(device)
