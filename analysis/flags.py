@@ -198,3 +198,37 @@ def _is_core(table: pd.DataFrame) -> pd.Series:
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict | None = None, *,
+                    maps=None, n_boot: int = 1000, seed: int = 0, lift_threshold: float = 1.5,
+                    alpha: float = 0.01, min_effect: float = 0.05) -> dict:
+    """Everything a run's report adds on top of its identity, in report-JSON shape (one call for report.py).
+
+    Keys: regions (rows with CIs), accuracy (per slice, Wilson), flags, attention, subgroups, sanity,
+    faithfulness, second_explainer, interventions, and clusters when `maps` ((ids, maps) from the store) is given.
+    """
+    from analysis.aggregate import accuracy_table, region_table, table_records
+
+    evidence = evidence or {}
+    table = region_table(images, regions, n_boot=n_boot, seed=seed)
+    accuracy = accuracy_table(images)
+    options = {"lift_threshold": lift_threshold, "alpha": alpha, "min_effect": min_effect}
+    out = {
+        "regions": table_records(table),
+        "accuracy": [{k: (None if _missing(v) else v) for k, v in row.items()}
+                     for row in accuracy.to_dict("records")],
+        "flags": shortcut_flags(table, evidence, **options),
+        "attention": attention_findings(table, evidence, **options),
+        "subgroups": subgroup_findings(table, accuracy),
+        "sanity": evidence.get("sanity") or {},
+        "faithfulness": evidence.get("faithfulness") or {},
+        "second_explainer": evidence.get("second_explainer") or {},
+        "interventions": evidence.get("interventions") or {},
+    }
+    if maps is not None and len(maps[0]):
+        from analysis.clustering import spray_clusters
+
+        clusters = spray_clusters(images, maps, regions, seed=seed)
+        out["clusters"] = [{k: v for k, v in c.items() if k != "image_ids"} for c in clusters]
+    return out
