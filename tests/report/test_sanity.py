@@ -21,14 +21,17 @@ def _squares(n, gen):
 
 @pytest.fixture(scope="module")
 def trained():
+    """Six parameterised layers: with only four (tried first) the cascade is too short for the top-layer
+    insensitivity of guided backprop to show (its cascade mean was 0.445 in one training, 0.60 in another)."""
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 2))
     x, y = _squares(512, gen)
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    for _ in range(60):
+    opt = torch.optim.Adam(net.parameters(), 5e-3)
+    for _ in range(80):
         i = torch.randint(0, 512, (64,), generator=gen)
         loss = nn.functional.cross_entropy(net(x[i]), y[i])
         opt.zero_grad()
@@ -42,16 +45,18 @@ def trained():
 @pytest.mark.slow
 def test_gradcam_and_gradients_pass_guided_backprop_fails(trained):
     net, images = trained
-    results = {m: model_randomisation(net, images, m, layer_name="5" if m == "gradcam" else None)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    results = {m: model_randomisation(net, images, m, layer_name="9" if m == "gradcam" else None)
                for m in ("gradcam", "saliency", "guided_backprop")}
+    # measured: cascade means 0.19 / 0.48 / 0.74
     assert results["gradcam"]["passed"] and results["saliency"]["passed"]
     assert not results["guided_backprop"]["passed"]
-    # guided backprop survives randomisation of the top layers (the paper's finding)
-    assert results["guided_backprop"]["stages"][1]["spearman_abs"] > 0.7
+    # guided backprop survives randomisation of the top layers (the paper's finding), Grad-CAM does not
+    assert min(s["spearman_abs"] for s in results["guided_backprop"]["stages"][:3]) > 0.8
     assert results["gradcam"]["stages"][1]["spearman_abs"] < 0.3
-    assert [s["layer"] for s in results["gradcam"]["stages"]] == ["9", "5", "3", "0"]
-    # the original model is untouched
-    assert torch.equal(net[9].weight, trained[0][9].weight)
+    assert [s["layer"] for s in results["gradcam"]["stages"]] == ["13", "9", "7", "5", "2", "0"]
+    # the model is restored exactly after the in-place randomisation
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
 def test_randomisable_layers_output_first():
