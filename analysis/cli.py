@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("saliency-audit: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BaseException as exc:
+        if type(exc).__name__ != "Cancelled":  # analysis.runner.Cancelled: SIGTERM from cancel_job
+            raise
+        print("saliency-audit: run cancelled; run it again to resume", file=sys.stderr)
+        return 143
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -207,7 +207,7 @@ def _region_rows(image_id: int, saliency: torch.Tensor, mask, regions: RegionSpe
 def _region_spec(dataset) -> RegionSpec | None:
     """The dataset's annotated regions, or None (grid regions) when it has no masks."""
     regions = getattr(dataset, "regions", None)
-    if not regions:
+    if not regions or not getattr(dataset, "has_masks", True):
         return None
     values = list(regions.values()) if isinstance(regions, dict) else list(regions)
     values.sort(key=lambda r: int(r.id))
@@ -240,7 +240,7 @@ def _decode(dataset, card, items: list) -> Decoded:
         except Exception as exc:  # a corrupt file skips this image, never the run
             skipped.append((item, getattr(exc, "reason", None) or str(exc) or type(exc).__name__))
             continue
-        if getattr(dataset, "regions", None) and mask is None:
+        if getattr(dataset, "has_masks", False) and mask is None:
             skipped.append((item, "no region mask for this image"))
             continue
         kept.append(item)

@@ -176,11 +176,13 @@ class Workspace:
                 shutil.copy2(path, tmp)
             os.replace(tmp, dest)
         dataset = self.open_dataset_at(dest, dest_dir)
-        has_masks = bool(getattr(dataset, "regions", None)) and any(
-            getattr(item, "mask", None) for item in dataset.items)
+        has_masks = getattr(dataset, "has_masks", None)
+        if has_masks is None:
+            has_masks = bool(getattr(dataset, "regions", None)) and any(item.mask for item in dataset.items)
+        content_sha = getattr(dataset, "sha256", None) or sha  # same for a folder and its .zip
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO datasets VALUES (?,?,?,?,?,?,?)",
-                       (dataset_id, path.stem, str(dest.relative_to(self.root)), sha, len(dataset.items),
+                       (dataset_id, path.stem, str(dest.relative_to(self.root)), content_sha, len(dataset.items),
                         int(has_masks), time.time()))
         return dataset_id
 

@@ -202,3 +202,31 @@ def test_nan_model_output_skips_the_image(tmp_path, files, monkeypatch):
     final = runner.execute_run(ws, run_id, batch_size=4, progress=False)
     skipped = ws.store(run_id).skipped().set_index("image_id")["reason"].to_dict()
     assert "NaN" in skipped[0] and 5 in skipped and final["n_done"] == 10
+
+
+@pytest.mark.slow
+def test_background_job_cancel_keeps_shards_and_resumes(tmp_path, files):
+    from analysis.jobs import cancel_job, job_alive, start_job
+    from analysis.runner import execute_run
+
+    data = write_dataset(tmp_path / "data40", n=40, seed=4)
+    ws = Workspace(tmp_path / "ws")
+    run_id = ws.create_run(ws.register_model(files["model"]), ws.register_dataset(data), "gradcam",
+                           {"target": "pred"}, n=40, seed=0)
+    pid = start_job(ws.root, run_id, "cpu", batch_size=1)
+    assert ws.run(run_id)["pid"] == pid and job_alive(pid)
+    deadline = time.time() + 120
+    while time.time() < deadline and job_alive(pid) and not ws.shards(run_id):
+        time.sleep(0.01)
+    assert ws.shards(run_id), (ws.run_dir(run_id) / "worker.log").read_text()[-2000:]
+    assert cancel_job(ws, run_id)
+    while job_alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not job_alive(pid)
+    cancelled = ws.run(run_id)
+    assert cancelled["status"] == "cancelled" and 0 < cancelled["n_done"] < 40
+    kept = set(ws.store(run_id).images()["image_id"])
+    final = execute_run(ws, run_id, progress=False)
+    assert final["status"] == "done" and final["n_done"] == 40
+    images = ws.store(run_id).images()
+    assert kept <= set(images["image_id"]) and not images["image_id"].duplicated().any()

@@ -25,7 +25,7 @@ def model_file(tmp_path):
 
 @pytest.fixture
 def fake_dataset_opener(monkeypatch):
-    fake = SimpleNamespace(items=[SimpleNamespace(mask="m.png")] * 3, regions=[object()])
+    fake = SimpleNamespace(items=[SimpleNamespace(mask="m.png")] * 3, regions={1: object()}, has_masks=True, sha256="ab" * 32)
     monkeypatch.setattr(Workspace, "open_dataset_at", staticmethod(lambda path, workdir: fake))
 
 
