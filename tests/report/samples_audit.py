@@ -6,6 +6,7 @@ Needs the `samples` branch (sample_models.scenes, sample_models/weights/<scenari
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 VERSIONS = ("v1", "v2", "v3", "v4", "v5")
-MODEL_SUFFIXES = (".pt2", ".safetensors", ".pt", ".pth")
-WEIGHTS = Path(__file__).resolve().parents[2] / "sample_models" / "weights"
+MODEL_SUFFIXES = (".pt", ".safetensors", ".pt2", ".pth")  # a state dict rebuilds a plain, hookable net
+WEIGHTS = Path(os.environ.get("SALIENCY_AUDIT_SAMPLE_WEIGHTS")
+               or Path(__file__).resolve().parents[2] / "sample_models" / "weights")
 
 
 def model_file(scenario: str, version: str) -> Path:

@@ -6,6 +6,10 @@ scenes = pytest.importorskip("sample_models.scenes", reason="needs the samples b
 
 from tests.report import samples_audit  # noqa: E402
 
+pytestmark = pytest.mark.skipif(not (samples_audit.WEIGHTS / "watermark" / "v1").is_dir(),
+                                reason="sample model weights not trained/committed yet "
+                                       "(python -m sample_models.train, or SALIENCY_AUDIT_SAMPLE_WEIGHTS)")
+
 N = 48
 SCENARIOS = ["cage", "doctor_nurse", "watermark", "background"]
 
