@@ -129,12 +129,15 @@ def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None,
         acc_hi, acc_lo = acc.get(hi["group"]), acc.get(lo["group"])
         text = (f"attends to {region} {ratio:.1f}x more for {hi['group']} ({hi['mass_mean']:.0%} of saliency) "
                 f"than for {lo['group']} ({lo['mass_mean']:.0%})")
+        if not math.isfinite(ratio):
+            text = (f"attends to {region} only for {hi['group']} ({hi['mass_mean']:.0%} of saliency; "
+                    f"0% for {lo['group']})")
         if acc_hi is not None and acc_lo is not None and acc_hi < acc_lo:
             text += f", and that group's accuracy is lower ({acc_hi:.0%} vs {acc_lo:.0%})"
         out.append({"kind": "subgroup", "region": region, "attribute": attribute,
                     "group_high": hi["group"], "group_low": lo["group"],
                     "mass_high": float(hi["mass_mean"]), "mass_low": float(lo["mass_mean"]),
-                    "ratio": float(ratio), "accuracy_high": acc_hi, "accuracy_low": acc_lo, "text": text})
+                    "ratio": float(ratio) if math.isfinite(ratio) else None, "accuracy_high": acc_hi, "accuracy_low": acc_lo, "text": text})
     return out
 
 
