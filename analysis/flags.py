@@ -15,7 +15,9 @@ attention with a non-significant intervention is not a shortcut and goes to `att
 
 Severity comes from the causal effect net of the control, `max(flip_rate - control flip_rate,
 accuracy_drop - control accuracy_drop)`: high >= 0.2, medium >= 0.1, else low. Core regions are never
-flagged: attending to what the label is about is the point.
+flagged: attending to what the label is about is the point. Without masks (grid regions, no region marked
+core) the grid's centre cells (`GRID_ASSUMED_CORE`) are assumed to hold the object and treated as core,
+so a mask-free audit flags corners and borders, never the middle of the image.
 """
 from __future__ import annotations
 
@@ -24,6 +26,15 @@ import math
 import pandas as pd
 
 SEVERITIES = ("low", "medium", "high")
+GRID_ASSUMED_CORE = ("centre", "middle-centre")
+
+
+def effective_roles(names, roles) -> list:
+    """Roles as given; when no region is core (grid regions), the grid centre is assumed core."""
+    roles = [None if _missing(r) else r for r in roles]
+    if "core" in roles:
+        return roles
+    return ["core" if name in GRID_ASSUMED_CORE else role for name, role in zip(names, roles)]
 
 
 def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
@@ -118,12 +129,15 @@ def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None,
         acc_hi, acc_lo = acc.get(hi["group"]), acc.get(lo["group"])
         text = (f"attends to {region} {ratio:.1f}x more for {hi['group']} ({hi['mass_mean']:.0%} of saliency) "
                 f"than for {lo['group']} ({lo['mass_mean']:.0%})")
+        if not math.isfinite(ratio):
+            text = (f"attends to {region} only for {hi['group']} ({hi['mass_mean']:.0%} of saliency; "
+                    f"0% for {lo['group']})")
         if acc_hi is not None and acc_lo is not None and acc_hi < acc_lo:
             text += f", and that group's accuracy is lower ({acc_hi:.0%} vs {acc_lo:.0%})"
         out.append({"kind": "subgroup", "region": region, "attribute": attribute,
                     "group_high": hi["group"], "group_low": lo["group"],
                     "mass_high": float(hi["mass_mean"]), "mass_low": float(lo["mass_mean"]),
-                    "ratio": float(ratio), "accuracy_high": acc_hi, "accuracy_low": acc_lo, "text": text})
+                    "ratio": float(ratio) if math.isfinite(ratio) else None, "accuracy_high": acc_hi, "accuracy_low": acc_lo, "text": text})
     return out
 
 
@@ -181,8 +195,43 @@ def _attention_hits(table: pd.DataFrame, lift_threshold: float) -> dict[str, lis
 
 
 def _is_core(table: pd.DataFrame) -> pd.Series:
-    return table["role"].fillna("").astype(str) == "core"
+    roles = effective_roles(table["region"].tolist(), table["role"].tolist())
+    return pd.Series([r == "core" for r in roles], index=table.index)
 
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict | None = None, *,
+                    maps=None, n_boot: int = 1000, seed: int = 0, lift_threshold: float = 1.5,
+                    alpha: float = 0.01, min_effect: float = 0.05) -> dict:
+    """Everything a run's report adds on top of its identity, in report-JSON shape (one call for report.py).
+
+    Keys: regions (rows with CIs), accuracy (per slice, Wilson), flags, attention, subgroups, sanity,
+    faithfulness, second_explainer, interventions, and clusters when `maps` ((ids, maps) from the store) is given.
+    """
+    from analysis.aggregate import accuracy_table, region_table, table_records
+
+    evidence = evidence or {}
+    table = region_table(images, regions, n_boot=n_boot, seed=seed)
+    accuracy = accuracy_table(images)
+    options = {"lift_threshold": lift_threshold, "alpha": alpha, "min_effect": min_effect}
+    out = {
+        "regions": table_records(table),
+        "accuracy": [{k: (None if _missing(v) else v) for k, v in row.items()}
+                     for row in accuracy.to_dict("records")],
+        "flags": shortcut_flags(table, evidence, **options),
+        "attention": attention_findings(table, evidence, **options),
+        "subgroups": subgroup_findings(table, accuracy),
+        "sanity": evidence.get("sanity") or {},
+        "faithfulness": evidence.get("faithfulness") or {},
+        "second_explainer": evidence.get("second_explainer") or {},
+        "interventions": evidence.get("interventions") or {},
+    }
+    if maps is not None and len(maps[0]):
+        from analysis.clustering import spray_clusters
+
+        clusters = spray_clusters(images, maps, regions, seed=seed)
+        out["clusters"] = [{k: v for k, v in c.items() if k != "image_ids"} for c in clusters]
+    return out

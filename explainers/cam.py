@@ -44,10 +44,10 @@ class ActivationCAM(Explainer):
         target = as_target(targets)
         with frozen(self.model):
             with capture_layer(self.layer, graph_root=self.uses_gradients) as captured:
-                with torch.set_grad_enabled(self.uses_gradients):
+                with torch.set_grad_enabled(self.uses_gradients):  # also inside a caller's no_grad
                     scores = target(self.model(inputs))
-                activations = _checked_activation(captured.activation, self.layer, inputs.shape[0])
-                grads = _gradient(scores, activations) if self.uses_gradients else None
+                    activations = _checked_activation(captured.activation, self.layer, inputs.shape[0])
+                    grads = _gradient(scores, activations) if self.uses_gradients else None
             with torch.no_grad():
                 weights = self.channel_weights(inputs, target, activations.detach(), grads)
                 cam = (weights * activations.detach()).sum(dim=1, keepdim=True)

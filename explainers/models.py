@@ -5,7 +5,8 @@ Formats (DESIGN.md section 3), recognised by content, never by unpickling to fin
   the original submodule tree (`layer4`, `features.3`, ...) as modules whose forward hooks fire and
   through which gradients flow, so CAM methods work exactly as on the original network. (`ep.module()`
   also runs, but drops modules that own no parameters, e.g. resnet's `relu`, and its leaves are not
-  called as modules.) The export must have a dynamic batch dimension.
+  called as modules.) The export must have a dynamic batch dimension. `torch.export.load` itself unpickles
+  some members unrestricted (it runs a crafted payload), so those members are checked first and refused.
 - state dict `.pt`/`.pth` (`torch.load(weights_only=True)` only: a pickled full model is refused, never
   executed) or `.safetensors`, plus the card's `architecture` (`explainers.architectures`).
 - TorchScript `.ts` (or a `.pt` that is a TorchScript archive): no layer hooks. `torch.jit.load` runs
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import io
 import json
 import logging
 import math
@@ -259,6 +261,7 @@ def _looks_like_safetensors(head: bytes, path: Path) -> bool:
 
 
 def _load_pt2(path: Path, device: torch.device) -> nn.Module:
+    _refuse_pickled_pt2_members(path)
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # a damaged or foreign archive: report, don't crash
@@ -269,6 +272,36 @@ def _load_pt2(path: Path, device: torch.device) -> nn.Module:
 
         program = move_to_device_pass(program, device)
     return torch.export.unflatten(program)
+
+
+def _refuse_pickled_pt2_members(path: Path) -> None:
+    """`torch.export.load` unpickles some members without `weights_only` (weights/constants flagged
+    `use_pickle`, opaque and custom objects, and a fallback for sample inputs), so a crafted `.pt2` could run
+    code. Refuse those before loading: payload configs must list plain tensors only, and every pickled
+    member must load with the restricted (weights-only) unpickler."""
+    def refuse(member: str) -> InputError:
+        return InputError(f"{path.name}: member {member} holds pickled objects, refused without running them; "
+                          f"only plain-tensor programs are accepted: {EXPORT_HINT}")
+
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            inner = member.split("/", 1)[-1]
+            if not inner.startswith("data/"):
+                continue
+            if inner.endswith("_config.json"):
+                try:
+                    entries = json.loads(archive.read(member)).get("config", {})
+                except (ValueError, AttributeError):
+                    raise refuse(member) from None
+                for entry in entries.values():
+                    name = str(entry.get("path_name", ""))
+                    if entry.get("use_pickle") or not name.startswith(("weight_", "tensor_")):
+                        raise refuse(member)
+            elif inner.endswith(".pt"):  # sample inputs, legacy weight/constant files: torch.save blobs
+                try:
+                    torch.load(io.BytesIO(archive.read(member)), map_location="cpu", weights_only=True)
+                except Exception:
+                    raise refuse(member) from None
 
 
 def _require_dynamic_batch(path: Path, program: Any) -> None:

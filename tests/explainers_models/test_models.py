@@ -311,3 +311,47 @@ def test_nan_output_is_not_fatal(tmp_path):
     torch.save(model.state_dict(), tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt", card=ModelCard.from_dict(CARD))
     assert torch.isnan(loaded.module(torch.rand(1, 3, 16, 16))).all()
+
+
+def _replace_member(path, suffix, data):
+    import zipfile
+
+    with zipfile.ZipFile(path) as src:
+        items = [(info, src.read(info)) for info in src.infolist()]
+    with zipfile.ZipFile(path, "w") as dst:
+        for info, content in items:
+            dst.writestr(info, data if info.filename.endswith(suffix) else content)
+
+
+def test_pt2_with_pickled_sample_inputs_is_refused_without_running(tmp_path):
+    import io
+
+    marker = tmp_path / "pwned"
+    path = export_pt2(TinyCNN(3), tmp_path / "model.pt2")
+    blob = io.BytesIO()
+    torch.save((_OpenPayload(marker),), blob)
+    _replace_member(path, "data/sample_inputs/model.pt", blob.getvalue())
+
+    with pytest.raises(InputError, match="sample_inputs/model.pt holds pickled objects"):
+        load_model(path, card=ModelCard.from_dict(CARD))
+    assert not marker.exists()
+    # The threat is real: plain torch.export.load falls back to an unrestricted unpickler and runs it.
+    try:
+        torch.export.load(str(path))
+    except Exception:
+        pass
+    assert marker.exists()
+
+
+def test_pt2_with_pickled_weights_is_refused(tmp_path):
+    path = export_pt2(TinyCNN(3), tmp_path / "model.pt2")
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("model_weights_config.json"))
+        config = json.loads(archive.read(name))
+    first = next(iter(config["config"].values()))
+    first["use_pickle"] = True
+    _replace_member(path, "model_weights_config.json", json.dumps(config).encode())
+    with pytest.raises(InputError, match="model_weights_config.json holds pickled objects"):
+        load_model(path, card=ModelCard.from_dict(CARD))

@@ -78,3 +78,18 @@ def test_subgroup_finding_mentions_lower_accuracy():
     assert patch[0]["ratio"] == pytest.approx(3.0, rel=0.15)
     assert "accuracy is lower" in patch[0]["text"]
     assert all(f["region"] != "object" for f in found)
+
+
+def test_report_findings_bundles_sections_in_report_shape():
+    import json
+
+    from analysis.flags import report_findings
+
+    images, regions = planted_frames(n=80)
+    out = report_findings(images, regions, _evidence(), n_boot=100)
+    json.dumps(out)
+    assert [f["region"] for f in out["flags"]] == ["patch"]
+    assert out["sanity"]["model_randomization"]["passed"] is True
+    overall = [r for r in out["regions"] if r["class"] is None and r["group"] is None]
+    assert {r["region"] for r in overall} == {"patch", "object", "background"}
+    assert out["accuracy"][0]["group"] is None and out["accuracy"][0]["class"] is None
