@@ -17,12 +17,12 @@ from torch import nn
 from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
 from explainers.hooks import frozen
-from explainers.targets import class_indices
 from explainers.registry import register
+from explainers.targets import class_indices
 
 
 class InputGradientMethod(Explainer):
-    """Shared call: class indices in, Captum attribution (B, C, H, W) out, then `reduce_channels`."""
+    """Shared call: class indices in, Captum attribution (B, C, H, W) out, reduced over channels by `reduction`."""
 
     reduction: ClassVar[str]  # "max_abs" or "sum"
 

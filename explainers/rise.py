@@ -29,7 +29,7 @@ class RISE(Explainer):
     name = "rise"
 
     def __init__(self, model: nn.Module, *, n_masks: int = 4000, cells: int = 7, p: float = 0.5, seed: int = 0,
-                 chunk: int = 64):
+                 chunk: int = 32):
         if n_masks < 1 or cells < 1 or chunk < 1:
             raise InputError(f"rise needs n_masks, cells and chunk >= 1; got {n_masks}, {cells}, {chunk}")
         if not 0.0 < p <= 1.0:

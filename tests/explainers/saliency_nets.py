@@ -9,10 +9,10 @@ from explainers.registry import METHODS, _load_builtin_methods
 _load_builtin_methods()
 
 ALL_METHODS = sorted(METHODS)
-CAM_METHODS = ["gradcam", "gradcam_pp", "layercam", "scorecam"]
 
 # Fast settings for tests; everything else is the method's default.
 FAST_PARAMS = {"rise": {"n_masks": 240, "chunk": 40}, "smoothgrad": {"nt_samples": 4},
+               "occlusion": {"perturbations_per_eval": 64},
                "integrated_gradients": {"n_steps": 8}}
 
 

@@ -58,6 +58,7 @@ def test_integrated_gradients_completeness_on_a_nonlinear_cnn():
     assert (delta <= 0.01 * gain.abs() + 1e-5).all(), (delta, gain)
 
 
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
 def test_saliency_and_guided_backprop_equal_captum_on_a_relu_cnn():
     model = SmallCNN().eval()
     x, t = torch.rand(2, 3, 32, 32), torch.tensor([1, 3])
