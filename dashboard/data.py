@@ -106,13 +106,17 @@ def gallery_table(run_id: str, version: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def image_clusters(run_id: str, version: str) -> pd.DataFrame | None:
-    """`image_id, cluster` from `analysis.clustering`, or None when the run has too few maps to cluster."""
-    try:
-        from analysis.clustering import cluster_run
-    except ImportError:
+    """`image_id, cluster` for images in a departing saliency cluster (`analysis.clustering.spray_clusters`)."""
+    spray_clusters = engine_function("analysis.clustering", "spray_clusters")
+    if spray_clusters is None:
         return None
-    result = cluster_run(ws().store(run_id))
-    return None if result is None else result[["image_id", "cluster"]]
+    store = ws().store(run_id)
+    images = store.images()
+    if images.empty:
+        return None
+    clusters = spray_clusters(images, store.maps(), store.regions())
+    rows = [{"image_id": int(i), "cluster": f"{c['class']} #{c['cluster']}"} for c in clusters for i in c["image_ids"]]
+    return pd.DataFrame(rows, columns=["image_id", "cluster"]) if rows else None
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -172,10 +176,12 @@ def engine_function(module: str, name: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...]) -> dict | None:
-    """`analysis.compare.compare_runs` (its plain-language summary and per-region numbers), None if absent."""
+def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...]) -> dict | None:
+    """`analysis.compare.compare_runs`: per-region numbers per run, subgroup accuracies, a summary; None if absent."""
     compare_runs = engine_function("analysis.compare", "compare_runs")
-    return None if compare_runs is None else compare_runs(list(run_ids), ws())
+    if compare_runs is None:
+        return None
+    return compare_runs([ws().store(r) for r in run_ids], list(names))
 
 
 # --- exports ------------------------------------------------------------------------------------------

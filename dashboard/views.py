@@ -165,12 +165,6 @@ def accuracy_figure(table: pd.DataFrame, title: str) -> go.Figure:
     return figure
 
 
-def across_runs(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Stack per-run tables in the order given, with `run` and its position `version`."""
-    parts = [frame.assign(run=label, version=k) for k, (label, frame) in enumerate(frames.items()) if not frame.empty]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
 def version_lines_figure(table: pd.DataFrame, series: str, value: str, low: str, high: str, title: str,
                          yaxis: str) -> go.Figure:
     """One line per `series` value across versions, with its interval as a shaded band."""
@@ -187,13 +181,6 @@ def version_lines_figure(table: pd.DataFrame, series: str, value: str, low: str,
     figure.update_layout(title=title, yaxis_title=yaxis, xaxis_title="version (run)", height=380,
                          margin=dict(t=50, b=40))
     return figure
-
-
-def with_ci_columns(rows: pd.DataFrame) -> pd.DataFrame:
-    """Report rows carry `mass_ci` as a pair; split it into `mass_ci_low` / `mass_ci_high` for plotting."""
-    if rows.empty:
-        return rows
-    return rows.assign(mass_ci_low=[ci[0] for ci in rows["mass_ci"]], mass_ci_high=[ci[1] for ci in rows["mass_ci"]])
 
 
 def faithfulness_rows(report: dict) -> pd.DataFrame:
@@ -214,3 +201,30 @@ def duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def comparison_regions(comparison: dict) -> pd.DataFrame:
+    """`compare_runs(...)["regions"]` as long rows: region, run, version, mass_mean, mass_ci_low/high, lift."""
+    order = {name: k for k, name in enumerate(comparison.get("runs", []))}
+    rows = []
+    for region, entry in (comparison.get("regions") or {}).items():
+        for run in entry.get("runs", []):
+            if run is None:
+                continue
+            low, high = run.get("mass_ci") or (None, None)
+            rows.append({"region": region, "role": entry.get("role"), "run": run["run"],
+                         "version": order.get(run["run"], 0), "mass_mean": run["mass_mean"],
+                         "mass_ci_low": low, "mass_ci_high": high, "lift": run.get("lift")})
+    return pd.DataFrame(rows)
+
+
+def comparison_accuracy(comparison: dict) -> pd.DataFrame:
+    """Overall and per-subgroup accuracy rows of a comparison, with a display `slice` name and `version`."""
+    order = {name: k for k, name in enumerate(comparison.get("runs", []))}
+    table = pd.DataFrame(comparison.get("accuracy") or [])
+    if table.empty:
+        return table
+    table = table[table["class"].isna()].copy()
+    table["slice"] = table["group"].fillna("all images")
+    table["version"] = table["run"].map(order)
+    return table

@@ -22,26 +22,25 @@ if len(chosen) < 2:
 
 versions = tuple(data.version(r) for r in chosen)
 labels = {r: f"v{k + 1}: {data.run_info(r).get('name') or r}" for k, r in enumerate(chosen)}
-comparison = data.comparison(tuple(chosen), versions)
-summary = (comparison or {}).get("summary")
-if summary:
-    st.subheader("Summary")
-    for line in ([summary] if isinstance(summary, str) else summary):
-        st.markdown(views.plain(line))
+comparison = data.comparison(tuple(chosen), versions, tuple(labels[r] for r in chosen))
+if comparison is None:
+    st.warning("This installation's engine has no version comparison (analysis.compare).")
+    st.stop()
 
-regions = views.across_runs({labels[r]: views.with_ci_columns(views.region_rows(data.report(r, v), "overall"))
-                             for r, v in zip(chosen, versions)})
+st.subheader("Summary")
+st.markdown(views.plain(comparison.get("summary") or "no summary"))
+
+regions = views.comparison_regions(comparison)
 st.plotly_chart(views.version_lines_figure(regions, "region", "mass_mean", "mass_ci_low", "mass_ci_high",
                                            "Share of saliency per region across versions",
                                            "share of saliency mass (95% CI)"),
                 width="stretch", key="compare_regions_chart")
+st.caption("Lines: mean share of saliency mass per region in each version, bands: 95% bootstrap intervals. "
+           "A shortcut region whose line falls means retraining moved attention off it.")
 
-accuracy = views.across_runs({labels[r]: data.accuracy(r, v) for r, v in zip(chosen, versions)})
+accuracy = views.comparison_accuracy(comparison)
 if not accuracy.empty:
-    accuracy = accuracy.assign(slice=[("all" if c is None and g is None else (f"class {c}" if c is not None else g))
-                                      for c, g in zip(accuracy["class"], accuracy["group"])])
-    subgroups = accuracy[accuracy["class"].isna()]
-    st.plotly_chart(views.version_lines_figure(subgroups, "slice", "accuracy", "ci_low", "ci_high",
+    st.plotly_chart(views.version_lines_figure(accuracy, "slice", "accuracy", "ci_low", "ci_high",
                                                "Accuracy per subgroup across versions", "accuracy (95% CI)"),
                     width="stretch", key="compare_accuracy_chart")
 

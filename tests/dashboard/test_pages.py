@@ -106,8 +106,14 @@ def test_compare_page_draws_both_versions(app, planted):
     runs = ",".join(planted[1]["runs"])
     at = app("app_pages/compare.py", runs=runs)
     assert at.multiselect(key="compare_runs").value == planted[1]["runs"]
-    assert len(at.get("plotly_chart")) >= 1
+    assert len(at.get("plotly_chart")) == 2  # regions and subgroup accuracy across versions
     assert len(at.image) == 2  # the same image under v1 and v2
+    from analysis.compare import compare_runs
+    from analysis.workspace import Workspace
+
+    workspace = Workspace(planted[0])
+    expected = compare_runs([workspace.store(r) for r in planted[1]["runs"]], ["v1: v1", "v2: v2"])["summary"]
+    assert any(m.value.replace("\\", "") == expected for m in at.markdown), expected
 
 
 def test_trust_page_explains_checks(app, planted):
