@@ -14,7 +14,12 @@ SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
 
 def _pick(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return frame[[c for c in columns if c in frame.columns]]
+    """The listed columns that exist; catalog timestamps (epoch seconds) shown as dates."""
+    picked = frame[[c for c in columns if c in frame.columns]].copy()
+    for column in ("created", "updated"):
+        if column in picked:
+            picked[column] = pd.to_datetime(picked[column], unit="s").dt.strftime("%Y-%m-%d %H:%M")
+    return picked
 
 
 def run_table(runs: pd.DataFrame) -> pd.DataFrame:
