@@ -1,0 +1,106 @@
+"""SpRAy-style strategy discovery (Lapuschkin et al. 2019, "Unmasking Clever Hans predictors").
+
+Per class, images whose maps look alike are grouped: a shortcut used on part of a class (the horses with
+a copyright tag) shows up as a cluster whose mean map departs from the class mean, even where no mask
+names the region. Maps are pooled to `side` x `side`, their positive part scaled to sum 1 per image (for
+clustering only: we compare *where* attention goes, not how strong it is), a symmetric k-nearest-neighbour
+graph is built (k ~ sqrt(n), 3..10, so a strategy used by a tenth of a class is not wired into the rest) and k is chosen by the largest gap in the normalised Laplacian's spectrum (k <= `max_k`;
+k = 1 means one strategy). Clusters are then cut by spectral clustering on the same graph. A cluster is
+reported when the cosine distance of its mean map to the class mean exceeds `min_distance`, with its
+closest-to-centre image ids as exemplars and, when region rows are given, the region whose mass rises most.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+
+def prepare_maps(maps: np.ndarray, side: int = 16) -> np.ndarray:
+    """(N, side*side) positive part, pooled, normalised to sum 1 per image (zero maps stay zero)."""
+    t = torch.as_tensor(np.asarray(maps, dtype=np.float32))[:, None]
+    t = F.adaptive_avg_pool2d(t.clamp_min(0), (min(side, t.shape[-2]), min(side, t.shape[-1])))
+    flat = t.flatten(1).numpy().astype(np.float64)
+    total = flat.sum(1, keepdims=True)
+    return np.divide(flat, total, out=np.zeros_like(flat), where=total > 0)
+
+
+def knn_affinity(x: np.ndarray, n_neighbors: int) -> np.ndarray:
+    from sklearn.neighbors import kneighbors_graph
+
+    graph = kneighbors_graph(x, n_neighbors=min(n_neighbors, len(x) - 1), include_self=False).toarray()
+    return np.maximum(graph, graph.T)
+
+
+def eigengap_k(affinity: np.ndarray, max_k: int = 5) -> tuple[int, list[float]]:
+    """k maximising the gap between consecutive smallest eigenvalues of the normalised Laplacian."""
+    degree = affinity.sum(1)
+    inv = np.where(degree > 0, 1 / np.sqrt(np.where(degree > 0, degree, 1)), 0)
+    laplacian = np.eye(len(affinity)) - inv[:, None] * affinity * inv[None, :]
+    values = np.sort(np.linalg.eigvalsh(laplacian))[: max_k + 1]
+    gaps = np.diff(values)
+    return int(np.argmax(gaps) + 1), values.round(6).tolist()
+
+
+def spray_clusters(images: pd.DataFrame, maps, regions: pd.DataFrame | None = None, *, max_k: int = 5,
+                   side: int = 16, n_neighbors: int | None = None, min_cluster: int = 3, min_distance: float = 0.1,
+                   n_exemplars: int = 4, seed: int = 0) -> list[dict]:
+    """Departing clusters per class: [{class, cluster, size, k, distance, exemplars, eigenvalues, top_region}]."""
+    from sklearn.cluster import SpectralClustering
+
+    ids, stack = maps
+    where = {int(i): j for j, i in enumerate(ids)}
+    out = []
+    for cls in sorted(images["label"].astype(str).unique()):
+        class_ids = [int(i) for i in images.loc[images["label"].astype(str) == cls, "image_id"] if int(i) in where]
+        if len(class_ids) < max(2 * min_cluster, 4):
+            continue
+        x = prepare_maps(stack[[where[i] for i in class_ids]], side)
+        neighbours = n_neighbors or int(np.clip(round(np.sqrt(len(x))), 3, 10))
+        affinity = knn_affinity(x, neighbours)
+        k, eigenvalues = eigengap_k(affinity, max_k)
+        if k < 2:
+            continue
+        with warnings.catch_warnings():  # disconnected graphs are expected: they are the clusters
+            warnings.filterwarnings("ignore", message="Graph is not fully connected")
+            labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
+                                        assign_labels="cluster_qr").fit_predict(affinity)
+        class_mean = x.mean(0)
+        for c in range(k):
+            members = np.flatnonzero(labels == c)
+            if len(members) < min_cluster:
+                continue
+            centre = x[members].mean(0)
+            distance = cosine_distance(centre, class_mean)
+            if distance < min_distance:
+                continue
+            closest = members[np.argsort(((x[members] - centre) ** 2).sum(1))][:n_exemplars]
+            member_ids = [class_ids[m] for m in members]
+            out.append({"class": cls, "cluster": c, "k": k, "size": int(len(members)),
+                        "share": float(len(members) / len(class_ids)), "distance": float(distance),
+                        "exemplars": [class_ids[m] for m in closest], "image_ids": member_ids,
+                        "eigenvalues": eigenvalues,
+                        "top_region": _top_region(regions, member_ids, class_ids)})
+    return out
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(1 - a @ b / denom) if denom > 0 else 1.0
+
+
+def _top_region(regions: pd.DataFrame | None, member_ids, class_ids) -> dict | None:
+    """The region whose mean mass rises most in the cluster relative to its whole class."""
+    if regions is None or regions.empty:
+        return None
+    in_class = regions[regions["image_id"].isin(class_ids)]
+    cluster = in_class[in_class["image_id"].isin(member_ids)].groupby("region")["mass"].mean()
+    whole = in_class.groupby("region")["mass"].mean()
+    rise = (cluster - whole).dropna()
+    if rise.empty:
+        return None
+    name = rise.idxmax()
+    return {"region": str(name), "cluster_mass": float(cluster[name]), "class_mass": float(whole[name])}

@@ -1,0 +1,168 @@
+"""Version comparison: did retraining move the model's attention off the shortcut, and what did it cost?
+
+Given runs in order (v1, v2, ...), usually on the same image sample: per region and run the overall
+`mass_mean`, `mass_ci`, `lift` (with CI); between consecutive runs the change in mean mass with a test
+on per-image mass. When the runs share images the test is paired (sign-flip permutation of the per-image
+differences, which is exact in distribution under "no change" for each image); otherwise an unpaired
+permutation of the pooled values. Maps of consecutive versions are compared image by image (Spearman rank
+correlation, IoU of the top-k% pixels), and subgroup accuracies are listed per version. `summary` says it
+in words, for the regions and subgroups that changed significantly.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.aggregate import accuracy_table, region_matrix, slice_stats
+from analysis.flags import effective_roles
+from analysis.sanity import spearman
+
+
+def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,
+                 top_fraction: float = 0.1, alpha: float = 0.01) -> dict:
+    stores = list(stores)
+    names = [str(n) for n in (names or [getattr(s, "run_id", None) or f"run{i + 1}" for i, s in enumerate(stores)])]
+    frames = [(s.images(), s.regions()) for s in stores]
+    per_run = [_overall(images, regions, n_boot=n_boot, seed=seed) for images, regions in frames]
+
+    regions: dict[str, dict] = {}
+    for k, (name, run) in enumerate(zip(names, per_run)):
+        for region, row in run["rows"].items():
+            entry = regions.setdefault(region, {"role": row["role"], "runs": [None] * len(stores), "changes": []})
+            entry["runs"][k] = {"run": name, **{key: row[key] for key in
+                                ("mass_mean", "mass_ci", "area_mean", "lift", "lift_ci", "n")}}
+    for region, entry in regions.items():
+        for k in range(1, len(stores)):
+            a, b = per_run[k - 1], per_run[k]
+            if region not in a["rows"] or region not in b["rows"]:
+                continue
+            entry["changes"].append({"from": names[k - 1], "to": names[k], **mass_change(
+                a["ids"], a["mass"][region], b["ids"], b["mass"][region], n_perm=n_perm, n_boot=n_boot,
+                seed=seed)})
+
+    similarity = []
+    for k in range(1, len(stores)):
+        similarity.append({"from": names[k - 1], "to": names[k],
+                           **map_similarity(stores[k - 1].maps(), stores[k].maps(), top_fraction)})
+
+    accuracy = []
+    for name, (images, _) in zip(names, frames):
+        table = accuracy_table(images)
+        for row in table.to_dict("records"):
+            accuracy.append({"run": name, **{k: _clean(v) for k, v in row.items()}})
+    result = {"runs": names, "regions": regions, "map_similarity": similarity, "accuracy": accuracy}
+    result["summary"] = summarise(result, alpha=alpha)
+    return result
+
+
+def mass_change(ids_a, mass_a, ids_b, mass_b, *, n_perm: int = 4000, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Change in mean mass from run a to run b; paired on shared image ids when there are any."""
+    rng = np.random.default_rng(seed)
+    common, ia, ib = np.intersect1d(ids_a, ids_b, return_indices=True)
+    if len(common) >= 2:
+        d = mass_b[ib] - mass_a[ia]
+        observed = d.mean()
+        signs = rng.choice([-1.0, 1.0], size=(n_perm, len(d)))
+        null = (signs * d).mean(axis=1)
+        boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+        paired = True
+    else:
+        pooled = np.concatenate([mass_a, mass_b])
+        observed = mass_b.mean() - mass_a.mean()
+        null = np.empty(n_perm)
+        for j in range(n_perm):
+            perm = rng.permutation(pooled)
+            null[j] = perm[len(mass_a):].mean() - perm[:len(mass_a)].mean()
+        boot = (mass_b[rng.integers(0, len(mass_b), (n_boot, len(mass_b)))].mean(1)
+                - mass_a[rng.integers(0, len(mass_a), (n_boot, len(mass_a)))].mean(1))
+        paired = False
+    p = (1 + np.sum(np.abs(null) >= abs(observed) - 1e-15)) / (n_perm + 1)
+    return {"diff": float(observed), "diff_ci": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "p_value": float(p), "paired": paired, "n": int(len(common) if paired else len(mass_a) + len(mass_b))}
+
+
+def map_similarity(maps_a, maps_b, top_fraction: float = 0.1) -> dict:
+    """Mean per-image Spearman and top-k% IoU over the images both runs explained."""
+    ids_a, a = maps_a
+    ids_b, b = maps_b
+    common, ia, ib = np.intersect1d(ids_a, ids_b, return_indices=True)
+    if len(common) == 0 or a.shape[1:] != b.shape[1:]:
+        return {"n": 0, "spearman": None, "topk_iou": None, "top_fraction": top_fraction}
+    a, b = a[ia].astype(np.float32), b[ib].astype(np.float32)
+    rho = spearman(a, b)
+    iou = topk_iou(a, b, top_fraction)
+    return {"n": int(len(common)), "spearman": float(rho.mean()), "topk_iou": float(iou.mean()),
+            "top_fraction": top_fraction}
+
+
+def topk_iou(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
+    """Per-image IoU of the top `fraction` pixels of two map stacks (N, h, w)."""
+    flat_a, flat_b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    k = max(1, int(round(fraction * flat_a.shape[1])))
+    top_a = np.zeros(flat_a.shape, dtype=bool)
+    top_b = np.zeros(flat_b.shape, dtype=bool)
+    np.put_along_axis(top_a, np.argsort(-flat_a, axis=1, kind="stable")[:, :k], True, axis=1)
+    np.put_along_axis(top_b, np.argsort(-flat_b, axis=1, kind="stable")[:, :k], True, axis=1)
+    return (top_a & top_b).sum(1) / (top_a | top_b).sum(1)
+
+
+def summarise(result: dict, *, alpha: float = 0.01) -> str:
+    """Plain-language lines: shortcut-candidate attention that moved significantly, subgroup accuracy shifts."""
+    names = result["runs"]
+    lines = []
+    for region, entry in result["regions"].items():
+        if entry["role"] == "core":
+            continue
+        runs = [r for r in entry["runs"] if r is not None]
+        if len(runs) < 2:
+            continue
+        first, last = runs[0], runs[-1]
+        significant = [c for c in entry["changes"] if c["p_value"] < alpha]
+        if not significant:
+            continue
+        verb = "fell" if last["mass_mean"] < first["mass_mean"] else "rose"
+        lines.append(f"attention on {region} {verb} from {first['mass_mean']:.0%} to {last['mass_mean']:.0%} "
+                     f"of saliency mass between {first['run']} and {last['run']}")
+    acc = pd.DataFrame(result["accuracy"])
+    if len(acc) and len(names) >= 2:
+        groups = acc[acc["group"].notna()]
+        first, last = groups[groups["run"] == names[0]], groups[groups["run"] == names[-1]]
+        merged = first.merge(last, on="group", suffixes=("_a", "_b"))
+        if len(merged):
+            merged["delta"] = merged["accuracy_b"] - merged["accuracy_a"]
+            # a shift whose Wilson intervals do not overlap
+            moved = merged[(merged["ci_low_b"] > merged["ci_high_a"]) | (merged["ci_high_b"] < merged["ci_low_a"])]
+            for row in moved.reindex(moved["delta"].abs().sort_values(ascending=False).index).head(3) \
+                    .to_dict("records"):
+                verb = "rose" if row["delta"] > 0 else "fell"
+                lines.append(f"accuracy on {row['group']} {verb} from {row['accuracy_a']:.0%} to "
+                             f"{row['accuracy_b']:.0%}")
+    if not lines:
+        return f"no significant change in attention on shortcut candidates between {names[0]} and {names[-1]}" \
+            if names else ""
+    return "; ".join(lines)
+
+
+def _overall(images: pd.DataFrame, regions: pd.DataFrame, *, n_boot: int, seed: int) -> dict:
+    if images.empty:
+        return {"rows": {}, "ids": np.zeros(0), "mass": {}}
+    matrix = region_matrix(regions, images["image_id"].to_numpy())
+    stats = slice_stats(matrix.mass, matrix.area, n_boot=n_boot, seed=seed)
+    roles = effective_roles(matrix.regions, matrix.roles)
+    rows, mass = {}, {}
+    for j, name in enumerate(matrix.regions):
+        rows[name] = {"role": roles[j], "mass_mean": float(stats["mass_mean"][j]),
+                      "mass_ci": [float(stats["mass_ci_low"][j]), float(stats["mass_ci_high"][j])],
+                      "area_mean": float(stats["area_mean"][j]), "lift": _clean(stats["lift"][j]),
+                      "lift_ci": [_clean(stats["lift_ci_low"][j]), _clean(stats["lift_ci_high"][j])],
+                      "n": int(stats["n"])}
+        mass[name] = matrix.mass[:, j]
+    return {"rows": rows, "ids": matrix.image_ids, "mass": mass}
+
+
+def _clean(value):
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -1,0 +1,194 @@
+"""The evidence stage of a run: what turns "the maps point at X" into "the model uses X".
+
+Run in the worker after the maps (the model is already loaded there). For a subset of the run's images:
+- interventions: every shortcut candidate (a non-core region whose lift is > 1 overall or for a class;
+  grid regions when the dataset has no masks) is filled and compared with an equal-area control
+  (`analysis.intervention`);
+- a second explainer from another family (CAM <-> input gradients) recomputes region lifts, so a flag
+  does not rest on one method's quirks;
+- the run's explainer goes through the model-randomisation sanity check (`analysis.sanity`) on a few images;
+- deletion / insertion AUC of the run's stored maps (`analysis.faithfulness`).
+The result is JSON-able; the store writes it as evidence.json and `analysis.flags` reads it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.aggregate import region_matrix, slice_stats
+from analysis.faithfulness import deletion_insertion
+from analysis.flags import effective_roles
+from analysis.intervention import intervene, resize_masks
+from analysis.regions import grid_regions, masked_shares, region_shares
+from analysis.sanity import model_randomisation
+
+CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
+
+
+def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
+                     max_images: int = 200, params: dict | None = None, fill: str = "mean",
+                     second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
+                     batch_size: int = 32, n_boot: int = 1000) -> dict:
+    """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config)."""
+    images, regions = store.images(), store.regions()
+    out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images},
+           "interventions": {}, "second_explainer": {}, "sanity": {}, "faithfulness": {}}
+    if images.empty:
+        return out
+    rng = np.random.default_rng(seed)
+    chosen = images.iloc[np.sort(rng.permutation(len(images))[:max_images])].reset_index(drop=True)
+    batch = load_subset(loaded, dataset, chosen)
+    module_layer = module_layer_name(loaded, layer_name)
+    labels = torch.as_tensor(batch.images_frame["label_idx"].to_numpy().copy(), dtype=torch.long)
+
+    for region in candidate_regions(images, regions):
+        masks = region_masks(batch, region)
+        if masks is None or not masks.any():
+            continue
+        out["interventions"][region["name"]] = intervene(
+            loaded.module, batch.inputs, masks, labels, fill=fill, batch_size=batch_size, seed=seed,
+            n_boot=n_boot)
+
+    second = second_method(method, loaded)
+    if second is not None:
+        out["second_explainer"] = second_explainer_lifts(
+            loaded, batch, regions, second, seed=seed, limit=second_images, batch_size=batch_size)
+
+    k = min(sanity_images, len(batch.inputs))
+    preds = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:k].copy(), dtype=torch.long)
+    out["sanity"] = {"model_randomization": model_randomisation(
+        loaded.module, batch.inputs[:k], method, layer_name=module_layer, targets=preds,
+        params=params or {}, seed=seed, max_stages=8)}
+
+    ids, maps = store.maps()
+    if len(ids):
+        where = {int(i): j for j, i in enumerate(ids)}
+        rows = [r for r in range(len(batch.ids)) if int(batch.ids[r]) in where][:faithfulness_images]
+        if rows:
+            stored = torch.as_tensor(maps[[where[int(batch.ids[r])] for r in rows]].astype(np.float32))
+            targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[rows], dtype=torch.long)
+            out["faithfulness"] = {"method": method, **deletion_insertion(
+                loaded.module, batch.inputs[rows], stored, targets, batch_size=batch_size, seed=seed)}
+    return out
+
+
+class Subset:
+    """Decoded images (B, 3, H, W) in [0, 1], their masks at input size (or None) and store rows."""
+
+    def __init__(self, ids, inputs, masks, images_frame):
+        self.ids, self.inputs, self.masks, self.images_frame = ids, inputs, masks, images_frame
+
+
+def load_subset(loaded, dataset, chosen: pd.DataFrame) -> Subset:
+    from explainers.preprocess import to_input
+
+    by_id = {int(item.image_id): item for item in dataset.items}
+    tensors, masks, keep = [], [], []
+    for row, image_id in enumerate(chosen["image_id"].astype(int)):
+        item = by_id.get(image_id)
+        if item is None:
+            continue
+        try:
+            image, mask = dataset.load(item)
+        except Exception:  # the runner already recorded it as skipped
+            continue
+        tensor = to_input(image, loaded.card)
+        tensors.append(tensor)
+        if mask is not None:
+            mask = resize_masks(torch.as_tensor(np.asarray(mask, dtype=np.int64))[None], tensor.shape[-2:])[0]
+        masks.append(mask)
+        keep.append(row)
+    frame = chosen.iloc[keep].reset_index(drop=True)
+    inputs = torch.stack(tensors) if tensors else torch.zeros(0, 3, 1, 1)
+    stacked = torch.stack(masks) if masks and all(m is not None for m in masks) else None
+    return Subset(frame["image_id"].to_numpy(), inputs, stacked, frame)
+
+
+def candidate_regions(images: pd.DataFrame, regions: pd.DataFrame) -> list[dict]:
+    """Non-core regions with lift > 1 overall or for some class (cheap point estimates, no bootstrap)."""
+    matrix = region_matrix(regions, images["image_id"].to_numpy())
+    ids = regions.drop_duplicates("region").set_index("region")["region_id"].to_dict()
+    best = slice_stats(matrix.mass, matrix.area, n_boot=0)["lift"]
+    for cls in images["label"].astype(str).unique():
+        rows = (images["label"].astype(str) == cls).to_numpy()
+        best = np.fmax(best, slice_stats(matrix.mass[rows], matrix.area[rows], n_boot=0)["lift"])
+    roles = effective_roles(matrix.regions, matrix.roles)
+    return [{"name": name, "region_id": int(ids[name]), "lift": float(best[j])}
+            for j, name in enumerate(matrix.regions)
+            if roles[j] != "core" and np.isfinite(best[j]) and best[j] > 1.0]
+
+
+def region_masks(batch: Subset, region: dict) -> torch.Tensor | None:
+    """(B, H, W) bool for an annotated region (mask == id) or a grid region (by name)."""
+    h, w = batch.inputs.shape[-2:]
+    if region["region_id"] >= 0:
+        return None if batch.masks is None else batch.masks == region["region_id"]
+    grid = dict(grid_regions(h, w))
+    if region["name"] not in grid:
+        return None
+    return torch.as_tensor(grid[region["name"]]).expand(len(batch.inputs), h, w).clone()
+
+
+def second_method(method: str, loaded) -> str | None:
+    """Another family: CAM -> plain gradients; anything else -> Grad-CAM (when layers are reachable)."""
+    if method in CAM_METHODS:
+        return "saliency"
+    if getattr(loaded, "supports_hooks", True):
+        return "gradcam"
+    return "integrated_gradients" if method != "integrated_gradients" else "saliency"
+
+
+def second_explainer_lifts(loaded, batch: Subset, regions: pd.DataFrame, method: str, *, seed: int,
+                           limit: int, batch_size: int) -> dict:
+    from explainers.registry import make_explainer
+    from explainers.targets import ClassTarget
+
+    kwargs = {"layer": loaded.layer(loaded.target_layer_name())} if method == "gradcam" else {}
+    explainer = make_explainer(method, loaded.module, **kwargs)
+    device = next((p.device for p in loaded.module.parameters()), torch.device("cpu"))
+    n = min(limit, len(batch.inputs))
+    targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:n].copy(), dtype=torch.long)
+    maps = []
+    for start in range(0, n, batch_size):
+        x = batch.inputs[start:start + batch_size].to(device)
+        maps.append(explainer.explain(x, ClassTarget(targets[start:start + batch_size])).maps.detach().cpu())
+    maps = torch.cat(maps) if maps else torch.zeros(0, 1, 1)
+    names = list(dict.fromkeys(regions["region"]))
+    ids = regions.drop_duplicates("region").set_index("region")["region_id"].to_dict()
+    mass = np.zeros((n, len(names)))
+    area = np.zeros((n, len(names)))
+    h, w = batch.inputs.shape[-2:]
+    if any(ids[name] < 0 for name in names):
+        grid = dict(grid_regions(h, w))
+        stack = np.stack([grid[name] for name in names if name in grid])
+        cols = [j for j, name in enumerate(names) if name in grid]
+        for i in range(n):
+            m, a = masked_shares(maps[i], stack)
+            mass[i, cols], area[i, cols] = m, a
+    elif batch.masks is not None:
+        region_ids = [int(ids[name]) for name in names]
+        for i in range(n):
+            mass[i], area[i] = region_shares(maps[i], batch.masks[i].numpy(), region_ids)
+    stats = slice_stats(mass, area, n_boot=500, seed=seed)
+    return {"method": method, "n": n, "regions": {
+        name: {"mass_mean": float(stats["mass_mean"][j]), "area_mean": float(stats["area_mean"][j]),
+               "lift": _finite(stats["lift"][j]),
+               "lift_ci": [_finite(stats["lift_ci_low"][j]), _finite(stats["lift_ci_high"][j])]}
+        for j, name in enumerate(names)}}
+
+
+def module_layer_name(loaded, layer_name: str | None) -> str | None:
+    """`layer_name` is relative to `loaded.net`; the sanity check deep-copies `loaded.module`."""
+    if not layer_name:
+        return None
+    for prefix, module in loaded.module.named_modules():
+        if module is loaded.net:
+            return f"{prefix}.{layer_name}" if prefix else layer_name
+    return layer_name
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+

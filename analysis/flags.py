@@ -1,0 +1,237 @@
+"""Shortcut flags: attention *and* causal evidence, with the robustness checks that qualify them.
+
+A non-core region is flagged as a shortcut when
+1. attention: its lift CI lower bound exceeds `lift_threshold` overall, for a class or for a subgroup
+   (correct/incorrect slices are diagnostic, not grounds for a flag), and
+2. cause: filling the region changes predictions more than an equal-area control
+   (`p_value < alpha`) by a non-trivial amount (flip rate or accuracy drop >= `min_effect`).
+3. robustness qualifies the flag rather than gating it: a second explainer from another family must
+   also give the region lift > 1, and the run's explainer must have passed its model-randomisation
+   sanity check. When either fails (or was not computed) the flag stays, one severity level lower, with
+   `confidence: "low"` and the reason spelled out: the intervention already showed the model uses the
+   region; what is in doubt is only the attribution's part of the story.
+Attention without an intervention result (evidence not computed) is flagged `low` with the reason;
+attention with a non-significant intervention is not a shortcut and goes to `attention_findings`.
+
+Severity comes from the causal effect net of the control, `max(flip_rate - control flip_rate,
+accuracy_drop - control accuracy_drop)`: high >= 0.2, medium >= 0.1, else low. Core regions are never
+flagged: attending to what the label is about is the point. Without masks (grid regions, no region marked
+core) the grid's centre cells (`GRID_ASSUMED_CORE`) are assumed to hold the object and treated as core,
+so a mask-free audit flags corners and borders, never the middle of the image.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+SEVERITIES = ("low", "medium", "high")
+GRID_ASSUMED_CORE = ("centre", "middle-centre")
+
+
+def effective_roles(names, roles) -> list:
+    """Roles as given; when no region is core (grid regions), the grid centre is assumed core."""
+    roles = [None if _missing(r) else r for r in roles]
+    if "core" in roles:
+        return roles
+    return ["core" if name in GRID_ASSUMED_CORE else role for name, role in zip(names, roles)]
+
+
+def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
+                   alpha: float = 0.01, min_effect: float = 0.05) -> list[dict]:
+    """Flags in the report-JSON shape (DESIGN.md), most severe first."""
+    evidence = evidence or {}
+    flags = []
+    for region, hits in _attention_hits(table, lift_threshold).items():
+        top = hits[0]
+        intervention = (evidence.get("interventions") or {}).get(region)
+        reasons = []
+        if intervention is None or intervention.get("p_value") is None:
+            severity, confidence = "low", "low"
+            reasons.append("no intervention evidence was computed for this region")
+            ev = {}
+        else:
+            effect = net_effect(intervention)
+            if not (intervention["p_value"] < alpha and effect >= min_effect):
+                continue
+            severity, confidence = severity_of(effect), "high"
+            ev = {
+                "accuracy_drop": intervention.get("accuracy_drop"),
+                "accuracy_drop_ci": intervention.get("accuracy_drop_ci"),
+                "flip_rate": intervention.get("flip_rate"), "flip_rate_ci": intervention.get("flip_rate_ci"),
+                "p_value": intervention["p_value"],
+                "control_flip_rate": (intervention.get("control") or {}).get("flip_rate"),
+                "control_accuracy_drop": (intervention.get("control") or {}).get("accuracy_drop"),
+                "fill": intervention.get("fill"), "n": intervention.get("n"), "net_effect": effect,
+            }
+        robust, why = robustness(region, evidence)
+        if not robust:
+            reasons.extend(why)
+            if confidence == "high":
+                severity = SEVERITIES[max(0, SEVERITIES.index(severity) - 1)]
+            confidence = "low"
+        ev.update(robustness_evidence(region, evidence))
+        flags.append({
+            "region": region, "class": top["class"], "group": top["group"], "kind": "shortcut",
+            "severity": severity, "confidence": confidence, "lift": top["lift"],
+            "lift_ci": [top["lift_ci_low"], top["lift_ci_high"]], "mass_mean": top["mass_mean"],
+            "slices": [{"class": h["class"], "group": h["group"], "lift": h["lift"],
+                        "lift_ci_low": h["lift_ci_low"]} for h in hits],
+            "evidence": ev, "reasons": reasons,
+        })
+    flags.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), -(f["lift"] or 0)))
+    return flags
+
+
+def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
+                       alpha: float = 0.01, min_effect: float = 0.05) -> list[dict]:
+    """Non-core regions with high lift whose intervention did *not* move predictions: worth a look, not a flag."""
+    flagged = {f["region"] for f in shortcut_flags(table, evidence, lift_threshold=lift_threshold,
+                                                    alpha=alpha, min_effect=min_effect)}
+    out = []
+    for region, hits in _attention_hits(table, lift_threshold).items():
+        if region in flagged:
+            continue
+        intervention = ((evidence or {}).get("interventions") or {}).get(region) or {}
+        out.append({"region": region, "kind": "attention", "class": hits[0]["class"],
+                    "group": hits[0]["group"], "lift": hits[0]["lift"],
+                    "p_value": intervention.get("p_value"), "flip_rate": intervention.get("flip_rate"),
+                    "text": f"high attention on {region} (lift {hits[0]['lift']:.1f}) but filling it did not "
+                            f"change predictions more than an equal-area control"})
+    return out
+
+
+def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None, *,
+                      min_ratio: float = 1.5) -> list[dict]:
+    """Per attribute: a non-core region that gets far more mass in one subgroup than another.
+
+    Reported when the mass CIs do not overlap and the ratio of means is >= `min_ratio`; the subgroups'
+    accuracies are attached, and the text says when the high-attention group is also less accurate.
+    """
+    rows = table[table["group"].notna() & table["class"].isna() & ~_is_core(table)]
+    rows = rows[~rows["group"].astype(str).str.startswith("correct=")]
+    acc = {}
+    if accuracy is not None and len(accuracy):
+        sel = accuracy[accuracy["group"].notna() & accuracy["class"].isna()]
+        acc = dict(zip(sel["group"], sel["accuracy"]))
+    out = []
+    for (region, attribute), sub in rows.assign(attribute=rows["group"].str.split("=").str[0]) \
+            .groupby(["region", "attribute"], sort=True):
+        if len(sub) < 2:
+            continue
+        hi, lo = sub.loc[sub["mass_mean"].idxmax()], sub.loc[sub["mass_mean"].idxmin()]
+        if lo["mass_mean"] <= 0:
+            ratio = math.inf
+        else:
+            ratio = hi["mass_mean"] / lo["mass_mean"]
+        if ratio < min_ratio or hi["mass_ci_low"] <= lo["mass_ci_high"]:
+            continue
+        acc_hi, acc_lo = acc.get(hi["group"]), acc.get(lo["group"])
+        text = (f"attends to {region} {ratio:.1f}x more for {hi['group']} ({hi['mass_mean']:.0%} of saliency) "
+                f"than for {lo['group']} ({lo['mass_mean']:.0%})")
+        if not math.isfinite(ratio):
+            text = (f"attends to {region} only for {hi['group']} ({hi['mass_mean']:.0%} of saliency; "
+                    f"0% for {lo['group']})")
+        if acc_hi is not None and acc_lo is not None and acc_hi < acc_lo:
+            text += f", and that group's accuracy is lower ({acc_hi:.0%} vs {acc_lo:.0%})"
+        out.append({"kind": "subgroup", "region": region, "attribute": attribute,
+                    "group_high": hi["group"], "group_low": lo["group"],
+                    "mass_high": float(hi["mass_mean"]), "mass_low": float(lo["mass_mean"]),
+                    "ratio": float(ratio) if math.isfinite(ratio) else None, "accuracy_high": acc_hi, "accuracy_low": acc_lo, "text": text})
+    return out
+
+
+def net_effect(intervention: dict) -> float:
+    control = intervention.get("control") or {}
+    flip = (intervention.get("flip_rate") or 0.0) - (control.get("flip_rate") or 0.0)
+    drop = (intervention.get("accuracy_drop") or 0.0) - (control.get("accuracy_drop") or 0.0)
+    return float(max(flip, drop))
+
+
+def severity_of(effect: float) -> str:
+    return "high" if effect >= 0.2 else "medium" if effect >= 0.1 else "low"
+
+
+def robustness(region: str, evidence: dict) -> tuple[bool, list[str]]:
+    """(robust, reasons it is not): second explainer agrees and the explainer passed its sanity check."""
+    why = []
+    second = evidence.get("second_explainer") or {}
+    lift = ((second.get("regions") or {}).get(region) or {}).get("lift")
+    if lift is None:
+        why.append("no second explainer was run on this region")
+    elif not lift > 1.0:
+        why.append(f"second explainer ({second.get('method')}) gives lift {lift:.2f} <= 1: the attribution "
+                   f"does not agree across methods")
+    sanity = (evidence.get("sanity") or {}).get("model_randomization") or {}
+    if sanity.get("passed") is None:
+        why.append("the explainer's sanity check was not run")
+    elif not sanity["passed"]:
+        why.append(f"the explainer ({sanity.get('method')}) failed the model-randomisation sanity check: "
+                   f"its maps barely depend on the model's weights")
+    return not why, why
+
+
+def robustness_evidence(region: str, evidence: dict) -> dict:
+    second = evidence.get("second_explainer") or {}
+    sanity = (evidence.get("sanity") or {}).get("model_randomization") or {}
+    return {"second_explainer": second.get("method"),
+            "second_explainer_lift": ((second.get("regions") or {}).get(region) or {}).get("lift"),
+            "sanity_passed": sanity.get("passed")}
+
+
+def _attention_hits(table: pd.DataFrame, lift_threshold: float) -> dict[str, list[dict]]:
+    """Per non-core region, the slices where lift CI low > threshold, strongest first."""
+    if table.empty:
+        return {}
+    rows = table[~_is_core(table)]
+    rows = rows[~rows["group"].fillna("").astype(str).str.startswith("correct=")]
+    rows = rows[rows["lift_ci_low"] > lift_threshold]
+    out: dict[str, list[dict]] = {}
+    for row in rows.sort_values("lift_ci_low", ascending=False).to_dict("records"):
+        row["class"] = None if _missing(row["class"]) else row["class"]
+        row["group"] = None if _missing(row["group"]) else row["group"]
+        out.setdefault(row["region"], []).append(row)
+    return out
+
+
+def _is_core(table: pd.DataFrame) -> pd.Series:
+    roles = effective_roles(table["region"].tolist(), table["role"].tolist())
+    return pd.Series([r == "core" for r in roles], index=table.index)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict | None = None, *,
+                    maps=None, n_boot: int = 1000, seed: int = 0, lift_threshold: float = 1.5,
+                    alpha: float = 0.01, min_effect: float = 0.05) -> dict:
+    """Everything a run's report adds on top of its identity, in report-JSON shape (one call for report.py).
+
+    Keys: regions (rows with CIs), accuracy (per slice, Wilson), flags, attention, subgroups, sanity,
+    faithfulness, second_explainer, interventions, and clusters when `maps` ((ids, maps) from the store) is given.
+    """
+    from analysis.aggregate import accuracy_table, region_table, table_records
+
+    evidence = evidence or {}
+    table = region_table(images, regions, n_boot=n_boot, seed=seed)
+    accuracy = accuracy_table(images)
+    options = {"lift_threshold": lift_threshold, "alpha": alpha, "min_effect": min_effect}
+    out = {
+        "regions": table_records(table),
+        "accuracy": [{k: (None if _missing(v) else v) for k, v in row.items()}
+                     for row in accuracy.to_dict("records")],
+        "flags": shortcut_flags(table, evidence, **options),
+        "attention": attention_findings(table, evidence, **options),
+        "subgroups": subgroup_findings(table, accuracy),
+        "sanity": evidence.get("sanity") or {},
+        "faithfulness": evidence.get("faithfulness") or {},
+        "second_explainer": evidence.get("second_explainer") or {},
+        "interventions": evidence.get("interventions") or {},
+    }
+    if maps is not None and len(maps[0]):
+        from analysis.clustering import spray_clusters
+
+        clusters = spray_clusters(images, maps, regions, seed=seed)
+        out["clusters"] = [{k: v for k, v in c.items() if k != "image_ids"} for c in clusters]
+    return out

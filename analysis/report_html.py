@@ -1,0 +1,251 @@
+"""One self-contained HTML file for a run's report (and optionally a version comparison).
+
+Self-contained so it can be attached to a ticket or mailed: plotly's JS is inlined once (the first chart),
+overlays are base64 PNGs, no external requests. Every name in it (regions, classes, subgroups, runs, image
+paths) comes from a user's upload, so every one goes through `html.escape`, in tables and in chart labels
+(plotly renders its labels as a small HTML dialect; it shows entities as the characters they stand for).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html import escape
+
+import numpy as np
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
+th{background:#f3f3f3}.high{color:#b00020;font-weight:600}.medium{color:#c76b00;font-weight:600}.low{color:#555}
+.muted{color:#777;font-size:.85rem}figure{display:inline-block;margin:.5rem;text-align:center}
+figure img{width:160px;height:160px;image-rendering:pixelated;border:1px solid #ccc}
+"""
+
+
+def render_html(report: dict, *, comparison: dict | None = None, exemplars: list[dict] | None = None,
+                title: str | None = None) -> str:
+    """HTML for a report dict (DESIGN.md keys; `subgroups`, `clusters`, `faithfulness` used when present).
+
+    `exemplars`: [{"image_id", "caption", "image": (H, W, 3) array in [0, 1] or uint8, "map": (h, w)}].
+    """
+    charts = _Charts()
+    run = report.get("run") or {}
+    name = title or f"Saliency audit: {run.get('name') or run.get('id') or 'run'}"
+    parts = [f"<h1>{escape(str(name))}</h1>", _run_summary(report)]
+    parts.append("<h2>Shortcut flags</h2>" + _flags_table(report.get("flags") or []))
+    if report.get("subgroups"):
+        parts.append("<h2>Subgroup findings</h2><ul>" + "".join(
+            f"<li>{escape(str(f.get('text', '')))}</li>" for f in report["subgroups"]) + "</ul>")
+    parts.append("<h2>Where the saliency goes</h2>" + charts.region_mass(report.get("regions") or []))
+    parts.append(_regions_table(report.get("regions") or []))
+    parts.append("<h2>Explainer checks</h2>" + _sanity_table(report.get("sanity") or {})
+                 + _faithfulness(report.get("faithfulness") or {}))
+    if report.get("clusters"):
+        parts.append("<h2>Attention strategies (SpRAy clusters)</h2>" + _clusters_table(report["clusters"]))
+    if exemplars:
+        parts.append("<h2>Exemplars</h2>" + "".join(_figure(e) for e in exemplars))
+    if comparison:
+        parts.append("<h2>Version comparison</h2>" + render_comparison(comparison, charts))
+    if report.get("skipped"):
+        parts.append(f"<h2>Skipped images ({len(report['skipped'])})</h2>" + _table(
+            ["image", "reason"], [[s.get("image"), s.get("reason")] for s in report["skipped"][:200]]))
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(str(name))}</title>"
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def render_comparison(comparison: dict, charts: "_Charts | None" = None) -> str:
+    charts = charts or _Charts()
+    out = [f"<p>{escape(str(comparison.get('summary', '')))}</p>", charts.comparison(comparison)]
+    rows = []
+    for region, entry in (comparison.get("regions") or {}).items():
+        for change in entry.get("changes", []):
+            rows.append([region, entry.get("role") or "", f"{change['from']} → {change['to']}",
+                         _pct(change["diff"]), _ci(change.get("diff_ci"), pct=True), _p(change["p_value"])])
+    out.append(_table(["region", "role", "versions", "mass change", "95% CI", "p"], rows))
+    sims = comparison.get("map_similarity") or []
+    if sims:
+        out.append(_table(["versions", "images", "Spearman", "top-10% IoU"],
+                          [[f"{s['from']} → {s['to']}", s["n"], _num(s["spearman"]), _num(s["topk_iou"])]
+                           for s in sims]))
+    acc = [a for a in comparison.get("accuracy") or [] if a.get("class") is None]
+    if acc:
+        out.append(_table(["run", "group", "n", "accuracy", "95% CI"],
+                          [[a["run"], a.get("group") or "all", a["n"], _pct(a["accuracy"]),
+                            _ci([a["ci_low"], a["ci_high"]], pct=True)] for a in acc]))
+    return "".join(out)
+
+
+class _Charts:
+    """Plotly figures as HTML fragments; the first one carries plotly.js, the rest reuse it."""
+
+    def __init__(self):
+        self.included = False
+
+    def _html(self, fig) -> str:
+        fragment = fig.to_html(full_html=False, include_plotlyjs=not self.included)
+        self.included = True
+        return fragment
+
+    def region_mass(self, rows: list[dict]) -> str:
+        import plotly.graph_objects as go
+
+        overall = [r for r in rows if r.get("class") is None and r.get("group") is None]
+        if not overall:
+            return "<p class='muted'>No region rows.</p>"
+        names = [escape(str(r["region"])) for r in overall]
+        mass = [r["mass_mean"] or 0 for r in overall]
+        lo = [max(0.0, (r["mass_mean"] or 0) - (r["mass_ci"][0] or 0)) for r in overall]
+        hi = [max(0.0, (r["mass_ci"][1] or 0) - (r["mass_mean"] or 0)) for r in overall]
+        area = [r.get("area_mean") or 0 for r in overall]
+        fig = go.Figure([
+            go.Bar(name="saliency mass", x=names, y=mass,
+                   error_y={"type": "data", "array": hi, "arrayminus": lo, "symmetric": False}),
+            go.Bar(name="area", x=names, y=area, opacity=0.5),
+        ])
+        fig.update_layout(barmode="group", yaxis_title="share of the image / of saliency", height=380,
+                          margin={"t": 30})
+        return self._html(fig)
+
+    def comparison(self, comparison: dict) -> str:
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for region, entry in (comparison.get("regions") or {}).items():
+            runs = [r for r in entry["runs"] if r is not None]
+            fig.add_trace(go.Scatter(
+                name=escape(str(region)), x=[escape(str(r["run"])) for r in runs],
+                y=[r["mass_mean"] for r in runs], mode="lines+markers",
+                error_y={"type": "data", "symmetric": False,
+                         "array": [(r["mass_ci"][1] or 0) - r["mass_mean"] for r in runs],
+                         "arrayminus": [r["mass_mean"] - (r["mass_ci"][0] or 0) for r in runs]}))
+        fig.update_layout(yaxis_title="saliency mass", height=380, margin={"t": 30})
+        return self._html(fig)
+
+
+def overlay_png(image, saliency, alpha: float = 0.5) -> str:
+    """Base64 PNG: the image with the positive part of the map (scaled to its own max) in a heat colour."""
+    from PIL import Image
+
+    img = np.asarray(image, dtype=np.float32)
+    if img.max() > 1.0:
+        img = img / 255.0
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.shape[0] == 3 and img.shape[-1] != 3:
+        img = img.transpose(1, 2, 0)
+    sal = np.clip(np.asarray(saliency, dtype=np.float32), 0, None)
+    sal = np.asarray(Image.fromarray(sal).resize((img.shape[1], img.shape[0]), Image.BILINEAR))
+    sal = sal / sal.max() if sal.max() > 0 else sal
+    heat = np.stack([np.clip(2 * sal, 0, 1), np.clip(2 * sal - 0.5, 0, 1), np.clip(1 - 2 * sal, 0, 1) * sal],
+                    axis=2)
+    blend = (1 - alpha * sal[..., None]) * img + alpha * sal[..., None] * heat
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(blend, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure(exemplar: dict) -> str:
+    data = overlay_png(exemplar["image"], exemplar["map"])
+    caption = escape(str(exemplar.get("caption", exemplar.get("image_id", ""))))
+    return f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'><figcaption>{caption}</figcaption></figure>"
+
+
+def _run_summary(report: dict) -> str:
+    run, metrics = report.get("run") or {}, report.get("metrics") or {}
+    model, dataset = run.get("model") or {}, run.get("dataset") or {}
+    rows = [["method", run.get("method")], ["parameters", json.dumps(run.get("params") or {}, sort_keys=True)],
+            ["images", run.get("n_images")], ["seed", run.get("seed")],
+            ["model", f"{model.get('name', '')} ({str(model.get('sha256', ''))[:12]})"],
+            ["dataset", f"{dataset.get('name', '')} ({str(dataset.get('sha256', ''))[:12]})"],
+            ["accuracy", _pct(metrics.get("accuracy"))]]
+    return _table(["", ""], rows)
+
+
+def _flags_table(flags: list[dict]) -> str:
+    if not flags:
+        return "<p>No shortcut flagged.</p>"
+    rows = []
+    for f in flags:
+        ev = f.get("evidence") or {}
+        where = f.get("class") or f.get("group") or "all images"
+        reasons = "; ".join(f.get("reasons") or [])
+        rows.append([f["region"], where, _Raw(f"<span class='{escape(f['severity'])}'>{escape(f['severity'])}</span>"),
+                     f.get("confidence", ""), _num(f.get("lift")), _pct(ev.get("flip_rate")),
+                     _pct(ev.get("control_flip_rate")), _pct(ev.get("accuracy_drop")), _p(ev.get("p_value")),
+                     f"{ev.get('second_explainer') or '–'}: {_num(ev.get('second_explainer_lift'))}",
+                     {True: "passed", False: "failed"}.get(ev.get("sanity_passed"), "–"), reasons])
+    return _table(["region", "where", "severity", "confidence", "lift", "flip rate", "control flips",
+                   "accuracy drop", "p", "second explainer lift", "sanity", "notes"], rows)
+
+
+def _regions_table(rows: list[dict]) -> str:
+    body = [[r["region"], r.get("role") or "", r.get("class") or "", r.get("group") or "", r["n"],
+             _pct(r["mass_mean"]), _ci(r.get("mass_ci"), pct=True), _pct(r.get("area_mean")),
+             _num(r.get("lift")), _ci(r.get("lift_ci"))] for r in rows]
+    return _table(["region", "role", "class", "group", "n", "mass", "95% CI", "area", "lift", "lift 95% CI"], body)
+
+
+def _sanity_table(sanity: dict) -> str:
+    mr = sanity.get("model_randomization") or {}
+    if not mr:
+        return "<p class='muted'>Sanity check not run.</p>"
+    head = (f"<p>Model-parameter randomisation ({escape(str(mr.get('method', '')))}): similarity "
+            f"{_num(mr.get('similarity'))} (threshold {_num(mr.get('threshold'))}) — "
+            f"<b>{'passed' if mr.get('passed') else 'failed'}</b>. "
+            f"<span class='muted'>{escape(str(mr.get('criterion', '')))}</span></p>")
+    stages = [[s["layer"], s.get("n_randomised"), _num(s["spearman_abs"]), _num(s["spearman"]), _num(s["ssim"])]
+              for s in mr.get("stages", [])]
+    return head + _table(["randomised up to", "layers", "Spearman |map|", "Spearman", "SSIM"], stages)
+
+
+def _faithfulness(faith: dict) -> str:
+    if not faith:
+        return ""
+    return _table(["", "map", "random order"],
+                  [["deletion AUC (lower is better)", _num(faith.get("deletion_auc")),
+                    _num(faith.get("random_deletion_auc"))],
+                   ["insertion AUC (higher is better)", _num(faith.get("insertion_auc")),
+                    _num(faith.get("random_insertion_auc"))]])
+
+
+def _clusters_table(clusters: list[dict]) -> str:
+    rows = [[c["class"], c["cluster"], c["size"], _pct(c.get("share")), _num(c["distance"]),
+             (c.get("top_region") or {}).get("region", ""), ", ".join(str(i) for i in c.get("exemplars", []))]
+            for c in clusters]
+    return _table(["class", "cluster", "images", "share of class", "distance from class mean", "rising region",
+                   "exemplar ids"], rows)
+
+
+class _Raw(str):
+    """Already-escaped HTML for a table cell."""
+
+
+def _table(header: list, rows: list[list]) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else escape(_s(c))}</td>" for c in row)
+                   + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _s(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _num(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _p(value) -> str:
+    return "–" if value is None else (f"{value:.1e}" if value < 1e-3 else f"{value:.3f}")
+
+
+def _ci(pair, pct: bool = False) -> str:
+    if not pair or pair[0] is None or pair[1] is None:
+        return "–"
+    fmt = _pct if pct else _num
+    return f"[{fmt(pair[0])}, {fmt(pair[1])}]"

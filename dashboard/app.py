@@ -1,0 +1,34 @@
+"""Saliency Audit dashboard: the router. Run with `streamlit run dashboard/app.py`.
+
+Pages live in `dashboard/app_pages/`; they read the workspace through `dashboard.data` and submit jobs to
+worker processes. Nothing here loads a model or computes a statistic.
+"""
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:  # `streamlit run dashboard/app.py` puts only dashboard/ on the path
+    sys.path.insert(0, str(_REPO))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import state  # noqa: E402
+
+st.set_page_config(page_title="Saliency Audit", layout="wide")
+state.init_defaults()
+
+_PAGES = _REPO / "dashboard" / "app_pages"
+pages = {
+    "Audit": [
+        st.Page(_PAGES / "overview.py", title="Overview", url_path="overview", default=True),
+        st.Page(_PAGES / "report.py", title="Bias report", url_path="report"),
+        st.Page(_PAGES / "compare.py", title="Compare versions", url_path="compare"),
+        st.Page(_PAGES / "trust.py", title="Explainer trust", url_path="trust"),
+    ],
+    "Work": [
+        st.Page(_PAGES / "new_audit.py", title="New audit", url_path="new-audit"),
+        st.Page(_PAGES / "upload.py", title="Upload", url_path="upload"),
+    ],
+}
+st.sidebar.caption(f"Workspace: {state.workspace_root()}")
+st.navigation(pages).run()

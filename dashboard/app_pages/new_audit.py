@@ -1,0 +1,82 @@
+"""New audit: choose model version(s), dataset, explainer(s); the work runs in a worker process.
+
+The page only writes the run into the catalog and starts the worker (`analysis.jobs.start_job`); progress
+is read back from the catalog every two seconds, so reloading or closing the tab never stops a job.
+"""
+import streamlit as st
+
+from dashboard import data, state, views
+
+st.title("New audit")
+models = data.models()
+datasets = data.datasets()
+if models.empty or datasets.empty:
+    st.info("Register a model and a dataset first (page **Upload**).")
+    st.stop()
+
+model_names = dict(zip(models["id"], models["name"]))
+dataset_names = dict(zip(datasets["id"], datasets["name"]))
+chosen_models = st.multiselect("Model version(s)", list(model_names), default=list(model_names)[-1:],
+                               format_func=lambda m: f"{model_names[m]} ({m})", key="audit_models")
+dataset_id = st.selectbox("Dataset", list(dataset_names), format_func=lambda d: f"{dataset_names[d]} ({d})",
+                          key="audit_dataset")
+methods = st.multiselect("Explainer(s)", data.methods(), default=["gradcam"], key="audit_methods")
+c1, c2 = st.columns(2)
+n_images = c1.number_input("Images to sample", min_value=1, max_value=100_000, value=200, step=50,
+                           key="audit_n")
+seed = c2.number_input("Seed", min_value=0, value=0, step=1, key="audit_seed")
+name = st.text_input("Name (optional)", key="audit_name")
+estimate = sum(data.estimate_seconds(m, int(n_images))[0] for m in methods) * max(len(chosen_models), 1)
+st.caption(f"Estimated time: about {views.duration(estimate)} "
+           "(from earlier runs of these methods, else typical CPU speeds).")
+submitted = st.button("Start audit", type="primary", key="audit_start")
+
+
+if submitted:
+    if not chosen_models or not methods:
+        st.error("Choose at least one model version and one explainer.")
+    else:
+        started = []
+        for model_id in chosen_models:
+            for method in methods:
+                started.append(data.submit_run(model_id, dataset_id, method, int(n_images), int(seed), name or None))
+        st.session_state[state.SUBMITTED_RUNS] = list(dict.fromkeys(st.session_state[state.SUBMITTED_RUNS] + started))
+        state.set_current_run(started[-1])
+        st.success(f"Started {len(started)} audit(s). You can close this tab: the work goes on.")
+
+
+@st.fragment(run_every=2)
+def job_progress():
+    """Runs not yet finished (any tab may have started them) and this tab's, polled from the catalog.
+
+    The last submitted run is also in the URL, so after a reload its bar (and its end) is still shown.
+    """
+    runs = data.runs()
+    if runs.empty:
+        return
+    mine = set(st.session_state[state.SUBMITTED_RUNS]) | {state.current_run()}
+    active = runs[runs.status.isin(["pending", "running"]) | runs.id.isin(mine)]
+    st.subheader("Audits in progress")
+    if active.empty:
+        st.caption("Nothing running.")
+        return
+    for run in active.to_dict("records"):
+        done, total, status = data.progress(run["id"])
+        with st.container(border=True):
+            st.text(f"{run.get('name') or run['id']} · {run['method']} · {status}")
+            fraction = min(done / total, 1.0) if total else 0.0
+            st.progress(fraction, text=f"{done} / {total or '?'} images")
+            if run.get("error"):
+                st.error(run["error"])
+            b1, b2, b3 = st.columns(3)
+            if status in ("pending", "running") and b1.button("Cancel", key=f"cancel_{run['id']}"):
+                data.cancel_run(run["id"])
+                st.rerun(scope="fragment")
+            if status in ("cancelled", "failed") and b2.button("Resume", key=f"resume_{run['id']}"):
+                data.resume_run(run["id"])
+                st.rerun(scope="fragment")
+            if status == "done":
+                b3.page_link("app_pages/report.py", label="Open report", query_params={state.RUN_PARAM: run["id"]})
+
+
+job_progress()

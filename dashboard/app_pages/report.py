@@ -1,0 +1,150 @@
+"""Bias report: where one run's attention goes across the dataset, the shortcut flags, and the images."""
+import streamlit as st
+
+from dashboard import data, overlay, state, views
+from dashboard.components import run_picker
+
+st.title("Bias report")
+run_id = run_picker("report_run", state.current_run())
+if run_id is None:
+    st.stop()
+
+info = data.run_info(run_id)
+version = data.version(run_id)
+if info["status"] != "done":
+    done, total, status = data.progress(run_id)
+    st.warning(f"This audit is {status}: {done} of {total or '?'} images explained. "
+               "The report appears when it has finished (see **New audit** to follow it).")
+    st.stop()
+
+report = data.report(run_id, version)
+meta = report.get("run", {})
+cols = st.columns(4)
+cols[0].metric("Images explained", meta.get("n_images", info.get("n_done")))
+accuracy = (report.get("metrics") or {}).get("accuracy")
+cols[1].metric("Accuracy", "n/a" if accuracy is None else f"{accuracy:.1%}")
+cols[2].metric("Shortcut flags", len(report.get("flags", [])))
+cols[3].metric("Method", str(meta.get("method", info["method"])))
+st.caption("Model " + views.plain((meta.get("model") or {}).get("name", info["model_id"])) +
+           " · dataset " + views.plain((meta.get("dataset") or {}).get("name", info["dataset_id"])) +
+           f" · seed {meta.get('seed', info['seed'])}")
+
+tab_attention, tab_flags, tab_accuracy, tab_gallery, tab_export = st.tabs(
+    ["Attention by region", "Flags", "Accuracy", "Gallery", "Export"])
+
+with tab_attention:
+    scope = st.radio("Split", ["overall", "per class", "per subgroup"], horizontal=True, key="report_scope")
+    key = {"overall": "overall", "per class": "class", "per subgroup": "group"}[scope]
+    rows = views.region_rows(report, key)
+    if rows.empty:
+        st.info("No rows for this split (the dataset has no subgroup columns, or no images).")
+    else:
+        split_by = {"overall": None, "class": "class", "group": "group"}[key]
+        st.plotly_chart(views.region_bar_figure(rows, split_by, f"Share of saliency per region ({scope})"),
+                        width="stretch", key="report_region_chart")
+        st.caption("Bars: mean share of the positive saliency mass that falls in the region, with a 95% "
+                   "bootstrap interval over images. Black ticks: the region's mean share of the picture's "
+                   "area. A bar far above its tick means more attention than the region's size explains.")
+        st.dataframe(rows, hide_index=True, width="stretch")
+
+with tab_flags:
+    flags = report.get("flags", [])
+    if not flags:
+        st.success("No shortcut flagged: no non-core region draws more attention than its area explains "
+                   "with supporting evidence.")
+    for flag in sorted(flags, key=lambda f: (views.SEVERITY_ORDER.get(f.get("severity"), 9), -f.get("lift", 0))):
+        with st.container(border=True):
+            where = "" if flag.get("class") is None else " for class " + views.plain(flag["class"])
+            st.markdown(f"**{views.plain(flag.get('severity', '')).upper()}** shortcut on region "
+                        f"**{views.plain(flag['region'])}**{where}")
+            st.markdown(views.evidence_sentence({**flag, "region": views.plain(flag["region"])}))
+            st.json(flag.get("evidence") or {}, expanded=False)
+    sanity = views.sanity_verdicts(report)
+    st.subheader("Explainer sanity")
+    if sanity.empty:
+        st.caption("No sanity check recorded for this run.")
+    else:
+        st.dataframe(sanity, hide_index=True, width="stretch")
+
+with tab_accuracy:
+    table = data.accuracy(run_id, version)
+    if table.empty:
+        st.info("No predictions recorded.")
+    else:
+        st.plotly_chart(views.accuracy_figure(table, "Accuracy per class and subgroup"), width="stretch",
+                        key="report_accuracy_chart")
+        st.dataframe(table, hide_index=True, width="stretch")
+
+with tab_gallery:
+    table = data.gallery_table(run_id, version)
+    regions = sorted(c[len("mass."):] for c in table.columns if c.startswith("mass."))
+    flagged = sorted({f["region"] for f in report.get("flags", [])})
+    f1, f2, f3, f4, f5 = st.columns(5)
+    label = f1.selectbox("Class", [None] + sorted(table["label"].astype(str).unique()), key=state.GALLERY_CLASS,
+                         format_func=lambda v: "all classes" if v is None else v)
+    correct = f2.selectbox("Prediction", ["all", "correct", "incorrect"], key=state.GALLERY_CORRECT)
+    flagged_region = f3.selectbox("Shortcut visible on", [None] + flagged, key=state.GALLERY_FLAGGED,
+                                  format_func=lambda v: "any image" if v is None else v)
+    clusters = sorted(table["cluster"].dropna().unique()) if "cluster" in table else []
+    cluster = f4.selectbox("Cluster", [None] + clusters, key=state.GALLERY_CLUSTER,
+                           format_func=lambda v: "all clusters" if v is None else str(v))
+    default_sort = regions.index(flagged[0]) if flagged and flagged[0] in regions else 0
+    sort_region = f5.selectbox("Sort by attention on", regions, index=default_sort, key=state.GALLERY_SORT_REGION)
+    o1, o2 = st.columns([1, 3])
+    overlay_on = o1.toggle("Saliency overlay", key=state.OVERLAY_ON)
+    opacity = o2.slider("Overlay opacity", 0.0, 1.0, step=0.05, key=state.OVERLAY_OPACITY,
+                        disabled=not overlay_on)
+
+    shown = views.filter_gallery(table, label=label, correct=correct, flagged_region=flagged_region,
+                                 cluster=cluster, sort_region=sort_region)
+    st.caption(f"{len(shown)} of {len(table)} images match; showing the first {min(len(shown), 24)}.")
+    image_ids, maps = data.saliency_maps(run_id, version)
+    position = {int(i): k for k, i in enumerate(image_ids)}
+    scale = data.map_scale(run_id, version)
+    dataset_id = info["dataset_id"]
+
+    def rendered(image_id: int, outline: bool = False):
+        picture, mask = data.picture(dataset_id, image_id)
+        if outline:
+            picture = overlay.enlarged(picture)
+        if overlay_on and image_id in position:
+            picture = overlay.blend(picture, maps[position[image_id]], opacity, scale)
+        if outline and mask is not None:
+            picture = overlay.outline_regions(picture, mask)
+        return picture
+
+    for k, row in enumerate(shown.head(24).to_dict("records")):
+        if k % 6 == 0:
+            grid = st.columns(6)  # one row of columns per six images keeps tiles aligned and in order
+        with grid[k % 6]:
+            mark = "right" if row["correct"] else "WRONG"
+            st.image(rendered(int(row["image_id"])), width="stretch",
+                     caption=f"{row['label']} → {row['pred']} ({mark}) · {sort_region} {row['mass.' + sort_region]:.2f}")
+            if st.button("Enlarge", key=f"enlarge_{row['image_id']}"):
+                st.session_state[state.SELECTED_IMAGE] = int(row["image_id"])
+
+    selected = st.session_state.get(state.SELECTED_IMAGE)
+    if selected is not None and selected in set(table["image_id"].astype(int)):
+        st.divider()
+        row = table[table["image_id"] == selected].iloc[0]
+        st.subheader("Image " + views.plain(row["image"]))
+        left, right = st.columns([2, 1])
+        left.image(rendered(selected, outline=True), width="stretch")
+        names = data.region_names(dataset_id)
+        right.markdown("**Region outlines**")
+        for region_id, name in sorted(names.items()):
+            right.markdown(f"- {overlay.REGION_COLOR_NAMES[region_id % len(overlay.REGION_COLOR_NAMES)]}: "
+                           f"{views.plain(name)} (share of attention "
+                           f"{row.get('mass.' + name, float('nan')):.2f})")
+        right.markdown(f"Label **{views.plain(row['label'])}**, predicted **{views.plain(row['pred'])}** "
+                       f"(confidence {row['confidence']:.2f})")
+
+with tab_export:
+    exporters = data.exporters(run_id, version)
+    for fmt, label, mime, suffix in [("html", "Report as HTML", "text/html", ".html"),
+                                     ("json", "Report as JSON", "application/json", ".json"),
+                                     ("csv", "Region table as CSV", "text/csv", "-regions.csv")]:
+        make = exporters[fmt]
+        st.download_button(label, data=make or "", file_name=f"{run_id}{suffix}", mime=mime, key=f"export_{fmt}",
+                           disabled=make is None, on_click="ignore",
+                           help=None if make else "This installation's engine cannot write this format yet.")

@@ -1,0 +1,292 @@
+"""What the pages read, fetched from the engine and cached; the one module that calls `analysis`.
+
+Pages never compute: every number comes from an `analysis` function called here. Caching follows the
+run store's immutability: a run's tables only change when a shard is added, so `st.cache_data` is keyed by
+(run id, number of complete shards) and a finished run is read once.
+No model file is ever loaded here: layer listing runs `analysis.inspect_model` in a subprocess.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import state
+
+# Seconds per image on CPU for a 224 px ResNet-sized model, used only when no earlier run of the method
+# has recorded its speed. Rough on purpose: the page says "about".
+SECONDS_PER_IMAGE = {
+    "gradcam": 0.05, "gradcam_pp": 0.05, "layercam": 0.05, "saliency": 0.05, "guided_backprop": 0.06,
+    "integrated_gradients": 1.0, "smoothgrad": 1.0, "scorecam": 2.0, "occlusion": 3.0, "rise": 4.0,
+    "drise": 8.0,
+}
+
+
+@st.cache_resource
+def workspace(root: str):
+    """One shared `Workspace` per root (its SQLite connection is read-mostly and WAL)."""
+    from analysis.workspace import Workspace
+
+    return Workspace(root)
+
+
+def ws():
+    return workspace(str(state.workspace_root()))
+
+
+def _frame(rows: Any) -> pd.DataFrame:
+    return pd.DataFrame([dict(row) if not isinstance(row, dict) else row for row in rows])
+
+
+# --- catalog ------------------------------------------------------------------------------------------
+def models() -> pd.DataFrame:
+    return _frame(ws().models())
+
+
+def datasets() -> pd.DataFrame:
+    return _frame(ws().datasets())
+
+
+def runs() -> pd.DataFrame:
+    return _frame(ws().runs())
+
+
+def run_info(run_id: str) -> dict:
+    return dict(ws().run(run_id))
+
+
+def version(run_id: str) -> str:
+    """Complete shards + status: the cache key that changes exactly when a run's results do."""
+    return f"{len(ws().shards(run_id))}:{run_info(run_id)['status']}"
+
+
+def run_label(run_id: str) -> str:
+    info = run_info(run_id)
+    return f"{info.get('name') or run_id} ({info.get('method')}, {info.get('status')}) {run_id}"
+
+
+def methods() -> list[str]:
+    from explainers.registry import METHODS, _load_builtin_methods
+
+    _load_builtin_methods()
+    return sorted(METHODS) or sorted(SECONDS_PER_IMAGE)
+
+
+# --- one run ------------------------------------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=32)
+def report(run_id: str, version: str) -> dict:
+    from analysis.report import build_report
+
+    return build_report(run_id, ws())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def gallery_table(run_id: str, version: str) -> pd.DataFrame:
+    """One row per explained image: the `images` table plus one `mass.<region>` column per region."""
+    store = ws().store(run_id)
+    images = store.images()
+    regions = store.regions()
+    wide = regions.pivot_table(index="image_id", columns="region", values="mass", aggfunc="first")
+    wide.columns = [f"mass.{name}" for name in wide.columns]
+    lifts = regions.pivot_table(index="image_id", columns="region", values="lift", aggfunc="first")
+    lifts.columns = [f"lift.{name}" for name in lifts.columns]
+    table = images.merge(wide, left_on="image_id", right_index=True, how="left")
+    table = table.merge(lifts, left_on="image_id", right_index=True, how="left")
+    clusters = image_clusters(run_id, version)
+    if clusters is not None:
+        table = table.merge(clusters, on="image_id", how="left")
+    return table
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def image_clusters(run_id: str, version: str) -> pd.DataFrame | None:
+    """`image_id, cluster` for images in a departing saliency cluster (`analysis.clustering.spray_clusters`)."""
+    spray_clusters = engine_function("analysis.clustering", "spray_clusters")
+    if spray_clusters is None:
+        return None
+    store = ws().store(run_id)
+    images = store.images()
+    if images.empty:
+        return None
+    clusters = spray_clusters(images, store.maps(), store.regions())
+    rows = [{"image_id": int(i), "cluster": f"{c['class']} #{c['cluster']}"} for c in clusters for i in c["image_ids"]]
+    return pd.DataFrame(rows, columns=["image_id", "cluster"]) if rows else None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def saliency_maps(run_id: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image_ids, maps float32 (N, h, w)) as stored."""
+    image_ids, maps = ws().store(run_id).maps()
+    return np.asarray(image_ids), np.asarray(maps, dtype=np.float32)
+
+
+@st.cache_resource(max_entries=8)
+def dataset(dataset_id: str):
+    """The opened dataset (manifest parsed once; a zip extracted once by the workspace)."""
+    return ws().open_dataset(dataset_id)
+
+
+def region_names(dataset_id: str) -> dict[int, str]:
+    return {region_id: region.name for region_id, region in dataset(dataset_id).regions.items()}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def picture(dataset_id: str, image_id: int):
+    """(image, region mask or None) for display: EXIF-oriented image, mask at the image's size."""
+    ds = dataset(dataset_id)
+    item = next(item for item in ds.items if item.image_id == int(image_id))
+    return ds.load(item)
+
+
+def progress(run_id: str) -> tuple[int, int, str]:
+    """(images done, images planned, status) read from the catalog: cheap enough to poll every 2 s."""
+    info = run_info(run_id)
+    total = info.get("n_total") or info.get("n") or 0
+    return int(info.get("n_done") or 0), int(total), str(info.get("status"))
+
+
+def estimate_seconds(method: str, n_images: int) -> tuple[float, str]:
+    """(seconds, basis): from the speed of earlier finished runs of the method, else the constant table."""
+    done = runs()
+    if not done.empty:
+        done = done[(done.method == method) & (done.status == "done") & (done.n_done > 0)]
+        elapsed = (done.updated - done.created).clip(lower=1e-3)
+        if len(done):
+            images_per_s = float((done.n_done / elapsed).median())
+            return n_images / images_per_s, f"{len(done)} earlier {method} run(s): {images_per_s:.1f} images/s"
+    seconds = SECONDS_PER_IMAGE.get(method, 1.0)
+    return n_images * seconds, f"a typical {seconds:g} s per image for {method} on CPU"
+
+
+# --- several runs -------------------------------------------------------------------------------------
+def engine_function(module: str, name: str):
+    """An engine function, or None when this installation's engine lacks it (the page says so)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...]) -> dict | None:
+    """`analysis.compare.compare_runs`: per-region numbers per run, subgroup accuracies, a summary; None if absent."""
+    compare_runs = engine_function("analysis.compare", "compare_runs")
+    if compare_runs is None:
+        return None
+    return compare_runs([ws().store(r) for r in run_ids], list(names))
+
+
+# --- exports ------------------------------------------------------------------------------------------
+def exporters(run_id: str, version: str) -> dict[str, object]:
+    """Format -> a no-argument callable producing the file (run when the button is clicked), or None."""
+    render_html = engine_function("analysis.report_html", "render_html")
+    to_csv = engine_function("analysis.report", "to_csv")
+    return {
+        "html": None if render_html is None else (lambda: render_html(report(run_id, version))),
+        "json": lambda: json.dumps(report(run_id, version), indent=1, default=str),
+        "csv": None if to_csv is None else (lambda: to_csv(report(run_id, version))),
+    }
+
+
+# --- submitting work ----------------------------------------------------------------------------------
+def submit_run(model_id: str, dataset_id: str, method: str, n_images: int, seed: int, name: str | None) -> str:
+    """Create the run in the catalog and hand it to a worker process; returns at once."""
+    from analysis.jobs import start_job
+
+    run_id = ws().create_run(model_id, dataset_id, method, params={}, n=n_images, seed=seed, name=name)
+    start_job(str(state.workspace_root()), run_id, "cpu")
+    return run_id
+
+
+def resume_run(run_id: str) -> None:
+    from analysis.jobs import start_job
+
+    start_job(str(state.workspace_root()), run_id, "cpu")
+
+
+def cancel_run(run_id: str) -> None:
+    from analysis.jobs import cancel_job
+
+    cancel_job(ws(), run_id)
+
+
+def inspect_model(model_path: Path, card_path: Path | None, timeout: float = 120) -> dict:
+    """Layers and format of a model file, found by a subprocess (the model is never loaded in this one).
+
+    Returns `{"layers": [...], "target_layer": ..., "format": ...}` or `{"error": "<one line>"}`.
+    """
+    command = [sys.executable, "-m", "analysis.inspect_model", str(model_path), "--format", "json"]
+    if card_path is not None:
+        command += ["--card", str(card_path)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        return {"error": f"inspecting the model took longer than {timeout:.0f} s"}
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return {"error": lines[-1] if lines else f"inspection failed (exit code {done.returncode})"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- display helpers backed by the engine -------------------------------------------------------------
+@st.cache_data(show_spinner=False, max_entries=16)
+def accuracy(run_id: str, version: str) -> pd.DataFrame:
+    """Accuracy with Wilson intervals overall / per class / per subgroup (`analysis.aggregate`)."""
+    from analysis.aggregate import accuracy_table
+
+    return accuracy_table(ws().store(run_id).images())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def map_scale(run_id: str, version: str) -> float:
+    """One colour scale for every overlay of a run, so a faint map looks faint."""
+    from dashboard.overlay import display_scale
+
+    return display_scale(saliency_maps(run_id, version)[1])
+
+
+# --- uploads ------------------------------------------------------------------------------------------
+def staging_dir() -> Path:
+    """Uploads wait here, outside the catalog, until they pass validation."""
+    path = state.workspace_root() / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def stage(name: str, payload: bytes) -> Path:
+    """Write an uploaded file under a fresh folder, keeping only its base name (no path from the browser)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(dir=staging_dir()))
+    path = folder / Path(name).name
+    path.write_bytes(payload)
+    return path
+
+
+def register_model(model_path: Path, card: dict) -> str:
+    """Write the card beside the staged model and register both (the workspace copies them in by hash)."""
+    card_path = model_path.parent / "model.json"
+    card_path.write_text(json.dumps(card, indent=1))
+    return ws().register_model(model_path, card_path)
+
+
+def check_dataset(path: Path, classes: list[str] | None) -> int:
+    """Open and validate a staged dataset; returns its size or raises `InputError` saying what to fix."""
+    from analysis.datasets import open_dataset
+
+    opened = open_dataset(path, workdir=path.parent / "extracted")
+    opened.validate(classes)
+    return len(opened)
+
+
+def register_dataset(path: Path) -> str:
+    return ws().register_dataset(path)

@@ -1,0 +1,211 @@
+"""Deterministic training of the retraining series: one shortcut model and four progressively fixed ones.
+
+For every scenario, version k (1..5) is trained from scratch, with the same seed, on
+
+    the biased set      TRAIN_N images at leak 0.95 (seed 1), plus
+    counter-examples    round(f_k * TRAIN_N) shortcut-flipped images (shortcut placed against the label,
+                        seed 2; the first ones of one fixed pool), f_k = 0, 0.25, 0.5, 0.75, 1.0.
+
+So v1 sees the shortcut agree with the label on 95% of its images, and the agreement falls to
+0.76, 0.63, 0.54 and 0.475 for v2..v5: at v5 the shortcut carries no information. Training from scratch
+(not fine-tuning) keeps each version a function of its data alone, which is what the version comparison
+should show. Each version is evaluated on a held-out biased set (leak 0.95, seed 101) and a
+shortcut-flipped set (seed 102); the gap between the two is the ground truth of the shortcut.
+
+Determinism: one intra-op thread, `torch.use_deterministic_algorithms(True)`, seeded init and a seeded
+shuffling generator; the same machine reproduces the weights bit for bit. Versions train in parallel
+worker processes (one thread each), which changes nothing in the result.
+
+Outputs, per version, in `<out>/<scenario>/v<k>/`: `model.pt` (state dict), `model.pt2` (torch.export of
+the bare net: the loader adds normalisation from the card), `model.json` (model card), `metrics.json`.
+`<out>/SHA256SUMS` lists every weight file and card (sha256sum format).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sample_models.architectures import ARCHITECTURES, TARGET_LAYERS
+from sample_models.scenes import SCENARIOS, Scenes, render
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+ARCHITECTURE = "tiny_cnn"
+SIZE = 64
+MEAN = STD = (0.5, 0.5, 0.5)
+TRAIN_N = 2000
+LEAK = 0.95
+COUNTER_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)  # version k uses COUNTER_FRACTIONS[k - 1]
+EPOCHS = 10
+BATCH = 64
+LR = 3e-3
+SEED = 0
+SEEDS = {"train": 1, "counter": 2, "test_biased": 101, "test_flipped": 102}
+EVAL_N = 1000
+
+
+@contextmanager
+def deterministic_torch(threads: int = 1):
+    """One thread and deterministic kernels for the block; the previous settings come back after."""
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det)
+
+
+def to_tensors(scenes: Scenes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as normalised float tensors (N, 3, H, W) and labels (N,)."""
+    x = torch.from_numpy(scenes.images).permute(0, 3, 1, 2).float().div_(255)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - mean) / std, torch.from_numpy(scenes.labels)
+
+
+def training_set(scenario: str, version: int, n: int = TRAIN_N) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    fraction = COUNTER_FRACTIONS[version - 1]
+    biased = render(scenario, n=n, size=SIZE, leak=LEAK, seed=SEEDS["train"])
+    x, y = to_tensors(biased)
+    agree = biased.agrees
+    n_counter = round(fraction * n)
+    if n_counter:
+        counter = render(scenario, n=n, size=SIZE, leak=LEAK, seed=SEEDS["counter"], flip=True)
+        cx, cy = to_tensors(counter)
+        x, y = torch.cat([x, cx[:n_counter]]), torch.cat([y, cy[:n_counter]])
+        agree = np.concatenate([agree, counter.agrees[:n_counter]])
+    details = {"n_biased": n, "n_counter_examples": n_counter, "counter_fraction": fraction,
+               "shortcut_agreement": round(float(agree.mean()), 4)}
+    return x, y, details
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
+    net.eval()
+    correct = sum(int((net(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    return correct / len(x)
+
+
+def train_version(scenario: str, version: int, *, n: int = TRAIN_N, epochs: int = EPOCHS,
+                  seed: int = SEED, log=None) -> tuple[nn.Module, dict]:
+    """Train one version from scratch; returns the net (eval mode) and the training details."""
+    with deterministic_torch():
+        x, y, details = training_set(scenario, version, n)
+        torch.manual_seed(seed)
+        net = ARCHITECTURES[ARCHITECTURE](len(SCENARIOS[scenario].classes))
+        steps = epochs * -(-len(x) // BATCH)
+        opt = torch.optim.Adam(net.parameters(), lr=LR)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
+        order = torch.Generator().manual_seed(seed)
+        for epoch in range(epochs):
+            net.train()
+            perm = torch.randperm(len(x), generator=order)
+            for i in range(0, len(x), BATCH):
+                idx = perm[i:i + BATCH]
+                loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+            if log:
+                log(f"{scenario} v{version} epoch {epoch}: loss {loss.item():.4f}")
+        net.eval()
+    details.update({"epochs": epochs, "batch_size": BATCH, "optimizer": "Adam + OneCycleLR", "max_lr": LR,
+                    "seed": seed, "data_seeds": {"train": SEEDS["train"], "counter": SEEDS["counter"]},
+                    "leak": LEAK, "from_scratch": True})
+    return net, details
+
+
+def evaluate(net: nn.Module, scenario: str, n: int = EVAL_N, seeds: tuple[int, int] | None = None) -> dict:
+    """Accuracy on a held-out biased set and on a shortcut-flipped set (and the drop between them)."""
+    seed_b, seed_f = seeds or (SEEDS["test_biased"], SEEDS["test_flipped"])
+    with deterministic_torch():
+        biased = accuracy(net, *to_tensors(render(scenario, n=n, size=SIZE, leak=LEAK, seed=seed_b)))
+        flipped = accuracy(net, *to_tensors(render(scenario, n=n, size=SIZE, seed=seed_f, flip=True)))
+    return {"accuracy_biased": biased, "accuracy_flipped": flipped, "accuracy_drop": round(biased - flipped, 4),
+            "eval_n": n, "eval_seeds": {"biased": seed_b, "flipped": seed_f}}
+
+
+def model_card(scenario: str) -> dict:
+    sc = SCENARIOS[scenario]
+    return {"task": "classification", "classes": list(sc.classes), "input_size": [SIZE, SIZE],
+            "mean": list(MEAN), "std": list(STD), "target_layer": TARGET_LAYERS[ARCHITECTURE],
+            "architecture": ARCHITECTURE}
+
+
+def save_version(net: nn.Module, folder: Path, scenario: str, metrics: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), folder / "model.pt")
+    example = torch.zeros(1, 3, SIZE, SIZE)
+    torch.export.save(torch.export.export(net, (example,)), folder / "model.pt2")
+    (folder / "model.json").write_text(json.dumps(model_card(scenario), indent=2) + "\n")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def load_version(scenario: str, version: int, weights: Path = WEIGHTS_DIR) -> nn.Module:
+    """The committed state dict in a fresh net (eval mode); expects normalised inputs (MEAN/STD)."""
+    net = ARCHITECTURES[ARCHITECTURE](len(SCENARIOS[scenario].classes))
+    net.load_state_dict(torch.load(weights / scenario / f"v{version}" / "model.pt", weights_only=True))
+    return net.eval()
+
+
+def _train_and_save(job: tuple[str, int, str]) -> tuple[str, int, dict, float]:
+    scenario, version, out = job
+    start = time.perf_counter()
+    net, details = train_version(scenario, version)
+    metrics = {"scenario": scenario, "version": f"v{version}", **evaluate(net, scenario), "training": details}
+    save_version(net, Path(out) / scenario / f"v{version}", scenario, metrics)
+    return scenario, version, metrics, time.perf_counter() - start
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_checksums(out: Path) -> Path:
+    files = sorted(p for p in out.glob("*/v*/*") if p.name in ("model.pt", "model.pt2", "model.json"))
+    lines = [f"{sha256(p)}  {p.relative_to(out).as_posix()}" for p in files]
+    (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    return out / "SHA256SUMS"
+
+
+def train_series(scenarios: list[str], out: Path = WEIGHTS_DIR, workers: int = 2, log=print) -> list[tuple]:
+    """Train every version of every scenario (in `workers` one-thread processes) and write checksums."""
+    jobs = [(s, v, str(out)) for s in scenarios for v in range(1, len(COUNTER_FRACTIONS) + 1)]
+    start = time.perf_counter()
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(_train_and_save, jobs))
+    else:
+        results = [_train_and_save(job) for job in jobs]
+    for scenario, version, m, seconds in results:
+        log(f"{scenario:13s} v{version}  biased {m['accuracy_biased']:.3f}  flipped {m['accuracy_flipped']:.3f}"
+            f"  agreement {m['training']['shortcut_agreement']:.3f}  ({seconds:.1f} s)")
+    write_checksums(out)
+    log(f"trained {len(jobs)} versions in {time.perf_counter() - start:.1f} s with {workers} workers")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=list(SCENARIOS), action="append",
+                        help="train this scenario (repeatable; default: all)")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights folder (default: the package's)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel one-thread training processes")
+    args = parser.parse_args(argv)
+    train_series(args.scenario or list(SCENARIOS), args.out, args.workers)
+
+
+if __name__ == "__main__":
+    main()

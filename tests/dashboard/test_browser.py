@@ -1,0 +1,130 @@
+"""End to end in headless Chromium against `streamlit run dashboard/app.py`.
+
+Overview -> a report (from its bookmarkable URL) -> overlay toggled off -> a real audit started from the
+New audit page (worker process, real tiny model) -> page reloaded mid-run -> the audit finishes.
+Screenshots go to test-artifacts/ for a person to look at.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("playwright.sync_api")
+pytest.importorskip("analysis.datasets")
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from workspace_builder import build_workspace, register_real_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser") / "workspace"
+    ids = build_workspace(root)
+    ids["real_model"] = register_real_model(root)
+    port = _free_port()
+    env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(root), PYTHONPATH=str(REPO))
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
+                             "--server.headless", "true", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}", ids, root
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page():
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1800})
+        yield context.new_page()
+        browser.close()
+
+
+def _no_exception(page):
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_overview_report_overlay_and_a_live_audit(server, page):
+    url, ids, root = server
+    page.goto(url, timeout=60_000)
+    expect(page.get_by_text("Open shortcut flags")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Audits", exact=True).first).to_be_visible()
+    _no_exception(page)
+    expect(page.get_by_role("heading", name="Datasets")).to_be_visible(timeout=60_000)  # last element: script done
+    page.wait_for_timeout(2000)  # data grids draw on a canvas after the page settles
+    page.screenshot(path=str(ARTIFACTS / "01-overview.png"), full_page=True)
+
+    run_v1 = ids["runs"][0]
+    page.goto(f"{url}/report?run={run_v1}", timeout=60_000)
+    expect(page.get_by_text("Images explained")).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="Attention by region").click()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
+    _no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "02-report.png"), full_page=True)
+
+    page.get_by_role("tab", name="Gallery").click()
+    gallery = page.locator("[data-testid='stImage'] img")
+    expect(gallery.first).to_be_visible(timeout=30_000)
+    with_overlay = gallery.first.get_attribute("src")
+    page.screenshot(path=str(ARTIFACTS / "03-gallery-overlay.png"), full_page=True)
+    page.get_by_role("button", name="Enlarge").first.click()
+    expect(page.get_by_text("Region outlines")).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "03b-enlarged.png"), full_page=True)
+    with_overlay = gallery.first.get_attribute("src")
+    page.get_by_text("Saliency overlay").click()
+    expect(gallery.first).not_to_have_attribute("src", with_overlay, timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "04-gallery-no-overlay.png"), full_page=True)
+    assert f"run={run_v1}" in page.url  # bookmarkable
+
+    page.goto(f"{url}/new-audit", timeout=60_000)
+    expect(page.get_by_text("Estimated time")).to_be_visible(timeout=60_000)
+    # The newest model (the real tiny CNN) is preselected.
+    expect(page.get_by_text(ids["real_model"], exact=False).first).to_be_visible()
+    number = page.get_by_label("Images to sample")
+    number.fill("12")
+    number.press("Enter")
+    page.get_by_role("button", name="Start audit").click()
+    expect(page.get_by_text("Started", exact=False)).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "05-audit-started.png"), full_page=True)
+
+    page.reload()  # the job lives in its own process; the page finds it again in the catalog
+    expect(page.get_by_text("Audits in progress")).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "06-after-reload.png"), full_page=True)
+    expect(page.get_by_role("link", name="Open report").first).to_be_visible(timeout=240_000)
+    expect(page.get_by_text("12 / 12 images").first).to_be_visible(timeout=30_000)
+    _no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "07-audit-done.png"), full_page=True)
+    page.get_by_role("link", name="Open report").first.click()
+    expect(page.get_by_text("Images explained")).to_be_visible(timeout=60_000)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+    assert "run=" in page.url
+    page.screenshot(path=str(ARTIFACTS / "08-new-report.png"), full_page=True)

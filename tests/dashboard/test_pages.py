@@ -1,0 +1,187 @@
+"""Every page under `streamlit.testing.v1.AppTest` on the planted workspace of `workspace_builder`."""
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("analysis.datasets", reason="needs the datasets engine module")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from workspace_builder import N_IMAGES, build_workspace  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+
+
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dash") / "workspace"
+    return root, build_workspace(root)
+
+
+@pytest.fixture
+def app(planted, monkeypatch):
+    root, _ = planted
+    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(root))
+
+    def make(page: str | None = None, **query):
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.query_params.update(query)
+        at.run()
+        if page:
+            at.switch_page(page).run()
+        assert not at.exception, [e.message for e in at.exception]
+        return at
+    return make
+
+
+def _texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+    parts += [s.value for s in at.success] + [w.value for w in at.warning] + [t.value for t in at.title]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_overview_lists_catalog_and_runs(app, planted):
+    at = app()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Models": "2", "Datasets": "1", "Audits": "2"}
+    listed = {value for frame in at.dataframe for value in frame.value.get("id", [])}
+    assert set(planted[1]["runs"]) <= listed
+    assert planted[1]["dataset"] in listed
+
+
+def test_report_page_reads_run_from_url_and_shows_numbers(app, planted):
+    run_v1 = planted[1]["runs"][0]
+    at = app("app_pages/report.py", run=run_v1)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images explained"] == str(N_IMAGES)
+    assert metrics["Accuracy"] == "75.0%"  # 9 of 12 planted correct
+    assert at.selectbox(key="report_run").value == run_v1
+    assert len(at.get("plotly_chart")) >= 2  # region chart + accuracy chart
+    assert any(b.label == "Report as JSON" for b in at.get("download_button"))
+
+
+def test_overlay_toggle_changes_the_gallery_images(app, planted):
+    at = app("app_pages/report.py", run=planted[1]["runs"][0])
+    with_overlay = [img.value[0] for img in at.image]
+    assert len(with_overlay) == N_IMAGES
+    at.toggle(key="overlay_on").set_value(False).run()
+    without = [img.value[0] for img in at.image]
+    assert len(without) == N_IMAGES
+    assert with_overlay != without
+
+
+def test_opacity_slider_changes_the_images(app, planted):
+    at = app("app_pages/report.py", run=planted[1]["runs"][0])
+    before = [img.value[0] for img in at.image]
+    at.slider(key="overlay_opacity").set_value(0.2).run()
+    assert [img.value[0] for img in at.image] != before
+
+
+def test_class_and_correct_filters_change_the_gallery_count(app, planted):
+    at = app("app_pages/report.py", run=planted[1]["runs"][0])
+    at.selectbox(key="gallery_class").set_value("cat").run()
+    assert len(at.image) == 6
+    assert "6 of 12 images match" in _texts(at)
+    at.selectbox(key="gallery_correct").set_value("incorrect").run()
+    assert len(at.image) == 1  # image 4 is the only misclassified cat
+
+
+def test_sort_by_region_puts_caged_images_first(app, planted):
+    at = app("app_pages/report.py", run=planted[1]["runs"][0])
+    at.selectbox(key="gallery_sort_region").set_value("cage").run()
+    captions = [img.captions[0] for img in at.image]
+    assert all("cage 0.70" in c for c in captions[:6]) and all("cage 0.00" in c for c in captions[6:])
+
+
+def test_enlarge_shows_full_size_overlay_with_region_legend(app, planted):
+    at = app("app_pages/report.py", run=planted[1]["runs"][0])
+    at.button(key="enlarge_0").click().run()
+    assert not at.exception
+    assert len(at.image) == N_IMAGES + 1
+    legend = _texts(at)
+    assert "cage" in legend and "animal" in legend
+    assert [h.value for h in at.subheader if h.value.startswith("Image")] == ["Image images/000\\.png"]
+
+
+def test_compare_page_draws_both_versions(app, planted):
+    runs = ",".join(planted[1]["runs"])
+    at = app("app_pages/compare.py", runs=runs)
+    assert at.multiselect(key="compare_runs").value == planted[1]["runs"]
+    assert len(at.get("plotly_chart")) == 2  # regions and subgroup accuracy across versions
+    assert len(at.image) == 2  # the same image under v1 and v2
+    from analysis.compare import compare_runs
+    from analysis.workspace import Workspace
+
+    workspace = Workspace(planted[0])
+    expected = compare_runs([workspace.store(r) for r in planted[1]["runs"]], ["v1: v1", "v2: v2"])["summary"]
+    assert any(m.value.replace("\\", "") == expected for m in at.markdown), expected
+
+
+def test_trust_page_explains_checks(app, planted):
+    at = app("app_pages/trust.py", run=planted[1]["runs"][0])
+    assert "Sanity checks" in _texts(at) and "Faithfulness" in _texts(at)
+
+
+def test_new_audit_page_estimates_time(app):
+    at = app("app_pages/new_audit.py")
+    assert "Estimated time: about" in _texts(at)
+    before = [c.value for c in at.caption if "Estimated" in c.value]
+    at.number_input(key="audit_n").set_value(5000).run()
+    after = [c.value for c in at.caption if "Estimated" in c.value]
+    assert before != after
+
+
+def test_upload_page_reports_bad_card_fields_beside_them(app):
+    at = app("app_pages/upload.py")
+    at.file_uploader(key="upload_model").set_value(("m.pt2", b"bytes", "application/octet-stream")).run()
+    at.text_input(key="card_mean").set_value("0.5, x").run()
+    at.button(key="register_model").click().run()
+    errors = [e.value for e in at.error]
+    assert any("List the class names" in e for e in errors)
+    assert any("Give 3 numbers" in e for e in errors)
+
+
+def test_upload_page_rejects_a_zip_that_is_not_a_dataset(app):
+    at = app("app_pages/upload.py")
+    at.file_uploader(key="upload_dataset").set_value(("data.zip", b"not a zip at all", "application/zip")).run()
+    at.button(key="register_dataset").click().run()
+    assert at.error, "a bad dataset must be explained next to its field"
+
+
+@pytest.mark.slow  # two subprocesses that import torch and load the model
+def test_upload_lists_layers_in_a_subprocess_and_registers_the_model(app, planted, tmp_path):
+    from workspace_builder import write_real_model
+
+    model_path = write_real_model(tmp_path / "real")
+    at = app("app_pages/upload.py")
+    at.file_uploader(key="upload_model").set_value((model_path.name, model_path.read_bytes(), "application/octet-stream"))
+    at.text_area(key="card_classes").set_value("cat\ndog")
+    at.number_input(key="card_h").set_value(32)
+    at.number_input(key="card_w").set_value(32).run()
+    at.button(key="list_layers").click().run(timeout=120)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    layer_box = at.selectbox(key="card_layer")
+    assert layer_box.options == ["detect automatically", "0", "1", "2", "3"]
+    assert layer_box.value == "3"  # the detected default, preselected
+    layer_box.set_value("1").run()
+    at.button(key="register_model").click().run(timeout=120)
+    assert any("Registered model" in s.value for s in at.success)
+    from analysis.workspace import Workspace
+
+    cards = [m["card"] for m in Workspace(planted[0]).models()]
+    assert {"classes": ["cat", "dog"], "target_layer": "1"}.items() <= cards[-1].items()
+
+
+def test_upload_shows_a_model_that_does_not_load_as_a_field_error(app, tmp_path):
+    at = app("app_pages/upload.py")
+    at.file_uploader(key="upload_model").set_value(("broken.pt2", b"PK not an export", "application/octet-stream"))
+    at.text_area(key="card_classes").set_value("cat\ndog").run()
+    at.button(key="register_model").click().run(timeout=120)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "broken" in errors[0] and "torch" in errors[0].lower()
+
+
+def test_new_audit_page_follows_the_run_in_the_url_after_a_reload(app, planted):
+    at = app("app_pages/new_audit.py", run=planted[1]["runs"][1])
+    assert any("v2 · gradcam · done" in t.value for t in at.text)
+    links = at.get("page_link")
+    assert len(links) == 1 and links[0].proto.label == "Open report"

@@ -1,0 +1,142 @@
+"""A small workspace for the dashboard tests, built through the real catalog and run-store APIs.
+
+A planted dataset (DESIGN.md folder format): 12 images, classes cat/dog, subgroup `in_cage`, regions
+background / animal (core) / cage. Two finished runs ("v1" looks at the cage in cage images, "v2" does
+not) are written shard by shard with `RunStore.write_shard` + `Workspace.record_shard`, so every number
+the pages show is known: 6 cats, 6 dogs, 9 correct, v1 cage mass 0.7 on caged images.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from analysis.store import pool_maps
+from analysis.workspace import Workspace
+
+N_IMAGES = 12
+SIZE = 32
+REGIONS = {"0": {"name": "background"}, "1": {"name": "animal", "role": "core"}, "2": {"name": "cage"}}
+
+
+def planted_item(i: int) -> dict:
+    label = "cat" if i % 2 == 0 else "dog"
+    in_cage = "yes" if i < 6 else "no"
+    return {"image_id": i, "image": f"images/{i:03d}.png", "mask": f"masks/{i:03d}.png", "label": label,
+            "in_cage": in_cage}
+
+
+def write_dataset(folder: Path) -> Path:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(exist_ok=True)
+    rows = []
+    for i in range(N_IMAGES):
+        item = planted_item(i)
+        mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+        mask[8:24, 8:24] = 1  # animal in the middle
+        if item["in_cage"] == "yes":
+            mask[:, :4] = 2  # cage bars on the left edge
+        pixels = np.full((SIZE, SIZE, 3), 40 + 10 * i, dtype=np.uint8)
+        pixels[mask == 1] = (200, 120, 40) if item["label"] == "cat" else (60, 120, 200)
+        pixels[mask == 2] = (230, 230, 230)
+        Image.fromarray(pixels).save(folder / item["image"])
+        Image.fromarray(mask).save(folder / item["mask"])
+        rows.append({k: item[k] for k in ("image", "label", "mask", "in_cage")})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    (folder / "regions.json").write_text(json.dumps({"regions": REGIONS}))
+    return folder
+
+
+def write_model(folder: Path) -> Path:
+    """A model file + card. Its bytes are only hashed by the catalog: the dashboard never loads models."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.pt2"
+    path.write_bytes(b"placeholder bytes for the catalog hash; never loaded by the dashboard")
+    (folder / "model.json").write_text(json.dumps({
+        "task": "classification", "classes": ["cat", "dog"], "input_size": [SIZE, SIZE],
+        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}))
+    return path
+
+
+def run_tables(version: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Images, regions and maps of a planted run; v1 attends to the cage on caged images, v2 to the animal."""
+    images, regions, maps = [], [], []
+    for i in range(N_IMAGES):
+        item = planted_item(i)
+        correct = i not in (1, 4, 7)  # 9 of 12 correct
+        pred = item["label"] if correct else ("dog" if item["label"] == "cat" else "cat")
+        images.append({"image_id": i, "image": item["image"], "label": item["label"],
+                       "label_idx": int(item["label"] == "dog"), "pred": pred, "pred_idx": int(pred == "dog"),
+                       "confidence": 0.9, "correct": correct, "target_idx": int(pred == "dog"), "score": 2.0,
+                       "attr.in_cage": item["in_cage"]})
+        caged = item["in_cage"] == "yes"
+        cage_mass = (0.7 if version == 1 else 0.1) if caged else 0.0
+        animal_mass = 0.8 * (1 - cage_mass)
+        shares = {"background": (1 - cage_mass - animal_mass, 1 - 0.25 - (0.125 if caged else 0), 0, None),
+                  "animal": (animal_mass, 0.25, 1, "core"), "cage": (cage_mass, 0.125 if caged else 0.0, 2, None)}
+        for name, (mass, area, region_id, role) in shares.items():
+            regions.append({"image_id": i, "region": name, "region_id": region_id, "role": role, "mass": mass,
+                            "area": area, "lift": mass / area if area else 0.0})
+        saliency = np.zeros((SIZE, SIZE), dtype=np.float32)
+        saliency[8:24, 8:24] = animal_mass
+        if caged:
+            saliency[:, :4] = cage_mass * 4
+        maps.append(saliency)
+    return pd.DataFrame(images), pd.DataFrame(regions), pool_maps(np.stack(maps))
+
+
+def build_workspace(root: Path) -> dict:
+    """The workspace with one dataset, two model versions and a finished run of each; returns the ids."""
+    source = root.parent / "sources"
+    dataset_dir = write_dataset(source / "pets")
+    workspace = Workspace(root)
+    dataset_id = workspace.register_dataset(dataset_dir)
+    ids = {"dataset": dataset_id, "runs": []}
+    for version in (1, 2):
+        model_path = write_model(source / f"v{version}")
+        card = json.loads((model_path.parent / "model.json").read_text())
+        card["version"] = version  # different card -> different model id
+        (model_path.parent / "model.json").write_text(json.dumps(card))
+        model_id = workspace.register_model(model_path)
+        run_id = workspace.create_run(model_id, dataset_id, "gradcam", {}, n=N_IMAGES, seed=0, name=f"v{version}")
+        store = workspace.store(run_id)
+        images, regions, maps = run_tables(version)
+        for shard, part in enumerate((slice(0, 6), slice(6, 12))):
+            ids_part = images.image_id.iloc[part]
+            path = store.write_shard(shard, images.iloc[part].reset_index(drop=True),
+                                     regions[regions.image_id.isin(ids_part)].reset_index(drop=True), maps[part])
+            workspace.record_shard(run_id, shard, len(ids_part), path, n_done=int(ids_part.max()) + 1)
+        workspace.update_run(run_id, status="done", n_total=N_IMAGES)
+        ids["runs"].append(run_id)
+    workspace.close()
+    return ids
+
+
+def write_real_model(folder: Path) -> Path:
+    """A tiny CNN exported with torch.export (dynamic batch) + its card: what a user would upload."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny_cnn.pt2"
+    example = (torch.rand(2, 3, SIZE, SIZE),)
+    program = torch.export.export(net, example, dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(path))
+    (folder / "model.json").write_text(json.dumps({
+        "task": "classification", "classes": ["cat", "dog"], "input_size": [SIZE, SIZE],
+        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}))
+    return path
+
+
+def register_real_model(root: Path) -> str:
+    workspace = Workspace(root)
+    try:
+        return workspace.register_model(write_real_model(root.parent / "sources" / "real"))
+    finally:
+        workspace.close()

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from analysis.intervention import control_masks, effects, fill_region, intervene, mcnemar_exact_greater
+
+
+class CornerModel(nn.Module):
+    """Predicts class 0 when the top-left 8x8 patch is bright red, else class 1; sees nothing else."""
+
+    def forward(self, x):
+        red = x[:, 0, :8, :8].mean(dim=(1, 2))
+        return torch.stack([(red - 0.7) * 10, (0.7 - red) * 10], dim=1)
+
+
+def _batch(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, 32, 32, generator=g) * 0.6
+    labels = torch.arange(n) % 2
+    images[labels == 0, 0, :8, :8] = 0.95
+    corner = torch.zeros(n, 32, 32, dtype=torch.bool)
+    corner[:, :8, :8] = True
+    return images, corner, labels
+
+
+def test_filling_the_looked_at_region_flips_and_control_does_not():
+    images, corner, labels = _batch()
+    out = intervene(CornerModel(), images, corner, labels, fill="mean", n_boot=200)
+    assert out["accuracy_before"] == 1.0
+    # every class-0 image loses its bright patch -> predicted 1; class-1 images stay 1
+    assert out["flip_rate"] == pytest.approx(0.5)
+    assert out["accuracy_drop"] == pytest.approx(0.5)
+    assert out["control"]["flip_rate"] == 0.0 and out["control"]["accuracy_drop"] == 0.0
+    assert out["discordant"] == [32, 0]
+    assert out["p_value"] == pytest.approx(0.5 ** 32)
+    assert out["control_overlap"] == 0.0
+    assert out["accuracy_drop_ci"][0] > 0.3
+
+
+def test_blur_keeps_a_coloured_corner_patch_mean_fill_removes_it():
+    """Why "mean" is the default: a blur keeps low frequencies (a colour), so a colour shortcut survives."""
+    images, corner, labels = _batch()
+    blurred = intervene(CornerModel(), images, corner, labels, fill="blur", n_boot=20)
+    assert blurred["flip_rate"] == 0.0
+    assert intervene(CornerModel(), images, corner, labels, fill="mean", n_boot=20)["flip_rate"] == 0.5
+
+
+def test_region_the_model_ignores_is_not_significant():
+    images, corner, labels = _batch()
+    elsewhere = corner.roll((16, 16), dims=(1, 2))
+    out = intervene(CornerModel(), images, elsewhere, labels, n_boot=100)
+    assert out["flip_rate"] == 0.0 and out["p_value"] == 1.0
+
+
+def test_masks_at_lower_resolution_are_resized_and_shuffle_fill_uses_other_images():
+    images, corner, labels = _batch()
+    small = corner[:, ::2, ::2]  # 16x16 mask for 32x32 images
+    out = intervene(CornerModel(), images, small, labels, fill="shuffle", n_boot=50)
+    # neighbours alternate class, so every image gets the other class's patch: all flip
+    assert out["flip_rate"] == 1.0
+
+
+def test_control_masks_have_equal_area_and_avoid_region():
+    region = torch.zeros(3, 20, 20, dtype=torch.bool)
+    region[:, 2:7, 3:9] = True
+    controls, overlap = control_masks(region, seed=1)
+    assert torch.equal(controls.flatten(1).sum(1), region.flatten(1).sum(1))
+    assert (controls & region).sum() == 0 and overlap.max() == 0
+
+
+def test_fill_region_values():
+    images = torch.rand(2, 3, 4, 4)
+    region = torch.zeros(2, 4, 4, dtype=torch.bool)
+    region[:, 0, 0] = True
+    out = fill_region(images, region, "mean", mean_colour=torch.tensor([0.1, 0.2, 0.3]))
+    assert torch.allclose(out[:, :, 0, 0], torch.tensor([0.1, 0.2, 0.3]).expand(2, 3))
+    assert torch.equal(out[:, :, 1:], images[:, :, 1:])
+
+
+def test_mcnemar_exact_and_effects_counts():
+    assert mcnemar_exact_greater(0, 0) == 1.0
+    assert mcnemar_exact_greater(5, 0) == pytest.approx(1 / 32)
+    assert mcnemar_exact_greater(3, 3) == pytest.approx(42 / 64)  # P(X>=3 | 6, 1/2)
+    base = np.array([0, 0, 1, 1]); labels = base.copy()
+    out = effects(base, np.array([1, 0, 0, 1]), np.array([0, 0, 1, 0]), labels, n_boot=10)
+    assert out["flip_rate"] == 0.5 and out["control"]["flip_rate"] == 0.25 and out["discordant"] == [2, 1]
