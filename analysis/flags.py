@@ -102,11 +102,11 @@ def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *, lif
 
 
 def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None, *,
-                      min_ratio: float = 1.5) -> list[dict]:
+                      min_ratio: float = 1.5, min_mass: float = 0.02) -> list[dict]:
     """Per attribute: a non-core region that gets far more mass in one subgroup than another.
 
-    Reported when the mass CIs do not overlap and the ratio of means is >= `min_ratio`; the subgroups'
-    accuracies are attached, and the text says when the high-attention group is also less accurate.
+    Reported when the mass CIs do not overlap, the ratio of means is >= `min_ratio` and the higher mean is
+    at least `min_mass` of the saliency (0.2% vs 0% is no finding); the subgroups' accuracies are attached, and the text says when the high-attention group is also less accurate.
     """
     rows = table[table["group"].notna() & table["class"].isna() & ~_is_core(table)]
     rows = rows[~rows["group"].astype(str).str.startswith("correct=")]
@@ -124,7 +124,7 @@ def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None,
             ratio = math.inf
         else:
             ratio = hi["mass_mean"] / lo["mass_mean"]
-        if ratio < min_ratio or hi["mass_ci_low"] <= lo["mass_ci_high"]:
+        if ratio < min_ratio or hi["mass_ci_low"] <= lo["mass_ci_high"] or hi["mass_mean"] < min_mass:
             continue
         acc_hi, acc_lo = acc.get(hi["group"]), acc.get(lo["group"])
         text = (f"attends to {region} {ratio:.1f}x more for {hi['group']} ({hi['mass_mean']:.0%} of saliency) "
