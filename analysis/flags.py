@@ -135,24 +135,21 @@ def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None,
         if len(sub) < 2:
             continue
         hi, lo = sub.loc[sub["mass_mean"].idxmax()], sub.loc[sub["mass_mean"].idxmin()]
-        if lo["mass_mean"] <= 0:
-            ratio = math.inf
-        else:
-            ratio = hi["mass_mean"] / lo["mass_mean"]
+        ratio = hi["mass_mean"] / lo["mass_mean"] if lo["mass_mean"] > 0 else math.inf
         if ratio < min_ratio or hi["mass_ci_low"] <= lo["mass_ci_high"] or hi["mass_mean"] < min_mass:
+            continue
+        if not lo["area_mean"] > 0:  # the region is absent from that group (no cage when in_cage=no): no finding
             continue
         acc_hi, acc_lo = acc.get(hi["group"]), acc.get(lo["group"])
         text = (f"attends to {region} {ratio:.1f}x more for {hi['group']} ({hi['mass_mean']:.0%} of saliency) "
                 f"than for {lo['group']} ({lo['mass_mean']:.0%})")
-        if not math.isfinite(ratio):
-            text = (f"attends to {region} only for {hi['group']} ({hi['mass_mean']:.0%} of saliency; "
-                    f"0% for {lo['group']})")
         if acc_hi is not None and acc_lo is not None and acc_hi < acc_lo:
             text += f", and that group's accuracy is lower ({acc_hi:.0%} vs {acc_lo:.0%})"
         out.append({"kind": "subgroup", "region": region, "attribute": attribute,
                     "group_high": hi["group"], "group_low": lo["group"],
                     "mass_high": float(hi["mass_mean"]), "mass_low": float(lo["mass_mean"]),
-                    "ratio": float(ratio) if math.isfinite(ratio) else None, "accuracy_high": acc_hi, "accuracy_low": acc_lo, "text": text})
+                    "ratio": float(ratio) if math.isfinite(ratio) else None, "accuracy_high": acc_hi,
+                    "accuracy_low": acc_lo, "text": text})
     return out
 
 
