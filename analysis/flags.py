@@ -12,6 +12,11 @@ A non-core region is flagged as a shortcut when
    region; what is in doubt is only the attribution's part of the story.
 Attention without an intervention result (evidence not computed) is flagged `low` with the reason;
 attention with a non-significant intervention is not a shortcut and goes to `attention_findings`.
+A region whose lift CI is above 1 but not above `lift_threshold` is still flagged (`basis:
+"intervention"`) when filling it has a strong effect (net effect >= `strong_effect`, p < alpha): a
+large, spread-out cue (cage bars over the whole picture) cannot reach a high lift, however much the
+model relies on it. Measured on the cage sample, v1: lift 1.06 [1.05, 1.07], filling the cage flipped
+91% of predictions against 0% for the control.
 
 Severity comes from the causal effect net of the control, `max(flip_rate - control flip_rate,
 accuracy_drop - control accuracy_drop)`: high >= 0.2, medium >= 0.1, else low. Core regions are never
@@ -38,14 +43,24 @@ def effective_roles(names, roles) -> list:
 
 
 def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
-                   alpha: float = 0.01, min_effect: float = 0.05) -> list[dict]:
+                   alpha: float = 0.01, min_effect: float = 0.05, strong_effect: float = 0.2) -> list[dict]:
     """Flags in the report-JSON shape (DESIGN.md), most severe first."""
     evidence = evidence or {}
     flags = []
-    for region, hits in _attention_hits(table, lift_threshold).items():
+    strong = _attention_hits(table, lift_threshold)
+    for region, hits in _attention_hits(table, 1.0).items():
         top = hits[0]
         intervention = (evidence.get("interventions") or {}).get(region)
         reasons = []
+        basis = "attention+intervention"
+        if region not in strong:  # attention only a little above proportional: the intervention must be strong
+            if intervention is None or intervention.get("p_value") is None or not (
+                    intervention["p_value"] < alpha and net_effect(intervention) >= strong_effect):
+                continue
+            basis = "intervention"
+        else:
+            hits = strong[region]
+            top = hits[0]
         if intervention is None or intervention.get("p_value") is None:
             severity, confidence = "low", "low"
             reasons.append("no intervention evidence was computed for this region")
@@ -77,7 +92,7 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_th
             "lift_ci": [top["lift_ci_low"], top["lift_ci_high"]], "mass_mean": top["mass_mean"],
             "slices": [{"class": h["class"], "group": h["group"], "lift": h["lift"],
                         "lift_ci_low": h["lift_ci_low"]} for h in hits],
-            "evidence": ev, "reasons": reasons,
+            "evidence": ev, "reasons": reasons, "basis": basis,
         })
     flags.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), -(f["lift"] or 0)))
     return flags
@@ -102,11 +117,11 @@ def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *, lif
 
 
 def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None, *,
-                      min_ratio: float = 1.5) -> list[dict]:
+                      min_ratio: float = 1.5, min_mass: float = 0.02) -> list[dict]:
     """Per attribute: a non-core region that gets far more mass in one subgroup than another.
 
-    Reported when the mass CIs do not overlap and the ratio of means is >= `min_ratio`; the subgroups'
-    accuracies are attached, and the text says when the high-attention group is also less accurate.
+    Reported when the mass CIs do not overlap, the ratio of means is >= `min_ratio` and the higher mean is
+    at least `min_mass` of the saliency (0.2% vs 0% is no finding); the subgroups' accuracies are attached, and the text says when the high-attention group is also less accurate.
     """
     rows = table[table["group"].notna() & table["class"].isna() & ~_is_core(table)]
     rows = rows[~rows["group"].astype(str).str.startswith("correct=")]
@@ -120,24 +135,21 @@ def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None,
         if len(sub) < 2:
             continue
         hi, lo = sub.loc[sub["mass_mean"].idxmax()], sub.loc[sub["mass_mean"].idxmin()]
-        if lo["mass_mean"] <= 0:
-            ratio = math.inf
-        else:
-            ratio = hi["mass_mean"] / lo["mass_mean"]
-        if ratio < min_ratio or hi["mass_ci_low"] <= lo["mass_ci_high"]:
+        ratio = hi["mass_mean"] / lo["mass_mean"] if lo["mass_mean"] > 0 else math.inf
+        if ratio < min_ratio or hi["mass_ci_low"] <= lo["mass_ci_high"] or hi["mass_mean"] < min_mass:
+            continue
+        if not lo["area_mean"] > 0:  # the region is absent from that group (no cage when in_cage=no): no finding
             continue
         acc_hi, acc_lo = acc.get(hi["group"]), acc.get(lo["group"])
         text = (f"attends to {region} {ratio:.1f}x more for {hi['group']} ({hi['mass_mean']:.0%} of saliency) "
                 f"than for {lo['group']} ({lo['mass_mean']:.0%})")
-        if not math.isfinite(ratio):
-            text = (f"attends to {region} only for {hi['group']} ({hi['mass_mean']:.0%} of saliency; "
-                    f"0% for {lo['group']})")
         if acc_hi is not None and acc_lo is not None and acc_hi < acc_lo:
             text += f", and that group's accuracy is lower ({acc_hi:.0%} vs {acc_lo:.0%})"
         out.append({"kind": "subgroup", "region": region, "attribute": attribute,
                     "group_high": hi["group"], "group_low": lo["group"],
                     "mass_high": float(hi["mass_mean"]), "mass_low": float(lo["mass_mean"]),
-                    "ratio": float(ratio) if math.isfinite(ratio) else None, "accuracy_high": acc_hi, "accuracy_low": acc_lo, "text": text})
+                    "ratio": float(ratio) if math.isfinite(ratio) else None, "accuracy_high": acc_hi,
+                    "accuracy_low": acc_lo, "text": text})
     return out
 
 

@@ -37,10 +37,29 @@ from explainers.targets import ClassTarget
 SIMILARITY_SIDE = 64
 
 
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
 def randomisable_layers(model: nn.Module) -> list[str]:
-    """Names of modules that own parameters directly, output side first (registration order reversed)."""
-    names = [name for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))]
-    return names[::-1]
+    """Cascade stages, output side first: modules that own parameters (registration order reversed).
+
+    A normalisation layer is not a stage of its own: it is randomised with the layer before it (conv + BN
+    is one stage, as the paper's Inception blocks are). Resetting a BatchNorm alone only restores the
+    identity, which says nothing about the method.
+    """
+    return [group[0] for group in _stage_groups(model)][::-1]
+
+
+def _stage_groups(model: nn.Module) -> list[list[str]]:
+    groups: list[list[str]] = []
+    for name, module in model.named_modules():
+        if not any(True for _ in module.parameters(recurse=False)):
+            continue
+        if isinstance(module, NORM_LAYERS) and groups:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return groups
 
 
 def reinitialise(module: nn.Module, generator_seed: int) -> None:
@@ -88,7 +107,8 @@ def model_randomisation(model: nn.Module, images: torch.Tensor, method: str, *, 
 
 
 def _cascade(randomised, images, targets, method, layer_name, params, original, seed, max_stages) -> list[dict]:
-    layers = randomisable_layers(randomised)
+    groups = _stage_groups(randomised)[::-1]
+    layers = [group[0] for group in groups]
     if max_stages is not None and len(layers) > max_stages:  # keep the first and last, spread the rest
         picks = np.unique(np.linspace(0, len(layers) - 1, max_stages).round().astype(int))
     else:
@@ -96,7 +116,8 @@ def _cascade(randomised, images, targets, method, layer_name, params, original, 
     stages, done = [], 0
     for k in picks:
         for j in range(done, k + 1):
-            reinitialise(randomised.get_submodule(layers[j]), seed + j)
+            for name in groups[j]:
+                reinitialise(randomised.get_submodule(name), seed + j)
         done = k + 1
         maps = _maps(randomised, images, targets, method, layer_name, params)
         stages.append({"layer": layers[k], "n_randomised": int(k + 1),

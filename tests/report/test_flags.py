@@ -58,8 +58,8 @@ def test_robustness_failure_lowers_confidence_and_severity_with_reasons(table):
     assert no_evidence["severity"] == "low" and "no intervention evidence" in no_evidence["reasons"][0]
 
 
-def test_low_lift_region_is_not_flagged():
-    images, regions = planted_frames(n=150, patch_mass=0.06, patch_area=0.05)  # lift ~ 1.2
+def test_region_below_proportional_attention_is_not_flagged():
+    images, regions = planted_frames(n=150, patch_mass=0.04, patch_area=0.05)  # lift ~ 0.8
     table = region_table(images, regions, n_boot=200)
     assert shortcut_flags(table, _evidence()) == []
 
@@ -93,3 +93,14 @@ def test_report_findings_bundles_sections_in_report_shape():
     overall = [r for r in out["regions"] if r["class"] is None and r["group"] is None]
     assert {r["region"] for r in overall} == {"patch", "object", "background"}
     assert out["accuracy"][0]["group"] is None and out["accuracy"][0]["class"] is None
+
+
+def test_large_region_with_modest_lift_is_flagged_only_on_a_strong_intervention():
+    images, regions = planted_frames(n=150, patch_mass=0.26, patch_area=0.2)  # lift ~ 1.3, CI above 1
+    table = region_table(images, regions, n_boot=200)
+    patch = table[(table.region == "patch") & table["class"].isna() & table.group.isna()].iloc[0]
+    assert 1.0 < patch.lift_ci_low and patch.lift_ci_high < 1.5
+    flags = shortcut_flags(table, _evidence(patch_flip=0.5))
+    assert [f["region"] for f in flags] == ["patch"] and flags[0]["basis"] == "intervention"
+    assert flags[0]["severity"] == "high"
+    assert shortcut_flags(table, _evidence(patch_flip=0.15)) == []  # significant but not strong
