@@ -6,7 +6,6 @@ stderr); bad input exits 2 with one line on stderr and no traceback; `check --fa
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from explainers.errors import InputError
+
+MAX_UPLOAD_MB = 1024  # as .streamlit/config.toml, which streamlit reads only when started in the repo root
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FLAGGED = 0, 2, 3
 
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = command("report", cmd_report, "report of one run")
     report.add_argument("run")
     report.add_argument("--format", choices=["json", "html", "csv"], default="json")
+    report.add_argument("--table", choices=["regions", "accuracy", "flags"], default="regions",
+                        help="which tidy table --format csv writes")
     report.add_argument("--out")
 
     compare = command("compare", cmd_compare, "compare runs (model versions)")
@@ -140,28 +143,28 @@ def cmd_runs(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from analysis.report import build_report
+    from analysis.report import build_report, to_csv
+    from analysis.report_html import render_html
 
-    workspace = _workspace(args)
-    report = build_report(args.run, workspace)
+    report = build_report(args.run, _workspace(args))
     if args.format == "json":
         _emit(json.dumps(_json_safe(report), indent=1), args.out)
     elif args.format == "csv":
-        to_csv = _optional("analysis.report", "to_csv", "CSV reports")
-        _emit(to_csv(report), args.out)
+        _emit(to_csv(report, args.table), args.out)
     else:
-        render_html = _optional("analysis.report_html", "render_html", "HTML reports")
         _emit(render_html(report), args.out)
     return EXIT_OK
 
 
 def cmd_compare(args) -> int:
-    compare_runs = _optional("analysis.compare", "compare_runs", "run comparison")
+    from analysis.compare import compare_runs
+    from analysis.report_html import render_comparison_page
+
     workspace = _workspace(args)
-    result = compare_runs(args.runs, workspace)
+    runs = [workspace.run(run_id) for run_id in args.runs]  # InputError for an unknown id
+    result = compare_runs([workspace.store(run["id"]) for run in runs], [run["name"] or run["id"] for run in runs])
     if args.format == "html":
-        render = _optional("analysis.report_html", "render_compare_html", "HTML comparison")
-        _emit(render(result), args.out)
+        _emit(render_comparison_page(result), args.out)
     else:
         _emit(json.dumps(_json_safe(result), indent=1), args.out)
     return EXIT_OK
@@ -181,23 +184,25 @@ def cmd_check(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    build_demo = _optional("sample_models.demo", "build_demo", "the demo")
+    from sample_models.demo import build_demo
+
     workspace = _workspace(args)
-    build_demo(workspace)
+    build_demo(workspace, log=lambda line: print(line, file=sys.stderr))
     print(workspace.root)
     return EXIT_OK
 
 
 def cmd_dashboard(args) -> int:
     workspace = _workspace(args)
-    if args.demo and not workspace.runs():
-        cmd_demo(args)
+    if args.demo:
+        cmd_demo(args)  # idempotent: a built demo is found, not rebuilt
     app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
     if not app.is_file():
         raise InputError(f"dashboard not available: {app} is missing from this installation")
     env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(workspace.root.resolve()))
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.address",
-                            "localhost", "--server.port", str(args.port), "--server.headless", "true"], env=env)
+                            "localhost", "--server.port", str(args.port), "--server.headless", "true",
+                            "--server.maxUploadSize", str(MAX_UPLOAD_MB)], env=env)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -205,18 +210,6 @@ def _workspace(args):
     from analysis.workspace import Workspace
 
     return Workspace(args.workspace)
-
-
-def _optional(module: str, attribute: str, what: str):
-    """A function another part of the project provides; a clear error until it exists."""
-    try:
-        return getattr(importlib.import_module(module), attribute)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-    except AttributeError:
-        pass
-    raise InputError(f"{what} not available yet in this version ({module}.{attribute} is missing)")
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:

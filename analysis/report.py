@@ -1,27 +1,30 @@
-"""The report dict of one run (DESIGN.md section 3 keys): run identity, accuracy, region table, skipped.
+"""The report of one run: its identity, accuracy, region table with CIs, flags with evidence, sanity.
 
-First version: overall and per-class region rows with point estimates (`mass_ci` is [mean, mean] until
-the bootstrap lands), no flags, empty sanity. `lift` is mass_mean / area_mean: the ratio of averages, so
-images with a tiny region do not dominate it.
+Pure over the run store (maps, shares and the evidence the worker computed): building a report never
+loads a model, so the dashboard can render it in its own process. The keys are a contract (DESIGN.md
+section 3); `analysis.flags.report_findings` supplies everything below `metrics`.
 """
 from __future__ import annotations
 
-import math
+import csv
+import io
 from typing import Any
 
-import pandas as pd
-
+from analysis.flags import report_findings
 from analysis.store import RunStore
 from analysis.workspace import Workspace
 
+CSV_TABLES = ("regions", "accuracy", "flags")
 
-def build_report(store_or_run: RunStore | str, workspace: Workspace | None = None) -> dict[str, Any]:
+
+def build_report(store_or_run: RunStore | str, workspace: Workspace | None = None, *,
+                 n_boot: int = 1000) -> dict[str, Any]:
     store, workspace = _resolve(store_or_run, workspace)
     run = workspace.run(store.run_id) if workspace is not None and store.run_id else {}
     images, regions, skipped = store.images(), store.regions(), store.skipped()
     model = workspace.model(run["model_id"]) if run else None
     dataset = workspace.dataset(run["dataset_id"]) if run else None
-    return {
+    report = {
         "run": {"id": run.get("id", store.run_dir.name), "name": run.get("name"), "method": run.get("method"),
                 "params": run.get("params", {}), "n_images": int(len(images)), "seed": run.get("seed"),
                 "status": run.get("status"), "target_layer": run.get("target_layer"),
@@ -29,37 +32,42 @@ def build_report(store_or_run: RunStore | str, workspace: Workspace | None = Non
                 "dataset": {"name": dataset["name"], "sha256": dataset["sha256"]} if dataset else None},
         "metrics": {"accuracy": float(images["correct"].astype(bool).mean()) if len(images) else None,
                     "n_images": int(len(images)), "n_skipped": int(len(skipped))},
-        "regions": region_table(images, regions),
-        "flags": [],
-        "sanity": {},
-        "skipped": [{"image": str(r["image"]), "reason": str(r["reason"])} for r in skipped.to_dict("records")],
+        "regions": [], "flags": [], "sanity": {},
     }
+    if len(images):
+        report.update(report_findings(images, regions, store.evidence(), maps=store.maps(),
+                                      n_boot=n_boot, seed=int(run.get("seed") or 0)))
+    report["skipped"] = [{"image": str(r["image"]), "reason": str(r["reason"])} for r in skipped.to_dict("records")]
+    return report
 
 
-def region_table(images: pd.DataFrame, regions: pd.DataFrame) -> list[dict[str, Any]]:
-    """Overall rows (class null) then one row per (class, region); region order as first seen."""
-    if regions.empty:
-        return []
-    order = list(dict.fromkeys(regions["region"]))
-    merged = regions.merge(images[["image_id", "label"]], on="image_id", how="left")
-    rows = _rows(merged, order, klass=None)
-    for klass in sorted(merged["label"].dropna().unique()):
-        rows.extend(_rows(merged[merged["label"] == klass], order, klass=str(klass)))
-    return rows
+def to_csv(report: dict[str, Any], table: str = "regions") -> str:
+    """One of the report's tidy tables as CSV (list-valued cells such as CIs become two columns)."""
+    if table not in CSV_TABLES:
+        raise ValueError(f"unknown table {table!r}; choose one of {', '.join(CSV_TABLES)}")
+    rows = [_flat(row) for row in report.get(table) or []]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
-def _rows(frame: pd.DataFrame, order: list[str], klass: str | None) -> list[dict[str, Any]]:
-    out = []
-    for region in order:
-        part = frame[frame["region"] == region]
-        if part.empty:
-            continue
-        mass, area = float(part["mass"].mean()), float(part["area"].mean())
-        role = part["role"].dropna()
-        out.append({"region": region, "role": str(role.iloc[0]) if len(role) else None, "class": klass,
-                    "group": None, "mass_mean": mass, "mass_ci": [mass, mass], "area_mean": area,
-                    "lift": mass / area if area > 0 else math.nan, "n": int(part["image_id"].nunique())})
-    return out
+def _flat(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
+                v is None or isinstance(v, (int, float)) for v in value):
+            flat[f"{name}_low"], flat[f"{name}_high"] = value
+        elif isinstance(value, (list, tuple)):
+            flat[name] = "; ".join(map(str, value))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _resolve(store_or_run, workspace):

@@ -54,6 +54,13 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
 
 
+def render_comparison_page(comparison: dict, title: str = "Saliency audit: version comparison") -> str:
+    """A self-contained HTML document for `saliency-audit compare --format html`."""
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{render_comparison(comparison)}"
+            "</body></html>")
+
+
 def render_comparison(comparison: dict, charts: "_Charts | None" = None) -> str:
     charts = charts or _Charts()
     out = [f"<p>{escape(str(comparison.get('summary', '')))}</p>", charts.comparison(comparison)]

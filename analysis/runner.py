@@ -143,8 +143,12 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
             bar.update(len(images) + len(skipped))
     finally:
         bar.close()
-    if not (store.run_dir / "evidence.json").exists():
-        store.write_evidence({})  # placeholder until the evidence stage runs
+    if not store.evidence():  # the evidence stage, once, after every map is stored (a resume redoes only this)
+        from analysis.evidence import compute_evidence
+
+        explainer_params = {k: v for k, v in run["params"].items() if k not in RUNNER_PARAMS}
+        store.write_evidence(compute_evidence(loaded, dataset, store, method=run["method"], layer_name=layer_name,
+                                              seed=int(run["seed"]), params=explainer_params))
 
 
 def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device):
