@@ -34,6 +34,7 @@ from PIL import Image
 from analysis.archive import entry_parts, safe_extract
 from analysis.images import ImageError, MaskError, image_header, read_image_and_orientation, read_mask
 from explainers.errors import InputError
+from explainers.model_files import file_sha256
 
 MANIFEST = "manifest.csv"
 REGIONS = "regions.json"
@@ -156,17 +157,17 @@ class Dataset:
         """Content hash of the description files and every listed file (folder or zip give the same)."""
         h = hashlib.sha256(b"saliency-audit dataset v1\0")
         if self.manifest is not None:
-            h.update(b"manifest\0" + _file_sha256(self.manifest).encode())
+            h.update(b"manifest\0" + file_sha256(self.manifest).encode())
         else:
             listing = "".join(f"{item.image}\0{item.label}\n" for item in self.items)
             h.update(b"listing\0" + hashlib.sha256(listing.encode()).hexdigest().encode())
         regions_file = self.root / REGIONS
         if regions_file.is_file():
-            h.update(b"regions\0" + _file_sha256(regions_file).encode())
+            h.update(b"regions\0" + file_sha256(regions_file).encode())
         paths = sorted({p for item in self.items for p in (item.image, item.mask) if p is not None})
         for rel in paths:
             try:
-                digest = _file_sha256(self._resolve(rel, rel))
+                digest = file_sha256(self._resolve(rel, rel))
             except OSError as exc:
                 raise DatasetError(f"{self.root}: cannot read {rel!r} ({exc.strerror or exc}); run validate()") from None
             h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
@@ -281,7 +282,7 @@ def parse_manifest(data: bytes | str, where: str = MANIFEST) -> Manifest:
 
 def parse_regions(data: bytes | str, where: str = REGIONS) -> dict[int, Region]:
     """Parse regions.json: {"regions": {"<id>": {"name": ..., "role": "core"?}}}; only `DatasetError`."""
-    fix = f'expected {{"regions": {{"0": {{"name": "background"}}, "1": {{"name": "cat", "role": "core"}}}}}}'
+    fix = 'expected {"regions": {"0": {"name": "background"}, "1": {"name": "cat", "role": "core"}}}'
     try:
         doc = json.loads(data, object_pairs_hook=_no_duplicate_keys)
     except _DuplicateKey as exc:
@@ -352,7 +353,7 @@ def _from_image_folder(root: Path, name: str) -> Dataset:
 
 def _extract(zip_path: Path, workdir) -> Path:
     workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="saliency-audit-data-"))
-    target = f"{zip_path.stem}-{_file_sha256(zip_path)[:16]}"
+    target = f"{zip_path.stem}-{file_sha256(zip_path)[:16]}"
     if (workdir / target).is_dir():  # renamed into place only after a complete extraction
         return workdir / target
     try:
@@ -467,9 +468,3 @@ def _present_values(ids: np.ndarray) -> np.ndarray:
     return np.unique(ids)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()

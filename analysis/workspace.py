@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from explainers.errors import InputError
+from explainers.model_files import file_sha256, sniff_format
 
 ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
 RUN_STATUSES = ("pending", "running", "done", "failed", "cancelled")
-MODEL_SUFFIXES = {".pt2": "pt2", ".safetensors": "safetensors", ".ts": "torchscript", ".pt": "state_dict",
-                  ".pth": "state_dict"}
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
   id TEXT PRIMARY KEY, name TEXT, path TEXT, sha256 TEXT, card TEXT, format TEXT, created REAL);
@@ -45,14 +43,6 @@ CREATE TABLE IF NOT EXISTS shards (
 
 def default_root() -> Path:
     return Path(os.environ.get(ENV_VAR) or "workspace")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tree_sha256(root: Path) -> str:
@@ -118,6 +108,7 @@ class Workspace:
             card = json.loads(card_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
+        fmt = sniff_format(path)  # InputError for a file that is no model, before anything is copied
         sha = file_sha256(path)
         model_id = "m-" + hashlib.sha256((sha + canonical_json(card)).encode()).hexdigest()[:12]
         if (existing := self.model(model_id)) is not None:
@@ -127,12 +118,9 @@ class Workspace:
         dest = dest_dir / path.name
         _copy_atomic(path, dest)
         (dest_dir / "model.json").write_text(json.dumps(card, indent=1))
-        fmt = MODEL_SUFFIXES.get(path.suffix.lower(), "unknown")
-        if fmt == "state_dict" and _is_torchscript(path):
-            fmt = "torchscript"
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?,?)",
-                       (model_id, _model_name(path), str(dest.relative_to(self.root)), sha,
+                       (model_id, _model_name(path, card), str(dest.relative_to(self.root)), sha,
                         canonical_json(card), fmt, time.time()))
         return model_id
 
@@ -298,19 +286,11 @@ def _card_beside(path: Path) -> Path | None:
     return None
 
 
-def _model_name(path: Path) -> str:
-    """`weights/cows/v2/model.pt2` -> `v2`-ish names are useless alone; keep parent/stem."""
+def _model_name(path: Path, card: dict) -> str:
+    """The card's `name` when given; else the file stem, with its folder when the stem is a generic `model`."""
+    if isinstance(card.get("name"), str) and card["name"].strip():
+        return card["name"].strip()
     return f"{path.parent.name}/{path.stem}" if path.stem == "model" else path.stem
-
-
-def _is_torchscript(path: Path) -> bool:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(name.split("/", 2)[1:2] == ["code"] for name in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:

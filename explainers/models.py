@@ -15,13 +15,11 @@ Formats (DESIGN.md section 3), recognised by content, never by unpickling to fin
 from __future__ import annotations
 
 import difflib
-import hashlib
 import io
 import json
 import logging
 import math
 import pickle
-import struct
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,7 @@ from torch import nn
 from explainers.architectures import build_architecture
 from explainers.errors import InputError
 from explainers.layers import LIST_LAYERS_HINT, detect_target_layer
+from explainers.model_files import file_sha256, sniff_format
 
 logger = logging.getLogger(__name__)
 
@@ -214,50 +213,6 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
     if card.target_layer and loaded.supports_hooks:
         loaded.layer(card.target_layer)
     return loaded
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sniff_format(path: Path) -> str:
-    """`pt2`, `torchscript`, `state_dict` or `safetensors`, from the bytes (zip member names, headers)."""
-    with open(path, "rb") as handle:
-        head = handle.read(16)
-    suffix = path.suffix.lower()
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                members = archive.namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(f"{path.name}: damaged archive ({exc})") from None
-        inner = {name.split("/", 1)[1] for name in members if "/" in name}
-        if "archive_format" in inner or any(n.startswith("models/") for n in inner):
-            return "pt2"
-        if "constants.pkl" in inner and any(n.startswith("code/") for n in inner):
-            return "torchscript"
-        if "data.pkl" in inner:
-            return "state_dict"
-    elif suffix == ".safetensors" and _looks_like_safetensors(head, path):
-        return "safetensors"
-    elif suffix in (".pt", ".pth") and head[:1] == b"\x80":  # legacy (non-zip) torch.save pickle
-        return "state_dict"
-    raise InputError(
-        f"{path.name}: not a model file this tool can read; accepted: a torch.export .pt2, a state dict "
-        "(.pt/.pth saved with torch.save(model.state_dict()), or .safetensors) with 'architecture' in the "
-        "model card, or a TorchScript .ts"
-    )
-
-
-def _looks_like_safetensors(head: bytes, path: Path) -> bool:
-    if len(head) < 9:
-        return False
-    (header_len,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 8 + header_len <= path.stat().st_size
 
 
 def _load_pt2(path: Path, device: torch.device) -> nn.Module:

@@ -1,5 +1,4 @@
 """Overview: what is in the workspace, and the open shortcut flags, most severe first."""
-import pandas as pd
 import streamlit as st
 
 from dashboard import data, state, views

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from analysis.store import pool_maps
@@ -51,10 +52,12 @@ def write_dataset(folder: Path) -> Path:
 
 
 def write_model(folder: Path) -> Path:
-    """A model file + card. Its bytes are only hashed by the catalog: the dashboard never loads models."""
+    """A model file + card. The catalog only sniffs and hashes it: the dashboard never loads models."""
+    from safetensors.torch import save_file
+
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tiny.pt2"
-    path.write_bytes(b"placeholder bytes for the catalog hash; never loaded by the dashboard")
+    path = folder / "tiny.safetensors"
+    save_file({"version": torch.tensor([float(len(str(folder)))])}, str(path))  # distinct bytes per folder
     (folder / "model.json").write_text(json.dumps({
         "task": "classification", "classes": ["cat", "dog"], "input_size": [SIZE, SIZE],
         "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}))

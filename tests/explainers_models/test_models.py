@@ -7,7 +7,6 @@ import warnings
 
 import pytest
 import torch
-import torchvision
 from safetensors.torch import save_file
 
 from explainers.errors import InputError

@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 
 from analysis.aggregate import accuracy_table, region_table

@@ -16,7 +16,7 @@ import pytest
 from analysis.cli import main
 from analysis.workspace import Workspace
 
-from tests.runs.helpers import CLASSES, expected_region_table, write_dataset, write_model
+from tests.runs.helpers import expected_region_table, write_dataset, write_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,15 +12,23 @@ import torch
 from analysis.store import RunStore, pool_maps
 from analysis.workspace import Workspace
 from explainers.errors import InputError
+from tests.runs.helpers import write_model
 
 
 @pytest.fixture
 def model_file(tmp_path):
-    folder = tmp_path / "src"
-    folder.mkdir()
-    (folder / "model.pt2").write_bytes(b"not really a model, only bytes to hash")
-    (folder / "model.json").write_text(json.dumps({"task": "classification", "classes": ["a", "b"]}))
-    return folder / "model.pt2"
+    path = write_model(tmp_path / "src")
+    card = json.loads((path.parent / "model.json").read_text())
+    (path.parent / "model.json").write_text(json.dumps({**card, "classes": ["a", "b"]}))
+    return path
+
+
+def test_register_refuses_bytes_that_are_no_model(tmp_path):
+    (tmp_path / "model.pt2").write_bytes(b"not really a model, only bytes to hash")
+    (tmp_path / "model.json").write_text(json.dumps({"classes": ["a", "b"]}))
+    with pytest.raises(InputError, match="not a model file"):
+        Workspace(tmp_path / "ws").register_model(tmp_path / "model.pt2")
+    assert not (tmp_path / "ws" / "models").exists() or not any((tmp_path / "ws" / "models").iterdir())
 
 
 @pytest.fixture

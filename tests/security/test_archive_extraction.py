@@ -5,7 +5,6 @@ import struct
 import tracemalloc
 import warnings
 import zipfile
-import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -1,0 +1,56 @@
+"""What a model file is, from its bytes alone (nothing unpickled), and its content hash.
+
+Kept free of torch so the catalog can sniff and hash uploads cheaply, in any process.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import zipfile
+from pathlib import Path
+
+from explainers.errors import InputError
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sniff_format(path: Path) -> str:
+    """`pt2`, `torchscript`, `state_dict` or `safetensors`, from the bytes (zip member names, headers)."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    suffix = path.suffix.lower()
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"{path.name}: damaged archive ({exc})") from None
+        inner = {name.split("/", 1)[1] for name in members if "/" in name}
+        if "archive_format" in inner or any(n.startswith("models/") for n in inner):
+            return "pt2"
+        if "constants.pkl" in inner and any(n.startswith("code/") for n in inner):
+            return "torchscript"
+        if "data.pkl" in inner:
+            return "state_dict"
+    elif suffix == ".safetensors" and _looks_like_safetensors(head, path):
+        return "safetensors"
+    elif suffix in (".pt", ".pth") and head[:1] == b"\x80":  # legacy (non-zip) torch.save pickle
+        return "state_dict"
+    raise InputError(
+        f"{path.name}: not a model file this tool can read; accepted: a torch.export .pt2, a state dict "
+        "(.pt/.pth saved with torch.save(model.state_dict()), or .safetensors) with 'architecture' in the "
+        "model card, or a TorchScript .ts"
+    )
+
+
+def _looks_like_safetensors(head: bytes, path: Path) -> bool:
+    if len(head) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and 8 + header_len <= path.stat().st_size
