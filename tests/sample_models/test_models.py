@@ -4,7 +4,6 @@ training never used), not read from metrics.json."""
 import hashlib
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -50,8 +49,8 @@ def test_v1_takes_the_shortcut_and_v5_does_not(scenario):
 def test_flipped_accuracy_rises_along_the_series():
     flipped = [evaluate(load_version("cage", v), "cage", n=400, seeds=FRESH_SEEDS)["accuracy_flipped"]
                for v in VERSIONS]
-    assert flipped[-1] > flipped[0] + 0.3
-    assert flipped == sorted(flipped) or max(np.diff(flipped).min(), 0) == 0 and flipped[-1] >= max(flipped) - 0.05
+    assert min(flipped[1:]) > flipped[0] + 0.3  # every counter-example dose helps against the shortcut
+    assert flipped[-1] >= max(flipped) - 0.05
 
 
 def test_exported_program_matches_the_state_dict():
