@@ -152,10 +152,18 @@ _FUR = [(0.55, 0.35, 0.2), (0.8, 0.55, 0.3), (0.45, 0.45, 0.45), (0.7, 0.7, 0.65
 
 
 def _draw_cage(c: _Canvas, rng, labels, shortcut):
-    """Cat (round head, pointed ears) vs dog (long head, floppy ears); cage bars over most dogs."""
+    """Cat (round head, pointed ears) vs dog (long head, floppy ears); cage bars behind most dogs."""
     m, s = len(labels), c.size
     c.paint(None, _textured(rng.uniform(0.35, 0.75, (m, 3)).astype(np.float32),
-                                                  _smooth_noise(rng, m, s), 0.25), "background")
+                            _smooth_noise(rng, m, s), 0.25), "background")
+    # The animal sits in front of the cage: bars are behind it, so the two regions never share pixels.
+    period = s / 8
+    phase = rng.uniform(0, period, m)
+    bars = ((c.xx - _col(phase)) % period) < max(1.0, s / 32)
+    bars |= _rect(c, 0, 0.08 * s, s, 0.08 * s + max(1.0, s / 32))
+    caged = _col(shortcut == 1)
+    metal = (rng.uniform(0.12, 0.3, m)[:, None] * np.ones((1, 3))).astype(np.float32)
+    c.paint(bars & caged, metal, "cage")
     r = rng.uniform(0.13, 0.18, m) * s
     cx, cy = rng.uniform(0.35, 0.65, m) * s, rng.uniform(0.45, 0.62, m) * s
     fur = _textured(_pick(rng, _FUR, m), _smooth_noise(rng, m, s, 8), 0.15)
@@ -173,13 +181,6 @@ def _draw_cage(c: _Canvas, rng, labels, shortcut):
     for side in (-1, 1):
         eyes |= _ellipse(c, cx + side * 0.4 * r, cy - 0.15 * r, 0.12 * r + 0.6, 0.12 * r + 0.6)
     c.paint(eyes, np.full((m, 3), 0.08, np.float32), "animal")
-    period = s / 8
-    phase = rng.uniform(0, period, m)
-    bars = ((c.xx - _col(phase)) % period) < max(1.0, s / 32)
-    bars |= _rect(c, 0, 0.08 * s, s, 0.08 * s + max(1.0, s / 32))
-    caged = _col(shortcut == 1)
-    metal = (rng.uniform(0.12, 0.3, m)[:, None] * np.ones((1, 3))).astype(np.float32)
-    c.paint(bars & caged, metal, "cage")
 
 
 _SKIN = [(0.96, 0.8, 0.69), (0.87, 0.67, 0.5), (0.62, 0.44, 0.3), (0.4, 0.27, 0.18)]
@@ -192,7 +193,7 @@ def _draw_doctor_nurse(c: _Canvas, rng, labels, shortcut):
     """A figure whose coat carries the label (stethoscope vs badge); long hair goes with most nurses."""
     m, s = len(labels), c.size
     c.paint(None, _textured(rng.uniform(0.3, 0.6, (m, 3)).astype(np.float32),
-                                                  _smooth_noise(rng, m, s), 0.2), "background")
+                            _smooth_noise(rng, m, s), 0.2), "background")
     cx = rng.uniform(0.38, 0.62, m) * s
     rh = rng.uniform(0.1, 0.125, m) * s
     hy = rng.uniform(0.22, 0.3, m) * s
@@ -203,17 +204,18 @@ def _draw_doctor_nurse(c: _Canvas, rng, labels, shortcut):
         c, (cx + half + 1, top - 1), (cx + half + 1, top + 0.4 * s), (cx + half - 0.1 * s, top - 1))
     c.paint(coat, _textured(_pick(rng, _COAT, m, 0.03), _smooth_noise(rng, m, s, 6), 0.05), "coat")
     dark = np.full((m, 3), 0.7, np.float32)  # light grey: the core cue is a thin shape, not a contrast
-    chest_y = top + rng.uniform(0.12, 0.18, m) * s
-    ring_r = 0.1 * s
-    dist = np.sqrt((c.xx - _col(cx)) ** 2 + (c.yy - _col(top)) ** 2)
-    steth = (np.abs(dist - ring_r * 1.3) < 0.7 + s / 128) & (c.yy > _col(top)) & coat
-    steth |= _ellipse(c, cx + 0.4 * ring_r, top + 1.45 * ring_r, 0.05 * s, 0.05 * s)
-    bx, by, arm = cx - 0.12 * s, chest_y, 0.05 * s
-    badge = _rect(c, bx - arm, by - 0.8, bx + arm, by + 0.8 + s / 128) | _rect(
-        c, bx - 0.8, by - arm, bx + 0.8 + s / 128, by + arm)
+    # The cue sits low on the coat, a Grad-CAM cell (s/8) or more below the longest hair: the two regions
+    # stay separable in an 8x8 map.
+    cue_y = top + rng.uniform(0.32, 0.38, m) * s
+    loop = np.hypot(c.xx - _col(cx), c.yy - _col(cue_y - 0.1 * s))
+    steth = (np.abs(loop - 0.09 * s) < 0.7 + s / 128) & (c.yy > _col(cue_y - 0.1 * s))
+    steth |= _ellipse(c, cx, cue_y + 0.02 * s, 0.04 * s, 0.04 * s)
+    arm = 0.05 * s
+    badge = _rect(c, cx - arm, cue_y - 0.8, cx + arm, cue_y + 0.8 + s / 128) | _rect(
+        c, cx - 0.8, cue_y - arm, cx + 0.8 + s / 128, cue_y + arm)
     c.paint(np.where(_col(labels == 0), steth, badge), dark, "coat")
     hair = np.where((shortcut == 1)[:, None], _pick(rng, _HAIR_LONG, m, 0.04), _pick(rng, _HAIR_SHORT, m, 0.04))
-    long_hair = _rect(c, cx - 1.4 * rh, hy - 0.6 * rh, cx + 1.4 * rh, hy + 3.2 * rh) & (
+    long_hair = _rect(c, cx - 1.4 * rh, hy - 0.6 * rh, cx + 1.4 * rh, hy + 2.3 * rh) & (
         np.abs(c.xx - _col(cx)) > _col(0.55 * rh))
     short_hair = _ellipse(c, cx, hy - 0.15 * rh, 1.12 * rh, 1.05 * rh) & (c.yy < _col(hy - 0.35 * rh))
     cap = _ellipse(c, cx, hy - 0.1 * rh, 1.15 * rh, 1.1 * rh) & (c.yy < _col(hy - 0.3 * rh))

@@ -147,10 +147,17 @@ def model_card(scenario: str) -> dict:
 def save_version(net: nn.Module, folder: Path, scenario: str, metrics: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "model.pt")
-    example = torch.zeros(1, 3, SIZE, SIZE)
-    torch.export.save(torch.export.export(net, (example,)), folder / "model.pt2")
+    export_net(net, folder / "model.pt2")
     (folder / "model.json").write_text(json.dumps(model_card(scenario), indent=2) + "\n")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def export_net(net: nn.Module, path: Path) -> None:
+    """torch.export of the bare net with a dynamic batch dimension (any batch size loads and runs)."""
+    example = torch.zeros(2, 3, SIZE, SIZE)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.export.export(net.eval(), (example,), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, path)
 
 
 def load_version(scenario: str, version: int, weights: Path = WEIGHTS_DIR) -> nn.Module:

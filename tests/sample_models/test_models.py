@@ -4,7 +4,6 @@ training never used), not read from metrics.json."""
 import hashlib
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -50,8 +49,8 @@ def test_v1_takes_the_shortcut_and_v5_does_not(scenario):
 def test_flipped_accuracy_rises_along_the_series():
     flipped = [evaluate(load_version("cage", v), "cage", n=400, seeds=FRESH_SEEDS)["accuracy_flipped"]
                for v in VERSIONS]
-    assert flipped[-1] > flipped[0] + 0.3
-    assert flipped == sorted(flipped) or max(np.diff(flipped).min(), 0) == 0 and flipped[-1] >= max(flipped) - 0.05
+    assert min(flipped[1:]) > flipped[0] + 0.3  # every counter-example dose helps against the shortcut
+    assert flipped[-1] >= max(flipped) - 0.05
 
 
 def test_exported_program_matches_the_state_dict():
@@ -59,7 +58,8 @@ def test_exported_program_matches_the_state_dict():
     program = torch.export.load(WEIGHTS_DIR / "watermark" / "v3" / "model.pt2")
     x, _ = to_tensors(render("watermark", n=16, seed=9))
     with torch.no_grad():
-        torch.testing.assert_close(program.module()(x), net(x), rtol=1e-5, atol=1e-5)
+        for batch in (x, x[:1], x[:5]):  # the batch dimension is dynamic
+            torch.testing.assert_close(program.module()(batch), net(batch), rtol=1e-5, atol=1e-5)
 
 
 def test_architecture_init_is_seeded_and_its_target_layer_is_8x8():
@@ -71,7 +71,7 @@ def test_architecture_init_is_seeded_and_its_target_layer_is_8x8():
         assert torch.equal(pa, pb), name
     seen = {}
     layer = a.get_submodule(TARGET_LAYERS["tiny_cnn"])
-    handle = layer.register_forward_hook(lambda m, i, o: seen.setdefault("shape", o.shape))
+    handle = layer.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
     a(torch.zeros(1, 3, 64, 64))
     handle.remove()
     assert seen["shape"] == (1, 32, 8, 8)
