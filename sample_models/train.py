@@ -137,18 +137,18 @@ def evaluate(net: nn.Module, scenario: str, n: int = EVAL_N, seeds: tuple[int, i
             "eval_n": n, "eval_seeds": {"biased": seed_b, "flipped": seed_f}}
 
 
-def model_card(scenario: str) -> dict:
+def model_card(scenario: str, version: int) -> dict:
     sc = SCENARIOS[scenario]
-    return {"task": "classification", "classes": list(sc.classes), "input_size": [SIZE, SIZE],
+    return {"name": f"{scenario} v{version}", "task": "classification", "classes": list(sc.classes), "input_size": [SIZE, SIZE],
             "mean": list(MEAN), "std": list(STD), "target_layer": TARGET_LAYERS[ARCHITECTURE],
             "architecture": ARCHITECTURE}
 
 
-def save_version(net: nn.Module, folder: Path, scenario: str, metrics: dict) -> None:
+def save_version(net: nn.Module, folder: Path, scenario: str, version: int, metrics: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "model.pt")
     export_net(net, folder / "model.pt2")
-    (folder / "model.json").write_text(json.dumps(model_card(scenario), indent=2) + "\n")
+    (folder / "model.json").write_text(json.dumps(model_card(scenario, version), indent=2) + "\n")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
@@ -172,7 +172,7 @@ def _train_and_save(job: tuple[str, int, str]) -> tuple[str, int, dict, float]:
     start = time.perf_counter()
     net, details = train_version(scenario, version)
     metrics = {"scenario": scenario, "version": f"v{version}", **evaluate(net, scenario), "training": details}
-    save_version(net, Path(out) / scenario / f"v{version}", scenario, metrics)
+    save_version(net, Path(out) / scenario / f"v{version}", scenario, version, metrics)
     return scenario, version, metrics, time.perf_counter() - start
 
 

@@ -31,7 +31,7 @@ def test_every_committed_file_matches_sha256sums():
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_model_cards_describe_the_bare_net(scenario):
     card = json.loads((WEIGHTS_DIR / scenario / "v1" / "model.json").read_text())
-    assert card == {"task": "classification", "classes": list(SCENARIOS[scenario].classes),
+    assert card == {"name": f"{scenario} v1", "task": "classification", "classes": list(SCENARIOS[scenario].classes),
                     "input_size": [64, 64], "mean": [0.5] * 3, "std": [0.5] * 3,
                     "target_layer": "block3", "architecture": "tiny_cnn"}
 
