@@ -47,3 +47,13 @@ class Explainer:
 
 def _jsonable(value: Any) -> bool:
     return isinstance(value, (int, float, str, bool, type(None), list, tuple))
+
+
+def check_images(inputs: torch.Tensor) -> None:
+    """Refuse what is not a float image batch early, with the fix, instead of a shape error deep in a model."""
+    from explainers.errors import InputError
+
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise InputError(f"explain() takes a float image batch (B, C, H, W) in [0, 1]; got {shape}. "
+                         "Stack images with torch.stack and convert with .float() / 255.")

@@ -1,6 +1,7 @@
 """Capture a layer's activation and make it the start of the autograd graph, for one call only.
 
-The forward hook returns a detached copy of the activation that requires grad. Everything before the layer
+The hook keeps a detached leaf that requires grad (`activation`) and hands the network a clone of it, so an
+in-place op after the layer (ReLU(inplace=True)) cannot modify the leaf. Everything before the layer
 then runs without building a graph, and `torch.autograd.grad(score, activation)` stops at the layer: the
 cheapest possible Grad-CAM (one forward, a backward through the head only). Hooks are removed in
 `finally`, so an exception inside the block never leaves a hook on the user's model.
@@ -25,10 +26,12 @@ def capture_layer(layer: nn.Module, *, graph_root: bool = True) -> Iterator[Laye
     def hook(_module, _inputs, output):
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"layer {type(_module).__name__} returns {type(output).__name__}, not a tensor")
-        if graph_root:
-            output = output.detach().requires_grad_(True)
-        captured.activation = output
-        return output
+        # We keep our own copy: an in-place op after the layer (ReLU(inplace=True)) must not change it.
+        if not graph_root:
+            captured.activation = output.detach().clone()
+            return output
+        captured.activation = output.detach().requires_grad_(True)
+        return captured.activation.clone()
 
     handle = layer.register_forward_hook(hook)
     try:

@@ -1,0 +1,256 @@
+"""`saliency-audit`: the command line over the same engine the dashboard uses.
+
+Contract (DESIGN.md section 3): `run` prints the run id alone on the last stdout line (progress goes to
+stderr); bad input exits 2 with one line on stderr and no traceback; `check --fail-on-flags` exits 3.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from explainers.errors import InputError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FLAGGED = 0, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return args.handler(args) or EXIT_OK
+    except InputError as exc:
+        print(f"saliency-audit: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("saliency-audit: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saliency-audit",
+                                     description="What does your vision model look at, across a dataset?")
+    sub = parser.add_subparsers(dest="command")
+
+    def command(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or "
+                                                         "$SALIENCY_AUDIT_WORKSPACE)")
+        p.set_defaults(handler=handler)
+        return p
+
+    run = command("run", cmd_run, "explain a sample of a dataset with a model; prints the run id")
+    run.add_argument("--model", help="model file (.pt2/.pt/.safetensors/.ts) or registered model id")
+    run.add_argument("--data", help="dataset folder / .zip or registered dataset id")
+    run.add_argument("--card", help="model card JSON (default: model.json beside the model)")
+    run.add_argument("--method", default="gradcam")
+    run.add_argument("--n", type=int, default=200, help="sample size (stratified by class)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--name")
+    run.add_argument("--layer", help="target layer for CAM methods (default: card's or detected)")
+    run.add_argument("--target", choices=["pred", "label"], default="pred",
+                     help="explain the predicted class (default) or the labelled class")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="explainer parameter, JSON value (e.g. --param n_samples=50)")
+    run.add_argument("--device", default="cpu", help="cpu or cuda")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--resume-id", help="continue an existing run by id (what background workers use)")
+    run.add_argument("--no-progress", action="store_true")
+
+    runs = command("runs", cmd_runs, "list runs")
+    runs.add_argument("--format", choices=["table", "json"], default="table")
+
+    report = command("report", cmd_report, "report of one run")
+    report.add_argument("run")
+    report.add_argument("--format", choices=["json", "html", "csv"], default="json")
+    report.add_argument("--out")
+
+    compare = command("compare", cmd_compare, "compare runs (model versions)")
+    compare.add_argument("runs", nargs="+")
+    compare.add_argument("--format", choices=["json", "html"], default="json")
+    compare.add_argument("--out")
+
+    check = command("check", cmd_check, "shortcut flags of a run; exit 3 with --fail-on-flags")
+    check.add_argument("run")
+    check.add_argument("--fail-on-flags", action="store_true")
+
+    command("demo", cmd_demo, "build the demo workspace (data, model versions, audits)")
+
+    dashboard = command("dashboard", cmd_dashboard, "open the dashboard (Streamlit, localhost)")
+    dashboard.add_argument("--demo", action="store_true", help="build the demo workspace first if empty")
+    dashboard.add_argument("--port", type=int, default=8501)
+    return parser
+
+
+# -- commands -----------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from analysis.runner import execute_run, make_explainer_check
+
+    workspace = _workspace(args)
+    if args.resume_id:
+        run_id = args.resume_id
+        workspace.run(run_id)
+    else:
+        if not args.model or not args.data:
+            raise InputError("run needs --model PATH|ID and --data PATH|ID (or --resume-id RUN)")
+        make_explainer_check(args.method)  # fail fast, before copying files in
+        params: dict[str, Any] = {"target": args.target}
+        if args.layer:
+            params["layer"] = args.layer
+        params.update(_parse_params(args.param))
+        if args.n <= 0:
+            raise InputError(f"--n {args.n}: the sample size must be a positive number of images")
+        model_id = workspace.resolve_model(args.model, args.card)
+        dataset_id = workspace.resolve_dataset(args.data)
+        run_id = workspace.create_run(model_id, dataset_id, args.method, params, args.n, args.seed, args.name)
+    final = execute_run(workspace, run_id, device=args.device, batch_size=args.batch_size,
+                        progress=not args.no_progress)
+    print(f"{final['n_done']} images explained, {final['n_skipped']} skipped", file=sys.stderr)
+    print(run_id)
+    return EXIT_OK
+
+
+def cmd_runs(args) -> int:
+    rows = _workspace(args).runs()
+    columns = ["id", "name", "model_name", "dataset_name", "method", "status", "n_done", "n_total"]
+    if args.format == "json":
+        print(json.dumps([{k: r.get(k) for k in columns + ["model_id", "dataset_id", "n", "seed", "params",
+                                                             "n_skipped", "error", "target_layer"]}
+                          for r in rows], indent=1))
+        return EXIT_OK
+    table = [columns] + [[str(r.get(c) if r.get(c) is not None else "") for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from analysis.report import build_report
+
+    workspace = _workspace(args)
+    report = build_report(args.run, workspace)
+    if args.format == "json":
+        _emit(json.dumps(_json_safe(report), indent=1), args.out)
+    elif args.format == "csv":
+        to_csv = _optional("analysis.report", "to_csv", "CSV reports")
+        _emit(to_csv(report), args.out)
+    else:
+        render_html = _optional("analysis.report_html", "render_html", "HTML reports")
+        _emit(render_html(report), args.out)
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    compare_runs = _optional("analysis.compare", "compare_runs", "run comparison")
+    workspace = _workspace(args)
+    result = compare_runs(args.runs, workspace)
+    if args.format == "html":
+        render = _optional("analysis.report_html", "render_compare_html", "HTML comparison")
+        _emit(render(result), args.out)
+    else:
+        _emit(json.dumps(_json_safe(result), indent=1), args.out)
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from analysis.report import build_report
+
+    report = build_report(args.run, _workspace(args))
+    flags = report.get("flags", [])
+    for flag in flags:
+        print(f"{flag.get('severity', '?')}: {flag.get('kind', 'shortcut')} on region {flag.get('region')!r}"
+              f"{' (class ' + str(flag['class']) + ')' if flag.get('class') else ''}, lift {flag.get('lift')}")
+    if not flags:
+        print("no shortcut flagged")
+    return EXIT_FLAGGED if flags and args.fail_on_flags else EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    build_demo = _optional("sample_models.demo", "build_demo", "the demo")
+    workspace = _workspace(args)
+    build_demo(workspace)
+    print(workspace.root)
+    return EXIT_OK
+
+
+def cmd_dashboard(args) -> int:
+    workspace = _workspace(args)
+    if args.demo and not workspace.runs():
+        cmd_demo(args)
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    if not app.is_file():
+        raise InputError(f"dashboard not available: {app} is missing from this installation")
+    env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(workspace.root.resolve()))
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.address",
+                            "localhost", "--server.port", str(args.port), "--server.headless", "true"], env=env)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def _workspace(args):
+    from analysis.workspace import Workspace
+
+    return Workspace(args.workspace)
+
+
+def _optional(module: str, attribute: str, what: str):
+    """A function another part of the project provides; a clear error until it exists."""
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+    except AttributeError:
+        pass
+    raise InputError(f"{what} not available yet in this version ({module}.{attribute} is missing)")
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--param {pair!r}: write KEY=VALUE, e.g. --param n_samples=50")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _json_safe(value):
+    """Strict JSON: NaN/inf become null (a region absent from every image has no lift)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return _json_safe(value.item())
+    return value
+
+
+def _emit(text: str, out: str | None) -> None:
+    if out:
+        Path(out).write_text(text if text.endswith("\n") else text + "\n")
+        print(out, file=sys.stderr)
+    else:
+        print(text)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Background runs: a worker process that outlives whoever started it (the dashboard, a shell).
+
+The worker is the ordinary CLI (`python -m analysis.cli run --resume-id RUN`) in its own session, so
+closing the dashboard or pressing Ctrl-C there does not kill it, and a killed worker is resumed by simply
+starting it again (finished shards are kept). Its output goes to `runs/<id>/worker.log`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from analysis.workspace import Workspace
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_job(workspace_root: str | os.PathLike, run_id: str, device: str = "cpu", batch_size: int = 32) -> int:
+    """Start the worker for `run_id`; returns its pid (also recorded in the catalog)."""
+    workspace = Workspace(workspace_root)
+    workspace.run(run_id)  # unknown id -> InputError here, not in a detached process
+    log_path = workspace.run_dir(run_id) / "worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT),
+                                                                   os.environ.get("PYTHONPATH")])))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "analysis.cli", "run", "--resume-id", run_id,
+             "--workspace", str(workspace.root), "--device", device, "--batch-size", str(batch_size),
+             "--no-progress"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(PROJECT_ROOT), env=env,
+            start_new_session=True)
+    workspace.update_run(run_id, status="running", pid=proc.pid)
+    return proc.pid
+
+
+def cancel_job(workspace: Workspace, run_id: str) -> bool:
+    """SIGTERM the run's worker and mark the run cancelled (resumable). True when a live worker was signalled."""
+    run = workspace.run(run_id)
+    pid, signalled = run.get("pid"), False
+    if pid and job_alive(pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+            signalled = True
+        except ProcessLookupError:
+            pass
+    if run["status"] in ("pending", "running"):
+        workspace.update_run(run_id, status="cancelled", pid=None)
+    return signalled
+
+
+def job_alive(pid: int | None) -> bool:
+    """Whether `pid` is a live process (a zombie, finished but not yet reaped, counts as dead)."""
+    if not pid:
+        return False
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our own finished child
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True

@@ -1,0 +1,289 @@
+"""Execute one run: sample, batch, explain, region shares, one atomic shard per batch, resumable.
+
+Everything the user can get wrong (labels not in the card's classes, unknown layer, CAM on TorchScript) is
+checked before the first image is explained. Decoding the next batch overlaps the current batch's compute
+(one prefetch thread). Memory stays flat: a batch's maps are pooled to <= 64x64 and written with its shard,
+never accumulated. A corrupt image or a NaN output skips that image, with the reason, and the run goes on.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.regions import grid_shares, region_shares
+from analysis.sampling import stratified_sample
+from analysis.store import pool_maps
+from analysis.workspace import Workspace
+from explainers.errors import InputError
+from explainers.targets import ClassTarget
+
+RUNNER_PARAMS = ("target", "layer")  # run parameters the runner consumes; the rest go to the explainer
+
+
+class Cancelled(BaseException):
+    """SIGTERM from `cancel_job`: stop after marking the run cancelled (finished shards stay)."""
+
+
+@dataclass
+class Decoded:
+    """One batch after decoding: tensors for the images that decoded, reasons for those that did not."""
+    items: list
+    inputs: torch.Tensor | None
+    masks: list
+    skipped: list[tuple[Any, str]]
+
+
+@dataclass
+class RegionSpec:
+    ids: list[int]
+    names: list[str]
+    roles: list[str | None]
+
+
+def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch_size: int = 32,
+                progress: bool = True) -> dict:
+    """Run (or resume) `run_id` to completion; returns the final catalog row."""
+    run = workspace.run(run_id)
+    _refuse_if_running_elsewhere(workspace, run)
+    previous_handler = _install_sigterm()
+    workspace.update_run(run_id, status="running", pid=os.getpid(), device=device, error=None)
+    try:
+        _execute(workspace, run, device=device, batch_size=batch_size, progress=progress)
+    except Cancelled:
+        workspace.update_run(run_id, status="cancelled", pid=None)
+        raise
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+        workspace.update_run(run_id, status="failed", error=message or type(exc).__name__, pid=None)
+        if not isinstance(exc, (InputError, KeyboardInterrupt)):
+            traceback.print_exc(file=sys.stderr)
+        raise
+    finally:
+        _restore_sigterm(previous_handler)
+    workspace.update_run(run_id, status="done", pid=None)
+    return workspace.run(run_id)
+
+
+def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
+    """Load and check everything a run needs; raises InputError before any compute."""
+    from explainers.models import load_model
+    from explainers.registry import METHODS, make_explainer
+
+    params = dict(run["params"])
+    target_mode = params.get("target", "pred")
+    if target_mode not in ("pred", "label"):
+        raise InputError(f"parameter target={target_mode!r}: use 'pred' (predicted class) or 'label'")
+    make_explainer_check(run["method"])
+    model_row = workspace.model(run["model_id"])
+    loaded = load_model(model_row["abspath"], device=device)
+    dataset = workspace.open_dataset(run["dataset_id"])
+    dataset.validate(list(loaded.card.classes))
+
+    explainer_params = {k: v for k, v in params.items() if k not in RUNNER_PARAMS}
+    layer_name = None
+    if METHODS[run["method"]].needs_layer:
+        if not loaded.supports_hooks:
+            raise InputError(f"{model_row['path']}: method {run['method']!r} hooks an internal layer, which a "
+                             f"{loaded.format} model does not expose; export the model with torch.export "
+                             f"(.pt2) or use a gradient/perturbation method (e.g. --method saliency)")
+        layer_name = params.get("layer") or loaded.target_layer_name()
+        source = ("given" if params.get("layer") else
+                  "card" if getattr(loaded.card, "target_layer", None) else "detected")
+        layer = loaded.layer(layer_name)  # InputError naming close names for a typo
+        print(f"target layer: {layer_name} ({source})", file=sys.stderr)
+        explainer = make_explainer(run["method"], loaded.module, layer=layer, **explainer_params)
+    else:
+        explainer = make_explainer(run["method"], loaded.module, **explainer_params)
+    return loaded, dataset, explainer, layer_name, target_mode
+
+
+def make_explainer_check(method: str) -> None:
+    from explainers.registry import METHODS, _load_builtin_methods
+
+    _load_builtin_methods()
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of: {', '.join(sorted(METHODS))}")
+
+
+def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, progress: bool) -> None:
+    run_id = run["id"]
+    loaded, dataset, explainer, layer_name, target_mode = prepare(workspace, run, device)
+    classes = list(loaded.card.classes)
+    regions = _region_spec(dataset)
+
+    sample = [dataset.items[i] for i in stratified_sample([it.label for it in dataset.items], run["n"], run["seed"])]
+    store = workspace.store(run_id)
+    done = store.done_image_ids()
+    todo = [item for item in sample if int(item.image_id) not in done]
+    n_done, n_skipped = len(store.images()), len(store.skipped())
+    next_index = max((s["index"] for s in workspace.shards(run_id)), default=-1) + 1
+    workspace.update_run(run_id, n_total=len(sample), target_layer=layer_name, n_done=n_done,
+                         n_skipped=n_skipped)
+
+    bar = _progress_bar(len(sample), n_done + n_skipped, progress)
+    try:
+        for batch in _prefetched(dataset, loaded.card, todo, batch_size):
+            images, region_rows, maps, skipped = _explain_batch(
+                batch, loaded, explainer, classes, regions, target_mode, device)
+            path = store.write_shard(next_index, images, region_rows, maps, skipped)
+            n_done += len(images)
+            n_skipped += len(skipped)
+            workspace.record_shard(run_id, next_index, len(images), path, n_done=n_done, n_skipped=n_skipped)
+            next_index += 1
+            bar.update(len(images) + len(skipped))
+    finally:
+        bar.close()
+    if not (store.run_dir / "evidence.json").exists():
+        store.write_evidence({})  # placeholder until the evidence stage runs
+
+
+def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device):
+    skipped = [_skip_row(item, reason) for item, reason in batch.skipped]
+    image_rows, region_rows, kept_maps = [], [], []
+    if batch.inputs is not None:
+        inputs = batch.inputs.to(device)
+        with torch.no_grad():
+            logits = loaded.module(inputs).float()
+        finite = torch.isfinite(logits).all(dim=1)
+        label_idx = torch.tensor([classes.index(str(it.label)) for it in batch.items])
+        probs = torch.softmax(logits.nan_to_num(0.0), dim=1)
+        confidence, pred_idx = probs.max(dim=1)
+        target_idx = pred_idx.cpu() if target_mode == "pred" else label_idx
+        result = explainer.explain(inputs, ClassTarget(target_idx))
+        maps = result.maps.detach().float().cpu()
+        scores = result.scores.detach().float().cpu()
+        map_ok = torch.isfinite(maps).flatten(1).all(dim=1)
+        for k, item in enumerate(batch.items):
+            if not bool(finite[k]):
+                skipped.append(_skip_row(item, "model returned non-finite outputs (NaN/inf)"))
+                continue
+            if not bool(map_ok[k]):
+                skipped.append(_skip_row(item, f"{explainer.name} returned a non-finite map (NaN/inf)"))
+                continue
+            row = {"image_id": int(item.image_id), "image": str(item.image), "label": str(item.label),
+                   "label_idx": int(label_idx[k]), "pred": classes[int(pred_idx[k])],
+                   "pred_idx": int(pred_idx[k]), "confidence": float(confidence[k]),
+                   "correct": bool(pred_idx[k].item() == label_idx[k].item()),
+                   "target_idx": int(target_idx[k]), "score": float(scores[k])}
+            for name, value in (getattr(item, "attributes", None) or {}).items():
+                row[f"attr.{name}"] = None if value is None else str(value)
+            image_rows.append(row)
+            region_rows.extend(_region_rows(int(item.image_id), maps[k], batch.masks[k], regions))
+            kept_maps.append(maps[k])
+    images = pd.DataFrame(image_rows, columns=None if image_rows else
+                          ["image_id", "image", "label", "label_idx", "pred", "pred_idx", "confidence",
+                           "correct", "target_idx", "score"])
+    region_frame = pd.DataFrame(region_rows, columns=["image_id", "region", "region_id", "role", "mass",
+                                                      "area", "lift"])
+    pooled = pool_maps(torch.stack(kept_maps)) if kept_maps else np.zeros((0, 1, 1), np.float16)
+    skipped_frame = pd.DataFrame(skipped, columns=["image_id", "image", "reason"])
+    return images, region_frame, pooled, skipped_frame
+
+
+def _region_rows(image_id: int, saliency: torch.Tensor, mask, regions: RegionSpec | None) -> Iterator[dict]:
+    if regions is not None:
+        mass, area = region_shares(saliency, mask, regions.ids)
+        names, ids, roles = regions.names, regions.ids, regions.roles
+    else:
+        names, mass, area = grid_shares(saliency, *saliency.shape[-2:])
+        ids, roles = [-1] * len(names), [None] * len(names)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = np.where(area > 0, mass / np.where(area > 0, area, 1), np.nan)
+    for k, name in enumerate(names):
+        yield {"image_id": image_id, "region": name, "region_id": int(ids[k]), "role": roles[k],
+               "mass": float(mass[k]), "area": float(area[k]), "lift": float(lift[k])}
+
+
+def _region_spec(dataset) -> RegionSpec | None:
+    """The dataset's annotated regions, or None (grid regions) when it has no masks."""
+    regions = getattr(dataset, "regions", None)
+    if not regions:
+        return None
+    values = list(regions.values()) if isinstance(regions, dict) else list(regions)
+    values.sort(key=lambda r: int(r.id))
+    return RegionSpec([int(r.id) for r in values], [str(r.name) for r in values],
+                      [getattr(r, "role", None) for r in values])
+
+
+def _prefetched(dataset, card, items: list, batch_size: int) -> Iterator[Decoded]:
+    """Decode batch k+1 in a thread while batch k is explained (PIL decoding releases the GIL)."""
+    chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        pending = pool.submit(_decode, dataset, card, chunks[0])
+        for k in range(len(chunks)):
+            batch = pending.result()
+            if k + 1 < len(chunks):
+                pending = pool.submit(_decode, dataset, card, chunks[k + 1])
+            yield batch
+
+
+def _decode(dataset, card, items: list) -> Decoded:
+    from explainers.preprocess import to_input
+
+    kept, tensors, masks, skipped = [], [], [], []
+    for item in items:
+        try:
+            image, mask = dataset.load(item)
+            tensor = to_input(image, card)
+        except Exception as exc:  # a corrupt file skips this image, never the run
+            skipped.append((item, getattr(exc, "reason", None) or str(exc) or type(exc).__name__))
+            continue
+        if getattr(dataset, "regions", None) and mask is None:
+            skipped.append((item, "no region mask for this image"))
+            continue
+        kept.append(item)
+        tensors.append(tensor)
+        masks.append(mask)
+    return Decoded(kept, torch.stack(tensors) if tensors else None, masks, skipped)
+
+
+def _skip_row(item, reason: str) -> dict:
+    return {"image_id": int(item.image_id), "image": str(item.image), "reason": reason}
+
+
+def _refuse_if_running_elsewhere(workspace: Workspace, run: dict) -> None:
+    from analysis.jobs import job_alive
+
+    pid = run.get("pid")
+    if run["status"] == "running" and pid and pid != os.getpid() and job_alive(pid):
+        raise InputError(f"run {run['id']} is already running in process {pid}; wait for it or cancel it")
+
+
+def _install_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(_signum, _frame):
+        raise Cancelled()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _NoBar:
+    def update(self, _n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="img", file=sys.stderr, dynamic_ncols=True)

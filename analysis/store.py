@@ -1,0 +1,137 @@
+"""One run's results on disk: a folder of shards, one per batch, each committed atomically.
+
+A shard is written into a temporary folder beside its final name (files fsynced), then renamed with
+`os.replace`; only after that does the catalog record it. Readers only read shards the catalog lists, so
+a worker killed at any moment leaves at most an unrecorded folder that the resumed run overwrites: never a
+half-written table. Without a catalog (a copied run folder) the complete `shard-*` folders are read.
+
+Per shard: `images.parquet`, `regions.parquet` (long: image x region), `skipped.parquet`, and
+`maps.npz` (float16 maps adaptively pooled to at most 64x64, with their image ids).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from analysis.workspace import Workspace
+
+MAP_SIDE = 64
+IMAGE_COLUMNS = ["image_id", "image", "label", "label_idx", "pred", "pred_idx", "confidence", "correct",
+                 "target_idx", "score"]
+REGION_COLUMNS = ["image_id", "region", "region_id", "role", "mass", "area", "lift"]
+SKIPPED_COLUMNS = ["image_id", "image", "reason"]
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def pool_maps(maps: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(B, H, W) -> float16 (B, h, w) with h, w <= 64 by adaptive average pooling (sums stay meaningful)."""
+    maps = torch.as_tensor(maps).detach().to("cpu", torch.float32)
+    h, w = min(maps.shape[-2], MAP_SIDE), min(maps.shape[-1], MAP_SIDE)
+    if (h, w) != tuple(maps.shape[-2:]):
+        maps = F.adaptive_avg_pool2d(maps[:, None], (h, w))[:, 0]
+    return maps.clamp(-FLOAT16_MAX, FLOAT16_MAX).numpy().astype(np.float16)
+
+
+class RunStore:
+    def __init__(self, run_dir: str | os.PathLike, workspace: "Workspace | None" = None,
+                 run_id: str | None = None):
+        self.run_dir = Path(run_dir)
+        self.workspace = workspace
+        self.run_id = run_id
+
+    # -- writing --------------------------------------------------------------------------------------
+    def write_shard(self, index: int, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,
+                    skipped: pd.DataFrame | None = None) -> str:
+        """Write one batch's shard atomically; returns its folder name (record it in the catalog after)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{index:05d}"
+        final = self.run_dir / name
+        tmp = self.run_dir / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        skipped = skipped if skipped is not None else pd.DataFrame(columns=SKIPPED_COLUMNS)
+        image_ids = images["image_id"].to_numpy(dtype=np.int64) if len(images) else np.zeros(0, np.int64)
+        maps = np.asarray(maps, dtype=np.float16)
+        if len(maps) != len(image_ids):
+            raise ValueError(f"{len(maps)} maps for {len(image_ids)} images")
+        images.to_parquet(tmp / "images.parquet", index=False)
+        regions.to_parquet(tmp / "regions.parquet", index=False)
+        skipped.astype({"image_id": "int64", "image": "str", "reason": "str"}).to_parquet(
+            tmp / "skipped.parquet", index=False)
+        with open(tmp / "maps.npz", "wb") as fh:
+            np.savez(fh, image_ids=image_ids, maps=maps)
+        for path in tmp.iterdir():
+            _fsync(path)
+        _fsync(tmp)
+        if final.exists():  # left by a worker killed after the rename but before the catalog recorded it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync(self.run_dir)
+        return name
+
+    def write_evidence(self, evidence: dict[str, Any]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / f".evidence.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(evidence, indent=1, default=float))
+        _fsync(tmp)
+        os.replace(tmp, self.run_dir / "evidence.json")
+
+    # -- reading --------------------------------------------------------------------------------------
+    def shard_dirs(self) -> list[Path]:
+        if self.workspace is not None and self.run_id is not None:
+            return [self.run_dir / s["path"] for s in self.workspace.shards(self.run_id)]
+        return sorted(p for p in self.run_dir.glob("shard-*") if p.is_dir())
+
+    def _table(self, name: str, columns: list[str]) -> pd.DataFrame:
+        frames = [pd.read_parquet(d / f"{name}.parquet") for d in self.shard_dirs()]
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            return pd.DataFrame(columns=columns)
+        return pd.concat(frames, ignore_index=True)
+
+    def images(self) -> pd.DataFrame:
+        return self._table("images", IMAGE_COLUMNS)
+
+    def regions(self) -> pd.DataFrame:
+        return self._table("regions", REGION_COLUMNS)
+
+    def skipped(self) -> pd.DataFrame:
+        return self._table("skipped", SKIPPED_COLUMNS)
+
+    def maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image_ids, float16 maps (N, h, w)) over all recorded shards."""
+        ids, maps = [], []
+        for d in self.shard_dirs():
+            with np.load(d / "maps.npz") as data:
+                if len(data["image_ids"]):
+                    ids.append(data["image_ids"])
+                    maps.append(data["maps"])
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float16)
+        return np.concatenate(ids), np.concatenate(maps)
+
+    def evidence(self) -> dict[str, Any]:
+        path = self.run_dir / "evidence.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def done_image_ids(self) -> set[int]:
+        """Images already explained or skipped: what a resumed run must not redo."""
+        done = set(self.images()["image_id"].astype(int).tolist())
+        return done | set(self.skipped()["image_id"].astype(int).tolist())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,317 @@
+"""The workspace: registered models, datasets, runs and their shards, in one SQLite catalog.
+
+Files are copied in under their content hash (`models/<sha>/`, `datasets/<sha>/`), so a run keeps
+pointing at exactly what it audited even if the user's file changes. The catalog uses WAL, a busy timeout
+and short `BEGIN IMMEDIATE` transactions: the worker process writes progress while the dashboard or a
+second CLI reads and submits, without "database is locked" errors.
+
+A run is identified by (model, dataset, method, params, n, seed): asking for the same run again returns
+its id, which is how re-running an interrupted command resumes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from explainers.errors import InputError
+
+ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
+RUN_STATUSES = ("pending", "running", "done", "failed", "cancelled")
+MODEL_SUFFIXES = {".pt2": "pt2", ".safetensors": "safetensors", ".ts": "torchscript", ".pt": "state_dict",
+                  ".pth": "state_dict"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+  id TEXT PRIMARY KEY, name TEXT, path TEXT, sha256 TEXT, card TEXT, format TEXT, created REAL);
+CREATE TABLE IF NOT EXISTS datasets (
+  id TEXT PRIMARY KEY, name TEXT, path TEXT, sha256 TEXT, n_items INTEGER, has_masks INTEGER, created REAL);
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, name TEXT, model_id TEXT REFERENCES models(id), dataset_id TEXT REFERENCES datasets(id),
+  method TEXT, params TEXT, n INTEGER, seed INTEGER, target_layer TEXT, device TEXT,
+  status TEXT NOT NULL DEFAULT 'pending', n_total INTEGER, n_done INTEGER DEFAULT 0,
+  n_skipped INTEGER DEFAULT 0, error TEXT, pid INTEGER, created REAL, updated REAL);
+CREATE TABLE IF NOT EXISTS shards (
+  run_id TEXT REFERENCES runs(id), "index" INTEGER, n_rows INTEGER, path TEXT, created REAL,
+  PRIMARY KEY (run_id, "index"));
+"""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(ENV_VAR) or "workspace")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_sha256(root: Path) -> str:
+    """Content hash of a folder: relative paths and file contents, order-independent of the filesystem."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file_sha256(path).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class Workspace:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "catalog.sqlite"
+        self._conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        with self._write() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def _one(self, sql: str, args: tuple = ()) -> dict | None:
+        row = self._conn.execute(sql, args).fetchone()
+        return dict(row) if row is not None else None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def integrity_check(self) -> str:
+        return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    # -- models ---------------------------------------------------------------------------------------
+    def register_model(self, path: str | os.PathLike, card_path: str | os.PathLike | None = None) -> str:
+        """Copy a model file (and its card, as `model.json` beside it) in; same content -> same id."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"model file not found: {path}; pass --model PATH to a .pt2/.pt/.safetensors/.ts file")
+        card_file = Path(card_path) if card_path else _card_beside(path)
+        if card_file is None or not card_file.is_file():
+            raise InputError(f"no model card for {path}: put model.json beside it or pass --card PATH")
+        try:
+            card = json.loads(card_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
+        sha = file_sha256(path)
+        model_id = "m-" + hashlib.sha256((sha + canonical_json(card)).encode()).hexdigest()[:12]
+        if (existing := self.model(model_id)) is not None:
+            return existing["id"]
+        dest_dir = self.root / "models" / model_id
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / path.name
+        _copy_atomic(path, dest)
+        (dest_dir / "model.json").write_text(json.dumps(card, indent=1))
+        fmt = MODEL_SUFFIXES.get(path.suffix.lower(), "unknown")
+        if fmt == "state_dict" and _is_torchscript(path):
+            fmt = "torchscript"
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?,?)",
+                       (model_id, _model_name(path), str(dest.relative_to(self.root)), sha,
+                        canonical_json(card), fmt, time.time()))
+        return model_id
+
+    def model(self, model_id: str) -> dict | None:
+        row = self._one("SELECT * FROM models WHERE id=?", (model_id,))
+        if row is not None:
+            row["card"] = json.loads(row["card"])
+            row["abspath"] = str(self.root / row["path"])
+        return row
+
+    def models(self) -> list[dict]:
+        return [self.model(r["id"]) for r in self._conn.execute("SELECT id FROM models ORDER BY created")]
+
+    def resolve_model(self, path_or_id: str, card_path: str | None = None) -> str:
+        if self.model(str(path_or_id)) is not None:
+            return str(path_or_id)
+        if not Path(path_or_id).exists():
+            raise InputError(f"--model {path_or_id}: no such file and no registered model with that id "
+                             f"(see `saliency-audit runs`)")
+        return self.register_model(path_or_id, card_path)
+
+    # -- datasets -------------------------------------------------------------------------------------
+    def register_dataset(self, path: str | os.PathLike) -> str:
+        """Copy a dataset folder or .zip in (under its content hash) and check it opens."""
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"dataset not found: {path}; pass --data PATH to a dataset folder or .zip")
+        sha = tree_sha256(path) if path.is_dir() else file_sha256(path)
+        dataset_id = "d-" + sha[:12]
+        if self.dataset(dataset_id) is not None:
+            return dataset_id
+        dest_dir = self.root / "datasets" / dataset_id
+        dest = dest_dir / path.name
+        if not dest.exists():
+            tmp = dest_dir / f".{path.name}.tmp-{os.getpid()}"
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if path.is_dir():
+                shutil.copytree(path, tmp)
+            else:
+                shutil.copy2(path, tmp)
+            os.replace(tmp, dest)
+        dataset = self.open_dataset_at(dest, dest_dir)
+        has_masks = bool(getattr(dataset, "regions", None)) and any(
+            getattr(item, "mask", None) for item in dataset.items)
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO datasets VALUES (?,?,?,?,?,?,?)",
+                       (dataset_id, path.stem, str(dest.relative_to(self.root)), sha, len(dataset.items),
+                        int(has_masks), time.time()))
+        return dataset_id
+
+    @staticmethod
+    def open_dataset_at(path: Path, workdir: Path):
+        from analysis.datasets import open_dataset
+
+        return open_dataset(path, workdir=workdir / "extracted")
+
+    def open_dataset(self, dataset_id: str):
+        row = self.dataset(dataset_id)
+        if row is None:
+            raise InputError(f"no registered dataset with id {dataset_id}")
+        return self.open_dataset_at(self.root / row["path"], self.root / "datasets" / dataset_id)
+
+    def dataset(self, dataset_id: str) -> dict | None:
+        row = self._one("SELECT * FROM datasets WHERE id=?", (dataset_id,))
+        if row is not None:
+            row["has_masks"] = bool(row["has_masks"])
+            row["abspath"] = str(self.root / row["path"])
+        return row
+
+    def datasets(self) -> list[dict]:
+        return [self.dataset(r["id"]) for r in self._conn.execute("SELECT id FROM datasets ORDER BY created")]
+
+    def resolve_dataset(self, path_or_id: str) -> str:
+        if self.dataset(str(path_or_id)) is not None:
+            return str(path_or_id)
+        if not Path(path_or_id).exists():
+            raise InputError(f"--data {path_or_id}: no such file or folder and no registered dataset with "
+                             f"that id")
+        return self.register_dataset(path_or_id)
+
+    # -- runs -----------------------------------------------------------------------------------------
+    def create_run(self, model_id: str, dataset_id: str, method: str, params: dict | None = None,
+                   n: int = 200, seed: int = 0, name: str | None = None) -> str:
+        """Id of the run with this identity, creating it (pending) if new."""
+        model, dataset = self.model(model_id), self.dataset(dataset_id)
+        if model is None:
+            raise InputError(f"no registered model with id {model_id}")
+        if dataset is None:
+            raise InputError(f"no registered dataset with id {dataset_id}")
+        params = dict(params or {})
+        identity = canonical_json([model["id"], dataset["sha256"], method, params, int(n), int(seed)])
+        run_id = "r-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO runs (id, name, model_id, dataset_id, method, params, n, seed, status, "
+                "n_total, n_done, n_skipped, created, updated) VALUES (?,?,?,?,?,?,?,?,'pending',NULL,0,0,?,?)",
+                (run_id, name or f"{model['name']}/{method}", model_id, dataset_id, method,
+                 canonical_json(params), int(n), int(seed), now, now))
+        return run_id
+
+    def run(self, run_id: str) -> dict:
+        row = self._one("SELECT * FROM runs WHERE id=?", (run_id,))
+        if row is None:
+            raise InputError(f"no run with id {run_id!r}; list runs with `saliency-audit runs`")
+        row["params"] = json.loads(row["params"] or "{}")
+        return row
+
+    def runs(self) -> list[dict]:
+        rows = self._conn.execute(
+            "SELECT r.*, m.name AS model_name, d.name AS dataset_name FROM runs r "
+            "LEFT JOIN models m ON m.id = r.model_id LEFT JOIN datasets d ON d.id = r.dataset_id "
+            "ORDER BY r.created").fetchall()
+        out = []
+        for row in rows:
+            row = dict(row)
+            row["params"] = json.loads(row["params"] or "{}")
+            out.append(row)
+        return out
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        if not fields:
+            return
+        if "status" in fields and fields["status"] not in RUN_STATUSES:
+            raise ValueError(f"unknown run status {fields['status']!r}")
+        fields["updated"] = time.time()
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._write() as db:
+            db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def store(self, run_id: str):
+        from analysis.store import RunStore
+
+        return RunStore(self.run_dir(run_id), workspace=self, run_id=run_id)
+
+    # -- shards ---------------------------------------------------------------------------------------
+    def record_shard(self, run_id: str, index: int, n_rows: int, path: str, *, n_done: int | None = None,
+                     n_skipped: int | None = None) -> None:
+        """Record a complete shard and (same transaction) the run's progress counters."""
+        now = time.time()
+        with self._write() as db:
+            db.execute('INSERT OR REPLACE INTO shards (run_id, "index", n_rows, path, created) VALUES (?,?,?,?,?)',
+                       (run_id, index, n_rows, path, now))
+            if n_done is not None:
+                db.execute("UPDATE runs SET n_done=?, n_skipped=?, updated=? WHERE id=?",
+                           (n_done, n_skipped or 0, now, run_id))
+
+    def shards(self, run_id: str) -> list[dict]:
+        return [dict(r) for r in self._conn.execute(
+            'SELECT * FROM shards WHERE run_id=? ORDER BY "index"', (run_id,))]
+
+
+def _card_beside(path: Path) -> Path | None:
+    for candidate in (path.with_suffix(".json"), path.parent / "model.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _model_name(path: Path) -> str:
+    """`weights/cows/v2/model.pt2` -> `v2`-ish names are useless alone; keep parent/stem."""
+    return f"{path.parent.name}/{path.stem}" if path.stem == "model" else path.stem
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(name.split("/", 2)[1:2] == ["code"] for name in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dest)

@@ -1,0 +1,420 @@
+"""Load a user's model file safely, with its model card, into one uniform `LoadedModel`.
+
+Formats (DESIGN.md section 3), recognised by content, never by unpickling to find out:
+- torch.export `.pt2` (recommended): `torch.export.load`, then `torch.export.unflatten`, which rebuilds
+  the original submodule tree (`layer4`, `features.3`, ...) as modules whose forward hooks fire and
+  through which gradients flow, so CAM methods work exactly as on the original network. (`ep.module()`
+  also runs, but drops modules that own no parameters, e.g. resnet's `relu`, and its leaves are not
+  called as modules.) The export must have a dynamic batch dimension.
+- state dict `.pt`/`.pth` (`torch.load(weights_only=True)` only: a pickled full model is refused, never
+  executed) or `.safetensors`, plus the card's `architecture` (`explainers.architectures`).
+- TorchScript `.ts` (or a `.pt` that is a TorchScript archive): no layer hooks. `torch.jit.load` runs
+  the archive's TorchScript code, so it is only ever called in the worker process, never in Streamlit.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import math
+import pickle
+import struct
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from explainers.architectures import build_architecture
+from explainers.errors import InputError
+from explainers.layers import LIST_LAYERS_HINT, detect_target_layer
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("classification", "multilabel", "segmentation", "detection")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CARD_KEYS = ("task", "classes", "input_size", "mean", "std", "target_layer", "architecture", "name", "description")
+MINIMAL_CARD = ('{"task": "classification", "classes": ["cat", "dog"], "input_size": [224, 224], '
+                '"architecture": "resnet18"}')
+EXPORT_HINT = ("export it with torch.export.save(torch.export.export(model.eval(), (x,), "
+               "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}), 'model.pt2')")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the model file cannot say about itself: task, class names, input size, normalisation."""
+
+    task: str
+    classes: tuple[str, ...]
+    input_size: tuple[int, int]
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    target_layer: str | None = None
+    architecture: str | None = None
+    name: str | None = None
+    description: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path = "model card") -> "ModelCard":
+        src = Path(source).name if isinstance(source, Path) or "/" in str(source) else str(source)
+
+        def fail(message: str) -> InputError:
+            return InputError(f"{src}: {message}")
+
+        if not isinstance(data, Mapping):
+            raise fail(f"must be a JSON object like {MINIMAL_CARD}")
+        unknown = [k for k in data if k not in CARD_KEYS]
+        if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), CARD_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise fail(f"unknown field {unknown[0]!r}{hint}; known fields: {', '.join(CARD_KEYS)}")
+
+        task = data.get("task", "classification")
+        if task not in TASKS:
+            raise fail(f"'task' must be one of {', '.join(TASKS)}, not {task!r}")
+        classes = data.get("classes")
+        if (not isinstance(classes, (list, tuple)) or not classes
+                or not all(isinstance(c, str) and c.strip() for c in classes)):
+            raise fail("'classes' must be a non-empty list of names")
+        classes = list(classes)
+        duplicates = sorted({c for c in classes if classes.count(c) > 1})
+        if duplicates:
+            raise fail(f"'classes' lists {duplicates[0]!r} more than once")
+        if "input_size" not in data:
+            raise fail("'input_size' is missing: give [height, width] the model was trained on, e.g. [224, 224]")
+        input_size = _int_pair(data["input_size"], fail)
+        mean = _channel_values(data.get("mean", IMAGENET_MEAN), "mean", fail)
+        std = _channel_values(data.get("std", IMAGENET_STD), "std", fail)
+        if any(s <= 0 for s in std):
+            raise fail("'std' values must be positive")
+        optional = {}
+        for key in ("target_layer", "architecture", "name", "description"):
+            value = data.get(key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise fail(f"'{key}' must be a non-empty string")
+            optional[key] = value
+        return cls(task=task, classes=tuple(classes), input_size=input_size, mean=mean, std=std, **optional)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"{path}: model card not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read the model card ({exc})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path.name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        return cls.from_dict(data, source=path)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["classes"] = list(self.classes)
+        data["input_size"] = list(self.input_size)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def find_card(model_path: str | Path) -> Path:
+    """`<stem>.json` beside the model (one card per model version), else `model.json` in its folder."""
+    model_path = Path(model_path)
+    for candidate in (model_path.with_suffix(".json"), model_path.parent / "model.json"):
+        if candidate.is_file() and candidate != model_path:
+            return candidate
+    raise InputError(
+        f"{model_path.name}: no model card found; write {model_path.with_suffix('.json').name} or model.json "
+        f"beside it, or pass --card, e.g. {MINIMAL_CARD}"
+    )
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std on [0, 1] images: the model owns its normalisation, explainers work in pixel space."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    module: nn.Module  # Sequential(normalize, net): [0, 1] images in, raw outputs (logits) out
+    net: nn.Module  # the user's network; layer names are relative to it
+    card: ModelCard
+    format: str  # pt2 | state_dict | safetensors | torchscript
+    supports_hooks: bool
+    sha256: str
+    path: Path
+    device: torch.device
+    _detected_layer: str | None = field(default=None, repr=False)
+
+    def layer(self, name: str) -> nn.Module:
+        """The submodule `name` of `net`; an InputError with the closest names when there is none."""
+        if not self.supports_hooks:
+            raise InputError(
+                f"{self.path.name}: TorchScript models have no hookable layers, so layer {name!r} cannot be "
+                f"used; use a gradient or perturbation method, or {EXPORT_HINT}"
+            )
+        modules = dict(self.net.named_modules())
+        modules.pop("", None)
+        if name in modules:
+            return modules[name]
+        close = difflib.get_close_matches(name, list(modules), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+        raise InputError(f"{self.path.name}: the model has no layer {name!r}; {hint}({LIST_LAYERS_HINT})")
+
+    def target_layer_name(self) -> str:
+        """The card's `target_layer`, else the detected default (computed once)."""
+        if self.card.target_layer:
+            return self.card.target_layer
+        if not self.supports_hooks:
+            self.layer("<target layer>")  # raises the TorchScript explanation
+        if self._detected_layer is None:
+            self._detected_layer = detect_target_layer(self.net, self.card.input_size, self.device)
+        return self._detected_layer
+
+
+def load_model(path: str | Path, card: ModelCard | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load, wrap with the card's normalisation, and check one probe forward against the card."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found")
+    if card is None:
+        card = ModelCard.from_json(find_card(path))
+    device = torch.device(device)
+    kind = sniff_format(path)
+    if kind == "pt2":
+        net = _load_pt2(path, device)
+    elif kind == "torchscript":
+        net = _load_torchscript(path, device)
+    else:
+        state = _read_safetensors(path) if kind == "safetensors" else _read_state_dict(path, device)
+        net = _build_with_state(path, card, state)
+    net = net.to(device).eval()
+    module = nn.Sequential()
+    module.add_module("normalize", Normalize(card.mean, card.std))
+    module.add_module("net", net)
+    module = module.to(device).eval()
+    loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind != "torchscript",
+                         sha256=file_sha256(path), path=path, device=device)
+    _check_probe(loaded)
+    if card.target_layer and loaded.supports_hooks:
+        loaded.layer(card.target_layer)
+    return loaded
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sniff_format(path: Path) -> str:
+    """`pt2`, `torchscript`, `state_dict` or `safetensors`, from the bytes (zip member names, headers)."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    suffix = path.suffix.lower()
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"{path.name}: damaged archive ({exc})") from None
+        inner = {name.split("/", 1)[1] for name in members if "/" in name}
+        if "archive_format" in inner or any(n.startswith("models/") for n in inner):
+            return "pt2"
+        if "constants.pkl" in inner and any(n.startswith("code/") for n in inner):
+            return "torchscript"
+        if "data.pkl" in inner:
+            return "state_dict"
+    elif suffix == ".safetensors" and _looks_like_safetensors(head, path):
+        return "safetensors"
+    elif suffix in (".pt", ".pth") and head[:1] == b"\x80":  # legacy (non-zip) torch.save pickle
+        return "state_dict"
+    raise InputError(
+        f"{path.name}: not a model file this tool can read; accepted: a torch.export .pt2, a state dict "
+        "(.pt/.pth saved with torch.save(model.state_dict()), or .safetensors) with 'architecture' in the "
+        "model card, or a TorchScript .ts"
+    )
+
+
+def _looks_like_safetensors(head: bytes, path: Path) -> bool:
+    if len(head) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and 8 + header_len <= path.stat().st_size
+
+
+def _load_pt2(path: Path, device: torch.device) -> nn.Module:
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # a damaged or foreign archive: report, don't crash
+        raise InputError(f"{path.name}: not a loadable torch.export program ({_first_line(exc)}); {EXPORT_HINT}") from exc
+    _require_dynamic_batch(path, program)
+    if device.type != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, device)
+    return torch.export.unflatten(program)
+
+
+def _require_dynamic_batch(path: Path, program: Any) -> None:
+    """Explainers tile and chunk batches freely, so a program exported for one batch size cannot serve."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            value = node.meta.get("val")
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and isinstance(value.shape[0], int):
+                raise InputError(
+                    f"{path.name}: exported with a fixed batch size of {value.shape[0]}; re-export with a "
+                    f"dynamic batch dimension: {EXPORT_HINT}"
+                )
+
+
+def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": the user's choice
+            return torch.jit.load(str(path), map_location=device)
+    except Exception as exc:
+        raise InputError(f"{path.name}: damaged TorchScript archive ({_first_line(exc)})") from exc
+
+
+def _read_state_dict(path: Path, device: torch.device) -> Mapping[str, torch.Tensor]:
+    """`weights_only=True` only: the restricted unpickler refuses any object but tensors and containers."""
+    try:
+        loaded = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError, ValueError) as exc:
+        raise InputError(
+            f"{path.name}: only state dicts are accepted, and this file holds something else (a pickled model "
+            "or other objects, refused without running them); save it with torch.save(model.state_dict(), "
+            f"'{path.name}') or {EXPORT_HINT}"
+        ) from exc
+    if isinstance(loaded, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(loaded.get(key), Mapping):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, Mapping) or not loaded or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()):
+        raise InputError(
+            f"{path.name}: expected a state dict (parameter name -> tensor), or a checkpoint with one under "
+            "'state_dict' or 'model'; save it with torch.save(model.state_dict(), PATH)"
+        )
+    return loaded
+
+
+def _read_safetensors(path: Path) -> Mapping[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))  # loaded on CPU; moved with the network afterwards
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"{path.name}: damaged safetensors file ({_first_line(exc)})") from exc
+
+
+def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    if not card.architecture:
+        raise InputError(
+            f"{path.name} is a bare state dict: set \"architecture\" in the model card (a torchvision name such "
+            f"as \"resnet18\" or a sample model), or {EXPORT_HINT}"
+        )
+    net = build_architecture(card.architecture, num_classes=len(card.classes))
+    state = _strip_prefix(state, "module.")  # saved from DataParallel / DistributedDataParallel
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise InputError(
+            f"{path.name} does not fit architecture {card.architecture!r} with {len(card.classes)} classes: "
+            + _keys_summary("missing", missing) + ("; " if missing and unexpected else "")
+            + _keys_summary("unexpected", unexpected)
+            + "; check \"architecture\" in the model card"
+        )
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if tuple(state[k].shape) != tuple(v.shape)]
+    if mismatched:
+        raise InputError(
+            f"{path.name} does not fit architecture {card.architecture!r} with {len(card.classes)} classes: "
+            f"shape mismatch in {', '.join(mismatched[:3])}{' ...' if len(mismatched) > 3 else ''} (file vs "
+            "architecture); check \"architecture\" and \"classes\" in the model card"
+        )
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> Mapping[str, torch.Tensor]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _keys_summary(kind: str, keys: list[str]) -> str:
+    if not keys:
+        return ""
+    more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+    return f"{len(keys)} {kind} keys ({', '.join(keys[:4])}{more})"
+
+
+def _check_probe(loaded: LoadedModel) -> None:
+    """One forward on zeros: the output must match what the card promises."""
+    card = loaded.card
+    height, width = card.input_size
+    try:
+        with torch.no_grad():
+            output = loaded.module(torch.zeros(1, 3, height, width, device=loaded.device))
+    except Exception as exc:
+        raise InputError(
+            f"{loaded.path.name}: the model fails on a 1x3x{height}x{width} input ({_first_line(exc)}); check "
+            "'input_size' in the model card"
+        ) from exc
+    n = len(card.classes)
+    if card.task in ("classification", "multilabel"):
+        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise InputError(f"{loaded.path.name}: a {card.task} model must output (batch, classes) logits, "
+                             f"this one outputs {shape}")
+        if output.shape[1] != n:
+            raise InputError(f"{loaded.path.name}: model.json lists {n} classes but the model outputs "
+                             f"{output.shape[1]} logits; fix 'classes' in the model card")
+    elif card.task == "segmentation" and isinstance(output, torch.Tensor):
+        if output.dim() != 4 or output.shape[1] != n:
+            raise InputError(f"{loaded.path.name}: model.json lists {n} classes but the segmentation model "
+                             f"outputs {tuple(output.shape)} (expected (batch, {n}, H, W))")
+    if isinstance(output, torch.Tensor) and not torch.isfinite(output).all():
+        logger.warning("%s: non-finite output on an all-zero probe image", loaded.path.name)
+
+
+def _int_pair(value: Any, fail) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 8192 for v in value)):
+        raise fail(f"'input_size' must be [height, width] in pixels (8 to 8192), e.g. [224, 224], not {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _channel_values(value: Any, key: str, fail) -> tuple[float, ...]:
+    if (not isinstance(value, (list, tuple)) or len(value) not in (1, 3)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+        raise fail(f"'{key}' must be a list of 3 numbers (one per RGB channel), e.g. {list(IMAGENET_MEAN if key == 'mean' else IMAGENET_STD)}")
+    return tuple(float(v) for v in value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

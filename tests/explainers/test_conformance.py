@@ -1,0 +1,116 @@
+"""Every registered method honours the Explainer contract, and leaves the user's model as it found it."""
+import pytest
+import torch
+from torch import nn
+
+from explainers.registry import METHODS, make_explainer
+from tests.explainers.saliency_nets import ALL_METHODS, FAST_PARAMS, SmallCNN, hooks_on, make
+
+
+def test_the_registered_names_are_the_contract():
+    expected = {"gradcam", "gradcam_pp", "layercam", "scorecam", "saliency", "integrated_gradients",
+                "smoothgrad", "guided_backprop", "occlusion", "rise"}
+    assert expected <= set(METHODS)
+    assert {name for name, cls in METHODS.items() if cls.needs_layer} == {"gradcam", "gradcam_pp", "layercam",
+                                                                         "scorecam"}
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    torch.manual_seed(0)
+    return SmallCNN().eval()
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_contract(name, cnn):
+    torch.manual_seed(1)
+    x, t = torch.rand(3, 3, 32, 32), torch.tensor([0, 2, 4])
+    explainer = make(name, cnn, layer=cnn.features[3])
+    result = explainer.explain(x, t)
+    assert result.method == name
+    assert result.maps.shape == (3, 32, 32) and result.maps.dtype == torch.float32
+    assert torch.isfinite(result.maps).all()
+    assert result.maps.abs().amax(dim=(1, 2)).min() > 0, "every image gets a non-zero map"
+    assert result.scores.shape == (3,) and result.scores.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(result.scores, cnn(x).gather(1, t[:, None])[:, 0])
+    # Deterministic, and each image's map does not depend on the rest of the batch.
+    again = make(name, cnn, layer=cnn.features[3]).explain(x, t)
+    torch.testing.assert_close(again.maps, result.maps, rtol=0, atol=0)
+    alone = explainer.explain(x[1:2], t[1:2])
+    assert alone.maps.shape == (1, 32, 32)
+    torch.testing.assert_close(alone.maps[0], result.maps[1], rtol=1e-4, atol=1e-5 * result.maps.abs().max())
+    assert hooks_on(cnn) == []
+    assert all(p.requires_grad and p.grad is None for p in cnn.parameters())
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_works_inside_the_callers_no_grad(name, cnn):
+    x, t = torch.rand(2, 3, 32, 32), torch.tensor([1, 3])
+    expected = make(name, cnn, layer=cnn.features[3]).explain(x, t).maps
+    with torch.no_grad():
+        maps = make(name, cnn, layer=cnn.features[3]).explain(x, t).maps
+    torch.testing.assert_close(maps, expected, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_runs_on_cuda(name, cnn):
+    model = SmallCNN().eval()
+    model.load_state_dict(cnn.state_dict())
+    model.cuda()
+    x, t = torch.rand(2, 3, 32, 32), torch.tensor([1, 3])
+    result = make(name, model, layer=model.features[3]).explain(x.cuda(), t.cuda())
+    assert result.maps.device.type == "cuda" and torch.isfinite(result.maps).all()
+    if name not in ("rise", "smoothgrad"):  # random draws differ between devices
+        cpu = make(name, cnn, layer=cnn.features[3]).explain(x, t).maps
+        torch.testing.assert_close(result.maps.cpu(), cpu, rtol=1e-3, atol=1e-5 * cpu.abs().max())
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_config_is_jsonable_and_names_the_method(name, cnn):
+    import json
+
+    config = make(name, cnn, layer=cnn.features[3]).config()
+    assert config["method"] == name
+    assert json.loads(json.dumps(config)) == config
+    for key, value in FAST_PARAMS.get(name, {}).items():  # explicit params are all recorded
+        assert config[key] == value
+    assert "layer" not in config
+
+
+class Exploding(nn.Module):
+    """Raises inside the forward, after the CAM layer has run (hooks are already registered and fired)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = SmallCNN()
+        self.explode = True
+
+    def forward(self, x):
+        x = self.net.features(x)
+        if self.explode:
+            raise RuntimeError("boom inside forward")
+        return self.net.head(x)
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_no_hooks_and_flags_restored_after_an_exception(name):
+    model = Exploding().eval()
+    model.net.head[2].bias.requires_grad_(False)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    explainer = make(name, model, layer=model.net.features[3])
+    with pytest.raises(RuntimeError, match="boom inside forward"):
+        explainer.explain(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert hooks_on(model) == []
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    # The same explainer works once the model behaves, and still leaves nothing behind.
+    model.explode = False
+    explainer.explain(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert hooks_on(model) == []
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+
+
+def test_make_explainer_passes_parameters(cnn):
+    rise = make_explainer("rise", cnn, n_masks=10, cells=4, p=0.3, seed=2, chunk=5)
+    assert rise.config() == {"method": "rise", "n_masks": 10, "cells": 4, "p": 0.3, "seed": 2, "chunk": 5}

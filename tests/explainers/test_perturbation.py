@@ -1,0 +1,131 @@
+"""Occlusion and RISE: hand-computed occlusion, Captum equality, RISE seeding, chunking and a planted patch."""
+import pytest
+import torch
+from captum.attr import Occlusion as CaptumOcclusion
+from torch import nn
+
+from explainers.errors import InputError
+from explainers.occlusion import Occlusion
+from explainers.rise import RISE, _smooth_masks
+from tests.explainers.saliency_nets import HandSetNet, SmallCNN
+
+PIXEL_GRAD = torch.tensor([[2.0, -1.0, 1.0], [-1.0, 3.0, -3.0]]) / 16  # HandSetNet, see test_gradients
+
+
+def test_occlusion_of_a_linear_model_by_hand():
+    model, x, t = HandSetNet().eval(), torch.rand(2, 3, 4, 4), torch.tensor([0, 1])
+    # Score drop when pixels are set to 0.5: sum over them of gradient . (x - 0.5).
+    drop = torch.einsum("bc,bchw->bhw", PIXEL_GRAD[t], x - 0.5)
+    torch.testing.assert_close(Occlusion(model, window=1, stride=1).explain(x, t).maps, drop)
+    # 2x2 windows, stride 1: each pixel gets the mean drop of the windows that cover it.
+    expected = torch.zeros(2, 4, 4)
+    counts = torch.zeros(4, 4)
+    for i in range(3):
+        for j in range(3):
+            expected[:, i:i + 2, j:j + 2] += drop[:, i:i + 2, j:j + 2].sum(dim=(1, 2))[:, None, None]
+            counts[i:i + 2, j:j + 2] += 1
+    result = Occlusion(model, window=2, stride=1, perturbations_per_eval=4).explain(x, t)
+    torch.testing.assert_close(result.maps, expected / counts)
+    torch.testing.assert_close(result.scores, model(x).gather(1, t[:, None])[:, 0])
+
+
+def test_occlusion_defaults_equal_captum_and_cover_the_image():
+    model = SmallCNN().eval()
+    x, t = torch.rand(2, 3, 64, 64), torch.tensor([0, 3])
+    explainer = Occlusion(model)
+    assert explainer.window_and_stride(64, 64) == ((8, 8), (4, 4))
+    assert explainer.window_and_stride(224, 224) == ((28, 28), (14, 14))
+    ours = explainer.explain(x, t).maps
+    theirs = CaptumOcclusion(model).attribute(x, sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4),
+                                              baselines=0.5, target=t, perturbations_per_eval=16)
+    torch.testing.assert_close(ours, theirs[:, 0])
+    torch.testing.assert_close(theirs[:, 0], theirs[:, 2])  # identical across channels
+    assert (ours != 0).float().mean() > 0.99
+
+
+def test_rise_masks_are_smooth_binary_grids_with_mean_p():
+    generator = torch.Generator().manual_seed(0)
+    grids = (torch.rand(500, 1, 7, 7, generator=generator) < 0.5).float()
+    shifts = torch.rand(500, 2, generator=generator)
+    masks = _smooth_masks(grids, shifts, 64, 64)
+    assert masks.shape == (500, 64, 64)
+    assert masks.min() >= 0 and masks.max() <= 1
+    assert abs(masks.mean().item() - 0.5) < 0.02
+    # Smooth: neighbouring pixels differ by at most one cell's bilinear step (1 / cell size = 1 / 10).
+    assert (masks[:, :, 1:] - masks[:, :, :-1]).abs().max() <= 0.1 + 1e-6
+    # Not a hard threshold: intermediate values exist.
+    assert ((masks > 0.05) & (masks < 0.95)).float().mean() > 0.2
+
+
+class ConstantNet(nn.Module):
+    """Ignores the image: softmax of (1, 0) everywhere, so RISE must return that probability everywhere."""
+
+    def forward(self, x):
+        return torch.tensor([1.0, 0.0]).expand(x.shape[0], 2)
+
+
+def test_rise_of_a_constant_model_is_the_constant_probability():
+    x = torch.rand(2, 3, 16, 16)
+    maps = RISE(ConstantNet(), n_masks=1000, chunk=250).explain(x, torch.tensor([0, 1])).maps
+    p0 = torch.tensor([1.0, 0.0]).softmax(0)
+    # sum_m P * mask_m / (N p) = P * mean(mask) / p, and mean(mask) is close to p.
+    assert (maps[0] - p0[0]).abs().mean() < 0.03
+    assert (maps[1] - p0[1]).abs().mean() < 0.03
+
+
+class PatchNet(nn.Module):
+    """Class 0 logit = 8 * (mean brightness of rows 4..11, columns 20..27 - 0.5); class 1 logit = 0."""
+
+    def forward(self, x):
+        patch = x[:, :, 4:12, 20:28].mean(dim=(1, 2, 3))
+        return torch.stack([8 * (patch - 0.5), torch.zeros_like(patch)], dim=1)
+
+
+def test_rise_finds_the_planted_patch():
+    x = torch.ones(2, 3, 32, 32)
+    maps = RISE(PatchNet(), n_masks=1000, cells=8).explain(x, torch.tensor([0, 1])).maps
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[4:12, 20:28] = True
+    for image, sign in ((0, 1), (1, -1)):  # class 1 gains where class 0 loses
+        gap = maps[image][inside].mean() - maps[image][~inside].mean()
+        assert sign * gap > 0.1, gap
+    assert maps[0].flatten().argmax().item() in inside.flatten().nonzero()
+
+
+def test_rise_seed_chunk_and_batch_behaviour():
+    model = SmallCNN().eval()
+    x, t = torch.rand(3, 3, 32, 32), torch.tensor([0, 2, 4])
+    a = RISE(model, n_masks=120, seed=5, chunk=40).explain(x, t)
+    b = RISE(model, n_masks=120, seed=5, chunk=40).explain(x, t)
+    assert torch.equal(a.maps, b.maps)
+    other_seed = RISE(model, n_masks=120, seed=6, chunk=40).explain(x, t)
+    assert (a.maps - other_seed.maps).abs().max() > 1e-3
+    other_chunk = RISE(model, n_masks=120, seed=5, chunk=7).explain(x, t)
+    torch.testing.assert_close(a.maps, other_chunk.maps, rtol=1e-5, atol=1e-6)
+    alone = RISE(model, n_masks=120, seed=5, chunk=40).explain(x[1:2], t[1:2])
+    torch.testing.assert_close(alone.maps[0], a.maps[1], rtol=1e-5, atol=1e-6)  # one mask set per batch
+
+
+def test_rise_callable_target_uses_its_value():
+    x = torch.ones(1, 3, 32, 32)
+    maps = RISE(PatchNet(), n_masks=500).explain(x, lambda out: out[:, 0]).maps  # raw logit
+    inside = maps[0, 4:12, 20:28].mean()
+    assert inside > maps[0, 20:, :12].mean() + 0.5
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_rise_on_torchscript():
+    model = torch.jit.script(SmallCNN().eval())
+    x, t = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
+    result = RISE(model, n_masks=40).explain(x, t)
+    assert result.maps.shape == (2, 32, 32) and torch.isfinite(result.maps).all()
+
+
+def test_bad_parameters_are_input_errors():
+    model = SmallCNN()
+    with pytest.raises(InputError, match="rise p"):
+        RISE(model, p=0.0)
+    with pytest.raises(InputError, match="n_masks"):
+        RISE(model, n_masks=0)
+    with pytest.raises(InputError, match="fill"):
+        Occlusion(model, fill=-1)

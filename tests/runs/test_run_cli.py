@@ -1,0 +1,204 @@
+"""End to end: `saliency-audit run` on an exported model and a masked dataset, report, resume, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.cli import main
+from analysis.workspace import Workspace
+
+from tests.runs.helpers import CLASSES, expected_region_table, write_dataset, write_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    base = tmp_path_factory.mktemp("files")
+    return {"model": write_model(base / "model"), "data": write_dataset(base / "data", n=12, corrupt=(5,)),
+            "base": base}
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_then_report_matches_planted_map_exactly(tmp_path, files, capsys):
+    ws = tmp_path / "ws"
+    code, out, err = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"], "--n", 50,
+                             "--workspace", ws, "--batch-size", 4, "--no-progress")
+    assert code == 0, err
+    run_id = out.strip().splitlines()[-1]
+    assert run_id.startswith("r-")
+    assert "target layer: features (card)" in err
+
+    code, out, err = run_cli(capsys, "report", run_id, "--format", "json", "--workspace", ws)
+    assert code == 0, err
+    report = json.loads(out)
+    expected = expected_region_table(files["data"], skip=(5,))
+    overall = {r["region"]: r for r in report["regions"] if r["class"] is None and r["group"] is None}
+    assert set(overall) == set(expected)
+    for name, values in expected.items():
+        for key in ("mass_mean", "area_mean", "lift"):
+            np.testing.assert_allclose(overall[name][key], values[key], rtol=0, atol=1e-6, err_msg=f"{name}.{key}")
+        assert overall[name]["n"] == 11
+    assert overall["animal"]["role"] == "core" and overall["cage"]["role"] is None
+    # the model always predicts "cat": accuracy is the share of cats among the 11 readable images
+    assert report["metrics"]["accuracy"] == pytest.approx(6 / 11)
+    assert report["run"]["n_images"] == 11 and report["run"]["method"] == "gradcam"
+    assert report["run"]["model"]["sha256"] and report["run"]["dataset"]["sha256"]
+    assert [s["image"] for s in report["skipped"]] == ["images/005.png"]
+    assert report["skipped"][0]["reason"]
+
+    store = Workspace(ws).store(run_id)
+    images = store.images()
+    assert sorted(images["image_id"]) == [i for i in range(12) if i != 5]
+    assert set(images["pred"]) == {"cat"} and set(images["attr.in_cage"]) == {"yes", "no"}
+    ids, maps = store.maps()
+    assert maps.shape == (11, 16, 16) and maps.dtype == np.float16
+    assert Workspace(ws).run(run_id)["status"] == "done"
+    assert Workspace(ws).run(run_id)["target_layer"] == "features"
+
+    # the same command again: same run, nothing recomputed
+    code, out, _ = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"], "--n", 50,
+                           "--workspace", ws, "--no-progress")
+    assert code == 0 and out.strip().splitlines()[-1] == run_id
+    assert len(Workspace(ws).store(run_id).images()) == 11
+
+    code, out, _ = run_cli(capsys, "runs", "--format", "json", "--workspace", ws)
+    assert [r["id"] for r in json.loads(out)] == [run_id]
+
+
+def _catalog_rows(ws: Path, run_id: str) -> int:
+    try:
+        return len(Workspace(ws).shards(run_id))
+    except sqlite3.Error:
+        return 0
+
+
+def _run_args(ws: Path, model: Path, data: Path) -> list[str]:
+    return ["run", "--model", str(model), "--data", str(data), "--n", "40", "--workspace", str(ws),
+            "--batch-size", "1", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_then_resume_equals_uninterrupted(tmp_path, files, capsys):
+    data = write_dataset(tmp_path / "data40", n=40, seed=3, corrupt=(7,))
+    interrupted, clean = tmp_path / "ws1", tmp_path / "ws2"
+    worker = subprocess.Popen([sys.executable, "-m", "analysis.cli", *_run_args(interrupted, files["model"], data)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    deadline = time.time() + 120
+    run_id = None
+    while time.time() < deadline and worker.poll() is None:
+        runs = Workspace(interrupted).runs() if (interrupted / "catalog.sqlite").exists() else []
+        if runs and _catalog_rows(interrupted, runs[0]["id"]) >= 1:
+            run_id = runs[0]["id"]
+            break
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    _, worker_err = worker.communicate()
+    assert run_id is not None, f"the worker recorded no shard before the deadline: {worker_err[-2000:]}"
+    partial = Workspace(interrupted).run(run_id)
+    assert partial["status"] == "running" and partial["n_done"] + partial["n_skipped"] < 40  # really cut short
+
+    # the same command again resumes; a fresh workspace gives the uninterrupted run
+    code, out, err = run_cli(capsys, *_run_args(interrupted, files["model"], data))
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == run_id
+    code, out, err = run_cli(capsys, *_run_args(clean, files["model"], data))
+    assert code == 0, err
+
+    a, b = Workspace(interrupted).store(run_id), Workspace(clean).store(out.strip().splitlines()[-1])
+    rows_a = a.regions().sort_values(["image_id", "region"]).reset_index(drop=True)
+    rows_b = b.regions().sort_values(["image_id", "region"]).reset_index(drop=True)
+    assert not a.images()["image_id"].duplicated().any()
+    assert sorted(a.images()["image_id"]) == sorted(b.images()["image_id"]) == [i for i in range(40) if i != 7]
+    assert (rows_a[["image_id", "region"]] == rows_b[["image_id", "region"]]).all().all()
+    np.testing.assert_allclose(rows_a[["mass", "area"]].to_numpy(), rows_b[["mass", "area"]].to_numpy(), atol=1e-7)
+    assert a.skipped()["image_id"].tolist() == [7]
+    final = Workspace(interrupted).run(run_id)
+    assert final["status"] == "done" and final["n_done"] == 39 and final["n_skipped"] == 1
+    assert Workspace(interrupted).integrity_check() == "ok"
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--method", "nosuchmethod"], "unknown method"),
+    (["--layer", "nosuchlayer"], "nosuchlayer"),
+])
+def test_bad_run_options_exit_2_with_one_line(tmp_path, files, capsys, extra, needle):
+    code, out, err = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"],
+                             "--workspace", tmp_path / "ws", "--no-progress", *extra)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and needle in err and "Traceback" not in err
+
+
+def test_missing_model_file_exits_2(tmp_path, files, capsys):
+    code, _, err = run_cli(capsys, "run", "--model", tmp_path / "absent.pt2", "--data", files["data"],
+                           "--workspace", tmp_path / "ws")
+    assert code == 2 and "absent.pt2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_labels_not_in_card_classes_exit_2_before_compute(tmp_path, files, capsys):
+    data = write_dataset(tmp_path / "bad", n=4, bad_label="horse")
+    ws = tmp_path / "ws"
+    code, _, err = run_cli(capsys, "run", "--model", files["model"], "--data", data, "--workspace", ws,
+                           "--no-progress")
+    assert code == 2 and "horse" in err and len(err.strip().splitlines()) == 1
+    (run,) = Workspace(ws).runs()
+    assert run["status"] == "failed" and "horse" in run["error"] and run["n_done"] == 0
+
+
+def test_cam_on_torchscript_asks_for_pt2(tmp_path, files, capsys):
+    model = write_model(tmp_path / "ts", torchscript=True)
+    code, _, err = run_cli(capsys, "run", "--model", model, "--data", files["data"], "--workspace",
+                           tmp_path / "ws", "--no-progress")
+    assert code == 2 and ".pt2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_of_unknown_run_and_missing_pieces_exit_2(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "report", "r-nope", "--workspace", tmp_path / "ws")
+    assert code == 2 and "r-nope" in err
+
+
+def test_nan_model_output_skips_the_image(tmp_path, files, monkeypatch):
+    """An image whose logits are NaN is listed as skipped with the reason; the others are explained."""
+    import torch
+
+    from analysis import runner
+
+    real_prepare = runner.prepare
+
+    def poisoned_prepare(*args, **kwargs):
+        loaded, dataset, explainer, layer, target = real_prepare(*args, **kwargs)
+        module = loaded.module
+        original_forward = module.forward
+
+        def forward(x):
+            out = original_forward(x)
+            bad = torch.isclose(x[:, 0, 0, 0], first_pixel)  # image 000 only
+            return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
+
+        module.forward = forward
+        return loaded, dataset, explainer, layer, target
+
+    from PIL import Image
+    first_pixel = torch.tensor(np.asarray(Image.open(files["data"] / "images" / "000.png"))[0, 0, 0] / 255.0, dtype=torch.float32)
+    monkeypatch.setattr(runner, "prepare", poisoned_prepare)
+    ws = Workspace(tmp_path / "ws")
+    run_id = ws.create_run(ws.register_model(files["model"]), ws.register_dataset(files["data"]), "saliency",
+                           {"target": "pred"}, n=50, seed=0)
+    final = runner.execute_run(ws, run_id, batch_size=4, progress=False)
+    skipped = ws.store(run_id).skipped().set_index("image_id")["reason"].to_dict()
+    assert "NaN" in skipped[0] and 5 in skipped and final["n_done"] == 10

@@ -1,0 +1,151 @@
+"""Catalog identity by content hash, run identity, shard atomicity, concurrent writers."""
+import json
+import multiprocessing as mp
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analysis.store import RunStore, pool_maps
+from analysis.workspace import Workspace
+from explainers.errors import InputError
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "model.pt2").write_bytes(b"not really a model, only bytes to hash")
+    (folder / "model.json").write_text(json.dumps({"task": "classification", "classes": ["a", "b"]}))
+    return folder / "model.pt2"
+
+
+@pytest.fixture
+def fake_dataset_opener(monkeypatch):
+    fake = SimpleNamespace(items=[SimpleNamespace(mask="m.png")] * 3, regions=[object()])
+    monkeypatch.setattr(Workspace, "open_dataset_at", staticmethod(lambda path, workdir: fake))
+
+
+def test_register_model_by_content_hash(tmp_path, model_file):
+    ws = Workspace(tmp_path / "ws")
+    first = ws.register_model(model_file)
+    assert ws.register_model(model_file) == first
+    copy = tmp_path / "elsewhere" / "model.pt2"
+    copy.parent.mkdir()
+    copy.write_bytes(model_file.read_bytes())
+    (copy.parent / "model.json").write_text((model_file.parent / "model.json").read_text())
+    assert ws.register_model(copy) == first
+    row = ws.model(first)
+    assert Path(row["abspath"]).read_bytes() == model_file.read_bytes()
+    assert (Path(row["abspath"]).parent / "model.json").is_file()
+    assert row["card"]["classes"] == ["a", "b"] and row["format"] == "pt2"
+    assert ws.resolve_model(first) == first and ws.resolve_model(str(model_file)) == first
+
+
+def test_missing_model_and_card_are_input_errors(tmp_path, model_file):
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(InputError, match="not found"):
+        ws.register_model(tmp_path / "nope.pt2")
+    (model_file.parent / "model.json").unlink()
+    with pytest.raises(InputError, match="--card"):
+        ws.register_model(model_file)
+    with pytest.raises(InputError, match="no such file"):
+        ws.resolve_model("m-doesnotexist")
+
+
+def test_run_identity_resumes_same_id(tmp_path, model_file, fake_dataset_opener):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.csv").write_text("image,label\n")
+    ws = Workspace(tmp_path / "ws")
+    model_id, dataset_id = ws.register_model(model_file), ws.register_dataset(data)
+    assert ws.register_dataset(data) == dataset_id
+    assert ws.dataset(dataset_id)["n_items"] == 3 and ws.dataset(dataset_id)["has_masks"]
+    run = ws.create_run(model_id, dataset_id, "gradcam", {"target": "pred"}, n=10, seed=0, name="x")
+    assert ws.create_run(model_id, dataset_id, "gradcam", {"target": "pred"}, n=10, seed=0, name="y") == run
+    assert ws.create_run(model_id, dataset_id, "gradcam", {"target": "label"}, n=10, seed=0) != run
+    assert ws.create_run(model_id, dataset_id, "gradcam", {"target": "pred"}, n=10, seed=1) != run
+    assert ws.run(run)["status"] == "pending" and ws.run(run)["name"] == "x"
+    ws.update_run(run, status="running", pid=123)
+    assert [r["id"] for r in ws.runs()][0] == run and ws.runs()[0]["status"] == "running"
+    with pytest.raises(ValueError):
+        ws.update_run(run, status="exploded")
+    with pytest.raises(InputError):
+        ws.run("r-unknown")
+
+
+def _frames(ids):
+    images = pd.DataFrame({"image_id": ids, "image": [f"images/{i}.png" for i in ids], "label": "a",
+                           "label_idx": 0, "pred": "a", "pred_idx": 0, "confidence": 0.9, "correct": True,
+                           "target_idx": 0, "score": 1.5})
+    regions = pd.DataFrame({"image_id": np.repeat(ids, 2), "region": ["bg", "obj"] * len(ids),
+                            "region_id": [0, 1] * len(ids), "role": [None, "core"] * len(ids),
+                            "mass": 0.5, "area": 0.25, "lift": 2.0})
+    return images, regions
+
+
+def test_store_reads_only_recorded_shards(tmp_path, model_file, fake_dataset_opener):
+    ws = Workspace(tmp_path / "ws")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x").write_text("x")
+    run = ws.create_run(ws.register_model(model_file), ws.register_dataset(data), "gradcam", {}, 5, 0)
+    store = ws.store(run)
+    images, regions = _frames([3, 1])
+    maps = pool_maps(torch.arange(2 * 128 * 96, dtype=torch.float32).reshape(2, 128, 96))
+    assert maps.shape == (2, 64, 64) and maps.dtype == np.float16
+    path = store.write_shard(0, images, regions, maps,
+                             pd.DataFrame({"image_id": [7], "image": ["images/7.png"], "reason": "truncated"}))
+    assert store.images().empty  # written but not recorded: invisible
+    ws.record_shard(run, 0, 2, path, n_done=2, n_skipped=1)
+    images2, regions2 = _frames([4])
+    store.write_shard(1, images2, regions2, pool_maps(torch.ones(1, 8, 8)))  # killed before recording
+    assert store.images()["image_id"].tolist() == [3, 1]
+    assert len(store.regions()) == 4
+    ids, read_maps = store.maps()
+    assert ids.tolist() == [3, 1] and np.array_equal(read_maps, maps)
+    assert store.skipped().to_dict("records") == [{"image_id": 7, "image": "images/7.png", "reason": "truncated"}]
+    assert store.done_image_ids() == {1, 3, 7}
+    assert ws.run(run)["n_done"] == 2 and ws.run(run)["n_skipped"] == 1
+    # a resumed worker rewrites shard 1 over the unrecorded leftover
+    path1 = store.write_shard(1, *_frames([5]), pool_maps(torch.ones(1, 8, 8)))
+    ws.record_shard(run, 1, 1, path1)
+    assert store.images()["image_id"].tolist() == [3, 1, 5]
+    assert RunStore(store.run_dir).images()["image_id"].tolist() == [3, 1, 5]  # no catalog: folders
+    assert not list(store.run_dir.glob(".*tmp*"))
+
+
+def test_pool_maps_is_an_average_and_keeps_small_maps():
+    maps = torch.zeros(1, 128, 128)
+    maps[0, :2, :2] = 4.0
+    pooled = pool_maps(maps)
+    assert pooled[0, 0, 0] == 4.0 and pooled.sum() == 4.0
+    assert pool_maps(torch.ones(2, 10, 12)).shape == (2, 10, 12)
+
+
+def _hammer(root, run_id, worker, count):
+    ws = Workspace(root)
+    for i in range(count):
+        ws.update_run(run_id, n_done=i)
+        ws.record_shard(run_id, worker * 1000 + i, 1, f"shard-{i}")
+        ws.runs()
+
+
+def test_two_writer_processes_do_not_lock_or_corrupt(tmp_path, model_file, fake_dataset_opener):
+    ws = Workspace(tmp_path / "ws")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x").write_text("x")
+    run = ws.create_run(ws.register_model(model_file), ws.register_dataset(data), "gradcam", {}, 5, 0)
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_hammer, args=(ws.root, run, k, 60)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(ws.shards(run)) == 120
+    assert ws.integrity_check() == "ok"
