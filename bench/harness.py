@@ -91,11 +91,15 @@ def gate(case: MethodCase, images: torch.Tensor, targets: torch.Tensor) -> dict[
 
 
 def time_case(case: MethodCase, images: torch.Tensor, targets: torch.Tensor, repeats: int,
-              device: torch.device) -> dict[str, list[float]]:
+              device: torch.device, min_seconds: float = 2.0, max_rounds: int = 15) -> dict[str, list[float]]:
+    """At least `repeats` rounds; cheap cases get more (until `min_seconds` per implementation or
+    `max_rounds`), because a 30 ms workload on a shared machine is mostly scheduling noise."""
     impls: list[Impl] = [case.ours, *case.peers]
     timings: dict[str, list[float]] = {impl.name: [] for impl in impls}
-    for round_ in range(repeats):
+    round_ = 0
+    while round_ < repeats or (round_ < max_rounds and min(map(sum, timings.values())) < min_seconds):
         shift = round_ % len(impls)
+        round_ += 1
         for impl in impls[shift:] + impls[:shift]:
             timings[impl.name].append(seconds(impl.fn, images, targets, device=device))
     return timings
@@ -105,12 +109,15 @@ def case_rows(case: MethodCase, timings: dict[str, list[float]], cosines: dict[s
               limits: Limits) -> list[dict]:
     """One row per implementation: images/s, our speed-up over it, and (ours) efficiency against the limit."""
     rate = {name: n_images / statistics.median(ts) for name, ts in timings.items()}
+    best = {name: n_images / min(ts) for name, ts in timings.items()}
     limit = (limits.fb if case.limit == "fb" else limits.inf) / case.passes
-    rows = [{"impl": "ours", "images_per_s": rate["ours"], "seconds": timings["ours"],
+    rows = [{"impl": "ours", "images_per_s": rate["ours"], "best_images_per_s": best["ours"],
+             "seconds": timings["ours"],
              "efficiency": rate["ours"] / limit, "limit_images_per_s": limit}]
     for peer in case.peers:
         passed = cosines[peer.name] >= GATE_COSINE
-        rows.append({"impl": peer.name, "images_per_s": rate[peer.name], "seconds": timings[peer.name],
-                     "gate_cosine": cosines[peer.name], "gate_passed": passed,
-                     "ours_over_peer": rate["ours"] / rate[peer.name] if passed else None})
+        rows.append({"impl": peer.name, "images_per_s": rate[peer.name], "best_images_per_s": best[peer.name],
+                     "seconds": timings[peer.name], "gate_cosine": cosines[peer.name], "gate_passed": passed,
+                     "ours_over_peer": rate["ours"] / rate[peer.name] if passed else None,
+                     "ours_over_peer_best": best["ours"] / best[peer.name] if passed else None})
     return rows
