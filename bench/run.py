@@ -132,14 +132,14 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = args.repeats or (2 if args.quick else 3)
     started = time.perf_counter()
     result = {"machine": machine(args.threads, device), "repeats": repeats, "models": {}}
+    RESULTS.mkdir(exist_ok=True)
+    base = RESULTS / (args.out or ("latest-quick" if args.quick else "latest"))
     for name, profile in profiles.items():
         result["models"][name] = run_model(name, profile, repeats, device, not (args.no_memory or args.quick),
                                            args.threads, log=lambda text: print(text, flush=True))
-    result["wall_seconds"] = time.perf_counter() - started
-    RESULTS.mkdir(exist_ok=True)
-    base = RESULTS / (args.out or ("latest-quick" if args.quick else "latest"))
-    base.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    base.with_suffix(".md").write_text(markdown(result))
+        result["wall_seconds"] = time.perf_counter() - started
+        base.with_suffix(".json").write_text(json.dumps(result, indent=1))  # after every model: partial
+        base.with_suffix(".md").write_text(markdown(result))  # results survive an interrupted run
     print(markdown(result))
     print(f"wrote {base}.json and .md in {result['wall_seconds']:.0f} s")
     return result
