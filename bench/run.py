@@ -32,14 +32,14 @@ PROFILES = {
                      "rise": {"n_masks": 1000, "cells": 7, "p": 0.5, "seed": 0, "chunk": 16}},
     },
     "resnet18": {
-        "images": 8, "batch_size": 8, "limit_batches": [4, 8, 16],
+        "images": 8, "batch_size": 8, "limit_batches": [4, 8],
         "methods": ["gradcam", "gradcam_pp", "saliency", "integrated_gradients", "rise"],
-        "settings": {"integrated_gradients": {"n_steps": 8, "internal_batch_size": 16},
-                     "rise": {"n_masks": 64, "cells": 7, "p": 0.5, "seed": 0, "chunk": 2}},
+        "settings": {"integrated_gradients": {"n_steps": 4, "internal_batch_size": 32},
+                     "rise": {"n_masks": 32, "cells": 7, "p": 0.5, "seed": 0, "chunk": 4}},
     },
     "resnet50": {
-        "images": 4, "batch_size": 4, "limit_batches": [4, 8],
-        "methods": ["gradcam", "gradcam_pp", "saliency"],
+        "images": 4, "batch_size": 4, "limit_batches": [4],
+        "methods": ["gradcam", "saliency"],
         "settings": {},
     },
 }
