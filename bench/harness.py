@@ -1,0 +1,123 @@
+"""Time ours and the peers in one process: same model, images and targets, interleaved, median of repeats.
+
+Order of work per model: the compute limit (X_fb, X_inf), then per method a correctness gate on one batch
+(which doubles as warm-up), then `repeats` rounds in which every implementation processes all images once,
+the order rotating each round so that drift in machine load hits every implementation alike.
+A ratio is reported only for a peer that passed the gate. Peak memory is measured separately
+(`bench.memory`), one fresh subprocess per implementation.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from bench.implementations import Impl, MethodCase, as_grad_cam_library_output, cosine
+from bench.models import BenchModel
+
+GATE_COSINE = 0.999
+
+
+@dataclass
+class Limits:
+    """Throughput of the raw model on this machine, images/second, at the best batch size tried."""
+    fb: float  # forward + backward to the input (weights frozen)
+    inf: float  # inference
+    fb_batch: int
+    inf_batch: int
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn, *args, device: torch.device = torch.device("cpu")) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn(*args)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure_limits(model: BenchModel, images: torch.Tensor, targets: torch.Tensor, batch_sizes: list[int],
+                   repeats: int, device: torch.device) -> Limits:
+    net = model.net
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+
+    def forward_backward(x, t):
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(net(x).gather(1, t[:, None]).sum(), x)
+        return grad
+
+    def inference(x, t):
+        with torch.no_grad():
+            return net(x)
+
+    try:
+        fb = {b: _rate(forward_backward, images, targets, b, repeats, device) for b in batch_sizes}
+        inf = {b: _rate(inference, images, targets, b, repeats, device) for b in batch_sizes}
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    best_fb, best_inf = max(fb, key=fb.get), max(inf, key=inf.get)
+    return Limits(fb[best_fb], inf[best_inf], best_fb, best_inf)
+
+
+def _rate(fn, images, targets, batch, repeats, device) -> float:
+    """Images/second of `fn` on batches of `batch` (images tiled when the set is smaller than one batch)."""
+    if len(images) < batch:
+        reps = -(-batch // len(images))
+        images, targets = images.repeat(reps, 1, 1, 1)[:batch], targets.repeat(reps)[:batch]
+    x, t = images[:batch], targets[:batch]
+    fn(x, t)  # warm-up
+    return batch / statistics.median(seconds(fn, x, t, device=device) for _ in range(repeats))
+
+
+def gate(case: MethodCase, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Minimum per-image cosine between our maps and each peer's, on `images` (after the peer's
+    normalisation when the peer normalises). Runs every implementation once: the warm-up too."""
+    reference = case.ours.fn(images, targets).float().cpu()
+    result = {}
+    for peer in case.peers:
+        theirs = peer.fn(images, targets).float().cpu()
+        mine = as_grad_cam_library_output(reference, peer.layer_hw) if peer.normalised else reference
+        result[peer.name] = float(cosine(mine, theirs).min())
+    return result
+
+
+def time_case(case: MethodCase, images: torch.Tensor, targets: torch.Tensor, repeats: int,
+              device: torch.device, min_seconds: float = 2.0, max_rounds: int = 15) -> dict[str, list[float]]:
+    """At least `repeats` rounds; cheap cases get more (until `min_seconds` per implementation or
+    `max_rounds`), because a 30 ms workload on a shared machine is mostly scheduling noise."""
+    impls: list[Impl] = [case.ours, *case.peers]
+    timings: dict[str, list[float]] = {impl.name: [] for impl in impls}
+    round_ = 0
+    while round_ < repeats or (round_ < max_rounds and min(map(sum, timings.values())) < min_seconds):
+        shift = round_ % len(impls)
+        round_ += 1
+        for impl in impls[shift:] + impls[:shift]:
+            timings[impl.name].append(seconds(impl.fn, images, targets, device=device))
+    return timings
+
+
+def case_rows(case: MethodCase, timings: dict[str, list[float]], cosines: dict[str, float], n_images: int,
+              limits: Limits) -> list[dict]:
+    """One row per implementation: images/s, our speed-up over it, and (ours) efficiency against the limit."""
+    rate = {name: n_images / statistics.median(ts) for name, ts in timings.items()}
+    best = {name: n_images / min(ts) for name, ts in timings.items()}
+    limit = (limits.fb if case.limit == "fb" else limits.inf) / case.passes
+    rows = [{"impl": "ours", "images_per_s": rate["ours"], "best_images_per_s": best["ours"],
+             "seconds": timings["ours"],
+             "efficiency": rate["ours"] / limit, "limit_images_per_s": limit}]
+    for peer in case.peers:
+        passed = cosines[peer.name] >= GATE_COSINE
+        rows.append({"impl": peer.name, "images_per_s": rate[peer.name], "best_images_per_s": best[peer.name],
+                     "seconds": timings[peer.name], "gate_cosine": cosines[peer.name], "gate_passed": passed,
+                     "ours_over_peer": rate["ours"] / rate[peer.name] if passed else None,
+                     "ours_over_peer_best": best["ours"] / best[peer.name] if passed else None})
+    return rows
