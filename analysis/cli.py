@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--resume-id", help="continue an existing run by id (what background workers use)")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--backend", choices=["local", "ray"], default="local",
+                     help="ray: shard the sample over Ray actors (pip install .[ray])")
+    run.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
+    run.add_argument("--workers", type=int, default=2, help="Ray actors (one model each)")
 
     runs = command("runs", cmd_runs, "list runs")
     runs.add_argument("--format", choices=["table", "json"], default="table")
@@ -120,8 +124,14 @@ def cmd_run(args) -> int:
         model_id = workspace.resolve_model(args.model, args.card)
         dataset_id = workspace.resolve_dataset(args.data)
         run_id = workspace.create_run(model_id, dataset_id, args.method, params, args.n, args.seed, args.name)
-    final = execute_run(workspace, run_id, device=args.device, batch_size=args.batch_size,
-                        progress=not args.no_progress)
+    if args.backend == "ray":
+        from analysis.ray_backend import run_with_ray
+
+        final = run_with_ray(workspace, run_id, args.ray_address, args.workers, device=args.device,
+                             batch_size=args.batch_size)
+    else:
+        final = execute_run(workspace, run_id, device=args.device, batch_size=args.batch_size,
+                            progress=not args.no_progress)
     print(f"{final['n_done']} images explained, {final['n_skipped']} skipped", file=sys.stderr)
     print(run_id)
     return EXIT_OK

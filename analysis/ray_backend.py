@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from analysis.runner import _decode, _explain_batch, _region_spec, prepare
+from analysis.runner import _decode, _explain_batch, _region_spec, evidence_stage, prepare
 from analysis.sampling import stratified_sample
 from analysis.workspace import Workspace
 from explainers.errors import InputError
@@ -99,8 +99,8 @@ def run_with_ray(workspace: Workspace, run_id: str, address: str | None = None, 
             raise cause from None
         traceback.print_exc(file=sys.stderr)
         raise
-    if not (store.run_dir / "evidence.json").exists():
-        store.write_evidence({})  # placeholder until the evidence stage runs, as the local runner does
+    loaded, dataset, _, layer_name, _ = prepare(workspace, run, device)  # the driver's own copy, for evidence
+    evidence_stage(store, run, loaded, dataset, layer_name)
     workspace.update_run(run_id, status="done", pid=None)
     return workspace.run(run_id)
 

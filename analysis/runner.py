@@ -143,12 +143,21 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
             bar.update(len(images) + len(skipped))
     finally:
         bar.close()
-    if not store.evidence():  # the evidence stage, once, after every map is stored (a resume redoes only this)
-        from analysis.evidence import compute_evidence
+    evidence_stage(store, run, loaded, dataset, layer_name)
 
-        explainer_params = {k: v for k, v in run["params"].items() if k not in RUNNER_PARAMS}
-        store.write_evidence(compute_evidence(loaded, dataset, store, method=run["method"], layer_name=layer_name,
-                                              seed=int(run["seed"]), params=explainer_params))
+
+def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None) -> None:
+    """Interventions, second explainer, sanity and faithfulness, once every map is stored.
+
+    Written once (a resumed run that has it skips it); both backends end with it, so their reports agree.
+    """
+    if store.evidence():
+        return
+    from analysis.evidence import compute_evidence
+
+    explainer_params = {k: v for k, v in run["params"].items() if k not in RUNNER_PARAMS}
+    store.write_evidence(compute_evidence(loaded, dataset, store, method=run["method"], layer_name=layer_name,
+                                          seed=int(run["seed"]), params=explainer_params))
 
 
 def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device):
