@@ -29,6 +29,15 @@ def test_occlusion_of_a_linear_model_by_hand():
     torch.testing.assert_close(result.scores, model(x).gather(1, t[:, None])[:, 0])
 
 
+
+def test_occlusion_reads_the_scores_from_captums_clean_forward():
+    model, x, t = HandSetNet().eval(), torch.rand(2, 3, 4, 4), torch.tensor([0, 1])
+    calls = []
+    model.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    result = Occlusion(model, window=2, stride=1, perturbations_per_eval=4).explain(x, t)
+    assert calls == [2, 8, 8, 2]  # the clean batch once, then 9 window positions x 2 images in groups of 4
+    torch.testing.assert_close(result.scores, model(x).gather(1, t[:, None])[:, 0])
+
 def test_occlusion_defaults_equal_captum_and_cover_the_image():
     model = SmallCNN().eval()
     x, t = torch.rand(2, 3, 64, 64), torch.tensor([0, 3])
