@@ -6,7 +6,7 @@ from torch import nn
 
 from explainers.errors import InputError
 from explainers.occlusion import Occlusion
-from explainers.rise import RISE, _smooth_masks
+from explainers.rise import RISE, draw_cells, smooth_masks
 from tests.explainers.saliency_nets import HandSetNet, SmallCNN
 
 PIXEL_GRAD = torch.tensor([[2.0, -1.0, 1.0], [-1.0, 3.0, -3.0]]) / 16  # HandSetNet, see test_gradients
@@ -53,10 +53,8 @@ def test_occlusion_defaults_equal_captum_and_cover_the_image():
 
 
 def test_rise_masks_are_smooth_binary_grids_with_mean_p():
-    generator = torch.Generator().manual_seed(0)
-    grids = (torch.rand(500, 1, 7, 7, generator=generator) < 0.5).float()
-    shifts = torch.rand(500, 2, generator=generator)
-    masks = _smooth_masks(grids, shifts, 64, 64)
+    grids, shifts = draw_cells(500, 7, 0.5, seed=0, device="cpu")
+    masks = smooth_masks(grids, shifts, 64, 64)
     assert masks.shape == (500, 64, 64)
     assert masks.min() >= 0 and masks.max() <= 1
     assert abs(masks.mean().item() - 0.5) < 0.02
