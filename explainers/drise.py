@@ -9,7 +9,9 @@ match among the masked image's proposals j:
 and the map is S_t = sum_i w_it M_i / (N p).
 
 Cost is paid once: one mask set serves every image of a batch, and every target of an image is scored from
-the same masked forwards. Masks are generated on the device in chunks, so memory stays at `chunk` masks.
+the same masked forwards. Masks come from RISE's `mask_chunks`: cells and shifts drawn up front from the seed,
+full-resolution masks built on the device one chunk at a time, so memory stays at `chunk` masks and the set
+depends only on the seed (not on `chunk`).
 
 `center=True` (default) uses `w_it - mean_i(w_it)` instead of `w_it`. The uncentred map carries a constant
 offset (mean weight x mask density) that holds nearly all of its positive mass, so region shares of the
@@ -18,35 +20,17 @@ the same up to mask-density noise. `center=False` is the paper's formula.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from explainers.base import Explainer, SaliencyBatch
 from explainers.detection import DetectionTarget, Detections, detection_similarity, targets_from_classes
 from explainers.errors import InputError
 from explainers.registry import register
+from explainers.rise import mask_chunks
 
 Detector = Callable[[torch.Tensor], Sequence[Detections]]
-
-
-def rise_masks(n: int, cells: int, p: float, size: tuple[int, int], generator: torch.Generator,
-               device: torch.device | str) -> torch.Tensor:
-    """`n` RISE masks (n, H, W) in [0, 1]: Bernoulli(p) grid of cells x cells, bilinear upsample to
-    (cells + 1) * cell size, then a random shift crop (so cell borders do not always fall on the same pixels)."""
-    h, w = size
-    cell_h, cell_w = math.ceil(h / cells), math.ceil(w / cells)
-    up_h, up_w = (cells + 1) * cell_h, (cells + 1) * cell_w
-    grid = (torch.rand(n, 1, cells, cells, generator=generator, device=device) < p).float()
-    up = F.interpolate(grid, size=(up_h, up_w), mode="bilinear", align_corners=False)[:, 0]
-    dy = torch.randint(0, cell_h, (n,), generator=generator, device=device)
-    dx = torch.randint(0, cell_w, (n,), generator=generator, device=device)
-    rows = (dy[:, None] + torch.arange(h, device=device)[None, :])  # (n, h)
-    cols = (dx[:, None] + torch.arange(w, device=device)[None, :])  # (n, w)
-    idx = torch.arange(n, device=device)[:, None, None]
-    return up[idx, rows[:, :, None], cols[:, None, :]]
 
 
 @register
@@ -71,12 +55,7 @@ class DRISE(Explainer):
 
     def masks(self, size: tuple[int, int], device: torch.device | str):
         """Yield the mask set in chunks; the same seed gives the same masks on the same device type."""
-        gen = torch.Generator(device=device).manual_seed(self.seed)
-        done = 0
-        while done < self.n_masks:
-            n = min(self.chunk, self.n_masks - done)
-            yield rise_masks(n, self.cells, self.p, size, gen, device)
-            done += n
+        return mask_chunks(self.n_masks, self.cells, self.p, self.seed, size, device, self.chunk)
 
     @torch.no_grad()
     def explain_detections(self, images: torch.Tensor, targets: Sequence[DetectionTarget | tuple],

@@ -1,7 +1,10 @@
 """Input-gradient methods, computed by Captum and reduced over colour channels to one map per image.
 
 Each method takes class-index targets (Captum's interface). Weights are frozen for the call, so no weight
-gradient is ever accumulated on the user's model. `scores` are the target logits on the clean input.
+gradient is ever accumulated on the user's model. `scores` are the target logits on the clean input: where
+Captum's first forward is on the clean input (saliency, guided backprop) they are read from it, so the
+scores cost no extra forward; the others (IG's steps and SmoothGrad's copies are never the clean input) run
+one no-grad forward for them.
 """
 from __future__ import annotations
 
@@ -25,23 +28,47 @@ class InputGradientMethod(Explainer):
     """Shared call: class indices in, Captum attribution (B, C, H, W) out, reduced over channels by `reduction`."""
 
     reduction: ClassVar[str]  # "max_abs" or "sum"
+    first_forward_is_clean: ClassVar[bool] = False  # Captum's first forward sees the clean inputs
 
-    def attribute(self, inputs: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def attribute(self, model: nn.Module, inputs: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Captum attribution with `model` (the user's model wrapped to keep its first output)."""
         raise NotImplementedError
 
     def explain(self, inputs: torch.Tensor, targets) -> SaliencyBatch:
         check_images(inputs)
         indices = indices_for(self.name, targets, inputs)
+        model = KeepsFirstOutput(self.model)
         with frozen(self.model):
-            with torch.no_grad():
-                scores = self.model(inputs).gather(1, indices[:, None])[:, 0]
             # Our own leaf that requires grad: the caller's tensor is left untouched.
-            attributions = self.attribute(inputs.detach().clone().requires_grad_(True), indices).detach()
+            attributions = self.attribute(model, inputs.detach().clone().requires_grad_(True), indices).detach()
+            if self.first_forward_is_clean:
+                outputs = model.first_output
+            else:
+                with torch.no_grad():
+                    outputs = self.model(inputs)
+        scores = outputs.gather(1, indices[:, None])[:, 0]
         if self.reduction == "max_abs":
             maps = attributions.abs().amax(dim=1)
         else:
             maps = attributions.sum(dim=1)
         return SaliencyBatch(maps.float(), scores.float(), self.name)
+
+
+class KeepsFirstOutput(nn.Module):
+    """The model, keeping (detached) the output of its first call: the clean-input logits come for free when
+    the attribution's first forward is on the clean inputs. A module, so Captum's guided backprop still finds
+    and hooks the ReLUs inside; it has no parameters of its own."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.first_output: torch.Tensor | None = None
+
+    def forward(self, *args):
+        output = self.model(*args)
+        if self.first_output is None:
+            self.first_output = output.detach()
+        return output
 
 
 def indices_for(method: str, targets, inputs: torch.Tensor) -> torch.Tensor:
@@ -61,12 +88,13 @@ class Saliency(InputGradientMethod):
 
     name = "saliency"
     reduction = "max_abs"
+    first_forward_is_clean = True
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
 
-    def attribute(self, inputs, indices):
-        return CaptumSaliency(self.model).attribute(inputs, target=indices, abs=True)
+    def attribute(self, model, inputs, indices):
+        return CaptumSaliency(model).attribute(inputs, target=indices, abs=True)
 
 
 @register
@@ -88,9 +116,9 @@ class IntegratedGradients(InputGradientMethod):
         super().__init__(model, baseline=float(baseline), n_steps=n_steps,
                          internal_batch_size=internal_batch_size)
 
-    def attribute(self, inputs, indices):
+    def attribute(self, model, inputs, indices):
         p = self.params
-        return CaptumIntegratedGradients(self.model).attribute(
+        return CaptumIntegratedGradients(model).attribute(
             inputs, baselines=p["baseline"], target=indices, n_steps=p["n_steps"],
             internal_batch_size=max(p["internal_batch_size"], inputs.shape[0]),
         )
@@ -116,12 +144,12 @@ class SmoothGrad(InputGradientMethod):
         super().__init__(model, nt_samples=nt_samples, stdevs=float(stdevs), seed=seed,
                          nt_samples_batch_size=nt_samples_batch_size)
 
-    def attribute(self, inputs, indices):
+    def attribute(self, model, inputs, indices):
         p = self.params
         generator = torch.Generator(device=inputs.device).manual_seed(p["seed"])
         noise = torch.randn(p["nt_samples"], *inputs.shape[1:], generator=generator, device=inputs.device)
         noise = noise * p["stdevs"]
-        saliency = CaptumSaliency(self.model)
+        saliency = CaptumSaliency(model)
         total = torch.zeros_like(inputs)
         for start in range(0, p["nt_samples"], p["nt_samples_batch_size"]):
             chunk = noise[start:start + p["nt_samples_batch_size"]]
@@ -140,11 +168,12 @@ class GuidedBackprop(InputGradientMethod):
 
     name = "guided_backprop"
     reduction = "sum"
+    first_forward_is_clean = True
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
 
-    def attribute(self, inputs, indices):
+    def attribute(self, model, inputs, indices):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-            return CaptumGuidedBackprop(self.model).attribute(inputs, target=indices)
+            return CaptumGuidedBackprop(model).attribute(inputs, target=indices)

@@ -2,7 +2,8 @@
 
 Positive where hiding the pixels lowers the score. The window spans all colour channels, so every channel
 gets the same attribution; the map is their mean (equal to any one channel). Pixels that no window position
-covers (when (side - window) is not a multiple of the stride) get 0.
+covers (when (side - window) is not a multiple of the stride) get 0. Captum's first forward is on the clean
+input; the scores are read from it rather than from a forward of our own.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import nn
 
 from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
-from explainers.gradients import indices_for
+from explainers.gradients import KeepsFirstOutput, indices_for
 from explainers.registry import register
 
 
@@ -46,11 +47,12 @@ class Occlusion(Explainer):
         indices = indices_for(self.name, targets, inputs)
         channels, height, width = inputs.shape[1:]
         windows, strides = self.window_and_stride(height, width)
+        model = KeepsFirstOutput(self.model)
         with torch.no_grad():
-            scores = self.model(inputs).gather(1, indices[:, None])[:, 0]
-            attributions = CaptumOcclusion(self.model).attribute(
+            attributions = CaptumOcclusion(model).attribute(
                 inputs, sliding_window_shapes=(channels, *windows), strides=(channels, *strides),
                 baselines=self.params["fill"], target=indices,
                 perturbations_per_eval=self.params["perturbations_per_eval"],
             )
+        scores = model.first_output.gather(1, indices[:, None])[:, 0]
         return SaliencyBatch(attributions.mean(dim=1).float(), scores.float(), self.name)

@@ -3,11 +3,13 @@
 One mask set is shared by every image of a batch, so a chunk of k masks costs one forward of k x B masked
 images. The coarse binary grids and shifts for all N masks are drawn up front (tiny: N x cells x cells) from a
 seeded generator on the inputs' device; full-resolution masks exist one chunk at a time. The map therefore
-depends on the seed and the device, not on `chunk`. No hooks: works on TorchScript models.
+depends on the seed and the device, not on `chunk`. No hooks: works on TorchScript models. D-RISE draws its
+masks with the same `mask_chunks`.
 """
 from __future__ import annotations
 
 import math
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -45,32 +47,46 @@ class RISE(Explainer):
         with torch.no_grad():
             scores = target(self.model(inputs))
             saliency = torch.zeros(batch, height, width, device=inputs.device)
-            grids, shifts = self._draw(n, inputs.device)
-            for start in range(0, n, self.params["chunk"]):
-                stop = min(n, start + self.params["chunk"])
-                masks = _smooth_masks(grids[start:stop], shifts[start:stop], height, width)  # (k, H, W)
+            chunks = mask_chunks(n, self.params["cells"], p, self.params["seed"], (height, width), inputs.device,
+                                 self.params["chunk"])
+            for masks in chunks:  # (k, H, W)
                 masked = (masks[:, None, None] * inputs[None]).flatten(0, 1)  # (k * B, C, H, W), mask-major
                 output = self.model(masked)
                 mask_scores = torch.stack(
-                    [mask_score(output[i * batch:(i + 1) * batch]) for i in range(stop - start)]
+                    [mask_score(output[i * batch:(i + 1) * batch]) for i in range(len(masks))]
                 )  # (k, B)
                 saliency += torch.einsum("kb,khw->bhw", mask_scores.float(), masks)
         return SaliencyBatch(saliency / (n * p), scores.detach().float(), self.name)
 
     def _draw(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Binary cells x cells grids and per-mask shifts in [0, 1), from one seeded generator."""
-        generator = torch.Generator(device=device).manual_seed(self.params["seed"])
-        cells = self.params["cells"]
-        grids = (torch.rand(n, 1, cells, cells, generator=generator, device=device) < self.params["p"]).float()
-        shifts = torch.rand(n, 2, generator=generator, device=device)
-        return grids, shifts
+        """Old name kept for bench/implementations.py (not owned here); new code calls `draw_cells`."""
+        return draw_cells(n, self.params["cells"], self.params["p"], self.params["seed"], device)
 
 
 def _probability_of(target: ClassTarget):
     return lambda output: target(output.softmax(dim=1))
 
 
-def _smooth_masks(grids: torch.Tensor, shifts: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def draw_cells(n: int, cells: int, p: float, seed: int,
+               device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary (n, 1, cells, cells) grids, Bernoulli(p), and per-mask shifts (n, 2) in [0, 1), from one seeded
+    generator: everything random about a mask set, drawn up front, so it depends only on the seed and device."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    grids = (torch.rand(n, 1, cells, cells, generator=generator, device=device) < p).float()
+    shifts = torch.rand(n, 2, generator=generator, device=device)
+    return grids, shifts
+
+
+def mask_chunks(n: int, cells: int, p: float, seed: int, size: tuple[int, int], device: torch.device | str,
+                chunk: int) -> Iterator[torch.Tensor]:
+    """The seeded set of `n` RISE masks (k, H, W) in [0, 1], `chunk` at a time: only one chunk of
+    full-resolution masks is ever in memory, and the set does not depend on `chunk`."""
+    grids, shifts = draw_cells(n, cells, p, seed, device)
+    for start in range(0, n, chunk):
+        yield smooth_masks(grids[start:start + chunk], shifts[start:start + chunk], *size)
+
+
+def smooth_masks(grids: torch.Tensor, shifts: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Upsample each grid bilinearly to (cells + 1) * cell size and crop H x W at a random shift within one cell."""
     cells = grids.shape[-1]
     cell_h, cell_w = math.ceil(height / cells), math.ceil(width / cells)
@@ -82,3 +98,6 @@ def _smooth_masks(grids: torch.Tensor, shifts: torch.Tensor, height: int, width:
     cols = dx[:, None] + torch.arange(width, device=grids.device)  # (k, W)
     index = torch.arange(grids.shape[0], device=grids.device)[:, None, None]
     return upsampled[index, rows[:, :, None], cols[:, None, :]]
+
+
+_smooth_masks = smooth_masks  # old name kept for bench/implementations.py (not owned here)

@@ -6,8 +6,9 @@ import torch
 
 from explainers.base import SaliencyBatch
 from explainers.detection import DetectionTarget, TorchvisionDetector
-from explainers.drise import DRISE, rise_masks
+from explainers.drise import DRISE
 from explainers.registry import make_explainer
+from explainers.rise import mask_chunks
 
 H = W = 16
 FIXED_BOXES = torch.tensor([[0.0, 0.0, 8.0, 8.0], [4.0, 4.0, 14.0, 12.0], [8.0, 2.0, 16.0, 16.0]])
@@ -69,7 +70,7 @@ def problem():
     targets = [DetectionTarget(torch.tensor([[1.0, 1.0, 9.0, 8.0], [6.0, 4.0, 15.0, 13.0]]),
                                torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])),
                DetectionTarget(torch.tensor([[8.0, 3.0, 16.0, 15.0]]), torch.tensor([[0.2, 0.5, 0.3]]))]
-    masks = rise_masks(24, 4, 0.5, (H, W), torch.Generator().manual_seed(1), "cpu")
+    masks = torch.cat(list(mask_chunks(24, 4, 0.5, 1, (H, W), "cpu", chunk=24)))
     return images, targets, masks
 
 
@@ -129,8 +130,15 @@ def test_same_seed_same_map_other_seed_other_map(problem):
     assert not torch.allclose(a[0], c[0])
 
 
+def test_mask_set_is_rises_and_does_not_depend_on_chunk():
+    small = torch.cat(list(DRISE(BoxMeanDetector(), n_masks=50, cells=4, p=0.3, seed=2, chunk=7).masks((H, W), "cpu")))
+    whole = torch.cat(list(mask_chunks(50, 4, 0.3, 2, (H, W), "cpu", chunk=50)))
+    torch.testing.assert_close(small, whole, rtol=0, atol=0)
+    assert small.shape == (50, H, W)
+
+
 def test_rise_masks_shape_range_and_density():
-    masks = rise_masks(2000, 8, 0.3, (20, 24), torch.Generator().manual_seed(0), "cpu")
+    masks = torch.cat(list(mask_chunks(2000, 8, 0.3, 0, (20, 24), "cpu", chunk=500)))
     assert masks.shape == (2000, 20, 24)
     assert masks.min() >= 0 and masks.max() <= 1
     assert abs(float(masks.mean()) - 0.3) < 0.02

@@ -116,3 +116,29 @@ def test_smoothgrad_equals_captum_noise_tunnel_for_one_image_and_shares_noise_ac
             x[i:i + 1].clone().requires_grad_(), nt_type="smoothgrad", nt_samples=8, stdevs=0.15,
             target=t[i:i + 1], abs=True)
         torch.testing.assert_close(ours[i], theirs[0].amax(dim=0))
+
+
+class CountingNet(torch.nn.Module):
+    """SmallCNN that counts forward calls and the images they carried."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.calls, self.images = SmallCNN().eval(), 0, 0
+
+    def forward(self, x):
+        self.calls, self.images = self.calls + 1, self.images + x.shape[0]
+        return self.net(x)
+
+
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
+@pytest.mark.parametrize("method, forwards", [(Saliency, 1), (GuidedBackprop, 1),
+                                              (lambda m: IntegratedGradients(m, n_steps=4), 2)])
+def test_scores_are_clean_logits_and_saliency_reuses_the_gradient_forward(method, forwards):
+    model = CountingNet()
+    x, t = torch.rand(2, 3, 32, 32), torch.tensor([1, 3])
+    result = method(model).explain(x, t)
+    # Saliency / guided backprop: the scores come from the forward that gives the gradient (one call);
+    # IG's steps never evaluate the clean input, so it runs one extra no-grad forward.
+    assert model.calls == forwards
+    with torch.no_grad():
+        torch.testing.assert_close(result.scores, model.net(x).gather(1, t[:, None])[:, 0])

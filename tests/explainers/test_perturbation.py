@@ -6,7 +6,7 @@ from torch import nn
 
 from explainers.errors import InputError
 from explainers.occlusion import Occlusion
-from explainers.rise import RISE, _smooth_masks
+from explainers.rise import RISE, draw_cells, smooth_masks
 from tests.explainers.saliency_nets import HandSetNet, SmallCNN
 
 PIXEL_GRAD = torch.tensor([[2.0, -1.0, 1.0], [-1.0, 3.0, -3.0]]) / 16  # HandSetNet, see test_gradients
@@ -29,6 +29,15 @@ def test_occlusion_of_a_linear_model_by_hand():
     torch.testing.assert_close(result.scores, model(x).gather(1, t[:, None])[:, 0])
 
 
+
+def test_occlusion_reads_the_scores_from_captums_clean_forward():
+    model, x, t = HandSetNet().eval(), torch.rand(2, 3, 4, 4), torch.tensor([0, 1])
+    calls = []
+    model.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    result = Occlusion(model, window=2, stride=1, perturbations_per_eval=4).explain(x, t)
+    assert calls == [2, 8, 8, 2]  # the clean batch once, then 9 window positions x 2 images in groups of 4
+    torch.testing.assert_close(result.scores, model(x).gather(1, t[:, None])[:, 0])
+
 def test_occlusion_defaults_equal_captum_and_cover_the_image():
     model = SmallCNN().eval()
     x, t = torch.rand(2, 3, 64, 64), torch.tensor([0, 3])
@@ -44,10 +53,8 @@ def test_occlusion_defaults_equal_captum_and_cover_the_image():
 
 
 def test_rise_masks_are_smooth_binary_grids_with_mean_p():
-    generator = torch.Generator().manual_seed(0)
-    grids = (torch.rand(500, 1, 7, 7, generator=generator) < 0.5).float()
-    shifts = torch.rand(500, 2, generator=generator)
-    masks = _smooth_masks(grids, shifts, 64, 64)
+    grids, shifts = draw_cells(500, 7, 0.5, seed=0, device="cpu")
+    masks = smooth_masks(grids, shifts, 64, 64)
     assert masks.shape == (500, 64, 64)
     assert masks.min() >= 0 and masks.max() <= 1
     assert abs(masks.mean().item() - 0.5) < 0.02
