@@ -111,8 +111,10 @@ def make_explainer_check(method: str) -> None:
     from explainers.registry import METHODS, _load_builtin_methods
 
     _load_builtin_methods()
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of: {', '.join(sorted(METHODS))}")
+    classifier_methods = sorted(name for name, cls in METHODS.items() if cls.model_kind == "classifier")
+    if method not in classifier_methods:
+        why = "explains detectors, not classifiers; " if method in METHODS else ""
+        raise InputError(f"method {method!r}: {why or 'unknown method; '}choose one of: {', '.join(classifier_methods)}")
 
 
 def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, progress: bool) -> None:

@@ -27,12 +27,15 @@ class SaliencyBatch:
 class Explainer:
     """Base of all saliency methods. Subclasses set `name` and implement `explain`.
 
+    `model_kind`: "classifier" methods take a module returning logits (B, C); "detector" methods (D-RISE)
+    take a callable returning per-image detections, so the classification runner refuses them.
     `needs_layer`: the method hooks an internal layer (CAM family); such methods refuse models without
     reachable layers (TorchScript) with an `InputError` that says how to export a `.pt2` instead.
     """
 
     name: ClassVar[str]
     needs_layer: ClassVar[bool] = False
+    model_kind: ClassVar[str] = "classifier"  # what `model` is: a module returning logits, or a "detector"
 
     def __init__(self, model: nn.Module, **params: Any):
         self.model = model

@@ -42,6 +42,7 @@ class DRISE(Explainer):
     """
 
     name = "drise"
+    model_kind = "detector"
 
     def __init__(self, model: Detector, *, n_masks: int = 5000, cells: int = 16, p: float = 0.5, seed: int = 0,
                  chunk: int = 250, batch_size: int = 64, center: bool = True):

@@ -135,6 +135,7 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted(tmp_path, files, capsy
 
 @pytest.mark.parametrize("extra, needle", [
     (["--method", "nosuchmethod"], "unknown method"),
+    (["--method", "drise"], "explains detectors, not classifiers"),
     (["--layer", "nosuchlayer"], "nosuchlayer"),
 ])
 def test_bad_run_options_exit_2_with_one_line(tmp_path, files, capsys, extra, needle):
