@@ -42,13 +42,14 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     module_layer = module_layer_name(loaded, layer_name)
     labels = torch.as_tensor(batch.images_frame["label_idx"].to_numpy().copy(), dtype=torch.long)
 
+    core = core_masks(batch, regions)
     for region in candidate_regions(images, regions):
         masks = region_masks(batch, region)
         if masks is None or not masks.any():
             continue
         out["interventions"][region["name"]] = intervene(
             loaded.module, batch.inputs, masks, labels, fill=fill, batch_size=batch_size, seed=seed,
-            n_boot=n_boot)
+            n_boot=n_boot, core=core)
 
     second = second_method(method, loaded)
     if second is not None:
@@ -106,7 +107,13 @@ def load_subset(loaded, dataset, chosen: pd.DataFrame) -> Subset:
 
 
 def candidate_regions(images: pd.DataFrame, regions: pd.DataFrame) -> list[dict]:
-    """Non-core regions with lift > 1 overall or for some class (cheap point estimates, no bootstrap)."""
+    """Every annotated non-core region, and grid regions with lift > 1 overall or for some class.
+
+    Annotated regions are all tested, whatever their lift: a diffuse shortcut (a background colour, cage
+    bars finer than the CAM grid) can drive predictions while the maps put no extra mass on it, and the
+    intervention is what reveals it. Grid regions (no masks) are many and anonymous, so only those the
+    maps point at are tested (cheap point estimates, no bootstrap).
+    """
     matrix = region_matrix(regions, images["image_id"].to_numpy())
     ids = regions.drop_duplicates("region").set_index("region")["region_id"].to_dict()
     best = slice_stats(matrix.mass, matrix.area, n_boot=0)["lift"]
@@ -116,7 +123,15 @@ def candidate_regions(images: pd.DataFrame, regions: pd.DataFrame) -> list[dict]
     roles = effective_roles(matrix.regions, matrix.roles)
     return [{"name": name, "region_id": int(ids[name]), "lift": float(best[j])}
             for j, name in enumerate(matrix.regions)
-            if roles[j] != "core" and np.isfinite(best[j]) and best[j] > 1.0]
+            if roles[j] != "core" and (ids[name] >= 0 or (np.isfinite(best[j]) and best[j] > 1.0))]
+
+
+def core_masks(batch: Subset, regions: pd.DataFrame) -> torch.Tensor | None:
+    """(B, H, W) bool: the annotated core region(s), the fallback control for regions too large to mirror."""
+    core_ids = regions.loc[regions["role"] == "core", "region_id"].unique()
+    if batch.masks is None or not len(core_ids) or (core_ids < 0).any():
+        return None
+    return torch.isin(batch.masks, torch.as_tensor(core_ids, dtype=batch.masks.dtype))
 
 
 def region_masks(batch: Subset, region: dict) -> torch.Tensor | None:

@@ -47,20 +47,25 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_th
     """Flags in the report-JSON shape (DESIGN.md), most severe first."""
     evidence = evidence or {}
     flags = []
-    strong = _attention_hits(table, lift_threshold)
-    for region, hits in _attention_hits(table, 1.0).items():
-        top = hits[0]
-        intervention = (evidence.get("interventions") or {}).get(region)
+    strong, weak = _attention_hits(table, lift_threshold), _attention_hits(table, 1.0)
+    interventions = evidence.get("interventions") or {}
+    non_core = set(table.loc[~_is_core(table), "region"]) if not table.empty else set()
+    for region in dict.fromkeys([*weak, *(r for r in interventions if r in non_core)]):
+        intervention = interventions.get(region)
         reasons = []
         basis = "attention+intervention"
-        if region not in strong:  # attention only a little above proportional: the intervention must be strong
+        if region in strong:
+            hits = strong[region]
+        else:  # attention at most a little above proportional: only a strong intervention effect flags it
             if intervention is None or intervention.get("p_value") is None or not (
                     intervention["p_value"] < alpha and net_effect(intervention) >= strong_effect):
                 continue
             basis = "intervention"
-        else:
-            hits = strong[region]
-            top = hits[0]
+            hits = weak.get(region) or _overall_rows(table, region)
+            if region not in weak:
+                reasons.append(f"the maps put no more than its area share of saliency on it (lift "
+                               f"{hits[0]['lift']:.2f}): the dependence shows only when the region is removed")
+        top = hits[0]
         if intervention is None or intervention.get("p_value") is None:
             severity, confidence = "low", "low"
             reasons.append("no intervention evidence was computed for this region")
@@ -77,7 +82,8 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_th
                 "p_value": intervention["p_value"],
                 "control_flip_rate": (intervention.get("control") or {}).get("flip_rate"),
                 "control_accuracy_drop": (intervention.get("control") or {}).get("accuracy_drop"),
-                "fill": intervention.get("fill"), "n": intervention.get("n"), "net_effect": effect,
+                "fill": intervention.get("fill"), "control_kind": intervention.get("control_kind"),
+                "n": intervention.get("n"), "net_effect": effect,
             }
         robust, why = robustness(region, evidence)
         if not robust:
@@ -204,6 +210,11 @@ def _attention_hits(table: pd.DataFrame, lift_threshold: float) -> dict[str, lis
         row["group"] = None if _missing(row["group"]) else row["group"]
         out.setdefault(row["region"], []).append(row)
     return out
+
+
+def _overall_rows(table: pd.DataFrame, region: str) -> list[dict]:
+    rows = table[(table["region"] == region) & table["class"].isna() & table["group"].isna()]
+    return [{**row, "class": None, "group": None} for row in rows.to_dict("records")]
 
 
 def _is_core(table: pd.DataFrame) -> pd.Series:

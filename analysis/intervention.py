@@ -12,8 +12,12 @@ of the batch; in-distribution, but carries that image's shortcut, so it tests "d
 
 Control: the same mask rolled (cyclically shifted) to the place among `control_tries` random shifts
 that overlaps the tested region least. It has exactly the region's area and shape, so "a flat patch of
-this size anywhere hurts" is separated from "this region matters". When a region covers more than half
-the image no shift can avoid it; the overlap is reported (`control_overlap`) so the reader can judge.
+this size anywhere hurts" is separated from "this region matters". When a region covers so much of the
+image that every shift overlaps it by more than half (a background), no equal-area control exists; the
+control is then the core region (`control_kind: "core"`, when the caller gives it): filled the same way,
+it asks "do predictions depend more on this region than on what the label is about?", which a model
+that uses the object answers no, and one that uses the background answers yes. The overlap is reported
+(`control_overlap`) either way.
 
 Test: per image, does the prediction flip under the region fill, under the control fill? Discordant
 pairs (region flips and control does not, or vice versa) go into an exact one-sided McNemar (binomial)
@@ -31,6 +35,7 @@ from analysis.aggregate import wilson_interval
 from explainers.errors import InputError
 
 FILLS = ("mean", "blur", "shuffle")
+MAX_CONTROL_OVERLAP = 0.5  # above this, an equal-area control mostly re-tests the region itself
 
 
 def fill_region(images: torch.Tensor, region: torch.Tensor, fill: str = "mean", *,
@@ -94,9 +99,11 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> tup
 
 def intervene(model: nn.Module, images: torch.Tensor, region: torch.Tensor, labels: torch.Tensor, *,
               fill: str = "mean", mean_colour: torch.Tensor | None = None, batch_size: int = 64,
-              seed: int = 0, n_boot: int = 1000, control_tries: int = 16) -> dict:
+              seed: int = 0, n_boot: int = 1000, control_tries: int = 16,
+              core: torch.Tensor | None = None) -> dict:
     """Fill `region` (B, H, W) bool (resized to the images with nearest when needed) and its control;
-    returns a JSON-able dict of effects (see module docstring)."""
+    returns a JSON-able dict of effects (see module docstring). `core`: (B, H, W) bool, the fallback
+    control when no equal-area one can avoid the region."""
     if images.ndim != 4 or region.ndim != 3 or images.shape[0] != region.shape[0]:
         raise InputError(f"intervention needs images (B,3,H,W) and region masks (B,h,w); got "
                          f"{tuple(images.shape)} and {tuple(region.shape)}")
@@ -107,6 +114,9 @@ def intervene(model: nn.Module, images: torch.Tensor, region: torch.Tensor, labe
     if mean_colour is None:
         mean_colour = images.mean(dim=(0, 2, 3))
     controls, overlap = control_masks(region, tries=control_tries, seed=seed)
+    control_kind = "equal-area"
+    if core is not None and float(overlap[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP:
+        controls, control_kind = resize_masks(core.bool().cpu(), images.shape[-2:]) & ~region, "core"
     donors = images.roll(1, dims=0)
 
     base, _ = predict(model, images, batch_size)
@@ -117,7 +127,7 @@ def intervene(model: nn.Module, images: torch.Tensor, region: torch.Tensor, labe
     k = keep.numpy()
     result = effects(base.numpy()[k], filled.numpy()[k], control.numpy()[k], labels.numpy()[k],
                      n_boot=n_boot, seed=seed)
-    result.update({"fill": fill, "n_without_region": int((~keep).sum()),
+    result.update({"fill": fill, "n_without_region": int((~keep).sum()), "control_kind": control_kind,
                    "control_overlap": float(overlap[keep].mean()) if k.any() else None})
     return result
 

@@ -57,10 +57,15 @@ def test_robustness_failure_lowers_confidence_and_severity_with_reasons(table):
     assert no_evidence["severity"] == "low" and "no intervention evidence" in no_evidence["reasons"][0]
 
 
-def test_region_below_proportional_attention_is_not_flagged():
-    images, regions = planted_frames(n=150, patch_mass=0.04, patch_area=0.05)  # lift ~ 0.8
+def test_region_below_proportional_attention_needs_a_strong_intervention_and_says_so():
+    images, regions = planted_frames(n=150, patch_mass=0.04, patch_area=0.05)  # lift CI not above 1
     table = region_table(images, regions, n_boot=200)
-    assert shortcut_flags(table, _evidence()) == []
+    assert shortcut_flags(table, _evidence(patch_flip=0.15)) == []  # significant, not strong: attention must agree
+    (flag,) = shortcut_flags(table, _evidence(patch_flip=0.5, second_lift=0.9))  # a diffuse shortcut the maps miss
+    assert flag["region"] == "patch" and flag["basis"] == "intervention" and flag["lift_ci"][0] <= 1.0
+    assert "no more than its area share" in flag["reasons"][0]
+    assert flag["confidence"] == "low" and flag["severity"] == "medium"  # second explainer disagrees: one notch down
+    assert shortcut_flags(table, _evidence(patch_p=0.2, patch_flip=0.5)) == []  # not significant
 
 
 def test_subgroup_finding_mentions_lower_accuracy():

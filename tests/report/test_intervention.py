@@ -85,3 +85,34 @@ def test_mcnemar_exact_and_effects_counts():
     base = np.array([0, 0, 1, 1]); labels = base.copy()
     out = effects(base, np.array([1, 0, 0, 1]), np.array([0, 0, 1, 0]), labels, n_boot=10)
     assert out["flip_rate"] == 0.5 and out["control"]["flip_rate"] == 0.25 and out["discordant"] == [2, 1]
+
+
+class BackgroundModel(nn.Module):
+    """Class 0 when the background (everything outside the central 12x12 object) is green, else class 1."""
+
+    def forward(self, x):
+        outside = torch.ones(x.shape[-2:], dtype=torch.bool)
+        outside[10:22, 10:22] = False
+        green = x[:, 1][:, outside].mean(dim=1) - x[:, 0][:, outside].mean(dim=1)
+        return torch.stack([green * 10, -green * 10], dim=1)
+
+
+def test_a_background_too_large_for_an_equal_area_control_is_tested_against_the_core():
+    n = 40
+    labels = torch.arange(n) % 2
+    images = torch.full((n, 3, 32, 32), 0.3)
+    images[labels == 0, 1] = 0.8  # green background for class 0
+    images[labels == 1, 0] = 0.8  # red background for class 1
+    images[:, :, 10:22, 10:22] = 0.5  # a grey object (the core) in the middle
+    core = torch.zeros(n, 32, 32, dtype=torch.bool)
+    core[:, 10:22, 10:22] = True
+    background = ~core  # 86% of the image: every shift overlaps it
+
+    without_core = intervene(BackgroundModel(), images, background, labels, n_boot=100)
+    assert without_core["control_kind"] == "equal-area" and without_core["control_overlap"] > 0.5
+
+    out = intervene(BackgroundModel(), images, background, labels, n_boot=100, core=core)
+    assert out["control_kind"] == "core"
+    assert out["flip_rate"] == pytest.approx(0.5)  # the mean fill is neither green nor red: class 0 flips
+    assert out["control"]["flip_rate"] == 0.0  # filling the object changes nothing for this model
+    assert out["discordant"] == [20, 0] and out["p_value"] == pytest.approx(0.5 ** 20)
