@@ -153,10 +153,10 @@ def cmd_runs(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from analysis.report import build_report, to_csv
+    from analysis.report import cached_report, to_csv
     from analysis.report_html import render_html
 
-    report = build_report(args.run, _workspace(args))
+    report = cached_report(args.run, _workspace(args))
     if args.format == "json":
         _emit(json.dumps(_json_safe(report), indent=1), args.out)
     elif args.format == "csv":
@@ -181,9 +181,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from analysis.report import build_report
+    from analysis.report import cached_report
 
-    report = build_report(args.run, _workspace(args))
+    report = cached_report(args.run, _workspace(args))
     flags = report.get("flags", [])
     for flag in flags:
         print(f"{flag.get('severity', '?')}: {flag.get('kind', 'shortcut')} on region {flag.get('region')!r}"

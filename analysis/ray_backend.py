@@ -13,7 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from analysis.runner import _decode, _explain_batch, _region_spec, evidence_stage, prepare
+from analysis.runner import _decode, _explain_batch, _region_spec, evidence_stage, finish_run, prepare
 from analysis.sampling import stratified_sample
 from analysis.workspace import Workspace
 from explainers.errors import InputError
@@ -101,8 +101,7 @@ def run_with_ray(workspace: Workspace, run_id: str, address: str | None = None, 
         raise
     loaded, dataset, _, layer_name, _ = prepare(workspace, run, device)  # the driver's own copy, for evidence
     evidence_stage(store, run, loaded, dataset, layer_name)
-    workspace.update_run(run_id, status="done", pid=None)
-    return workspace.run(run_id)
+    return finish_run(workspace, run_id)
 
 
 def _init(ray, address: str | None, num_workers: int) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from typing import Any
 
 from analysis.flags import report_findings
@@ -15,6 +17,47 @@ from analysis.store import RunStore
 from analysis.workspace import Workspace
 
 CSV_TABLES = ("regions", "accuracy", "flags")
+REPORT_FORMAT = 1  # bump when build_report's output changes: cached reports are rebuilt
+
+
+def cached_report(store_or_run: RunStore | str, workspace: Workspace | None = None) -> dict[str, Any]:
+    """`build_report`, kept in the run folder as report.json while the run's inputs are unchanged.
+
+    A report is a pure function of the recorded shards, the evidence and the catalog row, so those are its
+    key. The worker writes it when a run finishes; readers (dashboard overview over dozens of runs, the CLI)
+    then pay a file read instead of the bootstrap and the clustering.
+    """
+    store, workspace = _resolve(store_or_run, workspace)
+    key = _report_key(store, workspace)
+    path = store.run_dir / "report.json"
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["report"]
+    except (OSError, ValueError):
+        pass
+    report = build_report(store, workspace)
+    tmp = path.with_name(f".report.json.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps({"key": key, "report": report}, default=_json_default, allow_nan=False))
+        os.replace(tmp, path)
+    except (OSError, ValueError):  # a read-only workspace or a value JSON cannot hold: serve it uncached
+        tmp.unlink(missing_ok=True)
+    return report
+
+
+def _report_key(store: RunStore, workspace: Workspace | None) -> list:
+    run = workspace.run(store.run_id) if workspace is not None and store.run_id else {}
+    evidence = store.run_dir / "evidence.json"
+    stamp = [evidence.stat().st_mtime_ns, evidence.stat().st_size] if evidence.exists() else None
+    shards = [s["index"] for s in workspace.shards(store.run_id)] if run else []
+    return [REPORT_FORMAT, shards, stamp, run.get("status"), run.get("name")]
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def build_report(store_or_run: RunStore | str, workspace: Workspace | None = None, *,

@@ -70,7 +70,15 @@ def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch
         raise
     finally:
         _restore_sigterm(previous_handler)
+    return finish_run(workspace, run_id)
+
+
+def finish_run(workspace: Workspace, run_id: str) -> dict:
+    """Mark the run done and leave its report beside it, so readers open it without recomputing."""
+    from analysis.report import cached_report
+
     workspace.update_run(run_id, status="done", pid=None)
+    cached_report(workspace.store(run_id), workspace)
     return workspace.run(run_id)
 
 

@@ -75,15 +75,15 @@ def methods() -> list[str]:
     from explainers.registry import METHODS, _load_builtin_methods
 
     _load_builtin_methods()
-    return sorted(METHODS) or sorted(SECONDS_PER_IMAGE)
+    return sorted(name for name, cls in METHODS.items() if cls.model_kind == "classifier") or sorted(SECONDS_PER_IMAGE)
 
 
 # --- one run ------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=32)
 def report(run_id: str, version: str) -> dict:
-    from analysis.report import build_report
+    from analysis.report import cached_report
 
-    return build_report(run_id, ws())
+    return cached_report(run_id, ws())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -231,3 +231,28 @@ def test_background_job_cancel_keeps_shards_and_resumes(tmp_path, files):
     assert final["status"] == "done" and final["n_done"] == 40
     images = ws.store(run_id).images()
     assert kept <= set(images["image_id"]) and not images["image_id"].duplicated().any()
+
+
+def test_finished_run_keeps_its_report_until_its_inputs_change(tmp_path, files, capsys, monkeypatch):
+    import analysis.report as report_module
+
+    ws = tmp_path / "ws"
+    code, out, err = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"], "--n", 50,
+                             "--workspace", ws, "--batch-size", 4, "--no-progress")
+    assert code == 0, err
+    run_id = out.strip().splitlines()[-1]
+    workspace = Workspace(ws)
+    store = workspace.store(run_id)
+    written = json.loads((store.run_dir / "report.json").read_text())["report"]  # left by the worker
+    assert written == json.loads(json.dumps(report_module.build_report(run_id, workspace)))
+
+    def must_not_rebuild(*_args, **_kwargs):
+        raise AssertionError("report rebuilt although nothing changed")
+
+    monkeypatch.setattr(report_module, "build_report", must_not_rebuild)
+    assert report_module.cached_report(run_id, workspace) == written
+    evidence = store.evidence()
+    evidence["interventions"] = {}
+    store.write_evidence(evidence)  # new evidence: the cached report is stale
+    with pytest.raises(AssertionError, match="rebuilt"):
+        report_module.cached_report(run_id, workspace)
