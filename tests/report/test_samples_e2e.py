@@ -40,7 +40,7 @@ def test_v1_shortcut_flagged_v5_not_core_never(workspace, scenario):
             assert findings["flags"], f"{scenario} v1: no shortcut flagged"
             shortcut = findings["flags"][0]["region"]
         else:
-            assert not [f for f in findings["flags"] if f["confidence"] == "high"], findings["flags"]
+            assert not findings["flags"], findings["flags"]
     comparison = compare_runs([stores["v1"], stores["v5"]], ["v1", "v5"], n_boot=200, n_perm=999)
     runs = comparison["regions"][shortcut]["runs"]
     assert runs[1]["mass_mean"] < runs[0]["mass_mean"]
@@ -56,3 +56,20 @@ def test_mask_free_watermark_names_the_right_cell(workspace):
                                          ws.register_dataset(plain), n=N)
     flagged = [f["region"] for f in findings["flags"]]
     assert flagged and flagged[0] in (expected_cell, "border"), flagged
+
+
+@pytest.mark.slow
+def test_watermark_mass_falls_across_the_retraining_series(workspace):
+    from analysis.compare import compare_runs
+
+    root, ws = workspace
+    data_id = ws.register_dataset(samples_audit.make_dataset("watermark", root / "wm-series", N))
+    versions = ["v1", "v2", "v3", "v4", "v5"]
+    stores = [samples_audit.audit(ws, samples_audit.model_file("watermark", v), data_id, n=N)[0] for v in versions]
+    comparison = compare_runs(stores, versions, n_boot=200, n_perm=999)
+    mass = [run["mass_mean"] for run in comparison["regions"]["watermark"]["runs"]]
+    assert mass[0] > 5 * mass[-1], mass
+    assert all(later <= earlier + 0.01 for earlier, later in zip(mass, mass[1:])), mass
+    first = comparison["regions"]["watermark"]["changes"][0]
+    assert first["from"] == "v1" and first["to"] == "v2" and first["p_value"] < 0.01
+    assert "watermark" in comparison["summary"]
