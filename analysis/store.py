@@ -58,6 +58,20 @@ class RunStore:
         tmp = self.run_dir / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        try:
+            self._write_tables(tmp, images, regions, maps, skipped)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not be kept full by our leftovers
+            raise
+        if final.exists():  # left by a worker killed after the rename but before the catalog recorded it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync(self.run_dir)
+        return name
+
+    @staticmethod
+    def _write_tables(tmp: Path, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,
+                      skipped: pd.DataFrame | None) -> None:
         skipped = skipped if skipped is not None else pd.DataFrame(columns=SKIPPED_COLUMNS)
         image_ids = images["image_id"].to_numpy(dtype=np.int64) if len(images) else np.zeros(0, np.int64)
         maps = np.asarray(maps, dtype=np.float16)
@@ -72,11 +86,13 @@ class RunStore:
         for path in tmp.iterdir():
             _fsync(path)
         _fsync(tmp)
-        if final.exists():  # left by a worker killed after the rename but before the catalog recorded it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(self.run_dir)
-        return name
+
+    def remove_unfinished(self) -> list[str]:
+        """Delete temp folders left by killed workers (call only while holding the run); returns their names."""
+        leftovers = sorted(p for p in self.run_dir.glob(".*.tmp-*")) if self.run_dir.is_dir() else []
+        for path in leftovers:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return [p.name for p in leftovers]
 
     def write_evidence(self, evidence: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)

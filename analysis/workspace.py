@@ -266,6 +266,21 @@ class Workspace:
         with self._write() as db:
             db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
 
+    def claim_run(self, run_id: str, pid: int, device: str, is_alive=lambda pid: True) -> int | None:
+        """Mark the run running in `pid`, in one write transaction; returns the pid of a live other holder
+        instead (then nothing changes). Check-then-set in one transaction: two workers started at once
+        cannot both take the run and write the same shards."""
+        with self._write() as db:
+            row = db.execute("SELECT status, pid FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise InputError(f"no run with id {run_id!r}; list runs with `saliency-audit runs`")
+            holder = row["pid"]
+            if row["status"] == "running" and holder and holder != pid and is_alive(holder):
+                return holder
+            db.execute("UPDATE runs SET status='running', pid=?, device=?, error=NULL, updated=? WHERE id=?",
+                       (pid, device, time.time(), run_id))
+        return None
+
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
 
