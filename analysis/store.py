@@ -43,10 +43,19 @@ def pool_maps(maps: torch.Tensor | np.ndarray) -> np.ndarray:
 
 class RunStore:
     def __init__(self, run_dir: str | os.PathLike, workspace: "Workspace | None" = None,
-                 run_id: str | None = None):
+                 run_id: str | None = None, shards: list[str] | None = None):
         self.run_dir = Path(run_dir)
         self.workspace = workspace
         self.run_id = run_id
+        self._pinned = shards
+
+    def snapshot(self) -> "RunStore":
+        """This run as of now: every table read from it comes from the same shards.
+
+        Each read of a live store asks the catalog again, so `images()` then `regions()` of a running run can
+        straddle a new shard (regions for images the images table lacks). Read a running run through this.
+        """
+        return RunStore(self.run_dir, shards=[d.name for d in self.shard_dirs()])
 
     # -- writing --------------------------------------------------------------------------------------
     def write_shard(self, index: int, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,
@@ -103,6 +112,8 @@ class RunStore:
 
     # -- reading --------------------------------------------------------------------------------------
     def shard_dirs(self) -> list[Path]:
+        if self._pinned is not None:
+            return [self.run_dir / name for name in self._pinned]
         if self.workspace is not None and self.run_id is not None:
             return [self.run_dir / s["path"] for s in self.workspace.shards(self.run_id)]
         return sorted(p for p in self.run_dir.glob("shard-*") if p.is_dir())
