@@ -10,7 +10,6 @@ with one line saying how to resume; every shard already recorded stays.
 """
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sqlite3
@@ -28,16 +27,12 @@ import torch
 from analysis.regions import grid_shares, region_shares
 from analysis.sampling import stratified_sample
 from analysis.store import pool_maps
-from analysis.workspace import Workspace
+from analysis.workspace import DiskFullError, Workspace, is_disk_full
 from explainers.errors import InputError
 from explainers.targets import ClassTarget
 
 RUNNER_PARAMS = ("target", "layer")  # run parameters the runner consumes; the rest go to the explainer
 SYSTEMIC_FAILURES = 8  # this many images raising, with none explained, is a broken model/method: stop
-
-
-class DiskFullError(InputError):
-    """The disk filled up mid-run. User-fixable (free space, rerun to resume), so one line and exit 2."""
 
 
 class Cancelled(BaseException):
@@ -71,10 +66,12 @@ def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch
         _record_end(workspace, run_id, status="cancelled", pid=None)
         raise
     except BaseException as exc:
-        if _is_disk_full(exc):
-            full = DiskFullError(f"disk full while writing run {run_id} in {workspace.root} ({exc}); free space "
-                                 f"and run the same command again to resume (finished batches are kept)")
+        if is_disk_full(exc):
+            full = exc if isinstance(exc, DiskFullError) else DiskFullError(
+                f"disk full while writing run {run_id} in {workspace.root} ({exc}); {DiskFullError.FIX}")
             _record_end(workspace, run_id, status="failed", error=str(full), pid=None)
+            if full is exc:
+                raise
             raise full from exc
         message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
         _record_end(workspace, run_id, status="failed", error=message or type(exc).__name__, pid=None)
@@ -346,23 +343,12 @@ def _claim(workspace: Workspace, run_id: str, device: str) -> dict:
 
 
 def _record_end(workspace: Workspace, run_id: str, **fields) -> None:
-    """Record how the run ended; on a full disk the catalog may not take the write, which must not hide why."""
+    """Record how the run ended. On a full disk the catalog may refuse even this; the error being raised
+    says why, and the next run's claim takes over a 'running' row whose process is gone."""
     try:
         workspace.update_run(run_id, **fields)
-    except sqlite3.Error as exc:
-        print(f"saliency-audit: could not record the run's status ({exc})", file=sys.stderr)
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC/EDQUOT from a write, SQLITE_FULL from the catalog, or pyarrow's OSError without an errno."""
-    for error in (exc, exc.__cause__, exc.__context__):
-        if isinstance(error, OSError) and (error.errno in (errno.ENOSPC, errno.EDQUOT)
-                                           or "No space left on device" in str(error)):
-            return True
-        if isinstance(error, sqlite3.OperationalError) and (
-                getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(error)):
-            return True
-    return False
+    except (sqlite3.Error, DiskFullError):
+        pass
 
 
 def _install_sigterm():
