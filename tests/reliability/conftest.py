@@ -22,3 +22,12 @@ def data_120(tmp_path_factory):
 @pytest.fixture(scope="session")
 def data_12(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("data12"), n=12, seed=0, corrupt=(5,))
+
+
+@pytest.fixture(scope="session")
+def zygote(tmp_path_factory):
+    from .forking import Zygote
+
+    process = Zygote(tmp_path_factory.mktemp("zygote") / "zygote.log")
+    yield process
+    process.close()

@@ -1,6 +1,6 @@
 """Two audits writing into one workspace while a dashboard-like reader polls it; one run started twice.
 
-Workers are forked children (see forking.py). The reader is the test process with one long-lived
+Workers are forked from the zygote (see forking.py). The reader is the test process with one long-lived
 Workspace, calling what the dashboard calls (`runs()`, `images()`, `regions()`) as fast as it can.
 """
 from __future__ import annotations
@@ -9,30 +9,34 @@ import os
 
 import pytest
 
-from analysis import runner
 from analysis.workspace import Workspace
 
 from .checks import assert_catalog_and_shards_sound
 from .conftest import CORRUPT, N_IMAGES
-from .forking import exit_code, fork_worker
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for the zygote to reap it counts as finished)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _runs(root, model_file, data, targets):
     ws = Workspace(root)
     model_id, dataset_id = ws.register_model(model_file), ws.register_dataset(data)
-    out = {}
-    for target in targets:
-        run_id = ws.create_run(model_id, dataset_id, "gradcam", {"target": target}, n=N_IMAGES, seed=0)
-        out[run_id] = runner.prepare(ws, ws.run(run_id))
+    run_ids = [ws.create_run(model_id, dataset_id, "gradcam", {"target": target}, n=N_IMAGES, seed=0)
+               for target in targets]
     ws.close()
-    return out
+    return run_ids
 
 
 @pytest.mark.slow
-def test_two_audits_and_a_reader_never_lock_or_corrupt(tmp_path, model_file, data_120):
+def test_two_audits_and_a_reader_never_lock_or_corrupt(tmp_path, model_file, data_120, zygote):
     root = tmp_path / "ws"
     runs = _runs(root, model_file, data_120, ["pred", "label"])
-    pids = [fork_worker(root, run_id, prepared=prepared) for run_id, prepared in runs.items()]
+    pids = [pid for run_id in runs for pid in zygote.fork(root, run_id)]
 
     reader = Workspace(root)
     seen = {run_id: 0 for run_id in runs}
@@ -40,9 +44,8 @@ def test_two_audits_and_a_reader_never_lock_or_corrupt(tmp_path, model_file, dat
 
     def workers_running() -> bool:
         for pid in set(pids) - set(codes):
-            finished, status = os.waitpid(pid, os.WNOHANG)
-            if finished:
-                codes[pid] = os.waitstatus_to_exitcode(status)
+            if not _alive(pid):
+                codes[pid] = zygote.wait(pid)
         return len(codes) < len(pids)
 
     while workers_running() or reads == 0:
@@ -71,14 +74,11 @@ def test_two_audits_and_a_reader_never_lock_or_corrupt(tmp_path, model_file, dat
     print(f"reader passes: {reads}, with both runs in progress: {both_partial}")
 
 
-def test_the_same_run_started_twice_at_once_runs_once(tmp_path, model_file, data_12):
+def test_the_same_run_started_twice_at_once_runs_once(tmp_path, model_file, data_12, zygote):
     root = tmp_path / "ws"
-    ((run_id, prepared),) = _runs(root, model_file, data_12, ["pred"]).items()
-    go_read, go_write = os.pipe()
-    pids = [fork_worker(root, run_id, batch_size=1, prepared=prepared, start_fd=go_read) for _ in range(2)]
-    os.write(go_write, b"gg")  # both start together
-    codes = sorted(exit_code(pid) for pid in pids)
-    os.close(go_read), os.close(go_write)
+    (run_id,) = _runs(root, model_file, data_12, ["pred"])
+    pids = zygote.fork(root, run_id, batch_size=1, count=2)  # released together
+    codes = sorted(zygote.wait(pid) for pid in pids)
     assert codes == [0, 3]  # one ran it, the other was refused: "already running in process ..."
     ws = Workspace(root)
     assert ws.run(run_id)["status"] == "done"

@@ -1,7 +1,7 @@
 """kill -9 the worker at 30 random moments in a row, resuming each time: the result equals an uninterrupted run.
 
-Workers are forked from the test process (torch already imported, model already loaded), so a kill costs
-milliseconds, and each is still a real SIGKILL of a process that is writing Parquet shards and SQLite.
+Workers are forked from a zygote process that already imported torch and loaded the model (forking.py),
+so a kill costs milliseconds, and each is still a real SIGKILL of a process writing Parquet and SQLite.
 Kill delays are seeded and scaled to the measured length of the uninterrupted run, so most kills land
 mid-run (mid-batch, mid-write) whatever the machine's speed.
 """
@@ -14,43 +14,39 @@ import time
 
 import pytest
 
-from analysis import runner
 from analysis.workspace import Workspace
 
 from .checks import assert_catalog_and_shards_sound, assert_same_results
 from .conftest import CORRUPT, N_IMAGES
-from .forking import exit_code, fork_worker
 
 KILLS = 30
 
 
-def _new_run(root, model_file, data) -> tuple[str, tuple]:
+def _new_run(root, model_file, data) -> str:
     ws = Workspace(root)
     run_id = ws.create_run(ws.register_model(model_file), ws.register_dataset(data), "gradcam",
                            {"target": "pred"}, n=N_IMAGES, seed=0)
-    prepared = runner.prepare(ws, ws.run(run_id))
     ws.close()
-    return run_id, prepared
+    return run_id
 
 
 @pytest.mark.slow
-def test_thirty_kills_then_resume_equal_an_uninterrupted_run(tmp_path, model_file, data_120):
+def test_thirty_kills_then_resume_equal_an_uninterrupted_run(tmp_path, model_file, data_120, zygote):
     clean_root, killed_root = tmp_path / "clean", tmp_path / "killed"
-    clean_id, clean_prepared = _new_run(clean_root, model_file, data_120)
-    run_id, prepared = _new_run(killed_root, model_file, data_120)
+    clean_id, run_id = _new_run(clean_root, model_file, data_120), _new_run(killed_root, model_file, data_120)
     assert run_id == clean_id  # same identity in both workspaces
 
     started = time.monotonic()
-    assert exit_code(fork_worker(clean_root, clean_id, prepared=clean_prepared)) == 0
+    assert zygote.wait(zygote.fork(clean_root, clean_id)[0]) == 0
     full_run_s = time.monotonic() - started
 
     rng = random.Random(20240607)
     progress, leftovers = [], 0
     for _ in range(KILLS):
-        pid = fork_worker(killed_root, run_id, prepared=prepared)
+        (pid,) = zygote.fork(killed_root, run_id)
         time.sleep(rng.uniform(0, 5 * full_run_s / KILLS))
         os.kill(pid, signal.SIGKILL)
-        assert exit_code(pid) in (None, 0)  # killed, or it had already finished
+        assert zygote.wait(pid) in (None, 0)  # killed, or it had already finished
         ws = Workspace(killed_root)
         assert_catalog_and_shards_sound(ws, run_id)
         run = ws.run(run_id)
@@ -62,7 +58,7 @@ def test_thirty_kills_then_resume_equal_an_uninterrupted_run(tmp_path, model_fil
     assert len(mid_run) >= 5, f"too few kills landed mid-run to test anything: {progress}"
     assert [done for _, done in progress] == sorted(done for _, done in progress)  # nothing ever lost
 
-    assert exit_code(fork_worker(killed_root, run_id, prepared=prepared)) == 0
+    assert zygote.wait(zygote.fork(killed_root, run_id)[0]) == 0
     ws, clean = Workspace(killed_root), Workspace(clean_root)
     assert ws.run(run_id)["status"] == "done"
     assert_catalog_and_shards_sound(ws, run_id)
