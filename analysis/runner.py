@@ -3,12 +3,16 @@
 Everything the user can get wrong (labels not in the card's classes, unknown layer, CAM on TorchScript) is
 checked before the first image is explained. Decoding the next batch overlaps the current batch's compute
 (one prefetch thread). Memory stays flat: a batch's maps are pooled to <= 64x64 and written with its shard,
-never accumulated. A corrupt image or a NaN output skips that image, with the reason, and the run goes on.
+never accumulated. A corrupt image or a NaN output skips that image, with the reason, and the run goes on;
+so does an image on which the model or explainer raises (a failing batch is retried image by image), unless
+nothing at all succeeds, which is a broken model or method rather than a bad image. A full disk stops the run
+with one line saying how to resume; every shard already recorded stays.
 """
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import traceback
@@ -23,11 +27,12 @@ import torch
 from analysis.regions import grid_shares, region_shares
 from analysis.sampling import stratified_sample
 from analysis.store import pool_maps
-from analysis.workspace import Workspace
+from analysis.workspace import DiskFullError, Workspace, is_disk_full
 from explainers.errors import InputError
 from explainers.targets import ClassTarget
 
 RUNNER_PARAMS = ("target", "layer")  # run parameters the runner consumes; the rest go to the explainer
+SYSTEMIC_FAILURES = 8  # this many images raising, with none explained, is a broken model/method: stop
 
 
 class Cancelled(BaseException):
@@ -53,18 +58,23 @@ class RegionSpec:
 def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch_size: int = 32,
                 progress: bool = True) -> dict:
     """Run (or resume) `run_id` to completion; returns the final catalog row."""
-    run = workspace.run(run_id)
-    _refuse_if_running_elsewhere(workspace, run)
+    run = _claim(workspace, run_id, device)
     previous_handler = _install_sigterm()
-    workspace.update_run(run_id, status="running", pid=os.getpid(), device=device, error=None)
     try:
         _execute(workspace, run, device=device, batch_size=batch_size, progress=progress)
     except Cancelled:
-        workspace.update_run(run_id, status="cancelled", pid=None)
+        _record_end(workspace, run_id, status="cancelled", pid=None)
         raise
     except BaseException as exc:
+        if is_disk_full(exc):
+            full = exc if isinstance(exc, DiskFullError) else DiskFullError(
+                f"disk full while writing run {run_id} in {workspace.root} ({exc}); {DiskFullError.FIX}")
+            _record_end(workspace, run_id, status="failed", error=str(full), pid=None)
+            if full is exc:
+                raise
+            raise full from exc
         message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-        workspace.update_run(run_id, status="failed", error=message or type(exc).__name__, pid=None)
+        _record_end(workspace, run_id, status="failed", error=message or type(exc).__name__, pid=None)
         if not isinstance(exc, (InputError, KeyboardInterrupt)):
             traceback.print_exc(file=sys.stderr)
         raise
@@ -133,6 +143,7 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
 
     sample = [dataset.items[i] for i in stratified_sample([it.label for it in dataset.items], run["n"], run["seed"])]
     store = workspace.store(run_id)
+    store.remove_unfinished()  # temp folders of killed workers; we hold the run, so none is live
     done = store.done_image_ids()
     todo = [item for item in sample if int(item.image_id) not in done]
     n_done, n_skipped = len(store.images()), len(store.skipped())
@@ -141,16 +152,18 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
                          n_skipped=n_skipped)
 
     bar = _progress_bar(len(sample), n_done + n_skipped, progress)
+    guard = _FailureGuard(explained=n_done)
     try:
         for batch in _prefetched(dataset, loaded.card, todo, batch_size):
             images, region_rows, maps, skipped = _explain_batch(
-                batch, loaded, explainer, classes, regions, target_mode, device)
+                batch, loaded, explainer, classes, regions, target_mode, device, guard)
             path = store.write_shard(next_index, images, region_rows, maps, skipped)
             n_done += len(images)
             n_skipped += len(skipped)
             workspace.record_shard(run_id, next_index, len(images), path, n_done=n_done, n_skipped=n_skipped)
             next_index += 1
             bar.update(len(images) + len(skipped))
+        guard.finish()
     finally:
         bar.close()
     evidence_stage(store, run, loaded, dataset, layer_name)
@@ -170,39 +183,33 @@ def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None) ->
                                           seed=int(run["seed"]), params=explainer_params))
 
 
-def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device):
+def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device,
+                   guard: "_FailureGuard | None" = None):
     skipped = [_skip_row(item, reason) for item, reason in batch.skipped]
     image_rows, region_rows, kept_maps = [], [], []
     if batch.inputs is not None:
-        inputs = batch.inputs.to(device)
-        with torch.no_grad():
-            logits = loaded.module(inputs).float()
-        finite = torch.isfinite(logits).all(dim=1)
         label_idx = torch.tensor([classes.index(str(it.label)) for it in batch.items])
-        probs = torch.softmax(logits.nan_to_num(0.0), dim=1)
-        confidence, pred_idx = probs.max(dim=1)
-        target_idx = pred_idx.cpu() if target_mode == "pred" else label_idx
-        result = explainer.explain(inputs, ClassTarget(target_idx))
-        maps = result.maps.detach().float().cpu()
-        scores = result.scores.detach().float().cpu()
-        map_ok = torch.isfinite(maps).flatten(1).all(dim=1)
-        for k, item in enumerate(batch.items):
-            if not bool(finite[k]):
+        outputs, failures = _outputs_per_image_on_error(batch.inputs.to(device), label_idx, loaded, explainer,
+                                                        target_mode)
+        failed = [_skip_row(batch.items[k], reason) for k, reason in failures.items()]
+        skipped.extend(guard.admit(len(outputs), failed) if guard is not None else failed)
+        for k, (logits, confidence, pred_idx, target_idx, saliency, score) in outputs.items():
+            item = batch.items[k]
+            if not bool(torch.isfinite(logits).all()):
                 skipped.append(_skip_row(item, "model returned non-finite outputs (NaN/inf)"))
                 continue
-            if not bool(map_ok[k]):
+            if not bool(torch.isfinite(saliency).all()):
                 skipped.append(_skip_row(item, f"{explainer.name} returned a non-finite map (NaN/inf)"))
                 continue
             row = {"image_id": int(item.image_id), "image": str(item.image), "label": str(item.label),
-                   "label_idx": int(label_idx[k]), "pred": classes[int(pred_idx[k])],
-                   "pred_idx": int(pred_idx[k]), "confidence": float(confidence[k]),
-                   "correct": bool(pred_idx[k].item() == label_idx[k].item()),
-                   "target_idx": int(target_idx[k]), "score": float(scores[k])}
+                   "label_idx": int(label_idx[k]), "pred": classes[pred_idx], "pred_idx": pred_idx,
+                   "confidence": confidence, "correct": pred_idx == int(label_idx[k]),
+                   "target_idx": target_idx, "score": score}
             for name, value in (getattr(item, "attributes", None) or {}).items():
                 row[f"attr.{name}"] = None if value is None else str(value)
             image_rows.append(row)
-            region_rows.extend(_region_rows(int(item.image_id), maps[k], batch.masks[k], regions))
-            kept_maps.append(maps[k])
+            region_rows.extend(_region_rows(int(item.image_id), saliency, batch.masks[k], regions))
+            kept_maps.append(saliency)
     images = pd.DataFrame(image_rows, columns=None if image_rows else
                           ["image_id", "image", "label", "label_idx", "pred", "pred_idx", "confidence",
                            "correct", "target_idx", "score"])
@@ -211,6 +218,78 @@ def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSp
     pooled = pool_maps(torch.stack(kept_maps)) if kept_maps else np.zeros((0, 1, 1), np.float16)
     skipped_frame = pd.DataFrame(skipped, columns=["image_id", "image", "reason"])
     return images, region_frame, pooled, skipped_frame
+
+
+def _outputs_per_image_on_error(inputs: torch.Tensor, label_idx: torch.Tensor, loaded, explainer, target_mode):
+    """Per-image outputs {k: (logits, confidence, pred_idx, target_idx, map, score)} and {k: reason}.
+
+    A batch that raises is retried image by image, so one image that breaks the model or explainer (or a
+    batch too big for the device) costs that image only. InputError is the user's to fix: never skipped.
+    """
+    try:
+        return _outputs(inputs, label_idx, loaded, explainer, target_mode, range(len(inputs))), {}
+    except InputError:
+        raise
+    except Exception as exc:
+        if len(inputs) == 1:
+            return {}, {0: _failure_reason(exc)}
+    outputs, failures = {}, {}
+    for k in range(len(inputs)):
+        try:
+            outputs.update(_outputs(inputs[k:k + 1], label_idx[k:k + 1], loaded, explainer, target_mode, [k]))
+        except InputError:
+            raise
+        except Exception as exc:
+            failures[k] = _failure_reason(exc)
+    return outputs, failures
+
+
+def _outputs(inputs, label_idx, loaded, explainer, target_mode, positions) -> dict:
+    with torch.no_grad():
+        logits = loaded.module(inputs).float()
+    probs = torch.softmax(logits.nan_to_num(0.0), dim=1)
+    confidence, pred_idx = probs.max(dim=1)
+    target_idx = pred_idx.cpu() if target_mode == "pred" else label_idx
+    result = explainer.explain(inputs, ClassTarget(target_idx))
+    maps = result.maps.detach().float().cpu()
+    scores = result.scores.detach().float().cpu()
+    logits = logits.cpu()
+    return {k: (logits[j], float(confidence[j]), int(pred_idx[j]), int(target_idx[j]), maps[j], float(scores[j]))
+            for j, k in enumerate(positions)}
+
+
+def _failure_reason(exc: BaseException) -> str:
+    return f"model or explainer raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+class _FailureGuard:
+    """Tells one bad image (skip it) from a model or method that fails on everything (stop the run).
+
+    Until some image has been explained, images that raise are held back rather than recorded as skipped:
+    if the model turns out to be broken, fixing it and resuming retries them instead of skipping them.
+    """
+
+    def __init__(self, explained: int = 0, limit: int = SYSTEMIC_FAILURES):
+        self.limit, self.explained, self.held = limit, explained, []
+
+    def admit(self, n_explained: int, failed: list[dict]) -> list[dict]:
+        """Skip rows to record now for this batch's failures (with any held ones once something worked)."""
+        self.explained += n_explained
+        if self.explained:
+            released, self.held = self.held + failed, []
+            return released
+        self.held.extend(failed)
+        if len(self.held) >= self.limit:
+            self._stop()
+        return []
+
+    def finish(self) -> None:
+        if self.held:
+            self._stop()
+
+    def _stop(self) -> None:
+        raise RuntimeError(f"the model or explainer failed on each of the first {len(self.held)} images "
+                           f"(not one bad image; nothing was recorded for them): {self.held[0]['reason']}")
 
 
 def _region_rows(image_id: int, saliency: torch.Tensor, mask, regions: RegionSpec | None) -> Iterator[dict]:
@@ -276,12 +355,23 @@ def _skip_row(item, reason: str) -> dict:
     return {"image_id": int(item.image_id), "image": str(item.image), "reason": reason}
 
 
-def _refuse_if_running_elsewhere(workspace: Workspace, run: dict) -> None:
+def _claim(workspace: Workspace, run_id: str, device: str) -> dict:
+    """Mark the run as ours in one transaction, so two workers started together cannot both run it."""
     from analysis.jobs import job_alive
 
-    pid = run.get("pid")
-    if run["status"] == "running" and pid and pid != os.getpid() and job_alive(pid):
-        raise InputError(f"run {run['id']} is already running in process {pid}; wait for it or cancel it")
+    holder = workspace.claim_run(run_id, os.getpid(), device, is_alive=job_alive)
+    if holder is not None:
+        raise InputError(f"run {run_id} is already running in process {holder}; wait for it or cancel it")
+    return workspace.run(run_id)
+
+
+def _record_end(workspace: Workspace, run_id: str, **fields) -> None:
+    """Record how the run ended. On a full disk the catalog may refuse even this; the error being raised
+    says why, and the next run's claim takes over a 'running' row whose process is gone."""
+    try:
+        workspace.update_run(run_id, **fields)
+    except (sqlite3.Error, DiskFullError):
+        pass
 
 
 def _install_sigterm():

@@ -43,10 +43,19 @@ def pool_maps(maps: torch.Tensor | np.ndarray) -> np.ndarray:
 
 class RunStore:
     def __init__(self, run_dir: str | os.PathLike, workspace: "Workspace | None" = None,
-                 run_id: str | None = None):
+                 run_id: str | None = None, shards: list[str] | None = None):
         self.run_dir = Path(run_dir)
         self.workspace = workspace
         self.run_id = run_id
+        self._pinned = shards
+
+    def snapshot(self) -> "RunStore":
+        """This run as of now: every table read from it comes from the same shards.
+
+        Each read of a live store asks the catalog again, so `images()` then `regions()` of a running run can
+        straddle a new shard (regions for images the images table lacks). Read a running run through this.
+        """
+        return RunStore(self.run_dir, shards=[d.name for d in self.shard_dirs()])
 
     # -- writing --------------------------------------------------------------------------------------
     def write_shard(self, index: int, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,
@@ -58,6 +67,20 @@ class RunStore:
         tmp = self.run_dir / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        try:
+            self._write_tables(tmp, images, regions, maps, skipped)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not be kept full by our leftovers
+            raise
+        if final.exists():  # left by a worker killed after the rename but before the catalog recorded it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync(self.run_dir)
+        return name
+
+    @staticmethod
+    def _write_tables(tmp: Path, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,
+                      skipped: pd.DataFrame | None) -> None:
         skipped = skipped if skipped is not None else pd.DataFrame(columns=SKIPPED_COLUMNS)
         image_ids = images["image_id"].to_numpy(dtype=np.int64) if len(images) else np.zeros(0, np.int64)
         maps = np.asarray(maps, dtype=np.float16)
@@ -72,11 +95,13 @@ class RunStore:
         for path in tmp.iterdir():
             _fsync(path)
         _fsync(tmp)
-        if final.exists():  # left by a worker killed after the rename but before the catalog recorded it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(self.run_dir)
-        return name
+
+    def remove_unfinished(self) -> list[str]:
+        """Delete temp folders left by killed workers (call only while holding the run); returns their names."""
+        leftovers = sorted(p for p in self.run_dir.glob(".*.tmp-*")) if self.run_dir.is_dir() else []
+        for path in leftovers:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return [p.name for p in leftovers]
 
     def write_evidence(self, evidence: dict[str, Any]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +112,8 @@ class RunStore:
 
     # -- reading --------------------------------------------------------------------------------------
     def shard_dirs(self) -> list[Path]:
+        if self._pinned is not None:
+            return [self.run_dir / name for name in self._pinned]
         if self.workspace is not None and self.run_id is not None:
             return [self.run_dir / s["path"] for s in self.workspace.shards(self.run_id)]
         return sorted(p for p in self.run_dir.glob("shard-*") if p.is_dir())

@@ -10,6 +10,7 @@ its id, which is how re-running an interrupted command resumes it.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from explainers.errors import InputError
 from explainers.model_files import file_sha256, sniff_format
 
 ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
+SQLITE_DISK_FULL = ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE")  # the latter: no room for the -shm file on open
 RUN_STATUSES = ("pending", "running", "done", "failed", "cancelled")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -39,6 +41,26 @@ CREATE TABLE IF NOT EXISTS shards (
   run_id TEXT REFERENCES runs(id), "index" INTEGER, n_rows INTEGER, path TEXT, created REAL,
   PRIMARY KEY (run_id, "index"));
 """
+
+
+class DiskFullError(InputError):
+    """The disk filled up. The user can fix it (free space, rerun to resume), so: one line, exit 2."""
+    FIX = "free space and run the same command again to resume (finished batches are kept)"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT from a write, SQLITE_FULL (or no room for -shm) from the catalog, or pyarrow's OSError
+    without an errno."""
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, DiskFullError):
+            return True
+        if isinstance(error, OSError) and (error.errno in (errno.ENOSPC, errno.EDQUOT)
+                                           or "No space left on device" in str(error)):
+            return True
+        if isinstance(error, sqlite3.OperationalError) and (
+                getattr(error, "sqlite_errorname", None) in SQLITE_DISK_FULL or "disk is full" in str(error)):
+            return True
+    return False
 
 
 def default_root() -> Path:
@@ -65,7 +87,8 @@ class Workspace:
         self.db_path = self.root / "catalog.sqlite"
         self._conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        with self._disk_full_is_one_line():  # opening creates the -wal/-shm files
+            self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         with self._write() as db:
@@ -77,12 +100,24 @@ class Workspace:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
-        self._conn.execute("BEGIN IMMEDIATE")
+        with self._disk_full_is_one_line():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:  # a failed COMMIT (disk full) has already rolled back
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _disk_full_is_one_line(self) -> Iterator[None]:
         try:
-            yield self._conn
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+            yield
+        except sqlite3.OperationalError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(f"disk full: could not write the workspace catalog {self.db_path} ({exc}); "
+                                    f"{DiskFullError.FIX}") from exc
             raise
 
     def _one(self, sql: str, args: tuple = ()) -> dict | None:
@@ -253,6 +288,21 @@ class Workspace:
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._write() as db:
             db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
+
+    def claim_run(self, run_id: str, pid: int, device: str, is_alive=lambda pid: True) -> int | None:
+        """Mark the run running in `pid`, in one write transaction; returns the pid of a live other holder
+        instead (then nothing changes). Check-then-set in one transaction: two workers started at once
+        cannot both take the run and write the same shards."""
+        with self._write() as db:
+            row = db.execute("SELECT status, pid FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise InputError(f"no run with id {run_id!r}; list runs with `saliency-audit runs`")
+            holder = row["pid"]
+            if row["status"] == "running" and holder and holder != pid and is_alive(holder):
+                return holder
+            db.execute("UPDATE runs SET status='running', pid=?, device=?, error=NULL, updated=? WHERE id=?",
+                       (pid, device, time.time(), run_id))
+        return None
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id

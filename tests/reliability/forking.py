@@ -1,0 +1,106 @@
+"""Workers forked from a clean "zygote" process: real processes to SIGKILL, without re-importing torch.
+
+Why a zygote and not os.fork() in the test process: once a process has run a backward pass (any earlier
+test explaining in-process), autograd refuses to run in its forked children ("Unable to handle autograd's
+threading in combination with fork-based multiprocessing"). The zygote is a fresh Python that imports
+torch once, loads each run's model once (`runner.prepare`) and never runs autograd itself; it forks a
+worker per request, and each worker runs `execute_run` with the prepared model. The test process kills
+workers by pid and asks the zygote to reap them. Worker exit codes: 0 done, 3 refused (InputError), 1
+anything else (traceback in the zygote's log).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Zygote:
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self._proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.forking"], cwd=ROOT,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                      env=dict(os.environ, PYTHONPATH=str(ROOT)), text=True, bufsize=1)
+
+    def _ask(self, **command):
+        self._proc.stdin.write(json.dumps(command) + "\n")
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the zygote died; its log:\n{self.log_path.read_text()[-3000:]}")
+        return json.loads(line)
+
+    def fork(self, root, run_id: str, batch_size: int = 4, count: int = 1) -> list[int]:
+        """Start `count` workers on the run; several start together (released at once after forking)."""
+        return self._ask(op="fork", root=str(root), run_id=run_id, batch_size=batch_size, count=count)["pids"]
+
+    def wait(self, pid: int) -> int | None:
+        """Reap a worker: its exit code, or None when a signal killed it."""
+        return self._ask(op="wait", pid=pid)["code"]
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait(30)
+        self._log.close()
+
+
+def _serve() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from analysis import runner
+    from analysis.workspace import Workspace
+    from explainers.errors import InputError
+
+    prepared = {}
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "wait":
+            _, status = os.waitpid(command["pid"], 0)
+            reply = {"code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None}
+        else:
+            key = (command["root"], command["run_id"])
+            if key not in prepared:
+                ws = Workspace(command["root"])
+                prepared[key] = runner.prepare(ws, ws.run(command["run_id"]))
+                ws.close()
+            go_read, go_write = os.pipe()
+            pids = []
+            for _ in range(command["count"]):
+                pid = os.fork()
+                if pid == 0:
+                    _work(runner, Workspace, InputError, prepared[key], command, go_read)
+                pids.append(pid)
+            os.write(go_write, b"g" * command["count"])
+            os.close(go_read), os.close(go_write)
+            reply = {"pids": pids}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+def _work(runner, Workspace, InputError, prepared, command, go_read) -> None:
+    code = 1
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the zygote's stdout is its reply channel
+        runner.prepare = lambda *args, **kwargs: prepared
+        os.read(go_read, 1)
+        runner.execute_run(Workspace(command["root"]), command["run_id"], batch_size=command["batch_size"],
+                           progress=False)
+        code = 0
+    except InputError as exc:
+        print(f"worker refused: {exc}", file=sys.stderr)
+        code = 3
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,44 @@
+"""Runner memory stays flat over many batches: nothing a batch produced outlives its shard.
+
+At each shard write we keep weak references to what the runner hands the store (image rows, region rows,
+pooled maps): once later batches are written, every earlier one must be gone. Live torch tensors (the GC
+tracks them) must not grow either: a runner keeping full-size maps would add one tensor per image.
+"""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import torch
+
+from analysis import runner
+from analysis.store import RunStore
+from analysis.workspace import Workspace
+
+from .conftest import CORRUPT, N_IMAGES
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    return sum(type(o) in (torch.Tensor, torch.nn.Parameter) for o in gc.get_objects())
+
+
+def test_memory_is_flat_over_sixty_batches(tmp_path, model_file, data_120, monkeypatch):
+    ws = Workspace(tmp_path / "ws")
+    run_id = ws.create_run(ws.register_model(model_file), ws.register_dataset(data_120), "gradcam",
+                           {"target": "pred"}, n=N_IMAGES, seed=0)
+    batches, tensors, still_alive = [], {}, {}
+    real_write = RunStore.write_shard
+
+    def watching_write(self, index, images, regions, maps, skipped=None):
+        batches.append([weakref.ref(images), weakref.ref(regions), weakref.ref(maps)])
+        if len(batches) in (10, 59):
+            tensors[len(batches)] = _live_tensors()
+            still_alive[len(batches)] = sum(ref() is not None for refs in batches[:-2] for ref in refs)
+        return real_write(self, index, images, regions, maps, skipped)
+
+    monkeypatch.setattr(RunStore, "write_shard", watching_write)
+    final = runner.execute_run(ws, run_id, batch_size=2, progress=False)
+    assert final["n_done"] == N_IMAGES - len(CORRUPT) and len(batches) == 60
+    assert still_alive == {10: 0, 59: 0}  # no earlier batch's rows or maps are held
+    assert tensors[59] - tensors[10] <= 4, tensors  # keeping maps would add about 2 x 49 tensors
