@@ -128,3 +128,28 @@ def test_overview_report_overlay_and_a_live_audit(server, page):
     expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
     assert "run=" in page.url
     page.screenshot(path=str(ARTIFACTS / "08-new-report.png"), full_page=True)
+
+
+HOSTILE = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+
+
+def test_names_from_uploads_are_text_never_html(server, page):
+    url, ids, root = server
+    from analysis.workspace import Workspace
+
+    workspace = Workspace(root)
+    run = workspace.run(ids["runs"][0])
+    hostile_run = workspace.create_run(run["model_id"], run["dataset_id"], "saliency", {"note": "xss"}, n=12,
+                                       seed=0, name=HOSTILE)
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{url}/report?run={hostile_run}", timeout=60_000)
+    expect(page.get_by_text("Bias report").first).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(3000)
+    page.goto(url, timeout=60_000)
+    expect(page.get_by_role("heading", name="Datasets")).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(2000)
+    _no_exception(page)
+    page.screenshot(path=str(ARTIFACTS / "06-hostile-names.png"), full_page=True)
+    assert dialogs == []  # neither the onerror handler nor the script ran, on either page
+    assert page.locator("img[src='x']").count() == 0 and page.locator("script:text('alert(2)')").count() == 0

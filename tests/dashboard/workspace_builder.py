@@ -57,7 +57,7 @@ def write_model(folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "tiny.safetensors"
-    save_file({"version": torch.tensor([float(len(str(folder)))])}, str(path))  # distinct bytes per folder
+    save_file({"version": torch.tensor([float(sum(map(ord, str(folder))))])}, str(path))  # distinct bytes per folder
     (folder / "model.json").write_text(json.dumps({
         "task": "classification", "classes": ["cat", "dog"], "input_size": [SIZE, SIZE],
         "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}))
