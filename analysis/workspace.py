@@ -179,7 +179,12 @@ class Workspace:
 
     # -- datasets -------------------------------------------------------------------------------------
     def register_dataset(self, path: str | os.PathLike) -> str:
-        """Copy a dataset folder or .zip in (under its content hash) and check it opens."""
+        """Check a dataset folder or .zip where the user has it, then copy it in under its content hash.
+
+        Validation runs first, on the user's own files, so every message names their paths and a broken
+        dataset leaves nothing behind (a zip is extracted, safely, straight into its final folder and that
+        folder is removed if it fails).
+        """
         path = Path(path)
         if not path.exists():
             raise InputError(f"dataset not found: {path}; pass --data PATH to a dataset folder or .zip")
@@ -190,6 +195,11 @@ class Workspace:
         dest_dir = self.root / "datasets" / dataset_id
         dest = dest_dir / path.name
         if not dest.exists():
+            try:
+                self.open_dataset_at(path, dest_dir).validate()
+            except BaseException:
+                shutil.rmtree(dest_dir, ignore_errors=True)
+                raise
             tmp = dest_dir / f".{path.name}.tmp-{os.getpid()}"
             dest_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)

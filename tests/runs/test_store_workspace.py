@@ -12,7 +12,7 @@ import torch
 from analysis.store import RunStore, pool_maps
 from analysis.workspace import Workspace
 from explainers.errors import InputError
-from tests.runs.helpers import write_model
+from tests.runs.helpers import write_dataset, write_model
 
 
 @pytest.fixture
@@ -33,7 +33,8 @@ def test_register_refuses_bytes_that_are_no_model(tmp_path):
 
 @pytest.fixture
 def fake_dataset_opener(monkeypatch):
-    fake = SimpleNamespace(items=[SimpleNamespace(mask="m.png")] * 3, regions={1: object()}, has_masks=True, sha256="ab" * 32)
+    fake = SimpleNamespace(items=[SimpleNamespace(mask="m.png")] * 3, regions={1: object()}, has_masks=True, sha256="ab" * 32,
+                           validate=lambda classes=None: None)
     monkeypatch.setattr(Workspace, "open_dataset_at", staticmethod(lambda path, workdir: fake))
 
 
@@ -157,3 +158,17 @@ def test_two_writer_processes_do_not_lock_or_corrupt(tmp_path, model_file, fake_
     assert [p.exitcode for p in procs] == [0, 0]
     assert len(ws.shards(run)) == 120
     assert ws.integrity_check() == "ok"
+
+
+def test_a_broken_dataset_is_refused_before_anything_is_stored(tmp_path):
+    from PIL import Image
+
+    data = write_dataset(tmp_path / "mine", n=4)
+    mask = sorted((data / "masks").iterdir())[0]
+    Image.new("L", (5, 5)).save(mask)
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(InputError) as caught:
+        ws.register_dataset(data)
+    assert str(mask) in str(caught.value) and "5x5" in str(caught.value)  # the user's own file, not a copy
+    assert not (tmp_path / "ws" / "datasets").exists() or not any((tmp_path / "ws" / "datasets").iterdir())
+    assert ws.datasets() == []
