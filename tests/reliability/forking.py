@@ -3,7 +3,7 @@
 Why a zygote and not os.fork() in the test process: once a process has run a backward pass (any earlier
 test explaining in-process), autograd refuses to run in its forked children ("Unable to handle autograd's
 threading in combination with fork-based multiprocessing"). The zygote is a fresh Python that imports
-torch once, loads each run's model once (`runner.prepare`) and never runs autograd itself; it forks a
+torch once (one thread), loads each run's model once (`runner.prepare`) and never runs autograd itself; it forks a
 worker per request, and each worker runs `execute_run` with the prepared model. The test process kills
 workers by pid and asks the zygote to reap them. Worker exit codes: 0 done, 3 refused (InputError), 1
 anything else (traceback in the zygote's log).
@@ -25,7 +25,8 @@ class Zygote:
         self._log = open(log_path, "ab")
         self._proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.forking"], cwd=ROOT,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                      env=dict(os.environ, PYTHONPATH=str(ROOT)), text=True, bufsize=1)
+                                      env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1",
+                                               MKL_NUM_THREADS="1"), text=True, bufsize=1)
 
     def _ask(self, **command):
         self._proc.stdin.write(json.dumps(command) + "\n")
@@ -49,9 +50,8 @@ class Zygote:
 
 
 def _serve() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+    # No torch.set_num_threads here (OMP_NUM_THREADS instead): a thread pool set up before fork can abort
+    # a child's autograd thread ("Invalid thread pool!").
     from analysis import runner
     from analysis.workspace import Workspace
     from explainers.errors import InputError

@@ -39,6 +39,7 @@ def test_thirty_kills_then_resume_equal_an_uninterrupted_run(tmp_path, model_fil
     (pid,) = zygote.fork(clean_root, clean_id)
     started, clean_ws = time.monotonic(), Workspace(clean_root)
     while (row := clean_ws.run(clean_id))["n_done"] + row["n_skipped"] < N_IMAGES and row["status"] != "failed":
+        assert time.monotonic() - started < 300, f"the uninterrupted worker stalled: {row}"
         time.sleep(0.002)
     maps_s = time.monotonic() - started  # the shard phase, which the kills aim at (evidence comes after)
     clean_ws.close()
