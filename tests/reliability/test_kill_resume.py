@@ -2,8 +2,8 @@
 
 Workers are forked from a zygote process that already imported torch and loaded the model (forking.py),
 so a kill costs milliseconds, and each is still a real SIGKILL of a process writing Parquet and SQLite.
-Kill delays are seeded and scaled to the measured length of the uninterrupted run, so most kills land
-mid-run (mid-batch, mid-write) whatever the machine's speed.
+Kill delays are seeded and scaled to the measured start-up and length of the uninterrupted run, so kills
+land all along the run (start-up, mid-batch, mid-write) whatever the machine's speed.
 """
 from __future__ import annotations
 
@@ -36,27 +36,35 @@ def test_thirty_kills_then_resume_equal_an_uninterrupted_run(tmp_path, model_fil
     clean_id, run_id = _new_run(clean_root, model_file, data_120), _new_run(killed_root, model_file, data_120)
     assert run_id == clean_id  # same identity in both workspaces
 
-    (pid,) = zygote.fork(clean_root, clean_id)
-    started, clean_ws = time.monotonic(), Workspace(clean_root)
-    while (row := clean_ws.run(clean_id))["n_done"] + row["n_skipped"] < N_IMAGES and row["status"] != "failed":
+    (pid,) = zygote.fork(clean_root, clean_id)  # returns once the zygote has loaded the model and forked
+    started, clean = time.monotonic(), Workspace(clean_root)
+    while not clean.shards(clean_id) and time.monotonic() - started < 120:
+        time.sleep(0.002)
+    startup_s = time.monotonic() - started  # a fresh worker's time to its first shard
+    while (row := clean.run(clean_id))["n_done"] + row["n_skipped"] < N_IMAGES and row["status"] != "failed":
         assert time.monotonic() - started < 300, f"the uninterrupted worker stalled: {row}"
         time.sleep(0.002)
-    maps_s = time.monotonic() - started  # the shard phase, which the kills aim at (evidence comes after)
-    clean_ws.close()
+    full_run_s = time.monotonic() - started  # to the last shard: the evidence stage after it is not aimed at
     assert zygote.wait(pid) == 0
-    full_run_s = time.monotonic() - started
+    clean.close()
 
+    # Kill windows: a worker's start-up plus two thirtieths of the batches, widened while kills land before
+    # any progress (a resumed worker starts slower: it reads the shards so far), narrowed again after.
     rng = random.Random(20240607)
-    progress, leftovers = [], 0
+    base_window = startup_s + 2 * (full_run_s - startup_s) / KILLS
+    window, progress, leftovers = base_window, [], 0
     for _ in range(KILLS):
         (pid,) = zygote.fork(killed_root, run_id)
-        time.sleep(rng.uniform(0, 5 * maps_s / KILLS))
+        time.sleep(rng.uniform(0.3, 1.0) * window)
         os.kill(pid, signal.SIGKILL)
         assert zygote.wait(pid) in (None, 0)  # killed, or it had already finished
         ws = Workspace(killed_root)
         assert_catalog_and_shards_sound(ws, run_id)
         run = ws.run(run_id)
-        progress.append((run["status"], run["n_done"] + run["n_skipped"]))
+        done = run["n_done"] + run["n_skipped"]
+        stalled = progress and done == progress[-1][1] and done < N_IMAGES
+        window = min(window * 1.5, full_run_s) if stalled else max(base_window, window / 1.5)
+        progress.append((run["status"], done))
         leftovers += len(list(ws.run_dir(run_id).glob(".*.tmp-*")))
         ws.close()
 
@@ -76,5 +84,5 @@ def test_thirty_kills_then_resume_equal_an_uninterrupted_run(tmp_path, model_fil
     recorded = {s["path"] for s in ws.shards(run_id)}
     on_disk = {p.name for p in ws.run_dir(run_id).iterdir() if p.name not in ("evidence.json", "report.json")}
     assert on_disk == recorded
-    print(f"uninterrupted run {full_run_s:.1f}s (shards {maps_s:.1f}s); kills mid-run: {len(mid_run)}/{KILLS}; "
+    print(f"uninterrupted run {full_run_s:.2f}s (start-up {startup_s:.2f}s); kills mid-run: {len(mid_run)}/{KILLS}; "
           f"temp folders seen after kills: {leftovers}; progress: {[d for _, d in progress]}")
