@@ -118,11 +118,11 @@ def rise_reference(model: BenchModel, n_masks: int, cells: int, p: float, seed: 
     """Petsiuk et al.'s released code: masks (N, H, W) generated once at full resolution, then per image
     `sal = softmax(model(image * masks)).T @ masks / N / p` in chunks. Our mask generator is reused so that
     both sides use the same masks and the gate can compare maps exactly."""
-    from explainers.rise import RISE, _smooth_masks
+    from explainers.rise import draw_cells, smooth_masks
 
     size = model.size
-    grids, shifts = RISE(model.net, n_masks=n_masks, cells=cells, p=p, seed=seed)._draw(n_masks, torch.device("cpu"))
-    masks = _smooth_masks(grids, shifts, size, size)  # (N, H, W), what the original code keeps in memory
+    grids, shifts = draw_cells(n_masks, cells, p, seed, torch.device("cpu"))
+    masks = smooth_masks(grids, shifts, size, size)  # (N, H, W), what the original code keeps in memory
 
     def explain_one(image, target):
         probabilities = []

@@ -38,33 +38,9 @@ def build(name: str, seed: int = 0) -> BenchModel:
 
 
 def tiny_cnn(num_classes: int = 2) -> nn.Module:
-    try:
-        from sample_models.architectures import ARCHITECTURES
+    from sample_models.architectures import ARCHITECTURES
 
-        return ARCHITECTURES["tiny_cnn"](num_classes)
-    except (ImportError, KeyError):
-        return _StandInTinyCNN(num_classes)
-
-
-def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel - stride) // 2, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU()]
-
-
-class _StandInTinyCNN(nn.Module):
-    """Same shape as sample_models' TinyCNN: 4x4 patch stem (64 -> 16), conv + pool (-> 8), conv, GAP, linear."""
-
-    def __init__(self, num_classes: int = 2, width: int = 16):
-        super().__init__()
-        self.block1 = nn.Sequential(*_conv(3, width, 4, stride=4))
-        self.block2 = nn.Sequential(*_conv(width, 2 * width, 3), nn.MaxPool2d(2))
-        self.block3 = nn.Sequential(*_conv(2 * width, 2 * width, 3))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x):
-        x = self.block3(self.block2(self.block1(x)))
-        return self.fc(self.pool(x).flatten(1))
+    return ARCHITECTURES["tiny_cnn"](num_classes)
 
 
 def images_and_targets(model: BenchModel, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

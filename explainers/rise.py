@@ -58,10 +58,6 @@ class RISE(Explainer):
                 saliency += torch.einsum("kb,khw->bhw", mask_scores.float(), masks)
         return SaliencyBatch(saliency / (n * p), scores.detach().float(), self.name)
 
-    def _draw(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Old name kept for bench/implementations.py (not owned here); new code calls `draw_cells`."""
-        return draw_cells(n, self.params["cells"], self.params["p"], self.params["seed"], device)
-
 
 def _probability_of(target: ClassTarget):
     return lambda output: target(output.softmax(dim=1))
@@ -100,4 +96,3 @@ def smooth_masks(grids: torch.Tensor, shifts: torch.Tensor, height: int, width: 
     return upsampled[index, rows[:, :, None], cols[:, None, :]]
 
 
-_smooth_masks = smooth_masks  # old name kept for bench/implementations.py (not owned here)
