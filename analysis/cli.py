@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 from explainers.errors import InputError
 
-MAX_UPLOAD_MB = 1024  # as .streamlit/config.toml, which streamlit reads only when started in the repo root
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FLAGGED = 0, 2, 3
 
@@ -206,13 +205,14 @@ def cmd_dashboard(args) -> int:
     workspace = _workspace(args)
     if args.demo:
         cmd_demo(args)  # idempotent: a built demo is found, not rebuilt
-    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-    if not app.is_file():
-        raise InputError(f"dashboard not available: {app} is missing from this installation")
+    try:
+        from dashboard.launch import APP, streamlit_command
+    except ImportError as exc:
+        raise InputError(f"dashboard not available in this installation ({exc}); reinstall with `pip install .`")
+    if not APP.is_file():
+        raise InputError(f"dashboard not available: {APP} is missing from this installation")
     env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(workspace.root.resolve()))
-    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.address",
-                            "localhost", "--server.port", str(args.port), "--server.headless", "true",
-                            "--server.maxUploadSize", str(MAX_UPLOAD_MB)], env=env)
+    return subprocess.call(streamlit_command(args.port), env=env)
 
 
 # -- helpers ------------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ TASKS = ["classification", "multilabel", "segmentation", "detection"]
 IMAGENET_MEAN, IMAGENET_STD = "0.485, 0.456, 0.406", "0.229, 0.224, 0.225"
 
 st.title("Upload")
+st.caption(f"Files up to {st.get_option('server.maxUploadSize')} MB each (`server.maxUploadSize` in "
+           "dashboard/.streamlit/config.toml). A larger dataset need not pass through the browser: "
+           "`saliency-audit run --data FOLDER` registers it from disk.")
 errors: dict = st.session_state[state.UPLOAD_ERRORS]
 
 

@@ -1,0 +1,31 @@
+"""The command line that starts the dashboard, with the project's Streamlit settings wherever it is started from.
+
+Streamlit reads `.streamlit/config.toml` only from the working directory (and the user's home), so an installed
+`saliency-audit dashboard` run from any other folder would silently lose the upload limit, the localhost binding
+and the toolbar mode. The settings live in one file, `dashboard/.streamlit/config.toml` (the repo root's
+`.streamlit` links to it for `streamlit run dashboard/app.py`), and are passed as flags, which Streamlit ranks
+above every config file.
+"""
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+APP = HERE / "app.py"
+CONFIG = HERE / ".streamlit" / "config.toml"
+
+
+def settings(overrides: dict[str, object] | None = None) -> dict[str, object]:
+    """{"server.maxUploadSize": 1024, ...}: the project's config file, flattened, then `overrides`."""
+    flat = {f"{section}.{key}": value
+            for section, options in tomllib.loads(CONFIG.read_text()).items() for key, value in options.items()}
+    return flat | dict(overrides or {})
+
+
+def streamlit_command(port: int = 8501, overrides: dict[str, object] | None = None) -> list[str]:
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port)]
+    for name, value in settings(overrides).items():
+        command += [f"--{name}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return command
