@@ -66,6 +66,12 @@ def version(run_id: str) -> str:
     return f"{len(ws().shards(run_id))}:{run_info(run_id)['status']}"
 
 
+def _store(run_id: str):
+    """The run's tables as of now: a running run gains shards between two reads, and a page that read
+    `images()` before a shard landed and `regions()` after would pair rows of different samples."""
+    return ws().store(run_id).snapshot()
+
+
 def run_label(run_id: str) -> str:
     info = run_info(run_id)
     return f"{info.get('name') or run_id} ({info.get('method')}, {info.get('status')}) {run_id}"
@@ -83,13 +89,13 @@ def methods() -> list[str]:
 def report(run_id: str, version: str) -> dict:
     from analysis.report import cached_report
 
-    return cached_report(run_id, ws())
+    return cached_report(_store(run_id), ws())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def gallery_table(run_id: str, version: str) -> pd.DataFrame:
     """One row per explained image: the `images` table plus one `mass.<region>` column per region."""
-    store = ws().store(run_id)
+    store = _store(run_id)
     images = store.images()
     regions = store.regions()
     wide = regions.pivot_table(index="image_id", columns="region", values="mass", aggfunc="first")
@@ -110,7 +116,7 @@ def image_clusters(run_id: str, version: str) -> pd.DataFrame | None:
     spray_clusters = engine_function("analysis.clustering", "spray_clusters")
     if spray_clusters is None:
         return None
-    store = ws().store(run_id)
+    store = _store(run_id)
     images = store.images()
     if images.empty:
         return None
@@ -122,7 +128,7 @@ def image_clusters(run_id: str, version: str) -> pd.DataFrame | None:
 @st.cache_data(show_spinner=False, max_entries=8)
 def saliency_maps(run_id: str, version: str) -> tuple[np.ndarray, np.ndarray]:
     """(image_ids, maps float32 (N, h, w)) as stored."""
-    image_ids, maps = ws().store(run_id).maps()
+    image_ids, maps = _store(run_id).maps()
     return np.asarray(image_ids), np.asarray(maps, dtype=np.float32)
 
 
@@ -181,7 +187,7 @@ def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple
     compare_runs = engine_function("analysis.compare", "compare_runs")
     if compare_runs is None:
         return None
-    return compare_runs([ws().store(r) for r in run_ids], list(names))
+    return compare_runs([_store(r) for r in run_ids], list(names))
 
 
 # --- exports ------------------------------------------------------------------------------------------
@@ -243,7 +249,7 @@ def accuracy(run_id: str, version: str) -> pd.DataFrame:
     """Accuracy with Wilson intervals overall / per class / per subgroup (`analysis.aggregate`)."""
     from analysis.aggregate import accuracy_table
 
-    return accuracy_table(ws().store(run_id).images())
+    return accuracy_table(_store(run_id).images())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
