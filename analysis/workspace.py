@@ -150,6 +150,7 @@ class Workspace:
             return existing["id"]
         dest_dir = self.root / "models" / model_id
         dest_dir.mkdir(parents=True, exist_ok=True)
+        remove_dead_temps(dest_dir)
         dest = dest_dir / path.name
         _copy_atomic(path, dest)
         (dest_dir / "model.json").write_text(json.dumps(card, indent=1))
@@ -202,6 +203,7 @@ class Workspace:
                 raise
             tmp = dest_dir / f".{path.name}.tmp-{os.getpid()}"
             dest_dir.mkdir(parents=True, exist_ok=True)
+            remove_dead_temps(dest_dir)
             shutil.rmtree(tmp, ignore_errors=True)
             if path.is_dir():
                 shutil.copytree(path, tmp)
@@ -351,6 +353,28 @@ def _model_name(path: Path, card: dict) -> str:
     if isinstance(card.get("name"), str) and card["name"].strip():
         return card["name"].strip()
     return f"{path.parent.name}/{path.stem}" if path.stem == "model" else path.stem
+
+
+def remove_dead_temps(folder: Path) -> list[str]:
+    """Delete `.NAME.tmp-PID` copies whose process is gone: a registration killed mid-copy leaves one, and a
+    dataset copy can be gigabytes. A live PID's temp is left alone (another registration may be writing it)."""
+    removed = []
+    for path in folder.glob(".*.tmp-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
