@@ -26,7 +26,7 @@ from explainers.model_files import file_sha256, sniff_format
 
 ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
 SQLITE_DISK_FULL = ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE")  # the latter: no room for the -shm file on open
-RUN_STATUSES = ("pending", "running", "done", "failed", "cancelled")
+RUN_STATUSES = ("pending", "running", "done", "failed", "cancelled")  # + "interrupted", read only: see _seen_alive
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
   id TEXT PRIMARY KEY, name TEXT, path TEXT, sha256 TEXT, card TEXT, format TEXT, created REAL);
@@ -277,7 +277,7 @@ class Workspace:
         if row is None:
             raise InputError(f"no run with id {run_id!r}; list runs with `saliency-audit runs`")
         row["params"] = json.loads(row["params"] or "{}")
-        return row
+        return _seen_alive(row)
 
     def runs(self) -> list[dict]:
         rows = self._conn.execute(
@@ -288,7 +288,7 @@ class Workspace:
         for row in rows:
             row = dict(row)
             row["params"] = json.loads(row["params"] or "{}")
-            out.append(row)
+            out.append(_seen_alive(row))
         return out
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -355,26 +355,37 @@ def _model_name(path: Path, card: dict) -> str:
     return f"{path.parent.name}/{path.stem}" if path.stem == "model" else path.stem
 
 
+INTERRUPTED = ("its worker (process {pid}) ended without recording an outcome: killed, out of memory, or a disk "
+               "too full to write its status; run the same command again (or press Resume) to continue from the "
+               "last complete batch")
+
+
+def _seen_alive(row: dict) -> dict:
+    """A run the catalog calls running whose worker is gone reads as `interrupted`, with why and what to do.
+
+    The catalog cannot record a worker's SIGKILL, nor a status write that failed on a full disk; without this
+    such a run says "running" forever. Only the reading changes: claiming the run (a resume) still finds
+    `running` with a dead pid and takes it over.
+    """
+    from analysis.jobs import job_alive
+
+    if row.get("status") == "running" and row.get("pid") and not job_alive(row["pid"]):
+        row = dict(row, status="interrupted", error=row.get("error") or INTERRUPTED.format(pid=row["pid"]))
+    return row
+
+
 def remove_dead_temps(folder: Path) -> list[str]:
     """Delete `.NAME.tmp-PID` copies whose process is gone: a registration killed mid-copy leaves one, and a
     dataset copy can be gigabytes. A live PID's temp is left alone (another registration may be writing it)."""
+    from analysis.jobs import job_alive
+
     removed = []
     for path in folder.glob(".*.tmp-*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not job_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:

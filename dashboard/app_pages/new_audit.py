@@ -55,7 +55,7 @@ def job_progress():
     if runs.empty:
         return
     mine = set(st.session_state[state.SUBMITTED_RUNS]) | {state.current_run()}
-    active = runs[runs.status.isin(["pending", "running"]) | runs.id.isin(mine)]
+    active = runs[runs.status.isin(["pending", "running", "interrupted"]) | runs.id.isin(mine)]
     st.subheader("Audits in progress")
     if active.empty:
         st.caption("Nothing running.")
@@ -72,7 +72,7 @@ def job_progress():
             if status in ("pending", "running") and b1.button("Cancel", key=f"cancel_{run['id']}"):
                 data.cancel_run(run["id"])
                 st.rerun(scope="fragment")
-            if status in ("cancelled", "failed") and b2.button("Resume", key=f"resume_{run['id']}"):
+            if status in ("cancelled", "failed", "interrupted") and b2.button("Resume", key=f"resume_{run['id']}"):
                 data.resume_run(run["id"])
                 st.rerun(scope="fragment")
             if status == "done":

@@ -5,7 +5,6 @@ Workspace, calling what the dashboard calls (`runs()`, `images()`, `regions()`) 
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 
