@@ -28,21 +28,53 @@ def prepare_maps(maps: np.ndarray, side: int = 16) -> np.ndarray:
     return np.divide(flat, total, out=np.zeros_like(flat), where=total > 0)
 
 
-def knn_affinity(x: np.ndarray, n_neighbors: int) -> np.ndarray:
+DENSE_UP_TO = 400  # images per class; above, the spectrum is computed sparse (dense eigvalsh is O(n^3))
+
+
+def knn_affinity(x: np.ndarray, n_neighbors: int):
+    """Symmetric k-NN graph as a sparse matrix: at most 2 * n_neighbors entries per row, whatever the class size."""
     from sklearn.neighbors import kneighbors_graph
 
-    graph = kneighbors_graph(x, n_neighbors=min(n_neighbors, len(x) - 1), include_self=False).toarray()
-    return np.maximum(graph, graph.T)
+    graph = kneighbors_graph(x, n_neighbors=min(n_neighbors, len(x) - 1), include_self=False)
+    return graph.maximum(graph.T).tocsr()
 
 
-def eigengap_k(affinity: np.ndarray, max_k: int = 5) -> tuple[int, list[float]]:
+def eigengap_k(affinity, max_k: int = 5) -> tuple[int, list[float]]:
     """k maximising the gap between consecutive smallest eigenvalues of the normalised Laplacian."""
-    degree = affinity.sum(1)
-    inv = np.where(degree > 0, 1 / np.sqrt(np.where(degree > 0, degree, 1)), 0)
-    laplacian = np.eye(len(affinity)) - inv[:, None] * affinity * inv[None, :]
-    values = np.sort(np.linalg.eigvalsh(laplacian))[: max_k + 1]
+    values = smallest_laplacian_eigenvalues(affinity, max_k + 1)
     gaps = np.diff(values)
     return int(np.argmax(gaps) + 1), values.round(6).tolist()
+
+
+def smallest_laplacian_eigenvalues(affinity, count: int) -> np.ndarray:
+    """The `count` smallest eigenvalues of L = I - D^-1/2 A D^-1/2, exact for any number of components.
+
+    A disconnected graph's spectrum is the union of its components' spectra, and each component contributes
+    exactly one zero: so each component is solved on its own, dense when small and with ARPACK on the sparse
+    graph when large (a single Lanczos run over the whole graph can miss copies of a repeated eigenvalue, and
+    the dense solver took minutes on a 2,500-image class, inside the dashboard's first render).
+    """
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse.linalg import eigsh
+
+    adjacency = sparse.csr_matrix(affinity, dtype=np.float64)
+    degree = np.asarray(adjacency.sum(1)).ravel()
+    inv = np.where(degree > 0, 1 / np.sqrt(np.where(degree > 0, degree, 1)), 0)
+    normalised = (sparse.diags(inv) @ adjacency @ sparse.diags(inv)).tocsr()
+    _, component = connected_components(normalised, directed=False)
+    values = []
+    for c in np.unique(component):
+        members = np.flatnonzero(component == c)
+        block = normalised[members][:, members]
+        wanted = min(count, len(members))
+        if len(members) <= DENSE_UP_TO:
+            values.append(np.linalg.eigvalsh(np.eye(len(members)) - block.toarray())[:wanted])
+        else:
+            top = eigsh(block, k=wanted, which="LA", return_eigenvectors=False, tol=1e-10,
+                        v0=np.random.default_rng(0).random(len(members)))
+            values.append(1 - top)
+    return np.sort(np.clip(np.concatenate(values), 0, None))[:count]
 
 
 def spray_clusters(images: pd.DataFrame, maps, regions: pd.DataFrame | None = None, *, max_k: int = 5,

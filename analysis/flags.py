@@ -256,5 +256,5 @@ def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict 
         from analysis.clustering import spray_clusters
 
         clusters = spray_clusters(images, maps, regions, seed=seed)
-        out["clusters"] = [{k: v for k, v in c.items() if k != "image_ids"} for c in clusters]
+        out["clusters"] = clusters  # member image_ids included: the gallery filters by cluster without recomputing
     return out

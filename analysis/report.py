@@ -17,7 +17,7 @@ from analysis.store import RunStore
 from analysis.workspace import Workspace
 
 CSV_TABLES = ("regions", "accuracy", "flags")
-REPORT_FORMAT = 1  # bump when build_report's output changes: cached reports are rebuilt
+REPORT_FORMAT = 2  # bump when build_report's output changes: cached reports are rebuilt
 
 
 def cached_report(store_or_run: RunStore | str, workspace: Workspace | None = None) -> dict[str, Any]:

@@ -110,18 +110,11 @@ def gallery_table(run_id: str, version: str) -> pd.DataFrame:
     return table
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
 def image_clusters(run_id: str, version: str) -> pd.DataFrame | None:
-    """`image_id, cluster` for images in a departing saliency cluster (`analysis.clustering.spray_clusters`)."""
-    spray_clusters = engine_function("analysis.clustering", "spray_clusters")
-    if spray_clusters is None:
-        return None
-    store = _store(run_id)
-    images = store.images()
-    if images.empty:
-        return None
-    clusters = spray_clusters(images, store.maps(), store.regions())
-    rows = [{"image_id": int(i), "cluster": f"{c['class']} #{c['cluster']}"} for c in clusters for i in c["image_ids"]]
+    """`image_id, cluster` for images in a departing saliency cluster, as the report found them."""
+    clusters = report(run_id, version).get("clusters") or []
+    rows = [{"image_id": int(i), "cluster": f"{c['class']} #{c['cluster']}"} for c in clusters
+            for i in c.get("image_ids", [])]
     return pd.DataFrame(rows, columns=["image_id", "cluster"]) if rows else None
 
 

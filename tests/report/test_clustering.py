@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.clustering import eigengap_k, knn_affinity, prepare_maps, spray_clusters
 
@@ -41,3 +42,23 @@ def test_eigengap_counts_connected_components():
     k, values = eigengap_k(knn_affinity(x, 4), max_k=5)
     assert k == 3 and values[2] < 1e-6
     assert prepare_maps(np.ones((2, 4, 4)), side=2).sum(1).tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("offset", [None, 2.5])
+def test_large_classes_get_the_dense_spectrum_from_the_sparse_solver(monkeypatch, offset):
+    """Above DENSE_UP_TO images the spectrum comes from ARPACK per connected component; it must equal the
+    dense solver's, repeated zeros (disconnected strategies) included."""
+    import analysis.clustering as clustering
+
+    rng = np.random.default_rng(0)
+    if offset is None:  # four disconnected groups: eigenvalue 0 four times
+        x = np.concatenate([rng.normal(0, 0.05, (300, 8)) + m for m in (0, 1, 2)] + [rng.normal(0, 0.05, (60, 8)) + 5])
+    else:  # one connected graph with two overlapping strategies
+        x = np.concatenate([rng.normal(0, 1, (500, 8)), rng.normal(0, 1, (400, 8)) + offset])
+    affinity = knn_affinity(x, 10)
+    monkeypatch.setattr(clustering, "DENSE_UP_TO", 100)
+    sparse_k, sparse_values = eigengap_k(affinity)
+    monkeypatch.setattr(clustering, "DENSE_UP_TO", 10**9)
+    dense_k, dense_values = eigengap_k(affinity)
+    assert sparse_k == dense_k == (4 if offset is None else 2)
+    np.testing.assert_allclose(sparse_values, dense_values, atol=1e-6)
