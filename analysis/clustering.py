@@ -15,12 +15,13 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
 
 def prepare_maps(maps: np.ndarray, side: int = 16) -> np.ndarray:
     """(N, side*side) positive part, pooled, normalised to sum 1 per image (zero maps stay zero)."""
+    import torch
+    import torch.nn.functional as F
+
     t = torch.as_tensor(np.asarray(maps, dtype=np.float32))[:, None]
     t = F.adaptive_avg_pool2d(t.clamp_min(0), (min(side, t.shape[-2]), min(side, t.shape[-1])))
     flat = t.flatten(1).numpy().astype(np.float64)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
     from analysis.workspace import Workspace
@@ -32,8 +32,11 @@ SKIPPED_COLUMNS = ["image_id", "image", "reason"]
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-def pool_maps(maps: torch.Tensor | np.ndarray) -> np.ndarray:
+def pool_maps(maps) -> np.ndarray:
     """(B, H, W) -> float16 (B, h, w) with h, w <= 64 by adaptive average pooling (sums stay meaningful)."""
+    import torch  # here, not at the top: readers of a store (the dashboard) never need torch
+    import torch.nn.functional as F
+
     maps = torch.as_tensor(maps).detach().to("cpu", torch.float32)
     h, w = min(maps.shape[-2], MAP_SIDE), min(maps.shape[-1], MAP_SIDE)
     if (h, w) != tuple(maps.shape[-2:]):
@@ -119,11 +122,12 @@ class RunStore:
         return sorted(p for p in self.run_dir.glob("shard-*") if p.is_dir())
 
     def _table(self, name: str, columns: list[str]) -> pd.DataFrame:
-        frames = [pd.read_parquet(d / f"{name}.parquet") for d in self.shard_dirs()]
-        frames = [f for f in frames if len(f)]
-        if not frames:
+        """All shards' rows; concatenated as Arrow tables, converted to pandas once (a frame per shard made a
+        5,000-image run's first read take seconds)."""
+        tables = [t for t in (pq.read_table(d / f"{name}.parquet") for d in self.shard_dirs()) if t.num_rows]
+        if not tables:
             return pd.DataFrame(columns=columns)
-        return pd.concat(frames, ignore_index=True)
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
 
     def images(self) -> pd.DataFrame:
         return self._table("images", IMAGE_COLUMNS)

@@ -239,10 +239,8 @@ def inspect_model(model_path: Path, card_path: Path | None, timeout: float = 120
 # --- display helpers backed by the engine -------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=16)
 def accuracy(run_id: str, version: str) -> pd.DataFrame:
-    """Accuracy with Wilson intervals overall / per class / per subgroup (`analysis.aggregate`)."""
-    from analysis.aggregate import accuracy_table
-
-    return accuracy_table(_store(run_id).images())
+    """Accuracy with Wilson intervals overall / per class / per subgroup, as the report computed them."""
+    return pd.DataFrame(report(run_id, version).get("accuracy") or [])
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -111,7 +111,7 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted(tmp_path, files, capsy
     _, worker_err = worker.communicate()
     assert run_id is not None, f"the worker recorded no shard before the deadline: {worker_err[-2000:]}"
     partial = Workspace(interrupted).run(run_id)
-    assert partial["status"] == "running" and partial["n_done"] + partial["n_skipped"] < 40  # really cut short
+    assert partial["status"] == "interrupted" and partial["n_done"] + partial["n_skipped"] < 40  # really cut short
 
     # the same command again resumes; a fresh workspace gives the uninterrupted run
     code, out, err = run_cli(capsys, *_run_args(interrupted, files["model"], data))

@@ -1,6 +1,7 @@
 """Catalog identity by content hash, run identity, shard atomicity, concurrent writers."""
 import json
 import multiprocessing as mp
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -78,7 +79,7 @@ def test_run_identity_resumes_same_id(tmp_path, model_file, fake_dataset_opener)
     assert ws.create_run(model_id, dataset_id, "gradcam", {"target": "label"}, n=10, seed=0) != run
     assert ws.create_run(model_id, dataset_id, "gradcam", {"target": "pred"}, n=10, seed=1) != run
     assert ws.run(run)["status"] == "pending" and ws.run(run)["name"] == "x"
-    ws.update_run(run, status="running", pid=123)
+    ws.update_run(run, status="running", pid=os.getpid())
     assert [r["id"] for r in ws.runs()][0] == run and ws.runs()[0]["status"] == "running"
     with pytest.raises(ValueError):
         ws.update_run(run, status="exploded")
