@@ -9,8 +9,12 @@ above every config file.
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "app.py"
