@@ -2,7 +2,8 @@
 
 Order of work per model: the compute limit (X_fb, X_inf), then per method a correctness gate on one batch
 (which doubles as warm-up), then `repeats` rounds in which every implementation processes all images once,
-the order rotating each round so that drift in machine load hits every implementation alike.
+the order rotating each round so that drift in machine load hits every implementation alike. The limit
+(one pass over the images at its best batch) is timed in those same rounds, and efficiency uses that.
 A ratio is reported only for a peer that passed the gate. Peak memory is measured separately
 (`bench.memory`), one fresh subprocess per implementation.
 """
