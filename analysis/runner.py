@@ -26,6 +26,7 @@ import torch
 
 from analysis.regions import grid_shares, region_shares
 from analysis.sampling import stratified_sample
+from analysis.shard_writer import ShardWriter
 from analysis.store import pool_maps
 from analysis.workspace import DiskFullError, Workspace, is_disk_full
 from explainers.errors import InputError
@@ -153,16 +154,24 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
 
     bar = _progress_bar(len(sample), n_done + n_skipped, progress)
     guard = _FailureGuard(explained=n_done)
+
+    def recorder(index: int, n_rows: int, n_done: int, n_skipped: int, n_items: int):
+        def record(path: str) -> None:  # on this thread, once the shard's folder is complete
+            workspace.record_shard(run_id, index, n_rows, path, n_done=n_done, n_skipped=n_skipped)
+            bar.update(n_items)
+        return record
+
     try:
-        for batch in _prefetched(dataset, loaded.card, todo, batch_size):
-            images, region_rows, maps, skipped = _explain_batch(
-                batch, loaded, explainer, classes, regions, target_mode, device, guard)
-            path = store.write_shard(next_index, images, region_rows, maps, skipped)
-            n_done += len(images)
-            n_skipped += len(skipped)
-            workspace.record_shard(run_id, next_index, len(images), path, n_done=n_done, n_skipped=n_skipped)
-            next_index += 1
-            bar.update(len(images) + len(skipped))
+        with ShardWriter(store.write_shard) as writer:  # shard N is written while batch N+1 is computed
+            for batch in _prefetched(dataset, loaded.card, todo, batch_size):
+                images, region_rows, maps, skipped = _explain_batch(
+                    batch, loaded, explainer, classes, regions, target_mode, device, guard)
+                n_done += len(images)
+                n_skipped += len(skipped)
+                writer.submit(next_index, images, region_rows, maps, skipped,
+                              record=recorder(next_index, len(images), n_done, n_skipped,
+                                              len(images) + len(skipped)))
+                next_index += 1
         guard.finish()
     finally:
         bar.close()

@@ -1,12 +1,15 @@
 """`python -m bench.e2e [--n 2000]`: `saliency-audit run` with Grad-CAM end to end, time split by stage, and
 the run cache (the same command again).
 
-The run is profiled with cProfile, which sees only the main thread: decoding runs in the runner's prefetch
-thread, so the main thread's wait on it (`Future.result`) is the decoding that did NOT overlap with compute,
-and the decoding total is timed separately (the same `_decode` calls, one thread). Stages on the main thread:
-forward/backward (`explain` + the logits forward), region shares (`_region_rows`), write (`write_shard` +
-`record_shard`). Data: `sample_models.scenes.generate("cage", ...)` when installed, else random 64x64 scenes
-with three mask regions. Model: the benchmark tiny_cnn, exported to .pt2 with a card.
+The run is profiled with cProfile, which sees only the main thread. Decoding runs in the runner's prefetch
+thread and shard writing (parquet + npz + fsync) in its writer thread, so the main thread's waits on them
+(`Future.result`; the writer's is `ShardWriter.finish` less the catalog insert it makes) are the decoding and
+writing that did NOT overlap with compute. Their totals are timed separately: decoding by the same `_decode`
+calls again on one thread, writing by a timer around `RunStore.write_shard` during the run. Stages on the main
+thread: forward/backward (`explain` + the logits forward), region shares (`_region_rows`), record shard
+(catalog). A runner without the writer thread shows its writes under "write shard (main thread)".
+Data: `sample_models.scenes.generate("cage", ...)` when installed, else random 64x64 scenes with three mask
+regions. Model: the benchmark tiny_cnn, exported to .pt2 with a card.
 """
 from __future__ import annotations
 
@@ -27,10 +30,14 @@ from bench.models import build
 STAGES = {  # stage -> functions (file suffix, name) whose cumulative main-thread time it is
     "setup (register files, load model, validate)": [("workspace.py", "resolve_model"),
                                                      ("workspace.py", "resolve_dataset"), ("runner.py", "prepare")],
-    "decode wait (not overlapped)": [("_base.py", "result")],
+    "future waits": [("_base.py", "result")],
     "explain batch": [("runner.py", "_explain_batch")],
     "region shares": [("runner.py", "_region_rows")],
-    "write shard": [("store.py", "write_shard"), ("workspace.py", "record_shard")],
+    "write shard (main thread)": [("store.py", "write_shard")],
+    "writer finish": [("shard_writer.py", "finish")],
+    "record shard (catalog)": [("workspace.py", "record_shard")],
+    "evidence (interventions, 2nd explainer, sanity, faithfulness)": [("runner.py", "evidence_stage")],
+    "report (finish_run)": [("runner.py", "finish_run")],
 }
 
 
@@ -79,7 +86,34 @@ def stage_seconds(profile: cProfile.Profile) -> dict[str, float]:
         out[stage] = total
     # forward + backward + pooling the maps: the batch's work other than region shares
     out["forward/backward"] = out.pop("explain batch") - out["region shares"]
+    finish = out.pop("writer finish")
+    out["write wait (not overlapped)"] = max(0.0, finish - out["record shard (catalog)"]) if finish else 0.0
+    out["decode wait (not overlapped)"] = max(0.0, out.pop("future waits") - out["write wait (not overlapped)"])
     return out
+
+
+class WriteTimer:
+    """Total seconds spent in `RunStore.write_shard`, on whichever thread it runs."""
+
+    def __init__(self):
+        from analysis.store import RunStore
+
+        self.seconds, self.calls, self._real = 0.0, 0, RunStore.write_shard
+        timer = self
+
+        def timed(store, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return timer._real(store, *args, **kwargs)
+            finally:
+                timer.seconds += time.perf_counter() - start
+                timer.calls += 1
+        RunStore.write_shard = timed
+
+    def restore(self) -> None:
+        from analysis.store import RunStore
+
+        RunStore.write_shard = self._real
 
 
 def decode_seconds(workspace_root: Path, run_id: str) -> float:
@@ -103,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="e2e", help="result basename in bench/results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,10 +148,14 @@ def main(argv: list[str] | None = None) -> dict:
         command = ["run", "--model", str(model), "--data", str(data), "--method", "gradcam", "--n", str(args.n),
                    "--workspace", str(tmp / "ws"), "--no-progress"]
         profile = cProfile.Profile()
+        writes = WriteTimer()
         start = time.perf_counter()
         profile.enable()
-        cli(command)
-        profile.disable()
+        try:
+            cli(command)
+        finally:
+            profile.disable()
+            writes.restore()
         wall = time.perf_counter() - start
         stages = stage_seconds(profile)
         from analysis.workspace import Workspace
@@ -132,10 +171,13 @@ def main(argv: list[str] | None = None) -> dict:
             "n_images": args.n, "threads": args.threads, "wall_seconds": wall, "images_per_s": args.n / wall,
             "stages_main_thread_seconds": stages, "decode_total_seconds_single_thread": decode_total,
             "decode_overlapped_seconds": max(0.0, decode_total - stages["decode wait (not overlapped)"]),
+            "write_total_seconds": writes.seconds, "shards_written": writes.calls,
+            "write_overlapped_seconds": max(0.0, writes.seconds - stages["write shard (main thread)"]
+                                            - stages["write wait (not overlapped)"]),
             "cache": {"second_run_seconds": cached, "same_run_id": len(workspace.runs()) == 1,
                       "shards_unchanged": workspace.shards(run["id"]) == shards, "n_done": run["n_done"]},
         }
-    out = Path(__file__).parent / "results" / "e2e.json"
+    out = Path(__file__).parent / "results" / f"{args.out}.json"
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     return result

@@ -62,7 +62,8 @@ def run_model(name: str, profile: dict, repeats: int, device: torch.device, with
     for case in method_cases(model, profile["methods"], profile["batch_size"], profile["settings"]):
         gate_images = min(len(images), profile["batch_size"])
         cosines = harness.gate(case, images[:gate_images], targets[:gate_images])
-        timings = harness.time_case(case, images, targets, repeats, device)
+        timings = harness.time_case(case, images, targets, repeats, device,
+                                    limit=harness.limit_impl(model, limits, case.limit))
         rows = harness.case_rows(case, timings, cosines, len(images), limits)
         if with_memory and device.type == "cpu":
             for row in rows:
@@ -70,7 +71,8 @@ def run_model(name: str, profile: dict, repeats: int, device: torch.device, with
                                                   case.params, threads)
         cases.append({"method": case.method, "params": case.params, "limit": case.limit,
                       "passes_per_image": case.passes, "rows": rows})
-        log("  " + ", ".join(f"{r['impl']} {r['images_per_s']:.2f}" for r in rows) + f"  [{case.method}]")
+        log("  " + ", ".join(f"{r['impl']} {r['images_per_s']:.2f}" for r in rows)
+            + f", limit {rows[0]['limit_images_per_s']:.2f}  [{case.method}]")
     return {"size": model.size, "layer": model.layer_name, "images": len(images),
             "batch_size": profile["batch_size"], "limits": vars(limits), "cases": cases}
 
@@ -90,7 +92,9 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"Device {m['device']}, {m['threads']} threads, torch {m['torch']}, captum {m['captum']}, "
              f"grad-cam {m['grad-cam']}; load average at start {m['load_average'][0]:.1f} on "
-             f"{m['cpu_count']} cores; median (best) of >= {result['repeats']} interleaved rounds.", "",
+             f"{m['cpu_count']} cores; median (best) of >= {result['repeats']} interleaved rounds. Efficiency: "
+             f"ours against the limit timed in the same rounds (one pass over the images at the limit's best "
+             f"batch, divided by the passes per image); the limit row is its rate at the start of the run.", "",
              "| model | method | implementation | images/s median (best) | ours ÷ this median (best) | "
              "efficiency of ours vs limit | peak MiB | gate cos |",
              "|---|---|---|---:|---:|---:|---:|---:|"]

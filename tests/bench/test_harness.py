@@ -44,3 +44,25 @@ def test_no_ratio_when_the_gate_fails():
     assert rows["ours"]["efficiency"] == 5.0 / (100.0 / 4)  # 4 forward+backward passes per image
     assert rows["double"]["ours_over_peer"] == 2.0
     assert rows["flipped"]["gate_passed"] is False and rows["flipped"]["ours_over_peer"] is None
+
+
+def test_efficiency_uses_the_limit_timed_in_the_same_rounds():
+    """With the limit in the rotation, efficiency is ours against the limit's median of those rounds (scaled
+    by the passes per image), not the start-of-run rate; the limit impl does the limit's work."""
+    model = build("tiny_cnn")
+    images, targets = images_and_targets(model, 4)
+    limits = harness.Limits(fb=1e9, inf=1e9, fb_batch=2, inf_batch=4)
+    fb = harness.limit_impl(model, limits, "fb")
+    grads = fb.fn(images, targets)
+    x = images.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(model.net(x).gather(1, targets[:, None]).sum(), x)
+    torch.testing.assert_close(grads, expected)
+    assert all(p.requires_grad for p in model.net.parameters())  # frozen for the call only
+    case = MethodCase("toy", Impl("ours", lambda x, t: x[:, 0]), [], "fb", 4)
+    timings = harness.time_case(case, images, targets, repeats=3, device=torch.device("cpu"), min_seconds=0,
+                                limit=fb)
+    assert set(timings) == {"ours", "X_fb"} and len(timings["X_fb"]) == 3
+    timings = {"ours": [1.0, 2.0, 4.0], "X_fb": [0.1, 0.2, 0.4]}
+    (row,) = harness.case_rows(case, timings, {}, 10, limits)
+    assert row["limit_interleaved"] and row["limit_images_per_s"] == 10 / 0.2 / 4
+    assert row["efficiency"] == 5.0 / (10 / 0.2 / 4)
