@@ -14,7 +14,6 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import box_iou
 
 from explainers.errors import InputError
 
@@ -53,14 +52,31 @@ class DetectionTarget:
 
 def detection_similarity(target: DetectionTarget, det: Detections) -> torch.Tensor:
     """(T,) best match over proposals: IoU(box) x cosine(class probs) x objectness (Petsiuk et al. 2021)."""
-    boxes = det["boxes"]
-    if len(boxes) == 0:
-        return target.boxes.new_zeros(len(target))
-    iou = box_iou(target.boxes, boxes.to(target.boxes))  # (T, K)
+    return similarities(target, [det])[0]
+
+
+def similarities(target: DetectionTarget, dets: Sequence[Detections]) -> torch.Tensor:
+    """(n, T): `detection_similarity` against each of n detector outputs, computed for all of them at once.
+
+    D-RISE scores thousands of masked images per target; one padded tensor expression instead of a call per
+    masked image. Padding proposals have objectness 0, so they never win the max (all terms are >= 0).
+    """
+    boxes = torch.nn.utils.rnn.pad_sequence([d["boxes"].to(target.boxes) for d in dets], batch_first=True)
+    if boxes.shape[1] == 0:
+        return target.boxes.new_zeros(len(dets), len(target))
+    probs = torch.nn.utils.rnn.pad_sequence([d["probs"].to(target.probs) for d in dets], batch_first=True)
+    scores = torch.nn.utils.rnn.pad_sequence([d["scores"].to(target.boxes) for d in dets], batch_first=True)
+    t, p = target.boxes[None, :, None, :], boxes[:, None, :, :]  # (1, T, 1, 4), (n, 1, K, 4)
+    wh = (torch.minimum(t[..., 2:], p[..., 2:]) - torch.maximum(t[..., :2], p[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_t = ((t[..., 2] - t[..., 0]) * (t[..., 3] - t[..., 1]))
+    area_p = ((p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1]))
+    union = area_t + area_p - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)  # (n, T, K)
     tp = torch.nn.functional.normalize(target.probs, dim=1)
-    dp = torch.nn.functional.normalize(det["probs"].to(target.probs), dim=1)
-    cos = tp @ dp.T
-    return (iou * cos * det["scores"].to(target.boxes)[None, :]).max(dim=1).values
+    dp = torch.nn.functional.normalize(probs, dim=2)
+    cos = torch.einsum("tc,nkc->ntk", tp, dp)
+    return (iou * cos * scores[:, None, :]).amax(dim=2)
 
 
 def detections_above(det: Detections, score_threshold: float) -> DetectionTarget:

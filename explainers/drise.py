@@ -25,7 +25,8 @@ from typing import Callable, Sequence
 import torch
 
 from explainers.base import Explainer, SaliencyBatch
-from explainers.detection import DetectionTarget, Detections, detection_similarity, targets_from_classes
+from explainers.detection import (DetectionTarget, Detections, detection_similarity, similarities,
+                                  targets_from_classes)
 from explainers.errors import InputError
 from explainers.registry import register
 from explainers.rise import mask_chunks
@@ -97,18 +98,16 @@ class DRISE(Explainer):
     def _weights(self, images: torch.Tensor, targets: list[DetectionTarget], masks: torch.Tensor) -> list[torch.Tensor]:
         """Similarity weights (n_masks_in_chunk, T) per image; masked images go through the detector in batches."""
         b, n = images.shape[0], masks.shape[0]
-        # order: image-major, so a detector batch holds consecutive masks of one image
-        pairs = [(i, j) for i in range(b) for j in range(n)]
         weights = [images.new_zeros(n, len(t)) for t in targets]
-        for start in range(0, len(pairs), self.batch_size):
-            part = pairs[start:start + self.batch_size]
-            img_idx = torch.tensor([i for i, _ in part], device=images.device)
-            msk_idx = torch.tensor([j for _, j in part], device=images.device)
-            masked = images[img_idx] * masks[msk_idx][:, None]
-            outputs = self.model(masked)
-            for (i, j), det in zip(part, outputs):
+        # image-major order: a detector batch holds consecutive masks of one image (two at a boundary)
+        for start in range(0, b * n, self.batch_size):
+            pair = torch.arange(start, min(start + self.batch_size, b * n), device=images.device)
+            img_idx, msk_idx = pair // n, pair % n
+            outputs = self.model(images[img_idx] * masks[msk_idx][:, None])
+            for i in img_idx.unique().tolist():
+                rows = (img_idx == i).nonzero().flatten()
                 if len(targets[i]):
-                    weights[i][j] = detection_similarity(targets[i], det)
+                    weights[i][msk_idx[rows]] = similarities(targets[i], [outputs[r] for r in rows.tolist()])
         return weights
 
     def explain(self, inputs: torch.Tensor, targets) -> SaliencyBatch:
