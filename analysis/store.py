@@ -6,7 +6,9 @@ a worker killed at any moment leaves at most an unrecorded folder that the resum
 half-written table. Without a catalog (a copied run folder) the complete `shard-*` folders are read.
 
 Per shard: `images.parquet`, `regions.parquet` (long: image x region), `skipped.parquet`, and
-`maps.npz` (float16 maps adaptively pooled to at most 64x64, with their image ids).
+`maps.npz` (float16 maps adaptively pooled to at most 64x64, with their image ids). A task may add its own
+tables to the same atomic shard (`extra`: a DataFrame becomes `<name>.parquet`, a dict of arrays
+`<name>.npz`); detection runs add `detections`, `ground_truth` and `detection_maps`.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ class RunStore:
 
     # -- writing --------------------------------------------------------------------------------------
     def write_shard(self, index: int, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,
-                    skipped: pd.DataFrame | None = None) -> str:
+                    skipped: pd.DataFrame | None = None, *, extra: dict[str, Any] | None = None) -> str:
         """Write one batch's shard atomically; returns its folder name (record it in the catalog after)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         name = f"shard-{index:05d}"
@@ -69,6 +71,15 @@ class RunStore:
         tmp.mkdir()
         try:
             self._write_tables(tmp, images, regions, maps, skipped)
+            for table, value in (extra or {}).items():
+                if isinstance(value, pd.DataFrame):
+                    file = tmp / f"{table}.parquet"
+                    value.to_parquet(file, index=False)
+                else:
+                    file = tmp / f"{table}.npz"
+                    with open(file, "wb") as fh:
+                        np.savez(fh, **value)
+                _fsync(file)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not be kept full by our leftovers
             raise
@@ -145,6 +156,23 @@ class RunStore:
         if not ids:
             return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float16)
         return np.concatenate(ids), np.concatenate(maps)
+
+    def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A task's extra table (`write_shard(extra=...)`) over the recorded shards that have it."""
+        frames = [pd.read_parquet(d / f"{name}.parquet") for d in self.shard_dirs()
+                  if (d / f"{name}.parquet").is_file()]
+        frames = [f for f in frames if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns or [])
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        """A task's extra arrays (`<name>.npz`), concatenated over the recorded shards that have them."""
+        parts: dict[str, list[np.ndarray]] = {}
+        for d in self.shard_dirs():
+            if (d / f"{name}.npz").is_file():
+                with np.load(d / f"{name}.npz") as data:
+                    for key in data.files:
+                        parts.setdefault(key, []).append(data[key])
+        return {key: np.concatenate(values) for key, values in parts.items()}
 
     def evidence(self) -> dict[str, Any]:
         path = self.run_dir / "evidence.json"
