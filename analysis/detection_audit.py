@@ -24,7 +24,7 @@ Severity: "high" when the CI's lower bound exceeds 3 x min_drop, else "medium".
 
 One implementation serves both callers: `audit_detections` (in memory, tensors in) and the run pipeline
 (`analysis.detection_run`, batches from a dataset, results through the run store) share `detection_rows`,
-`fill_effects`, `summarize_interventions` and `context_flags`.
+`fill_effects`, `summarize_interventions` and `table_flags`.
 """
 from __future__ import annotations
 
@@ -70,8 +70,7 @@ def audit_detections(detector, images: torch.Tensor, regions: torch.Tensor, regi
     inter = summarize_interventions(effects, gt_effects, seed=seed)
     summary = class_summary(det_table, region_names.values())
     audit = DetectionAudit(det_table, inter, summary, [])
-    audit.flags = context_flags(audit.summary, audit.interventions, reference, outside_threshold=outside_threshold,
-                                min_drop=min_drop)
+    audit.flags = context_flags(audit, reference, outside_threshold=outside_threshold, min_drop=min_drop)
     return audit
 
 
@@ -196,8 +195,15 @@ def summarize_interventions(effects: pd.DataFrame, gt_effects: pd.DataFrame | No
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 
-def context_flags(summary: pd.DataFrame, interventions: pd.DataFrame, reference: "DetectionAudit | None" = None, *,
+def context_flags(audit: DetectionAudit, reference: DetectionAudit | None = None, *,
                   outside_threshold: float = OUTSIDE_THRESHOLD, min_drop: float = MIN_DROP) -> list[dict]:
+    """Flags of an in-memory audit, optionally judged against a `reference` audit (module docstring)."""
+    return table_flags(audit.summary, audit.interventions, reference, outside_threshold=outside_threshold,
+                       min_drop=min_drop)
+
+
+def table_flags(summary: pd.DataFrame, interventions: pd.DataFrame, reference: DetectionAudit | None = None, *,
+                outside_threshold: float = OUTSIDE_THRESHOLD, min_drop: float = MIN_DROP) -> list[dict]:
     """Flags per (class, region), by the rule in the module docstring. `summary` per class (`class_summary`),
     `interventions` per (class, region) (`summarize_interventions`)."""
     flags = []

@@ -8,7 +8,7 @@ classification report. What differs:
 - `regions`: per class (`class` = the detected class) and overall (`class` null), for `box` (role "core")
   and each context region: mean share of the detection's D-RISE mass (bootstrap 95% CI over detections),
   mean area share, lift = mass / area, n detections;
-- `flags`: `analysis.detection_audit.context_flags` (rule in that module's docstring) as
+- `flags`: `analysis.detection_audit.table_flags` (rule in that module's docstring) as
   `{"region", "class", "kind": "context", "severity", "lift", "evidence": {...}}`;
 - `detection`: the per-(class, region) intervention table and the classes and regions, for the HTML and
   dashboard sections.
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregate import wilson_interval
-from analysis.detection_audit import MIN_DROP, OUTSIDE_THRESHOLD, bootstrap_ci, class_summary, context_flags
+from analysis.detection_audit import MIN_DROP, OUTSIDE_THRESHOLD, bootstrap_ci, class_summary, table_flags
 
 
 def is_detection_run(store, model: dict | None) -> bool:
@@ -68,7 +68,7 @@ def detection_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str,
     if len(interventions) and len(detections):
         summary = class_summary(detections, regions)
         lifts = {(r["class"], r["region"]): r["lift"] for r in rows if r["class"] is not None}
-        for f in context_flags(summary, interventions,
+        for f in table_flags(summary, interventions,
                                outside_threshold=float(options.get("outside_threshold", OUTSIDE_THRESHOLD)),
                                min_drop=float(options.get("min_drop", MIN_DROP))):
             flags.append({"region": f["region"], "class": f["class"], "kind": "context", "severity": f["severity"],
