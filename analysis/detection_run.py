@@ -83,7 +83,11 @@ def prepare(workspace, run: dict, device: str = "cpu"):
     dataset.validate(list(loaded.card.classes))
     params = {**DRISE_DEFAULTS, "seed": int(run["seed"]),
               **{k: v for k, v in (run.get("params") or {}).items() if k not in RUN_PARAMS + ("target", "layer")}}
-    explainer = make_explainer(run["method"], loaded.module, **params)
+    try:
+        explainer = make_explainer(run["method"], loaded.module, **params)
+    except TypeError as exc:  # an unknown keyword
+        raise InputError(f"{run['method']}: {exc}; D-RISE takes n_masks, cells, p, seed, chunk, batch_size, center "
+                         f"and the run takes {', '.join(RUN_PARAMS)} (--param KEY=VALUE)") from None
     return loaded, dataset, explainer, options
 
 

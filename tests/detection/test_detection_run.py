@@ -153,3 +153,8 @@ def test_a_corrupt_image_is_skipped_not_fatal(tmp_path, coco_scenes, capsys):
 def test_wrong_method_for_the_task_exits_2(tmp_path, coco_scenes, capsys):
     code, _, err = cli(capsys, *run_args(tmp_path / "ws", "biased", coco_scenes[1], "--method", "gradcam"))
     assert code == 2 and "explains classifiers, not detectors" in err and "drise" in err
+
+
+def test_unknown_parameter_exits_2(tmp_path, coco_scenes, capsys):
+    code, _, err = cli(capsys, *run_args(tmp_path / "ws", "biased", coco_scenes[1], "--param", "n_maskz=3"))
+    assert code == 2 and "n_maskz" in err and "n_masks, cells" in err and len(err.strip().splitlines()) == 1
