@@ -179,6 +179,10 @@ def cmd_compare(args) -> int:
 
     workspace = _workspace(args)
     runs = [workspace.run(run_id) for run_id in args.runs]  # InputError for an unknown id
+    detection = [run["id"] for run in runs if workspace.model(run["model_id"])["card"].get("task") == "detection"]
+    if detection:
+        raise InputError(f"compare covers classification runs; {', '.join(detection)} is a detection run: compare "
+                         "detection runs with `saliency-audit report RUN` (flags, per-class masses)")
     result = compare_runs([workspace.store(run["id"]) for run in runs], [run["name"] or run["id"] for run in runs])
     if args.format == "html":
         _emit(render_comparison_page(result), args.out)
