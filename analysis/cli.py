@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="model file (.pt2/.pt/.safetensors/.ts) or registered model id")
     run.add_argument("--data", help="dataset folder / .zip or registered dataset id")
     run.add_argument("--card", help="model card JSON (default: model.json beside the model)")
-    run.add_argument("--method", default="gradcam")
+    run.add_argument("--method", default=None,
+                     help="explainer (default: gradcam for classifiers, drise for detection models)")
     run.add_argument("--n", type=int, default=200, help="sample size (stratified by class)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--name")
@@ -113,7 +114,8 @@ def cmd_run(args) -> int:
     else:
         if not args.model or not args.data:
             raise InputError("run needs --model PATH|ID and --data PATH|ID (or --resume-id RUN)")
-        make_explainer_check(args.method)  # fail fast, before copying files in
+        if args.method:
+            make_explainer_check(args.method, task=None)  # fail fast on a misspelt name, before copying files in
         params: dict[str, Any] = {"target": args.target}
         if args.layer:
             params["layer"] = args.layer
@@ -121,8 +123,13 @@ def cmd_run(args) -> int:
         if args.n <= 0:
             raise InputError(f"--n {args.n}: the sample size must be a positive number of images")
         model_id = workspace.resolve_model(args.model, args.card)
+        task = workspace.model(model_id)["card"].get("task", "classification")
+        method = args.method or ("drise" if task == "detection" else "gradcam")
+        make_explainer_check(method, task)
+        if task == "detection":
+            params.pop("target")  # detection explains every detection the model makes
         dataset_id = workspace.resolve_dataset(args.data)
-        run_id = workspace.create_run(model_id, dataset_id, args.method, params, args.n, args.seed, args.name)
+        run_id = workspace.create_run(model_id, dataset_id, method, params, args.n, args.seed, args.name)
     if args.backend == "ray":
         from analysis.ray_backend import run_with_ray
 
@@ -171,6 +178,10 @@ def cmd_compare(args) -> int:
 
     workspace = _workspace(args)
     runs = [workspace.run(run_id) for run_id in args.runs]  # InputError for an unknown id
+    detection = [run["id"] for run in runs if workspace.model(run["model_id"])["card"].get("task") == "detection"]
+    if detection:
+        raise InputError(f"compare covers classification runs; {', '.join(detection)} is a detection run: compare "
+                         "detection runs with `saliency-audit report RUN` (flags, per-class masses)")
     result = compare_runs([workspace.store(run["id"]) for run in runs], [run["name"] or run["id"] for run in runs])
     if args.format == "html":
         _emit(render_comparison_page(result), args.out)

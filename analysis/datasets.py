@@ -255,6 +255,10 @@ def open_dataset(path: str | os.PathLike, *, workdir: str | os.PathLike | None =
     manifest = root / MANIFEST
     if manifest.is_file():
         return _from_manifest(root, name, manifest)
+    from analysis.detection_data import is_detection_folder, open_detection_dataset
+
+    if is_detection_folder(root):  # COCO detection layout: instances.json [+ context.json]
+        return open_detection_dataset(root, name)
     return _from_image_folder(root, name)
 
 
@@ -366,13 +370,13 @@ def _extract(zip_path: Path, workdir) -> Path:
 
 def _unwrap(root: Path) -> Path:
     """The dataset root inside an extracted zip that holds one top folder."""
-    if (root / MANIFEST).is_file():
+    if (root / MANIFEST).is_file() or (root / "instances.json").is_file():
         return root
     entries = [p for p in root.iterdir() if _visible(p.name)]
     if len(entries) == 1 and entries[0].is_dir():
         inner = entries[0]
         inner_entries = [p for p in inner.iterdir() if _visible(p.name)]
-        if (inner / MANIFEST).is_file() or (inner_entries and all(p.is_dir() for p in inner_entries)):
+        if (inner / MANIFEST).is_file() or (inner / "instances.json").is_file() or (inner_entries and all(p.is_dir() for p in inner_entries)):
             return inner
     return root
 

@@ -2,14 +2,33 @@
 
 For every detection the detector makes itself (score >= threshold), D-RISE gives a map; its positive mass is
 split into inside the box, outside the box, and each annotated context region (e.g. water, road). Per class,
-an intervention fills each context region with a neutral colour and re-runs the detector: the score and the
-recall of the same detections before and after. A class is flagged as context-dependent on region r only with
-both kinds of evidence: most of its saliency lies outside its boxes (`mass_outside > outside_threshold`) AND
-filling r costs it score (bootstrap 95% CI of the mean drop above `min_drop`, counted in excess of a reference
-model's drop when one is given).
+an intervention fills each context region with a neutral colour and re-runs the detector: the D-RISE score
+(IoU x class similarity x objectness) of the same detections before and after, and the recall before and
+after (of the ground-truth objects when they are known, else of the detections themselves).
+
+The flag decision, made without a reference model (a user rarely has a debiased one):
+- the fill colour (default `"surround"`) is, per image, the mean colour of the rest of the scene (outside the
+  region and outside every detection box): "what if this object's surroundings looked like the rest of the
+  picture". A fixed neutral colour (pass an RGB triple) is out of distribution for *any* detector: on the
+  sample scenes a green fill of the water costs the debiased detector's boats 0.27 of score too (the
+  surround fill: 0.09), so it cannot tell reliance from surprise;
+- each region fill is paired with a **control fill**: the same number of pixels, outside that region and
+  outside every detection box, filled with the same colour (a compact blob grown from a random seed pixel).
+  The evidence is the paired excess `drop(region fill) - drop(control fill)` per detection;
+- a class is flagged as context-dependent on region r when most of its saliency lies outside its boxes
+  (`mass_outside > outside_threshold`, default 0.5) AND the bootstrap 95% CI of the mean excess drop lies
+  above `min_drop` (default 0.1, in D-RISE score units);
+- with a `reference` audit (the same images through a model trained without the correlation), the reference's
+  excess drop is subtracted too; the demo and the tests use this to compare versions, a run does not need it.
+Severity: "high" when the CI's lower bound exceeds 3 x min_drop, else "medium".
+
+One implementation serves both callers: `audit_detections` (in memory, tensors in) and the run pipeline
+(`analysis.detection_run`, batches from a dataset, results through the run store) share `detection_rows`,
+`fill_effects`, `summarize_interventions` and `table_flags`.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,97 +38,196 @@ from torchvision.ops import box_iou
 
 from explainers.detection import DetectionTarget, detection_similarity, detections_above
 
+NEUTRAL_FILL = (0.35, 0.55, 0.25)  # grass green: neither water nor road nor sky
+OUTSIDE_THRESHOLD = 0.5
+MIN_DROP = 0.1
+
 
 @dataclass
 class DetectionAudit:
     detections: pd.DataFrame  # one row per detection: image, class, score, mass_box, mass_outside, mass.<region>
-    interventions: pd.DataFrame  # one row per (class, region): score_drop, ci, recall_before/after, n
+    interventions: pd.DataFrame  # one row per (class, region): score_drop, control_drop, excess_drop, CIs, recall
     summary: pd.DataFrame  # one row per class: mean masses, n
     flags: list  # [{"class", "region", "kind": "context", "mass_outside", "score_drop", "score_drop_ci", ...}]
 
 
 def audit_detections(detector, images: torch.Tensor, regions: torch.Tensor, region_names: dict[int, str],
-                     classes: list[str], explainer, *, fill=(0.35, 0.55, 0.25), score_threshold: float = 0.5,
-                     outside_threshold: float = 0.5, min_drop: float = 0.1, seed: int = 0,
-                     reference: DetectionAudit | None = None) -> DetectionAudit:
+                     classes: list[str], explainer, *, fill="surround", score_threshold: float = 0.5,
+                     outside_threshold: float = OUTSIDE_THRESHOLD, min_drop: float = MIN_DROP, seed: int = 0,
+                     reference: DetectionAudit | None = None, ground_truth: list | None = None) -> DetectionAudit:
     """`images` (B,3,H,W) in [0,1]; `regions` (B,H,W) int label maps; `region_names` the context regions to
-    measure and intervene on (id -> name); `explainer` a `DRISE` (its `explain_detections` is used);
-    `reference` an audit of a model without the correlation, on the same images (see `context_flags`)."""
+    measure and intervene on (id -> name); `classes` the names of the detector's probability columns;
+    `explainer` a `DRISE` (its `explain_detections` is used); `reference` an audit of a model without the
+    correlation, on the same images (see `context_flags`); `ground_truth` per image (boxes (K,4), class names)."""
     with torch.no_grad():
         clean = detector(images)
-    targets = [detections_above(d, score_threshold) for d in clean]
+    targets, scores = own_detections(clean, score_threshold)
     maps = explainer.explain_detections(images, targets)
-    rows = []
-    h, w = images.shape[-2:]
-    for i, (t, m) in enumerate(zip(targets, maps)):
-        pos = m.clamp(min=0)
-        for k in range(len(t)):
-            total = float(pos[k].sum())
-            box = _box_mask(t.boxes[k], h, w)
-            row = {"image": i, "det": k, "class": classes[int(t.probs[k].argmax())],
-                   "score": float(clean[i]["scores"][clean[i]["scores"] >= score_threshold][k]),
-                   "mass_box": _share(pos[k], box, total), "area_box": float(box.float().mean())}
-            row["mass_outside"] = 1.0 - row["mass_box"] if total > 0 else 0.0
-            for rid, name in region_names.items():
-                row[f"mass.{name}"] = _share(pos[k], regions[i] == rid, total)
-            rows.append(row)
-    det_table = pd.DataFrame(rows)
-    inter_rows = []
-    for rid, name in region_names.items():
-        filled = images.clone()
-        sel = (regions == rid)[:, None].expand_as(filled)
-        filled[sel] = torch.tensor(fill, dtype=images.dtype, device=images.device)[None, :, None, None].expand_as(filled)[sel]
-        with torch.no_grad():
-            after = detector(filled)
-        per_det = []
-        for i, t in enumerate(targets):
-            if not len(t):
-                continue
-            sim = detection_similarity(t, after[i])
-            found = _found(t, after[i], score_threshold)
-            for k in range(len(t)):
-                per_det.append((classes[int(t.probs[k].argmax())], float(sim[k]), bool(found[k])))
-        for cls in classes:
-            sel_rows = det_table[det_table["class"] == cls] if len(det_table) else det_table
-            mine = [(s, f) for c, s, f in per_det if c == cls]
-            if not mine:
-                continue
-            drops = sel_rows["score"].to_numpy() - np.array([s for s, _ in mine])
-            lo, hi = _bootstrap_ci(drops, seed)
-            inter_rows.append({"class": cls, "region": name, "score_drop": float(drops.mean()), "score_drop_ci": [lo, hi],
-                               "recall_before": 1.0, "recall_after": float(np.mean([f for _, f in mine])),
-                               "n": len(mine)})
-    inter = pd.DataFrame(inter_rows)
-    mass_cols = ["mass_box", "mass_outside", "area_box"] + [f"mass.{n}" for n in region_names.values()]
-    summary = (det_table.groupby("class")[mass_cols].mean().assign(n=det_table.groupby("class").size()).reset_index()
-               if len(det_table) else pd.DataFrame(columns=["class", *mass_cols, "n"]))
+    det_table = pd.DataFrame(detection_rows(targets, scores, maps, regions, region_names, classes))
+    effects, gt_effects = fill_effects(detector, images, regions, region_names, targets, classes, clean=clean,
+                                       fill=fill, score_threshold=score_threshold, seed=seed,
+                                       ground_truth=ground_truth)
+    inter = summarize_interventions(effects, gt_effects, seed=seed)
+    summary = class_summary(det_table, region_names.values())
     audit = DetectionAudit(det_table, inter, summary, [])
     audit.flags = context_flags(audit, reference, outside_threshold=outside_threshold, min_drop=min_drop)
     return audit
 
 
-def context_flags(audit: DetectionAudit, reference: DetectionAudit | None = None, *, outside_threshold: float = 0.5,
-                  min_drop: float = 0.1) -> list[dict]:
-    """Flags per (class, region): mass outside the boxes above `outside_threshold` AND a fill of the region
-    costing more than `min_drop` score (lower bound of the bootstrap CI). With a `reference` audit (the same
-    images through a model trained without the correlation), the drop counted is the excess over the
-    reference's drop: a neutral fill is out of distribution for any model, and only the excess is the
-    model's own reliance on the region."""
+# ---------------------------------------------------------------- per-detection saliency shares
+
+def own_detections(outputs, score_threshold: float) -> tuple[list[DetectionTarget], list[torch.Tensor]]:
+    """Per image, the detector's detections with score >= threshold as targets, and their scores."""
+    targets = [detections_above(d, score_threshold) for d in outputs]
+    scores = [d["scores"][d["scores"] >= score_threshold] for d in outputs]
+    return targets, scores
+
+
+def detection_rows(targets: list[DetectionTarget], scores: list[torch.Tensor], maps: list[torch.Tensor],
+                   regions: torch.Tensor, region_names: dict[int, str], classes: list[str],
+                   image_keys=None) -> list[dict]:
+    """One row per target detection: image, det, class, score, box, mass/area of the box, outside, each region.
+
+    `maps[i]` (T_i, H, W) at the images' resolution; `regions` (B, H, W) label maps at the same resolution.
+    Masses are shares of the map's positive part (0 when it has none), areas shares of the image.
+    """
+    rows = []
+    image_keys = list(range(len(targets))) if image_keys is None else list(image_keys)
+    for i, (t, m) in enumerate(zip(targets, maps)):
+        pos = m.clamp(min=0)
+        h, w = pos.shape[-2:]
+        for k in range(len(t)):
+            total = float(pos[k].sum())
+            box = box_mask(t.boxes[k], h, w)
+            x0, y0, x1, y1 = (float(v) for v in t.boxes[k])
+            mass_box = _share(pos[k], box, total)
+            row = {"image": image_keys[i], "det": k, "class": classes[int(t.probs[k].argmax())],
+                   "score": float(scores[i][k]),
+                   "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+                   "mass_box": mass_box, "area_box": float(box.float().mean()),
+                   "mass_outside": 1.0 - mass_box if total > 0 else 0.0}
+            row["area_outside"] = 1.0 - row["area_box"]
+            for rid, name in region_names.items():
+                inside = regions[i].to(pos.device) == rid
+                row[f"mass.{name}"] = _share(pos[k], inside, total)
+                row[f"area.{name}"] = float(inside.float().mean())
+            rows.append(row)
+    return rows
+
+
+def class_summary(det_table: pd.DataFrame, region_names) -> pd.DataFrame:
+    """Per class: mean masses and areas, and the number of detections."""
+    mass_cols = ["mass_box", "mass_outside", "area_box"] + [f"mass.{n}" for n in region_names]
+    if not len(det_table):
+        return pd.DataFrame(columns=["class", *mass_cols, "n"])
+    grouped = det_table.groupby("class")
+    return grouped[mass_cols].mean().assign(n=grouped.size()).reset_index()
+
+
+# ---------------------------------------------------------------- the context-fill intervention
+
+def fill_effects(detector, images: torch.Tensor, regions: torch.Tensor, region_names: dict[int, str],
+                 targets: list[DetectionTarget], classes: list[str], *, clean=None, fill="surround",
+                 score_threshold: float = 0.5, seed: int = 0, image_keys=None,
+                 ground_truth: list | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (detection, region): D-RISE score on the clean image, with the region filled, with the control fill,
+    and whether the detection is still found; per (ground-truth object, region) when `ground_truth` is given
+    (per image: boxes (K, 4) at the images' resolution, class names): found on the clean / filled image.
+
+    Rows carry `image` (from `image_keys`), so batches can be concatenated and summarised together.
+    """
+    image_keys = list(range(len(images))) if image_keys is None else list(image_keys)
+    if clean is None:
+        with torch.no_grad():
+            clean = detector(images)
+    rows, gt_rows = [], []
+    for rid, name in region_names.items():
+        colour = surround_colours(images, regions == rid, targets) if isinstance(fill, str) else fill
+        region_fill = fill_pixels(images, regions == rid, colour)
+        control_fill = fill_pixels(images, control_masks(regions == rid, targets, seed, image_keys, rid), colour)
+        with torch.no_grad():
+            after, control = detector(region_fill), detector(control_fill)
+        for i, t in enumerate(targets):
+            if len(t):
+                before = detection_similarity(t, clean[i])
+                filled, ctrl = detection_similarity(t, after[i]), detection_similarity(t, control[i])
+                found, found_ctrl = _found(t, after[i], score_threshold), _found(t, control[i], score_threshold)
+                for k in range(len(t)):
+                    rows.append({"image": image_keys[i], "det": k, "class": classes[int(t.probs[k].argmax())],
+                                 "region": name, "score": float(before[k]), "score_fill": float(filled[k]),
+                                 "score_control": float(ctrl[k]), "found_fill": bool(found[k]),
+                                 "found_control": bool(found_ctrl[k])})
+            if ground_truth is not None:
+                gt_boxes, gt_classes = ground_truth[i]
+                found_before = gt_found(gt_boxes, gt_classes, clean[i], classes, score_threshold)
+                found_after = gt_found(gt_boxes, gt_classes, after[i], classes, score_threshold)
+                for k, cls in enumerate(gt_classes):
+                    gt_rows.append({"image": image_keys[i], "object": k, "class": cls, "region": name,
+                                    "found_before": bool(found_before[k]), "found_fill": bool(found_after[k])})
+    return (pd.DataFrame(rows, columns=["image", "det", "class", "region", "score", "score_fill", "score_control",
+                                        "found_fill", "found_control"]),
+            pd.DataFrame(gt_rows, columns=["image", "object", "class", "region", "found_before", "found_fill"]))
+
+
+def summarize_interventions(effects: pd.DataFrame, gt_effects: pd.DataFrame | None = None, *, seed: int = 0,
+                            n_boot: int = 1000) -> pd.DataFrame:
+    """Per (class, region): mean score drop of the region fill, of the control fill, and of their paired
+    excess, each with a bootstrap 95% CI; recall before / after the fill; n detections."""
+    rows = []
+    for (cls, region), part in effects.groupby(["class", "region"], sort=True):
+        drop = (part["score"] - part["score_fill"]).to_numpy()
+        control = (part["score"] - part["score_control"]).to_numpy()
+        excess = drop - control
+        row = {"class": cls, "region": region, "score_drop": float(drop.mean()),
+               "score_drop_ci": bootstrap_ci(drop, seed, n_boot), "control_drop": float(control.mean()),
+               "control_drop_ci": bootstrap_ci(control, seed, n_boot), "excess_drop": float(excess.mean()),
+               "excess_drop_ci": bootstrap_ci(excess, seed, n_boot),
+               "recall_before": 1.0, "recall_after": float(part["found_fill"].mean()),
+               "recall_basis": "detections", "n": int(len(part))}
+        gt = gt_effects[(gt_effects["class"] == cls) & (gt_effects["region"] == region)] \
+            if gt_effects is not None and len(gt_effects) else None
+        if gt is not None and len(gt):
+            row.update(recall_before=float(gt["found_before"].mean()), recall_after=float(gt["found_fill"].mean()),
+                       recall_basis="ground truth", n_objects=int(len(gt)))
+        rows.append(row)
+    columns = ["class", "region", "score_drop", "score_drop_ci", "control_drop", "control_drop_ci", "excess_drop",
+               "excess_drop_ci", "recall_before", "recall_after", "recall_basis", "n"]
+    return pd.DataFrame(rows, columns=None if rows else columns)
+
+
+def context_flags(audit: DetectionAudit, reference: DetectionAudit | None = None, *,
+                  outside_threshold: float = OUTSIDE_THRESHOLD, min_drop: float = MIN_DROP) -> list[dict]:
+    """Flags of an in-memory audit, optionally judged against a `reference` audit (module docstring)."""
+    return table_flags(audit.summary, audit.interventions, reference, outside_threshold=outside_threshold,
+                       min_drop=min_drop)
+
+
+def table_flags(summary: pd.DataFrame, interventions: pd.DataFrame, reference: DetectionAudit | None = None, *,
+                outside_threshold: float = OUTSIDE_THRESHOLD, min_drop: float = MIN_DROP) -> list[dict]:
+    """Flags per (class, region), by the rule in the module docstring. `summary` per class (`class_summary`),
+    `interventions` per (class, region) (`summarize_interventions`)."""
     flags = []
-    for _, r in audit.interventions.iterrows():
-        cls_row = audit.summary[audit.summary["class"] == r["class"]].iloc[0]
+    for _, r in interventions.iterrows():
+        match = summary[summary["class"] == r["class"]]
+        if not len(match):
+            continue
+        cls_row = match.iloc[0]
         baseline = 0.0
         if reference is not None and len(reference.interventions):
             ref = reference.interventions
-            match = ref[(ref["class"] == r["class"]) & (ref["region"] == r["region"])]
-            baseline = float(match["score_drop"].iloc[0]) if len(match) else 0.0
-        excess_lo = r["score_drop_ci"][0] - baseline
+            same = ref[(ref["class"] == r["class"]) & (ref["region"] == r["region"])]
+            baseline = float(same["excess_drop"].iloc[0]) if len(same) else 0.0
+        excess_lo = float(r["excess_drop_ci"][0]) - baseline
         if cls_row["mass_outside"] > outside_threshold and excess_lo > min_drop:
             flags.append({"class": r["class"], "region": r["region"], "kind": "context",
+                          "severity": "high" if excess_lo > 3 * min_drop else "medium",
                           "mass_outside": float(cls_row["mass_outside"]),
                           "mass_region": float(cls_row[f"mass.{r['region']}"]),
                           "score_drop": float(r["score_drop"]), "score_drop_ci": list(r["score_drop_ci"]),
-                          "reference_drop": baseline, "recall_after": float(r["recall_after"]), "n": int(r["n"])})
+                          "control_drop": float(r["control_drop"]), "excess_drop": float(r["excess_drop"]),
+                          "excess_drop_ci": list(r["excess_drop_ci"]), "reference_drop": baseline,
+                          "recall_before": float(r["recall_before"]), "recall_after": float(r["recall_after"]),
+                          "n": int(r["n"])})
     return flags
 
 
@@ -124,14 +242,81 @@ def compare_audits(audits: dict[str, DetectionAudit]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _share(pos: torch.Tensor, mask: torch.Tensor, total: float) -> float:
-    return float((pos * mask.to(pos)).sum()) / total if total > 0 else 0.0
+# ---------------------------------------------------------------- helpers
+
+def fill_pixels(images: torch.Tensor, where: torch.Tensor, fill=NEUTRAL_FILL) -> torch.Tensor:
+    """`images` with the pixels of `where` (B, H, W) bool replaced by the colour `fill`: an RGB triple in
+    [0, 1], or per-image colours (B, 3)."""
+    out = images.clone()
+    fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
+    color = (fill[None] if fill.ndim == 1 else fill)[:, :, None, None].expand_as(out)
+    sel = where.to(images.device)[:, None].expand_as(out)
+    out[sel] = color[sel]
+    return out
 
 
-def _box_mask(box: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def surround_colours(images: torch.Tensor, region: torch.Tensor, targets: list[DetectionTarget]) -> torch.Tensor:
+    """(B, 3) per image: the mean colour of the pixels outside `region` and outside every target box (the
+    rest of the scene), or the neutral fill when there are none. Filling a region with it asks "what if this
+    object's surroundings looked like the rest of the picture?", which stays closer to what the detector saw
+    in training than an arbitrary colour."""
+    b, _, h, w = images.shape
+    out = torch.tensor(NEUTRAL_FILL, dtype=images.dtype, device=images.device).repeat(b, 1)
+    for i in range(b):
+        rest = ~region[i].to(images.device)
+        for box in targets[i].boxes:
+            rest &= ~box_mask(box.to(images.device), h, w)
+        if rest.any():
+            out[i] = images[i][:, rest].mean(1)
+    return out
+
+
+def control_masks(region: torch.Tensor, targets: list[DetectionTarget], seed: int, image_keys, region_id: int
+                  ) -> torch.Tensor:
+    """(B, H, W) bool: per image as many pixels as `region` covers, outside it and outside every target box,
+    the ones nearest a random eligible pixel (a compact blob; all eligible pixels when there are too few).
+    Seeded by (seed, image key, region id), so a resumed or repeated run picks the same pixels."""
+    b, h, w = region.shape
+    out = torch.zeros_like(region, dtype=torch.bool)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    for i in range(b):
+        eligible = ~region[i].cpu()
+        for box in targets[i].boxes.cpu():
+            eligible &= ~box_mask(box, h, w)
+        n = int(region[i].sum())
+        candidates = eligible.flatten().nonzero().flatten()
+        if n == 0 or len(candidates) == 0:
+            continue
+        rng = np.random.default_rng([int(seed), zlib.crc32(str(image_keys[i]).encode()), int(region_id)])
+        start = int(candidates[int(rng.integers(len(candidates)))])
+        sy, sx = divmod(start, w)
+        dist = ((ys - sy) ** 2 + (xs - sx) ** 2).float().flatten()[candidates]
+        chosen = candidates[torch.argsort(dist, stable=True)[:n]]
+        out[i].view(-1)[chosen.to(out.device)] = True
+    return out
+
+
+def box_mask(box: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(H, W) bool: pixels whose centre lies inside the xyxy box."""
     ys = torch.arange(h, device=box.device)[:, None] + 0.5
     xs = torch.arange(w, device=box.device)[None, :] + 0.5
     return (xs >= box[0]) & (xs <= box[2]) & (ys >= box[1]) & (ys <= box[3])
+
+
+def bootstrap_ci(values: np.ndarray, seed: int, n_boot: int = 1000) -> list[float]:
+    """Percentile bootstrap 95% CI of the mean."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return [float("nan"), float("nan")]
+    if len(values) == 1:
+        return [float(values[0]), float(values[0])]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
+    return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+
+
+def _share(pos: torch.Tensor, mask: torch.Tensor, total: float) -> float:
+    return float((pos * mask.to(pos)).sum()) / total if total > 0 else 0.0
 
 
 def _found(t: DetectionTarget, det: dict, score_threshold: float, iou: float = 0.5) -> torch.Tensor:
@@ -143,9 +328,14 @@ def _found(t: DetectionTarget, det: dict, score_threshold: float, iou: float = 0
     return ((ious >= iou) & same).any(1).cpu()
 
 
-def _bootstrap_ci(values: np.ndarray, seed: int, n_boot: int = 1000) -> tuple[float, float]:
-    if len(values) == 1:
-        return float(values[0]), float(values[0])
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+def gt_found(boxes, gt_classes: list[str], det: dict, classes: list[str], score_threshold: float,
+              iou: float = 0.5) -> list[bool]:
+    """Per ground-truth object: some detection >= threshold of its class overlaps it with IoU >= `iou`."""
+    boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4)
+    keep = det["scores"] >= score_threshold
+    if not len(boxes) or not keep.any():
+        return [False] * len(boxes)
+    ious = box_iou(boxes, det["boxes"][keep].float().cpu())
+    labels = [classes[int(j)] for j in det["probs"][keep].argmax(1).cpu()]
+    return [bool(any(ious[k, j] >= iou and labels[j] == c for j in range(len(labels))))
+            for k, c in enumerate(gt_classes)]

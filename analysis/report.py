@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any
 
+from analysis.detection_report import detection_findings, is_detection_run
 from analysis.flags import report_findings
 from analysis.store import RunStore
 from analysis.workspace import Workspace
@@ -67,17 +68,24 @@ def build_report(store_or_run: RunStore | str, workspace: Workspace | None = Non
     images, regions, skipped = store.images(), store.regions(), store.skipped()
     model = workspace.model(run["model_id"]) if run else None
     dataset = workspace.dataset(run["dataset_id"]) if run else None
+    detection = is_detection_run(store, model)
     report = {
         "run": {"id": run.get("id", store.run_dir.name), "name": run.get("name"), "method": run.get("method"),
                 "params": run.get("params", {}), "n_images": int(len(images)), "seed": run.get("seed"),
                 "status": run.get("status"), "target_layer": run.get("target_layer"),
                 "model": {"name": model["name"], "sha256": model["sha256"]} if model else None,
                 "dataset": {"name": dataset["name"], "sha256": dataset["sha256"]} if dataset else None},
-        "metrics": {"accuracy": float(images["correct"].astype(bool).mean()) if len(images) else None,
+        "metrics": {"accuracy": float(images["correct"].astype(bool).mean()) if len(images) and not detection else None,
                     "n_images": int(len(images)), "n_skipped": int(len(skipped))},
         "regions": [], "flags": [], "sanity": {},
     }
-    if len(images):
+    report["run"]["task"] = "detection" if detection else ((model or {}).get("card") or {}).get("task")
+    if detection:  # analysis.detection_report: recall, per-class box/context masses, context flags
+        findings = detection_findings(store, n_boot=n_boot, seed=int(run.get("seed") or 0))
+        report["run"]["settings"] = findings["detection"]["settings"]
+        findings["metrics"] = {**report["metrics"], **findings["metrics"]}
+        report.update(findings)
+    elif len(images):
         report.update(report_findings(images, regions, store.evidence(), maps=store.maps(),
                                       n_boot=n_boot, seed=int(run.get("seed") or 0)))
     report["skipped"] = [{"image": str(r["image"]), "reason": str(r["reason"])} for r in skipped.to_dict("records")]

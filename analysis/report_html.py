@@ -33,7 +33,11 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
     run = report.get("run") or {}
     name = title or f"Saliency audit: {run.get('name') or run.get('id') or 'run'}"
     parts = [f"<h1>{escape(str(name))}</h1>", _run_summary(report)]
-    parts.append("<h2>Shortcut flags</h2>" + _flags_table(report.get("flags") or []))
+    detection = run.get("task") == "detection"
+    parts.append("<h2>Shortcut flags</h2>" + (_detection_flags(report) if detection
+                                               else _flags_table(report.get("flags") or [])))
+    if detection:
+        parts.append(_detection_sections(report))
     if report.get("subgroups"):
         parts.append("<h2>Subgroup findings</h2><ul>" + "".join(
             f"<li>{escape(str(f.get('text', '')))}</li>" for f in report["subgroups"]) + "</ul>")
@@ -222,6 +226,45 @@ def _clusters_table(clusters: list[dict]) -> str:
             for c in clusters]
     return _table(["class", "cluster", "images", "share of class", "distance from class mean", "rising region",
                    "exemplar ids"], rows)
+
+
+def _detection_flags(report: dict) -> str:
+    """Context flags of a detection run: the fill's score drop beyond its control fill, and recall."""
+    flags = report.get("flags") or []
+    if not flags:
+        return "<p>No context shortcut flagged.</p>"
+    rows = []
+    for f in flags:
+        ev = f.get("evidence") or {}
+        rows.append([f.get("class"), f["region"], _Raw(f"<span class='{escape(str(f['severity']))}'>"
+                                                       f"{escape(str(f['severity']))}</span>"),
+                     _num(ev.get("mass_outside")), _num(f.get("lift")), _num(ev.get("score_drop")),
+                     _num(ev.get("control_drop")), _ci(ev.get("excess_drop_ci")),
+                     f"{_pct(ev.get('recall_before'))} → {_pct(ev.get('recall_after'))}", ev.get("n")])
+    return ("<p class='muted'>A class is flagged on a context region when most of its D-RISE mass lies outside "
+            "its boxes and filling the region (with the rest of the scene's colour) costs its detections more "
+            "score than filling an equal area elsewhere (95% CI of the excess above the minimum).</p>"
+            + _table(["class", "context region", "severity", "mass outside box", "lift", "score drop (fill)",
+                      "score drop (control)", "excess 95% CI", "recall before → after", "detections"], rows))
+
+
+def _detection_sections(report: dict) -> str:
+    """One section per detected class: where its D-RISE mass goes (box vs each context region)."""
+    out = []
+    metrics = report.get("metrics") or {}
+    for cls in (report.get("detection") or {}).get("classes", []):
+        rows = [r for r in report.get("regions") or [] if r.get("class") == cls]
+        recall = (metrics.get("recall") or {}).get(cls) or {}
+        flagged = [f["region"] for f in report.get("flags") or [] if f.get("class") == cls]
+        out.append(f"<h3>Class {escape(str(cls))}</h3><p>{(metrics.get('n_detections') or {}).get(cls, 0)} "
+                   f"detections; recall {_pct(recall.get('recall'))} {_ci(recall.get('ci'), pct=True)} of "
+                   f"{recall.get('n_objects', 0)} annotated objects"
+                   + (f"; <span class='high'>flagged on {escape(', '.join(flagged))}</span>" if flagged else "")
+                   + "</p>")
+        out.append(_table(["region", "mass (share of D-RISE)", "95% CI", "area", "lift"],
+                          [[r["region"], _num(r["mass_mean"]), _ci(r["mass_ci"]), _num(r["area_mean"]),
+                            _num(r["lift"])] for r in rows]))
+    return "<h2>Detections per class</h2>" + "".join(out) if out else ""
 
 
 class _Raw(str):

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis import detection_run
 from analysis.regions import grid_shares, region_shares
 from analysis.sampling import stratified_sample
 from analysis.shard_writer import ShardWriter
@@ -98,6 +99,8 @@ def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
     from explainers.models import load_model
     from explainers.registry import METHODS, make_explainer
 
+    if detection_run.model_task(workspace, run) == "detection":
+        raise InputError(f"run {run['id']}: detection runs go through analysis.detection_run (local backend only)")
     params = dict(run["params"])
     target_mode = params.get("target", "pred")
     if target_mode not in ("pred", "label"):
@@ -126,17 +129,22 @@ def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
     return loaded, dataset, explainer, layer_name, target_mode
 
 
-def make_explainer_check(method: str) -> None:
+def make_explainer_check(method: str, task: str | None = "classification") -> None:
+    """InputError unless `method` explains models of `task` (None: any known method)."""
     from explainers.registry import METHODS, _load_builtin_methods
 
     _load_builtin_methods()
-    classifier_methods = sorted(name for name, cls in METHODS.items() if cls.model_kind == "classifier")
-    if method not in classifier_methods:
-        why = "explains detectors, not classifiers; " if method in METHODS else ""
-        raise InputError(f"method {method!r}: {why or 'unknown method; '}choose one of: {', '.join(classifier_methods)}")
+    kind = "detector" if task == "detection" else "classifier"
+    allowed = sorted(name for name, cls in METHODS.items() if task is None or cls.model_kind == kind)
+    if method not in allowed:
+        why = (f"explains {'detectors, not classifiers' if kind == 'classifier' else 'classifiers, not detectors'}; "
+               if method in METHODS else "unknown method; ")
+        raise InputError(f"method {method!r}: {why}choose one of: {', '.join(allowed)}")
 
 
 def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, progress: bool) -> None:
+    if detection_run.model_task(workspace, run) == "detection":
+        return detection_run.execute(workspace, run, device=device, batch_size=batch_size, progress=progress)
     run_id = run["id"]
     loaded, dataset, explainer, layer_name, target_mode = prepare(workspace, run, device)
     classes = list(loaded.card.classes)

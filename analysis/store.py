@@ -6,7 +6,9 @@ a worker killed at any moment leaves at most an unrecorded folder that the resum
 half-written table. Without a catalog (a copied run folder) the complete `shard-*` folders are read.
 
 Per shard: `images.parquet`, `regions.parquet` (long: image x region), `skipped.parquet`, and
-`maps.npz` (float16 maps adaptively pooled to at most 64x64, with their image ids).
+`maps.npz` (float16 maps adaptively pooled to at most 64x64, with their image ids). A task may add its own
+tables to the same atomic shard (`extra`: a DataFrame becomes `<name>.parquet`, a dict of arrays
+`<name>.npz`); detection runs add `detections`, `ground_truth` and `detection_maps`.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ class RunStore:
 
     # -- writing --------------------------------------------------------------------------------------
     def write_shard(self, index: int, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,
-                    skipped: pd.DataFrame | None = None) -> str:
+                    skipped: pd.DataFrame | None = None, *, extra: dict[str, Any] | None = None) -> str:
         """Write one batch's shard atomically; returns its folder name (record it in the catalog after)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         name = f"shard-{index:05d}"
@@ -72,6 +74,15 @@ class RunStore:
         tmp.mkdir()
         try:
             self._write_tables(tmp, images, regions, maps, skipped)
+            for table, value in (extra or {}).items():
+                if isinstance(value, pd.DataFrame):
+                    file = tmp / f"{table}.parquet"
+                    value.to_parquet(file, index=False)
+                else:
+                    file = tmp / f"{table}.npz"
+                    with open(file, "wb") as fh:
+                        np.savez(fh, **value)
+                _fsync(file)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a full disk must not be kept full by our leftovers
             raise
@@ -121,22 +132,14 @@ class RunStore:
             return [self.run_dir / s["path"] for s in self.workspace.shards(self.run_id)]
         return sorted(p for p in self.run_dir.glob("shard-*") if p.is_dir())
 
-    def _table(self, name: str, columns: list[str]) -> pd.DataFrame:
-        """All shards' rows; concatenated as Arrow tables, converted to pandas once (a frame per shard made a
-        5,000-image run's first read take seconds)."""
-        tables = [t for t in (pq.read_table(d / f"{name}.parquet") for d in self.shard_dirs()) if t.num_rows]
-        if not tables:
-            return pd.DataFrame(columns=columns)
-        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
-
     def images(self) -> pd.DataFrame:
-        return self._table("images", IMAGE_COLUMNS)
+        return self.table("images", IMAGE_COLUMNS)
 
     def regions(self) -> pd.DataFrame:
-        return self._table("regions", REGION_COLUMNS)
+        return self.table("regions", REGION_COLUMNS)
 
     def skipped(self) -> pd.DataFrame:
-        return self._table("skipped", SKIPPED_COLUMNS)
+        return self.table("skipped", SKIPPED_COLUMNS)
 
     def maps(self) -> tuple[np.ndarray, np.ndarray]:
         """(image_ids, float16 maps (N, h, w)) over all recorded shards."""
@@ -149,6 +152,26 @@ class RunStore:
         if not ids:
             return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float16)
         return np.concatenate(ids), np.concatenate(maps)
+
+    def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A table over the recorded shards that have it (`images`, `regions`, `skipped`, or a task's extra
+        table from `write_shard(extra=...)`). Concatenated as Arrow tables and converted to pandas once: a
+        frame per shard made a 5,000-image run's first read take seconds."""
+        paths = [d / f"{name}.parquet" for d in self.shard_dirs()]
+        tables = [t for t in (pq.read_table(p) for p in paths if p.is_file()) if t.num_rows]
+        if not tables:
+            return pd.DataFrame(columns=columns or [])
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        """A task's extra arrays (`<name>.npz`), concatenated over the recorded shards that have them."""
+        parts: dict[str, list[np.ndarray]] = {}
+        for d in self.shard_dirs():
+            if (d / f"{name}.npz").is_file():
+                with np.load(d / f"{name}.npz") as data:
+                    for key in data.files:
+                        parts.setdefault(key, []).append(data[key])
+        return {key: np.concatenate(values) for key, values in parts.items()}
 
     def evidence(self) -> dict[str, Any]:
         path = self.run_dir / "evidence.json"

@@ -77,11 +77,18 @@ def run_label(run_id: str) -> str:
     return f"{info.get('name') or run_id} ({info.get('method')}, {info.get('status')}) {run_id}"
 
 
-def methods() -> list[str]:
+def methods(task: str = "classification") -> list[str]:
+    """Explainers for models of `task`: D-RISE for detection models, the classifier methods otherwise."""
     from explainers.registry import METHODS, _load_builtin_methods
 
     _load_builtin_methods()
-    return sorted(name for name, cls in METHODS.items() if cls.model_kind == "classifier") or sorted(SECONDS_PER_IMAGE)
+    kind = "detector" if task == "detection" else "classifier"
+    return sorted(name for name, cls in METHODS.items() if cls.model_kind == kind) or sorted(SECONDS_PER_IMAGE)
+
+
+def model_task(model_id: str) -> str:
+    """The model card's task (classification when the card does not say)."""
+    return ((ws().model(model_id) or {}).get("card") or {}).get("task", "classification")
 
 
 # --- one run ------------------------------------------------------------------------------------------
@@ -108,6 +115,18 @@ def gallery_table(run_id: str, version: str) -> pd.DataFrame:
     if clusters is not None:
         table = table.merge(clusters, on="image_id", how="left")
     return table
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def detections(run_id: str, version: str) -> pd.DataFrame:
+    """A detection run's `detections` table: one row per detection, box in image pixels, masses per region."""
+    return _store(run_id).table("detections")
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def store_images(run_id: str, version: str) -> pd.DataFrame:
+    """The run's `images` table as stored."""
+    return _store(run_id).images()
 
 
 def image_clusters(run_id: str, version: str) -> pd.DataFrame | None:

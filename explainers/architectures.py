@@ -2,6 +2,10 @@
 
 Names are the project's sample models (`sample_models.architectures.ARCHITECTURES`, checked first) and
 torchvision's classification models. Weights are never downloaded: the user's state dict supplies them.
+
+Detectors (`build_detector`) come already wrapped in the D-RISE format (`explainers.detection`): the sample
+`tiny_grid_detector` as a `GridDetector`, torchvision's detection models as a `TorchvisionDetector`. The
+torchvision ones count background as class 0, so they are built with `len(classes) + 1` outputs.
 """
 from __future__ import annotations
 
@@ -27,6 +31,40 @@ def build_architecture(name: str, num_classes: int) -> nn.Module:
         f"({', '.join(sorted(sample)) or 'none installed'}) or a torchvision classification model "
         f"({', '.join(sorted(torchvision_names)[:8])}, ...), or export the model as .pt2 (no architecture needed)"
     )
+
+
+TORCHVISION_DETECTORS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet50_fpn",
+                         "fcos_resnet50_fpn", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large")
+SAMPLE_DETECTORS = ("tiny_grid_detector",)
+
+
+def build_detector(name: str, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """(network whose state dict the file holds, the same network wrapped to the D-RISE detector format).
+
+    `num_classes` is the card's count, without background.
+    """
+    if name == "tiny_grid_detector":
+        from sample_models.detection import GridDetector, TinyGridNet
+
+        net = TinyGridNet(num_classes)
+        return net, GridDetector(net)
+    if name in TORCHVISION_DETECTORS:
+        import torchvision
+
+        from explainers.detection import TorchvisionDetector
+
+        net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes + 1)
+        return net, TorchvisionDetector(net, num_classes=num_classes + 1)
+    raise InputError(
+        f"unknown detection architecture {name!r} in the model card; use one of "
+        f"{', '.join(SAMPLE_DETECTORS + TORCHVISION_DETECTORS)}, or wrap your detector in "
+        "explainers.detection.CallableDetector from Python"
+    )
+
+
+def detector_class_names(architecture: str | None, classes) -> list[str]:
+    """Names of a detector's class-probability columns: torchvision detectors put background first."""
+    return ["__background__", *classes] if architecture in TORCHVISION_DETECTORS else list(classes)
 
 
 def architecture_names() -> list[str]:

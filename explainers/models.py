@@ -29,7 +29,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from explainers.architectures import build_architecture
+from explainers.architectures import (SAMPLE_DETECTORS, TORCHVISION_DETECTORS, build_architecture, build_detector,
+                                      detector_class_names)
 from explainers.errors import InputError
 from explainers.layers import LIST_LAYERS_HINT, detect_target_layer
 from explainers.model_files import file_sha256, sniff_format
@@ -42,6 +43,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CARD_KEYS = ("task", "classes", "input_size", "mean", "std", "target_layer", "architecture", "name", "description")
 MINIMAL_CARD = ('{"task": "classification", "classes": ["cat", "dog"], "input_size": [224, 224], '
                 '"architecture": "resnet18"}')
+DETECTION_ARCHITECTURES = SAMPLE_DETECTORS + TORCHVISION_DETECTORS
 EXPORT_HINT = ("export it with torch.export.save(torch.export.export(model.eval(), (x,), "
                "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}), 'model.pt2')")
 
@@ -195,6 +197,10 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
         card = ModelCard.from_json(find_card(path))
     device = torch.device(device)
     kind = sniff_format(path)
+    if card.task == "detection" and kind in ("pt2", "torchscript"):
+        raise InputError(f"{path.name}: detection models load from a state dict (.pt/.pth or .safetensors) with "
+                         f"\"architecture\" in the model card ({', '.join(DETECTION_ARCHITECTURES)}); save "
+                         "torch.save(model.state_dict(), 'model.pt')")
     if kind == "pt2":
         net = _load_pt2(path, device)
     elif kind == "torchscript":
@@ -204,7 +210,8 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
         net = _build_with_state(path, card, state)
     net = net.to(device).eval()
     module = nn.Sequential()
-    module.add_module("normalize", Normalize(card.mean, card.std))
+    if not (card.task == "detection" and card.architecture in TORCHVISION_DETECTORS):
+        module.add_module("normalize", Normalize(card.mean, card.std))  # torchvision detectors normalise inside
     module.add_module("net", net)
     module = module.to(device).eval()
     loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind != "torchscript",
@@ -321,7 +328,10 @@ def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Ten
             f"{path.name} is a bare state dict: set \"architecture\" in the model card (a torchvision name such "
             f"as \"resnet18\" or a sample model), or {EXPORT_HINT}"
         )
-    net = build_architecture(card.architecture, num_classes=len(card.classes))
+    if card.task == "detection":  # the file holds the bare network; D-RISE gets it wrapped
+        net, wrapped = build_detector(card.architecture, num_classes=len(card.classes))
+    else:
+        net = wrapped = build_architecture(card.architecture, num_classes=len(card.classes))
     state = _strip_prefix(state, "module.")  # saved from DataParallel / DistributedDataParallel
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
@@ -335,6 +345,13 @@ def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Ten
         )
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
                   if tuple(state[k].shape) != tuple(v.shape)]
+    if mismatched and card.task == "detection":
+        background = " plus background" if card.architecture in TORCHVISION_DETECTORS else ""
+        raise InputError(
+            f"{path.name}: the detector's head does not fit the {len(card.classes)} classes{background} that "
+            f"model.json lists ({', '.join(mismatched[:2])}, file vs card); fix 'classes' in the model card "
+            f"(torchvision detectors: list the object classes only, background is added)"
+        )
     if mismatched:
         raise InputError(
             f"{path.name} does not fit architecture {card.architecture!r} with {len(card.classes)} classes: "
@@ -342,7 +359,7 @@ def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Ten
             "architecture); check \"architecture\" and \"classes\" in the model card"
         )
     net.load_state_dict(state, strict=True)
-    return net
+    return wrapped
 
 
 def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> Mapping[str, torch.Tensor]:
@@ -379,12 +396,27 @@ def _check_probe(loaded: LoadedModel) -> None:
         if output.shape[1] != n:
             raise InputError(f"{loaded.path.name}: model.json lists {n} classes but the model outputs "
                              f"{output.shape[1]} logits; fix 'classes' in the model card")
+    elif card.task == "detection":
+        _check_detector_output(loaded, output)
     elif card.task == "segmentation" and isinstance(output, torch.Tensor):
         if output.dim() != 4 or output.shape[1] != n:
             raise InputError(f"{loaded.path.name}: model.json lists {n} classes but the segmentation model "
                              f"outputs {tuple(output.shape)} (expected (batch, {n}, H, W))")
     if isinstance(output, torch.Tensor) and not torch.isfinite(output).all():
         logger.warning("%s: non-finite output on an all-zero probe image", loaded.path.name)
+
+
+def _check_detector_output(loaded: LoadedModel, output: Any) -> None:
+    """A detector must answer in the D-RISE format, with one probability column per class it names."""
+    names = detector_class_names(loaded.card.architecture, loaded.card.classes)
+    if (not isinstance(output, (list, tuple)) or len(output) != 1 or not isinstance(output[0], Mapping)
+            or not {"boxes", "scores", "probs"} <= set(output[0])):
+        raise InputError(f"{loaded.path.name}: a detection model must return, per image, a dict with boxes, "
+                         f"scores and probs; got {type(output).__name__}")
+    width = output[0]["probs"].shape[-1]
+    if width != len(names):
+        raise InputError(f"{loaded.path.name}: model.json lists {len(loaded.card.classes)} classes but the "
+                         f"detector scores {width} (expected {len(names)}); fix 'classes' in the model card")
 
 
 def _int_pair(value: Any, fail) -> tuple[int, int]:

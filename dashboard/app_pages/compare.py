@@ -20,6 +20,10 @@ if len(chosen) < 2:
     st.info("Choose two runs or more.")
     st.stop()
 
+if any(data.model_task(data.run_info(r)["model_id"]) == "detection" for r in chosen):
+    st.info("Version comparison covers classification audits; compare detection audits on their reports.")
+    st.stop()
+
 versions = tuple(data.version(r) for r in chosen)
 labels = {r: f"v{k + 1}: {data.run_info(r).get('name') or r}" for k, r in enumerate(chosen)}
 comparison = data.comparison(tuple(chosen), versions, tuple(labels[r] for r in chosen))

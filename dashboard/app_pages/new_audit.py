@@ -20,7 +20,13 @@ chosen_models = st.multiselect("Model version(s)", list(model_names), default=li
                                format_func=lambda m: f"{model_names[m]} ({m})", key="audit_models")
 dataset_id = st.selectbox("Dataset", list(dataset_names), format_func=lambda d: f"{dataset_names[d]} ({d})",
                           key="audit_dataset")
-methods = st.multiselect("Explainer(s)", data.methods(), default=["gradcam"], key="audit_methods")
+tasks = sorted({data.model_task(m) for m in chosen_models}) or ["classification"]
+if len(tasks) > 1:
+    st.error("Choose detection models or classifiers, not both: they take different explainers.")
+    st.stop()
+offered = data.methods(tasks[0])
+methods = st.multiselect("Explainer(s)", offered, default=offered[:1] if tasks[0] == "detection" else
+                         [m for m in ["gradcam"] if m in offered], key="audit_methods")
 c1, c2 = st.columns(2)
 n_images = c1.number_input("Images to sample", min_value=1, max_value=100_000, value=200, step=50,
                            key="audit_n")

@@ -1,7 +1,7 @@
 """Bias report: where one run's attention goes across the dataset, the shortcut flags, and the images."""
 import streamlit as st
 
-from dashboard import data, overlay, state, views
+from dashboard import data, detection_views, overlay, state, views
 from dashboard.components import run_picker
 
 st.title("Bias report")
@@ -19,6 +19,9 @@ if info["status"] != "done":
 
 report = data.report(run_id, version)
 meta = report.get("run", {})
+if meta.get("task") == "detection":  # boxes, context regions, D-RISE: its own page body
+    detection_views.render(report, run_id, version, info)
+    st.stop()
 cols = st.columns(4)
 cols[0].metric("Images explained", meta.get("n_images", info.get("n_done")))
 accuracy = (report.get("metrics") or {}).get("accuracy")

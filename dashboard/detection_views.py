@@ -1,0 +1,201 @@
+"""The report page of a detection run: context flags with their evidence, where each class's D-RISE mass
+goes (box vs each context region), and a gallery with boxes drawn and the D-RISE overlay.
+
+The shaping helpers are plain functions (testable without Streamlit); `render` is the one entry point the
+report page calls. Every number comes from the report (`analysis.detection_report`) or the run store via
+`dashboard.data`; nothing is computed here and no model is loaded.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw
+
+BOX_COLORS = [(255, 64, 64), (255, 220, 0), (64, 200, 255), (200, 100, 255), (80, 255, 120)]
+GALLERY_SIZE = 24
+
+
+def flag_title(flag: dict) -> str:
+    return (f"{str(flag.get('severity', '')).upper()} context shortcut: class {flag.get('class')} "
+            f"relies on {flag.get('region')}")
+
+
+def flag_sentence(flag: dict) -> str:
+    """The evidence of one context flag in one plain sentence."""
+    ev = flag.get("evidence") or {}
+    low, high = (ev.get("excess_drop_ci") or [float("nan"), float("nan")])[:2]
+    return (f"{100 * ev.get('mass_outside', float('nan')):.0f}% of its D-RISE mass lies outside its boxes "
+            f"({100 * ev.get('mass_region', float('nan')):.0f}% on {flag.get('region')}); filling "
+            f"{flag.get('region')} with the rest of the scene's colour lowers its detection score by "
+            f"{ev.get('score_drop', float('nan')):.2f} (an equal-area control fill elsewhere: "
+            f"{ev.get('control_drop', float('nan')):.2f}; excess 95% CI [{low:.2f}, {high:.2f}]) and its recall "
+            f"from {100 * ev.get('recall_before', float('nan')):.0f}% to {100 * ev.get('recall_after', float('nan')):.0f}% "
+            f"({ev.get('n', '?')} detections).")
+
+
+def class_mass_rows(report: dict) -> pd.DataFrame:
+    """Per-class region rows (box and each context region) with CI bounds as columns."""
+    rows = [r for r in report.get("regions") or [] if r.get("class") is not None]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["mass_ci_low"] = [ci[0] for ci in frame["mass_ci"]]
+    frame["mass_ci_high"] = [ci[1] for ci in frame["mass_ci"]]
+    return frame[["class", "region", "mass_mean", "mass_ci_low", "mass_ci_high", "area_mean", "lift", "n"]]
+
+
+def class_mass_figure(rows: pd.DataFrame) -> go.Figure:
+    """One bar group per class: share of D-RISE mass in the box and in each context region, with 95% CIs."""
+    figure = go.Figure()
+    for region, part in rows.groupby("region", sort=False):
+        figure.add_bar(x=part["class"], y=part["mass_mean"], name=str(region),
+                       error_y=dict(type="data", array=part["mass_ci_high"] - part["mass_mean"],
+                                    arrayminus=part["mass_mean"] - part["mass_ci_low"], visible=True),
+                       customdata=part[["area_mean", "lift"]].to_numpy(),
+                       hovertemplate="%{x}, " + str(region) + ": %{y:.3f} of D-RISE mass<br>area "
+                                     "%{customdata[0]:.3f}, lift %{customdata[1]:.2f}<extra></extra>")
+    figure.update_layout(title="Where each class's detections look (share of D-RISE mass, 95% CI)",
+                         barmode="group", yaxis_title="share of positive D-RISE mass", xaxis_title="detected class",
+                         height=380, margin=dict(t=50, b=40))
+    return figure
+
+
+def recall_rows(report: dict) -> pd.DataFrame:
+    metrics = report.get("metrics") or {}
+    rows = []
+    for cls, entry in (metrics.get("recall") or {}).items():
+        low, high = entry.get("ci") or (None, None)
+        rows.append({"class": cls, "recall": entry.get("recall"), "ci_low": low, "ci_high": high,
+                     "objects": entry.get("n_objects"), "detections": (metrics.get("n_detections") or {}).get(cls)})
+    return pd.DataFrame(rows)
+
+
+def intervention_rows(report: dict) -> pd.DataFrame:
+    frame = pd.DataFrame((report.get("detection") or {}).get("interventions") or [])
+    if frame.empty:
+        return frame
+    frame["excess_ci_low"] = [ci[0] for ci in frame["excess_drop_ci"]]
+    frame["excess_ci_high"] = [ci[1] for ci in frame["excess_drop_ci"]]
+    keep = ["class", "region", "score_drop", "control_drop", "excess_drop", "excess_ci_low", "excess_ci_high",
+            "recall_before", "recall_after", "n"]
+    return frame[[c for c in keep if c in frame]]
+
+
+def draw_boxes(image: Image.Image, boxes: list[dict], classes: list[str], scale: float = 1.0) -> Image.Image:
+    """Detections drawn on the picture: `boxes` rows with x0, y0, x1, y1 (image pixels), class, score."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    for row in boxes:
+        color = BOX_COLORS[classes.index(row["class"]) % len(BOX_COLORS)] if row["class"] in classes else (255,) * 3
+        xy = [row["x0"] * scale, row["y0"] * scale, row["x1"] * scale - 1, row["y1"] * scale - 1]
+        draw.rectangle(xy, outline=color, width=max(1, int(scale // 2)))
+        draw.text((xy[0] + 2, max(xy[1] - 11, 0)), f"{row['class']} {row['score']:.2f}", fill=color)
+    return out
+
+
+def gallery_rows(detections: pd.DataFrame, images: pd.DataFrame, class_filter: str | None,
+                 sort_region: str | None) -> pd.DataFrame:
+    """Images to show: those with a detection of `class_filter` (all when None), sorted by the highest share
+    of a detection's mass on `sort_region` (most context-reliant first)."""
+    dets = detections if class_filter is None else detections[detections["class"] == class_filter]
+    column = f"mass.{sort_region}" if sort_region else "mass_outside"
+    if column not in dets:
+        column = "mass_outside"
+    order = dets.groupby("image_id")[column].max().sort_values(ascending=False) if len(dets) else pd.Series(dtype=float)
+    ids = list(order.index)
+    if class_filter is None:
+        ids += [i for i in images["image_id"].astype(int) if i not in set(ids)]
+    return images.set_index("image_id").loc[ids].reset_index() if ids else images.iloc[:0]
+
+
+def render(report: dict, run_id: str, version: str, info: dict) -> None:
+    """The whole detection report page body (the page has drawn the title and the run picker)."""
+    import streamlit as st
+
+    from dashboard import data, overlay, views
+
+    meta = report.get("run", {})
+    metrics = report.get("metrics") or {}
+    flags = report.get("flags") or []
+    cols = st.columns(4)
+    cols[0].metric("Images explained", meta.get("n_images", info.get("n_done")))
+    cols[1].metric("Detections", metrics.get("n_detections_total", 0))
+    recall = metrics.get("recall_overall")
+    cols[2].metric("Recall (IoU ≥ 0.5)", "n/a" if recall is None else f"{recall:.1%}")
+    cols[3].metric("Context flags", len(flags))
+    st.caption("Detection audit (D-RISE) · model " + views.plain((meta.get("model") or {}).get("name", "?")) +
+               " · dataset " + views.plain((meta.get("dataset") or {}).get("name", "?")) +
+               f" · seed {meta.get('seed')}")
+    tab_flags, tab_classes, tab_gallery, tab_export = st.tabs(["Flags", "Attention per class", "Gallery", "Export"])
+
+    with tab_flags:
+        if not flags:
+            st.success("No context shortcut flagged: no class loses score when a context region is filled, "
+                       "beyond what filling an equal area elsewhere costs.")
+        for flag in flags:
+            with st.container(border=True):
+                st.markdown("**" + views.plain(flag_title(flag)) + "**")
+                st.markdown(views.plain(flag_sentence(flag)))
+                st.json(flag.get("evidence") or {}, expanded=False)
+        table = intervention_rows(report)
+        st.subheader("Context fill per class and region")
+        st.caption("Score drop when the region is filled with the rest of the scene's colour, when an equal "
+                   "area elsewhere is filled instead (control), and their paired excess with its 95% bootstrap CI.")
+        if table.empty:
+            st.caption("No intervention recorded (the dataset has no context.json).")
+        else:
+            st.dataframe(table, hide_index=True, width="stretch")
+
+    with tab_classes:
+        rows = class_mass_rows(report)
+        if rows.empty:
+            st.info("No detections above the score threshold.")
+        else:
+            st.plotly_chart(class_mass_figure(rows), width="stretch", key="det_mass_chart")
+            st.dataframe(rows, hide_index=True, width="stretch")
+        st.subheader("Recall per class")
+        st.dataframe(recall_rows(report), hide_index=True, width="stretch")
+
+    with tab_gallery:
+        detections, images = data.detections(run_id, version), data.store_images(run_id, version)
+        classes = list((report.get("detection") or {}).get("classes") or [])
+        regions = list((report.get("detection") or {}).get("regions") or [])
+        flagged = [f["region"] for f in flags]
+        c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
+        class_filter = c1.selectbox("Class", [None] + classes, key="det_gallery_class",
+                                    format_func=lambda v: "all classes" if v is None else v)
+        sort_region = c2.selectbox("Sort by mass on", regions, key="det_gallery_sort",
+                                   index=regions.index(flagged[0]) if flagged and flagged[0] in regions else 0) \
+            if regions else None
+        overlay_on = c3.toggle("D-RISE overlay", key="det_overlay_on")
+        opacity = c4.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="det_overlay_opacity",
+                            disabled=not overlay_on)
+        shown = gallery_rows(detections, images, class_filter, sort_region)
+        st.caption(f"{len(shown)} images; showing the first {min(len(shown), GALLERY_SIZE)}. Boxes: the detector's "
+                   "own detections (score ≥ threshold) with class and score.")
+        image_ids, maps = data.saliency_maps(run_id, version)
+        position = {int(i): k for k, i in enumerate(image_ids)}
+        scale = data.map_scale(run_id, version)
+        for k, row in enumerate(shown.head(GALLERY_SIZE).to_dict("records")):
+            if k % 6 == 0:
+                grid = st.columns(6)
+            image_id = int(row["image_id"])
+            picture, _mask = data.picture(info["dataset_id"], image_id)
+            if overlay_on and image_id in position:
+                picture = overlay.blend(picture, maps[position[image_id]], opacity, scale)
+            big = overlay.enlarged(picture, min_side=256)
+            mine = detections[detections["image_id"] == image_id].to_dict("records") if len(detections) else []
+            boxed = draw_boxes(big, mine, classes, scale=big.width / picture.width)
+            best = max((d.get(f"mass.{sort_region}", 0.0) for d in mine), default=0.0) if sort_region else 0.0
+            with grid[k % 6]:
+                st.image(boxed, width="stretch",
+                         caption=f"{len(mine)} detection(s) · {sort_region or 'context'} {best:.2f}")
+
+    with tab_export:
+        exporters = data.exporters(run_id, version)
+        for fmt, label, mime, suffix in [("html", "Report as HTML", "text/html", ".html"),
+                                         ("json", "Report as JSON", "application/json", ".json"),
+                                         ("csv", "Region table as CSV", "text/csv", "-regions.csv")]:
+            make = exporters[fmt]
+            st.download_button(label, data=make or "", file_name=f"{run_id}{suffix}", mime=mime,
+                               key=f"det_export_{fmt}", disabled=make is None, on_click="ignore")

@@ -1,0 +1,88 @@
+"""The dashboard on a workspace with detection runs: the report page shows the context flag with its
+evidence, the per-class masses and a gallery with boxes; New audit offers only D-RISE for a detector;
+the overview lists the detection flag with the others."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analysis.report import cached_report
+from analysis.workspace import Workspace
+from dashboard import detection_views, views
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+pytestmark = pytest.mark.slow  # needs the session's two D-RISE runs
+
+
+@pytest.fixture
+def app(detection_runs, monkeypatch):
+    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(detection_runs["ws"]))
+
+    def make(page: str | None = None, **query):
+        at = AppTest.from_file(APP, default_timeout=120)
+        at.query_params.update(query)
+        at.run()
+        if page:
+            at.switch_page(page).run()
+        assert not at.exception, [e.message for e in at.exception]
+        return at
+    return make
+
+
+def _texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_report_page_shows_flag_masses_and_gallery(app, detection_runs):
+    at = app("app_pages/report.py", run=detection_runs["biased"])
+    metrics = {m.label: m.value for m in at.metric}
+    report = cached_report(detection_runs["biased"], Workspace(detection_runs["ws"]))
+    assert metrics["Context flags"] == str(len(report["flags"])) and len(report["flags"]) >= 1
+    assert metrics["Detections"] == str(report["metrics"]["n_detections_total"])
+    text = _texts(at)
+    assert "relies on water" in text and "class boat" in text
+    flag = next(f for f in report["flags"] if f["region"] == "water")
+    assert views.plain(f"{flag['evidence']['score_drop']:.2f}") in text  # the evidence sentence carries the numbers
+    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("image")) == 24  # the gallery: six per row, the first 24 images
+    at.toggle(key="det_overlay_on").set_value(True).run()
+    assert not at.exception
+    assert any(b.label == "Report as HTML" for b in at.get("download_button"))
+
+
+def test_debiased_report_page_says_nothing_flagged(app, detection_runs):
+    at = app("app_pages/report.py", run=detection_runs["debiased"])
+    assert {m.label: m.value for m in at.metric}["Context flags"] == "0"
+    assert "No context shortcut flagged" in _texts(at)
+
+
+def test_new_audit_offers_drise_for_detectors(app, detection_runs):
+    at = app("app_pages/new_audit.py")
+    methods = at.multiselect(key="audit_methods")
+    assert methods.options == ["drise"] and methods.value == ["drise"]
+
+
+def test_overview_lists_the_detection_flag(app, detection_runs):
+    at = app()
+    frames = [f.value for f in at.dataframe]
+    flags = next(f for f in frames if "severity" in f.columns)
+    assert {("boat", "water")} <= set(zip(flags["class"], flags["region"]))
+    assert set(flags["run"]) == {detection_runs["biased"]}
+
+
+def test_gallery_rows_sort_by_context_mass():
+    import pandas as pd
+
+    dets = pd.DataFrame({"image_id": [1, 1, 2, 3], "class": ["boat", "car", "boat", "car"],
+                         "mass.water": [0.2, 0.9, 0.5, 0.1], "mass_outside": [0.5, 0.9, 0.6, 0.7]})
+    images = pd.DataFrame({"image_id": [1, 2, 3, 4], "image": ["a", "b", "c", "d"]})
+    assert detection_views.gallery_rows(dets, images, "boat", "water")["image_id"].tolist() == [2, 1]
+    assert detection_views.gallery_rows(dets, images, None, "water")["image_id"].tolist() == [1, 2, 3, 4]
+
+
+def test_compare_page_explains_it_covers_classification(app, detection_runs):
+    at = app("app_pages/compare.py")
+    at.multiselect(key="compare_runs").set_value([detection_runs["biased"], detection_runs["debiased"]]).run()
+    assert not at.exception
+    assert any("compare detection audits on their reports" in i.value for i in at.info)
