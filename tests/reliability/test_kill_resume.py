@@ -68,7 +68,8 @@ def test_thirty_kills_then_resume_equal_an_uninterrupted_run(tmp_path, model_fil
         leftovers += len(list(ws.run_dir(run_id).glob(".*.tmp-*")))
         ws.close()
 
-    mid_run = [done for status, done in progress if status == "running" and 0 < done < N_IMAGES]
+    # A killed worker cannot record its end: the catalog still says running, readers see interrupted.
+    mid_run = [done for status, done in progress if status == "interrupted" and 0 < done < N_IMAGES]
     assert len(mid_run) >= 5, f"too few kills landed mid-run to test anything: {progress}"
     assert [done for _, done in progress] == sorted(done for _, done in progress)  # nothing ever lost
 
