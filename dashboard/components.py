@@ -20,3 +20,15 @@ def run_picker(key: str, current: str | None, statuses: tuple[str, ...] | None =
     if chosen and chosen != st.query_params.get(state.RUN_PARAM):
         state.set_current_run(chosen)
     return chosen
+
+
+def export_buttons(run_id: str, version: str, key: str = "export") -> None:
+    """Download buttons for the run's HTML / JSON / CSV reports (files built by the engine on click)."""
+    exporters = data.exporters(run_id, version)
+    for fmt, label, mime, suffix in [("html", "Report as HTML", "text/html", ".html"),
+                                     ("json", "Report as JSON", "application/json", ".json"),
+                                     ("csv", "Region table as CSV", "text/csv", "-regions.csv")]:
+        make = exporters[fmt]
+        st.download_button(label, data=make or "", file_name=f"{run_id}{suffix}", mime=mime, key=f"{key}_{fmt}",
+                           disabled=make is None, on_click="ignore",
+                           help=None if make else "This installation's engine cannot write this format yet.")

@@ -112,7 +112,7 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
     """The whole detection report page body (the page has drawn the title and the run picker)."""
     import streamlit as st
 
-    from dashboard import data, overlay, views
+    from dashboard import components, data, overlay, views
 
     meta = report.get("run", {})
     metrics = report.get("metrics") or {}
@@ -192,10 +192,4 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
                          caption=f"{len(mine)} detection(s) · {sort_region or 'context'} {best:.2f}")
 
     with tab_export:
-        exporters = data.exporters(run_id, version)
-        for fmt, label, mime, suffix in [("html", "Report as HTML", "text/html", ".html"),
-                                         ("json", "Report as JSON", "application/json", ".json"),
-                                         ("csv", "Region table as CSV", "text/csv", "-regions.csv")]:
-            make = exporters[fmt]
-            st.download_button(label, data=make or "", file_name=f"{run_id}{suffix}", mime=mime,
-                               key=f"det_export_{fmt}", disabled=make is None, on_click="ignore")
+        components.export_buttons(run_id, version, key="det_export")

@@ -1,11 +1,10 @@
 """Bias report: where one run's attention goes across the dataset, the shortcut flags, and the images."""
 import streamlit as st
 
-from dashboard import data, detection_views, overlay, state, views
-from dashboard.components import run_picker
+from dashboard import components, data, detection_views, overlay, state, views
 
 st.title("Bias report")
-run_id = run_picker("report_run", state.current_run())
+run_id = components.run_picker("report_run", state.current_run())
 if run_id is None:
     st.stop()
 
@@ -143,11 +142,4 @@ with tab_gallery:
                        f"(confidence {row['confidence']:.2f})")
 
 with tab_export:
-    exporters = data.exporters(run_id, version)
-    for fmt, label, mime, suffix in [("html", "Report as HTML", "text/html", ".html"),
-                                     ("json", "Report as JSON", "application/json", ".json"),
-                                     ("csv", "Region table as CSV", "text/csv", "-regions.csv")]:
-        make = exporters[fmt]
-        st.download_button(label, data=make or "", file_name=f"{run_id}{suffix}", mime=mime, key=f"export_{fmt}",
-                           disabled=make is None, on_click="ignore",
-                           help=None if make else "This installation's engine cannot write this format yet.")
+    components.export_buttons(run_id, version)
