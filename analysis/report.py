@@ -51,7 +51,7 @@ def _report_key(store: RunStore, workspace: Workspace | None) -> list:
     run = workspace.run(store.run_id) if workspace is not None and store.run_id else {}
     evidence = store.run_dir / "evidence.json"
     stamp = [evidence.stat().st_mtime_ns, evidence.stat().st_size] if evidence.exists() else None
-    shards = [s["index"] for s in workspace.shards(store.run_id)] if run else []
+    shards = [d.name for d in store.shard_dirs()]  # a snapshot's pinned shards, else the catalog's
     return [REPORT_FORMAT, shards, stamp, run.get("status"), run.get("name")]
 
 

@@ -60,7 +60,7 @@ class RunStore:
         Each read of a live store asks the catalog again, so `images()` then `regions()` of a running run can
         straddle a new shard (regions for images the images table lacks). Read a running run through this.
         """
-        return RunStore(self.run_dir, shards=[d.name for d in self.shard_dirs()])
+        return RunStore(self.run_dir, self.workspace, self.run_id, shards=[d.name for d in self.shard_dirs()])
 
     # -- writing --------------------------------------------------------------------------------------
     def write_shard(self, index: int, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,

@@ -167,7 +167,7 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
         sort_region = c2.selectbox("Sort by mass on", regions, key="det_gallery_sort",
                                    index=regions.index(flagged[0]) if flagged and flagged[0] in regions else 0) \
             if regions else None
-        overlay_on = c3.toggle("D-RISE overlay", key="det_overlay_on")
+        overlay_on = c3.toggle("D-RISE overlay", value=True, key="det_overlay_on")
         opacity = c4.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="det_overlay_opacity",
                             disabled=not overlay_on)
         shown = gallery_rows(detections, images, class_filter, sort_region)

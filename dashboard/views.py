@@ -64,8 +64,17 @@ def open_flags(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> pd.DataF
     flags = pd.concat(frames, ignore_index=True)
     order = flags["severity"].map(SEVERITY_ORDER).fillna(len(SEVERITY_ORDER))
     flags = flags.assign(_order=order).sort_values(["_order", "lift"], ascending=[True, False])
+    for column in flags.columns:  # intervals as "[0.93, 1.12]", not two floats at full precision
+        if flags[column].map(lambda v: isinstance(v, (list, tuple)) and len(v) == 2).any():
+            flags[column] = flags[column].map(_interval_text)
     first = ["run_name", "run", "severity", "region", "class", "lift"]
     return flags[[c for c in first if c in flags] + [c for c in flags if c not in first and c != "_order"]]
+
+
+def _interval_text(value) -> str | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"[{value[0]:.2f}, {value[1]:.2f}]"
+    return None if isinstance(value, (list, tuple)) or pd.isna(value) else str(value)
 
 
 def region_rows(report: dict, scope: str) -> pd.DataFrame:

@@ -58,3 +58,21 @@ def test_a_live_store_would_straddle_the_new_shard(running):
     store = Workspace(root).store(run_id)
     images, regions = store.images(), store.regions()
     assert len(images) == half and regions.image_id.nunique() == N_IMAGES
+
+
+def test_the_dashboard_reads_the_workers_report_with_its_run_metadata(tmp_path, monkeypatch):
+    """Through a snapshot the report still knows its run (model, dataset, seed) and hits the worker's report.json
+    instead of rebuilding (and overwriting) it."""
+    from analysis.report import cached_report
+    from dashboard import data
+
+    root = tmp_path / "workspace"
+    run_id = build_workspace(root)["runs"][0]
+    workspace = Workspace(root)
+    written = cached_report(workspace.store(run_id), workspace)  # what the worker leaves at the end of a run
+    path = workspace.run_dir(run_id) / "report.json"
+    stamp = path.stat().st_mtime_ns
+    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(root))
+    shown = data.report(run_id, "test-meta")
+    assert shown["run"]["model"]["name"] == written["run"]["model"]["name"] and shown["run"]["seed"] == 0
+    assert shown == written and path.stat().st_mtime_ns == stamp
