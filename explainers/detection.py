@@ -23,26 +23,34 @@ Detections = dict  # {"boxes": (K,4), "scores": (K,), "probs": (K,C)[, "labels":
 # ---------------------------------------------------------------- detection targets / similarity
 
 class DetectionTarget:
-    """Target detections: boxes (T, 4) xyxy and class probability vectors (T, C).
+    """Target detections: boxes (T, 4) xyxy and class probability vectors (T, C); for instance segmentation
+    also `masks` (T, H, W) bool, and then overlap is mask IoU instead of box IoU (D-RISE for segmenters).
 
     As a callable on a batch's detector output (one target per image, T == B) it returns (B,) D-RISE scores.
     """
 
-    def __init__(self, boxes: torch.Tensor, probs: torch.Tensor):
+    def __init__(self, boxes: torch.Tensor, probs: torch.Tensor, masks: torch.Tensor | None = None):
         boxes, probs = torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(probs, dtype=torch.float32)
         if boxes.ndim != 2 or boxes.shape[-1] != 4 or probs.ndim != 2 or len(probs) != len(boxes):
             raise InputError(f"detection target: need boxes (T, 4) and probs (T, C) with equal T; got "
                              f"{tuple(boxes.shape)} and {tuple(probs.shape)}")
-        self.boxes, self.probs = boxes, probs
+        if masks is not None:
+            masks = torch.as_tensor(masks).bool()
+            if masks.ndim != 3 or len(masks) != len(boxes):
+                raise InputError(f"detection target: masks must be (T, H, W) with T = {len(boxes)}, "
+                                 f"got {tuple(masks.shape)}")
+        self.boxes, self.probs, self.masks = boxes, probs, masks
 
     def __len__(self) -> int:
         return len(self.boxes)
 
     def to(self, device) -> "DetectionTarget":
-        return DetectionTarget(self.boxes.to(device), self.probs.to(device))
+        masks = None if self.masks is None else self.masks.to(device)
+        return DetectionTarget(self.boxes.to(device), self.probs.to(device), masks)
 
     def split(self) -> list["DetectionTarget"]:
-        return [DetectionTarget(self.boxes[i:i + 1], self.probs[i:i + 1]) for i in range(len(self))]
+        return [DetectionTarget(self.boxes[i:i + 1], self.probs[i:i + 1],
+                                None if self.masks is None else self.masks[i:i + 1]) for i in range(len(self))]
 
     def __call__(self, outputs: Sequence[Detections]) -> torch.Tensor:
         if len(outputs) != len(self):
@@ -66,23 +74,58 @@ def similarities(target: DetectionTarget, dets: Sequence[Detections]) -> torch.T
         return target.boxes.new_zeros(len(dets), len(target))
     probs = torch.nn.utils.rnn.pad_sequence([d["probs"].to(target.probs) for d in dets], batch_first=True)
     scores = torch.nn.utils.rnn.pad_sequence([d["scores"].to(target.boxes) for d in dets], batch_first=True)
-    t, p = target.boxes[None, :, None, :], boxes[:, None, :, :]  # (1, T, 1, 4), (n, 1, K, 4)
-    wh = (torch.minimum(t[..., 2:], p[..., 2:]) - torch.maximum(t[..., :2], p[..., :2])).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_t = ((t[..., 2] - t[..., 0]) * (t[..., 3] - t[..., 1]))
-    area_p = ((p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1]))
-    union = area_t + area_p - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)  # (n, T, K)
+    if target.masks is not None:
+        iou = mask_ious(target, dets, boxes.shape[1])
+    else:
+        iou = box_ious(target.boxes, boxes)
     tp = torch.nn.functional.normalize(target.probs, dim=1)
     dp = torch.nn.functional.normalize(probs, dim=2)
     cos = torch.einsum("tc,nkc->ntk", tp, dp)
     return (iou * cos * scores[:, None, :]).amax(dim=2)
 
 
+def box_ious(targets: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(n, T, K) IoU of T target boxes with each output's K (padded) boxes; 0 where the union is empty."""
+    t, p = targets[None, :, None, :], boxes[:, None, :, :]  # (1, T, 1, 4), (n, 1, K, 4)
+    wh = (torch.minimum(t[..., 2:], p[..., 2:]) - torch.maximum(t[..., :2], p[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_t = ((t[..., 2] - t[..., 0]) * (t[..., 3] - t[..., 1]))
+    area_p = ((p[..., 2] - p[..., 0]) * (p[..., 3] - p[..., 1]))
+    union = area_t + area_p - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
+
+
+def mask_ious(target: DetectionTarget, dets: Sequence[Detections], width: int) -> torch.Tensor:
+    """(n, T, width) IoU of the target instance masks with each output's masks (`masks` (K, H, W) or Mask R-CNN's
+    (K, 1, H, W) probabilities, thresholded at 0.5). One output at a time: a padded (n, K, H*W) tensor of
+    full-resolution masks would not fit in memory for real images."""
+    tm = target.masks.flatten(1).float()  # (T, P)
+    out = tm.new_zeros(len(dets), len(target), width)
+    for k, det in enumerate(dets):
+        if len(det["boxes"]) == 0:
+            continue
+        if "masks" not in det:
+            raise InputError("drise: the targets have instance masks but the detector returns none; return "
+                             "`masks` (K, H, W) per image (Mask R-CNN does), or explain boxes without masks")
+        dm = det["masks"].to(tm.device).reshape(len(det["boxes"]), -1)
+        dm = (dm > 0.5).float() if dm.dtype.is_floating_point else dm.float()
+        if dm.shape[1] != tm.shape[1]:
+            raise InputError(f"drise: detector masks have {dm.shape[1]} pixels, the target masks {tm.shape[1]}; "
+                             f"give both at the image's size")
+        inter = tm @ dm.T
+        union = tm.sum(1)[:, None] + dm.sum(1)[None, :] - inter
+        out[k, :, :len(dm)] = torch.where(union > 0, inter / union.clamp(min=1), 0.0)
+    return out
+
+
 def detections_above(det: Detections, score_threshold: float) -> DetectionTarget:
     """The detector's own detections above a score threshold, as targets (what an audit explains)."""
     keep = det["scores"] >= score_threshold
-    return DetectionTarget(det["boxes"][keep], det["probs"][keep])
+    masks = det.get("masks")
+    if masks is not None:
+        masks = masks[keep].reshape(int(keep.sum()), *masks.shape[-2:])
+        masks = masks > 0.5 if masks.dtype.is_floating_point else masks.bool()
+    return DetectionTarget(det["boxes"][keep], det["probs"][keep], masks)
 
 
 def targets_from_classes(outputs: Sequence[Detections], classes) -> list[DetectionTarget]:
@@ -161,13 +204,15 @@ class TorchvisionDetector(nn.Module):
         for o, roi_probs in zip(out, probs):
             # the RoI a detection came from is the one whose softmax entry for its label equals its score
             rows = (roi_probs[:, o["labels"]] - o["scores"][None, :]).abs().argmin(0)
-            result.append({"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"], "probs": roi_probs[rows]})
+            result.append({"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"], "probs": roi_probs[rows]}
+                          | ({"masks": o["masks"]} if "masks" in o else {}))
         return result
 
     def _one_hot(self, o: dict) -> Detections:
         probs = torch.zeros(len(o["labels"]), self.num_classes, device=o["scores"].device)
         probs[torch.arange(len(o["labels"])), o["labels"]] = o["scores"]
-        return {"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"], "probs": probs}
+        return {"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"], "probs": probs} | (
+            {"masks": o["masks"]} if "masks" in o else {})  # Mask R-CNN: instance masks for mask IoU
 
 
 def _torchvision_num_classes(model: nn.Module) -> int:
