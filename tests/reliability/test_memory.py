@@ -12,7 +12,7 @@ import weakref
 import torch
 
 from analysis import runner
-from analysis.store import RunStore
+from analysis.shard_writer import ShardWriter
 from analysis.workspace import Workspace
 
 from .conftest import CORRUPT, N_IMAGES
@@ -28,16 +28,19 @@ def test_memory_is_flat_over_sixty_batches(tmp_path, model_file, data_120, monke
     run_id = ws.create_run(ws.register_model(model_file), ws.register_dataset(data_120), "gradcam",
                            {"target": "pred"}, n=N_IMAGES, seed=0)
     batches, tensors, still_alive = [], {}, {}
-    real_write = RunStore.write_shard
+    real_submit = ShardWriter.submit
 
-    def watching_write(self, index, images, regions, maps, skipped=None):
+    def watching_submit(self, index, images, regions, maps, skipped, *, record):
+        # Counted on the runner's thread between two batches, with no shard in flight: counting inside the
+        # writer thread would race the next batch's computation.
+        self.finish()
         batches.append([weakref.ref(images), weakref.ref(regions), weakref.ref(maps)])
         if len(batches) in (10, 59):
             tensors[len(batches)] = _live_tensors()
             still_alive[len(batches)] = sum(ref() is not None for refs in batches[:-2] for ref in refs)
-        return real_write(self, index, images, regions, maps, skipped)
+        return real_submit(self, index, images, regions, maps, skipped, record=record)
 
-    monkeypatch.setattr(RunStore, "write_shard", watching_write)
+    monkeypatch.setattr(ShardWriter, "submit", watching_submit)
     final = runner.execute_run(ws, run_id, batch_size=2, progress=False)
     assert final["n_done"] == N_IMAGES - len(CORRUPT) and len(batches) == 60
     assert still_alive == {10: 0, 59: 0}  # no earlier batch's rows or maps are held
