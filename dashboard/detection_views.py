@@ -152,7 +152,7 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
             st.info("No detections above the score threshold.")
         else:
             st.plotly_chart(class_mass_figure(rows), width="stretch", key="det_mass_chart")
-            st.dataframe(rows, hide_index=True, width="stretch")
+            st.dataframe(views.readable_intervals(rows), hide_index=True, width="stretch")
         st.subheader("Recall per class")
         st.dataframe(recall_rows(report), hide_index=True, width="stretch")
 

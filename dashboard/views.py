@@ -64,11 +64,18 @@ def open_flags(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> pd.DataF
     flags = pd.concat(frames, ignore_index=True)
     order = flags["severity"].map(SEVERITY_ORDER).fillna(len(SEVERITY_ORDER))
     flags = flags.assign(_order=order).sort_values(["_order", "lift"], ascending=[True, False])
-    for column in flags.columns:  # intervals as "[0.93, 1.12]", not two floats at full precision
-        if flags[column].map(lambda v: isinstance(v, (list, tuple)) and len(v) == 2).any():
-            flags[column] = flags[column].map(_interval_text)
+    flags = readable_intervals(flags)
     first = ["run_name", "run", "severity", "region", "class", "lift"]
     return flags[[c for c in first if c in flags] + [c for c in flags if c not in first and c != "_order"]]
+
+
+def readable_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """Interval columns (two-number lists) as "[0.93, 1.12]", not two floats at full precision."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].map(lambda v: isinstance(v, (list, tuple)) and len(v) == 2).any():
+            frame[column] = frame[column].map(_interval_text)
+    return frame
 
 
 def _interval_text(value) -> str | None:

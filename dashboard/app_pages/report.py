@@ -47,7 +47,7 @@ with tab_attention:
         st.caption("Bars: mean share of the positive saliency mass that falls in the region, with a 95% "
                    "bootstrap interval over images. Black ticks: the region's mean share of the picture's "
                    "area. A bar far above its tick means more attention than the region's size explains.")
-        st.dataframe(rows, hide_index=True, width="stretch")
+        st.dataframe(views.readable_intervals(rows), hide_index=True, width="stretch")
 
 with tab_flags:
     flags = report.get("flags", [])

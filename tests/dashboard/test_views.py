@@ -21,3 +21,13 @@ def test_flags_of_finished_runs_most_severe_first_with_intervals_as_text():
     assert table.loc[table.run == "r-1", "lift_ci"].item() == "[1.00, 1.03]"
     assert table.loc[table.run == "r-2", "lift_ci"].isna().item()  # a context flag has no lift interval
     assert table.loc[table.run == "r-2", "evidence.score_drop"].item() == 0.79
+
+
+def test_region_rows_show_intervals_as_text_and_keep_numbers_numeric():
+    from dashboard.views import readable_intervals
+
+    rows = pd.DataFrame({"region": ["cage", "animal"], "mass_ci": [[0.17499999999, 0.525], [0.38, 0.66]],
+                         "lift": [5.6, 2.08]})
+    shown = readable_intervals(rows)
+    assert shown["mass_ci"].tolist() == ["[0.17, 0.53]", "[0.38, 0.66]"]
+    assert shown["lift"].tolist() == [5.6, 2.08] and rows["mass_ci"][0] == [0.17499999999, 0.525]  # input untouched
