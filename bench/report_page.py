@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -79,17 +78,15 @@ def time_page_script(root: Path, run_id: str) -> dict:
 def time_browser(root: Path, run_id: str) -> dict:
     from playwright.sync_api import expect, sync_playwright
 
-    from dashboard.launch import streamlit_command
+    from dashboard.launch import free_port, streamlit_command, wait_until_serving
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(root), PYTHONPATH=str(REPO))
     server = subprocess.Popen(streamlit_command(port), env=env, cwd=root, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     out = {}
     try:
-        _wait_for_port(port)
+        wait_until_serving(port, timeout=120)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
@@ -110,17 +107,6 @@ def time_browser(root: Path, run_id: str) -> dict:
         server.terminate()
         server.wait(timeout=30)
     return out
-
-
-def _wait_for_port(port: int, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"streamlit did not open port {port}")
 
 
 def main(argv=None) -> None:

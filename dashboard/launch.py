@@ -8,7 +8,9 @@ above every config file.
 """
 from __future__ import annotations
 
+import socket
 import sys
+import time
 from pathlib import Path
 
 try:
@@ -33,3 +35,22 @@ def streamlit_command(port: int = 8501, overrides: dict[str, object] | None = No
     for name, value in settings(overrides).items():
         command += [f"--{name}", str(value).lower() if isinstance(value, bool) else str(value)]
     return command
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a second dashboard beside the default one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_serving(port: int, timeout: float = 60) -> None:
+    """Return once `streamlit run` accepts connections on `port`; RuntimeError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"the dashboard did not open port {port} within {timeout:.0f} s")

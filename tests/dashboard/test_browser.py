@@ -5,9 +5,7 @@ New audit page (worker process, real tiny model) -> page reloaded mid-run -> the
 Screenshots go to test-artifacts/ for a person to look at.
 """
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from workspace_builder import build_workspace, register_real_model  # noqa: E402
 
-from dashboard.launch import streamlit_command  # noqa: E402
+from dashboard.launch import free_port, streamlit_command, wait_until_serving  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -31,18 +29,12 @@ UPLOAD_LIMIT_MB = 1
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium")]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser") / "workspace"
     ids = build_workspace(root)
     ids["real_model"] = register_real_model(root)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(root), PYTHONPATH=str(REPO))
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "wb")
     # The product's own launch command (every setting of dashboard/.streamlit/config.toml), from a folder
@@ -50,13 +42,7 @@ def server(tmp_path_factory):
     command = streamlit_command(port, {"server.maxUploadSize": UPLOAD_LIMIT_MB})
     proc = subprocess.Popen(command, cwd=tmp_path_factory.mktemp("elsewhere"), env=env, stdout=log,
                             stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
+    wait_until_serving(port, timeout=60)
     yield f"http://127.0.0.1:{port}", ids, root
     proc.terminate()
     proc.wait(timeout=20)

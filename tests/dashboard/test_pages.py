@@ -1,14 +1,10 @@
 """Every page under `streamlit.testing.v1.AppTest` on the planted workspace of `workspace_builder`."""
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("analysis.datasets", reason="needs the datasets engine module")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.dashboard.apptest import app_opener  # noqa: E402
 from workspace_builder import N_IMAGES, build_workspace  # noqa: E402
-
-APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
 
 @pytest.fixture(scope="session")
@@ -19,18 +15,7 @@ def planted(tmp_path_factory):
 
 @pytest.fixture
 def app(planted, monkeypatch):
-    root, _ = planted
-    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(root))
-
-    def make(page: str | None = None, **query):
-        at = AppTest.from_file(APP, default_timeout=60)
-        at.query_params.update(query)
-        at.run()
-        if page:
-            at.switch_page(page).run()
-        assert not at.exception, [e.message for e in at.exception]
-        return at
-    return make
+    return app_opener(planted[0], monkeypatch)
 
 
 def _texts(at) -> str:

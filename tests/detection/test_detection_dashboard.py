@@ -1,32 +1,19 @@
 """The dashboard on a workspace with detection runs: the report page shows the context flag with its
 evidence, the per-class masses and a gallery with boxes; New audit offers only D-RISE for a detector;
 the overview lists the detection flag with the others."""
-from pathlib import Path
-
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from analysis.report import cached_report
 from analysis.workspace import Workspace
 from dashboard import detection_views, views
+from tests.dashboard.apptest import app_opener
 
-APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 pytestmark = pytest.mark.slow  # needs the session's two D-RISE runs
 
 
 @pytest.fixture
 def app(detection_runs, monkeypatch):
-    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(detection_runs["ws"]))
-
-    def make(page: str | None = None, **query):
-        at = AppTest.from_file(APP, default_timeout=120)
-        at.query_params.update(query)
-        at.run()
-        if page:
-            at.switch_page(page).run()
-        assert not at.exception, [e.message for e in at.exception]
-        return at
-    return make
+    return app_opener(detection_runs["ws"], monkeypatch, timeout=120)
 
 
 def _texts(at) -> str:
