@@ -174,15 +174,17 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     from analysis.compare import compare_runs
+    from analysis.detection_compare import compare_detection_runs
     from analysis.report_html import render_comparison_page
 
     workspace = _workspace(args)
     runs = [workspace.run(run_id) for run_id in args.runs]  # InputError for an unknown id
     detection = [run["id"] for run in runs if workspace.model(run["model_id"])["card"].get("task") == "detection"]
-    if detection:
-        raise InputError(f"compare covers classification runs; {', '.join(detection)} is a detection run: compare "
-                         "detection runs with `saliency-audit report RUN` (flags, per-class masses)")
-    result = compare_runs([workspace.store(run["id"]) for run in runs], [run["name"] or run["id"] for run in runs])
+    if detection and len(detection) < len(runs):
+        raise InputError(f"compare runs of one task: {', '.join(detection)} audit a detector, the others a "
+                         "classifier; compare each kind separately")
+    compare = compare_detection_runs if detection else compare_runs
+    result = compare([workspace.store(run["id"]) for run in runs], [run["name"] or run["id"] for run in runs])
     if args.format == "html":
         _emit(render_comparison_page(result), args.out)
     else:

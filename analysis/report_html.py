@@ -68,6 +68,8 @@ def render_comparison_page(comparison: dict, title: str = "Saliency audit: versi
 def render_comparison(comparison: dict, charts: "_Charts | None" = None) -> str:
     charts = charts or _Charts()
     out = [f"<p>{escape(str(comparison.get('summary', '')))}</p>", charts.comparison(comparison)]
+    if comparison.get("task") == "detection":
+        return "".join(out) + _detection_comparison(comparison)
     rows = []
     for region, entry in (comparison.get("regions") or {}).items():
         for change in entry.get("changes", []):
@@ -84,6 +86,27 @@ def render_comparison(comparison: dict, charts: "_Charts | None" = None) -> str:
         out.append(_table(["run", "group", "n", "accuracy", "95% CI"],
                           [[a["run"], a.get("group") or "all", a["n"], _pct(a["accuracy"]),
                             _ci([a["ci_low"], a["ci_high"]], pct=True)] for a in acc]))
+    return "".join(out)
+
+
+def _detection_comparison(comparison: dict) -> str:
+    """Context fills per version, per-class attention changes and recall (`analysis.detection_compare`)."""
+    out = ["<h2>Context dependence per version</h2>", _table(
+        ["run", "class", "region", "score drop", "control drop", "excess drop", "95% CI", "flagged"],
+        [[c["run"], c["class"], c["region"], _num(c["score_drop"]), _num(c["control_drop"]), _num(c["excess_drop"]),
+          _ci(c["excess_drop_ci"]), c["severity"] or "no"] for c in comparison.get("context") or []])]
+    rows = []
+    for cls, regions in (comparison.get("classes") or {}).items():
+        for region, entry in regions.items():
+            for change in entry.get("changes", []):
+                rows.append([cls, region, f"{change['from']} → {change['to']}", _pct(change["diff"]),
+                             _ci(change.get("diff_ci"), pct=True), _p(change["p_value"]), change["n"]])
+    out += ["<h2>Share of each class's saliency per region</h2>",
+            _table(["class", "region", "versions", "mass change", "95% CI", "p", "images"], rows)]
+    out += ["<h2>Recall per class</h2>", _table(
+        ["run", "class", "objects", "recall", "95% CI"],
+        [[r["run"], r["class"], r["n_objects"], _pct(r["recall"]), _ci([r["ci_low"], r["ci_high"]], pct=True)]
+         for r in comparison.get("recall") or []])]
     return "".join(out)
 
 

@@ -194,12 +194,15 @@ def engine_function(module: str, name: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...]) -> dict | None:
-    """`analysis.compare.compare_runs`: per-region numbers per run, subgroup accuracies, a summary; None if absent."""
-    compare_runs = engine_function("analysis.compare", "compare_runs")
-    if compare_runs is None:
+def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...],
+               detection: bool = False) -> dict | None:
+    """`analysis.compare.compare_runs` (or `analysis.detection_compare.compare_detection_runs` for detection
+    runs): per-region numbers per run, accuracy or recall, a summary; None if this engine lacks it."""
+    compare = engine_function(*(("analysis.detection_compare", "compare_detection_runs") if detection
+                                else ("analysis.compare", "compare_runs")))
+    if compare is None:
         return None
-    return compare_runs([_store(r) for r in run_ids], list(names))
+    return compare([_store(r) for r in run_ids], list(names))
 
 
 # --- exports ------------------------------------------------------------------------------------------

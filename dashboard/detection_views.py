@@ -193,3 +193,79 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
 
     with tab_export:
         components.export_buttons(run_id, version, key="det_export")
+
+
+def comparison_context_rows(comparison: dict) -> pd.DataFrame:
+    """`compare_detection_runs(...)["context"]`: one row per version, class and region, flagged or not."""
+    frame = pd.DataFrame(comparison.get("context") or [])
+    if frame.empty:
+        return frame
+    frame["flagged"] = frame["severity"].fillna("no")
+    return frame[["run", "class", "region", "excess_drop", "excess_drop_ci", "score_drop", "control_drop", "flagged"]]
+
+
+def comparison_recall_rows(comparison: dict) -> pd.DataFrame:
+    """Recall rows of a detection comparison with the run's `version` position, for `version_lines_figure`."""
+    order = {name: k for k, name in enumerate(comparison.get("runs", []))}
+    frame = pd.DataFrame(comparison.get("recall") or [])
+    if not frame.empty:
+        frame["version"] = frame["run"].map(order)
+    return frame
+
+
+def render_comparison(comparison: dict, run_ids: list[str], versions: tuple[str, ...], labels: dict) -> None:
+    """The Compare page body for detection runs (the page has drawn the picker and the summary)."""
+    import streamlit as st
+
+    from dashboard import data, overlay, views
+
+    st.subheader("Context dependence per version")
+    st.caption("Excess score drop: what filling the region with the rest of the scene's colour costs a class's "
+               "detections beyond an equal-area control fill elsewhere (95% bootstrap CI). A flag that goes away "
+               "means retraining took the detector off that context.")
+    st.dataframe(views.readable_intervals(comparison_context_rows(comparison)), hide_index=True, width="stretch")
+
+    classes = list(comparison.get("classes") or {})
+    if classes:
+        flagged = [c["class"] for c in comparison.get("context") or [] if c["flagged"]]
+        cls = st.selectbox("Class", classes, key="det_compare_class",
+                           index=classes.index(flagged[0]) if flagged else 0)
+        rows = views.comparison_regions({"runs": comparison["runs"], "regions": comparison["classes"][cls]})
+        st.plotly_chart(views.version_lines_figure(rows, "region", "mass_mean", "mass_ci_low", "mass_ci_high",
+                                                   f"Where {cls} detections look, across versions",
+                                                   "share of D-RISE mass (95% CI)"),
+                        width="stretch", key="det_compare_regions_chart")
+    recall = comparison_recall_rows(comparison)
+    if not recall.empty:
+        st.plotly_chart(views.version_lines_figure(recall, "class", "recall", "ci_low", "ci_high",
+                                                   "Recall per class across versions", "recall (95% Wilson CI)"),
+                        width="stretch", key="det_compare_recall_chart")
+
+    st.subheader("The same image under every version")
+    first = run_ids[0]
+    images = data.store_images(first, versions[0])
+    common = set(images["image_id"].astype(int))
+    for r, v in zip(run_ids[1:], versions[1:]):
+        common &= set(data.store_images(r, v)["image_id"].astype(int))
+    if not common:
+        st.info("These runs explained no image in common (different datasets or samples).")
+        return
+    context = [c for c in comparison.get("context") or [] if c["flagged"]]
+    ordered = gallery_rows(data.detections(first, versions[0]), images, context[0]["class"] if context else None,
+                           context[0]["region"] if context else None)  # most context-reliant first
+    choices = [i for i in ordered["image_id"].astype(int) if i in common]
+    names = images.set_index("image_id")["image"]
+    image_id = st.selectbox("Image", choices, key="det_compare_image", format_func=lambda i: str(names.loc[i]))
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="det_compare_opacity")
+    for column, r, v in zip(st.columns(len(run_ids)), run_ids, versions):
+        ids, maps = data.saliency_maps(r, v)
+        position = {int(i): k for k, i in enumerate(ids)}
+        picture, _ = data.picture(data.run_info(r)["dataset_id"], image_id)
+        if image_id in position:
+            picture = overlay.blend(picture, maps[position[image_id]], opacity, data.map_scale(r, v))
+        big = overlay.enlarged(picture, min_side=256)
+        detections = data.detections(r, v)
+        mine = detections[detections["image_id"] == image_id].to_dict("records") if len(detections) else []
+        run_classes = list(data.report(r, v).get("detection", {}).get("classes") or classes)
+        column.image(draw_boxes(big, mine, run_classes, scale=big.width / picture.width), width="stretch",
+                     caption=f"{labels[r]} · {len(mine)} detection(s)")

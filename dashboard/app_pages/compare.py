@@ -1,7 +1,7 @@
 """Compare versions: did retraining move attention off the shortcut, and at what cost in accuracy?"""
 import streamlit as st
 
-from dashboard import data, overlay, state, views
+from dashboard import data, detection_views, overlay, state, views
 
 st.title("Compare versions")
 st.caption("Pick the runs of successive model versions on the same dataset, oldest first.")
@@ -20,19 +20,24 @@ if len(chosen) < 2:
     st.info("Choose two runs or more.")
     st.stop()
 
-if any(data.model_task(data.run_info(r)["model_id"]) == "detection" for r in chosen):
-    st.info("Version comparison covers classification audits; compare detection audits on their reports.")
+tasks = {data.model_task(data.run_info(r)["model_id"]) for r in chosen}
+if len(tasks) > 1:
+    st.info("Choose audits of one kind: these mix detector and classifier audits.")
     st.stop()
+detection = tasks == {"detection"}
 
 versions = tuple(data.version(r) for r in chosen)
 labels = {r: f"v{k + 1}: {data.run_info(r).get('name') or r}" for k, r in enumerate(chosen)}
-comparison = data.comparison(tuple(chosen), versions, tuple(labels[r] for r in chosen))
+comparison = data.comparison(tuple(chosen), versions, tuple(labels[r] for r in chosen), detection)
 if comparison is None:
     st.warning("This installation's engine has no version comparison (analysis.compare).")
     st.stop()
 
 st.subheader("Summary")
 st.markdown(views.plain(comparison.get("summary") or "no summary"))
+if detection:
+    detection_views.render_comparison(comparison, chosen, versions, labels)
+    st.stop()
 
 regions = views.comparison_regions(comparison)
 st.plotly_chart(views.version_lines_figure(regions, "region", "mass_mean", "mass_ci_low", "mass_ci_high",

@@ -1,6 +1,6 @@
 """The dashboard on a workspace with detection runs: the report page shows the context flag with its
 evidence, the per-class masses and a gallery with boxes; New audit offers only D-RISE for a detector;
-the overview lists the detection flag with the others."""
+the overview lists the detection flag with the others. (Compare: test_detection_compare.py.)"""
 import pytest
 
 from analysis.report import cached_report
@@ -66,10 +66,3 @@ def test_gallery_rows_sort_by_context_mass():
     images = pd.DataFrame({"image_id": [1, 2, 3, 4], "image": ["a", "b", "c", "d"]})
     assert detection_views.gallery_rows(dets, images, "boat", "water")["image_id"].tolist() == [2, 1]
     assert detection_views.gallery_rows(dets, images, None, "water")["image_id"].tolist() == [1, 2, 3, 4]
-
-
-def test_compare_page_explains_it_covers_classification(app, detection_runs):
-    at = app("app_pages/compare.py")
-    at.multiselect(key="compare_runs").set_value([detection_runs["biased"], detection_runs["debiased"]]).run()
-    assert not at.exception
-    assert any("compare detection audits on their reports" in i.value for i in at.info)

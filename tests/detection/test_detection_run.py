@@ -158,9 +158,3 @@ def test_wrong_method_for_the_task_exits_2(tmp_path, coco_scenes, capsys):
 def test_unknown_parameter_exits_2(tmp_path, coco_scenes, capsys):
     code, _, err = cli(capsys, *run_args(tmp_path / "ws", "biased", coco_scenes[1], "--param", "n_maskz=3"))
     assert code == 2 and "n_maskz" in err and "n_masks, cells" in err and len(err.strip().splitlines()) == 1
-
-
-def test_compare_refuses_detection_runs_in_one_line(detection_runs, capsys):
-    code, _, err = cli(capsys, "compare", detection_runs["biased"], detection_runs["debiased"],
-                       "--workspace", detection_runs["ws"])
-    assert code == 2 and "is a detection run" in err and len(err.strip().splitlines()) == 1

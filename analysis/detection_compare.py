@@ -1,0 +1,117 @@
+"""Version comparison of detection runs: did retraining take the detector off its context shortcut?
+
+The same question as `analysis.compare` asks of classifiers, with detection evidence. Per class and per
+region (`box`, each context region), the mean share of the detections' D-RISE mass per version with its
+bootstrap CI, and between consecutive versions the change with `analysis.compare.mass_change`. Detections
+are not the same objects across versions (a retrained detector finds other boxes), so a class's masses are
+first averaged per image: the test is paired on the images where both versions detected the class. Next to
+attention, what the flag rests on: each version's context-fill intervention (excess score drop and CI,
+flagged or not) and the recall per class with Wilson CIs. `regions` (all detections, whatever their class)
+keeps the `compare --format json` contract: per region the per-run `mass_mean`, `mass_ci` and `lift`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.compare import mass_change
+from analysis.detection_report import detection_findings
+
+
+def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,
+                           alpha: float = 0.01) -> dict:
+    stores, names = list(stores), [str(n) for n in names]
+    findings = [detection_findings(store, n_boot=n_boot, seed=seed) for store in stores]
+    detections = [store.table("detections") for store in stores]
+    region_names = sorted({r for f in findings for r in f["detection"]["regions"]})
+    classes = sorted({c for f in findings for c in f["detection"]["classes"]})
+
+    def entries(cls):
+        out = {}
+        for region in ["box", *region_names]:
+            runs = [_run_row(name, f["regions"], cls, region) for name, f in zip(names, findings)]
+            if all(r is None for r in runs):
+                continue
+            masses = [_per_image_mass(table, cls, region) for table in detections]
+            changes = [{"from": names[k - 1], "to": names[k],
+                        **mass_change(*masses[k - 1], *masses[k], n_perm=n_perm, n_boot=n_boot, seed=seed)}
+                       for k in range(1, len(stores)) if len(masses[k - 1][0]) and len(masses[k][0])]
+            out[region] = {"role": "core" if region == "box" else None, "runs": runs, "changes": changes}
+        return out
+
+    result = {"task": "detection", "runs": names, "regions": entries(None),
+              "classes": {cls: entries(cls) for cls in classes},
+              "context": [_context_row(name, f, row) for name, f in zip(names, findings)
+                          for row in f["detection"]["interventions"]],
+              "recall": [{"run": name, "class": cls, "recall": value["recall"], "ci_low": value["ci"][0],
+                          "ci_high": value["ci"][1], "n_objects": value["n_objects"]}
+                         for name, f in zip(names, findings) for cls, value in f["metrics"]["recall"].items()],
+              "map_similarity": [], "accuracy": []}
+    result["summary"] = summarise(result, alpha=alpha)
+    return result
+
+
+def summarise(result: dict, *, alpha: float = 0.01) -> str:
+    """Plain lines: context flags that appeared or went, context attention that moved, recall that moved."""
+    names, lines = result["runs"], []
+    if len(names) < 2:
+        return ""
+    first, last = names[0], names[-1]
+    context = pd.DataFrame(result["context"])
+    if len(context):
+        for (cls, region), part in context.groupby(["class", "region"], sort=True):
+            by_run = part.set_index("run")
+            if first not in by_run.index or last not in by_run.index:
+                continue
+            a, b = by_run.loc[first], by_run.loc[last]
+            if bool(a["flagged"]) != bool(b["flagged"]):
+                state = "no longer depends" if a["flagged"] else "now depends"
+                lines.append(f"{cls} {state} on {region}: filling it costs {a['excess_drop']:.2f} of the score "
+                             f"in {first}, {b['excess_drop']:.2f} in {last} (beyond an equal-area control fill)")
+    for cls, regions in result["classes"].items():
+        for region, entry in regions.items():
+            runs = [r for r in entry["runs"] if r is not None]
+            if entry["role"] == "core" or len(runs) < 2 or not any(c["p_value"] < alpha for c in entry["changes"]):
+                continue
+            verb = "fell" if runs[-1]["mass_mean"] < runs[0]["mass_mean"] else "rose"
+            lines.append(f"the share of {cls} detections' saliency on {region} {verb} from "
+                         f"{runs[0]['mass_mean']:.0%} to {runs[-1]['mass_mean']:.0%} between "
+                         f"{runs[0]['run']} and {runs[-1]['run']}")
+    recall = pd.DataFrame(result["recall"])
+    if len(recall):
+        merged = recall[recall["run"] == first].merge(recall[recall["run"] == last], on="class", suffixes=("_a", "_b"))
+        merged = merged.dropna(subset=["recall_a", "recall_b"])
+        moved = merged[(merged["ci_low_b"] > merged["ci_high_a"]) | (merged["ci_high_b"] < merged["ci_low_a"])]
+        for row in moved.to_dict("records"):
+            verb = "rose" if row["recall_b"] > row["recall_a"] else "fell"
+            lines.append(f"recall on {row['class']} {verb} from {row['recall_a']:.0%} to {row['recall_b']:.0%}")
+    if not lines:
+        return f"no significant change in context dependence between {first} and {last}"
+    return "; ".join(lines)
+
+
+def _run_row(name: str, rows: list[dict], cls, region: str) -> dict | None:
+    row = next((r for r in rows if r["class"] == cls and r["region"] == region), None)
+    if row is None:
+        return None
+    return {"run": name, **{k: row[k] for k in ("mass_mean", "mass_ci", "area_mean", "lift", "n")}}
+
+
+def _per_image_mass(detections: pd.DataFrame, cls, region: str) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, mean mass): per image for one class; per (image, class) over all classes."""
+    column = "mass_box" if region == "box" else f"mass.{region}"
+    if not len(detections) or column not in detections:
+        return np.zeros(0, dtype=str), np.zeros(0)
+    part = detections if cls is None else detections[detections["class"] == cls]
+    means = part.groupby(["image_id", "class"], sort=True)[column].mean()
+    keys = np.array([f"{i}/{c}" for i, c in means.index], dtype=str)
+    return keys, means.to_numpy(float)
+
+
+def _context_row(name: str, findings: dict, intervention: dict) -> dict:
+    flagged = {(f["class"], f["region"]): f["severity"] for f in findings["flags"]}
+    key = (intervention["class"], intervention["region"])
+    return {"run": name, "class": key[0], "region": key[1], "excess_drop": intervention["excess_drop"],
+            "excess_drop_ci": intervention["excess_drop_ci"], "score_drop": intervention["score_drop"],
+            "control_drop": intervention["control_drop"], "flagged": key in flagged,
+            "severity": flagged.get(key)}

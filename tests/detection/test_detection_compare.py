@@ -1,0 +1,116 @@
+"""Comparing detector versions: biased -> debiased shows the context flag gone, with the numbers of each run's
+report, paired mass changes recomputed here by hand, recall per class; CLI JSON and HTML, and the Compare page."""
+import json
+
+import numpy as np
+import pytest
+
+from analysis.detection_compare import compare_detection_runs
+from analysis.report import cached_report
+from analysis.workspace import Workspace
+from detection_helpers import cli
+from sample_models.detection import WEIGHTS_DIR
+from tests.dashboard.apptest import app_opener
+from tests.runs.helpers import write_dataset, write_model
+
+pytestmark = pytest.mark.slow  # needs the session's two D-RISE runs
+
+
+@pytest.fixture(scope="module")
+def comparison(detection_runs):
+    ws = Workspace(detection_runs["ws"])
+    return compare_detection_runs([ws.store(detection_runs[v]) for v in ("biased", "debiased")],
+                                  ["biased", "debiased"])
+
+
+def test_the_context_flag_of_the_biased_version_is_gone_in_the_debiased_one(comparison, detection_runs):
+    context = {(c["run"], c["class"], c["region"]): c for c in comparison["context"]}
+    assert context[("biased", "boat", "water")]["flagged"] and context[("biased", "boat", "water")]["severity"]
+    assert not any(c["flagged"] for c in comparison["context"] if c["run"] == "debiased")
+    ws = Workspace(detection_runs["ws"])
+    for name in ("biased", "debiased"):  # the same intervention numbers as each run's own report
+        report = cached_report(detection_runs[name], ws)
+        for row in report["detection"]["interventions"]:
+            mine = context[(name, row["class"], row["region"])]
+            assert mine["excess_drop"] == row["excess_drop"] and mine["excess_drop_ci"] == row["excess_drop_ci"]
+        for cls, value in report["metrics"]["recall"].items():
+            (recall,) = [r for r in comparison["recall"] if (r["run"], r["class"]) == (name, cls)]
+            assert (recall["recall"], recall["ci_low"], recall["ci_high"]) == (value["recall"], *value["ci"])
+    assert "boat no longer depends on water" in comparison["summary"]
+
+
+def test_class_masses_match_the_reports_and_changes_are_paired_per_image(comparison, detection_runs):
+    ws = Workspace(detection_runs["ws"])
+    reports = {name: cached_report(detection_runs[name], ws) for name in ("biased", "debiased")}
+    entry = comparison["classes"]["boat"]["water"]
+    for k, name in enumerate(("biased", "debiased")):
+        row = next(r for r in reports[name]["regions"] if (r["class"], r["region"]) == ("boat", "water"))
+        assert entry["runs"][k]["mass_mean"] == row["mass_mean"] and entry["runs"][k]["mass_ci"] == row["mass_ci"]
+    # The change, by hand: each version's boat masses on water averaged per image, differenced on shared images.
+    per_image = {}
+    for name in ("biased", "debiased"):
+        dets = ws.store(detection_runs[name]).table("detections")
+        per_image[name] = dets[dets["class"] == "boat"].groupby("image_id")["mass.water"].mean()
+    shared = per_image["biased"].index.intersection(per_image["debiased"].index)
+    expected = float((per_image["debiased"][shared] - per_image["biased"][shared]).mean())
+    (change,) = entry["changes"]
+    assert change["paired"] and change["n"] == len(shared) > 5
+    assert change["diff"] == pytest.approx(expected, abs=1e-12)
+    assert change["diff"] < 0 and change["diff_ci"][1] < 0 and change["p_value"] < 0.01
+    # `regions` keeps the compare contract: per region the per-run mass_mean, mass_ci and lift, in order.
+    overall = {r["region"]: r for r in reports["biased"]["regions"] if r["class"] is None}
+    for region, value in comparison["regions"].items():
+        assert [r["run"] for r in value["runs"]] == ["biased", "debiased"]
+        assert value["runs"][0]["mass_mean"] == overall[region]["mass_mean"]
+        assert value["runs"][0]["lift"] == overall[region]["lift"]
+
+
+def test_reversed_order_reads_as_a_new_dependence(detection_runs):
+    ws = Workspace(detection_runs["ws"])
+    result = compare_detection_runs([ws.store(detection_runs[v]) for v in ("debiased", "biased")],
+                                    ["debiased", "biased"], n_boot=200, n_perm=500)
+    assert "boat now depends on water" in result["summary"]
+
+
+def test_cli_compare_json_and_html(detection_runs, comparison, capsys, tmp_path):
+    args = ["compare", detection_runs["biased"], detection_runs["debiased"], "--workspace", detection_runs["ws"]]
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["task"] == "detection" and len(result["runs"]) == 2
+    assert {(c["class"], c["region"]) for c in result["context"] if c["flagged"]} == \
+        {(c["class"], c["region"]) for c in comparison["context"] if c["flagged"]}
+    code, _, err = cli(capsys, *args, "--format", "html", "--out", tmp_path / "cmp.html")
+    html = (tmp_path / "cmp.html").read_text()
+    assert code == 0 and "Context dependence per version" in html and "Recall per class" in html
+    assert html.count("<tr>") >= 1 + len(result["context"])
+
+
+def test_cli_refuses_to_compare_a_detector_with_a_classifier(tmp_path, coco_scenes, capsys):
+    ws = Workspace(tmp_path / "ws")
+    detector = ws.register_model(WEIGHTS_DIR / "biased" / "model.safetensors", WEIGHTS_DIR / "biased" / "model.json")
+    detection_run = ws.create_run(detector, ws.register_dataset(coco_scenes[1]), "drise", {}, n=4, seed=0)
+    classifier = ws.register_model(write_model(tmp_path / "model"))
+    classification_run = ws.create_run(classifier, ws.register_dataset(write_dataset(tmp_path / "data", n=4)),
+                                       "gradcam", {}, n=4, seed=0)
+    code, _, err = cli(capsys, "compare", detection_run, classification_run, "--workspace", tmp_path / "ws")
+    assert code == 2 and "one task" in err and detection_run in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_page_shows_detection_versions(detection_runs, monkeypatch):
+    app = app_opener(detection_runs["ws"], monkeypatch, timeout=120)
+    at = app("app_pages/compare.py")
+    picker = at.multiselect(key="compare_runs")
+    picker.set_value([detection_runs["biased"], detection_runs["debiased"]]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    text = "\n".join(str(m.value) for m in at.markdown)
+    assert "boat no longer depends on water" in text
+    context = next(f.value for f in at.dataframe if "excess_drop" in f.value.columns)
+    flagged = context[context["flagged"] != "no"]
+    label = "v1: " + (Workspace(detection_runs["ws"]).run(detection_runs["biased"])["name"] or detection_runs["biased"])
+    assert (label, "boat", "water") in set(zip(flagged["run"], flagged["class"], flagged["region"]))
+    assert not any(run.startswith("v2:") for run in flagged["run"])
+    assert at.selectbox(key="det_compare_class").value == "boat"  # the first flagged class
+    assert len(at.get("plotly_chart")) == 2 and len(at.get("image")) == 2
+    at.selectbox(key="det_compare_class").set_value("car").run()
+    assert not at.exception
