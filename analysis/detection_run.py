@@ -17,7 +17,11 @@ What a shard holds for detection (beside the usual `images`, empty `regions`, `s
 
 Evidence (`evidence.json`, once all shards are in): the context-fill intervention of
 `analysis.detection_audit` per (class, region) over the explained images, with the control fill and,
-where the dataset has boxes, ground-truth recall before / after.
+where the dataset has boxes, ground-truth recall before / after; and D-RISE's sanity check: the
+cascading model randomisation of `analysis.sanity` on the first `sanity_images` images with detections
+(D-RISE maps of the original detections, recomputed as the detector's layers are re-initialised from the
+output side; `SANITY_STAGES` stages). It costs `sanity_images x (SANITY_STAGES + 1)` images' worth of
+D-RISE; `--param sanity_images=0` skips it.
 
 D-RISE parameters come from the run's params. Defaults are sized for CI on 64x64 images: 1000 masks of an
 8x8 grid. The paper (Petsiuk et al. 2021) uses 5000 masks of a 16x16 grid (the explainer's own defaults):
@@ -38,9 +42,10 @@ from analysis.sampling import stratified_sample
 from analysis.store import REGION_COLUMNS, pool_maps
 from explainers.errors import InputError
 
-RUN_PARAMS = ("score_threshold", "fill", "outside_threshold", "min_drop")  # the rest go to D-RISE
+RUN_PARAMS = ("score_threshold", "fill", "outside_threshold", "min_drop", "sanity_images")  # the rest: D-RISE
 DRISE_DEFAULTS = {"n_masks": 1000, "cells": 8, "chunk": 250, "batch_size": 250}
 SCORE_THRESHOLD = 0.5
+SANITY_IMAGES, SANITY_STAGES = 4, 3
 DETECTION_METHODS = ("drise",)
 
 
@@ -59,9 +64,12 @@ def settings(run: dict) -> dict:
     threshold = float(params.get("score_threshold", SCORE_THRESHOLD))
     if not 0 < threshold < 1:
         raise InputError(f"parameter score_threshold={threshold}: must be between 0 and 1")
+    sanity_images = params.get("sanity_images", SANITY_IMAGES)
+    if not isinstance(sanity_images, int) or sanity_images < 0:
+        raise InputError(f"parameter sanity_images={sanity_images!r}: a whole number >= 0 (0 skips the sanity check)")
     return {"score_threshold": threshold, "fill": fill,
             "outside_threshold": float(params.get("outside_threshold", OUTSIDE_THRESHOLD)),
-            "min_drop": float(params.get("min_drop", MIN_DROP))}
+            "min_drop": float(params.get("min_drop", MIN_DROP)), "sanity_images": sanity_images}
 
 
 def prepare(workspace, run: dict, device: str = "cpu"):
@@ -124,7 +132,7 @@ def execute(workspace, run: dict, *, device: str, batch_size: int, progress: boo
     finally:
         bar.close()
     with small_model_threads(loaded, device):
-        evidence_stage(store, run, loaded, dataset, options, device, batch_size)
+        evidence_stage(store, run, loaded, dataset, options, device, batch_size, explainer)
 
 
 @contextmanager
@@ -205,8 +213,10 @@ def explain_batch(batch, loaded, explainer, dataset, options: dict, device: str,
     }
 
 
-def evidence_stage(store, run: dict, loaded, dataset, options: dict, device: str, batch_size: int) -> None:
-    """The context-fill intervention over every explained image, written once as `evidence.json`."""
+def evidence_stage(store, run: dict, loaded, dataset, options: dict, device: str, batch_size: int,
+                   explainer) -> None:
+    """The context-fill intervention over every explained image and the sanity check, written once as
+    `evidence.json`."""
     if store.evidence():
         return
     from analysis.runner import _prefetched
@@ -215,16 +225,22 @@ def evidence_stage(store, run: dict, loaded, dataset, options: dict, device: str
     region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())}
     explained = set(store.images()["image_id"].astype(int).tolist())
     items = [item for item in dataset.items if int(item.image_id) in explained]
-    effects, gt_effects = [], []
+    effects, gt_effects, sanity_inputs, sanity_targets = [], [], [], []
     for batch in _prefetched(dataset, loaded.card, items, batch_size):
-        if batch.inputs is None or not region_names:
+        if batch.inputs is None or (not region_names and len(sanity_inputs) >= options["sanity_images"]):
             continue
         inputs = batch.inputs.to(device)
         h, w = inputs.shape[-2:]
-        regions = input_regions(batch.masks, (h, w), device)
         with torch.no_grad():
             clean = loaded.module(inputs)
         targets, _ = own_detections(clean, options["score_threshold"])
+        for k, target in enumerate(targets):
+            if len(target) and len(sanity_inputs) < options["sanity_images"]:
+                sanity_inputs.append(inputs[k])
+                sanity_targets.append(target)
+        if not region_names:
+            continue
+        regions = input_regions(batch.masks, (h, w), device)
         truth = []
         for item in batch.items:
             boxes, labels = dataset.ground_truth(item)
@@ -240,8 +256,22 @@ def evidence_stage(store, run: dict, loaded, dataset, options: dict, device: str
                  "found_control"])
     gt_frame = pd.concat(gt_effects, ignore_index=True) if gt_effects else None
     summary = summarize_interventions(effects_frame, gt_frame, seed=int(run["seed"]))
-    store.write_evidence({"task": "detection", "settings": options,
-                          "interventions": summary.to_dict("records"), "n_images": len(items)})
+    sanity = {}
+    if sanity_inputs:
+        sanity["model_randomization"] = detection_sanity(loaded.module, explainer, torch.stack(sanity_inputs),
+                                                         sanity_targets, seed=int(run["seed"]))
+    store.write_evidence({"task": "detection", "settings": options, "interventions": summary.to_dict("records"),
+                          "sanity": sanity, "n_images": len(items)})
+
+
+def detection_sanity(detector, explainer, images: torch.Tensor, targets: list, *, seed: int = 0,
+                     max_stages: int = SANITY_STAGES) -> dict:
+    """`analysis.sanity.randomisation_test` on D-RISE: the maps of the original detections (one per detection),
+    recomputed while the detector's layers are re-initialised. `explainer` must wrap `detector` itself."""
+    from analysis.sanity import randomisation_test
+
+    return randomisation_test(detector, lambda: torch.cat(explainer.explain_detections(images, targets)),
+                              method=explainer.name, n=int(images.shape[0]), seed=seed, max_stages=max_stages)
 
 
 def class_names(loaded) -> list[str]:

@@ -90,23 +90,32 @@ def model_randomisation(model: nn.Module, images: torch.Tensor, method: str, *, 
         with torch.no_grad():
             targets = model(images).argmax(dim=1)
     targets = torch.as_tensor(targets).long()
-    original = _maps(model, images, targets, method, layer_name, params)
+    return randomisation_test(model, lambda: _maps(model, images, targets, method, layer_name, params),
+                              method=method, n=int(images.shape[0]), seed=seed, threshold=threshold,
+                              max_stages=max_stages)
+
+
+def randomisation_test(model: nn.Module, explain, *, method: str, n: int, seed: int = 0, threshold: float = 0.5,
+                       max_stages: int | None = None) -> dict:
+    """The cascade for any explainer: `explain()` gives the maps (N, H, W) of fixed inputs and fixed targets
+    under `model`'s current weights (a detector's D-RISE maps of the original detections, say)."""
+    original = _comparable(explain())
     # Randomised in place and restored in `finally` (not a deep copy: exported .pt2 graphs refuse deepcopy).
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
     try:
-        stages = _cascade(model, images, targets, method, layer_name, params, original, seed, max_stages)
+        stages = _cascade(model, explain, original, seed, max_stages)
     finally:
         with torch.no_grad():
             model.load_state_dict(saved)
     final = stages[-1] if stages else {"spearman_abs": 1.0, "ssim": 1.0}
     similarity = float(np.mean([s["spearman_abs"] for s in stages])) if stages else 1.0
-    return {"method": method, "n": int(images.shape[0]), "threshold": threshold, "stages": stages,
+    return {"method": method, "n": n, "threshold": threshold, "stages": stages,
             "similarity": similarity, "final_similarity": final["spearman_abs"], "ssim": final["ssim"],
             "passed": bool(similarity < threshold),
             "criterion": "Spearman of |map| vs the original, averaged over the cascade stages, < threshold"}
 
 
-def _cascade(randomised, images, targets, method, layer_name, params, original, seed, max_stages) -> list[dict]:
+def _cascade(randomised, explain, original, seed, max_stages) -> list[dict]:
     groups = _stage_groups(randomised)[::-1]
     layers = [group[0] for group in groups]
     if max_stages is not None and len(layers) > max_stages:  # keep the first and last, spread the rest
@@ -119,7 +128,7 @@ def _cascade(randomised, images, targets, method, layer_name, params, original, 
             for name in groups[j]:
                 reinitialise(randomised.get_submodule(name), seed + j)
         done = k + 1
-        maps = _maps(randomised, images, targets, method, layer_name, params)
+        maps = _comparable(explain())
         stages.append({"layer": layers[k], "n_randomised": int(k + 1),
                        "spearman_abs": float(spearman(original.abs(), maps.abs()).mean()),
                        "spearman": float(spearman(original, maps).mean()),
@@ -130,7 +139,12 @@ def _cascade(randomised, images, targets, method, layer_name, params, original, 
 def _maps(model, images, targets, method, layer_name, params) -> torch.Tensor:
     layer = {"layer": model.get_submodule(layer_name)} if layer_name else {}
     explainer = make_explainer(method, model, **layer, **params)
-    maps = explainer.explain(images, ClassTarget(targets.to(images.device))).maps.detach().float().cpu()
+    return explainer.explain(images, ClassTarget(targets.to(images.device))).maps
+
+
+def _comparable(maps: torch.Tensor) -> torch.Tensor:
+    """Float maps on the CPU, no larger than SIMILARITY_SIDE a side, NaN/inf as 0."""
+    maps = maps.detach().float().cpu()
     if max(maps.shape[-2:]) > SIMILARITY_SIDE:
         maps = F.adaptive_avg_pool2d(maps[:, None], (min(maps.shape[-2], SIMILARITY_SIDE),
                                                      min(maps.shape[-1], SIMILARITY_SIDE)))[:, 0]

@@ -145,6 +145,14 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
             st.caption("No intervention recorded (the dataset has no context.json).")
         else:
             st.dataframe(table, hide_index=True, width="stretch")
+        st.subheader("Explainer sanity")
+        sanity = views.sanity_verdicts(report)
+        if sanity.empty:
+            st.caption("No sanity check recorded for this run.")
+        else:
+            st.caption("D-RISE recomputed for the same detections while the detector's layers are re-initialised "
+                       "from the output side: maps that stay similar would not be reading the detector.")
+            st.dataframe(sanity, hide_index=True, width="stretch")
 
     with tab_classes:
         rows = class_mass_rows(report)

@@ -2,13 +2,12 @@
 report, paired mass changes recomputed here by hand, recall per class; CLI JSON and HTML, and the Compare page."""
 import json
 
-import numpy as np
 import pytest
+from detection_helpers import cli
 
 from analysis.detection_compare import compare_detection_runs
 from analysis.report import cached_report
 from analysis.workspace import Workspace
-from detection_helpers import cli
 from sample_models.detection import WEIGHTS_DIR
 from tests.dashboard.apptest import app_opener
 from tests.runs.helpers import write_dataset, write_model
