@@ -299,11 +299,19 @@ def register_model(model_path: Path, card: dict) -> str:
 
 
 def check_dataset(path: Path, classes: list[str] | None) -> int:
-    """Open and validate a staged dataset; returns its size or raises `InputError` saying what to fix."""
-    from analysis.datasets import open_dataset
+    """Open and validate a staged dataset; returns its size or raises `InputError` saying what to fix, with
+    paths inside the upload named from the uploaded file (not from the staging folder it was unpacked into)."""
+    import re
 
-    opened = open_dataset(path, workdir=path.parent / "extracted")
-    opened.validate(classes)
+    from analysis.datasets import open_dataset
+    from explainers.errors import InputError
+
+    workdir = path.parent / "extracted"
+    try:
+        opened = open_dataset(path, workdir=workdir)
+        opened.validate(classes)
+    except InputError as exc:
+        raise InputError(re.sub(re.escape(str(workdir)) + r"/[^/\s]+", path.name, str(exc))) from None
     return len(opened)
 
 

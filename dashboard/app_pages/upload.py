@@ -21,6 +21,11 @@ st.caption(f"Files up to {st.get_option('server.maxUploadSize')} MB each (`serve
 errors: dict = st.session_state[state.UPLOAD_ERRORS]
 
 
+def forget_errors(*fields: str):
+    """An `on_change` callback: a new file clears the errors about the old one before the page draws them."""
+    return lambda: [st.session_state[state.UPLOAD_ERRORS].pop(f, None) for f in fields]
+
+
 def field_error(field: str) -> None:
     if errors.get(field):
         st.error(views.plain(errors[field]))
@@ -39,10 +44,12 @@ def floats(text: str, field: str, count: int) -> list[float] | None:
 
 st.header("Model")
 model_file = st.file_uploader("Model file (.pt2 recommended; .pt/.pth/.safetensors state dict; .ts TorchScript)",
-                              type=["pt2", "pt", "pth", "safetensors", "ts"], key="upload_model")
+                              type=["pt2", "pt", "pth", "safetensors", "ts"], key="upload_model",
+                              on_change=forget_errors("model", "card", "target_layer", "architecture", "classes",
+                                                      "mean", "std"))
 field_error("model")
 card_file = st.file_uploader("Model card (model.json), optional: fill the form below when you have none",
-                             type=["json"], key="upload_card")
+                             type=["json"], key="upload_card", on_change=forget_errors("card"))
 field_error("card")
 
 with st.expander("Model card", expanded=card_file is None):
@@ -150,11 +157,14 @@ if st.button("Check and register the model", type="primary", key="register_model
         st.rerun()
 
 st.header("Dataset")
-dataset_file = st.file_uploader("Dataset (.zip of a folder with manifest.csv, images/, masks/, regions.json, "
-                                "or of class folders)", type=["zip"], key="upload_dataset")
+dataset_file = st.file_uploader("Dataset (.zip of a folder with manifest.csv, images/, masks/, regions.json; "
+                                "of class folders; or, for detectors, COCO: images/, instances.json, optional "
+                                "context.json)", type=["zip"], key="upload_dataset",
+                                on_change=forget_errors("dataset"))
 field_error("dataset")
 models = data.models()
-check_against = st.selectbox("Check the labels against the classes of", [None] + models.get("id", []).tolist(),
+model_ids = models["id"].tolist() if "id" in models else []  # an empty workspace's frame has no columns
+check_against = st.selectbox("Check the labels against the classes of", [None, *model_ids],
                              format_func=lambda m: "no model" if m is None else m, key="dataset_check_model")
 if st.button("Check and register the dataset", type="primary", key="register_dataset", disabled=dataset_file is None):
     errors.pop("dataset", None)

@@ -66,3 +66,48 @@ def test_gallery_rows_sort_by_context_mass():
     images = pd.DataFrame({"image_id": [1, 2, 3, 4], "image": ["a", "b", "c", "d"]})
     assert detection_views.gallery_rows(dets, images, "boat", "water")["image_id"].tolist() == [2, 1]
     assert detection_views.gallery_rows(dets, images, None, "water")["image_id"].tolist() == [1, 2, 3, 4]
+
+
+def _zip(folder, rewrite=None) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                payload = path.read_bytes()
+                if rewrite and path.name in rewrite:
+                    payload = rewrite[path.name](payload)
+                archive.writestr(f"boats/{path.relative_to(folder)}", payload)
+    return buffer.getvalue()
+
+
+def test_upload_page_registers_a_coco_zip_and_refuses_one_that_climbs_out(coco_scenes, tmp_path, monkeypatch):
+    import json
+
+    from detection_helpers import N_IMAGES
+
+    app = app_opener(tmp_path / "ws", monkeypatch, timeout=120)
+
+    def climbing(payload: bytes) -> bytes:
+        instances = json.loads(payload)
+        instances["images"][0]["file_name"] = "../../outside.png"
+        return json.dumps(instances).encode()
+
+    at = app("app_pages/upload.py")
+    at.file_uploader(key="upload_dataset").set_value(
+        ("bad.zip", _zip(coco_scenes[1], {"instances.json": climbing}), "application/zip")).run()
+    at.button(key="register_dataset").click().run()
+    (error,) = [e.value for e in at.error]  # named from the upload, not from the staging folder
+    assert error == views.plain("bad.zip/boats/instances.json: image '../../outside.png' points outside "
+                                "bad.zip/boats; use a path relative to that folder")
+    assert Workspace(tmp_path / "ws").datasets() == []
+
+    at.file_uploader(key="upload_dataset").set_value(("boats.zip", _zip(coco_scenes[1]), "application/zip")).run()
+    at.button(key="register_dataset").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert any(f"with {N_IMAGES} images" in s.value for s in at.success)
+    (dataset,) = Workspace(tmp_path / "ws").datasets()
+    opened = Workspace(tmp_path / "ws").open_dataset(dataset["id"])
+    assert len(opened) == N_IMAGES and {r.name for r in opened.regions.values()} >= {"water", "road"}
