@@ -170,3 +170,11 @@ def test_new_audit_page_follows_the_run_in_the_url_after_a_reload(app, planted):
     assert any("v2 · gradcam · done" in t.value for t in at.text)
     links = at.get("page_link")
     assert len(links) == 1 and links[0].proto.label == "Open report"
+
+
+@pytest.mark.parametrize("page", [None, "app_pages/report.py", "app_pages/compare.py", "app_pages/trust.py",
+                                  "app_pages/new_audit.py", "app_pages/upload.py"])
+def test_every_page_opens_on_an_empty_workspace(page, tmp_path, monkeypatch):
+    """A new user's first visit: no model, no dataset, no run yet. Each page says what to do, none raises."""
+    at = app_opener(tmp_path / "empty", monkeypatch)(page)
+    assert _texts(at).strip()
