@@ -47,6 +47,7 @@ DRISE_DEFAULTS = {"n_masks": 1000, "cells": 8, "chunk": 250, "batch_size": 250}
 SCORE_THRESHOLD = 0.5
 SANITY_IMAGES, SANITY_STAGES = 4, 3
 DETECTION_METHODS = ("drise",)
+EXTRA_TABLES = ("detections", "ground_truth", "detection_maps")  # a detection shard's tables beyond the usual
 
 
 def model_task(workspace, run: dict) -> str:
@@ -120,8 +121,7 @@ def execute(workspace, run: dict, *, device: str, batch_size: int, progress: boo
             for batch in _prefetched(dataset, loaded.card, todo, batch_size):
                 tables = explain_batch(batch, loaded, explainer, dataset, options, device, guard)
                 path = store.write_shard(next_index, tables["images"], tables["regions"], tables["maps"],
-                                         tables["skipped"], extra={k: tables[k] for k in
-                                                                   ("detections", "ground_truth", "detection_maps")})
+                                         tables["skipped"], extra={k: tables[k] for k in EXTRA_TABLES})
                 n_done += len(tables["images"])
                 n_skipped += len(tables["skipped"])
                 workspace.record_shard(run_id, next_index, len(tables["images"]), path, n_done=n_done,

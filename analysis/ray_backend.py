@@ -5,6 +5,7 @@ batches it is handed with the runner's own per-batch code (`_decode`, `_explain_
 an atomic shard of the run store. Only the driver writes the SQLite catalog: it records a shard after the
 actor returns, so a crash loses at most the batches in flight and `execute_run` or this function resumes.
 Shard indexes follow the batch order, so a Ray run's store holds exactly what a local run's store holds.
+Detection runs go the same way with `analysis.detection_run`'s per-batch code and evidence stage.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from analysis import detection_run
 from analysis.runner import _decode, _explain_batch, _region_spec, evidence_stage, finish_run, prepare
 from analysis.sampling import stratified_sample
 from analysis.workspace import Workspace
@@ -31,10 +33,15 @@ class ShardWorker:
         self.workspace = Workspace(workspace_root)
         self.run_id, self.device = run_id, device
         run = self.workspace.run(run_id)
-        self.loaded, self.dataset, self.explainer, self.layer_name, self.target_mode = prepare(
-            self.workspace, run, device)
-        self.classes = list(self.loaded.card.classes)
-        self.regions = _region_spec(self.dataset)
+        self.detection = detection_run.model_task(self.workspace, run) == "detection"
+        if self.detection:
+            self.loaded, self.dataset, self.explainer, self.options = detection_run.prepare(self.workspace, run, device)
+            self.layer_name = None
+        else:
+            self.loaded, self.dataset, self.explainer, self.layer_name, self.target_mode = prepare(
+                self.workspace, run, device)
+            self.classes = list(self.loaded.card.classes)
+            self.regions = _region_spec(self.dataset)
         self.items = {int(item.image_id): item for item in self.dataset.items}
 
     def target_layer(self) -> str | None:
@@ -42,9 +49,17 @@ class ShardWorker:
 
     def explain(self, index: int, image_ids: list[int]) -> tuple[int, int, int, str]:
         batch = _decode(self.dataset, self.loaded.card, [self.items[i] for i in image_ids])
+        store = self.workspace.store(self.run_id)
+        if self.detection:
+            tables = detection_run.explain_batch(batch, self.loaded, self.explainer, self.dataset, self.options,
+                                                 self.device)
+            images, skipped = tables["images"], tables["skipped"]
+            path = store.write_shard(index, images, tables["regions"], tables["maps"], skipped,
+                                     extra={k: tables[k] for k in detection_run.EXTRA_TABLES})
+            return index, len(images), len(skipped), path
         images, regions, maps, skipped = _explain_batch(batch, self.loaded, self.explainer, self.classes,
                                                         self.regions, self.target_mode, self.device)
-        path = self.workspace.store(self.run_id).write_shard(index, images, regions, maps, skipped)
+        path = store.write_shard(index, images, regions, maps, skipped)
         return index, len(images), len(skipped), path
 
 
@@ -99,8 +114,13 @@ def run_with_ray(workspace: Workspace, run_id: str, address: str | None = None, 
             raise cause from None
         traceback.print_exc(file=sys.stderr)
         raise
-    loaded, dataset, _, layer_name, _ = prepare(workspace, run, device)  # the driver's own copy, for evidence
-    evidence_stage(store, run, loaded, dataset, layer_name)
+    if detection_run.model_task(workspace, run) == "detection":  # the driver's own copy, for evidence
+        loaded, dataset, explainer, options = detection_run.prepare(workspace, run, device)
+        with detection_run.small_model_threads(loaded, device):  # as a local run does: the same float sums
+            detection_run.evidence_stage(store, run, loaded, dataset, options, device, batch_size, explainer)
+    else:
+        loaded, dataset, _, layer_name, _ = prepare(workspace, run, device)
+        evidence_stage(store, run, loaded, dataset, layer_name)
     return finish_run(workspace, run_id)
 
 
