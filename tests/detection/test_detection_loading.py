@@ -74,3 +74,40 @@ def test_methods_are_checked_against_the_task():
         make_explainer_check("gradcam", "detection")
     with pytest.raises(InputError, match="'drise': explains detectors, not classifiers"):
         make_explainer_check("drise", "classification")
+
+
+@pytest.mark.slow  # builds four ResNet-50 / VGG-16 detectors (random weights) and runs each a few times
+@pytest.mark.parametrize("architecture", ["fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
+                                          "retinanet_resnet50_fpn", "fcos_resnet50_fpn", "ssd300_vgg16"])
+def test_every_torchvision_detector_loads_and_goes_through_drise(tmp_path, architecture):
+    """Each listed architecture: state dict + card -> the same detections as torchvision's own forward, in the
+    D-RISE format, and a D-RISE map for one of them. Random weights detect little, so the score thresholds
+    are lowered on both sides, and the inputs kept small (128 px) where the model resizes."""
+    from explainers.drise import DRISE
+    from explainers.detection import detections_above
+
+    def small(net):
+        transform = net.transform
+        if hasattr(transform, "min_size") and architecture != "ssd300_vgg16":
+            transform.min_size, transform.max_size = (128,), 128
+        heads = getattr(net, "roi_heads", net)
+        heads.score_thresh = 0.0
+        return net
+
+    torch.manual_seed(0)
+    net = torchvision.models.get_model(architecture, weights=None, weights_backbone=None, num_classes=3).eval()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    (tmp_path / "model.json").write_text(json.dumps({"task": "detection", "classes": ["cat", "dog"],
+                                                     "input_size": [96, 96], "architecture": architecture}))
+    loaded = load_model(tmp_path / "model.pt")
+    small(loaded.net.model), small(net)
+    images = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        ours, theirs = loaded.module(images)[0], net(list(images))[0]
+    assert len(theirs["scores"]) > 0
+    assert torch.equal(ours["boxes"], theirs["boxes"]) and torch.equal(ours["scores"], theirs["scores"])
+    assert ours["probs"].shape == (len(theirs["scores"]), 3)
+    assert torch.equal(ours["probs"].argmax(1), theirs["labels"])
+    target = detections_above(ours, float(ours["scores"].max()))
+    (maps,) = DRISE(loaded.module, n_masks=8, cells=4, chunk=8, batch_size=8).explain_detections(images, [target])
+    assert maps.shape == (len(target), 96, 96) and bool(torch.isfinite(maps).all())
