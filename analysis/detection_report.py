@@ -78,6 +78,7 @@ def detection_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str,
                                                          "recall_after", "mass_outside", "mass_region", "n")}})
     flags.sort(key=lambda f: -f["evidence"]["excess_drop"])
     return {"metrics": metrics, "regions": rows, "flags": flags, "sanity": evidence.get("sanity") or {},
+            "faithfulness": evidence.get("faithfulness") or {},
             "detection": {"classes": classes, "regions": regions, "settings": options,
                           "interventions": [_plain(r) for r in interventions.to_dict("records")]}}
 

@@ -2,7 +2,8 @@
 
 Pixels are ordered by saliency (the signed map resized to the input, highest first). Deletion removes
 them in `steps` equal chunks (replaced by `deletion_fill`, black by default as in the paper) and
-follows the target's softmax probability: a faithful map makes it fall fast (low AUC is good).
+follows the target's softmax probability (for a detector: the D-RISE similarity of its output to the
+explained detection, `score_aucs`): a faithful map makes it fall fast (low AUC is good).
 Insertion starts from `insertion_fill` (a heavy blur, as in the paper, so the start image is not an
 out-of-distribution black frame) and puts the pixels back: the probability should rise fast (high AUC is
 good). AUC is the trapezoid area over the fraction of pixels in [0, 1]. A random pixel order (seeded)
@@ -34,17 +35,34 @@ def pixel_order_masks(maps: torch.Tensor, size, steps: int) -> torch.Tensor:
     return torch.stack([(rank < c).view(b, h, w) for c in cuts])
 
 
-@torch.no_grad()
 def curves(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
            steps: int = 16, mode: str = "deletion", fill: str | None = None,
            batch_size: int = 64) -> np.ndarray:
     """(B, steps + 1) target probabilities along the deletion or insertion path."""
+    return score_curves(class_probability(model, targets), images, maps, steps=steps, mode=mode, fill=fill,
+                        batch_size=batch_size)
+
+
+def class_probability(model: nn.Module, targets: torch.Tensor):
+    """The classifier's score: the softmax probability of each image's target class."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    targets = torch.as_tensor(targets).long().cpu()
+
+    def score(batch: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        p = model(batch.to(device)).float().softmax(dim=1).cpu()
+        return p.gather(1, targets[rows][:, None])[:, 0]
+    return score
+
+
+@torch.no_grad()
+def score_curves(score, images: torch.Tensor, maps: torch.Tensor, *, steps: int = 16, mode: str = "deletion",
+                 fill: str | None = None, batch_size: int = 64) -> np.ndarray:
+    """(B, steps + 1) scores along the deletion or insertion path; `score(batch, rows)` scores perturbed
+    copies of images `rows` (a classifier's class probability, a detector's D-RISE similarity...)."""
     images = images.float().cpu()
     fill = fill or ("zero" if mode == "deletion" else "blur")
     baseline = torch.zeros_like(images) if fill == "zero" else heavy_blur(images)
     masks = pixel_order_masks(maps, images.shape[-2:], steps)  # (T, B, H, W)
-    targets = torch.as_tensor(targets).long().cpu()
     t_steps, b = masks.shape[0], images.shape[0]
     probs = torch.empty(t_steps * b)
     flat_index = torch.arange(t_steps * b)
@@ -56,8 +74,7 @@ def curves(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: 
             batch = torch.where(chosen, baseline[img], images[img])
         else:
             batch = torch.where(chosen, images[img], baseline[img])
-        p = model(batch.to(device)).float().softmax(dim=1).cpu()
-        probs[start:start + len(idx)] = p.gather(1, targets[img][:, None])[:, 0]
+        probs[start:start + len(idx)] = score(batch, img).float().cpu()
     return probs.view(t_steps, b).T.numpy()
 
 
@@ -70,12 +87,19 @@ def auc(curve: np.ndarray) -> np.ndarray:
 def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
                        steps: int = 16, batch_size: int = 64, seed: int = 0) -> dict:
     """Mean deletion / insertion AUC of the maps, and of a random pixel order for reference."""
+    return score_aucs(class_probability(model, targets), images, maps, steps=steps, batch_size=batch_size,
+                      seed=seed)
+
+
+def score_aucs(score, images: torch.Tensor, maps: torch.Tensor, *, steps: int = 16, batch_size: int = 64,
+               seed: int = 0) -> dict:
+    """`deletion_insertion` for any `score(batch, rows)` (see `score_curves`)."""
     gen = torch.Generator().manual_seed(seed)
     random_maps = torch.rand(tuple(maps.shape), generator=gen)
     out = {"n": int(images.shape[0]), "steps": steps, "score_direction": SCORE_DIRECTION}
     for name, m in (("", maps), ("random_", random_maps)):
         for mode in ("deletion", "insertion"):
-            c = curves(model, images, m, targets, steps=steps, mode=mode, batch_size=batch_size)
+            c = score_curves(score, images, m, steps=steps, mode=mode, batch_size=batch_size)
             out[f"{name}{mode}_auc"] = float(auc(c).mean())
             if not name:
                 out[f"{mode}_curve"] = c.mean(axis=0).round(6).tolist()

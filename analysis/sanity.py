@@ -96,10 +96,11 @@ def model_randomisation(model: nn.Module, images: torch.Tensor, method: str, *, 
 
 
 def randomisation_test(model: nn.Module, explain, *, method: str, n: int, seed: int = 0, threshold: float = 0.5,
-                       max_stages: int | None = None) -> dict:
+                       max_stages: int | None = None, original: torch.Tensor | None = None) -> dict:
     """The cascade for any explainer: `explain()` gives the maps (N, H, W) of fixed inputs and fixed targets
-    under `model`'s current weights (a detector's D-RISE maps of the original detections, say)."""
-    original = _comparable(explain())
+    under `model`'s current weights (a detector's D-RISE maps of the original detections, say); `original`,
+    when given, is what `explain()` returns before any randomisation (saves computing it again)."""
+    original = _comparable(explain() if original is None else original)
     # Randomised in place and restored in `finally` (not a deep copy: exported .pt2 graphs refuse deepcopy).
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
     try:

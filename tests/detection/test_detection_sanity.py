@@ -1,11 +1,14 @@
-"""D-RISE's sanity check (cascading model randomisation): it passes on the sample detector, an "explainer"
-that ignores the detector fails it, the detector comes back with its weights, and the run parameter works."""
+"""D-RISE's trust checks. Sanity (cascading model randomisation): passes on the sample detector, an
+"explainer" that ignores the detector fails it, the detector comes back with its weights. Faithfulness
+(deletion / insertion scored by D-RISE similarity): D-RISE beats a random order and its inverse, and the
+curves start and end at the untouched image's similarity. The run parameter that skips both."""
 import pytest
 import torch
 from detection_helpers import cli, run_args
 
 from analysis.detection_audit import own_detections
-from analysis.detection_run import SANITY_IMAGES, SANITY_STAGES, detection_sanity
+from analysis.detection_run import (FAITHFULNESS_DETECTIONS, SANITY_IMAGES, SANITY_STAGES, detection_faithfulness,
+                                    detection_sanity)
 from analysis.report import cached_report
 from analysis.sanity import randomisation_test
 from analysis.workspace import Workspace
@@ -59,4 +62,31 @@ def test_sanity_images_parameter(tmp_path, coco_scenes, capsys):
                                            "--param", "sanity_images=0"))
     assert code == 0, err
     report = cached_report(out.strip().splitlines()[-1], Workspace(tmp_path / "ws"))
-    assert report["sanity"] == {}
+    assert report["sanity"] == {} and report["faithfulness"] == {}
+
+
+def test_run_report_records_faithfulness_better_than_random(detection_runs):
+    faithfulness = cached_report(detection_runs["biased"], Workspace(detection_runs["ws"]))["faithfulness"]
+    assert faithfulness["method"] == "drise" and faithfulness["n"] == FAITHFULNESS_DETECTIONS
+    assert faithfulness["deletion_auc"] < faithfulness["random_deletion_auc"] - 0.1
+    assert 0 <= faithfulness["insertion_auc"] <= 1  # reported, not asserted: see below
+
+
+def test_faithfulness_curves_start_at_the_detection_and_inverse_maps_do_worse(scenes):
+    """Deletion must separate D-RISE from its inverse. Insertion is not asserted: it starts from a heavy blur,
+    and this colour-blob detector still finds a blurred boat, so inserting the background first (the inverse
+    order) can score higher (seen: 0.29 for D-RISE vs 0.52 inverse here, 0.65 vs 0.49 random on the demo)."""
+    from explainers.detection import DetectionTarget
+
+    detector, images, targets = scenes
+    maps = DRISE(detector, n_masks=300, cells=8, seed=0).explain_detections(images, targets)
+    good = detection_faithfulness(detector, images, targets, maps)
+    inverse = detection_faithfulness(detector, images, targets, [-m for m in maps])
+    assert good["deletion_auc"] < inverse["deletion_auc"] - 0.3
+    rows = [(i, one) for i, t in enumerate(targets) for one in t.split()][:FAITHFULNESS_DETECTIONS]
+    with torch.no_grad():  # untouched image: each detection's D-RISE similarity to the detector's own output
+        clean = [float(one(detector(images[i:i + 1]))[0]) for i, one in rows]
+    assert good["n"] == len(rows)
+    assert good["deletion_curve"][0] == pytest.approx(sum(clean) / len(clean), abs=1e-6)
+    assert good["insertion_curve"][-1] == pytest.approx(sum(clean) / len(clean), abs=1e-6)
+    assert isinstance(rows[0][1], DetectionTarget)
