@@ -224,6 +224,32 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def default_series(runs: pd.DataFrame, limit: int = 5) -> list[str]:
+    """The runs a comparison should open on: the first finished run and the later runs of *other* models on
+    the same dataset with the same explainer (a retraining series: cage v1..v5 with Grad-CAM), in the
+    catalog's order. Two runs of one model with two explainers are not versions."""
+    if runs.empty:
+        return []
+    first = runs.iloc[0]
+    same = runs[(runs["dataset_id"] == first["dataset_id"]) & (runs["method"] == first["method"])]
+    series = same.drop_duplicates("model_id")["id"].tolist()[:limit]
+    return series if len(series) >= 2 else runs["id"].tolist()[:2]
+
+
+def series_warnings(runs: pd.DataFrame) -> list[str]:
+    """What makes a chosen series something other than versions of one model on one dataset."""
+    warnings = []
+    if runs["method"].nunique() > 1:
+        warnings.append("These audits use different explainers (" + ", ".join(sorted(runs["method"].unique())) +
+                        "): differences below mix the explainers with the versions.")
+    if runs["dataset_id"].nunique() > 1:
+        warnings.append("These audits ran on different datasets: attention and accuracy are not paired image by "
+                        "image.")
+    if runs["model_id"].duplicated().any():
+        warnings.append("Some of these audits are of the same model: they are not successive versions.")
+    return warnings
+
+
 def comparison_regions(comparison: dict) -> pd.DataFrame:
     """`compare_runs(...)["regions"]` as long rows: region, run, version, mass_mean, mass_ci_low/high, lift."""
     order = {name: k for k, name in enumerate(comparison.get("runs", []))}

@@ -12,13 +12,15 @@ if len(done) < 2:
     st.stop()
 
 ids = done["id"].tolist()
-preset = [r for r in state.compared_runs() if r in ids] or ids[:2]
+preset = [r for r in state.compared_runs() if r in ids] or views.default_series(done)
 chosen = st.multiselect("Runs, in version order", ids, default=preset, format_func=data.run_label,
                         key="compare_runs")
 state.set_compared_runs(chosen)
 if len(chosen) < 2:
     st.info("Choose two runs or more.")
     st.stop()
+for warning in views.series_warnings(done.set_index("id").loc[chosen].reset_index()):
+    st.warning(warning)
 
 tasks = {data.model_task(data.run_info(r)["model_id"]) for r in chosen}
 if len(tasks) > 1:

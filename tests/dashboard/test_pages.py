@@ -178,3 +178,9 @@ def test_every_page_opens_on_an_empty_workspace(page, tmp_path, monkeypatch):
     """A new user's first visit: no model, no dataset, no run yet. Each page says what to do, none raises."""
     at = app_opener(tmp_path / "empty", monkeypatch)(page)
     assert _texts(at).strip()
+
+
+def test_compare_page_opens_on_the_version_series_without_warnings(app, planted):
+    at = app("app_pages/compare.py")
+    assert at.multiselect(key="compare_runs").value == planted[1]["runs"]  # v1, v2 of one explainer
+    assert not at.warning

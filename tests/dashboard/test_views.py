@@ -31,3 +31,32 @@ def test_region_rows_show_intervals_as_text_and_keep_numbers_numeric():
     shown = readable_intervals(rows)
     assert shown["mass_ci"].tolist() == ["[0.17, 0.53]", "[0.38, 0.66]"]
     assert shown["lift"].tolist() == [5.6, 2.08] and rows["mass_ci"][0] == [0.17499999999, 0.525]  # input untouched
+
+
+def _demo_like_runs() -> pd.DataFrame:
+    """The demo's catalog order: per model version, a Grad-CAM run then a gradients run, on one dataset."""
+    rows = [{"id": f"r-{v}-{m}", "model_id": f"m-{v}", "dataset_id": "d-cage", "method": m}
+            for v in range(1, 7) for m in ("gradcam", "saliency")]
+    return pd.DataFrame(rows + [{"id": "r-other", "model_id": "m-x", "dataset_id": "d-other", "method": "gradcam"}])
+
+
+def test_compare_opens_on_a_retraining_series_not_two_explainers_of_one_model():
+    from dashboard.views import default_series
+
+    runs = _demo_like_runs()
+    assert default_series(runs) == [f"r-{v}-gradcam" for v in range(1, 6)]  # v1..v5 (limit 5), one explainer
+    assert default_series(runs, limit=2) == ["r-1-gradcam", "r-2-gradcam"]
+    lonely = runs[runs["model_id"] == "m-1"]  # one model only: nothing better than the first two runs
+    assert default_series(lonely) == ["r-1-gradcam", "r-1-saliency"]
+    assert default_series(runs.iloc[:0]) == []
+
+
+def test_series_warnings_name_what_is_not_a_version_series():
+    from dashboard.views import series_warnings
+
+    runs = _demo_like_runs().set_index("id")
+    assert series_warnings(runs.loc[["r-1-gradcam", "r-2-gradcam", "r-3-gradcam"]]) == []
+    (explainers, same_model) = series_warnings(runs.loc[["r-1-gradcam", "r-1-saliency"]])
+    assert "different explainers (gradcam, saliency)" in explainers and "same model" in same_model
+    (datasets,) = series_warnings(runs.loc[["r-1-gradcam", "r-other"]])
+    assert "different datasets" in datasets
