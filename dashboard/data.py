@@ -50,7 +50,13 @@ def models() -> pd.DataFrame:
 
 
 def datasets() -> pd.DataFrame:
-    return _frame(ws().datasets())
+    """Registered datasets with their `task`: "detection" for a COCO folder, else "classification"."""
+    from analysis.detection_data import is_detection_folder
+
+    frame = _frame(ws().datasets())
+    if not frame.empty:
+        frame["task"] = ["detection" if is_detection_folder(Path(p)) else "classification" for p in frame["abspath"]]
+    return frame
 
 
 def runs() -> pd.DataFrame:

@@ -15,18 +15,25 @@ if models.empty or datasets.empty:
     st.stop()
 
 model_names = dict(zip(models["id"], models["name"]))
-dataset_names = dict(zip(datasets["id"], datasets["name"]))
 chosen_models = st.multiselect("Model version(s)", list(model_names), default=list(model_names)[-1:],
                                format_func=lambda m: f"{model_names[m]} ({m})", key="audit_models")
-dataset_id = st.selectbox("Dataset", list(dataset_names), format_func=lambda d: f"{dataset_names[d]} ({d})",
-                          key="audit_dataset")
 tasks = sorted({data.model_task(m) for m in chosen_models}) or ["classification"]
 if len(tasks) > 1:
     st.error("Choose detection models or classifiers, not both: they take different explainers.")
     st.stop()
+# A detector audits COCO folders, a classifier the other layouts (segmenters and taggers included).
+fitting = datasets[(datasets["task"] == "detection") == (tasks[0] == "detection")]
+if fitting.empty:
+    st.info("No registered dataset fits a " + ("detector: register a COCO folder (images/, instances.json)"
+                                                if tasks[0] == "detection" else "classifier") + " on page **Upload**.")
+    st.stop()
+dataset_names = dict(zip(fitting["id"], fitting["name"]))
+dataset_id = st.selectbox("Dataset", list(dataset_names), format_func=lambda d: f"{dataset_names[d]} ({d})",
+                          key="audit_dataset")
 offered = data.methods(tasks[0])
 methods = st.multiselect("Explainer(s)", offered, default=offered[:1] if tasks[0] == "detection" else
-                         [m for m in ["gradcam"] if m in offered], key="audit_methods")
+                         [m for m in ["gradcam"] if m in offered],
+                         key=f"audit_methods_{tasks[0]}")  # per task: switching model kind keeps a valid default
 c1, c2 = st.columns(2)
 n_images = c1.number_input("Images to sample", min_value=1, max_value=100_000, value=200, step=50,
                            key="audit_n")

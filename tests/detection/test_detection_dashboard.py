@@ -46,7 +46,7 @@ def test_debiased_report_page_says_nothing_flagged(app, detection_runs):
 
 def test_new_audit_offers_drise_for_detectors(app, detection_runs):
     at = app("app_pages/new_audit.py")
-    methods = at.multiselect(key="audit_methods")
+    methods = at.multiselect(key="audit_methods_detection")
     assert methods.options == ["drise"] and methods.value == ["drise"]
 
 
@@ -111,3 +111,23 @@ def test_upload_page_registers_a_coco_zip_and_refuses_one_that_climbs_out(coco_s
     (dataset,) = Workspace(tmp_path / "ws").datasets()
     opened = Workspace(tmp_path / "ws").open_dataset(dataset["id"])
     assert len(opened) == N_IMAGES and {r.name for r in opened.regions.values()} >= {"water", "road"}
+
+
+def test_new_audit_offers_only_datasets_that_fit_the_model(coco_scenes, tmp_path, monkeypatch):
+    """A detector is offered COCO folders, a classifier the others: the demo used to pair the last model (a
+    detector) with the first dataset (a classification folder), an audit bound to fail."""
+    from sample_models.detection import WEIGHTS_DIR
+    from tests.runs.helpers import write_dataset, write_model
+
+    ws = Workspace(tmp_path / "ws")
+    classifier = ws.register_model(write_model(tmp_path / "model"))
+    folders = ws.register_dataset(write_dataset(tmp_path / "data", n=4))
+    detector = ws.register_model(WEIGHTS_DIR / "biased" / "model.safetensors", WEIGHTS_DIR / "biased" / "model.json")
+    coco = ws.register_dataset(coco_scenes[1])
+    at = app_opener(tmp_path / "ws", monkeypatch)("app_pages/new_audit.py")
+    assert at.multiselect(key="audit_models").value == [detector]
+    assert at.selectbox(key="audit_dataset").value == coco and len(at.selectbox(key="audit_dataset").options) == 1
+    at.multiselect(key="audit_models").set_value([classifier]).run()
+    assert not at.exception
+    assert at.selectbox(key="audit_dataset").value == folders and len(at.selectbox(key="audit_dataset").options) == 1
+    assert at.multiselect(key="audit_methods_classification").value == ["gradcam"]
