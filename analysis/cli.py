@@ -183,8 +183,13 @@ def cmd_compare(args) -> int:
     if detection and len(detection) < len(runs):
         raise InputError(f"compare runs of one task: {', '.join(detection)} audit a detector, the others a "
                          "classifier; compare each kind separately")
+    if len(set(args.runs)) < len(args.runs):
+        raise InputError("compare: a run is given twice; give each run once, oldest version first")
+    names = [run["name"] or run["id"] for run in runs]
+    if len(set(names)) < len(names):  # two runs with one name: tell them apart by id
+        names = [f"{name} ({run['id']})" for name, run in zip(names, runs)]
     compare = compare_detection_runs if detection else compare_runs
-    result = compare([workspace.store(run["id"]) for run in runs], [run["name"] or run["id"] for run in runs])
+    result = compare([workspace.store(run["id"]) for run in runs], names)
     if args.format == "html":
         _emit(render_comparison_page(result), args.out)
     else:

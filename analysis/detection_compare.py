@@ -4,7 +4,9 @@ The same question as `analysis.compare` asks of classifiers, with detection evid
 region (`box`, each context region), the mean share of the detections' D-RISE mass per version with its
 bootstrap CI, and between consecutive versions the change with `analysis.compare.mass_change`. Detections
 are not the same objects across versions (a retrained detector finds other boxes), so a class's masses are
-first averaged per image: the test is paired on the images where both versions detected the class. Next to
+first averaged per image: the test is paired on the images where both versions detected the class (on
+(image, class) for the all-class `regions`; `mass_change` falls back to an unpaired permutation, `paired`
+false, when fewer than two are shared). Next to
 attention, what the flag rests on: each version's context-fill intervention (excess score drop and CI,
 flagged or not) and the recall per class with Wilson CIs. `regions` (all detections, whatever their class)
 keeps the `compare --format json` contract: per region the per-run `mass_mean`, `mass_ci` and `lift`.
@@ -21,6 +23,8 @@ from analysis.detection_report import detection_findings
 def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,
                            alpha: float = 0.01) -> dict:
     stores, names = list(stores), [str(n) for n in names]
+    if len(set(names)) < len(names):
+        raise ValueError(f"run names must be unique, got {names}")
     findings = [detection_findings(store, n_boot=n_boot, seed=seed) for store in stores]
     detections = [store.table("detections") for store in stores]
     region_names = sorted({r for f in findings for r in f["detection"]["regions"]})
@@ -40,7 +44,7 @@ def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4
         return out
 
     result = {"task": "detection", "runs": names, "regions": entries(None),
-              "classes": {cls: entries(cls) for cls in classes},
+              "classes": {cls: e for cls in classes if (e := entries(cls))},  # a class no version detected: none
               "context": [_context_row(name, f, row) for name, f in zip(names, findings)
                           for row in f["detection"]["interventions"]],
               "recall": [{"run": name, "class": cls, "recall": value["recall"], "ci_low": value["ci"][0],

@@ -138,6 +138,22 @@ def is_detection_folder(root: Path) -> bool:
     return (root / INSTANCES).is_file() or (root / CONTEXT).is_file()
 
 
+def is_detection_dataset(path: Path) -> bool:
+    """A COCO folder, or a registered zip holding one at its top or one folder down (where `open_dataset`
+    looks), told from the zip's directory without extracting anything."""
+    import zipfile
+    from pathlib import PurePosixPath
+
+    path = Path(path)
+    if path.is_dir():
+        return is_detection_folder(path)
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = [PurePosixPath(n.replace("\\", "/")) for n in archive.namelist()]
+    return any(n.name in (INSTANCES, CONTEXT) and len(n.parts) <= 2 for n in names)
+
+
 def open_detection_dataset(root: Path, name: str) -> DetectionDataset:
     """Parse instances.json (required) and context.json (optional); InputError naming the file and the fix."""
     root = Path(root)

@@ -37,7 +37,8 @@ def detection_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str,
     evidence = store.evidence()
     options = evidence.get("settings") or {}
     regions = sorted(c[len("mass."):] for c in detections.columns if c.startswith("mass."))
-    classes = sorted(set(detections["class"]) | set(truth["class"])) if len(detections) or len(truth) else []
+    # a detector that found nothing has a detections table without columns
+    classes = sorted((set(detections["class"]) if len(detections) else set()) | set(truth["class"]))
     metrics = {"recall": {}, "n_detections": {}}
     for cls in classes:
         found = truth[truth["class"] == cls]["found"].astype(bool) if len(truth) else pd.Series([], dtype=bool)

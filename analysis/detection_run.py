@@ -217,8 +217,8 @@ def explain_batch(batch, loaded, explainer, dataset, options: dict, device: str,
 
 def evidence_stage(store, run: dict, loaded, dataset, options: dict, device: str, batch_size: int,
                    explainer) -> None:
-    """The context-fill intervention over every explained image and the sanity check, written once as
-    `evidence.json`."""
+    """The context-fill intervention over every explained image and D-RISE's sanity and faithfulness checks,
+    written once as `evidence.json`."""
     if store.evidence():
         return
     from analysis.runner import _prefetched

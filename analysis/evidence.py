@@ -194,7 +194,8 @@ def second_explainer_lifts(loaded, batch: Subset, regions: pd.DataFrame, method:
 
 
 def module_layer_name(loaded, layer_name: str | None) -> str | None:
-    """`layer_name` is relative to `loaded.net`; the sanity check deep-copies `loaded.module`."""
+    """`layer_name` is relative to `loaded.net`; the sanity check randomises `loaded.module` in place and
+    restores it."""
     if not layer_name:
         return None
     for prefix, module in loaded.module.named_modules():

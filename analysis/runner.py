@@ -100,7 +100,7 @@ def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
     from explainers.registry import METHODS, make_explainer
 
     if detection_run.model_task(workspace, run) == "detection":
-        raise InputError(f"run {run['id']}: detection runs go through analysis.detection_run (local backend only)")
+        raise InputError(f"run {run['id']}: detection runs go through analysis.detection_run")
     params = dict(run["params"])
     target_mode = params.get("target", "pred")
     if target_mode not in ("pred", "label"):

@@ -1,7 +1,7 @@
 """Model-parameter randomisation test (Adebayo et al., "Sanity Checks for Saliency Maps", 2018).
 
 An explanation that does not change when the model's weights are destroyed cannot be telling us what the
-model learned. Cascading from the output: a deep copy of the model has its parameterised layers
+model learned. Cascading from the output: the model (in place, restored afterwards) has its parameterised layers
 re-initialised one at a time from the top (cumulatively), the maps are recomputed for the same images
 and the same target classes (the original model's), and compared with the original maps:
 

@@ -50,13 +50,18 @@ def models() -> pd.DataFrame:
 
 
 def datasets() -> pd.DataFrame:
-    """Registered datasets with their `task`: "detection" for a COCO folder, else "classification"."""
-    from analysis.detection_data import is_detection_folder
-
+    """Registered datasets with their `task`: "detection" for COCO (folder or zip), else "classification"."""
     frame = _frame(ws().datasets())
     if not frame.empty:
-        frame["task"] = ["detection" if is_detection_folder(Path(p)) else "classification" for p in frame["abspath"]]
+        frame["task"] = [_dataset_task(path, sha) for path, sha in zip(frame["abspath"], frame["sha256"])]
     return frame
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _dataset_task(abspath: str, sha256: str) -> str:  # the content hash keys the cache
+    from analysis.detection_data import is_detection_dataset
+
+    return "detection" if is_detection_dataset(Path(abspath)) else "classification"
 
 
 def runs() -> pd.DataFrame:

@@ -97,6 +97,8 @@ def gallery_rows(detections: pd.DataFrame, images: pd.DataFrame, class_filter: s
                  sort_region: str | None) -> pd.DataFrame:
     """Images to show: those with a detection of `class_filter` (all when None), sorted by the highest share
     of a detection's mass on `sort_region` (most context-reliant first)."""
+    if "class" not in detections:  # no detection at all (the store has no columns to give)
+        return images if class_filter is None else images.iloc[:0]
     dets = detections if class_filter is None else detections[detections["class"] == class_filter]
     column = f"mass.{sort_region}" if sort_region else "mass_outside"
     if column not in dets:
@@ -261,7 +263,7 @@ def render_comparison(comparison: dict, run_ids: list[str], versions: tuple[str,
     context = [c for c in comparison.get("context") or [] if c["flagged"]]
     ordered = gallery_rows(data.detections(first, versions[0]), images, context[0]["class"] if context else None,
                            context[0]["region"] if context else None)  # most context-reliant first
-    choices = [i for i in ordered["image_id"].astype(int) if i in common]
+    choices = [i for i in ordered["image_id"].astype(int) if i in common] or sorted(common)
     names = images.set_index("image_id")["image"]
     image_id = st.selectbox("Image", choices, key="det_compare_image", format_func=lambda i: str(names.loc[i]))
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.6, step=0.05, key="det_compare_opacity")

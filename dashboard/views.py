@@ -224,6 +224,11 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def datasets_for_task(datasets: pd.DataFrame, task: str) -> pd.DataFrame:
+    """A detector audits COCO datasets, a classifier the other layouts (segmenters and taggers included)."""
+    return datasets[(datasets["task"] == "detection") == (task == "detection")]
+
+
 def default_series(runs: pd.DataFrame, limit: int = 5) -> list[str]:
     """The runs a comparison should open on: the first finished run and the later runs of *other* models on
     the same dataset with the same explainer (a retraining series: cage v1..v5 with Grad-CAM), in the

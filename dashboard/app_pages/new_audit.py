@@ -21,8 +21,7 @@ tasks = sorted({data.model_task(m) for m in chosen_models}) or ["classification"
 if len(tasks) > 1:
     st.error("Choose detection models or classifiers, not both: they take different explainers.")
     st.stop()
-# A detector audits COCO folders, a classifier the other layouts (segmenters and taggers included).
-fitting = datasets[(datasets["task"] == "detection") == (tasks[0] == "detection")]
+fitting = views.datasets_for_task(datasets, tasks[0])
 if fitting.empty:
     st.info("No registered dataset fits a " + ("detector: register a COCO folder (images/, instances.json)"
                                                 if tasks[0] == "detection" else "classifier") + " on page **Upload**.")

@@ -113,3 +113,50 @@ def test_compare_page_shows_detection_versions(detection_runs, monkeypatch):
     assert len(at.get("plotly_chart")) == 2 and len(at.get("image")) == 2
     at.selectbox(key="det_compare_class").set_value("car").run()
     assert not at.exception
+
+
+class _Store:
+    """A run store reduced to what a detection comparison reads: detections, ground truth, evidence."""
+
+    def __init__(self, detections, truth, interventions=()):
+        import pandas as pd
+
+        self._tables = {"detections": pd.DataFrame(detections), "ground_truth": pd.DataFrame(truth)}
+        self._evidence = {"task": "detection", "settings": {}, "interventions": list(interventions)}
+
+    def table(self, name, columns=None):
+        import pandas as pd
+
+        frame = self._tables[name]
+        return frame if len(frame) else pd.DataFrame(columns=columns or [])
+
+    def evidence(self):
+        return self._evidence
+
+
+def _boat(image_id, water):
+    return {"image_id": image_id, "det": 0, "class": "boat", "mass_box": 1 - water, "area_box": 0.1,
+            "mass_outside": water, "mass.water": water, "area.water": 0.5}
+
+
+def test_a_class_no_version_detected_and_a_version_with_no_detection_at_all():
+    truth = [{"image_id": i, "object": 0, "class": c, "found": c == "boat"} for i in range(12) for c in ("boat", "car")]
+    v1 = _Store([_boat(i, 0.7 + 0.1 * (i % 3)) for i in range(12)], truth)
+    v2 = _Store([], [{**t, "found": False} for t in truth])  # a version that detects nothing
+    result = compare_detection_runs([v1, v2], ["v1", "v2"], n_boot=100, n_perm=200)
+    assert list(result["classes"]) == ["boat"]  # car: ground truth only, nothing to compare
+    (water_v1, water_v2) = result["classes"]["boat"]["water"]["runs"]
+    assert water_v1["mass_mean"] == pytest.approx(0.8) and water_v2 is None
+    assert result["classes"]["boat"]["water"]["changes"] == []
+    recall = {(r["run"], r["class"]): r["recall"] for r in result["recall"]}
+    assert recall == {("v1", "boat"): 1.0, ("v1", "car"): 0.0, ("v2", "boat"): 0.0, ("v2", "car"): 0.0}
+    assert "recall on boat fell from 100% to 0%" in result["summary"]  # 12/12 vs 0/12: Wilson CIs apart
+
+
+def test_duplicate_names_and_a_run_given_twice_are_refused(detection_runs, capsys):
+    ws = Workspace(detection_runs["ws"])
+    with pytest.raises(ValueError, match="unique"):
+        compare_detection_runs([ws.store(detection_runs["biased"])] * 2, ["a", "a"])
+    code, _, err = cli(capsys, "compare", detection_runs["biased"], detection_runs["biased"],
+                       "--workspace", detection_runs["ws"])
+    assert code == 2 and "given twice" in err and len(err.strip().splitlines()) == 1

@@ -124,9 +124,12 @@ def test_new_audit_offers_only_datasets_that_fit_the_model(coco_scenes, tmp_path
     folders = ws.register_dataset(write_dataset(tmp_path / "data", n=4))
     detector = ws.register_model(WEIGHTS_DIR / "biased" / "model.safetensors", WEIGHTS_DIR / "biased" / "model.json")
     coco = ws.register_dataset(coco_scenes[1])
+    (tmp_path / "boats.zip").write_bytes(_zip(coco_scenes[1]))
+    coco_zip = ws.register_dataset(tmp_path / "boats.zip")  # how the Upload page registers it
     at = app_opener(tmp_path / "ws", monkeypatch)("app_pages/new_audit.py")
     assert at.multiselect(key="audit_models").value == [detector]
-    assert at.selectbox(key="audit_dataset").value == coco and len(at.selectbox(key="audit_dataset").options) == 1
+    assert at.selectbox(key="audit_dataset").value == coco and len(at.selectbox(key="audit_dataset").options) == 2
+    assert any(coco_zip in option for option in at.selectbox(key="audit_dataset").options)
     at.multiselect(key="audit_models").set_value([classifier]).run()
     assert not at.exception
     assert at.selectbox(key="audit_dataset").value == folders and len(at.selectbox(key="audit_dataset").options) == 1

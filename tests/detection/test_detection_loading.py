@@ -76,7 +76,7 @@ def test_methods_are_checked_against_the_task():
         make_explainer_check("drise", "classification")
 
 
-@pytest.mark.slow  # builds four ResNet-50 / VGG-16 detectors (random weights) and runs each a few times
+@pytest.mark.slow  # builds five detectors (ResNet-50, MobileNetV3, VGG-16 backbones) (random weights) and runs each a few times
 @pytest.mark.parametrize("architecture", ["fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
                                           "retinanet_resnet50_fpn", "fcos_resnet50_fpn", "ssd300_vgg16"])
 def test_every_torchvision_detector_loads_and_goes_through_drise(tmp_path, architecture):

@@ -1,7 +1,8 @@
 """D-RISE's trust checks. Sanity (cascading model randomisation): passes on the sample detector, an
 "explainer" that ignores the detector fails it, the detector comes back with its weights. Faithfulness
-(deletion / insertion scored by D-RISE similarity): D-RISE beats a random order and its inverse, and the
-curves start and end at the untouched image's similarity. The run parameter that skips both."""
+(deletion / insertion scored by D-RISE similarity): on deletion D-RISE beats a random order (in the run's
+report) and its inverse, and the curves start and end at the untouched image's similarity. The run
+parameter that skips both."""
 import pytest
 import torch
 from detection_helpers import cli, run_args
@@ -69,15 +70,12 @@ def test_run_report_records_faithfulness_better_than_random(detection_runs):
     faithfulness = cached_report(detection_runs["biased"], Workspace(detection_runs["ws"]))["faithfulness"]
     assert faithfulness["method"] == "drise" and faithfulness["n"] == FAITHFULNESS_DETECTIONS
     assert faithfulness["deletion_auc"] < faithfulness["random_deletion_auc"] - 0.1
-    assert 0 <= faithfulness["insertion_auc"] <= 1  # reported, not asserted: see below
 
 
 def test_faithfulness_curves_start_at_the_detection_and_inverse_maps_do_worse(scenes):
     """Deletion must separate D-RISE from its inverse. Insertion is not asserted: it starts from a heavy blur,
     and this colour-blob detector still finds a blurred boat, so inserting the background first (the inverse
     order) can score higher (seen: 0.29 for D-RISE vs 0.52 inverse here, 0.65 vs 0.49 random on the demo)."""
-    from explainers.detection import DetectionTarget
-
     detector, images, targets = scenes
     maps = DRISE(detector, n_masks=300, cells=8, seed=0).explain_detections(images, targets)
     good = detection_faithfulness(detector, images, targets, maps)
@@ -89,4 +87,3 @@ def test_faithfulness_curves_start_at_the_detection_and_inverse_maps_do_worse(sc
     assert good["n"] == len(rows)
     assert good["deletion_curve"][0] == pytest.approx(sum(clean) / len(clean), abs=1e-6)
     assert good["insertion_curve"][-1] == pytest.approx(sum(clean) / len(clean), abs=1e-6)
-    assert isinstance(rows[0][1], DetectionTarget)
