@@ -133,8 +133,7 @@ def execute(workspace, run: dict, *, device: str, batch_size: int, progress: boo
         guard.finish()
     finally:
         bar.close()
-    with small_model_threads(loaded, device):
-        evidence_stage(store, run, loaded, dataset, options, device, batch_size, explainer)
+    evidence_stage(store, run, loaded, dataset, options, device, batch_size, explainer)
 
 
 @contextmanager
@@ -218,9 +217,16 @@ def explain_batch(batch, loaded, explainer, dataset, options: dict, device: str,
 def evidence_stage(store, run: dict, loaded, dataset, options: dict, device: str, batch_size: int,
                    explainer) -> None:
     """The context-fill intervention over every explained image and D-RISE's sanity and faithfulness checks,
-    written once as `evidence.json`."""
+    written once as `evidence.json`, under the shard loop's thread setting (so a Ray driver's evidence has
+    the same float sums as a local run's)."""
     if store.evidence():
         return
+    with small_model_threads(loaded, device):
+        _write_evidence(store, run, loaded, dataset, options, device, batch_size, explainer)
+
+
+def _write_evidence(store, run: dict, loaded, dataset, options: dict, device: str, batch_size: int,
+                    explainer) -> None:
     from analysis.runner import _prefetched
 
     classes = class_names(loaded)
@@ -297,8 +303,7 @@ def detection_faithfulness(detector, images: torch.Tensor, targets: list, maps: 
         chosen = [rows[int(k)][1] for k in picked]
         masks = None if chosen[0].masks is None else torch.cat([t.masks for t in chosen])
         target = DetectionTarget(torch.cat([t.boxes for t in chosen]), torch.cat([t.probs for t in chosen]), masks)
-        with torch.no_grad():
-            return target.to(device)(detector(batch.to(device)))
+        return target.to(device)(detector(batch.to(device)))  # score_curves runs without autograd
 
     result = score_aucs(score, row_images, row_maps, steps=steps, seed=seed)
     return {**result, "unit": "detection", "score": "D-RISE similarity to the explained detection"}

@@ -116,8 +116,7 @@ def run_with_ray(workspace: Workspace, run_id: str, address: str | None = None, 
         raise
     if detection_run.model_task(workspace, run) == "detection":  # the driver's own copy, for evidence
         loaded, dataset, explainer, options = detection_run.prepare(workspace, run, device)
-        with detection_run.small_model_threads(loaded, device):  # as a local run does: the same float sums
-            detection_run.evidence_stage(store, run, loaded, dataset, options, device, batch_size, explainer)
+        detection_run.evidence_stage(store, run, loaded, dataset, options, device, batch_size, explainer)
     else:
         loaded, dataset, _, layer_name, _ = prepare(workspace, run, device)
         evidence_stage(store, run, loaded, dataset, layer_name)

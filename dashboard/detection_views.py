@@ -11,6 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw
 
+from dashboard import overlay
+
 BOX_COLORS = [(255, 64, 64), (255, 220, 0), (64, 200, 255), (200, 100, 255), (80, 255, 120)]
 GALLERY_SIZE = 24
 
@@ -93,6 +95,20 @@ def draw_boxes(image: Image.Image, boxes: list[dict], classes: list[str], scale:
     return out
 
 
+def boxes_on(image_id: int, detections: pd.DataFrame) -> list[dict]:
+    """The detections (rows with box, class, score) of one image."""
+    return detections[detections["image_id"] == image_id].to_dict("records") if len(detections) else []
+
+
+def boxed_picture(picture: Image.Image, saliency, opacity: float, scale: float, boxes: list[dict],
+                  classes: list[str]) -> Image.Image:
+    """The picture under its D-RISE overlay (when `saliency` is a map), enlarged, with the detector's boxes."""
+    if saliency is not None:
+        picture = overlay.blend(picture, saliency, opacity, scale)
+    big = overlay.enlarged(picture, min_side=256)
+    return draw_boxes(big, boxes, classes, scale=big.width / picture.width)
+
+
 def gallery_rows(detections: pd.DataFrame, images: pd.DataFrame, class_filter: str | None,
                  sort_region: str | None) -> pd.DataFrame:
     """Images to show: those with a detection of `class_filter` (all when None), sorted by the highest share
@@ -114,7 +130,7 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
     """The whole detection report page body (the page has drawn the title and the run picker)."""
     import streamlit as st
 
-    from dashboard import components, data, overlay, views
+    from dashboard import components, data, views
 
     meta = report.get("run", {})
     metrics = report.get("metrics") or {}
@@ -191,11 +207,9 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
                 grid = st.columns(6)
             image_id = int(row["image_id"])
             picture, _mask = data.picture(info["dataset_id"], image_id)
-            if overlay_on and image_id in position:
-                picture = overlay.blend(picture, maps[position[image_id]], opacity, scale)
-            big = overlay.enlarged(picture, min_side=256)
-            mine = detections[detections["image_id"] == image_id].to_dict("records") if len(detections) else []
-            boxed = draw_boxes(big, mine, classes, scale=big.width / picture.width)
+            mine = boxes_on(image_id, detections)
+            saliency = maps[position[image_id]] if overlay_on and image_id in position else None
+            boxed = boxed_picture(picture, saliency, opacity, scale, mine, classes)
             best = max((d.get(f"mass.{sort_region}", 0.0) for d in mine), default=0.0) if sort_region else 0.0
             with grid[k % 6]:
                 st.image(boxed, width="stretch",
@@ -227,7 +241,7 @@ def render_comparison(comparison: dict, run_ids: list[str], versions: tuple[str,
     """The Compare page body for detection runs (the page has drawn the picker and the summary)."""
     import streamlit as st
 
-    from dashboard import data, overlay, views
+    from dashboard import data, views
 
     st.subheader("Context dependence per version")
     st.caption("Excess score drop: what filling the region with the rest of the scene's colour costs a class's "
@@ -271,11 +285,7 @@ def render_comparison(comparison: dict, run_ids: list[str], versions: tuple[str,
         ids, maps = data.saliency_maps(r, v)
         position = {int(i): k for k, i in enumerate(ids)}
         picture, _ = data.picture(data.run_info(r)["dataset_id"], image_id)
-        if image_id in position:
-            picture = overlay.blend(picture, maps[position[image_id]], opacity, data.map_scale(r, v))
-        big = overlay.enlarged(picture, min_side=256)
-        detections = data.detections(r, v)
-        mine = detections[detections["image_id"] == image_id].to_dict("records") if len(detections) else []
-        run_classes = list(data.report(r, v).get("detection", {}).get("classes") or classes)
-        column.image(draw_boxes(big, mine, run_classes, scale=big.width / picture.width), width="stretch",
-                     caption=f"{labels[r]} · {len(mine)} detection(s)")
+        mine = boxes_on(image_id, data.detections(r, v))
+        saliency = maps[position[image_id]] if image_id in position else None
+        column.image(boxed_picture(picture, saliency, opacity, data.map_scale(r, v), mine, classes),  # one colour
+                     width="stretch", caption=f"{labels[r]} · {len(mine)} detection(s)")  # per class, every column
