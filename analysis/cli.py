@@ -144,13 +144,17 @@ def cmd_run(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from analysis.labels import model_label
+
     rows = _workspace(args).runs()
     columns = ["id", "name", "model_name", "dataset_name", "method", "status", "n_done", "n_total"]
     if args.format == "json":
-        print(json.dumps([{k: r.get(k) for k in columns + ["model_id", "dataset_id", "n", "seed", "params",
-                                                             "n_skipped", "error", "target_layer"]}
+        print(json.dumps([{k: r.get(k) for k in columns + ["model_version", "model_id", "dataset_id", "n", "seed",
+                                                             "params", "n_skipped", "error", "target_layer", "stage"]}
                           for r in rows], indent=1))
         return EXIT_OK
+    columns[2] = "model"  # the name a person gave it, with its version: as on every page
+    rows = [dict(r, model=model_label(r.get("model_name"), r.get("model_version"))) for r in rows]
     table = [columns] + [[str(r.get(c) if r.get(c) is not None else "") for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
