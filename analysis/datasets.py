@@ -152,6 +152,22 @@ class Dataset:
             raise DatasetError(f"dataset {self.root} has {len(problems)} problem(s); fix them and retry:",
                                problems)
 
+    def unreadable_images(self) -> list[dict]:
+        """`[{"image", "reason"}]` for every image (or mask) that does not decode fully: what a run would skip.
+
+        `validate` reads headers only (cheap, and enough to refuse a broken dataset); a truncated PNG or a
+        mask that fails to decode passes it, so registration decodes each image once to say at upload time,
+        not in the report, which images will be skipped and why."""
+        out = []
+        for item in self.items:
+            try:
+                image, _ = self.load(item)
+                image.load()
+            except Exception as exc:  # the runner's own rule: any failure to decode skips that image
+                out.append({"image": str(item.image), "reason": getattr(exc, "reason", None) or str(exc)
+                            or type(exc).__name__})
+        return out
+
     @cached_property
     def sha256(self) -> str:
         """Content hash of the description files and every listed file (folder or zip give the same)."""

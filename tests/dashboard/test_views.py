@@ -35,19 +35,24 @@ def test_region_rows_show_intervals_as_text_and_keep_numbers_numeric():
 
 def _demo_like_runs() -> pd.DataFrame:
     """The demo's catalog order: per model version, a Grad-CAM run then a gradients run, on one dataset."""
-    rows = [{"id": f"r-{v}-{m}", "model_id": f"m-{v}", "dataset_id": "d-cage", "method": m}
-            for v in range(1, 7) for m in ("gradcam", "saliency")]
-    return pd.DataFrame(rows + [{"id": "r-other", "model_id": "m-x", "dataset_id": "d-other", "method": "gradcam"}])
+    rows = [{"id": f"r-{v}-{m}", "model_id": f"m-{v}", "dataset_id": "d-cage", "method": m, "model_name": "cage",
+             "model_version": f"v{v}"} for v in range(1, 7) for m in ("gradcam", "saliency")]
+    return pd.DataFrame([{"id": "r-other", "model_id": "m-x", "dataset_id": "d-other", "method": "gradcam",
+                          "model_name": "boats", "model_version": None}] + rows)
 
 
-def test_compare_opens_on_a_retraining_series_not_two_explainers_of_one_model():
+def test_compare_opens_on_the_newest_audits_series_or_empty():
     from dashboard.views import default_series
 
     runs = _demo_like_runs()
-    assert default_series(runs) == [f"r-{v}-gradcam" for v in range(1, 6)]  # v1..v5 (limit 5), one explainer
-    assert default_series(runs, limit=2) == ["r-1-gradcam", "r-2-gradcam"]
-    lonely = runs[runs["model_id"] == "m-1"]  # one model only: nothing better than the first two runs
-    assert default_series(lonely) == ["r-1-gradcam", "r-1-saliency"]
+    assert default_series(runs) == [f"r-{v}-saliency" for v in range(1, 7)]  # the newest run's explainer
+    gradcam = runs[runs["method"] == "gradcam"]
+    assert default_series(gradcam) == [f"r-{v}-gradcam" for v in range(1, 7)]
+    other = pd.concat([runs, runs.iloc[:1]])  # newest: the boats model, alone in its series
+    assert default_series(other) == []
+    named = runs.assign(model_version=None, model_name=[f"cage-v{v}" if v else "boats" for v in
+                                                        [0] + [v for v in range(1, 7) for _ in (1, 2)]])
+    assert default_series(named) == [f"r-{v}-saliency" for v in range(1, 7)]  # "cage-v3": series cage, v3
     assert default_series(runs.iloc[:0]) == []
 
 

@@ -121,3 +121,16 @@ def test_an_old_catalog_gains_the_new_columns(tmp_path):
     assert ws.model("m-1")["version"] is None
     ws.rename_model("m-1", "old", "v7")
     assert ws.model("m-1")["version"] == "v7"
+
+
+def test_unreadable_images_are_named_with_their_reason_before_any_run(tmp_path):
+    from analysis.datasets import open_dataset
+    from tests.runs.helpers import write_dataset
+
+    folder = write_dataset(tmp_path / "data", n=6, corrupt=(2,))
+    (folder / "images" / "004.png").write_text("this is a text file, not a picture")
+    dataset = open_dataset(folder)
+    dataset.validate()  # headers only: a truncated PNG passes
+    bad = dataset.unreadable_images()
+    assert [b["image"] for b in bad] == ["images/002.png", "images/004.png"]
+    assert "truncated" in bad[0]["reason"].lower() or "broken" in bad[0]["reason"].lower(), bad[0]
