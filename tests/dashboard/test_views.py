@@ -65,3 +65,79 @@ def test_series_warnings_name_what_is_not_a_version_series():
     assert "different explainers (gradcam, saliency)" in explainers and "same model" in same_model
     (datasets,) = series_warnings(runs.loc[["r-1-gradcam", "r-other"]])
     assert "different datasets" in datasets
+
+
+def test_accuracy_chart_has_one_bar_per_slice_and_no_class_nan():
+    """The report's accuracy rows carry NaN (not None) where a slice has no class: every bar must still be
+    named, overall and subgroups apart, each at most 1."""
+    from dashboard.views import accuracy_display, accuracy_figure
+
+    nan = float("nan")
+    table = pd.DataFrame({"class": [nan, "cat", "dog", nan, nan], "group": [nan, nan, nan, "in_cage=no", "in_cage=yes"],
+                          "n": [12, 6, 6, 6, 6], "correct": [9, 4, 5, 6, 3],
+                          "accuracy": [0.75, 4 / 6, 5 / 6, 1.0, 0.5], "ci_low": [0.47, 0.3, 0.44, 0.61, 0.19],
+                          "ci_high": [0.91, 0.9, 0.97, 1.0, 0.81]})
+    bar = accuracy_figure(table, "t").data[0]
+    assert list(bar.x) == ["all images", "class cat", "class dog", "in_cage=no", "in_cage=yes"]
+    assert len(set(bar.x)) == len(bar.x) and max(bar.y) <= 1.0
+    shown = accuracy_display(table)
+    assert shown["accuracy"].tolist() == ["75%", "67%", "83%", "100%", "50%"]
+    assert shown["95% interval"].tolist()[0] == "47% to 91%"
+    assert "nan" not in shown.to_string().lower() and "none" not in shown.to_string().lower()
+
+
+def test_flag_sentence_and_evidence_panel_read_as_words_with_unknown_keys():
+    from dashboard.views import evidence_rows, flag_sentence
+
+    flag = {"region": "watermark", "class": None, "group": None, "lift": 6.6, "severity": "high",
+            "confidence": "high", "lift_ci": [5.9, 7.4],
+            "evidence": {"flip_rate": 0.84, "flip_rate_ci": [0.8, 0.88], "accuracy_drop": 0.5, "p_value": 1e-5,
+                         "control_flip_rate": 0.02, "control_accuracy_drop": None, "fill": "mean", "n": 120,
+                         "second_explainer": "saliency", "second_explainer_lift": 3.1, "sanity_passed": True,
+                         "swap_flip_rate": 0.7, "swap_p_value": 0.001, "power": "80% power to see a 10-point effect",
+                         "new_thing": {"a": 1, "b": None}}}
+    assert flag_sentence(flag, "v1") == ("v1 looks 6.6x more at watermark than its size explains; hiding it flips "
+                                         "84% of predictions")
+    rows = dict(evidence_rows(flag))
+    assert rows["Fill effect"] == ("Filling watermark with mean flips 84% of predictions (95% CI 80% to 88%) and "
+                                   "lowers accuracy by 50 points, over 120 images.")
+    assert rows["Control"] == "Filling an area of the same size elsewhere flips 2%."
+    assert rows["Second explainer"] == "saliency agrees (lift 3.10)"
+    assert rows["Swap effect"] == "flip rate 70%; p value 0.001"
+    assert rows["Power"] == "80% power to see a 10-point effect"
+    assert rows["New thing"] == "a 1"
+    text = " ".join(f"{k} {v}" for k, v in rows.items())
+    assert "None" not in text and "nan" not in text and "{" not in text
+    low = dict(flag, confidence="low", reasons=["no second explainer was run on this region"], evidence={},
+               basis="intervention", lift=1.06, **{"class": "square"})
+    assert flag_sentence(low, "v2") == ("v2 relies on watermark for class square, although its attention there is "
+                                        "only 1.1x what its size explains (low confidence: no second explainer was "
+                                        "run on this region)")
+
+
+def test_one_value_intervals_show_as_one_number():
+    from dashboard.views import display_table, value_text
+
+    assert value_text([11.02, 11.02]) == "11"
+    assert value_text([0.93, 1.12]) == "0.93 to 1.12"
+    shown = display_table(pd.DataFrame({"role": [None, "core"], "lift_ci": [[11.02, 11.02], [1.0, 2.0]],
+                                        "mass": [float("nan"), 0.25]}))
+    assert shown.values.tolist() == [["", "11", ""], ["core", "1 to 2", "0.25"]]
+
+
+def test_model_series_groups_versions_and_drops_findings_labelled_legitimate():
+    from dashboard.views import model_series, trend_text
+
+    runs = pd.DataFrame([
+        {"id": "r1", "status": "done", "model_id": "m1", "model_name": "tagnet", "model_version": "v1",
+         "dataset_id": "d", "dataset_name": "shapes", "method": "gradcam"},
+        {"id": "r2", "status": "done", "model_id": "m2", "model_name": "tagnet", "model_version": "v2",
+         "dataset_id": "d", "dataset_name": "shapes", "method": "gradcam"}])
+    flag = {"region": "tag", "lift": 11.0, "severity": "high", "evidence": {"flip_rate": 0.9}}
+    reports = {"r1": {"flags": [flag], "regions": [{"region": "tag", "class": None, "group": None, "lift": 11.0}]},
+               "r2": {"flags": [dict(flag, lift=2.1)], "labels": [{"region": "tag", "verdict": "legitimate"}],
+                      "regions": [{"region": "tag", "class": None, "group": None, "lift": 2.1}]}}
+    (entry,) = model_series(runs, reports.__getitem__)
+    assert entry["series"] == "tagnet" and [v["version"] for v in entry["versions"]] == ["v1", "v2"]
+    assert entry["findings"] == []  # v2's only flag is on a region a person called legitimate
+    assert [trend_text(t) for t in entry["trend"]] == ["tag: v1 11.0x → v2 2.1x"]
