@@ -388,7 +388,8 @@ def check_dataset(path: Path, classes: list[str] | None) -> tuple[int, list[dict
         opened = open_dataset(path, workdir=workdir)
         opened.validate(classes)
     except InputError as exc:
-        raise InputError(re.sub(re.escape(str(workdir)) + r"/[^/\s]+", path.name, str(exc))) from None
+        message = re.sub(re.escape(str(workdir)) + r"/[^/\s]+", path.name, str(exc))
+        raise InputError(message.replace(str(path), path.name)) from None
     unreadable = opened.unreadable_images() if hasattr(opened, "unreadable_images") else []
     return len(opened), unreadable
 

@@ -349,6 +349,8 @@ def display_table(frame: pd.DataFrame, rename: dict[str, str] | None = None) -> 
     shown = frame.copy()
     for column in shown.columns:
         shown[column] = shown[column].map(lambda v: value_text(v) or "")
+    if len(shown):  # a column with nothing in it (no class in the overall rows) says nothing
+        shown = shown[[c for c in shown.columns if (shown[c] != "").any()]]
     return shown.rename(columns=rename or {c: humanize(c) for c in shown.columns})
 
 
@@ -471,7 +473,7 @@ def evidence_rows(flag: dict) -> list[tuple[str, str]]:
     ev = {k: v for k, v in (flag.get("evidence") or {}).items() if value_text(v) is not None}
     rows = []
     region = flag.get("region", "the region")
-    fill = f" with {ev['fill']}" if ev.get("fill") else ""
+    fill = f" with a {humanize(ev['fill'])} fill" if ev.get("fill") else ""
     effects = []
     if "flip_rate" in ev:
         ci = value_text(ev.get("flip_rate_ci"), percent=True)

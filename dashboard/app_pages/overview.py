@@ -43,8 +43,9 @@ for k, entry in enumerate(series):
                           "; ".join(views.plain(views.trend_text(t)) for t in entry["trend"]))
         text.page_link("app_pages/report.py", label=f"Open the report of {latest['version']}",
                        query_params={state.RUN_PARAM: latest["run"]})
-        if entry["findings"]:
-            run_id, region = latest["run"], entry["findings"][0]["region"]
+        shown_region = (entry["findings"] or entry["trend"] or [{}])[0].get("region")
+        if shown_region is not None:  # the latest version's picture of its finding, else of the past one
+            run_id, region = latest["run"], shown_region
             version = data.version(run_id)
             image_id = views.exemplar_image(data.gallery_table(run_id, version), region)
             if image_id is not None:

@@ -57,7 +57,8 @@ def floats(text: str, field: str, count: int) -> list[float] | None:
 def fill_form_from_card() -> None:
     """`on_change` of the card uploader: the uploaded card's values go into the form, which stays the one
     place the card is read from (what you see is what is registered)."""
-    st.session_state[state.UPLOAD_ERRORS].pop("card", None)
+    for field in [f for f in st.session_state[state.UPLOAD_ERRORS] if f != "dataset"]:
+        st.session_state[state.UPLOAD_ERRORS].pop(field)  # a new card: the last check's problems are moot
     uploaded = st.session_state.get("upload_card")
     st.session_state[CARD_EXTRA] = {}
     if uploaded is None:

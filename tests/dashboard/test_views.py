@@ -99,7 +99,7 @@ def test_flag_sentence_and_evidence_panel_read_as_words_with_unknown_keys():
     assert flag_sentence(flag, "v1") == ("v1 looks 6.6x more at watermark than its size explains; hiding it flips "
                                          "84% of predictions")
     rows = dict(evidence_rows(flag))
-    assert rows["Fill effect"] == ("Filling watermark with mean flips 84% of predictions (95% CI 80% to 88%) and "
+    assert rows["Fill effect"] == ("Filling watermark with a mean fill flips 84% of predictions (95% CI 80% to 88%) and "
                                    "lowers accuracy by 50 points, over 120 images.")
     assert rows["Control"] == "Filling an area of the same size elsewhere flips 2%."
     assert rows["Second explainer"] == "saliency agrees (lift 3.10)"
@@ -121,8 +121,8 @@ def test_one_value_intervals_show_as_one_number():
     assert value_text([11.02, 11.02]) == "11"
     assert value_text([0.93, 1.12]) == "0.93 to 1.12"
     shown = display_table(pd.DataFrame({"role": [None, "core"], "lift_ci": [[11.02, 11.02], [1.0, 2.0]],
-                                        "mass": [float("nan"), 0.25]}))
-    assert shown.values.tolist() == [["", "11", ""], ["core", "1 to 2", "0.25"]]
+                                        "mass": [float("nan"), 0.25], "class": [None, None]}))
+    assert shown.values.tolist() == [["", "11", ""], ["core", "1 to 2", "0.25"]]  # the empty class column: gone
 
 
 def test_model_series_groups_versions_and_drops_findings_labelled_legitimate():
