@@ -89,9 +89,9 @@ def finish_run(workspace: Workspace, run_id: str) -> dict:
     """Mark the run done and leave its report beside it, so readers open it without recomputing."""
     from analysis.report import cached_report
 
-    workspace.update_run(run_id, stage="report")
+    workspace.update_run(run_id, status="done", pid=None, stage="report")  # done: the report's key says so
     cached_report(workspace.store(run_id), workspace)
-    workspace.update_run(run_id, status="done", pid=None, stage=None)
+    workspace.update_run(run_id, stage=None)
     return workspace.run(run_id)
 
 

@@ -40,40 +40,6 @@ def dataset_table(datasets: pd.DataFrame) -> pd.DataFrame:
     return _pick(datasets, ["name", "n_items", "task", "created", "id", "sha256"])
 
 
-def flags_frame(report: dict) -> pd.DataFrame:
-    """A report's flags, most severe first, with evidence spread into columns."""
-    rows = []
-    for flag in report.get("flags", []):
-        row = {k: v for k, v in flag.items() if k != "evidence"}
-        row.update({f"evidence.{k}": v for k, v in (flag.get("evidence") or {}).items()
-                    if not isinstance(v, (dict, list))})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    order = frame["severity"].map(SEVERITY_ORDER).fillna(len(SEVERITY_ORDER))
-    return frame.assign(_order=order).sort_values(["_order", "lift"], ascending=[True, False]).drop(columns="_order")
-
-
-def open_flags(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> pd.DataFrame:
-    """Flags of every finished run, most severe first, with the run they came from."""
-    if runs.empty or "status" not in runs.columns:
-        return pd.DataFrame()
-    frames = []
-    for run in runs[runs.status == "done"].itertuples():
-        flags = flags_frame(report_of(run.id))
-        if not flags.empty:
-            frames.append(flags.assign(run=run.id, run_name=getattr(run, "name", None)))
-    if not frames:
-        return pd.DataFrame()
-    flags = pd.concat(frames, ignore_index=True)
-    order = flags["severity"].map(SEVERITY_ORDER).fillna(len(SEVERITY_ORDER))
-    flags = flags.assign(_order=order).sort_values(["_order", "lift"], ascending=[True, False])
-    flags = readable_intervals(flags)
-    first = ["run_name", "run", "severity", "region", "class", "lift"]
-    return flags[[c for c in first if c in flags] + [c for c in flags if c not in first and c != "_order"]]
-
-
 def readable_intervals(frame: pd.DataFrame) -> pd.DataFrame:
     """Interval columns (two-number lists) as "[0.93, 1.12]", not two floats at full precision."""
     frame = frame.copy()
@@ -119,22 +85,6 @@ def region_bar_figure(rows: pd.DataFrame, split_by: str | None, title: str) -> g
     figure.update_layout(title=title, barmode="group", yaxis_title="share of saliency mass (95% CI)",
                          xaxis_title="region", height=380, margin=dict(t=50, b=40))
     return figure
-
-
-def evidence_sentence(flag: dict) -> str:
-    """One plain sentence per kind of evidence the flag carries."""
-    evidence = flag.get("evidence") or {}
-    parts = [f"The model puts {flag.get('lift', float('nan')):.1f}x more attention on **{flag['region']}** "
-             f"than its area would suggest"]
-    if "accuracy_drop" in evidence:
-        parts.append(f"hiding it lowers accuracy by {100 * evidence['accuracy_drop']:.0f} points")
-    if "flip_rate" in evidence:
-        parts.append(f"changes {100 * evidence['flip_rate']:.0f}% of predictions")
-    if "p_value" in evidence:
-        parts.append(f"p = {evidence['p_value']:.2g}")
-    if "second_explainer_agrees" in evidence:
-        parts.append("a second explainer " + ("agrees" if evidence["second_explainer_agrees"] else "disagrees"))
-    return "; ".join(parts) + "."
 
 
 def filter_gallery(table: pd.DataFrame, label: str | None = None, correct: str = "all",
@@ -228,17 +178,6 @@ def version_lines_figure(table: pd.DataFrame, series: str, value: str, low: str,
     figure.update_layout(title=title, yaxis_title=yaxis, xaxis_title="version (run)", height=380,
                          margin=dict(t=50, b=40))
     return figure
-
-
-def faithfulness_rows(report: dict) -> pd.DataFrame:
-    """`report["faithfulness"]` (one dict per explainer, or one dict of metrics) as rows."""
-    value = report.get("faithfulness") or {}
-    if isinstance(value, list):
-        return pd.DataFrame(value)
-    if value and all(isinstance(v, dict) for v in value.values()):
-        return pd.DataFrame([{"explainer": k, **{m: x for m, x in v.items() if not isinstance(x, (dict, list))}}
-                             for k, v in value.items()])
-    return pd.DataFrame([{k: v for k, v in value.items() if not isinstance(v, (dict, list))}]) if value else pd.DataFrame()
 
 
 def duration(seconds: float) -> str:

@@ -78,7 +78,7 @@ def job_progress():
         with st.container(border=True):
             st.text(f"{run.get('name') or run['method']} · {run.get('model_label')} · {run['method']} · {status}")
             fraction = min(done / total, 1.0) if total else 0.0
-            now = f" · {views.STAGE_TEXT.get(stage, stage)}" if status == "running" and stage else ""
+            now = f" · {views.STAGE_TEXT.get(stage, stage)}" if stage and (status == "running" or stage == "report") else ""
             st.progress(fraction, text=f"{done} / {total or '?'} images{now}")
             if run.get("error"):
                 st.error(run["error"])

@@ -1,26 +1,5 @@
-"""The overview's flag table: every finished run's flags, most severe first, intervals readable."""
+"""Display shaping: intervals, series, sentences, the accuracy chart, evidence panels."""
 import pandas as pd
-
-from dashboard.views import open_flags
-
-REPORTS = {
-    "r-1": {"flags": [{"region": "cage", "class": None, "severity": "medium", "lift": 1.01,
-                       "lift_ci": [0.9973100375, 1.0312], "evidence": {"flip_rate": 0.47}}]},
-    "r-2": {"flags": [{"region": "water", "class": "boat", "severity": "high", "lift": 1.6716, "kind": "context",
-                       "evidence": {"score_drop": 0.79, "score_drop_ci": [0.75, 0.81]}}]},
-    "r-3": {"flags": []},
-}
-
-
-def test_flags_of_finished_runs_most_severe_first_with_intervals_as_text():
-    runs = pd.DataFrame({"id": ["r-1", "r-2", "r-3", "r-4"], "name": ["cage v1", "boats", "clean", "running"],
-                         "status": ["done", "done", "done", "running"]})
-    table = open_flags(runs, REPORTS.__getitem__)
-    assert table["run"].tolist() == ["r-2", "r-1"]  # high before medium; r-3 has none; r-4 is not finished
-    assert list(table.columns[:6]) == ["run_name", "run", "severity", "region", "class", "lift"]
-    assert table.loc[table.run == "r-1", "lift_ci"].item() == "[1.00, 1.03]"
-    assert table.loc[table.run == "r-2", "lift_ci"].isna().item()  # a context flag has no lift interval
-    assert table.loc[table.run == "r-2", "evidence.score_drop"].item() == 0.79
 
 
 def test_region_rows_show_intervals_as_text_and_keep_numbers_numeric():

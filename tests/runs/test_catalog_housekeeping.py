@@ -134,3 +134,34 @@ def test_unreadable_images_are_named_with_their_reason_before_any_run(tmp_path):
     bad = dataset.unreadable_images()
     assert [b["image"] for b in bad] == ["images/002.png", "images/004.png"]
     assert "truncated" in bad[0]["reason"].lower() or "broken" in bad[0]["reason"].lower(), bad[0]
+
+
+def test_cli_runs_lists_the_names_a_person_gave(planted, capsys, monkeypatch):
+    from analysis.cli import main
+
+    ws, ids = planted
+    ws.rename_model(ws.run(ids["runs"][0])["model_id"], "pets-net", "v1")
+    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(ws.root))
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["id", "name", "model", "dataset_name"]
+    assert "pets-net v1" in next(line for line in lines if ids["runs"][0] in line)
+    assert main(["runs", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert (rows[0]["model_name"], rows[0]["model_version"]) == ("pets-net", "v1")
+
+
+def test_the_estimate_learns_from_finished_runs_on_this_machine():
+    from analysis.jobs import estimate_seconds
+
+    typical = {"gradcam": 0.05, "rise": 4.0}
+    runs = [{"method": "gradcam", "n_done": 100, "created": 0, "updated": 39},   # 39 s for 100 images
+            {"method": "gradcam", "n_done": 200, "created": 100, "updated": 169}]  # 69 s for 200
+    seconds, basis = estimate_seconds(runs, "gradcam", 300, typical)
+    assert seconds == pytest.approx(99.0)  # 9 s fixed + 0.3 s per image
+    assert "2 earlier gradcam audit(s)" in basis
+    seconds, _ = estimate_seconds(runs[:1], "gradcam", 100, typical)
+    assert seconds == pytest.approx(39.0)
+    seconds, basis = estimate_seconds(runs, "rise", 10, typical)  # this machine is ~6x slower than the table
+    assert seconds == pytest.approx(10 * 4.0 * (39 / 5 + 69 / 10) / 2) and "scaled" in basis
+    assert estimate_seconds([], "rise", 10, typical)[0] == pytest.approx(40.0)
