@@ -223,7 +223,7 @@ class Workspace:
 
     @staticmethod
     def open_dataset_at(path: Path, workdir: Path):
-        from analysis.datasets import open_dataset
+        from analysis.data.datasets import open_dataset
 
         return open_dataset(path, workdir=workdir / "extracted")
 
@@ -320,7 +320,7 @@ class Workspace:
         return self.root / "runs" / run_id
 
     def store(self, run_id: str):
-        from analysis.store import RunStore
+        from analysis.store.run_store import RunStore
 
         return RunStore(self.run_dir(run_id), workspace=self, run_id=run_id)
 
@@ -367,7 +367,7 @@ def _seen_alive(row: dict) -> dict:
     such a run says "running" forever. Only the reading changes: claiming the run (a resume) still finds
     `running` with a dead pid and takes it over.
     """
-    from analysis.jobs import job_alive
+    from analysis.store.jobs import job_alive
 
     if row.get("status") == "running" and row.get("pid") and not job_alive(row["pid"]):
         row = dict(row, status="interrupted", error=row.get("error") or INTERRUPTED.format(pid=row["pid"]))
@@ -377,7 +377,7 @@ def _seen_alive(row: dict) -> dict:
 def remove_dead_temps(folder: Path) -> list[str]:
     """Delete `.NAME.tmp-PID` copies whose process is gone: a registration killed mid-copy leaves one, and a
     dataset copy can be gigabytes. A live PID's temp is left alone (another registration may be writing it)."""
-    from analysis.jobs import job_alive
+    from analysis.store.jobs import job_alive
 
     removed = []
     for path in folder.glob(".*.tmp-*"):
