@@ -41,7 +41,7 @@ if len(set(labels.values())) < len(labels):  # two audits of one version: tell t
     labels = {r: f"{labels[r]} · {data.run_info(r).get('name') or r}" for r in chosen}
 comparison = data.comparison(tuple(chosen), versions, tuple(labels[r] for r in chosen), detection)
 if comparison is None:
-    st.warning("This installation's engine has no version comparison (analysis.compare).")
+    st.warning("This installation's engine has no version comparison (analysis.report.compare).")
     st.stop()
 
 st.subheader("Summary")

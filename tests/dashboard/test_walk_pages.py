@@ -16,7 +16,7 @@ RAW = re.compile(r"\bNone\b|\bnan\b|\{\"|\[(\d+\.\d+), \1\]|tmp[a-z0-9_]{8}")
 def planted(tmp_path):
     root = tmp_path / "workspace"
     ids = build_workspace(root)
-    from analysis.workspace import Workspace
+    from analysis.store.workspace import Workspace
 
     workspace = Workspace(root)
     for k, run_id in enumerate(ids["runs"]):
@@ -123,7 +123,7 @@ def test_unreadable_images_are_named_when_the_dataset_is_registered(app, tmp_pat
 
 
 def test_rename_then_delete_with_confirmation(app, planted):
-    from analysis.workspace import Workspace
+    from analysis.store.workspace import Workspace
 
     run_v1 = planted[1]["runs"][0]
     at = app("app_pages/upload.py")
@@ -141,7 +141,7 @@ def test_rename_then_delete_with_confirmation(app, planted):
 
 
 def test_trust_gives_a_verdict_per_method_with_the_random_baseline(app, planted):
-    from analysis.workspace import Workspace
+    from analysis.store.workspace import Workspace
 
     store = Workspace(planted[0]).store(planted[1]["runs"][0])
     store.write_evidence({"sanity": {"model_randomization": {"method": "gradcam", "similarity": 0.12,

@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from analysis.labels import label_checks, model_label
-from analysis.workspace import Workspace
+from analysis.report.labels import label_checks, model_label
+from analysis.store.workspace import Workspace
 from explainers.errors import InputError
 from tests.dashboard.workspace_builder import build_workspace, write_model
 
@@ -36,7 +36,7 @@ def test_a_staged_file_named_model_takes_the_name_given_never_its_temp_folder(tm
 
 
 def test_rename_shows_in_runs_and_in_the_report(planted):
-    from analysis.report import cached_report
+    from analysis.report.build import cached_report
 
     ws, ids = planted
     run = ws.run(ids["runs"][0])
@@ -77,7 +77,7 @@ def test_delete_refuses_while_a_job_runs_and_removes_files_and_audits(planted, m
 
 
 def test_labels_follow_the_dataset_and_are_rechecked_on_each_version(planted):
-    from analysis.report import cached_report
+    from analysis.report.build import cached_report
 
     ws, ids = planted
     run_v1, run_v2 = ids["runs"]
@@ -124,7 +124,7 @@ def test_an_old_catalog_gains_the_new_columns(tmp_path):
 
 
 def test_unreadable_images_are_named_with_their_reason_before_any_run(tmp_path):
-    from analysis.datasets import open_dataset
+    from analysis.data.datasets import open_dataset
     from tests.runs.helpers import write_dataset
 
     folder = write_dataset(tmp_path / "data", n=6, corrupt=(2,))
@@ -152,7 +152,7 @@ def test_cli_runs_lists_the_names_a_person_gave(planted, capsys, monkeypatch):
 
 
 def test_the_estimate_learns_from_finished_runs_on_this_machine():
-    from analysis.jobs import estimate_seconds
+    from analysis.store.jobs import estimate_seconds
 
     typical = {"gradcam": 0.05, "rise": 4.0}
     runs = [{"method": "gradcam", "n_done": 100, "created": 0, "updated": 39},   # 39 s for 100 images

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
