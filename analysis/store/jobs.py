@@ -16,7 +16,7 @@ import numpy as np
 
 from analysis.store.workspace import Workspace
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: analysis/store/jobs.py -> ../..
 
 
 def start_job(workspace_root: str | os.PathLike, run_id: str, device: str = "cpu", batch_size: int = 32) -> int:

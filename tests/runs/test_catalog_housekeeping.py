@@ -165,3 +165,11 @@ def test_the_estimate_learns_from_finished_runs_on_this_machine():
     seconds, basis = estimate_seconds(runs, "rise", 10, typical)  # this machine is ~6x slower than the table
     assert seconds == pytest.approx(10 * 4.0 * (39 / 5 + 69 / 10) / 2) and "scaled" in basis
     assert estimate_seconds([], "rise", 10, typical)[0] == pytest.approx(40.0)
+
+
+def test_the_worker_starts_from_the_checkout_root():
+    """The dashboard's job runs `python -m analysis.cli` from PROJECT_ROOT: it must be the checkout, not the
+    `analysis/` package folder a move into `analysis/store/` left it pointing at."""
+    from analysis.store.jobs import PROJECT_ROOT
+
+    assert (PROJECT_ROOT / "analysis" / "cli.py").is_file()
