@@ -305,7 +305,7 @@ def series_of(name: str | None, version: str | None) -> tuple[str, str]:
     """(series, version label): the given version, else a trailing "v2" of the name ("cage-v2" -> cage, v2)."""
     name = str(name or "unnamed model")
     if version not in (None, ""):
-        return name, str(version)
+        return name, f"v{version}" if str(version).isdigit() else str(version)
     match = _VERSION_SUFFIX.match(name)
     if match and match["base"]:
         return match["base"], match["version"]

@@ -14,9 +14,12 @@ STILL_ATTENDED = 1.0  # lift CI above this: more attention than the region's are
 
 
 def model_label(name: str | None, version: str | None) -> str:
-    """"cage-net v2", or the bare name when no version was given."""
+    """"cage-net v2" (also for version 2), or the bare name when no version was given."""
     name = str(name or "unnamed model")
-    return f"{name} {version}" if version not in (None, "") and not name.endswith(str(version)) else name
+    if version in (None, ""):
+        return name
+    version = f"v{version}" if str(version).isdigit() else str(version)  # a card's `"version": 2` reads v2
+    return name if name.endswith(version) else f"{name} {version}"
 
 
 def label_checks(labels: list[dict], report: dict) -> list[dict]:

@@ -67,10 +67,10 @@ def _no_exception(page):
 def test_overview_report_overlay_and_a_live_audit(server, page):
     url, ids, root = server
     page.goto(url, timeout=60_000)
-    expect(page.get_by_text("Open shortcut flags")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("heading", name="Findings")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Audits", exact=True).first).to_be_visible()
     _no_exception(page)
-    expect(page.get_by_role("heading", name="Datasets")).to_be_visible(timeout=60_000)  # last element: script done
+    expect(page.get_by_text("Details: every audit", exact=False)).to_be_visible(timeout=60_000)  # script done
     page.wait_for_timeout(2000)  # data grids draw on a canvas after the page settles
     page.screenshot(path=str(ARTIFACTS / "01-overview.png"), full_page=True)
 
@@ -88,8 +88,10 @@ def test_overview_report_overlay_and_a_live_audit(server, page):
     with_overlay = gallery.first.get_attribute("src")
     page.screenshot(path=str(ARTIFACTS / "03-gallery-overlay.png"), full_page=True)
     page.get_by_role("button", name="Enlarge").first.click()
-    expect(page.get_by_text("Region outlines")).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("dialog").get_by_text("Region outlines")).to_be_visible(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "03b-enlarged.png"), full_page=True)
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0, timeout=30_000)
     with_overlay = gallery.first.get_attribute("src")
     page.get_by_text("Saliency overlay").click()
     expect(gallery.first).not_to_have_attribute("src", with_overlay, timeout=30_000)
@@ -99,7 +101,7 @@ def test_overview_report_overlay_and_a_live_audit(server, page):
     page.goto(f"{url}/new-audit", timeout=60_000)
     expect(page.get_by_text("Estimated time")).to_be_visible(timeout=60_000)
     # The newest model (the real tiny CNN) is preselected.
-    expect(page.get_by_text(ids["real_model"], exact=False).first).to_be_visible()
+    expect(page.get_by_text("tiny_cnn", exact=False).first).to_be_visible()  # its name, not its id
     number = page.get_by_label("Images to sample")
     number.fill("12")
     number.press("Enter")
@@ -138,7 +140,8 @@ def test_names_from_uploads_are_text_never_html(server, page):
     expect(page.get_by_text("Bias report").first).to_be_visible(timeout=60_000)
     page.wait_for_timeout(3000)
     page.goto(url, timeout=60_000)
-    expect(page.get_by_role("heading", name="Datasets")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Details: every audit", exact=False)).to_be_visible(timeout=60_000)
+    page.get_by_text("Details: every audit", exact=False).click()  # the hostile run's name is in the table
     page.wait_for_timeout(2000)
     _no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "06-hostile-names.png"), full_page=True)

@@ -96,7 +96,7 @@ def test_compare_page_draws_both_versions(app, planted):
     from analysis.store.workspace import Workspace
 
     workspace = Workspace(planted[0])
-    expected = compare_runs([workspace.store(r) for r in planted[1]["runs"]], ["1 (gradcam)", "2 (gradcam)"])["summary"]
+    expected = compare_runs([workspace.store(r) for r in planted[1]["runs"]], ["v1 (gradcam)", "v2 (gradcam)"])["summary"]
     assert any(m.value.replace("\\", "") == expected for m in at.markdown), expected
 
 
@@ -166,7 +166,7 @@ def test_upload_shows_a_model_that_does_not_load_as_a_field_error(app, tmp_path)
 
 def test_new_audit_page_follows_the_run_in_the_url_after_a_reload(app, planted):
     at = app("app_pages/new_audit.py", run=planted[1]["runs"][1])
-    assert any("v2 · tiny 2 · gradcam · done" in t.value for t in at.text)
+    assert any("v2 · tiny v2 · gradcam · done" in t.value for t in at.text)
     links = at.get("page_link")
     assert len(links) == 1 and links[0].proto.label == "Open report"
 

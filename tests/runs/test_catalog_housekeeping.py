@@ -31,7 +31,7 @@ def test_a_staged_file_named_model_takes_the_name_given_never_its_temp_folder(tm
     card.write_text(json.dumps({**json.loads(card.read_text()), "name": "carded", "version": 3}))
     other = ws.model(ws.register_model(staged, card))
     assert (other["name"], other["version"]) == ("carded", "3")
-    assert model_label(other["name"], other["version"]) == "carded 3"
+    assert model_label(other["name"], other["version"]) == "carded v3"  # a bare number reads as a version
     assert model_label("net-v2", "v2") == "net-v2"
 
 
