@@ -269,6 +269,10 @@ def open_dataset(path: str | os.PathLike, *, workdir: str | os.PathLike | None =
     else:
         root = path
         name = path.resolve().name
+    from analysis.data.hf_folder import is_hf_folder, to_manifest_folder
+
+    if is_hf_folder(root):  # datasets' save_to_disk: written out once into the manifest layout
+        root = to_manifest_folder(root, Path(workdir) if workdir is not None else None)
     manifest = root / MANIFEST
     if manifest.is_file():
         return _from_manifest(root, name, manifest)

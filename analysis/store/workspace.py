@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
   n_skipped INTEGER DEFAULT 0, error TEXT, pid INTEGER, created REAL, updated REAL);
 CREATE TABLE IF NOT EXISTS dataset_sources (
   dataset_id TEXT PRIMARY KEY REFERENCES datasets(id), source TEXT);
+CREATE TABLE IF NOT EXISTS model_sources (
+  model_id TEXT PRIMARY KEY REFERENCES models(id), source TEXT);
 CREATE TABLE IF NOT EXISTS shards (
   run_id TEXT REFERENCES runs(id), "index" INTEGER, n_rows INTEGER, path TEXT, created REAL,
   PRIMARY KEY (run_id, "index"));
@@ -181,9 +183,16 @@ class Workspace:
                         time.time(), version or None))
         return model_id
 
+    def set_model_source(self, model_id: str, source: dict) -> None:
+        """Where a model came from beyond a file (an MLflow registry version: `analysis.store.mlflow_registry`)."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO model_sources VALUES (?,?)", (model_id, canonical_json(source)))
+
     def model(self, model_id: str) -> dict | None:
-        row = self._one("SELECT * FROM models WHERE id=?", (model_id,))
+        row = self._one("SELECT m.*, s.source FROM models m LEFT JOIN model_sources s ON s.model_id = m.id "
+                        "WHERE m.id=?", (model_id,))
         if row is not None:
+            row["source"] = json.loads(row["source"]) if row["source"] else None
             row["card"] = json.loads(row["card"])
             row["abspath"] = str(self.root / row["path"])
         return row
