@@ -1,0 +1,335 @@
+"""ONNX models through onnxruntime: black boxes that the perturbation methods (occlusion, RISE, D-RISE) explain.
+
+ONNX Runtime runs a graph of standard operators and no Python, which is why a team can hand an auditor an
+`.onnx` file. The wrappers here look like `nn.Module`s (tensors in, tensors or detections out) so every
+black-box method runs on them batched and unchanged; they are `explainers.base.BlackBox`es, so gradient and
+CAM methods refuse them, with the fix, in one place (`refuse_black_box`).
+
+Before a session is created the file is checked from its protobuf alone (`check_onnx_file`): it must parse
+and pass `onnx.checker`, stay under the node and weight limits, use only standard operator domains (a custom
+domain needs a native custom-op library), and keep any external weight data inside its own folder.
+
+Inputs: one float image input (B, 3, H, W) (or float16: cast). A dynamic batch dimension is used as is; a
+fixed batch of b runs in chunks of b (the last one padded). The card's mean/std are applied in front
+(`explainers.models.Normalize`), except for the detector exports below that normalise inside.
+
+Output contract (`task` from the model card):
+- classification / multilabel: the first output, (B, classes) logits.
+- detection, the native contract: outputs named `boxes` (B, K, 4) xyxy input pixels, `scores` (B, K) and
+  `probs` (B, K, classes); per image, proposals with score >= 0.01 are kept and de-duplicated by NMS at IoU 0.5
+  (the sample detector's post-processing).
+- detection, Ultralytics YOLO exports (`yolo export format=onnx dynamic=True`): one output (B, 4 + classes, N)
+  (segmentation exports: plus mask coefficients and a prototype output), decoded by `explainers.yolo`; or the
+  NMS-free (B, K, 6). They take [0, 1] images: the card's mean/std are not applied.
+- detection, torchvision detector exports (`torch.onnx.export(model, ([image],), ...)`): boxes (K, 4), labels
+  (K,) int64 with 1..classes (0 is background), scores (K,), one image per call; probs are one-hot x score. They
+  normalise inside: the card's mean/std are not applied.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.ops import nms
+
+from explainers.base import BlackBox
+from explainers.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+MAX_NODES = 200_000
+MAX_WEIGHT_BYTES = 16 << 30
+PROTOBUF_LIMIT = 2 << 30  # a single .onnx file cannot be larger; bigger models keep their weights outside
+CONTRACT_SCORE, CONTRACT_IOU = 0.01, 0.5
+EXPORT_HINT = ("export it with torch.onnx.export(model.eval(), (x,), 'model.onnx', dynamo=True, "
+               "dynamic_shapes=({0: torch.export.Dim('batch')},))")
+DETECTOR_OUTPUTS = ("a detection ONNX model must output boxes (B, K, 4), scores (B, K) and probs (B, K, classes) "
+                    "named so, or be an Ultralytics YOLO export ((B, 4 + classes, N)) or a torchvision detector "
+                    "export (boxes, labels, scores)")
+
+
+# ---------------------------------------------------------------- checks from the protobuf alone
+
+def check_onnx_file(path: Path):
+    """The parsed `onnx.ModelProto` (weights not loaded) after the checks; InputError naming file and fix."""
+    onnx = _onnx()
+    size = path.stat().st_size
+    if size >= PROTOBUF_LIMIT:
+        raise InputError(f"{path.name}: {size / 2**30:.1f} GB, over the 2 GB an ONNX protobuf can hold; save the "
+                         "weights as external data beside it (onnx.save_model(m, path, save_as_external_data=True))")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError and friends: a damaged or foreign file
+        raise InputError(f"{path.name}: not a valid ONNX model, damaged or truncated ({_first_line(exc)}); "
+                         f"{EXPORT_HINT}") from None
+    graphs = list(_graphs(model.graph))
+    n_nodes = sum(len(g.node) for g in graphs)
+    if n_nodes > MAX_NODES:
+        raise InputError(f"{path.name}: {n_nodes} graph nodes, over the limit of {MAX_NODES}; this tool audits "
+                         "vision models, export the model without unrolled loops")
+    domains = {n.domain for g in graphs for n in g.node} | {o.domain for o in model.opset_import}
+    custom = sorted(domains - STANDARD_DOMAINS)
+    if custom:
+        raise InputError(f"{path.name}: uses operators from the custom domain {custom[0]!r}, which need a native "
+                         "custom-op library; export the model with standard ONNX operators only")
+    weight_bytes = _check_external_data(path, model, graphs)
+    weight_bytes += sum(len(t.raw_data) for g in graphs for t in g.initializer)
+    if weight_bytes > MAX_WEIGHT_BYTES:
+        raise InputError(f"{path.name}: {weight_bytes / 2**30:.1f} GB of weights, over the limit of "
+                         f"{MAX_WEIGHT_BYTES >> 30} GB")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise InputError(f"{path.name}: malformed ONNX graph ({_first_line(exc)}); {EXPORT_HINT}") from None
+    return model
+
+
+def external_data_files(path: Path) -> list[Path]:
+    """The files an ONNX model keeps its weights in, beside it (checked: inside its folder, present)."""
+    model = check_onnx_file(path)
+    return sorted({(path.parent / loc).resolve() for loc in _external_locations(model, list(_graphs(model.graph)))})
+
+
+def _check_external_data(path: Path, model, graphs) -> int:
+    folder = path.parent.resolve()
+    total = 0
+    for tensor in _tensors(graphs):
+        if tensor.data_location != 1:  # TensorProto.EXTERNAL
+            continue
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise InputError(f"{path.name}: tensor {tensor.name!r} points to external data {location!r} outside "
+                             "the model's folder, refused; keep the weight files beside the .onnx "
+                             "(onnx.save_model(m, path, save_as_external_data=True, location='model.onnx.data'))")
+        if not target.is_file():
+            raise InputError(f"{path.name}: external data file {location!r} (tensor {tensor.name!r}) is missing; "
+                             "put it beside the .onnx, or save a single file (onnx.save_model(m, path))")
+        end = int(entries.get("offset", 0) or 0) + int(entries.get("length", 0) or 0)
+        if end > target.stat().st_size:
+            raise InputError(f"{path.name}: external data {location!r} is shorter than tensor {tensor.name!r} "
+                             "needs (truncated); save the model again")
+        total += int(entries.get("length", 0) or 0) or target.stat().st_size
+    return total
+
+
+def _external_locations(model, graphs) -> set[str]:
+    return {e.value for t in _tensors(graphs) if t.data_location == 1 for e in t.external_data if e.key == "location"}
+
+
+def _graphs(graph) -> Iterator:
+    """The main graph and every subgraph (If / Loop / Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _graphs(attr.g)
+            for sub in attr.graphs:
+                yield from _graphs(sub)
+
+
+def _tensors(graphs) -> Iterator:
+    for g in graphs:
+        yield from g.initializer
+        for sparse in g.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+
+
+# ---------------------------------------------------------------- the session as a module
+
+class OnnxSession:
+    """One checked onnxruntime session: a (B, 3, H, W) float tensor in, its outputs as tensors on the input's
+    device. `batched` is False for exports that take one unbatched image (torchvision detectors)."""
+
+    def __init__(self, path: Path, input_size: tuple[int, int], device: torch.device):
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            else:
+                logger.warning("%s: onnxruntime has no CUDA provider here (pip install onnxruntime-gpu); running "
+                               "on CPU", path.name)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:
+            raise InputError(f"{path.name}: onnxruntime cannot load the model ({_first_line(exc)}); "
+                             f"{EXPORT_HINT}") from None
+        self.path = path
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type not in ("tensor(float)", "tensor(float16)"):
+            got = ", ".join(f"{i.name} {i.type}" for i in inputs)
+            raise InputError(f"{path.name}: the model must take one float image input (batch, 3, H, W), it takes "
+                             f"{got}; {EXPORT_HINT}")
+        shape = list(inputs[0].shape)
+        self.name, self.dtype = inputs[0].name, np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        if len(shape) not in (3, 4) or shape[-3] not in (3, None) and not isinstance(shape[-3], str):
+            raise InputError(f"{path.name}: the image input has shape {shape}, expected (batch, 3, H, W)")
+        fixed = [d for d in shape[-2:] if isinstance(d, int)]
+        if len(fixed) == 2 and tuple(fixed) != tuple(input_size):
+            raise InputError(f"{path.name}: the model takes {fixed[0]}x{fixed[1]} images but the model card says "
+                             f"input_size {list(input_size)}; fix 'input_size' in the model card")
+        self.batched = len(shape) == 4
+        self.batch = shape[0] if self.batched and isinstance(shape[0], int) else None
+        self.outputs = self.session.get_outputs()
+
+    def run(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """All outputs for a batch, concatenated along the batch (batched exports only)."""
+        if self.batch is None:
+            return self._run(images)
+        parts = []
+        for start in range(0, len(images), self.batch):
+            chunk = images[start:start + self.batch]
+            pad = self.batch - len(chunk)
+            if pad:
+                chunk = torch.cat([chunk, chunk.new_zeros(pad, *chunk.shape[1:])])
+            parts.append([o[:len(chunk) - pad] for o in self._run(chunk)])
+        return [torch.cat(outputs) for outputs in zip(*parts)]
+
+    def run_each(self, images: torch.Tensor) -> list[list[torch.Tensor]]:
+        """The outputs of each image on its own (exports with per-image, variable-size outputs)."""
+        return [self._run(image if not self.batched else image[None]) for image in images]
+
+    def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feed = {self.name: x.detach().to("cpu", torch.float32).numpy().astype(self.dtype, copy=False)}
+        try:
+            outputs = self.session.run(None, feed)
+        except Exception as exc:
+            raise InputError(f"{self.path.name}: onnxruntime failed on a {tuple(x.shape)} input "
+                             f"({_first_line(exc)}); check 'input_size' in the model card") from None
+        return [torch.from_numpy(np.asarray(o)).to(x.device) for o in outputs]
+
+
+class OnnxClassifier(BlackBox):
+    """Logits (B, classes) from the first output."""
+
+    def __init__(self, session: OnnxSession):
+        super().__init__()
+        self.session, self.source = session, session.path.name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.session.run(images)[0].float()
+
+
+class OnnxDetector(BlackBox):
+    """Detections in the D-RISE format ({boxes, scores, probs, labels} per image) from one of the layouts."""
+
+    LAYOUTS = ("contract", "yolo", "yolo_end2end", "torchvision")
+
+    def __init__(self, session: OnnxSession, num_classes: int):
+        super().__init__()
+        self.session, self.source, self.num_classes = session, session.path.name, num_classes
+        self.layout, self.order = detector_layout(session, num_classes)
+
+    @property
+    def normalises_inside(self) -> bool:
+        return self.layout != "contract"
+
+    def forward(self, images: torch.Tensor) -> list[dict]:
+        from explainers import yolo
+
+        if self.layout == "torchvision":
+            return [self._torchvision(*(outs[i] for i in self.order)) for outs in self.session.run_each(images)]
+        outputs = self.session.run(images)
+        if self.layout == "yolo":
+            return yolo.yolo_detections(outputs[0][:, :4 + self.num_classes])
+        if self.layout == "yolo_end2end":
+            return yolo.end2end_detections(outputs[0], self.num_classes)
+        boxes, scores, probs = (outputs[i].float() for i in self.order)
+        result = []
+        for b, s, p in zip(boxes, scores, probs):
+            keep = s >= CONTRACT_SCORE
+            b, s, p = b[keep], s[keep], p[keep]
+            kept = nms(b, s, CONTRACT_IOU)
+            result.append({"boxes": b[kept], "scores": s[kept], "probs": p[kept], "labels": p[kept].argmax(1)})
+        return result
+
+    def _torchvision(self, boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor) -> dict:
+        labels = labels.long() - 1  # torchvision's 0 is background; the card lists the object classes
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise InputError(f"{self.source}: the detector predicts label {int(labels.max()) + 1} but the model "
+                             f"card lists {self.num_classes} classes (labels 1..{self.num_classes}); fix 'classes'")
+        probs = torch.zeros(len(labels), self.num_classes, device=scores.device)
+        probs[torch.arange(len(labels)), labels] = scores.float()
+        return {"boxes": boxes.float(), "scores": scores.float(), "probs": probs, "labels": labels}
+
+
+def detector_layout(session: OnnxSession, num_classes: int) -> tuple[str, tuple[int, ...]]:
+    """(layout, indices of the outputs it reads) from the outputs' names, ranks and shapes."""
+    outs = session.outputs
+    names = [o.name for o in outs]
+    path = session.path.name
+    if {"boxes", "scores", "probs"} <= set(names):
+        if not session.batched:
+            raise InputError(f"{path}: boxes/scores/probs outputs need a batched (B, 3, H, W) input")
+        return "contract", tuple(names.index(n) for n in ("boxes", "scores", "probs"))
+    first = list(outs[0].shape)
+    if session.batched and len(first) == 3 and (len(outs) == 1 or len(outs) == 2 and len(outs[1].shape) == 4):
+        if first[1] == 4 + num_classes or (len(outs) == 2 and isinstance(first[1], int) and first[1] > 4 + num_classes):
+            return "yolo", (0,)
+        if first[2] == 6 and len(outs) == 1:
+            return "yolo_end2end", (0,)
+        if isinstance(first[1], int) and first[1] > 4:
+            raise InputError(f"{path}: a YOLO export with {first[1] - 4} classes, but the model card lists "
+                             f"{num_classes}; fix 'classes' in the model card")
+    ranks = [len(o.shape) for o in outs]
+    if len(outs) >= 3 and sorted(ranks[:3]) == [1, 1, 2]:
+        first3 = outs[:3]
+        box = next(i for i, o in enumerate(first3) if len(o.shape) == 2)
+        label = next((i for i, o in enumerate(first3) if len(o.shape) == 1 and o.type == "tensor(int64)"), None)
+        score = next((i for i, o in enumerate(first3) if len(o.shape) == 1 and i != label), None)
+        if label is not None and score is not None:
+            return "torchvision", (box, label, score)
+    described = ", ".join(f"{o.name} {list(o.shape)}" for o in outs)
+    raise InputError(f"{path}: outputs {described}: {DETECTOR_OUTPUTS}")
+
+
+def load_onnx(path: Path, card, device: torch.device) -> tuple[BlackBox, bool]:
+    """(the model as a module, whether it normalises its input itself) after `check_onnx_file`."""
+    check_onnx_file(path)
+    session = OnnxSession(path, tuple(card.input_size), device)
+    if card.task == "detection":
+        detector = OnnxDetector(session, len(card.classes))
+        return detector, detector.normalises_inside
+    if card.task == "segmentation":
+        raise InputError(f"{path.name}: ONNX segmentation models are not supported yet; export a .pt2")
+    if not session.batched:
+        raise InputError(f"{path.name}: a classifier must take a batched (B, 3, H, W) input; {EXPORT_HINT}")
+    return OnnxClassifier(session), False
+
+
+def _onnx():
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        raise InputError("ONNX models need the onnx extra: pip install '.[onnx]'") from None
+    return onnx
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ModuleNotFoundError:
+        raise InputError("ONNX models need the onnx extra: pip install '.[onnx]'") from None
+    return onnxruntime
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
