@@ -248,7 +248,7 @@ class OnnxDetector(BlackBox):
             return [self._torchvision(*(outs[i] for i in self.order)) for outs in self.session.run_each(images)]
         outputs = self.session.run(images)
         if self.layout == "yolo":
-            return yolo.yolo_detections(outputs[0][:, :4 + self.num_classes])
+            return yolo.yolo_detections(outputs[0][:, :4 + self.num_classes], images.shape[-2:])
         if self.layout == "yolo_end2end":
             return yolo.end2end_detections(outputs[0], self.num_classes)
         boxes, scores, probs = (outputs[i].float() for i in self.order)

@@ -33,8 +33,10 @@ TRUST_HINT = (f"export it to ONNX and audit the .onnx (recommended: ONNX runs no
               "you trust the file, set \"trust_pickle\": true in its model card")
 
 
-def yolo_detections(raw: torch.Tensor, conf: float = CONF, iou: float = IOU, max_det: int = MAX_DET) -> list[dict]:
-    """(B, 4 + C, N) decoded YOLO head output -> per image {boxes xyxy, scores, probs (K, C), labels}."""
+def yolo_detections(raw: torch.Tensor, size: tuple[int, int], conf: float = CONF, iou: float = IOU,
+                    max_det: int = MAX_DET) -> list[dict]:
+    """(B, 4 + C, N) decoded YOLO head output -> per image {boxes xyxy (clipped to `size` (H, W)), scores,
+    probs (K, C), labels}."""
     if raw.ndim != 3 or raw.shape[1] < 5:
         raise InputError(f"a YOLO head outputs (batch, 4 + classes, anchors); got {tuple(raw.shape)}")
     preds = raw.float().transpose(1, 2)  # (B, N, 4 + C)
@@ -45,8 +47,9 @@ def yolo_detections(raw: torch.Tensor, conf: float = CONF, iou: float = IOU, max
         keep = scores >= conf
         xywh, probs, scores, labels = pred[keep, :4], probs[keep], scores[keep], labels[keep]
         boxes = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
-        kept = batched_nms(boxes, scores, labels, iou)[:max_det]
-        result.append({"boxes": boxes[kept], "scores": scores[kept], "probs": probs[kept], "labels": labels[kept]})
+        kept = batched_nms(boxes, scores, labels, iou)[:max_det]  # then clipped, as Ultralytics does
+        boxes = boxes[kept].clamp(min=0).minimum(boxes.new_tensor([size[1], size[0], size[1], size[0]]))
+        result.append({"boxes": boxes, "scores": scores[kept], "probs": probs[kept], "labels": labels[kept]})
     return result
 
 
@@ -84,7 +87,7 @@ class YoloDetector(nn.Module):
         if isinstance(raw, (tuple, list)):  # segmentation heads: (detections, mask prototypes)
             raw = raw[0]
         nc = self.model.model[-1].nc  # segmentation heads append mask coefficients after the classes
-        return yolo_detections(raw[:, :4 + nc], self.conf, self.iou, self.max_det)
+        return yolo_detections(raw[:, :4 + nc], images.shape[-2:], self.conf, self.iou, self.max_det)
 
 
 def import_ultralytics():
