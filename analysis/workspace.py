@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from explainers.errors import InputError
-from explainers.model_files import file_sha256, sniff_format
+from explainers.model_files import companion_files, file_sha256, sniff_format
 
 ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
 SQLITE_DISK_FULL = ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE")  # the latter: no room for the -shm file on open
@@ -145,7 +145,9 @@ class Workspace:
             raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
         fmt = sniff_format(path)  # InputError for a file that is no model, before anything is copied
         sha = file_sha256(path)
-        model_id = "m-" + hashlib.sha256((sha + canonical_json(card)).encode()).hexdigest()[:12]
+        companions = companion_files(path, fmt)  # an ONNX model's external weight files, checked
+        identity = sha + "".join(file_sha256(c) for c in companions)
+        model_id = "m-" + hashlib.sha256((identity + canonical_json(card)).encode()).hexdigest()[:12]
         if (existing := self.model(model_id)) is not None:
             return existing["id"]
         dest_dir = self.root / "models" / model_id
@@ -153,6 +155,10 @@ class Workspace:
         remove_dead_temps(dest_dir)
         dest = dest_dir / path.name
         _copy_atomic(path, dest)
+        for companion in companions:
+            target = dest_dir / companion.relative_to(path.parent.resolve())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy_atomic(companion, target)
         (dest_dir / "model.json").write_text(json.dumps(card, indent=1))
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?,?)",

@@ -20,6 +20,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def companion_files(path: Path, fmt: str) -> list[Path]:
+    """Files a model needs beside itself (an ONNX model's external weights), inside its folder; else []."""
+    if fmt != "onnx":
+        return []
+    from explainers.onnx_files import external_data_files
+
+    return external_data_files(path)
+
+
 def sniff_format(path: Path) -> str:
     """`pt2`, `torchscript`, `state_dict`, `safetensors`, `onnx` or `ultralytics`, from the bytes (zip member
     names, headers, the names a pickle would import), never by unpickling."""
