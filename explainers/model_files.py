@@ -29,6 +29,15 @@ def companion_files(path: Path, fmt: str) -> list[Path]:
     return external_data_files(path)
 
 
+def embedded_card(path: Path) -> dict | None:
+    """The model card an Ultralytics ONNX export carries in its metadata (classes, image size), else None."""
+    if path.suffix.lower() != ".onnx":
+        return None
+    from explainers.onnx_files import ultralytics_card
+
+    return ultralytics_card(path)
+
+
 def sniff_format(path: Path) -> str:
     """`pt2`, `torchscript`, `state_dict`, `safetensors`, `onnx` or `ultralytics`, from the bytes (zip member
     names, headers, the names a pickle would import), never by unpickling."""

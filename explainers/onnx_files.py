@@ -7,6 +7,7 @@ those weight files so the workspace copies them with the model.
 """
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Iterator
 
@@ -58,6 +59,24 @@ def external_data_files(path: Path) -> list[Path]:
     """The files an ONNX model keeps its weights in, beside it (checked: inside its folder, present)."""
     model = check_onnx_file(path)
     return sorted({(path.parent / loc).resolve() for loc in _external_locations(model, list(_graphs(model.graph)))})
+
+
+def ultralytics_card(path: Path) -> dict | None:
+    """A model card from the metadata `yolo export format=onnx` writes (`names`, `imgsz`, `task`), read as
+    literals (`ast.literal_eval`: no code); None for other files. Detection exports only."""
+    onnx = _onnx()
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+        meta = {p.key: p.value for p in model.metadata_props}
+        if "ultralytics" not in meta.get("author", "").lower() or meta.get("task") != "detect":
+            return None
+        names, size = ast.literal_eval(meta["names"]), ast.literal_eval(meta["imgsz"])
+        classes = [str(names[i]) for i in sorted(names)]
+        height, width = (size, size) if isinstance(size, int) else size
+    except Exception:  # not parseable here: the loader reports it, with the file's name
+        return None
+    return {"name": path.stem, "task": "detection", "classes": classes, "input_size": [int(height), int(width)],
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
 
 
 def _check_external_data(path: Path, model, graphs) -> int:

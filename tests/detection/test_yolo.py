@@ -105,3 +105,24 @@ def test_cli_refuses_a_checkpoint_without_opt_in_in_one_line(yolo_files, coco_sc
     code, _, err = cli(capsys, "run", "--model", yolo_files["pt_untrusted"], "--data", coco_scenes[1], "--n", 2,
                        "--workspace", tmp_path / "ws", "--no-progress")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "trust_pickle" in err and "onnx" in err
+
+
+def test_cli_takes_the_card_from_an_ultralytics_onnx_export(yolo_files, coco_scenes, tmp_path, capsys):
+    """`yolo export format=onnx` writes names and imgsz into the file's metadata: no model.json needed."""
+    import onnx
+
+    model = onnx.load(str(yolo_files["onnx"]))
+    for key, value in (("author", "Ultralytics"), ("task", "detect"), ("imgsz", "[64, 64]"),
+                       ("names", "{0: 'boat', 1: 'car'}")):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / "export" / "best.onnx"
+    path.parent.mkdir()
+    onnx.save(model, str(path))
+    ws = tmp_path / "ws"
+    code, out, err = cli(capsys, "run", "--model", path, "--data", coco_scenes[1], "--n", 2, "--param", "n_masks=16",
+                         "--workspace", ws, "--no-progress")
+    assert code == 0, err
+    (registered,) = Workspace(ws).models()
+    assert registered["card"]["classes"] == ["boat", "car"] and registered["card"]["input_size"] == [64, 64]
+    assert registered["format"] == "onnx"
