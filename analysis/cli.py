@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     run = command("run", cmd_run, "explain a sample of a dataset with a model; prints the run id")
-    run.add_argument("--model", help="model file (.pt2/.pt/.safetensors/.ts) or registered model id")
+    run.add_argument("--model", help="model file (.pt2/.pt/.safetensors/.ts/.onnx) or registered model id")
     run.add_argument("--data", help="dataset folder / .zip or registered dataset id")
     run.add_argument("--card", help="model card JSON (default: model.json beside the model)")
     run.add_argument("--method", default=None,
