@@ -79,8 +79,8 @@ def bench_rise(name: str, pair: tuple[Path, Path], n_images: int, n_masks: int, 
     explainers = {k: make_explainer("rise", m.module, n_masks=n_masks, chunk=chunk, seed=0) for k, m in loaded.items()}
     maps = {k: e.explain(images, targets).maps for k, e in explainers.items()}  # also the warm-up
     gate = float(cosine(maps["pytorch"], maps["onnxruntime"]).min())
-    return _timed(f"rise {name} {size[0]}px", {k: (lambda e=e: e.explain(images, targets)) for k, e in explainers.items()},
-                  n_images * n_masks, repeats, gate, log)
+    calls = {k: (lambda e=e: e.explain(images, targets)) for k, e in explainers.items()}
+    return _timed(f"rise {name} {size[0]}px", calls, n_images * n_masks, repeats, gate, log)
 
 
 def bench_drise(n_images: int, n_masks: int, repeats: int, log=print) -> dict:
