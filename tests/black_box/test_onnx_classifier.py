@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from analysis.cli import main
-from analysis.report import cached_report
-from analysis.workspace import Workspace
+from analysis.report.build import cached_report
+from analysis.store.workspace import Workspace
 from explainers.errors import InputError
 from explainers.models import load_model
 from explainers.registry import make_explainer

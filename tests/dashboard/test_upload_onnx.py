@@ -1,6 +1,6 @@
 """The upload page accepts an ONNX model, says that ONNX runs no Python, and registers it after the check in
 a subprocess (the dashboard process never opens the file)."""
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 from tests.black_box.onnx_graphs import classifier_graph
 from tests.dashboard.apptest import app_opener
 

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from analysis.report import cached_report
-from analysis.workspace import Workspace
+from analysis.report.build import cached_report
+from analysis.store.workspace import Workspace
 from detection_helpers import cli, run_args
 from explainers.models import load_model
 from explainers.onnx_model import OnnxDetector

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 from detection_helpers import cli
 from explainers.errors import InputError
 from explainers.models import load_model

@@ -9,7 +9,7 @@ import torch
 from onnx import helper
 
 from analysis.cli import main
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 from explainers import onnx_files
 from explainers.errors import InputError
 from explainers.models import load_model
