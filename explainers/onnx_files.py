@@ -8,10 +8,11 @@ those weight files so the workspace copies them with the model.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 from typing import Iterator
 
-from explainers.errors import InputError
+from explainers.errors import InputError, first_line
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 MAX_NODES = 200_000
@@ -23,7 +24,7 @@ EXPORT_HINT = ("export it with torch.onnx.export(model.eval(), (x,), 'model.onnx
 
 def check_onnx_file(path: Path):
     """The parsed `onnx.ModelProto` (weights not loaded) after the checks; InputError naming file and fix."""
-    onnx = _onnx()
+    onnx = require("onnx")
     size = path.stat().st_size
     if size >= PROTOBUF_LIMIT:
         raise InputError(f"{path.name}: {size / 2**30:.1f} GB, over the 2 GB an ONNX protobuf can hold; save the "
@@ -31,7 +32,7 @@ def check_onnx_file(path: Path):
     try:
         model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # DecodeError and friends: a damaged or foreign file
-        raise InputError(f"{path.name}: not a valid ONNX model, damaged or truncated ({_first_line(exc)}); "
+        raise InputError(f"{path.name}: not a valid ONNX model, damaged or truncated ({first_line(exc)}); "
                          f"{EXPORT_HINT}") from None
     graphs = list(_graphs(model.graph))
     n_nodes = sum(len(g.node) for g in graphs)
@@ -51,7 +52,7 @@ def check_onnx_file(path: Path):
     try:
         onnx.checker.check_model(str(path))  # by path: external data is resolved beside the model
     except Exception as exc:
-        raise InputError(f"{path.name}: malformed ONNX graph ({_first_line(exc)}); {EXPORT_HINT}") from None
+        raise InputError(f"{path.name}: malformed ONNX graph ({first_line(exc)}); {EXPORT_HINT}") from None
     return model
 
 
@@ -64,7 +65,7 @@ def external_data_files(path: Path) -> list[Path]:
 def ultralytics_card(path: Path) -> dict | None:
     """A model card from the metadata `yolo export format=onnx` writes (`names`, `imgsz`, `task`), read as
     literals (`ast.literal_eval`: no code); None for other files. Detection exports only."""
-    onnx = _onnx()
+    onnx = require("onnx")
     try:
         model = onnx.load_model(str(path), load_external_data=False)
         meta = {p.key: p.value for p in model.metadata_props}
@@ -131,14 +132,9 @@ def _tensors(graphs) -> Iterator:
                 yield from attr.tensors
 
 
-def _onnx():
+def require(module: str):
+    """`onnx` or `onnxruntime`, or an InputError naming the extra that installs them."""
     try:
-        import onnx
+        return importlib.import_module(module)
     except ModuleNotFoundError:
         raise InputError("ONNX models need the onnx extra: pip install '.[onnx]'") from None
-    return onnx
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

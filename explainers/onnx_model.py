@@ -33,8 +33,8 @@ import torch
 from torchvision.ops import nms
 
 from explainers.base import BlackBox
-from explainers.errors import InputError
-from explainers.onnx_files import EXPORT_HINT, check_onnx_file
+from explainers.errors import InputError, first_line
+from explainers.onnx_files import EXPORT_HINT, check_onnx_file, require
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class OnnxSession:
     device. `batched` is False for exports that take one unbatched image (torchvision detectors)."""
 
     def __init__(self, path: Path, input_size: tuple[int, int], device: torch.device):
-        ort = _onnxruntime()
+        ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -66,7 +66,7 @@ class OnnxSession:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:
-            raise InputError(f"{path.name}: onnxruntime cannot load the model ({_first_line(exc)}); "
+            raise InputError(f"{path.name}: onnxruntime cannot load the model ({first_line(exc)}); "
                              f"{EXPORT_HINT}") from None
         self.path = path
         inputs = self.session.get_inputs()
@@ -109,7 +109,7 @@ class OnnxSession:
             outputs = self.session.run(None, feed)
         except Exception as exc:
             raise InputError(f"{self.path.name}: onnxruntime failed on a {tuple(x.shape)} input "
-                             f"({_first_line(exc)}); check 'input_size' in the model card") from None
+                             f"({first_line(exc)}); check 'input_size' in the model card") from None
         return [torch.from_numpy(np.asarray(o)).to(x.device) for o in outputs]
 
 
@@ -209,16 +209,3 @@ def load_onnx(path: Path, card, device: torch.device) -> tuple[BlackBox, bool]:
     if not session.batched:
         raise InputError(f"{path.name}: a classifier must take a batched (B, 3, H, W) input; {EXPORT_HINT}")
     return OnnxClassifier(session), False
-
-
-def _onnxruntime():
-    try:
-        import onnxruntime
-    except ModuleNotFoundError:
-        raise InputError("ONNX models need the onnx extra: pip install '.[onnx]'") from None
-    return onnxruntime
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

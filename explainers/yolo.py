@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torchvision.ops import batched_nms
 
-from explainers.errors import InputError
+from explainers.errors import InputError, first_line
 
 CONF = 0.01  # low: D-RISE compares every masked image's proposals with the target, not only confident ones
 IOU = 0.7  # Ultralytics' default NMS IoU
@@ -113,8 +113,7 @@ def load_ultralytics(path: Path, trusted: bool, device: torch.device) -> YoloDet
     try:
         checkpoint, _ = torch_safe_load(str(path), safe_only=True)
     except (TypeError, OSError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path.name}: not a loadable Ultralytics checkpoint ({message[:200]}); "
+        raise InputError(f"{path.name}: not a loadable Ultralytics checkpoint ({first_line(exc)}); "
                          f"export it with: {ONNX_EXPORT}") from None
     model = (checkpoint.get("ema") or checkpoint.get("model")) if isinstance(checkpoint, dict) else None
     if not isinstance(model, nn.Module) or not hasattr(model, "model"):
