@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.harness import seconds
+from bench.harness import seconds, write_results
 from bench.implementations import cosine
 
 RESULTS = Path(__file__).parent / "results"
@@ -160,11 +160,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                       args.repeats))
     if args.drise_masks:
         results.append(bench_drise(args.images, args.drise_masks, args.repeats))
-    RESULTS.mkdir(exist_ok=True)
-    base = RESULTS / args.out
-    base.with_suffix(".json").write_text(json.dumps({"machine": machine, "results": results}, indent=1))
-    base.with_suffix(".md").write_text(markdown(results, machine))
-    print(markdown(results, machine))
+    write_results(RESULTS, args.out, machine, results, markdown(results, machine))
     return results
 
 
