@@ -63,3 +63,22 @@ def with_external_weight(model: onnx.ModelProto, location: str, length: int | No
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     return model
+
+
+END2END = np.array([[[2.0, 3.0, 10.0, 12.0, 0.9, 1.0], [0.0, 0.0, 4.0, 4.0, 0.001, 0.0]]], np.float32)
+
+
+def end2end_layout_graph() -> onnx.ModelProto:
+    """An NMS-free YOLO export's layout: x (N, 3, 16, 16) -> (N, 2, 6) rows [x0, y0, x1, y1, score, class]
+    = END2END for every image (0 x mean(x) + END2END, so the batch dimension follows the input)."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean4"], axes=[1, 2, 3], keepdims=1),
+             helper.make_node("Reshape", ["mean4", "shape"], ["mean"]),  # (N, 1, 1)
+             helper.make_node("Mul", ["mean", "zero"], ["zeros"]),
+             helper.make_node("Add", ["zeros", "rows"], ["output0"])]
+    graph = helper.make_graph(
+        nodes, "e2e", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 2, 6])],
+        [numpy_helper.from_array(np.zeros((1, 1, 1), np.float32), "zero"),
+         numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape"),
+         numpy_helper.from_array(END2END.reshape(1, 2, 6), "rows")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

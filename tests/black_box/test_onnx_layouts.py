@@ -7,7 +7,8 @@ import torch
 from explainers.errors import InputError
 from explainers.models import load_model
 from explainers.onnx_model import OnnxDetector
-from tests.black_box.onnx_graphs import CARD, WEIGHT, classifier_graph, save, torchvision_layout_graph
+from tests.black_box.onnx_graphs import (CARD, WEIGHT, classifier_graph, end2end_layout_graph, save,
+                                         torchvision_layout_graph)
 
 DETECTOR_CARD = {"task": "detection", "classes": ["cat", "dog"], "input_size": [16, 16]}
 
@@ -53,3 +54,14 @@ def test_card_size_that_the_graph_does_not_take_is_refused(tmp_path):
     model = classifier_graph()
     with pytest.raises(InputError, match=r"takes 16x16 images but the model card says input_size \[32, 32\]"):
         load_model(save(model, tmp_path, {**CARD, "input_size": [32, 32]}))
+
+
+def test_nms_free_yolo_layout_keeps_confident_rows_with_one_hot_probs(tmp_path):
+    loaded = load_model(save(end2end_layout_graph(), tmp_path, DETECTOR_CARD))
+    assert loaded.net.layout == "yolo_end2end"
+    assert "normalize" not in dict(loaded.module.named_children())  # YOLO exports take [0, 1] images
+    out = loaded.module(torch.rand(2, 3, 16, 16))
+    for det in out:  # the 0.001 row is below the 0.01 proposal threshold
+        torch.testing.assert_close(det["boxes"], torch.tensor([[2.0, 3.0, 10.0, 12.0]]))
+        assert det["labels"].tolist() == [1]
+        torch.testing.assert_close(det["probs"], torch.tensor([[0.0, 0.9]]))
