@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from explainers.errors import InputError
-from explainers.model_files import file_sha256, sniff_format
+from explainers.model_files import file_sha256, hf_folder_in_zip, sniff_format, tree_sha256
 
 ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
 SQLITE_DISK_FULL = ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE")  # the latter: no room for the -shm file on open
@@ -65,15 +65,6 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def default_root() -> Path:
     return Path(os.environ.get(ENV_VAR) or "workspace")
-
-
-def tree_sha256(root: Path) -> str:
-    """Content hash of a folder: relative paths and file contents, order-independent of the filesystem."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(file_sha256(path).encode() + b"\0")
-    return digest.hexdigest()
 
 
 def canonical_json(value: Any) -> str:
@@ -134,6 +125,8 @@ class Workspace:
     def register_model(self, path: str | os.PathLike, card_path: str | os.PathLike | None = None) -> str:
         """Copy a model file (and its card, as `model.json` beside it) in; same content -> same id."""
         path = Path(path)
+        if path.is_dir() or (path.is_file() and hf_folder_in_zip(path) is not None):
+            return self._register_model_folder(path, card_path)
         if not path.is_file():
             raise InputError(f"model file not found: {path}; pass --model PATH to a .pt2/.pt/.safetensors/.ts file")
         card_file = Path(card_path) if card_path else _card_beside(path)
@@ -158,6 +151,52 @@ class Workspace:
             db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?,?)",
                        (model_id, _model_name(path, card), str(dest.relative_to(self.root)), sha,
                         canonical_json(card), fmt, time.time()))
+        return model_id
+
+    def _register_model_folder(self, path: Path, card_path: str | os.PathLike | None) -> str:
+        """A Hugging Face folder, or a zip of one, registers as one model: hashed over the folder's files
+        (so the folder and its zip get the same id), copied in with its card written inside as model.json."""
+        from analysis.archive import safe_extract
+        from explainers.hf_card import hf_card_dict
+
+        if path.is_dir():
+            sniff_format(path)  # InputError for a folder that holds no model
+        unpacked = None
+        try:
+            folder = path
+            if path.is_file():
+                (self.root / "models").mkdir(parents=True, exist_ok=True)
+                unpacked = safe_extract(path, self.root / "models", name=f".unpack-{os.getpid()}-{time.time_ns()}")
+                inner = hf_folder_in_zip(path)
+                folder = unpacked / inner if inner else unpacked
+            override = None
+            if card_path:
+                try:
+                    override = json.loads(Path(card_path).read_text())
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise InputError(f"model card {card_path} is not valid JSON ({exc}); fix the file") from exc
+            card = hf_card_dict(folder, override)
+            sha = tree_sha256(folder)
+            model_id = "m-" + hashlib.sha256((sha + canonical_json(card)).encode()).hexdigest()[:12]
+            if (existing := self.model(model_id)) is not None:
+                return existing["id"]
+            name = folder.name if folder != unpacked else path.stem
+            dest_dir = self.root / "models" / model_id
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            remove_dead_temps(dest_dir)
+            dest, tmp = dest_dir / name, dest_dir / f".{name}.tmp-{os.getpid()}"
+            if not dest.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(folder, tmp)
+                (tmp / "model.json").write_text(json.dumps(card, indent=1))
+                os.replace(tmp, dest)
+        finally:
+            if unpacked is not None:
+                shutil.rmtree(unpacked, ignore_errors=True)
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?,?)",
+                       (model_id, _model_name(dest, card), str(dest.relative_to(self.root)), sha,
+                        canonical_json(card), "hf_folder", time.time()))
         return model_id
 
     def model(self, model_id: str) -> dict | None:

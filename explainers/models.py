@@ -11,6 +11,8 @@ Formats (DESIGN.md section 3), recognised by content, never by unpickling to fin
   executed) or `.safetensors`, plus the card's `architecture` (`explainers.architectures`).
 - TorchScript `.ts` (or a `.pt` that is a TorchScript archive): no layer hooks. `torch.jit.load` runs
   the archive's TorchScript code, so it is only ever called in the worker process, never in Streamlit.
+- a Hugging Face `save_pretrained` folder (`explainers.hf_card`, `explainers.hf_loader`): the card comes
+  from its config, safetensors weights only.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from explainers.architectures import (SAMPLE_DETECTORS, TORCHVISION_DETECTORS, b
                                       detector_class_names)
 from explainers.errors import InputError
 from explainers.layers import LIST_LAYERS_HINT, detect_target_layer
-from explainers.model_files import file_sha256, sniff_format
+from explainers.hf_card import hf_card_dict, is_hf_folder
+from explainers.model_files import model_sha256, sniff_format
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +129,20 @@ class ModelCard:
         return {k: v for k, v in data.items() if v is not None}
 
 
+def read_card(model_path: str | Path, card_path: str | Path | None = None) -> ModelCard:
+    """The card of a model: `card_path`, else the one beside the file (`find_card`); for a Hugging Face
+    folder, the card its config implies, with the folder's model.json and then `card_path` overriding."""
+    model_path = Path(model_path)
+    if is_hf_folder(model_path):
+        override = None
+        if card_path is not None:
+            override = json.loads(Path(card_path).read_text(encoding="utf-8")) if Path(card_path).is_file() else None
+            if not isinstance(override, dict):
+                raise InputError(f"{Path(card_path).name}: must be a JSON object whose fields override config.json")
+        return ModelCard.from_dict(hf_card_dict(model_path, override), source=f"{model_path.name} (card)")
+    return ModelCard.from_json(card_path if card_path is not None else find_card(model_path))
+
+
 def find_card(model_path: str | Path) -> Path:
     """`<stem>.json` beside the model (one card per model version), else `model.json` in its folder."""
     model_path = Path(model_path)
@@ -155,7 +172,7 @@ class LoadedModel:
     module: nn.Module  # Sequential(normalize, net): [0, 1] images in, raw outputs (logits) out
     net: nn.Module  # the user's network; layer names are relative to it
     card: ModelCard
-    format: str  # pt2 | state_dict | safetensors | torchscript
+    format: str  # pt2 | state_dict | safetensors | torchscript | hf_folder
     supports_hooks: bool
     sha256: str
     path: Path
@@ -191,12 +208,16 @@ class LoadedModel:
 def load_model(path: str | Path, card: ModelCard | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Load, wrap with the card's normalisation, and check one probe forward against the card."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: model file not found")
+    if not path.is_file() and not is_hf_folder(path):
+        raise InputError(f"{path}: model file not found" if not path.is_dir() else
+                         f"{path}: a model folder must be a Hugging Face save_pretrained folder with config.json")
     if card is None:
-        card = ModelCard.from_json(find_card(path))
+        card = read_card(path)
     device = torch.device(device)
     kind = sniff_format(path)
+    if kind == "hf_folder" and card.task not in ("classification", "multilabel"):
+        raise InputError(f"{path.name}: Hugging Face folders load as image classifiers (task classification or "
+                         f"multilabel), not {card.task}")
     if card.task == "detection" and kind in ("pt2", "torchscript"):
         raise InputError(f"{path.name}: detection models load from a state dict (.pt/.pth or .safetensors) with "
                          f"\"architecture\" in the model card ({', '.join(DETECTION_ARCHITECTURES)}); save "
@@ -205,6 +226,10 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
         net = _load_pt2(path, device)
     elif kind == "torchscript":
         net = _load_torchscript(path, device)
+    elif kind == "hf_folder":
+        from explainers.hf_loader import load_hf_classifier
+
+        net = load_hf_classifier(path, device)
     else:
         state = _read_safetensors(path) if kind == "safetensors" else _read_state_dict(path, device)
         net = _build_with_state(path, card, state)
@@ -215,7 +240,7 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
     module.add_module("net", net)
     module = module.to(device).eval()
     loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind != "torchscript",
-                         sha256=file_sha256(path), path=path, device=device)
+                         sha256=model_sha256(path), path=path, device=device)
     _check_probe(loaded)
     if card.target_layer and loaded.supports_hooks:
         loaded.layer(card.target_layer)
@@ -331,7 +356,8 @@ def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Ten
     if card.task == "detection":  # the file holds the bare network; D-RISE gets it wrapped
         net, wrapped = build_detector(card.architecture, num_classes=len(card.classes))
     else:
-        net = wrapped = build_architecture(card.architecture, num_classes=len(card.classes))
+        net = wrapped = build_architecture(card.architecture, num_classes=len(card.classes),
+                                         input_size=card.input_size)
     state = _strip_prefix(state, "module.")  # saved from DataParallel / DistributedDataParallel
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]

@@ -43,8 +43,9 @@ def floats(text: str, field: str, count: int) -> list[float] | None:
 
 
 st.header("Model")
-model_file = st.file_uploader("Model file (.pt2 recommended; .pt/.pth/.safetensors state dict; .ts TorchScript)",
-                              type=["pt2", "pt", "pth", "safetensors", "ts"], key="upload_model",
+model_file = st.file_uploader("Model file (.pt2 recommended; .pt/.pth/.safetensors state dict; .ts TorchScript; "
+                              ".zip of a Hugging Face save_pretrained folder: its card comes from config.json)",
+                              type=["pt2", "pt", "pth", "safetensors", "ts", "zip"], key="upload_model",
                               on_change=forget_errors("model", "card", "target_layer", "architecture", "classes",
                                                       "mean", "std"))
 field_error("model")
@@ -90,6 +91,8 @@ def card_from_inputs() -> dict | None:
             errors["card"] = "The model card must be a JSON object with task, classes, input_size, mean, std."
             return None
         return card
+    if model_file is not None and model_file.name.lower().endswith(".zip"):
+        return {}  # a Hugging Face folder: the card comes from its config.json (and model.json, if any)
     classes = [line.strip() for line in classes_text.splitlines() if line.strip()]
     if not classes:
         errors["classes"] = "List the class names, one per line, in the order of the model's outputs."
