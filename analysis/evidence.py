@@ -7,7 +7,8 @@ Run in the worker after the maps (the model is already loaded there). For a subs
 - a second explainer from another family (CAM <-> input gradients) recomputes region lifts, so a flag
   does not rest on one method's quirks;
 - the run's explainer goes through the model-randomisation sanity check (`analysis.sanity`) on a few images;
-- deletion / insertion AUC of the run's stored maps (`analysis.faithfulness`).
+- deletion / insertion AUC of the run's stored maps (`analysis.faithfulness`);
+- opt-in (`region_shapley=N`): region-level Shapley values on N images (`analysis.region_shapley`).
 The result is JSON-able; the store writes it as evidence.json and `analysis.flags` reads it.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from analysis.aggregate import region_matrix, slice_stats
 from analysis.faithfulness import deletion_insertion
 from analysis.flags import effective_roles
 from analysis.intervention import intervene, resize_masks
+from analysis.region_shapley import shapley_evidence
 from analysis.regions import grid_regions, masked_shares, region_shares
 from analysis.sanity import model_randomisation
 
@@ -29,7 +31,7 @@ CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
                      max_images: int = 200, params: dict | None = None, fill: str = "mean",
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
-                     batch_size: int = 32, n_boot: int = 1000) -> dict:
+                     batch_size: int = 32, n_boot: int = 1000, region_shapley: int = 0) -> dict:
     """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config)."""
     images, regions = store.images(), store.regions()
     out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images},
@@ -71,6 +73,9 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
             targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[rows], dtype=torch.long)
             out["faithfulness"] = {"method": method, **deletion_insertion(
                 loaded.module, batch.inputs[rows], stored, targets, batch_size=batch_size, seed=seed)}
+    if region_shapley > 0:
+        out["region_shapley"] = shapley_evidence(loaded, batch, regions, n_images=region_shapley, seed=seed,
+                                                 batch_size=batch_size)
     return out
 
 

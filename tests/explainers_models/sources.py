@@ -15,7 +15,7 @@ def timm_model(name: str, size: int = 32, seed: int = 0, num_classes: int = 3):
     import timm
 
     torch.manual_seed(seed)
-    kwargs = {"img_size": size} if name.startswith(("vit_", "deit_", "swin_")) else {}
+    kwargs = {"img_size": size} if any(k in name for k in ("vit", "deit", "swin")) else {}
     return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs).eval()
 
 
