@@ -24,7 +24,7 @@ def inspect(model_path: str, card_path: str | None = None) -> dict:
         return _inspect(model_path, card_path)
     import tempfile
 
-    from analysis.archive import safe_extract
+    from analysis.data.archive import safe_extract
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = safe_extract(model_path, tmp, name="model")

@@ -2,7 +2,7 @@
 
 The players are the image's regions; a coalition S is the image with every region outside S filled with a
 flat colour (each image's own mean colour by default, or the caller's, e.g. the dataset mean as in
-`analysis.intervention`); pixels in no region always stay. The value v(S) is the target's score: its logit,
+`analysis.evidence.intervention`); pixels in no region always stay. The value v(S) is the target's score: its logit,
 its softmax probability or its sigmoid. phi_r is then the region's Shapley value, and the values add up
 to v(all) - v(none) (efficiency): the share of the prediction each region carries, which is the question
 a region audit asks, answered causally rather than by where a saliency map puts its mass.

@@ -276,7 +276,7 @@ def recall(detector: GridDetector, scenes: list[Scene], score_threshold: float =
 
 def write_coco(scenes: list[Scene], folder: Path) -> Path:
     """Images + `instances.json` (objects: bbox, polygon, category boat/car) + `context.json` (water/road
-    regions as uncompressed RLE, category = region), the COCO layout `analysis.coco` reads."""
+    regions as uncompressed RLE, category = region), the COCO layout `analysis.data.coco` reads."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     images, objects, context = [], [], []

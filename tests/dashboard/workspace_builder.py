@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from analysis.store import pool_maps
-from analysis.workspace import Workspace
+from analysis.store.run_store import pool_maps
+from analysis.store.workspace import Workspace
 
 N_IMAGES = 12
 SIZE = 32

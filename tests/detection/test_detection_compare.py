@@ -5,9 +5,9 @@ import json
 import pytest
 from detection_helpers import cli
 
-from analysis.detection_compare import compare_detection_runs
-from analysis.report import cached_report
-from analysis.workspace import Workspace
+from analysis.report.detection_compare import compare_detection_runs
+from analysis.report.build import cached_report
+from analysis.store.workspace import Workspace
 from sample_models.detection import WEIGHTS_DIR
 from tests.dashboard.apptest import app_opener
 from tests.runs.helpers import write_dataset, write_model

@@ -10,7 +10,7 @@ from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import EpsilonPlusFlat
 from zennit.torchvision import ResNetCanonizer
 
-from analysis.sanity import model_randomisation
+from analysis.evidence.sanity import model_randomisation
 from explainers.errors import InputError
 from explainers.models import Normalize
 from explainers.registry import make_explainer

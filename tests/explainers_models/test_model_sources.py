@@ -7,7 +7,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 from explainers.errors import InputError
 from explainers.models import ModelCard, load_model
 from tests.explainers_models.sources import CLASSES, write_hf_vit, write_timm, zip_folder

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis.compare import compare_runs, mass_change, topk_iou
+from analysis.report.compare import compare_runs, mass_change, topk_iou
 from tests.report.synthetic import planted_frames
 
 

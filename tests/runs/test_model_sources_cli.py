@@ -11,7 +11,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from analysis.cli import main
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 from explainers.models import load_model
 from explainers.preprocess import to_input
 from tests.explainers_models.sources import write_hf_vit, write_timm, zip_folder

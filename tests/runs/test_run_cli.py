@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from analysis.cli import main
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 
 from tests.runs.helpers import expected_region_table, write_dataset, write_model
 
@@ -177,7 +177,7 @@ def test_nan_model_output_skips_the_image(tmp_path, files, monkeypatch):
     """An image whose logits are NaN is listed as skipped with the reason; the others are explained."""
     import torch
 
-    from analysis import runner
+    from analysis.runs import runner
 
     real_prepare = runner.prepare
 
@@ -207,8 +207,8 @@ def test_nan_model_output_skips_the_image(tmp_path, files, monkeypatch):
 
 @pytest.mark.slow
 def test_background_job_cancel_keeps_shards_and_resumes(tmp_path, files):
-    from analysis.jobs import cancel_job, job_alive, start_job
-    from analysis.runner import execute_run
+    from analysis.store.jobs import cancel_job, job_alive, start_job
+    from analysis.runs.runner import execute_run
 
     data = write_dataset(tmp_path / "data40", n=40, seed=4)
     ws = Workspace(tmp_path / "ws")
@@ -234,7 +234,7 @@ def test_background_job_cancel_keeps_shards_and_resumes(tmp_path, files):
 
 
 def test_finished_run_keeps_its_report_until_its_inputs_change(tmp_path, files, capsys, monkeypatch):
-    import analysis.report as report_module
+    import analysis.report.build as report_module
 
     ws = tmp_path / "ws"
     code, out, err = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"], "--n", 50,

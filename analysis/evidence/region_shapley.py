@@ -9,7 +9,7 @@ enumeration up to 10 regions, KernelSHAP beyond.
 
 The report aggregates them like the maps: per region, overall and per class, the mean value and the mean
 share, share = phi_r / sum_r |phi_r| of the image (signed; a region that pushes the prediction down has a
-negative share), each with a bootstrap CI over images (`analysis.aggregate.bootstrap_means`).
+negative share), each with a bootstrap CI over images (`analysis.stats.aggregate.bootstrap_means`).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.aggregate import bootstrap_means
-from analysis.regions import GRID_NAMES, grid_regions
+from analysis.stats.aggregate import bootstrap_means
+from analysis.stats.regions import GRID_NAMES, grid_regions
 
 PARAM = "region_shapley"
 

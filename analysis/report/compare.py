@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import accuracy_table, region_matrix, slice_stats
-from analysis.flags import effective_roles
-from analysis.sanity import spearman
+from analysis.stats.aggregate import accuracy_table, region_matrix, slice_stats
+from analysis.report.flags import effective_roles
+from analysis.evidence.sanity import spearman
 
 
 def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,

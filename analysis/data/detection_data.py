@@ -6,7 +6,7 @@ instances.json   COCO: images, annotations (bbox, optional segmentation), catego
 context.json     optional COCO: annotations are context regions (polygons / RLE), category name = region name
 images/...       PNG / JPEG, paths relative to the folder (`file_name`)
 ```
-Both JSON files are parsed and checked by `analysis.coco.read_coco` when the dataset is opened (boxes inside
+Both JSON files are parsed and checked by `analysis.data.coco.read_coco` when the dataset is opened (boxes inside
 the image, ids consistent, no path leaving the folder); `validate()` then checks the image files themselves.
 Items look like classification items (`image_id`, `image`, `label` = the image's first object class, used
 only to stratify the sample), so the workspace and the sampler treat both kinds alike. `load(item)` returns
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from analysis.coco import CocoDataset, read_coco, segmentation_mask
-from analysis.datasets import MAX_LISTED_PROBLEMS, DatasetError, Item, Region
-from analysis.images import ImageError, image_header, read_image_and_orientation
+from analysis.data.coco import CocoDataset, read_coco, segmentation_mask
+from analysis.data.datasets import MAX_LISTED_PROBLEMS, DatasetError, Item, Region
+from analysis.data.images import ImageError, image_header, read_image_and_orientation
 from explainers.model_files import file_sha256
 
 INSTANCES = "instances.json"

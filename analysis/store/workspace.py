@@ -156,7 +156,7 @@ class Workspace:
     def _register_model_folder(self, path: Path, card_path: str | os.PathLike | None) -> str:
         """A Hugging Face folder, or a zip of one, registers as one model: hashed over the folder's files
         (so the folder and its zip get the same id), copied in with its card written inside as model.json."""
-        from analysis.archive import safe_extract
+        from analysis.data.archive import safe_extract
         from explainers.hf_card import hf_card_dict
 
         if path.is_dir():
@@ -262,7 +262,7 @@ class Workspace:
 
     @staticmethod
     def open_dataset_at(path: Path, workdir: Path):
-        from analysis.datasets import open_dataset
+        from analysis.data.datasets import open_dataset
 
         return open_dataset(path, workdir=workdir / "extracted")
 
@@ -359,7 +359,7 @@ class Workspace:
         return self.root / "runs" / run_id
 
     def store(self, run_id: str):
-        from analysis.store import RunStore
+        from analysis.store.run_store import RunStore
 
         return RunStore(self.run_dir(run_id), workspace=self, run_id=run_id)
 
@@ -406,7 +406,7 @@ def _seen_alive(row: dict) -> dict:
     such a run says "running" forever. Only the reading changes: claiming the run (a resume) still finds
     `running` with a dead pid and takes it over.
     """
-    from analysis.jobs import job_alive
+    from analysis.store.jobs import job_alive
 
     if row.get("status") == "running" and row.get("pid") and not job_alive(row["pid"]):
         row = dict(row, status="interrupted", error=row.get("error") or INTERRUPTED.format(pid=row["pid"]))
@@ -416,7 +416,7 @@ def _seen_alive(row: dict) -> dict:
 def remove_dead_temps(folder: Path) -> list[str]:
     """Delete `.NAME.tmp-PID` copies whose process is gone: a registration killed mid-copy leaves one, and a
     dataset copy can be gigabytes. A live PID's temp is left alone (another registration may be writing it)."""
-    from analysis.jobs import job_alive
+    from analysis.store.jobs import job_alive
 
     removed = []
     for path in folder.glob(".*.tmp-*"):

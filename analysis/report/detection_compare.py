@@ -1,8 +1,8 @@
 """Version comparison of detection runs: did retraining take the detector off its context shortcut?
 
-The same question as `analysis.compare` asks of classifiers, with detection evidence. Per class and per
+The same question as `analysis.report.compare` asks of classifiers, with detection evidence. Per class and per
 region (`box`, each context region), the mean share of the detections' D-RISE mass per version with its
-bootstrap CI, and between consecutive versions the change with `analysis.compare.mass_change`. Detections
+bootstrap CI, and between consecutive versions the change with `analysis.report.compare.mass_change`. Detections
 are not the same objects across versions (a retrained detector finds other boxes), so a class's masses are
 first averaged per image: the test is paired on the images where both versions detected the class (on
 (image, class) for the all-class `regions`; `mass_change` falls back to an unpaired permutation, `paired`
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.compare import mass_change
-from analysis.detection_report import detection_findings
+from analysis.report.compare import mass_change
+from analysis.report.detection_report import detection_findings
 
 
 def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,

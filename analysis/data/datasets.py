@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from analysis.archive import entry_parts, safe_extract
-from analysis.images import ImageError, MaskError, image_header, read_image_and_orientation, read_mask
+from analysis.data.archive import entry_parts, safe_extract
+from analysis.data.images import ImageError, MaskError, image_header, read_image_and_orientation, read_mask
 from explainers.errors import InputError
 from explainers.model_files import file_sha256
 
@@ -255,7 +255,7 @@ def open_dataset(path: str | os.PathLike, *, workdir: str | os.PathLike | None =
     manifest = root / MANIFEST
     if manifest.is_file():
         return _from_manifest(root, name, manifest)
-    from analysis.detection_data import is_detection_folder, open_detection_dataset
+    from analysis.data.detection_data import is_detection_folder, open_detection_dataset
 
     if is_detection_folder(root):  # COCO detection layout: instances.json [+ context.json]
         return open_detection_dataset(root, name)
