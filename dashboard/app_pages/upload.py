@@ -92,7 +92,8 @@ def card_from_inputs() -> dict | None:
             return None
         return card
     if model_file is not None and model_file.name.lower().endswith(".zip"):
-        return {}  # a Hugging Face folder: the card comes from its config.json (and model.json, if any)
+        # A Hugging Face folder: the card comes from its config.json (and model.json, if any).
+        return {"target_layer": target_layer} if target_layer else {}
     classes = [line.strip() for line in classes_text.splitlines() if line.strip()]
     if not classes:
         errors["classes"] = "List the class names, one per line, in the order of the model's outputs."
