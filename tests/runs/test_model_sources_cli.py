@@ -18,6 +18,7 @@ from tests.explainers_models.sources import write_hf_vit, write_timm, zip_folder
 from tests.runs.helpers import CLASSES, write_dataset
 
 N = 6
+pytestmark = pytest.mark.slow  # each audit: maps, then the whole evidence stage, on a real architecture
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +83,12 @@ def test_timm_convnext_with_gradcam_and_lrp_refused(tmp_path, data, capsys):
     assert code == 2 and "has no LRP rule" in err and "gradient_shap" in err
 
 
-def test_timm_vit_with_integrated_gradients_and_gradient_shap(tmp_path, data, capsys):
+@pytest.mark.parametrize("method,param", [("integrated_gradients", "n_steps=4"), ("gradient_shap", "n_samples=4")])
+def test_timm_vit_with_integrated_gradients_or_gradient_shap(tmp_path, data, capsys, method, param):
     _, path = write_timm(tmp_path / "m", "test_vit", size=32, classes=CLASSES)  # timm's tiny ViT config
     ws = tmp_path / "ws"
-    for method, params in (("integrated_gradients", ["--param", "n_steps=4"]),
-                           ("gradient_shap", ["--param", "n_samples=4"])):
-        run_id, report, _ = audit(capsys, ws, path, data, method, *params)
-        check_audit(report, ws, run_id, path, data, method)
+    run_id, report, _ = audit(capsys, ws, path, data, method, "--param", param)
+    check_audit(report, ws, run_id, path, data, method)
 
 
 def test_hugging_face_vit_folder_and_its_zip(tmp_path, data, capsys):
