@@ -44,10 +44,9 @@ def hf_folder_in_zip(path: Path) -> str | None:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError):
         return None
-    folders = sorted((name[:-len(HF_CONFIG)] for name in names
-                      if name.endswith(HF_CONFIG) and name.count("/") <= 1 and not name.startswith("__MACOSX")),
-                     key=len)
-    return folders[0].rstrip("/") if folders else None
+    folders = sorted(folder for folder, _, base in (name.rpartition("/") for name in names)
+                     if base == HF_CONFIG and "/" not in folder and folder != "__MACOSX")
+    return folders[0] if folders else None
 
 
 def sniff_format(path: Path) -> str:

@@ -118,3 +118,18 @@ def test_torchvision_families_load_from_state_dicts(tmp_path, name, size):
     x = torch.rand(2, 3, size, size)
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), net(normalised(x, card.mean, card.std)))
+
+
+@pytest.mark.parametrize("names,folder", [(["vit/config.json", "vit/model.safetensors"], "vit"),
+                                          (["config.json", "model.safetensors"], ""),
+                                          (["model/data/weights_config.json", "model/sample_config.json"], None),
+                                          (["a/b/config.json"], None)])
+def test_which_zips_hold_a_hugging_face_folder(tmp_path, names, folder):
+    import zipfile
+
+    from explainers.model_files import hf_folder_in_zip
+
+    with zipfile.ZipFile(tmp_path / "m.zip", "w") as archive:
+        for name in names:
+            archive.writestr(name, "{}")
+    assert hf_folder_in_zip(tmp_path / "m.zip") == folder
