@@ -9,7 +9,7 @@ from tests.explainers.saliency_nets import ALL_METHODS, FAST_PARAMS, SmallCNN, h
 
 def test_the_registered_names_are_the_contract():
     expected = {"gradcam", "gradcam_pp", "layercam", "scorecam", "saliency", "integrated_gradients",
-                "smoothgrad", "guided_backprop", "occlusion", "rise"}
+                "smoothgrad", "guided_backprop", "occlusion", "rise", "lrp", "gradient_shap"}
     assert expected <= set(METHODS)
     assert {name for name, cls in METHODS.items() if cls.needs_layer} == {"gradcam", "gradcam_pp", "layercam",
                                                                          "scorecam"}
