@@ -44,6 +44,7 @@ def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch
                 progress: bool = True) -> dict:
     """Run (or resume) `run_id` to completion on this process; returns the final catalog row."""
     with claimed(workspace, run_id, device) as run:
+        workspace.update_run(run_id, stage="explaining")  # the catalog's `runs.stage`: what a progress bar names
         task = task_of_run(workspace, run)
         prepared = task.prepare(workspace, run, device)
         plan = Plan.of(workspace, run, prepared, task)
@@ -254,9 +255,10 @@ def finish_run(workspace: Workspace, run_id: str, *, progress: bool = False) -> 
     """Mark the run done and leave its report beside it, so readers open it without recomputing."""
     from analysis.report.build import cached_report
 
-    workspace.update_run(run_id, status="done", pid=None)
+    workspace.update_run(run_id, status="done", pid=None, stage="report")  # done: the report's key says so
     announce(STAGES[2], progress)
     cached_report(workspace.store(run_id), workspace)
+    workspace.update_run(run_id, stage=None)
     return workspace.run(run_id)
 
 

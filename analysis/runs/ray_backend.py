@@ -55,6 +55,7 @@ def run_with_ray(workspace: Workspace, run_id: str, address: str | None = None, 
     if num_workers < 1:
         raise InputError(f"num_workers must be >= 1, got {num_workers}")
     with claimed(workspace, run_id, device) as run:
+        workspace.update_run(run_id, stage="explaining")
         task = task_of_run(workspace, run)
         prepared = task.prepare(workspace, run, device)  # the driver's own copy: checks first, then evidence
         plan = Plan.of(workspace, run, prepared, task)

@@ -160,8 +160,14 @@ class ClassificationTask:
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
         from analysis.evidence.stage import compute_evidence
 
+        def stage(name: str) -> None:  # the catalog's `runs.stage`, for the CLI and the dashboard
+            if store.workspace is not None:
+                store.workspace.update_run(run["id"], stage=name)
+
+        stage("interventions")
         return compute_evidence(prepared.loaded, prepared.dataset, store, method=run["method"],
-                                layer_name=prepared.target_layer, seed=int(run["seed"]), params=explainer_params(run))
+                                layer_name=prepared.target_layer, seed=int(run["seed"]), params=explainer_params(run),
+                                on_stage=stage)
 
     def findings(self, store, run: dict, *, n_boot: int, seed: int) -> dict:
         from analysis.report.flags import report_findings
