@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from analysis.store.workspace import ENV_VAR
 from explainers.errors import InputError
 
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print("saliency-audit: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except BaseException as exc:
-        if type(exc).__name__ != "Cancelled":  # analysis.runs.runner.Cancelled: SIGTERM from cancel_job
+        if type(exc).__name__ != "Cancelled":  # analysis.runs.engine.Cancelled: SIGTERM from cancel_job
             raise
         print("saliency-audit: run cancelled; run it again to resume", file=sys.stderr)
         return 143
@@ -48,8 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or "
-                                                         "$SALIENCY_AUDIT_WORKSPACE)")
+        p.add_argument("--workspace", default=None, help=f"workspace folder (default ./workspace or ${ENV_VAR})")
         p.set_defaults(handler=handler)
         return p
 
@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands -----------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from analysis.runs.runner import execute_run, make_explainer_check
+    from analysis.runs.engine import execute_run
+    from analysis.runs.tasks import check_method, task_of_model
 
     workspace = _workspace(args)
     if args.resume_id:
@@ -125,7 +126,7 @@ def cmd_run(args) -> int:
         if not args.model or not args.data:
             raise InputError("run needs --model PATH|ID and --data PATH|ID (or --resume-id RUN)")
         if args.method:
-            make_explainer_check(args.method, task=None)  # fail fast on a misspelt name, before copying files in
+            check_method(args.method, any_task=True)  # fail fast on a misspelt name, before copying files in
         params: dict[str, Any] = {"target": args.target}
         if args.layer:
             params["layer"] = args.layer
@@ -133,11 +134,10 @@ def cmd_run(args) -> int:
         if args.n <= 0:
             raise InputError(f"--n {args.n}: the sample size must be a positive number of images")
         model_id = _resolve_model(workspace, args.model, args.card, args.mlflow_uri)
-        task = workspace.model(model_id)["card"].get("task", "classification")
-        method = args.method or ("drise" if task == "detection" else "gradcam")
-        make_explainer_check(method, task)
-        if task == "detection":
-            params.pop("target")  # detection explains every detection the model makes
+        task = task_of_model(workspace.model(model_id))  # InputError for a task this version does not run
+        method = args.method or task.default_method
+        check_method(method, task.name)
+        params = task.new_run_params(params)
         dataset_id = workspace.resolve_dataset(args.data)
         run_id = workspace.create_run(model_id, dataset_id, method, params, args.n, args.seed, args.name)
     if args.backend == "ray":
@@ -217,9 +217,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from analysis.report.compare import compare_runs
-    from analysis.report.detection_compare import compare_detection_runs
     from analysis.report.html import render_comparison_page
+    from analysis.runs.tasks import task_of_run
 
     workspace = _workspace(args)
     if args.registered:
@@ -231,17 +230,17 @@ def cmd_compare(args) -> int:
             raise InputError("compare needs run ids (oldest version first) or --registered NAME")
         run_ids, labels = args.runs, None
     runs = [workspace.run(run_id) for run_id in run_ids]  # InputError for an unknown id
-    detection = [run["id"] for run in runs if workspace.model(run["model_id"])["card"].get("task") == "detection"]
-    if detection and len(detection) < len(runs):
-        raise InputError(f"compare runs of one task: {', '.join(detection)} audit a detector, the others a "
-                         "classifier; compare each kind separately")
+    tasks = [task_of_run(workspace, run) for run in runs]
+    if len({task.name for task in tasks}) > 1:
+        by_task = {task.name: [run["id"] for run, t in zip(runs, tasks) if t.name == task.name] for task in tasks}
+        kinds = "; ".join(f"{', '.join(ids)} audit {name} models" for name, ids in by_task.items())
+        raise InputError(f"compare runs of one task: {kinds}; compare each task separately")
     if len(set(run_ids)) < len(run_ids):
         raise InputError("compare: a run is given twice; give each run once, oldest version first")
     names = labels or [run["name"] or run["id"] for run in runs]
     if len(set(names)) < len(names):  # two runs with one name: tell them apart by id
         names = [f"{name} ({run['id']})" for name, run in zip(names, runs)]
-    compare = compare_detection_runs if detection else compare_runs
-    result = compare([workspace.store(run["id"]) for run in runs], names)
+    result = tasks[0].compare([workspace.store(run["id"]) for run in runs], names)
     if args.format == "html":
         _emit(render_comparison_page(result), args.out)
     else:
@@ -252,7 +251,8 @@ def cmd_compare(args) -> int:
 def _registered_runs(workspace, args) -> tuple[list[str], list[str]]:
     """Every version of an MLflow registered model audited on --data (an audit already done is reused), in
     version order; each new audit goes back to its version."""
-    from analysis.runs.runner import execute_run, make_explainer_check
+    from analysis.runs.engine import execute_run
+    from analysis.runs.tasks import check_method, task_of_model
     from analysis.store import mlflow_registry
 
     registry = mlflow_registry.client(args.mlflow_uri)
@@ -268,10 +268,10 @@ def _registered_runs(workspace, args) -> tuple[list[str], list[str]]:
                                  "workspace yet; pass --data DATASET to audit every version on it")
             run_id = done[-1]["id"]
         else:
-            task = workspace.model(model_id)["card"].get("task", "classification")
-            method = args.method or ("drise" if task == "detection" else "gradcam")
-            make_explainer_check(method, task)
-            params = {} if task == "detection" else {"target": "pred"}
+            task = task_of_model(workspace.model(model_id))
+            method = args.method or task.default_method
+            check_method(method, task.name)
+            params = task.new_run_params({"target": "pred"})
             run_id = workspace.create_run(model_id, dataset_id, method, params, args.n, args.seed, version.label)
             if workspace.run(run_id)["status"] != "done":
                 print(f"auditing {version.label} ...", file=sys.stderr)
@@ -314,7 +314,7 @@ def cmd_dashboard(args) -> int:
         raise InputError(f"dashboard not available in this installation ({exc}); reinstall with `pip install .`")
     if not APP.is_file():
         raise InputError(f"dashboard not available: {APP} is missing from this installation")
-    env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(workspace.root.resolve()))
+    env = {**os.environ, ENV_VAR: str(workspace.root.resolve())}
     return subprocess.call(streamlit_command(args.port), env=env)
 
 

@@ -32,7 +32,9 @@ import numpy as np
 from PIL import Image
 
 from analysis.data.archive import entry_parts, safe_extract
+from analysis.data.detection_data import is_detection_folder, open_detection_dataset
 from analysis.data.images import ImageError, MaskError, image_header, read_image_and_orientation, read_mask
+from analysis.data.types import MAX_LISTED_PROBLEMS, DatasetError, Item, Region  # noqa: F401 (the readers' types)
 from explainers.errors import InputError
 from explainers.model_files import file_sha256
 
@@ -40,39 +42,9 @@ MANIFEST = "manifest.csv"
 REGIONS = "regions.json"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 ROLES = ("core",)
-MAX_LISTED_PROBLEMS = 10
 MAX_DESCRIPTION_BYTES = 256 * (1 << 20)  # manifest.csv / regions.json read into memory
 _IGNORED_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")
 _REGION_ID = re.compile(r"^[0-9]+$")
-
-
-class DatasetError(InputError):
-    """One or more problems with a dataset; `problems` holds at most ten, `total` counts them all."""
-
-    def __init__(self, summary: str, problems: list[str] | tuple[str, ...] = (), total: int | None = None):
-        self.summary = summary
-        self.problems = list(problems)[:MAX_LISTED_PROBLEMS]
-        self.total = len(problems) if total is None else total
-        lines = [summary] + [f"  - {p}" for p in self.problems]
-        if self.total > len(self.problems):
-            lines.append(f"  ... and {self.total - len(self.problems)} more")
-        super().__init__("\n".join(lines))
-
-
-@dataclass(frozen=True)
-class Region:
-    id: int
-    name: str
-    role: str | None = None  # "core": what the label is about; every other region is a shortcut candidate
-
-
-@dataclass(frozen=True)
-class Item:
-    image_id: int
-    image: str  # path relative to the dataset root, "/"-separated
-    label: str
-    mask: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict)  # subgroup columns; treat as read-only
 
 
 @dataclass(frozen=True)
@@ -276,8 +248,6 @@ def open_dataset(path: str | os.PathLike, *, workdir: str | os.PathLike | None =
     manifest = root / MANIFEST
     if manifest.is_file():
         return _from_manifest(root, name, manifest)
-    from analysis.data.detection_data import is_detection_folder, open_detection_dataset
-
     if is_detection_folder(root):  # COCO detection layout: instances.json [+ context.json]
         return open_detection_dataset(root, name)
     return _from_image_folder(root, name)

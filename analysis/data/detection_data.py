@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from analysis.data.coco import CocoDataset, read_coco, segmentation_mask
-from analysis.data.datasets import MAX_LISTED_PROBLEMS, DatasetError, Item, Region
+from analysis.data.types import MAX_LISTED_PROBLEMS, DatasetError, Item, Region
 from analysis.data.images import ImageError, image_header, read_image_and_orientation
 from explainers.model_files import file_sha256
 

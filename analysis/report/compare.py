@@ -107,32 +107,40 @@ def topk_iou(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
     return (top_a & top_b).sum(1) / (top_a | top_b).sum(1)
 
 
+def mass_shift(entry: dict, alpha: float) -> tuple[str, dict, dict] | None:
+    """("rose" | "fell", first run's row, last run's row) when a non-core region's saliency mass changed
+    significantly (some version-to-version change with p < alpha); None otherwise. Shared by every task's
+    comparison summary."""
+    runs = [r for r in entry["runs"] if r is not None]
+    if entry["role"] == "core" or len(runs) < 2 or not any(c["p_value"] < alpha for c in entry["changes"]):
+        return None
+    return ("fell" if runs[-1]["mass_mean"] < runs[0]["mass_mean"] else "rose"), runs[0], runs[-1]
+
+
+def rate_shifts(rates: pd.DataFrame, first: str, last: str, key: str, value: str) -> pd.DataFrame:
+    """Rows of `key` whose rate `value` (with Wilson `ci_low`, `ci_high`) moved between the runs named
+    `first` and `last` beyond overlapping intervals: `value_a`, `value_b` and `delta` per row."""
+    merged = rates[rates["run"] == first].merge(rates[rates["run"] == last], on=key, suffixes=("_a", "_b"))
+    merged = merged.dropna(subset=[f"{value}_a", f"{value}_b"])
+    merged["delta"] = merged[f"{value}_b"] - merged[f"{value}_a"]
+    return merged[(merged["ci_low_b"] > merged["ci_high_a"]) | (merged["ci_high_b"] < merged["ci_low_a"])]
+
+
 def summarise(result: dict, *, alpha: float = 0.01) -> str:
     """Plain-language lines: shortcut-candidate attention that moved significantly, subgroup accuracy shifts."""
     names = result["runs"]
     lines = []
     for region, entry in result["regions"].items():
-        if entry["role"] == "core":
+        shift = mass_shift(entry, alpha)
+        if shift is None:
             continue
-        runs = [r for r in entry["runs"] if r is not None]
-        if len(runs) < 2:
-            continue
-        first, last = runs[0], runs[-1]
-        significant = [c for c in entry["changes"] if c["p_value"] < alpha]
-        if not significant:
-            continue
-        verb = "fell" if last["mass_mean"] < first["mass_mean"] else "rose"
+        verb, first, last = shift
         lines.append(f"attention on {region} {verb} from {first['mass_mean']:.0%} to {last['mass_mean']:.0%} "
                      f"of saliency mass between {first['run']} and {last['run']}")
     acc = pd.DataFrame(result["accuracy"])
     if len(acc) and len(names) >= 2:
-        groups = acc[acc["group"].notna()]
-        first, last = groups[groups["run"] == names[0]], groups[groups["run"] == names[-1]]
-        merged = first.merge(last, on="group", suffixes=("_a", "_b"))
-        if len(merged):
-            merged["delta"] = merged["accuracy_b"] - merged["accuracy_a"]
-            # a shift whose Wilson intervals do not overlap
-            moved = merged[(merged["ci_low_b"] > merged["ci_high_a"]) | (merged["ci_high_b"] < merged["ci_low_a"])]
+        moved = rate_shifts(acc[acc["group"].notna()], names[0], names[-1], "group", "accuracy")
+        if len(moved):
             for row in moved.reindex(moved["delta"].abs().sort_values(ascending=False).index).head(3) \
                     .to_dict("records"):
                 verb = "rose" if row["delta"] > 0 else "fell"

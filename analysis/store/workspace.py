@@ -561,7 +561,7 @@ def _seen_alive(row: dict) -> dict:
     such a run says "running" forever. Only the reading changes: claiming the run (a resume) still finds
     `running` with a dead pid and takes it over.
     """
-    from analysis.store.jobs import job_alive
+    from analysis.store.processes import job_alive
 
     if row.get("status") == "running" and row.get("pid") and not job_alive(row["pid"]):
         row = dict(row, status="interrupted", error=row.get("error") or INTERRUPTED.format(pid=row["pid"]))
@@ -571,7 +571,7 @@ def _seen_alive(row: dict) -> dict:
 def remove_dead_temps(folder: Path) -> list[str]:
     """Delete `.NAME.tmp-PID` copies whose process is gone: a registration killed mid-copy leaves one, and a
     dataset copy can be gigabytes. A live PID's temp is left alone (another registration may be writing it)."""
-    from analysis.store.jobs import job_alive
+    from analysis.store.processes import job_alive
 
     removed = []
     for path in folder.glob(".*.tmp-*"):
