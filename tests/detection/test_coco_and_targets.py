@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from analysis.data.coco import decode_rle_string, read_coco, segmentation_mask
-from explainers.detection import MultiLabelTargets, SegmentationTarget
+from explainers.targets import MultiLabelTargets, SegmentationTarget
 from explainers.errors import InputError
 from sample_models.detection import encode_rle, make_scenes, write_coco
 
