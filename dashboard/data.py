@@ -90,9 +90,9 @@ def run_label(run_id: str) -> str:
 
 def methods(task: str = "classification") -> list[str]:
     """Explainers for models of `task`: D-RISE for detection models, the classifier methods otherwise."""
-    from explainers.registry import METHODS, _load_builtin_methods
+    from explainers.registry import METHODS, load_builtin_methods
 
-    _load_builtin_methods()
+    load_builtin_methods()
     kind = "detector" if task == "detection" else "classifier"
     return sorted(name for name, cls in METHODS.items() if cls.model_kind == kind) or sorted(SECONDS_PER_IMAGE)
 

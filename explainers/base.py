@@ -36,6 +36,9 @@ class Explainer:
     name: ClassVar[str]
     needs_layer: ClassVar[bool] = False
     model_kind: ClassVar[str] = "classifier"  # what `model` is: a module returning logits, or a "detector"
+    # True when `explain` first calls the target on the model's output for the unperturbed batch, so a caller
+    # can read the logits from the target (`targets.ObservedOutput`) instead of running its own forward.
+    observes_clean_output: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, **params: Any):
         self.model = model

@@ -28,6 +28,7 @@ class ActivationCAM(Explainer):
 
     needs_layer: ClassVar[bool] = True
     uses_gradients: ClassVar[bool] = True
+    observes_clean_output: ClassVar[bool] = True  # `explain` scores the clean forward first
 
     def __init__(self, model: nn.Module, *, layer: nn.Module, **params):
         super().__init__(model, **params)

@@ -17,13 +17,13 @@ def register(cls: type[Explainer]) -> type[Explainer]:
 
 
 def make_explainer(name: str, model: nn.Module, **params: Any) -> Explainer:
-    _load_builtin_methods()
+    load_builtin_methods()
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
     return METHODS[name](model, **params)
 
 
-def _load_builtin_methods() -> None:
+def load_builtin_methods() -> None:
     """Import the method modules so their `@register` runs (kept lazy to keep `import explainers` cheap)."""
     import importlib
 

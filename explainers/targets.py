@@ -123,3 +123,38 @@ class MultiLabelTargets:
     def from_tags(tags: torch.Tensor) -> tuple[torch.Tensor, TagTarget]:
         image_idx, tag_idx = torch.nonzero(torch.as_tensor(tags).bool(), as_tuple=True)
         return image_idx, TagTarget(tag_idx)
+
+class ObservedOutput:
+    """A target that keeps the first model output it scores (`output`, detached): for explainers whose first
+    target call is the clean forward (`Explainer.observes_clean_output`), the caller reads the logits from
+    the explainer's own forward instead of running a second one."""
+
+    def __init__(self, inner: Target):
+        self.inner, self.output = inner, None
+
+    @property
+    def indices(self) -> torch.Tensor:
+        return self.inner.indices
+
+    def observe(self, output: torch.Tensor) -> None:
+        if self.output is None:
+            self.output = output.detach()
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        self.observe(output)
+        return self.inner(output)
+
+
+class PredictedClass(ObservedOutput):
+    """The logit of the class the model predicts, decided on the first output scored (the clean forward:
+    softmax, then the first maximum, as a no-grad forward would pick it) and fixed for later calls."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if self.inner is None:
+            self.observe(output)
+            probs = torch.softmax(self.output.float().nan_to_num(0.0), dim=1)
+            self.inner = ClassTarget(probs.max(dim=1).indices)
+        return self.inner(output)

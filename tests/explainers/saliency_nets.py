@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from explainers.registry import METHODS, _load_builtin_methods
+from explainers.registry import METHODS, load_builtin_methods
 
-_load_builtin_methods()
+load_builtin_methods()
 
 ALL_METHODS = sorted(name for name, cls in METHODS.items() if cls.model_kind == "classifier")  # D-RISE: tests/detection
 

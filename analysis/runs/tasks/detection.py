@@ -1,9 +1,9 @@
-"""A run of a detection model: D-RISE per detection, one atomic shard per batch, then the context evidence.
+"""The detection task: D-RISE per detection, one atomic shard per batch, then the context evidence.
 
-The same guarantees as a classification run (`analysis.runs.runner`, whose sampling, prefetching, claim and
-failure guard it reuses): per-batch shards through `RunStore`, resume after a kill (images already in a
-recorded shard are not redone), undecodable images skipped with the reason, an image on which the detector
-or D-RISE raises retried alone and skipped, never the whole run.
+The engine (`analysis.runs.engine`) gives it the guarantees of every task: per-batch shards through
+`RunStore`, resume after a kill (images already in a recorded shard are not redone), undecodable images
+skipped with the reason, an image on which the detector or D-RISE raises retried alone and skipped, never
+the whole run.
 
 What a shard holds for detection (beside the usual `images`, empty `regions`, `skipped`, `maps`):
 - `detections.parquet`: one row per detection the detector makes itself (score >= `score_threshold`):
@@ -32,6 +32,7 @@ pass `--param n_masks=5000 --param cells=16` for photographs.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,8 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from analysis.evidence.detection_audit import (OUTSIDE_THRESHOLD, MIN_DROP, detection_rows, fill_effects, gt_found,
-                                      own_detections, summarize_interventions)
-from analysis.data.sampling import stratified_sample
+                                               own_detections, summarize_interventions)
+from analysis.runs.decoding import prefetched
+from analysis.runs.task import SKIPPED_COLUMNS, Prepared, Tables, skip_row
 from analysis.store.run_store import REGION_COLUMNS, pool_maps
 from explainers.errors import InputError
 
@@ -50,11 +52,8 @@ SCORE_THRESHOLD = 0.5
 SANITY_IMAGES, SANITY_STAGES, FAITHFULNESS_DETECTIONS = 4, 3, 8
 DETECTION_METHODS = ("drise",)
 EXTRA_TABLES = ("detections", "ground_truth", "detection_maps")  # a detection shard's tables beyond the usual
-
-
-def model_task(workspace, run: dict) -> str:
-    model = workspace.model(run["model_id"])
-    return (model or {}).get("card", {}).get("task", "classification")
+IMAGE_COLUMNS = ["image_id", "image", "label", "n_objects", "n_detections"]
+GROUND_TRUTH_COLUMNS = ["image_id", "object", "class", "x0", "y0", "x1", "y1", "found"]
 
 
 def settings(run: dict) -> dict:
@@ -75,15 +74,14 @@ def settings(run: dict) -> dict:
             "min_drop": float(params.get("min_drop", MIN_DROP)), "sanity_images": sanity_images}
 
 
-def prepare(workspace, run: dict, device: str = "cpu"):
-    """(loaded model, detection dataset, D-RISE explainer, settings); InputError before any compute."""
+def prepare(workspace, run: dict, device: str = "cpu") -> Prepared:
+    """The loaded model, detection dataset, D-RISE explainer and `settings`; InputError before any compute."""
     from analysis.data.detection_data import DetectionDataset
+    from analysis.runs.tasks import check_method
     from explainers.models import load_model
     from explainers.registry import make_explainer
 
-    from analysis.runs.runner import make_explainer_check
-
-    make_explainer_check(run["method"], "detection")
+    check_method(run["method"], "detection")
     options = settings(run)
     model_row = workspace.model(run["model_id"])
     loaded = load_model(model_row["abspath"], device=device)
@@ -99,41 +97,7 @@ def prepare(workspace, run: dict, device: str = "cpu"):
     except TypeError as exc:  # an unknown keyword
         raise InputError(f"{run['method']}: {exc}; D-RISE takes n_masks, cells, p, seed, chunk, batch_size, center "
                          f"and the run takes {', '.join(RUN_PARAMS)} (--param KEY=VALUE)") from None
-    return loaded, dataset, explainer, options
-
-
-def execute(workspace, run: dict, *, device: str, batch_size: int, progress: bool) -> None:
-    """The shard loop of a detection run, then its evidence; `analysis.runs.runner` claims and finishes the run."""
-    from analysis.runs.runner import _FailureGuard, _prefetched, _progress_bar
-
-    run_id = run["id"]
-    loaded, dataset, explainer, options = prepare(workspace, run, device)
-    sample = [dataset.items[i] for i in stratified_sample([it.label for it in dataset.items], run["n"], run["seed"])]
-    store = workspace.store(run_id)
-    store.remove_unfinished()
-    done = store.done_image_ids()
-    todo = [item for item in sample if int(item.image_id) not in done]
-    n_done, n_skipped = len(store.images()), len(store.skipped())
-    next_index = max((s["index"] for s in workspace.shards(run_id)), default=-1) + 1
-    workspace.update_run(run_id, n_total=len(sample), n_done=n_done, n_skipped=n_skipped)
-    bar = _progress_bar(len(sample), n_done + n_skipped, progress)
-    guard = _FailureGuard(explained=n_done)
-    try:
-        with small_model_threads(loaded, device):
-            for batch in _prefetched(dataset, loaded.card, todo, batch_size):
-                tables = explain_batch(batch, loaded, explainer, dataset, options, device, guard)
-                path = store.write_shard(next_index, tables["images"], tables["regions"], tables["maps"],
-                                         tables["skipped"], extra={k: tables[k] for k in EXTRA_TABLES})
-                n_done += len(tables["images"])
-                n_skipped += len(tables["skipped"])
-                workspace.record_shard(run_id, next_index, len(tables["images"]), path, n_done=n_done,
-                                       n_skipped=n_skipped)
-                next_index += 1
-                bar.update(len(tables["images"]) + len(tables["skipped"]))
-        guard.finish()
-    finally:
-        bar.close()
-    evidence_stage(store, run, loaded, dataset, options, device, batch_size, explainer)
+    return Prepared(loaded, dataset, explainer, None, options)
 
 
 @contextmanager
@@ -156,28 +120,22 @@ def small_model_threads(loaded, device: str, max_pixels: int = 128 * 128):
         torch.set_num_threads(previous)
 
 
-def explain_batch(batch, loaded, explainer, dataset, options: dict, device: str, guard=None) -> dict:
-    """One decoded batch -> the shard's tables (see the module docstring)."""
-    from analysis.runs.runner import _skip_row
-
+def explain_batch(prepared: Prepared, batch, device: str) -> Tables:
+    """One decoded batch (every image decoded) -> the shard's tables (see the module docstring)."""
+    loaded, explainer, dataset, options = prepared.loaded, prepared.explainer, prepared.dataset, prepared.options
     classes = class_names(loaded)
     region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())}
-    skipped = [_skip_row(item, reason) for item, reason in batch.skipped]
+    skipped = []
     images, dets, gts, det_maps, det_ids, det_idx, image_maps = [], [], [], [], [], [], []
     if batch.inputs is not None:
         inputs = batch.inputs.to(device)
         regions = input_regions(batch.masks, inputs.shape[-2:], device)
-        outputs, failures = _per_image_on_error(
-            lambda idx: _detect_and_explain(inputs[idx], loaded, explainer, options["score_threshold"]),
-            len(inputs))
-        failed = [_skip_row(batch.items[k], reason) for k, reason in failures.items()]
-        skipped.extend(guard.admit(len(outputs), failed) if guard is not None else failed)
+        outputs = _detect_and_explain(inputs, loaded, explainer, options["score_threshold"])
         h, w = inputs.shape[-2:]
-        for k in sorted(outputs):
-            item = batch.items[k]
+        for k, item in enumerate(batch.items):
             clean, target, score, maps = outputs[k]
             if not bool(torch.isfinite(maps).all()):
-                skipped.append(_skip_row(item, f"{explainer.name} returned a non-finite map (NaN/inf)"))
+                skipped.append(skip_row(item, f"{explainer.name} returned a non-finite map (NaN/inf)"))
                 continue
             width, height = dataset.image_size(item)
             sx, sy = width / w, height / h
@@ -202,39 +160,35 @@ def explain_batch(batch, loaded, explainer, dataset, options: dict, device: str,
             det_idx.extend(range(len(maps)))
             image_maps.append(maps.sum(0).cpu() if len(maps) else torch.zeros(h, w))
     all_det_maps = torch.cat(det_maps) if det_maps else torch.zeros(0, 1, 1)
-    return {
-        "images": pd.DataFrame(images, columns=["image_id", "image", "label", "n_objects", "n_detections"]),
-        "regions": pd.DataFrame(columns=REGION_COLUMNS),
-        "maps": pool_maps(torch.stack(image_maps)) if image_maps else np.zeros((0, 1, 1), np.float16),
-        "skipped": pd.DataFrame(skipped, columns=["image_id", "image", "reason"]),
-        "detections": pd.DataFrame(dets),
-        "ground_truth": pd.DataFrame(gts, columns=["image_id", "object", "class", "x0", "y0", "x1", "y1", "found"]),
-        "detection_maps": {"image_ids": np.asarray(det_ids, np.int64), "dets": np.asarray(det_idx, np.int64),
-                           "maps": pool_maps(all_det_maps) if len(all_det_maps) else np.zeros((0, 1, 1), np.float16)},
-    }
+    return Tables(
+        pd.DataFrame(images, columns=IMAGE_COLUMNS), pd.DataFrame(columns=REGION_COLUMNS),
+        pool_maps(torch.stack(image_maps)) if image_maps else np.zeros((0, 1, 1), np.float16),
+        pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
+        {"detections": pd.DataFrame(dets),
+         "ground_truth": pd.DataFrame(gts, columns=GROUND_TRUTH_COLUMNS),
+         "detection_maps": {"image_ids": np.asarray(det_ids, np.int64), "dets": np.asarray(det_idx, np.int64),
+                            "maps": pool_maps(all_det_maps) if len(all_det_maps) else np.zeros((0, 1, 1), np.float16)}})
 
 
-def evidence_stage(store, run: dict, loaded, dataset, options: dict, device: str, batch_size: int,
-                   explainer) -> None:
-    """The context-fill intervention over every explained image and D-RISE's sanity and faithfulness checks,
-    written once as `evidence.json`, under the shard loop's thread setting (so a Ray driver's evidence has
-    the same float sums as a local run's)."""
-    if store.evidence():
-        return
-    with small_model_threads(loaded, device):
-        _write_evidence(store, run, loaded, dataset, options, device, batch_size, explainer)
+def empty_tables() -> Tables:
+    return Tables(pd.DataFrame(columns=IMAGE_COLUMNS), pd.DataFrame(columns=REGION_COLUMNS),
+                  np.zeros((0, 1, 1), np.float16), pd.DataFrame(columns=SKIPPED_COLUMNS),
+                  {"detections": pd.DataFrame(), "ground_truth": pd.DataFrame(columns=GROUND_TRUTH_COLUMNS),
+                   "detection_maps": {"image_ids": np.zeros(0, np.int64), "dets": np.zeros(0, np.int64),
+                                      "maps": np.zeros((0, 1, 1), np.float16)}})
 
 
-def _write_evidence(store, run: dict, loaded, dataset, options: dict, device: str, batch_size: int,
-                    explainer) -> None:
-    from analysis.runs.runner import _prefetched
-
+def evidence(store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
+    """The context-fill intervention over every explained image and D-RISE's sanity and faithfulness checks
+    (`evidence.json`); the engine runs it under `compute_scope`, the shard loop's thread setting, so a Ray
+    driver's evidence has the same float sums as a local run's."""
+    loaded, dataset, explainer, options = prepared.loaded, prepared.dataset, prepared.explainer, prepared.options
     classes = class_names(loaded)
     region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())}
     explained = set(store.images()["image_id"].astype(int).tolist())
     items = [item for item in dataset.items if int(item.image_id) in explained]
     effects, gt_effects, sanity_inputs, sanity_targets = [], [], [], []
-    for batch in _prefetched(dataset, loaded.card, items, batch_size):
+    for batch in prefetched(dataset, loaded.card, items, batch_size):
         if batch.inputs is None or (not region_names and len(sanity_inputs) >= options["sanity_images"]):
             continue
         inputs = batch.inputs.to(device)
@@ -272,7 +226,7 @@ def _write_evidence(store, run: dict, loaded, dataset, options: dict, device: st
                                                          seed=int(run["seed"]), original=torch.cat(maps))
         faithfulness = detection_faithfulness(loaded.module, images, sanity_targets, maps, seed=int(run["seed"]))
         faithfulness["method"] = explainer.name
-    store.write_evidence({"task": "detection", "settings": options, "interventions": summary.to_dict("records"),
+    return ({"task": "detection", "settings": options, "interventions": summary.to_dict("records"),
                           "sanity": sanity, "faithfulness": faithfulness, "n_images": len(items)})
 
 
@@ -338,24 +292,53 @@ def _detect_and_explain(inputs: torch.Tensor, loaded, explainer, score_threshold
     return [(c, t, s.cpu(), m.float().cpu()) for c, t, s, m in zip(clean, targets, scores, maps)]
 
 
-def _per_image_on_error(fn, n: int) -> tuple[dict, dict]:
-    """{k: output} for image positions 0..n-1 and {k: reason} for those that raised (a failing batch is
-    retried image by image; InputError is the user's to fix and propagates)."""
-    from analysis.runs.runner import _failure_reason
+class DetectionTask:
+    """Detectors and instance segmenters (card `task: detection`), explained by D-RISE."""
+    name = "detection"
+    model_kind = "detector"
+    default_method = "drise"
+    view = "detection"
+    extra_tables = EXTRA_TABLES
+    frame_tables = ("detections", "ground_truth")  # the extra tables stored as parquet
 
-    try:
-        return dict(enumerate(fn(slice(0, n)))), {}
-    except InputError:
-        raise
-    except Exception as exc:
-        if n == 1:
-            return {}, {0: _failure_reason(exc)}
-    outputs, failures = {}, {}
-    for k in range(n):
-        try:
-            outputs[k] = fn(slice(k, k + 1))[0]
-        except InputError:
-            raise
-        except Exception as exc:
-            failures[k] = _failure_reason(exc)
-    return outputs, failures
+    def takes_dataset(self, path: Path) -> bool:
+        from analysis.data.detection_data import is_detection_dataset
+
+        return is_detection_dataset(Path(path))
+
+    def new_run_params(self, params: dict) -> dict:
+        return {k: v for k, v in params.items() if k != "target"}  # every detection the model makes is explained
+
+    def prepare(self, workspace, run: dict, device: str) -> Prepared:
+        return prepare(workspace, run, device)
+
+    def compute_scope(self, prepared: Prepared, device: str):
+        return small_model_threads(prepared.loaded, device)
+
+    def explain_batch(self, prepared: Prepared, batch, device: str) -> Tables:
+        return explain_batch(prepared, batch, device)
+
+    def empty_tables(self) -> Tables:
+        return empty_tables()
+
+    def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
+        return evidence(store, run, prepared, device, batch_size)
+
+    def findings(self, store, run: dict, *, n_boot: int, seed: int) -> dict:
+        from analysis.report.detection_report import detection_findings
+
+        found = detection_findings(store, n_boot=n_boot, seed=seed)
+        return {**found, "run": {"settings": found["detection"]["settings"]}}
+
+    def compare(self, stores: list, names: list[str], **options) -> dict:
+        from analysis.report.detection_compare import compare_detection_runs
+
+        return compare_detection_runs(stores, names, **options)
+
+    def summarise_comparison(self, result: dict) -> str:
+        from analysis.report.detection_compare import summarise
+
+        return summarise(result)
+
+
+TASK = DetectionTask()

@@ -1,0 +1,91 @@
+"""The task registry: the card's `task` -> the `analysis.runs.task.Task` that runs, reports and compares it.
+
+The one place that knows which tasks exist: the CLI, the engine, both backends, the report, the HTML report
+and the dashboard ask it instead of comparing task strings. A new task is a module here with a `TASK`
+object, added to `_MODULES`. A task a card may name but no module implements is refused here, with the fix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.runs.task import Task
+from analysis.runs.tasks import classification, detection
+from explainers.errors import InputError
+
+_MODULES = (classification, detection)
+TASKS: dict[str, Task] = {module.TASK.name: module.TASK for module in _MODULES}
+DEFAULT_TASK = "classification"  # a card without `task`
+CARD_TASKS = ("classification", "multilabel", "segmentation", "detection")  # what a card may say
+
+
+def get_task(name: str | None) -> Task:
+    """The registered task `name` (None: the default); InputError naming the supported tasks otherwise."""
+    name = name or DEFAULT_TASK
+    if name in TASKS:
+        return TASKS[name]
+    known = "a task this version does not run yet" if name in CARD_TASKS else "not a task"
+    raise InputError(f"model card task {name!r}: {known}; this version audits {', '.join(sorted(TASKS))} models. "
+                     f"Set \"task\" in the card (model.json) to one of them, or upgrade saliency-audit")
+
+
+def card_task_name(model_row: dict | None) -> str:
+    """The task a catalog model row's card names (the default when it names none); never raises."""
+    return ((model_row or {}).get("card") or {}).get("task") or DEFAULT_TASK
+
+
+def task_of_model(model_row: dict | None) -> Task:
+    return get_task(card_task_name(model_row))
+
+
+def task_of_run(workspace, run: dict) -> Task:
+    """The task of a catalog run row (through its model's card); InputError when it is not supported."""
+    return task_of_model(workspace.model(run["model_id"]))
+
+
+def task_of_store(store, model_row: dict | None) -> Task:
+    """The task of a stored run, for readers: the model's card when the catalog has it, else what the store
+    holds (the evidence's `task`, or a shard table only that task writes)."""
+    if model_row is not None:
+        return task_of_model(model_row)
+    named = (store.evidence() or {}).get("task")
+    if named in TASKS:
+        return TASKS[named]
+    for task in TASKS.values():
+        if any(len(store.table(name)) for name in task.extra_tables if name in _frame_tables(task)):
+            return task
+    return TASKS[DEFAULT_TASK]
+
+
+def _frame_tables(task: Task) -> tuple[str, ...]:
+    return getattr(task, "frame_tables", task.extra_tables)
+
+
+def task_of_dataset(path: Path) -> Task:
+    """The task whose dataset format the registered folder or zip at `path` is in (the default otherwise)."""
+    for task in TASKS.values():
+        if task.name != DEFAULT_TASK and task.takes_dataset(Path(path)):
+            return task
+    return TASKS[DEFAULT_TASK]
+
+
+def methods_for(task_name: str | None) -> list[str]:
+    """Explainer names that explain models of the task."""
+    from explainers.registry import METHODS, load_builtin_methods
+
+    load_builtin_methods()
+    kind = get_task(task_name).model_kind
+    return sorted(name for name, cls in METHODS.items() if cls.model_kind == kind)
+
+
+def check_method(method: str, task_name: str | None = DEFAULT_TASK, *, any_task: bool = False) -> None:
+    """InputError unless `method` explains models of the task (`any_task`: unless it is a known method)."""
+    from explainers.registry import METHODS, load_builtin_methods
+
+    load_builtin_methods()
+    allowed = sorted(METHODS) if any_task else methods_for(task_name)
+    if method not in allowed:
+        if method in METHODS:
+            why = f"explains {METHODS[method].model_kind}s, not {get_task(task_name).model_kind}s; "
+        else:
+            why = "unknown method; "
+        raise InputError(f"method {method!r}: {why}choose one of: {', '.join(allowed)}")

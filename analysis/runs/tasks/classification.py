@@ -1,0 +1,208 @@
+"""The classification task: softmax classifiers, one class target per image, region shares per image.
+
+Everything the user can get wrong (labels not in the card's classes, unknown layer, CAM on TorchScript) is
+checked in `prepare`, before the first image is explained. One forward per image: for methods whose first
+target call is the clean forward (`Explainer.observes_clean_output`, the CAM family), the logits, the
+prediction and the predicted-class target all come from the explainer's own forward; other methods (Captum's
+take class indices up front) get a no-grad forward for the logits first.
+
+Shard tables: `images` (`image_id, image, label, label_idx, pred, pred_idx, confidence, correct, target_idx,
+score`, `attr.<name>` per subgroup attribute), `regions` (one row per image x region: annotated regions, or a
+3x3 grid when the dataset has no masks), `maps`.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from analysis.runs.task import SKIPPED_COLUMNS, Decoded, Prepared, Tables, skip_row
+from analysis.store.run_store import REGION_COLUMNS, pool_maps
+from explainers.errors import InputError
+
+RUN_PARAMS = ("target", "layer")  # run parameters the task consumes; the rest go to the explainer
+IMAGE_COLUMNS = ["image_id", "image", "label", "label_idx", "pred", "pred_idx", "confidence", "correct",
+                 "target_idx", "score"]
+
+
+@dataclass
+class RegionSpec:
+    ids: list[int]
+    names: list[str]
+    roles: list[str | None]
+
+
+def explainer_params(run: dict) -> dict:
+    return {k: v for k, v in (run.get("params") or {}).items() if k not in RUN_PARAMS}
+
+
+def region_spec(dataset) -> RegionSpec | None:
+    """The dataset's annotated regions, or None (grid regions) when it has no masks."""
+    regions = getattr(dataset, "regions", None)
+    if not regions or not getattr(dataset, "has_masks", True):
+        return None
+    values = list(regions.values()) if isinstance(regions, dict) else list(regions)
+    values.sort(key=lambda r: int(r.id))
+    return RegionSpec([int(r.id) for r in values], [str(r.name) for r in values],
+                      [getattr(r, "role", None) for r in values])
+
+
+def region_rows(image_id: int, saliency, mask, regions: RegionSpec | None) -> Iterator[dict]:
+    """One row per region of one image's map (`regions` None: the 3x3 grid)."""
+    from analysis.stats.regions import grid_shares, region_shares
+
+    if regions is not None:
+        mass, area = region_shares(saliency, mask, regions.ids)
+        names, ids, roles = regions.names, regions.ids, regions.roles
+    else:
+        names, mass, area = grid_shares(saliency, *saliency.shape[-2:])
+        ids, roles = [-1] * len(names), [None] * len(names)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = np.where(area > 0, mass / np.where(area > 0, area, 1), np.nan)
+    for k, name in enumerate(names):
+        yield {"image_id": image_id, "region": name, "region_id": int(ids[k]), "role": roles[k],
+               "mass": float(mass[k]), "area": float(area[k]), "lift": float(lift[k])}
+
+
+class ClassificationTask:
+    name = "classification"
+    model_kind = "classifier"
+    default_method = "gradcam"
+    view = "classification"
+    extra_tables: tuple[str, ...] = ()
+
+    def takes_dataset(self, path: Path) -> bool:
+        from analysis.data.detection_data import is_detection_dataset
+
+        return not is_detection_dataset(Path(path))
+
+    def new_run_params(self, params: dict) -> dict:
+        return dict(params)
+
+    def prepare(self, workspace, run: dict, device: str) -> Prepared:
+        from analysis.runs.tasks import check_method
+        from explainers.models import load_model
+        from explainers.registry import METHODS, make_explainer
+
+        params = dict(run["params"])
+        target_mode = params.get("target", "pred")
+        if target_mode not in ("pred", "label"):
+            raise InputError(f"parameter target={target_mode!r}: use 'pred' (predicted class) or 'label'")
+        check_method(run["method"], self.name)
+        model_row = workspace.model(run["model_id"])
+        loaded = load_model(model_row["abspath"], device=device)
+        dataset = workspace.open_dataset(run["dataset_id"])
+        dataset.validate(list(loaded.card.classes))
+
+        layer_name = None
+        if METHODS[run["method"]].needs_layer:
+            if not loaded.supports_hooks:
+                raise InputError(f"{model_row['path']}: method {run['method']!r} hooks an internal layer, which a "
+                                 f"{loaded.format} model does not expose; export the model with torch.export "
+                                 f"(.pt2) or use a gradient/perturbation method (e.g. --method saliency)")
+            layer_name = params.get("layer") or loaded.target_layer_name()
+            source = ("given" if params.get("layer") else
+                      "card" if getattr(loaded.card, "target_layer", None) else "detected")
+            layer = loaded.layer(layer_name)  # InputError naming close names for a typo
+            print(f"target layer: {layer_name} ({source})", file=sys.stderr)
+            explainer = make_explainer(run["method"], loaded.module, layer=layer, **explainer_params(run))
+        else:
+            explainer = make_explainer(run["method"], loaded.module, **explainer_params(run))
+        return Prepared(loaded, dataset, explainer, layer_name,
+                        {"target": target_mode, "classes": list(loaded.card.classes), "regions": region_spec(dataset)})
+
+    def compute_scope(self, prepared: Prepared, device: str):
+        return nullcontext()
+
+    def empty_tables(self) -> Tables:
+        return Tables(pd.DataFrame(columns=IMAGE_COLUMNS), pd.DataFrame(columns=REGION_COLUMNS),
+                      np.zeros((0, 1, 1), np.float16), pd.DataFrame(columns=SKIPPED_COLUMNS))
+
+    def explain_batch(self, prepared: Prepared, batch: Decoded, device: str) -> Tables:
+        import torch
+
+        classes, regions = prepared.options["classes"], prepared.options["regions"]
+        explainer = prepared.explainer
+        label_idx = torch.tensor([classes.index(str(it.label)) for it in batch.items])
+        logits, target_idx, saliency, scores = _forward_and_explain(
+            batch.inputs.to(device), label_idx, prepared.loaded, explainer, prepared.options["target"])
+        probs = torch.softmax(logits.nan_to_num(0.0), dim=1)
+        confidence, pred_idx = probs.max(dim=1)
+        image_rows, rows, kept, skipped = [], [], [], []
+        for k, item in enumerate(batch.items):
+            if not bool(torch.isfinite(logits[k]).all()):
+                skipped.append(skip_row(item, "model returned non-finite outputs (NaN/inf)"))
+                continue
+            if not bool(torch.isfinite(saliency[k]).all()):
+                skipped.append(skip_row(item, f"{explainer.name} returned a non-finite map (NaN/inf)"))
+                continue
+            pred = int(pred_idx[k])
+            row = {"image_id": int(item.image_id), "image": str(item.image), "label": str(item.label),
+                   "label_idx": int(label_idx[k]), "pred": classes[pred], "pred_idx": pred,
+                   "confidence": float(confidence[k]), "correct": pred == int(label_idx[k]),
+                   "target_idx": int(target_idx[k]), "score": float(scores[k])}
+            for name, value in (getattr(item, "attributes", None) or {}).items():
+                row[f"attr.{name}"] = None if value is None else str(value)
+            image_rows.append(row)
+            rows.extend(region_rows(int(item.image_id), saliency[k], batch.masks[k], regions))
+            kept.append(saliency[k])
+        empty = self.empty_tables()
+        return Tables(pd.DataFrame(image_rows) if image_rows else empty.images,
+                      pd.DataFrame(rows, columns=REGION_COLUMNS),
+                      pool_maps(torch.stack(kept)) if kept else empty.maps,
+                      pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
+
+    def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
+        from analysis.evidence.stage import compute_evidence
+
+        return compute_evidence(prepared.loaded, prepared.dataset, store, method=run["method"],
+                                layer_name=prepared.target_layer, seed=int(run["seed"]), params=explainer_params(run))
+
+    def findings(self, store, run: dict, *, n_boot: int, seed: int) -> dict:
+        from analysis.report.flags import report_findings
+
+        images = store.images()
+        if not len(images):
+            return {}
+        found = report_findings(images, store.regions(), store.evidence(), maps=store.maps(), n_boot=n_boot,
+                                seed=seed)
+        return {**found, "metrics": {"accuracy": float(images["correct"].astype(bool).mean()),
+                                     **(found.get("metrics") or {})}}
+
+    def compare(self, stores: list, names: list[str], **options) -> dict:
+        from analysis.report.compare import compare_runs
+
+        return compare_runs(stores, names, **options)
+
+    def summarise_comparison(self, result: dict) -> str:
+        from analysis.report.compare import summarise
+
+        return summarise(result)
+
+
+def _forward_and_explain(inputs, label_idx, loaded, explainer, target_mode):
+    """(logits, target indices, maps, scores) on CPU, with one forward where the method allows it."""
+    import torch
+
+    from explainers.targets import ClassTarget, ObservedOutput, PredictedClass
+
+    if getattr(explainer, "observes_clean_output", False):
+        target = PredictedClass() if target_mode == "pred" else ObservedOutput(ClassTarget(label_idx))
+        result = explainer.explain(inputs, target)
+        logits, target_idx = target.output.float().cpu(), target.indices.cpu()
+    else:
+        with torch.no_grad():
+            logits = loaded.module(inputs).float()
+        probs = torch.softmax(logits.nan_to_num(0.0), dim=1)
+        target_idx = probs.max(dim=1).indices.cpu() if target_mode == "pred" else label_idx
+        result = explainer.explain(inputs, ClassTarget(target_idx))
+        logits = logits.cpu()
+    return logits, target_idx, result.maps.detach().float().cpu(), result.scores.detach().float().cpu()
+
+
+TASK = ClassificationTask()
