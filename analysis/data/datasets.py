@@ -131,10 +131,14 @@ class Dataset:
     def target_path(self, item: Item) -> Path | None:
         return None if item.target is None else self._resolve(item.target, self._where(item))
 
-    def load_target(self, item: Item, image_size: tuple[int, int], orientation: int = 1) -> np.ndarray | None:
+    def load_target(self, item: Item) -> np.ndarray | None:
         """The segmentation class map (int32, oriented like the image; 255 = ignore), or None."""
         path = self.target_path(item)
-        return None if path is None else read_mask(path, image_size, orientation, image_path=self.image_path(item))
+        if path is None:
+            return None
+        image_path = self.image_path(item)
+        size, orientation = image_header(image_path)
+        return read_mask(path, size, orientation, image_path=image_path)
 
     def load(self, item: Item) -> tuple[Image.Image, np.ndarray | None]:
         """(RGB image with EXIF orientation applied, int32 mask oriented the same way or None).
