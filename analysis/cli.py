@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print("saliency-audit: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except BaseException as exc:
-        if type(exc).__name__ != "Cancelled":  # analysis.runs.runner.Cancelled: SIGTERM from cancel_job
+        if type(exc).__name__ != "Cancelled":  # analysis.runs.engine.Cancelled: SIGTERM from cancel_job
             raise
         print("saliency-audit: run cancelled; run it again to resume", file=sys.stderr)
         return 143
@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands -----------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from analysis.runs.runner import execute_run, make_explainer_check
+    from analysis.runs.engine import execute_run
+    from analysis.runs.tasks import check_method, task_of_model
 
     workspace = _workspace(args)
     if args.resume_id:
@@ -115,7 +116,7 @@ def cmd_run(args) -> int:
         if not args.model or not args.data:
             raise InputError("run needs --model PATH|ID and --data PATH|ID (or --resume-id RUN)")
         if args.method:
-            make_explainer_check(args.method, task=None)  # fail fast on a misspelt name, before copying files in
+            check_method(args.method, any_task=True)  # fail fast on a misspelt name, before copying files in
         params: dict[str, Any] = {"target": args.target}
         if args.layer:
             params["layer"] = args.layer
@@ -123,11 +124,10 @@ def cmd_run(args) -> int:
         if args.n <= 0:
             raise InputError(f"--n {args.n}: the sample size must be a positive number of images")
         model_id = workspace.resolve_model(args.model, args.card)
-        task = workspace.model(model_id)["card"].get("task", "classification")
-        method = args.method or ("drise" if task == "detection" else "gradcam")
-        make_explainer_check(method, task)
-        if task == "detection":
-            params.pop("target")  # detection explains every detection the model makes
+        task = task_of_model(workspace.model(model_id))  # InputError for a task this version does not run
+        method = args.method or task.default_method
+        check_method(method, task.name)
+        params = task.new_run_params(params)
         dataset_id = workspace.resolve_dataset(args.data)
         run_id = workspace.create_run(model_id, dataset_id, method, params, args.n, args.seed, args.name)
     if args.backend == "ray":
@@ -173,23 +173,22 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from analysis.report.compare import compare_runs
-    from analysis.report.detection_compare import compare_detection_runs
     from analysis.report.html import render_comparison_page
+    from analysis.runs.tasks import task_of_run
 
     workspace = _workspace(args)
     runs = [workspace.run(run_id) for run_id in args.runs]  # InputError for an unknown id
-    detection = [run["id"] for run in runs if workspace.model(run["model_id"])["card"].get("task") == "detection"]
-    if detection and len(detection) < len(runs):
-        raise InputError(f"compare runs of one task: {', '.join(detection)} audit a detector, the others a "
-                         "classifier; compare each kind separately")
+    tasks = [task_of_run(workspace, run) for run in runs]
+    if len({task.name for task in tasks}) > 1:
+        by_task = {task.name: [run["id"] for run, t in zip(runs, tasks) if t.name == task.name] for task in tasks}
+        kinds = "; ".join(f"{', '.join(ids)} audit {name} models" for name, ids in by_task.items())
+        raise InputError(f"compare runs of one task: {kinds}; compare each task separately")
     if len(set(args.runs)) < len(args.runs):
         raise InputError("compare: a run is given twice; give each run once, oldest version first")
     names = [run["name"] or run["id"] for run in runs]
     if len(set(names)) < len(names):  # two runs with one name: tell them apart by id
         names = [f"{name} ({run['id']})" for name, run in zip(names, runs)]
-    compare = compare_detection_runs if detection else compare_runs
-    result = compare([workspace.store(run["id"]) for run in runs], names)
+    result = tasks[0].compare([workspace.store(run["id"]) for run in runs], names)
     if args.format == "html":
         _emit(render_comparison_page(result), args.out)
     else:

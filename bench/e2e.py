@@ -29,15 +29,15 @@ from bench.models import build
 
 STAGES = {  # stage -> functions (file suffix, name) whose cumulative main-thread time it is
     "setup (register files, load model, validate)": [("workspace.py", "resolve_model"),
-                                                     ("workspace.py", "resolve_dataset"), ("runner.py", "prepare")],
+                                                     ("workspace.py", "resolve_dataset"), ("classification.py", "prepare")],
     "future waits": [("_base.py", "result")],
-    "explain batch": [("runner.py", "_explain_batch")],
-    "region shares": [("runner.py", "_region_rows")],
+    "explain batch": [("classification.py", "explain_batch")],
+    "region shares": [("classification.py", "region_rows")],
     "write shard (main thread)": [("store.py", "write_shard")],
     "writer finish": [("shard_writer.py", "finish")],
     "record shard (catalog)": [("workspace.py", "record_shard")],
-    "evidence (interventions, 2nd explainer, sanity, faithfulness)": [("runner.py", "evidence_stage")],
-    "report (finish_run)": [("runner.py", "finish_run")],
+    "evidence (interventions, 2nd explainer, sanity, faithfulness)": [("engine.py", "run_evidence")],
+    "report (finish_run)": [("engine.py", "finish_run")],
 }
 
 
@@ -117,7 +117,7 @@ class WriteTimer:
 
 
 def decode_seconds(workspace_root: Path, run_id: str) -> float:
-    from analysis.runs.runner import _decode
+    from analysis.runs.decoding import decode
     from analysis.store.workspace import Workspace
     from explainers.models import load_model
 
@@ -127,7 +127,7 @@ def decode_seconds(workspace_root: Path, run_id: str) -> float:
     card = load_model(workspace.model(run["model_id"])["abspath"]).card
     start = time.perf_counter()
     for i in range(0, len(dataset.items), 32):
-        _decode(dataset, card, dataset.items[i:i + 32])
+        decode(dataset, card, dataset.items[i:i + 32])
     return time.perf_counter() - start
 
 

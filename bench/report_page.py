@@ -23,7 +23,7 @@ REPO = HERE.parent
 
 def audited_workspace(root: Path, n: int) -> tuple[str, float | None]:
     """The workspace with one finished n-image Grad-CAM run; (run id, seconds the audit took or None if reused)."""
-    from analysis.runs.runner import execute_run
+    from analysis.runs.engine import execute_run
     from analysis.store.workspace import Workspace
     from sample_models.scenes import generate
     from sample_models.train import WEIGHTS_DIR

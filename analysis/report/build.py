@@ -12,8 +12,7 @@ import json
 import os
 from typing import Any
 
-from analysis.report.detection_report import detection_findings, is_detection_run
-from analysis.report.flags import report_findings
+from analysis.runs.tasks import DEFAULT_TASK, task_of_store
 from analysis.store.run_store import RunStore
 from analysis.store.workspace import Workspace
 
@@ -65,29 +64,27 @@ def build_report(store_or_run: RunStore | str, workspace: Workspace | None = Non
                  n_boot: int = 1000) -> dict[str, Any]:
     store, workspace = _resolve(store_or_run, workspace)
     run = workspace.run(store.run_id) if workspace is not None and store.run_id else {}
-    images, regions, skipped = store.images(), store.regions(), store.skipped()
+    images, skipped = store.images(), store.skipped()
     model = workspace.model(run["model_id"]) if run else None
     dataset = workspace.dataset(run["dataset_id"]) if run else None
-    detection = is_detection_run(store, model)
+    task = task_of_store(store, model)
     report = {
         "run": {"id": run.get("id", store.run_dir.name), "name": run.get("name"), "method": run.get("method"),
                 "params": run.get("params", {}), "n_images": int(len(images)), "seed": run.get("seed"),
                 "status": run.get("status"), "target_layer": run.get("target_layer"),
                 "model": {"name": model["name"], "sha256": model["sha256"]} if model else None,
                 "dataset": {"name": dataset["name"], "sha256": dataset["sha256"]} if dataset else None},
-        "metrics": {"accuracy": float(images["correct"].astype(bool).mean()) if len(images) and not detection else None,
+        "metrics": {"accuracy": None,
                     "n_images": int(len(images)), "n_skipped": int(len(skipped))},
         "regions": [], "flags": [], "sanity": {},
     }
-    report["run"]["task"] = "detection" if detection else ((model or {}).get("card") or {}).get("task")
-    if detection:  # analysis.report.detection_report: recall, per-class box/context masses, context flags
-        findings = detection_findings(store, n_boot=n_boot, seed=int(run.get("seed") or 0))
-        report["run"]["settings"] = findings["detection"]["settings"]
-        findings["metrics"] = {**report["metrics"], **findings["metrics"]}
-        report.update(findings)
-    elif len(images):
-        report.update(report_findings(images, regions, store.evidence(), maps=store.maps(),
-                                      n_boot=n_boot, seed=int(run.get("seed") or 0)))
+    # the card's own word for a classifier (None when it says nothing), the task's name otherwise
+    report["run"]["task"] = (((model or {}).get("card") or {}).get("task") if task.name == DEFAULT_TASK
+                             else task.name)
+    findings = task.findings(store, run, n_boot=n_boot, seed=int(run.get("seed") or 0))
+    report["run"].update(findings.pop("run", {}))
+    report["metrics"].update(findings.pop("metrics", {}))
+    report.update(findings)
     report["skipped"] = [{"image": str(r["image"]), "reason": str(r["reason"])} for r in skipped.to_dict("records")]
     return report
 

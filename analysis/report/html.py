@@ -14,6 +14,8 @@ from html import escape
 
 import numpy as np
 
+from analysis.runs.tasks import view_of
+
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
@@ -33,11 +35,11 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
     run = report.get("run") or {}
     name = title or f"Saliency audit: {run.get('name') or run.get('id') or 'run'}"
     parts = [f"<h1>{escape(str(name))}</h1>", _run_summary(report)]
-    detection = run.get("task") == "detection"
-    parts.append("<h2>Shortcut flags</h2>" + (_detection_flags(report) if detection
-                                               else _flags_table(report.get("flags") or [])))
-    if detection:
-        parts.append(_detection_sections(report))
+    view = view_of(run.get("task"))
+    flags, sections = VIEW_SECTIONS.get(view, (lambda r: _flags_table(r.get("flags") or []), None))
+    parts.append("<h2>Shortcut flags</h2>" + flags(report))
+    if sections is not None:
+        parts.append(sections(report))
     if report.get("subgroups"):
         parts.append("<h2>Subgroup findings</h2><ul>" + "".join(
             f"<li>{escape(str(f.get('text', '')))}</li>" for f in report["subgroups"]) + "</ul>")
@@ -68,8 +70,8 @@ def render_comparison_page(comparison: dict, title: str = "Saliency audit: versi
 def render_comparison(comparison: dict, charts: "_Charts | None" = None) -> str:
     charts = charts or _Charts()
     out = [f"<p>{escape(str(comparison.get('summary', '')))}</p>", charts.comparison(comparison)]
-    if comparison.get("task") == "detection":
-        return "".join(out) + _detection_comparison(comparison)
+    if view_of(comparison.get("task")) in COMPARISON_SECTIONS:
+        return "".join(out) + COMPARISON_SECTIONS[view_of(comparison.get("task"))](comparison)
     rows = []
     for region, entry in (comparison.get("regions") or {}).items():
         for change in entry.get("changes", []):
@@ -322,3 +324,9 @@ def _ci(pair, pct: bool = False) -> str:
         return "–"
     fmt = _pct if pct else _num
     return f"[{fmt(pair[0])}, {fmt(pair[1])}]"
+
+
+# A task's own report sections, by the task's view name (`analysis.runs.tasks`); other views get the
+# classification sections. (flags section, extra sections) and the comparison section.
+VIEW_SECTIONS = {"detection": (_detection_flags, _detection_sections)}
+COMPARISON_SECTIONS = {"detection": _detection_comparison}

@@ -224,8 +224,8 @@ class ShardSink:
             self.workspace.record_shard(self.run_id, index, n_rows, path, n_done=n_done, n_skipped=n_skipped)
             self.bar.update(n_items)
 
-        extra = {name: tables.extra[name] for name in self.task.extra_tables} if self.task.extra_tables else None
-        self.writer.submit(index, tables.images, tables.regions, tables.maps, skipped, extra=extra, record=record)
+        extra = {"extra": {name: tables.extra[name] for name in self.task.extra_tables}} if self.task.extra_tables else {}
+        self.writer.submit(index, tables.images, tables.regions, tables.maps, skipped, record=record, **extra)
 
     def __enter__(self) -> "ShardSink":
         return self

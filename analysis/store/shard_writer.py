@@ -22,10 +22,10 @@ class ShardWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._pending: tuple[Future, Callable[[str], None]] | None = None
 
-    def submit(self, *args, record: Callable[[str], None]) -> None:
-        """Finish (and record) the shard in flight, then start writing this one."""
+    def submit(self, *args, record: Callable[[str], None], **kwargs) -> None:
+        """Finish (and record) the shard in flight, then start writing this one (`write(*args, **kwargs)`)."""
         self.finish()
-        self._pending = (self._pool.submit(self._write, *args), record)
+        self._pending = (self._pool.submit(self._write, *args, **kwargs), record)
 
     def finish(self) -> None:
         """Wait for the shard in flight and record it; its write error, if any, is raised here."""

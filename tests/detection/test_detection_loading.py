@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from analysis.runs.runner import make_explainer_check
+from analysis.runs.tasks import check_method
 from explainers.detection import TorchvisionDetector
 from explainers.errors import InputError
 from explainers.models import ModelCard, load_model
@@ -69,11 +69,11 @@ def test_unknown_detection_architecture_and_pickled_models_are_refused(tmp_path)
 
 
 def test_methods_are_checked_against_the_task():
-    make_explainer_check("drise", "detection")
+    check_method("drise", "detection")
     with pytest.raises(InputError, match="'gradcam': explains classifiers, not detectors; choose one of: drise"):
-        make_explainer_check("gradcam", "detection")
+        check_method("gradcam", "detection")
     with pytest.raises(InputError, match="'drise': explains detectors, not classifiers"):
-        make_explainer_check("drise", "classification")
+        check_method("drise", "classification")
 
 
 @pytest.mark.slow  # builds five detectors (ResNet-50, MobileNetV3, VGG-16 backbones) (random weights) and runs each a few times

@@ -107,7 +107,7 @@ def test_stored_tables_per_detection(detection_runs):
 
 def test_resume_after_interrupt_gives_the_same_rows(tmp_path, coco_scenes, detection_runs, capsys, monkeypatch):
     """A run cut after its first shard, then resumed with the same command, equals the uninterrupted run."""
-    from analysis.runs import detection_run
+    from analysis.runs.tasks import detection as detection_run
 
     real = detection_run.explain_batch
     calls = {"n": 0}

@@ -8,7 +8,7 @@ import torch
 from detection_helpers import cli, run_args
 
 from analysis.evidence.detection_audit import own_detections
-from analysis.runs.detection_run import (FAITHFULNESS_DETECTIONS, SANITY_IMAGES, SANITY_STAGES, detection_faithfulness,
+from analysis.runs.tasks.detection import (FAITHFULNESS_DETECTIONS, SANITY_IMAGES, SANITY_STAGES, detection_faithfulness,
                                     detection_sanity)
 from analysis.report.build import cached_report
 from analysis.evidence.sanity import randomisation_test

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.runs.runner import execute_run
+from analysis.runs.engine import execute_run
 from analysis.store.workspace import Workspace
 from tests.runs.helpers import expected_region_table, write_dataset, write_model
 

@@ -3,7 +3,7 @@
 Why a zygote and not os.fork() in the test process: once a process has run a backward pass (any earlier
 test explaining in-process), autograd refuses to run in its forked children ("Unable to handle autograd's
 threading in combination with fork-based multiprocessing"). The zygote is a fresh Python that imports
-torch once (one thread), loads each run's model once (`runner.prepare`) and never runs autograd itself; it forks a
+torch once (one thread), loads each run's model once (the task's `prepare`) and never runs autograd itself; it forks a
 worker per request, and each worker runs `execute_run` with the prepared model. The test process kills
 workers by pid and asks the zygote to reap them. Worker exit codes: 0 done, 3 refused (InputError), 1
 anything else (traceback in the zygote's log).
@@ -68,7 +68,8 @@ class Zygote:
 def _serve() -> None:
     # No torch.set_num_threads here (OMP_NUM_THREADS instead): a thread pool set up before fork can abort
     # a child's autograd thread ("Invalid thread pool!").
-    from analysis.runs import runner
+    from analysis.runs import engine as runner
+    from analysis.runs.tasks import task_of_run
     from analysis.store.workspace import Workspace
     from tqdm import tqdm
 
@@ -85,7 +86,8 @@ def _serve() -> None:
             key = (command["root"], command["run_id"])
             if key not in prepared:
                 ws = Workspace(command["root"])
-                prepared[key] = runner.prepare(ws, ws.run(command["run_id"]))
+                task = task_of_run(ws, ws.run(command["run_id"]))
+                prepared[key] = (task, task.prepare(ws, ws.run(command["run_id"]), "cpu"))
                 ws.close()
             go_read, go_write = os.pipe()
             pids = []
@@ -121,7 +123,8 @@ def _work(runner, Workspace, InputError, prepared, command, go_read) -> None:
     try:
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the zygote's stdout is its reply channel
-        runner.prepare = lambda *args, **kwargs: prepared
+        task, ready = prepared
+        task.prepare = lambda *args, **kwargs: ready  # on the instance: this forked child only
         os.read(go_read, 1)
         runner.execute_run(Workspace(command["root"]), command["run_id"], batch_size=command["batch_size"],
                            progress=False)

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.runs import runner
+from analysis.runs import engine
+from analysis.runs.tasks import classification
 from analysis.cli import main
 from analysis.store.workspace import Workspace
 
@@ -32,24 +33,24 @@ def _first_pixels(data, ids) -> torch.Tensor:
 
 
 def _patch_prepare(monkeypatch, wrap_forward=None, wrap_explain=None):
-    real_prepare = runner.prepare
+    real_prepare = classification.TASK.prepare
 
     def prepare(*args, **kwargs):
-        loaded, dataset, explainer, layer, target = real_prepare(*args, **kwargs)
+        prepared = real_prepare(*args, **kwargs)
         if wrap_forward:
-            loaded.module.forward = wrap_forward(loaded.module.forward)
+            prepared.loaded.module.forward = wrap_forward(prepared.loaded.module.forward)
         if wrap_explain:
-            explainer.explain = wrap_explain(explainer.explain)
-        return loaded, dataset, explainer, layer, target
+            prepared.explainer.explain = wrap_explain(prepared.explainer.explain)
+        return prepared
 
-    monkeypatch.setattr(runner, "prepare", prepare)
+    monkeypatch.setattr(classification.TASK, "prepare", prepare)
 
 
 def _run(tmp_path, model_file, data, batch_size=4):
     ws = Workspace(tmp_path / "ws")
     run_id = ws.create_run(ws.register_model(model_file), ws.register_dataset(data), "gradcam",
                            {"target": "pred"}, n=12, seed=0)
-    return ws, run_id, lambda: runner.execute_run(ws, run_id, batch_size=batch_size, progress=False)
+    return ws, run_id, lambda: engine.execute_run(ws, run_id, batch_size=batch_size, progress=False)
 
 
 def _overall(ws, run_id) -> dict:
@@ -124,7 +125,7 @@ def test_model_failing_on_everything_stops_the_run_and_records_no_skips(tmp_path
     assert ws.store(run_id).skipped()["image_id"].tolist() == [5]
 
     monkeypatch.undo()  # the model is fixed
-    final = runner.execute_run(ws, run_id, batch_size=4, progress=False)
+    final = engine.execute_run(ws, run_id, batch_size=4, progress=False)
     assert final["status"] == "done" and final["n_done"] == 11
     _assert_exact(ws, run_id, data_12, skip=(5,))
 

@@ -11,7 +11,7 @@ import weakref
 
 import torch
 
-from analysis.runs import runner
+from analysis.runs.engine import execute_run
 from analysis.store.shard_writer import ShardWriter
 from analysis.store.workspace import Workspace
 
@@ -41,7 +41,7 @@ def test_memory_is_flat_over_sixty_batches(tmp_path, model_file, data_120, monke
         return real_submit(self, index, images, regions, maps, skipped, record=record)
 
     monkeypatch.setattr(ShardWriter, "submit", watching_submit)
-    final = runner.execute_run(ws, run_id, batch_size=2, progress=False)
+    final = execute_run(ws, run_id, batch_size=2, progress=False)
     assert final["n_done"] == N_IMAGES - len(CORRUPT) and len(batches) == 60
     assert still_alive == {10: 0, 59: 0}  # no earlier batch's rows or maps are held
     assert tensors[59] - tensors[10] <= 4, tensors  # keeping maps would add about 2 x 49 tensors

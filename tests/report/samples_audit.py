@@ -39,11 +39,13 @@ def audit(workspace, model_path: Path, data_id: str, *, method: str = "gradcam",
     """(store, evidence, findings) for one model on one registered dataset."""
     from analysis.evidence.stage import compute_evidence
     from analysis.report.flags import report_findings
-    from analysis.runs.runner import execute_run, prepare
+    from analysis.runs.engine import execute_run
+    from analysis.runs.tasks import get_task
 
     run_id = workspace.create_run(workspace.register_model(model_path), data_id, method, n=n, seed=seed)
     execute_run(workspace, run_id, progress=False)
-    loaded, dataset, _, layer_name, _ = prepare(workspace, workspace.run(run_id))
+    prepared = get_task("classification").prepare(workspace, workspace.run(run_id), "cpu")
+    loaded, dataset, layer_name = prepared.loaded, prepared.dataset, prepared.target_layer
     store = workspace.store(run_id)
     evidence = compute_evidence(loaded, dataset, store, method=method, layer_name=layer_name, seed=seed,
                                 max_images=n, n_boot=300, sanity_images=8, faithfulness_images=16)

@@ -11,7 +11,8 @@ from tests.report import planted
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from analysis.runs.runner import execute_run, prepare
+    from analysis.runs.engine import execute_run
+    from analysis.runs.tasks import get_task
     from analysis.store.workspace import Workspace
 
     root = tmp_path_factory.mktemp("evidence")
@@ -20,7 +21,8 @@ def finished_run(tmp_path_factory):
     ws = Workspace(root / "ws")
     run_id = ws.create_run(ws.register_model(model), ws.register_dataset(data), "gradcam", n=48, seed=0)
     execute_run(ws, run_id, progress=False)
-    loaded, dataset, _, layer_name, _ = prepare(ws, ws.run(run_id))
+    prepared = get_task("classification").prepare(ws, ws.run(run_id), "cpu")
+    loaded, dataset, layer_name = prepared.loaded, prepared.dataset, prepared.target_layer
     return loaded, dataset, ws.store(run_id), layer_name
 
 

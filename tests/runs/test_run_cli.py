@@ -177,13 +177,14 @@ def test_nan_model_output_skips_the_image(tmp_path, files, monkeypatch):
     """An image whose logits are NaN is listed as skipped with the reason; the others are explained."""
     import torch
 
-    from analysis.runs import runner
+    from analysis.runs import engine
+    from analysis.runs.tasks import classification
 
-    real_prepare = runner.prepare
+    real_prepare = classification.TASK.prepare
 
     def poisoned_prepare(*args, **kwargs):
-        loaded, dataset, explainer, layer, target = real_prepare(*args, **kwargs)
-        module = loaded.module
+        prepared = real_prepare(*args, **kwargs)
+        module = prepared.loaded.module
         original_forward = module.forward
 
         def forward(x):
@@ -192,15 +193,15 @@ def test_nan_model_output_skips_the_image(tmp_path, files, monkeypatch):
             return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
 
         module.forward = forward
-        return loaded, dataset, explainer, layer, target
+        return prepared
 
     from PIL import Image
     first_pixel = torch.tensor(np.asarray(Image.open(files["data"] / "images" / "000.png"))[0, 0, 0] / 255.0, dtype=torch.float32)
-    monkeypatch.setattr(runner, "prepare", poisoned_prepare)
+    monkeypatch.setattr(classification.TASK, "prepare", poisoned_prepare)
     ws = Workspace(tmp_path / "ws")
     run_id = ws.create_run(ws.register_model(files["model"]), ws.register_dataset(files["data"]), "saliency",
                            {"target": "pred"}, n=50, seed=0)
-    final = runner.execute_run(ws, run_id, batch_size=4, progress=False)
+    final = engine.execute_run(ws, run_id, batch_size=4, progress=False)
     skipped = ws.store(run_id).skipped().set_index("image_id")["reason"].to_dict()
     assert "NaN" in skipped[0] and 5 in skipped and final["n_done"] == 10
 
@@ -208,7 +209,7 @@ def test_nan_model_output_skips_the_image(tmp_path, files, monkeypatch):
 @pytest.mark.slow
 def test_background_job_cancel_keeps_shards_and_resumes(tmp_path, files):
     from analysis.store.jobs import cancel_job, job_alive, start_job
-    from analysis.runs.runner import execute_run
+    from analysis.runs.engine import execute_run
 
     data = write_dataset(tmp_path / "data40", n=40, seed=4)
     ws = Workspace(tmp_path / "ws")

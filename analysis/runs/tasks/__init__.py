@@ -45,8 +45,8 @@ def task_of_run(workspace, run: dict) -> Task:
 def task_of_store(store, model_row: dict | None) -> Task:
     """The task of a stored run, for readers: the model's card when the catalog has it, else what the store
     holds (the evidence's `task`, or a shard table only that task writes)."""
-    if model_row is not None:
-        return task_of_model(model_row)
+    if model_row is not None and card_task_name(model_row) in TASKS:
+        return TASKS[card_task_name(model_row)]
     named = (store.evidence() or {}).get("task")
     if named in TASKS:
         return TASKS[named]
@@ -58,6 +58,12 @@ def task_of_store(store, model_row: dict | None) -> Task:
 
 def _frame_tables(task: Task) -> tuple[str, ...]:
     return getattr(task, "frame_tables", task.extra_tables)
+
+
+def view_of(task_name: str | None) -> str:
+    """The dashboard / HTML view of a report's or comparison's `task` (the default task's view when it names
+    none or one this version does not know: an old or a foreign report still renders)."""
+    return TASKS.get(task_name or DEFAULT_TASK, TASKS[DEFAULT_TASK]).view
 
 
 def task_of_dataset(path: Path) -> Task:
