@@ -50,18 +50,22 @@ def models() -> pd.DataFrame:
 
 
 def datasets() -> pd.DataFrame:
-    """Registered datasets with their `task`: "detection" for COCO (folder or zip), else "classification"."""
+    """Registered datasets with `task` (the task whose format it is in, `analysis.runs.tasks.task_of_dataset`)
+    and `tasks` (every task that takes it, comma-joined)."""
     frame = _frame(ws().datasets())
     if not frame.empty:
-        frame["task"] = [_dataset_task(path, sha) for path, sha in zip(frame["abspath"], frame["sha256"])]
+        found = [_dataset_tasks(path, sha) for path, sha in zip(frame["abspath"], frame["sha256"])]
+        frame["task"] = [first for first, _ in found]
+        frame["tasks"] = [takers for _, takers in found]
     return frame
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _dataset_task(abspath: str, sha256: str) -> str:  # the content hash keys the cache
-    from analysis.data.detection_data import is_detection_dataset
+def _dataset_tasks(abspath: str, sha256: str) -> tuple[str, str]:  # the content hash keys the cache
+    from analysis.runs.tasks import TASKS, task_of_dataset
 
-    return "detection" if is_detection_dataset(Path(abspath)) else "classification"
+    path = Path(abspath)
+    return task_of_dataset(path).name, ",".join(name for name, t in TASKS.items() if t.takes_dataset(path))
 
 
 def runs() -> pd.DataFrame:
@@ -89,17 +93,35 @@ def run_label(run_id: str) -> str:
 
 
 def methods(task: str = "classification") -> list[str]:
-    """Explainers for models of `task`: D-RISE for detection models, the classifier methods otherwise."""
-    from explainers.registry import METHODS, load_builtin_methods
+    """Explainers for models of `task` (`analysis.runs.tasks.methods_for`): D-RISE for detectors, ..."""
+    from analysis.runs.tasks import methods_for
 
-    load_builtin_methods()
-    kind = "detector" if task == "detection" else "classifier"
-    return sorted(name for name, cls in METHODS.items() if cls.model_kind == kind) or sorted(SECONDS_PER_IMAGE)
+    return methods_for(task) or sorted(SECONDS_PER_IMAGE)
 
 
 def model_task(model_id: str) -> str:
     """The model card's task (classification when the card does not say)."""
-    return ((ws().model(model_id) or {}).get("card") or {}).get("task", "classification")
+    from analysis.runs.tasks import card_task_name
+
+    return card_task_name(ws().model(model_id))
+
+
+def task_info(task: str) -> dict:
+    """What the pages need to know about a task: its `view`, `default_method`, `model_kind`; the default
+    task's when this version does not run `task` (the page then says so through `supported`)."""
+    from analysis.runs.tasks import DEFAULT_TASK, TASKS
+
+    known = TASKS.get(task)
+    chosen = known or TASKS[DEFAULT_TASK]
+    return {"name": task, "supported": known is not None, "view": chosen.view,
+            "default_method": chosen.default_method, "model_kind": chosen.model_kind}
+
+
+def report_view(report: dict) -> str:
+    """The view that shows this report (its `run.task` through the registry)."""
+    from analysis.runs.tasks import view_of
+
+    return view_of((report.get("run") or {}).get("task"))
 
 
 # --- one run ------------------------------------------------------------------------------------------
@@ -206,14 +228,14 @@ def engine_function(module: str, name: str):
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...],
-               detection: bool = False) -> dict | None:
-    """`analysis.report.compare.compare_runs` (or `analysis.report.detection_compare.compare_detection_runs` for detection
-    runs): per-region numbers per run, accuracy or recall, a summary; None if this engine lacks it."""
-    compare = engine_function(*(("analysis.report.detection_compare", "compare_detection_runs") if detection
-                                else ("analysis.report.compare", "compare_runs")))
-    if compare is None:
+               task: str = "classification") -> dict | None:
+    """The task's comparison (`Task.compare`: per-region numbers per run, accuracy or recall, a summary);
+    None if this engine cannot compare runs of that task."""
+    from analysis.runs.tasks import TASKS
+
+    if task not in TASKS:
         return None
-    return compare([_store(r) for r in run_ids], list(names))
+    return TASKS[task].compare([_store(r) for r in run_ids], list(names))
 
 
 # --- exports ------------------------------------------------------------------------------------------

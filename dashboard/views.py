@@ -225,8 +225,9 @@ def duration(seconds: float) -> str:
 
 
 def datasets_for_task(datasets: pd.DataFrame, task: str) -> pd.DataFrame:
-    """A detector audits COCO datasets, a classifier the other layouts (segmenters and taggers included)."""
-    return datasets[(datasets["task"] == "detection") == (task == "detection")]
+    """The datasets `task` takes (the `tasks` column: `Task.takes_dataset`), e.g. COCO folders for detectors."""
+    takers = datasets["tasks"] if "tasks" in datasets else datasets["task"]
+    return datasets[[task in str(t).split(",") for t in takers]]
 
 
 def default_series(runs: pd.DataFrame, limit: int = 5) -> list[str]:

@@ -1,6 +1,6 @@
 """The report of a detection run: the DESIGN.md report keys, filled with detection content.
 
-Pure over the run store (`analysis.runs.detection_run` writes the tables and the evidence), like the
+Pure over the run store (`analysis.runs.tasks.detection` writes the tables and the evidence), like the
 classification report. What differs:
 - `run.task` is "detection" (readers branch on it) and `run.settings` holds the runner's thresholds;
 - `metrics`: per class the recall of the ground-truth objects (IoU >= 0.5, right class, score >= threshold)
@@ -22,12 +22,6 @@ import pandas as pd
 
 from analysis.stats.aggregate import wilson_interval
 from analysis.evidence.detection_audit import MIN_DROP, OUTSIDE_THRESHOLD, bootstrap_ci, class_summary, table_flags
-
-
-def is_detection_run(store, model: dict | None) -> bool:
-    if model is not None:
-        return (model.get("card") or {}).get("task") == "detection"
-    return store.evidence().get("task") == "detection" or len(store.table("detections")) > 0
 
 
 def detection_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

@@ -26,19 +26,20 @@ tasks = {data.model_task(data.run_info(r)["model_id"]) for r in chosen}
 if len(tasks) > 1:
     st.info("Choose audits of one kind: these mix detector and classifier audits.")
     st.stop()
-detection = tasks == {"detection"}
+(task,) = tasks
 
 versions = tuple(data.version(r) for r in chosen)
 labels = {r: f"v{k + 1}: {data.run_info(r).get('name') or r}" for k, r in enumerate(chosen)}
-comparison = data.comparison(tuple(chosen), versions, tuple(labels[r] for r in chosen), detection)
+comparison = data.comparison(tuple(chosen), versions, tuple(labels[r] for r in chosen), task)
 if comparison is None:
     st.warning("This installation's engine has no version comparison (analysis.report.compare).")
     st.stop()
 
 st.subheader("Summary")
 st.markdown(views.plain(comparison.get("summary") or "no summary"))
-if detection:
-    detection_views.render_comparison(comparison, chosen, versions, labels)
+own_body = {"detection": detection_views.render_comparison}.get(data.task_info(task)["view"])
+if own_body is not None:
+    own_body(comparison, chosen, versions, labels)
     st.stop()
 
 regions = views.comparison_regions(comparison)

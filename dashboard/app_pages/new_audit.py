@@ -21,17 +21,21 @@ tasks = sorted({data.model_task(m) for m in chosen_models}) or ["classification"
 if len(tasks) > 1:
     st.error("Choose detection models or classifiers, not both: they take different explainers.")
     st.stop()
+task = data.task_info(tasks[0])
+if not task["supported"]:
+    st.error(f"This version does not audit {tasks[0]} models yet; choose a model whose card names another task.")
+    st.stop()
 fitting = views.datasets_for_task(datasets, tasks[0])
 if fitting.empty:
-    st.info("No registered dataset fits a " + ("detector: register a COCO folder (images/, instances.json)"
-                                                if tasks[0] == "detection" else "classifier") + " on page **Upload**.")
+    st.info(f"No registered dataset fits a {task['model_kind']}"
+            + {"detection": ": register a COCO folder (images/, instances.json)"}.get(task["name"], "")
+            + " on page **Upload**.")
     st.stop()
 dataset_names = dict(zip(fitting["id"], fitting["name"]))
 dataset_id = st.selectbox("Dataset", list(dataset_names), format_func=lambda d: f"{dataset_names[d]} ({d})",
                           key="audit_dataset")
 offered = data.methods(tasks[0])
-methods = st.multiselect("Explainer(s)", offered, default=offered[:1] if tasks[0] == "detection" else
-                         [m for m in ["gradcam"] if m in offered],
+methods = st.multiselect("Explainer(s)", offered, default=[m for m in [task["default_method"]] if m in offered],
                          key=f"audit_methods_{tasks[0]}")  # per task: switching model kind keeps a valid default
 c1, c2 = st.columns(2)
 n_images = c1.number_input("Images to sample", min_value=1, max_value=100_000, value=200, step=50,

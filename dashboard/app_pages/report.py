@@ -18,8 +18,9 @@ if info["status"] != "done":
 
 report = data.report(run_id, version)
 meta = report.get("run", {})
-if meta.get("task") == "detection":  # boxes, context regions, D-RISE: its own page body
-    detection_views.render(report, run_id, version, info)
+own_body = {"detection": detection_views.render}.get(data.report_view(report))  # a task view's own body
+if own_body is not None:  # detection: boxes, context regions, D-RISE
+    own_body(report, run_id, version, info)
     st.stop()
 cols = st.columns(4)
 cols[0].metric("Images explained", meta.get("n_images", info.get("n_done")))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from analysis.runs.methods import check_method_kind, methods_of_kind
 from analysis.runs.task import Task
 from analysis.runs.tasks import classification, detection, multilabel, segmentation
 from explainers.errors import InputError
@@ -76,22 +77,9 @@ def task_of_dataset(path: Path) -> Task:
 
 def methods_for(task_name: str | None) -> list[str]:
     """Explainer names that explain models of the task."""
-    from explainers.registry import METHODS, load_builtin_methods
-
-    load_builtin_methods()
-    kind = get_task(task_name).model_kind
-    return sorted(name for name, cls in METHODS.items() if cls.model_kind == kind)
+    return methods_of_kind(get_task(task_name).model_kind)
 
 
 def check_method(method: str, task_name: str | None = DEFAULT_TASK, *, any_task: bool = False) -> None:
     """InputError unless `method` explains models of the task (`any_task`: unless it is a known method)."""
-    from explainers.registry import METHODS, load_builtin_methods
-
-    load_builtin_methods()
-    allowed = sorted(METHODS) if any_task else methods_for(task_name)
-    if method not in allowed:
-        if method in METHODS:
-            why = f"explains {METHODS[method].model_kind}s, not {get_task(task_name).model_kind}s; "
-        else:
-            why = "unknown method; "
-        raise InputError(f"method {method!r}: {why}choose one of: {', '.join(allowed)}")
+    check_method_kind(method, None if any_task else get_task(task_name).model_kind)

@@ -85,7 +85,7 @@ class ClassificationTask:
         return dict(params)
 
     def prepare(self, workspace, run: dict, device: str) -> Prepared:
-        from analysis.runs.tasks import check_method
+        from analysis.runs.methods import check_method_kind
         from explainers.models import load_model
         from explainers.registry import METHODS, make_explainer
 
@@ -93,7 +93,7 @@ class ClassificationTask:
         target_mode = params.get("target", "pred")
         if target_mode not in ("pred", "label"):
             raise InputError(f"parameter target={target_mode!r}: use 'pred' (predicted class) or 'label'")
-        check_method(run["method"], self.name)
+        check_method_kind(run["method"], self.model_kind)
         model_row = workspace.model(run["model_id"])
         loaded = load_model(model_row["abspath"], device=device)
         dataset = workspace.open_dataset(run["dataset_id"])

@@ -77,11 +77,11 @@ def settings(run: dict) -> dict:
 def prepare(workspace, run: dict, device: str = "cpu") -> Prepared:
     """The loaded model, detection dataset, D-RISE explainer and `settings`; InputError before any compute."""
     from analysis.data.detection_data import DetectionDataset
-    from analysis.runs.tasks import check_method
+    from analysis.runs.methods import check_method_kind
     from explainers.models import load_model
     from explainers.registry import make_explainer
 
-    check_method(run["method"], "detection")
+    check_method_kind(run["method"], DetectionTask.model_kind)
     options = settings(run)
     model_row = workspace.model(run["model_id"])
     loaded = load_model(model_row["abspath"], device=device)
