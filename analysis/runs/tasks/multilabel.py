@@ -183,7 +183,7 @@ class MultilabelTask:
             {"tags": pd.DataFrame(tag_rows, columns=TAG_COLUMNS),
              "tag_regions": pd.DataFrame(tag_region_rows, columns=[*REGION_COLUMNS, "tag"]),
              "tag_maps": {"image_ids": np.asarray(tag_map_ids, np.int64), "tag_idx": np.asarray(tag_map_idx, np.int64),
-                          "maps": pool_maps(torch.stack(tag_maps)) if tag_maps else empty.extra["tag_maps"]["maps"]}})
+                          "maps": pool_maps(torch.stack(tag_maps)) if tag_maps else pool_maps(torch.zeros(1, *inputs.shape[-2:]))[:0]}})
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
         from analysis.evidence.tag_audit import tag_interventions

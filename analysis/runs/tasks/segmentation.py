@@ -188,7 +188,7 @@ class SegmentationTask:
             {"segments": pd.DataFrame(seg_rows, columns=SEGMENT_COLUMNS),
              "segment_regions": pd.DataFrame(seg_region_rows, columns=[*REGION_COLUMNS, "class"]),
              "segment_maps": {"image_ids": np.asarray(seg_ids, np.int64), "class_idx": np.asarray(seg_idx, np.int64),
-                              "maps": pool_maps(torch.stack(seg_maps)) if seg_maps else empty.extra["segment_maps"]["maps"]}})
+                              "maps": pool_maps(torch.stack(seg_maps)) if seg_maps else pool_maps(torch.zeros(1, *inputs.shape[-2:]))[:0]}})
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
         from analysis.evidence.segment_audit import segment_interventions
