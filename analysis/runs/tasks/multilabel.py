@@ -95,11 +95,11 @@ class MultilabelTask:
         return dict(params)
 
     def prepare(self, workspace, run: dict, device: str) -> Prepared:
-        from analysis.runs.tasks import check_method
+        from analysis.runs.methods import check_method_kind
         from explainers.models import load_model
 
         options = settings(run)
-        check_method(run["method"], self.name)
+        check_method_kind(run["method"], self.model_kind)
         model_row = workspace.model(run["model_id"])
         loaded = load_model(model_row["abspath"], device=device)
         dataset = workspace.open_dataset(run["dataset_id"])

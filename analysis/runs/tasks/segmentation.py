@@ -95,11 +95,11 @@ class SegmentationTask:
         return dict(params)
 
     def prepare(self, workspace, run: dict, device: str) -> Prepared:
-        from analysis.runs.tasks import check_method
+        from analysis.runs.methods import check_method_kind
         from explainers.models import load_model
 
         options = settings(run)
-        check_method(run["method"], self.name)
+        check_method_kind(run["method"], self.model_kind)
         if run["method"] not in METHODS:
             raise InputError(f"method {run['method']!r} does not take a segmentation target (a class's logits "
                              f"summed over its pixels); use one of {', '.join(METHODS)}")
