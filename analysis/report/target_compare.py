@@ -33,11 +33,13 @@ def compare_target_runs(stores: list, names: list[str], findings: Callable, key:
             entry["runs"][k] = {"excess_drop": rec.get("excess_drop"), "excess_drop_ci": rec.get("excess_drop_ci"),
                                 "p_value": rec.get("p_value"), "n": rec.get("n"),
                                 "flagged": (rec[key], rec["region"]) in flagged}
-    return {"runs": [{"name": n, "id": getattr(s, "run_id", None)} for n, s in zip(names, stores)],
-            "target": key, "regions": list(regions.values()), "interventions": list(effects.values()),
-            "flags": [[{"class": f["class"], "region": f["region"], "severity": f["severity"]} for f in found["flags"]]
-                      for found in results],
-            "metrics": [found["metrics"] for found in results]}
+    result = {"runs": [{"name": n, "id": getattr(s, "run_id", None)} for n, s in zip(names, stores)],
+              "target": key, "regions": list(regions.values()), "interventions": list(effects.values()),
+              "flags": [[{"class": f["class"], "region": f["region"], "severity": f["severity"]}
+                         for f in found["flags"]] for found in results],
+              "metrics": [found["metrics"] for found in results]}
+    result["summary"] = summarise(result)
+    return result
 
 
 def summarise(result: dict) -> str:

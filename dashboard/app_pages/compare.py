@@ -1,7 +1,7 @@
 """Compare versions: did retraining move attention off the shortcut, and at what cost in accuracy?"""
 import streamlit as st
 
-from dashboard import data, detection_views, overlay, state, views
+from dashboard import data, detection_views, overlay, state, task_views, views
 
 st.title("Compare versions")
 st.caption("Pick the runs of successive model versions on the same dataset, oldest first.")
@@ -37,7 +37,8 @@ if comparison is None:
 
 st.subheader("Summary")
 st.markdown(views.plain(comparison.get("summary") or "no summary"))
-own_body = {"detection": detection_views.render_comparison}.get(data.task_info(task)["view"])
+own_body = {"detection": detection_views.render_comparison,
+            **task_views.COMPARISON_BODIES}.get(data.task_info(task)["view"])
 if own_body is not None:
     own_body(comparison, chosen, versions, labels)
     st.stop()
