@@ -1,6 +1,6 @@
 """`saliency-audit`: the command line over the same engine the dashboard uses.
 
-Contract (DESIGN.md section 3): `run` prints the run id alone on the last stdout line (progress goes to
+Contract (docs/FORMATS.md): `run` prints the run id alone on the last stdout line (progress goes to
 stderr); bad input exits 2 with one line on stderr and no traceback; `check --fail-on-flags` exits 3.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from analysis.store.workspace import ENV_VAR
 from explainers.errors import InputError
 
 
@@ -48,8 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--workspace", default=None, help="workspace folder (default ./workspace or "
-                                                         "$SALIENCY_AUDIT_WORKSPACE)")
+        p.add_argument("--workspace", default=None, help=f"workspace folder (default ./workspace or ${ENV_VAR})")
         p.set_defaults(handler=handler)
         return p
 
@@ -228,7 +228,7 @@ def cmd_dashboard(args) -> int:
         raise InputError(f"dashboard not available in this installation ({exc}); reinstall with `pip install .`")
     if not APP.is_file():
         raise InputError(f"dashboard not available: {APP} is missing from this installation")
-    env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(workspace.root.resolve()))
+    env = {**os.environ, ENV_VAR: str(workspace.root.resolve())}
     return subprocess.call(streamlit_command(args.port), env=env)
 
 

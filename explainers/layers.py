@@ -11,7 +11,7 @@ gradient of the output w.r.t. the activation); a layer for which that fails is p
 candidate. (The hook hands the network a clone of the activation, so even densenet's `features`, which
 the network then modifies with `relu(inplace=True)`, works as a graph root.)
 
-    python -m explainers.layers MODEL_PATH [--card model.json]     lists the spatial layers of a model
+`python -m explainers.list_layers MODEL_PATH [--card model.json]` lists the spatial layers of a model.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from explainers.hooks import capture_layer, frozen
 logger = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 8
-LIST_LAYERS_HINT = "list the spatial layers with `python -m explainers.layers MODEL_PATH`"
+LIST_LAYERS_HINT = "list the spatial layers with `python -m explainers.list_layers MODEL_PATH`"
 
 
 @dataclass(frozen=True)
@@ -143,32 +143,3 @@ def _is_resampler(module: nn.Module) -> bool:
 
 def _is_spatial(output: Any) -> bool:
     return isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[2] > 1 and output.shape[3] > 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from explainers.models import load_model, ModelCard
-
-    parser = argparse.ArgumentParser(prog="python -m explainers.layers", description=__doc__.splitlines()[0])
-    parser.add_argument("model")
-    parser.add_argument("--card", default=None)
-    args = parser.parse_args(argv)
-    try:
-        card = ModelCard.from_json(args.card) if args.card else None
-        loaded = load_model(args.model, card=card)
-        if not loaded.supports_hooks:
-            raise InputError(f"{args.model}: TorchScript models have no hookable layers; export a .pt2")
-        default = loaded.target_layer_name()
-        for name, shape in spatial_layers(loaded.net, loaded.card.input_size, loaded.device):
-            print(f"{name}\t{tuple(shape[1:])}" + ("\t<- target layer" if name == default else ""))
-    except InputError as exc:
-        import sys
-
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Users' datasets (DESIGN.md section 3): a folder with manifest.csv, a .zip of one, or an ImageFolder tree.
+"""Users' datasets (docs/FORMATS.md): a folder with manifest.csv, a .zip of one, or an ImageFolder tree.
 
 Opening a dataset only parses its description (manifest, regions.json, folder listing); `validate()` then
 checks everything a run relies on before any compute, and reports up to ten problems at once, each with
@@ -36,7 +36,9 @@ import numpy as np
 from PIL import Image
 
 from analysis.data.archive import entry_parts, safe_extract
+from analysis.data.detection_data import is_detection_folder, open_detection_dataset
 from analysis.data.images import ImageError, MaskError, image_header, read_image_and_orientation, read_mask
+from analysis.data.types import MAX_LISTED_PROBLEMS, DatasetError, Item, Region  # noqa: F401 (the readers' types)
 from explainers.errors import InputError
 from explainers.model_files import file_sha256
 
@@ -47,40 +49,9 @@ ROLES = ("core",)
 TAG_SEPARATOR = "|"
 IGNORE_INDEX = 255  # segmentation target maps: pixels no class is scored on
 SPECIAL_COLUMNS = ("image", "label", "mask", "target")
-MAX_LISTED_PROBLEMS = 10
 MAX_DESCRIPTION_BYTES = 256 * (1 << 20)  # manifest.csv / regions.json read into memory
 _IGNORED_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")
 _REGION_ID = re.compile(r"^[0-9]+$")
-
-
-class DatasetError(InputError):
-    """One or more problems with a dataset; `problems` holds at most ten, `total` counts them all."""
-
-    def __init__(self, summary: str, problems: list[str] | tuple[str, ...] = (), total: int | None = None):
-        self.summary = summary
-        self.problems = list(problems)[:MAX_LISTED_PROBLEMS]
-        self.total = len(problems) if total is None else total
-        lines = [summary] + [f"  - {p}" for p in self.problems]
-        if self.total > len(self.problems):
-            lines.append(f"  ... and {self.total - len(self.problems)} more")
-        super().__init__("\n".join(lines))
-
-
-@dataclass(frozen=True)
-class Region:
-    id: int
-    name: str
-    role: str | None = None  # "core": what the label is about; every other region is a shortcut candidate
-
-
-@dataclass(frozen=True)
-class Item:
-    image_id: int
-    image: str  # path relative to the dataset root, "/"-separated
-    label: str
-    mask: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict)  # subgroup columns; treat as read-only
-    target: str | None = None  # segmentation: the class-index map (PNG) of this image
 
 
 def split_tags(label: str) -> tuple[str, ...]:
@@ -111,6 +82,7 @@ class Dataset:
         self.has_targets = has_targets
         self.manifest = manifest
         self._lines = dict(lines or {})  # image_id -> manifest line, for messages
+        self.shown_as = str(self.root)  # how messages name the dataset: the user's path, not a workspace copy
 
     def __len__(self) -> int:
         return len(self.items)
@@ -186,7 +158,7 @@ class Dataset:
         elif classes is not None and task != "segmentation":
             problems.extend(self._label_problems(classes))
         if problems:
-            raise DatasetError(f"dataset {self.root} has {len(problems)} problem(s); fix them and retry:",
+            raise DatasetError(f"dataset {self.shown_as} has {len(problems)} problem(s); fix them and retry:",
                                problems)
 
     @cached_property
@@ -206,7 +178,7 @@ class Dataset:
             try:
                 digest = file_sha256(self._resolve(rel, rel))
             except OSError as exc:
-                raise DatasetError(f"{self.root}: cannot read {rel!r} ({exc.strerror or exc}); run validate()") from None
+                raise DatasetError(f"{self.shown_as}: cannot read {rel!r} ({exc.strerror or exc}); run validate()") from None
             h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
         return h.hexdigest()
 
@@ -242,7 +214,7 @@ class Dataset:
         except (OSError, ValueError):
             is_file = False
         if not is_file:
-            problems.append(f"{where}: {what} file {rel!r} not found in {self.root}; fix the path or add the file")
+            problems.append(f"{where}: {what} file {rel!r} not found in {self.shown_as}; fix the path or add the file")
             return None
         return path
 
@@ -325,8 +297,6 @@ def open_dataset(path: str | os.PathLike, *, workdir: str | os.PathLike | None =
     manifest = root / MANIFEST
     if manifest.is_file():
         return _from_manifest(root, name, manifest)
-    from analysis.data.detection_data import is_detection_folder, open_detection_dataset
-
     if is_detection_folder(root):  # COCO detection layout: instances.json [+ context.json]
         return open_detection_dataset(root, name)
     return _from_image_folder(root, name)

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torchvision.ops import box_iou
 
+from analysis.stats.aggregate import bootstrap_means
 from explainers.detection import DetectionTarget, detection_similarity, detections_above
 
 NEUTRAL_FILL = (0.35, 0.55, 0.25)  # grass green: neither water nor road nor sky
@@ -310,8 +311,7 @@ def bootstrap_ci(values: np.ndarray, seed: int, n_boot: int = 1000) -> list[floa
         return [float("nan"), float("nan")]
     if len(values) == 1:
         return [float(values[0]), float(values[0])]
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
+    means = bootstrap_means(values, n_boot=n_boot, rng=np.random.default_rng(seed))
     return [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 

@@ -22,6 +22,7 @@ def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, 
                  top_fraction: float = 0.1, alpha: float = 0.01) -> dict:
     stores = list(stores)
     names = [str(n) for n in (names or [getattr(s, "run_id", None) or f"run{i + 1}" for i, s in enumerate(stores)])]
+    ids = [getattr(s, "run_id", None) for s in stores]  # names can collide; scripts key on ids
     frames = [(s.images(), s.regions()) for s in stores]
     per_run = [_overall(images, regions, n_boot=n_boot, seed=seed) for images, regions in frames]
 
@@ -29,7 +30,7 @@ def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, 
     for k, (name, run) in enumerate(zip(names, per_run)):
         for region, row in run["rows"].items():
             entry = regions.setdefault(region, {"role": row["role"], "runs": [None] * len(stores), "changes": []})
-            entry["runs"][k] = {"run": name, **{key: row[key] for key in
+            entry["runs"][k] = {"run": name, "run_id": ids[k], **{key: row[key] for key in
                                 ("mass_mean", "mass_ci", "area_mean", "lift", "lift_ci", "n")}}
     for region, entry in regions.items():
         for k in range(1, len(stores)):
@@ -46,11 +47,11 @@ def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, 
                            **map_similarity(stores[k - 1].maps(), stores[k].maps(), top_fraction)})
 
     accuracy = []
-    for name, (images, _) in zip(names, frames):
+    for name, run_id, (images, _) in zip(names, ids, frames):
         table = accuracy_table(images)
         for row in table.to_dict("records"):
-            accuracy.append({"run": name, **{k: _clean(v) for k, v in row.items()}})
-    result = {"runs": names, "regions": regions, "map_similarity": similarity, "accuracy": accuracy}
+            accuracy.append({"run": name, "run_id": run_id, **{k: _clean(v) for k, v in row.items()}})
+    result = {"runs": names, "run_ids": ids, "regions": regions, "map_similarity": similarity, "accuracy": accuracy}
     result["summary"] = summarise(result, alpha=alpha)
     return result
 
@@ -106,32 +107,40 @@ def topk_iou(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
     return (top_a & top_b).sum(1) / (top_a | top_b).sum(1)
 
 
+def mass_shift(entry: dict, alpha: float) -> tuple[str, dict, dict] | None:
+    """("rose" | "fell", first run's row, last run's row) when a non-core region's saliency mass changed
+    significantly (some version-to-version change with p < alpha); None otherwise. Shared by every task's
+    comparison summary."""
+    runs = [r for r in entry["runs"] if r is not None]
+    if entry["role"] == "core" or len(runs) < 2 or not any(c["p_value"] < alpha for c in entry["changes"]):
+        return None
+    return ("fell" if runs[-1]["mass_mean"] < runs[0]["mass_mean"] else "rose"), runs[0], runs[-1]
+
+
+def rate_shifts(rates: pd.DataFrame, first: str, last: str, key: str, value: str) -> pd.DataFrame:
+    """Rows of `key` whose rate `value` (with Wilson `ci_low`, `ci_high`) moved between the runs named
+    `first` and `last` beyond overlapping intervals: `value_a`, `value_b` and `delta` per row."""
+    merged = rates[rates["run"] == first].merge(rates[rates["run"] == last], on=key, suffixes=("_a", "_b"))
+    merged = merged.dropna(subset=[f"{value}_a", f"{value}_b"])
+    merged["delta"] = merged[f"{value}_b"] - merged[f"{value}_a"]
+    return merged[(merged["ci_low_b"] > merged["ci_high_a"]) | (merged["ci_high_b"] < merged["ci_low_a"])]
+
+
 def summarise(result: dict, *, alpha: float = 0.01) -> str:
     """Plain-language lines: shortcut-candidate attention that moved significantly, subgroup accuracy shifts."""
     names = result["runs"]
     lines = []
     for region, entry in result["regions"].items():
-        if entry["role"] == "core":
+        shift = mass_shift(entry, alpha)
+        if shift is None:
             continue
-        runs = [r for r in entry["runs"] if r is not None]
-        if len(runs) < 2:
-            continue
-        first, last = runs[0], runs[-1]
-        significant = [c for c in entry["changes"] if c["p_value"] < alpha]
-        if not significant:
-            continue
-        verb = "fell" if last["mass_mean"] < first["mass_mean"] else "rose"
+        verb, first, last = shift
         lines.append(f"attention on {region} {verb} from {first['mass_mean']:.0%} to {last['mass_mean']:.0%} "
                      f"of saliency mass between {first['run']} and {last['run']}")
     acc = pd.DataFrame(result["accuracy"])
     if len(acc) and len(names) >= 2:
-        groups = acc[acc["group"].notna()]
-        first, last = groups[groups["run"] == names[0]], groups[groups["run"] == names[-1]]
-        merged = first.merge(last, on="group", suffixes=("_a", "_b"))
-        if len(merged):
-            merged["delta"] = merged["accuracy_b"] - merged["accuracy_a"]
-            # a shift whose Wilson intervals do not overlap
-            moved = merged[(merged["ci_low_b"] > merged["ci_high_a"]) | (merged["ci_high_b"] < merged["ci_low_a"])]
+        moved = rate_shifts(acc[acc["group"].notna()], names[0], names[-1], "group", "accuracy")
+        if len(moved):
             for row in moved.reindex(moved["delta"].abs().sort_values(ascending=False).index).head(3) \
                     .to_dict("records"):
                 verb = "rose" if row["delta"] > 0 else "fell"

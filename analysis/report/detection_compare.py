@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.report.compare import mass_change
+from analysis.report.compare import mass_change, mass_shift, rate_shifts
 from analysis.report.detection_report import detection_findings
 
 
@@ -43,7 +43,8 @@ def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4
             out[region] = {"role": "core" if region == "box" else None, "runs": runs, "changes": changes}
         return out
 
-    result = {"task": "detection", "runs": names, "regions": entries(None),
+    ids = [getattr(store, "run_id", None) for store in stores]  # names can collide; scripts key on ids
+    result = {"task": "detection", "runs": names, "run_ids": ids, "regions": entries(None),
               "classes": {cls: e for cls in classes if (e := entries(cls))},  # a class no version detected: none
               "context": [_context_row(name, f, row) for name, f in zip(names, findings)
                           for row in f["detection"]["interventions"]],
@@ -74,19 +75,15 @@ def summarise(result: dict, *, alpha: float = 0.01) -> str:
                              f"in {first}, {b['excess_drop']:.2f} in {last} (beyond an equal-area control fill)")
     for cls, regions in result["classes"].items():
         for region, entry in regions.items():
-            runs = [r for r in entry["runs"] if r is not None]
-            if entry["role"] == "core" or len(runs) < 2 or not any(c["p_value"] < alpha for c in entry["changes"]):
+            shift = mass_shift(entry, alpha)
+            if shift is None:
                 continue
-            verb = "fell" if runs[-1]["mass_mean"] < runs[0]["mass_mean"] else "rose"
+            verb, a, b = shift
             lines.append(f"the share of {cls} detections' saliency on {region} {verb} from "
-                         f"{runs[0]['mass_mean']:.0%} to {runs[-1]['mass_mean']:.0%} between "
-                         f"{runs[0]['run']} and {runs[-1]['run']}")
+                         f"{a['mass_mean']:.0%} to {b['mass_mean']:.0%} between {a['run']} and {b['run']}")
     recall = pd.DataFrame(result["recall"])
     if len(recall):
-        merged = recall[recall["run"] == first].merge(recall[recall["run"] == last], on="class", suffixes=("_a", "_b"))
-        merged = merged.dropna(subset=["recall_a", "recall_b"])
-        moved = merged[(merged["ci_low_b"] > merged["ci_high_a"]) | (merged["ci_high_b"] < merged["ci_low_a"])]
-        for row in moved.to_dict("records"):
+        for row in rate_shifts(recall, first, last, "class", "recall").to_dict("records"):
             verb = "rose" if row["recall_b"] > row["recall_a"] else "fell"
             lines.append(f"recall on {row['class']} {verb} from {row['recall_a']:.0%} to {row['recall_b']:.0%}")
     if not lines:

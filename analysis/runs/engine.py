@@ -88,7 +88,7 @@ def claimed(workspace: Workspace, run_id: str, device: str) -> Iterator[dict]:
 
 def claim(workspace: Workspace, run_id: str, device: str) -> dict:
     """Mark the run as ours in one transaction, so two workers started together cannot both run it."""
-    from analysis.store.jobs import job_alive
+    from analysis.store.processes import job_alive
 
     holder = workspace.claim_run(run_id, os.getpid(), device, is_alive=job_alive)
     if holder is not None:

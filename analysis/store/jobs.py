@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from analysis.store.processes import job_alive  # noqa: F401 (part of this module's interface)
 from analysis.store.workspace import Workspace
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -49,26 +50,3 @@ def cancel_job(workspace: Workspace, run_id: str) -> bool:
     if run["status"] in ("pending", "running"):
         workspace.update_run(run_id, status="cancelled", pid=None)
     return signalled
-
-
-def job_alive(pid: int | None) -> bool:
-    """Whether `pid` is a live process (a zombie, finished but not yet reaped, counts as dead)."""
-    if not pid:
-        return False
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our own finished child
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True

@@ -16,15 +16,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-if TYPE_CHECKING:
-    from analysis.store.workspace import Workspace
 
 MAP_SIDE = 64
 IMAGE_COLUMNS = ["image_id", "image", "label", "label_idx", "pred", "pred_idx", "confidence", "correct",
@@ -47,7 +45,7 @@ def pool_maps(maps) -> np.ndarray:
 
 
 class RunStore:
-    def __init__(self, run_dir: str | os.PathLike, workspace: "Workspace | None" = None,
+    def __init__(self, run_dir: str | os.PathLike, workspace: Any = None,
                  run_id: str | None = None, shards: list[str] | None = None):
         self.run_dir = Path(run_dir)
         self.workspace = workspace

@@ -1,9 +1,9 @@
-"""`python -m explainers.layers MODEL` lists a model's spatial layers and marks the default."""
+"""`python -m explainers.list_layers MODEL` lists a model's spatial layers and marks the default."""
 from __future__ import annotations
 
 import torch
 
-from explainers.layers import main
+from explainers.list_layers import main
 
 from .conftest import TinyCNN, write_card
 

@@ -285,7 +285,7 @@ def test_unknown_target_layer_suggests_close_name(tmp_path):
     with pytest.raises(InputError) as info:
         load_model(path, card=ModelCard.from_dict({**CARD, "target_layer": "blocks"}))
     assert "no layer 'blocks'; did you mean 'block'" in str(info.value)
-    assert "python -m explainers.layers" in str(info.value)
+    assert "python -m explainers.list_layers" in str(info.value)
     loaded = load_model(path, card=ModelCard.from_dict(CARD))
     with pytest.raises(InputError, match="did you mean .*'block.0'"):
         loaded.layer("block.O")

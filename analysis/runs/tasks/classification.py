@@ -129,7 +129,7 @@ class ClassificationTask:
         classes, regions = prepared.options["classes"], prepared.options["regions"]
         explainer = prepared.explainer
         label_idx = torch.tensor([classes.index(str(it.label)) for it in batch.items])
-        logits, target_idx, saliency, scores = _forward_and_explain(
+        logits, target_idx, saliency, scores = forward_and_explain(
             batch.inputs.to(device), label_idx, prepared.loaded, explainer, prepared.options["target"])
         probs = torch.softmax(logits.nan_to_num(0.0), dim=1)
         confidence, pred_idx = probs.max(dim=1)
@@ -185,7 +185,7 @@ class ClassificationTask:
         return summarise(result)
 
 
-def _forward_and_explain(inputs, label_idx, loaded, explainer, target_mode):
+def forward_and_explain(inputs, label_idx, loaded, explainer, target_mode):
     """(logits, target indices, maps, scores) on CPU, with one forward where the method allows it."""
     import torch
 

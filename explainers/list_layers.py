@@ -1,0 +1,36 @@
+"""`python -m explainers.list_layers MODEL_PATH [--card model.json]`: a model's spatial layers (name and
+output shape), the default CAM layer marked. Its own module: it loads models (`explainers.models`), which
+use `explainers.layers`; the layer probing itself does not need the loader.
+"""
+from __future__ import annotations
+
+from explainers.errors import InputError
+from explainers.layers import spatial_layers
+from explainers.models import ModelCard, load_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m explainers.list_layers", description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--card", default=None)
+    args = parser.parse_args(argv)
+    try:
+        card = ModelCard.from_json(args.card) if args.card else None
+        loaded = load_model(args.model, card=card)
+        if not loaded.supports_hooks:
+            raise InputError(f"{args.model}: TorchScript models have no hookable layers; export a .pt2")
+        default = loaded.target_layer_name()
+        for name, shape in spatial_layers(loaded.net, loaded.card.input_size, loaded.device):
+            print(f"{name}\t{tuple(shape[1:])}" + ("\t<- target layer" if name == default else ""))
+    except InputError as exc:
+        import sys
+
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
