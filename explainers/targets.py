@@ -124,6 +124,7 @@ class MultiLabelTargets:
         image_idx, tag_idx = torch.nonzero(torch.as_tensor(tags).bool(), as_tuple=True)
         return image_idx, TagTarget(tag_idx)
 
+
 class ObservedOutput:
     """A target that keeps the first model output it scores (`output`, detached): for explainers whose first
     target call is the clean forward (`Explainer.observes_clean_output`), the caller reads the logits from

@@ -78,7 +78,8 @@ def segment_interventions(loaded, dataset, store, *, seed: int = 0, batch_size: 
             found = [a >= FOUND for a in accuracy]
             effect = paired_effect(*(a.numpy() for a in accuracy), (found[1] != found[0]).numpy(),
                                    (found[2] != found[0]).numpy(), seed=seed, n_boot=n_boot)
-            out.append({"class": name, "region": region["name"], "fill": fill, "control_overlap": overlap,
+            out.append({"class": name, "region": region["name"], "intervention": "fill", "fill": fill,
+                        "control_overlap": overlap,
                         "iou_before": pooled_iou(b0, t, c), "iou_after": pooled_iou(after, t, c),
                         "iou_control": pooled_iou(ctrl, t, c), **effect})
     return out

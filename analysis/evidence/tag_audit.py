@@ -70,6 +70,6 @@ def tag_interventions(loaded, dataset, store, *, threshold: float = 0.5, seed: i
             was = before > threshold
             effect = paired_effect(before, after, ctrl, (after > threshold) != was, (ctrl > threshold) != was,
                                    seed=seed, n_boot=n_boot)
-            out.append({"tag": tag, "region": region["name"], "fill": fill, "control_kind": control_kind,
-                        "control_overlap": float(overlap[present].mean()), **effect})
+            out.append({"tag": tag, "region": region["name"], "intervention": "fill", "fill": fill,
+                        "control_kind": control_kind, "control_overlap": float(overlap[present].mean()), **effect})
     return out

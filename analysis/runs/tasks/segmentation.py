@@ -56,7 +56,7 @@ def settings(run: dict) -> dict:
     return {"target": target}
 
 
-def class_maps_at(dataset, items, size) -> "torch.Tensor":
+def class_maps_at(dataset, items, size):
     """(B, h, w) long ground-truth class maps of `items`, resized (nearest) to the logits' `size`."""
     import torch
 
