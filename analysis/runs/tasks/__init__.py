@@ -52,13 +52,9 @@ def task_of_store(store, model_row: dict | None) -> Task:
     if named in TASKS:
         return TASKS[named]
     for task in TASKS.values():
-        if any(len(store.table(name)) for name in task.extra_tables if name in _frame_tables(task)):
+        if any(len(store.table(name)) or store.arrays(name) for name in task.extra_tables):
             return task
     return TASKS[DEFAULT_TASK]
-
-
-def _frame_tables(task: Task) -> tuple[str, ...]:
-    return getattr(task, "frame_tables", task.extra_tables)
 
 
 def view_of(task_name: str | None) -> str:

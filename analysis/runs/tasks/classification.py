@@ -191,7 +191,7 @@ def forward_and_explain(inputs, label_idx, loaded, explainer, target_mode):
 
     from explainers.targets import ClassTarget, ObservedOutput, PredictedClass
 
-    if getattr(explainer, "observes_clean_output", False):
+    if explainer.observes_clean_output:
         target = PredictedClass() if target_mode == "pred" else ObservedOutput(ClassTarget(label_idx))
         result = explainer.explain(inputs, target)
         logits, target_idx = target.output.float().cpu(), target.indices.cpu()

@@ -299,7 +299,6 @@ class DetectionTask:
     default_method = "drise"
     view = "detection"
     extra_tables = EXTRA_TABLES
-    frame_tables = ("detections", "ground_truth")  # the extra tables stored as parquet
 
     def takes_dataset(self, path: Path) -> bool:
         from analysis.data.detection_data import is_detection_dataset
