@@ -77,3 +77,16 @@ def test_segmentation_needs_a_target_column_and_a_map_on_every_row(tmp_path):
         parse_manifest("image,target\na.png,t.png\nb.png,\n")
     with pytest.raises(DatasetError, match=r"missing column\(s\) label"):
         parse_manifest("image,mask\na.png,m.png\n")
+
+
+def test_a_segmentation_folder_is_recognised_and_a_tag_manifest_stays_a_classifiers(tmp_path):
+    """The dashboard's dataset filter: a `target` column makes a segmentation dataset; a tagger reads the
+    classifier's manifest, so such a folder is named classification but offered to taggers too."""
+    from analysis.runs.tasks import TASKS, task_of_dataset
+    from sample_models import segmenting, tagging
+
+    segments = segmenting.generate(tmp_path / "seg", n=2)
+    tags = tagging.generate(tmp_path / "tags", n=2)
+    assert task_of_dataset(segments).name == "segmentation"
+    assert task_of_dataset(tags).name == "classification"
+    assert TASKS["multilabel"].takes_dataset(tags) and not TASKS["segmentation"].takes_dataset(tags)

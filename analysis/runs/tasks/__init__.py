@@ -66,7 +66,7 @@ def view_of(task_name: str | None) -> str:
 def task_of_dataset(path: Path) -> Task:
     """The task whose dataset format the registered folder or zip at `path` is in (the default otherwise)."""
     for task in TASKS.values():
-        if task.name != DEFAULT_TASK and getattr(task, "own_dataset_format", True) and task.takes_dataset(Path(path)):
+        if task.name != DEFAULT_TASK and task.own_dataset_format and task.takes_dataset(Path(path)):
             return task
     return TASKS[DEFAULT_TASK]
 

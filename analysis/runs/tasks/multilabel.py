@@ -37,8 +37,7 @@ RUN_PARAMS = ("target", "layer", "threshold")  # the task's own parameters; the 
 TARGET_MODES = ("pred", "gt")
 IMAGE_COLUMNS = ["image_id", "image", "label", "pred", "n_true", "n_pred", "n_targets", "correct"]
 TAG_COLUMNS = ["image_id", "tag", "tag_idx", "prob", "truth", "predicted", "target", "score"]
-FRAME_TABLES = ("tags", "tag_regions")
-EXTRA_TABLES = (*FRAME_TABLES, "tag_maps")
+EXTRA_TABLES = ("tags", "tag_regions", "tag_maps")  # the task's own shard tables
 
 
 def settings(run: dict) -> dict:
@@ -83,7 +82,6 @@ class MultilabelTask:
     default_method = "gradcam"
     view = "multilabel"
     extra_tables = EXTRA_TABLES
-    frame_tables = FRAME_TABLES
     own_dataset_format = False  # a classifier's manifest (labels joined by "|"): never how a dataset is recognised
 
     def takes_dataset(self, path: Path) -> bool:

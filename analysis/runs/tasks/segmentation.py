@@ -41,8 +41,7 @@ METHODS = ("gradcam", "gradcam_pp", "layercam")  # take a callable target on the
 IMAGE_COLUMNS = ["image_id", "image", "label", "n_targets", "pixel_accuracy", "correct"]
 SEGMENT_COLUMNS = ["image_id", "class", "class_idx", "pixels_pred", "pixels_true", "intersection", "union",
                    "target", "score"]
-FRAME_TABLES = ("segments", "segment_regions")
-EXTRA_TABLES = (*FRAME_TABLES, "segment_maps")
+EXTRA_TABLES = ("segments", "segment_regions", "segment_maps")  # the task's own shard tables
 IGNORE_INDEX = 255
 
 
@@ -72,7 +71,7 @@ class SegmentationTask:
     default_method = "gradcam"
     view = "segmentation"
     extra_tables = EXTRA_TABLES
-    frame_tables = FRAME_TABLES
+    own_dataset_format = True
 
     def takes_dataset(self, path: Path) -> bool:
         """A manifest with a `target` column (read from the header line only)."""
