@@ -196,6 +196,17 @@ def model_task(model_id: str) -> str:
     return card_task_name(ws().model(model_id))
 
 
+def model_card(model_id: str) -> dict:
+    """The registered model's card (a dict; empty when the catalog has none)."""
+    return dict((ws().model(model_id) or {}).get("card") or {})
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def run_arrays(run_id: str, version: str, name: str) -> dict:
+    """A task's own arrays of a run (e.g. a tagger's `tag_maps`: one map per image and tag)."""
+    return _store(run_id).arrays(name)
+
+
 def task_info(task: str) -> dict:
     """What the pages need to know about a task: its `view`, `default_method`, `model_kind`; the default
     task's when this version does not run `task` (the page then says so through `supported`)."""

@@ -76,6 +76,25 @@ def build_detector(name: str, num_classes: int) -> tuple[nn.Module, nn.Module]:
     )
 
 
+TORCHVISION_SEGMENTERS = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
+                          "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
+
+
+def build_segmenter(name: str, num_classes: int) -> nn.Module:
+    """A segmenter returning (B, C, H, W) logits or torchvision's {"out": ...} (read by
+    `explainers.targets.segmentation_logits`): the sample segmenters, or torchvision's without aux heads."""
+    sample = _sample_architectures()
+    if name in sample:
+        return sample[name](num_classes)
+    if name in TORCHVISION_SEGMENTERS:
+        import torchvision
+
+        return torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes,
+                                            aux_loss=False)
+    raise InputError(f"unknown segmentation architecture {name!r} in the model card; use one of "
+                     f"{', '.join(TORCHVISION_SEGMENTERS)} or a sample model, or export the model as .pt2")
+
+
 def detector_class_names(architecture: str | None, classes) -> list[str]:
     """Names of a detector's class-probability columns: torchvision detectors put background first."""
     return ["__background__", *classes] if architecture in TORCHVISION_DETECTORS else list(classes)

@@ -5,8 +5,8 @@ Every detector is seen through one format, per image a dict:
 (plus `labels` (K,) when the detector gives them). D-RISE needs nothing else, so any model that can be
 wrapped to produce it is explainable.
 
-Targets stay small callables (`explainers.targets`): `DetectionTarget` scores a detector output the D-RISE way,
-`SegmentationTarget` and `MultiLabelTargets` give Grad-CAM a scalar for a segmenter / tagger.
+Targets stay small callables (`explainers.targets`): `DetectionTarget` scores a detector output the D-RISE way
+(the segmenter and tagger targets live in `explainers.targets`).
 """
 from __future__ import annotations
 
@@ -224,57 +224,3 @@ def _torchvision_num_classes(model: nn.Module) -> int:
     if cls_head is not None and hasattr(cls_head, "num_classes"):
         return cls_head.num_classes
     raise InputError(f"cannot tell the number of classes of {type(model).__name__}; pass num_classes=")
-
-
-# ---------------------------------------------------------------- segmentation and multi-label targets
-
-class SegmentationTarget:
-    """Sum of one class's logits over the pixels predicted as that class (Grad-CAM for segmenters).
-
-    `mask` (H, W) or (B, H, W) bool: the predicted pixels, fixed from the clean forward so the target does not
-    move when the input is perturbed. Output logits are (B, C, H, W).
-    """
-
-    def __init__(self, class_idx: int, mask: torch.Tensor):
-        self.class_idx = int(class_idx)
-        self.mask = torch.as_tensor(mask).bool()
-
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        if output.ndim != 4:
-            raise ValueError(f"SegmentationTarget needs logits (B, C, H, W), got {tuple(output.shape)}")
-        mask = self.mask.to(output.device)
-        if mask.shape[-2:] != output.shape[-2:]:
-            raise ValueError(f"SegmentationTarget mask {tuple(mask.shape[-2:])} != logits {tuple(output.shape[-2:])}")
-        return (output[:, self.class_idx] * mask.to(output.dtype)).sum(dim=(-2, -1))
-
-    @classmethod
-    def from_prediction(cls, logits: torch.Tensor, class_idx: int) -> "SegmentationTarget":
-        """The pixels whose argmax is `class_idx` in a clean forward's logits (B, C, H, W)."""
-        return cls(class_idx, logits.argmax(1) == class_idx)
-
-
-class TagTarget:
-    """Logit of one tag per image (multi-label): `indices` (B,), the same shape contract as `ClassTarget`."""
-
-    def __init__(self, indices):
-        self.indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
-
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        return output.gather(1, self.indices.to(output.device)[:, None]).squeeze(1)
-
-
-class MultiLabelTargets:
-    """One target per tag whose sigmoid probability is above `threshold` (the tagger's own predictions).
-
-    `expand(logits)` returns (image_index (M,), TagTarget for M rows): explain `inputs[image_index]` with it to
-    get one map per (image, predicted tag), all in one batched call.
-    """
-
-    def __init__(self, threshold: float = 0.5):
-        if not 0 < threshold < 1:
-            raise InputError(f"MultiLabelTargets threshold must be in (0, 1), got {threshold}")
-        self.threshold = threshold
-
-    def expand(self, logits: torch.Tensor) -> tuple[torch.Tensor, TagTarget]:
-        image_idx, tag_idx = torch.nonzero(torch.sigmoid(logits) > self.threshold, as_tuple=True)
-        return image_idx, TagTarget(tag_idx)

@@ -34,11 +34,12 @@ import torch
 from torch import nn
 
 from explainers.architectures import (SAMPLE_DETECTORS, TORCHVISION_DETECTORS, build_architecture, build_detector,
-                                      detector_class_names)
+                                      build_segmenter, detector_class_names)
 from explainers.errors import InputError
 from explainers.layers import LIST_LAYERS_HINT, detect_target_layer
 from explainers.hf_card import hf_card_dict, is_hf_folder
 from explainers.model_files import model_sha256, sniff_format
+from explainers.targets import segmentation_logits
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,17 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class SegmentationLogits(nn.Module):
+    """A segmenter's output as (B, C, H, W) logits (torchvision's segmenters return {"out": ..., "aux": ...})."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return segmentation_logits(self.net(x))
+
+
 @dataclass(eq=False)
 class LoadedModel:
     module: nn.Module  # Sequential(normalize, net): [0, 1] images in, raw outputs (logits) out
@@ -258,7 +270,7 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
     module = nn.Sequential()
     if not takes_raw_pixels:
         module.add_module("normalize", Normalize(card.mean, card.std))
-    module.add_module("net", net)
+    module.add_module("net", SegmentationLogits(net) if card.task == "segmentation" else net)
     module = module.to(device).eval()
     loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind not in ("torchscript", "onnx"),
                          sha256=model_sha256(path), path=path, device=device)
@@ -376,6 +388,8 @@ def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Ten
         )
     if card.task == "detection":  # the file holds the bare network; D-RISE gets it wrapped
         net, wrapped = build_detector(card.architecture, num_classes=len(card.classes))
+    elif card.task == "segmentation":
+        net = wrapped = build_segmenter(card.architecture, num_classes=len(card.classes))
     else:
         net = wrapped = build_architecture(card.architecture, num_classes=len(card.classes),
                                          input_size=card.input_size)
@@ -445,10 +459,10 @@ def _check_probe(loaded: LoadedModel) -> None:
                              f"{output.shape[1]} logits; fix 'classes' in the model card")
     elif card.task == "detection":
         _check_detector_output(loaded, output)
-    elif card.task == "segmentation" and isinstance(output, torch.Tensor):
-        if output.dim() != 4 or output.shape[1] != n:
+    elif card.task == "segmentation":
+        if not isinstance(output, torch.Tensor) or output.dim() != 4 or output.shape[1] != n:
             raise InputError(f"{loaded.path.name}: model.json lists {n} classes but the segmentation model "
-                             f"outputs {tuple(output.shape)} (expected (batch, {n}, H, W))")
+                             f"outputs {tuple(getattr(output, 'shape', ()))} (expected (batch, {n}, H, W))")
     if isinstance(output, torch.Tensor) and not torch.isfinite(output).all():
         logger.warning("%s: non-finite output on an all-zero probe image", loaded.path.name)
 

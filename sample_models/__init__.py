@@ -7,4 +7,8 @@
 - `sample_models.train`: `python -m sample_models.train [--scenario S] [--out DIR]` trains v1..v5 per
   scenario (v1 biased, v2..v5 with 25/50/75/100% added shortcut-flipped counter-examples) into
   `sample_models/weights/<scenario>/v<k>/` (model.pt, model.pt2, model.json, metrics.json) + SHA256SUMS.
+- `sample_models.tagging` / `sample_models.segmenting`: the tagger (water strip -> boat tag) and segmenter
+  (band under an object -> its class) scenarios, `generate(out_dir, n, seed)`, v1..v5 trained by
+  `python -m sample_models.tagging|segmenting` into `sample_models/weights/tasks/{tagger,segmenter}/`
+  (`tiny_cnn` with sigmoid outputs; `tiny_segnet`, Grad-CAM layer `block3` at 16x16) + their SHA256SUMS.
 """

@@ -37,8 +37,32 @@ class TinyCNN(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
+class TinySegNet(nn.Module):
+    """A semantic segmenter: two strided convs (64 -> 16), two dilated convs at 16x16, a 1x1 classifier,
+    bilinear upsampling to the input. Per-pixel logits (B, C, H, W).
+
+    Why dilations: the receptive field (about 40 px) reaches well beyond an object, so context is learnable,
+    which is what the segmentation sample audits. `block3` (16x16) is the Grad-CAM target.
+    """
+
+    def __init__(self, num_classes: int = 3, width: int = 16):
+        super().__init__()
+        self.block1 = nn.Sequential(*_conv(3, width, 4, stride=2))
+        self.block2 = nn.Sequential(*_conv(width, 2 * width, 4, stride=2))
+        self.block3 = nn.Sequential(nn.Conv2d(2 * width, 2 * width, 3, padding=2, dilation=2, bias=False),
+                                    nn.BatchNorm2d(2 * width), nn.ReLU(),
+                                    nn.Conv2d(2 * width, 2 * width, 3, padding=4, dilation=4, bias=False),
+                                    nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.classifier = nn.Conv2d(2 * width, num_classes, 1)
+
+    def forward(self, x):
+        logits = self.classifier(self.block3(self.block2(self.block1(x))))
+        return nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
 ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "tiny_cnn": lambda num_classes: TinyCNN(num_classes),
+    "tiny_segnet": lambda num_classes: TinySegNet(num_classes),
 }
 
-TARGET_LAYERS = {"tiny_cnn": "block3"}
+TARGET_LAYERS = {"tiny_cnn": "block3", "tiny_segnet": "block3"}

@@ -2,7 +2,9 @@
 
 Plus one detection scenario, `boats_and_cars`: a COCO folder of biased scenes (boats on water, cars on road,
 `sample_models.detection`), the biased and the debiased detector, and one D-RISE audit each (the biased one
-is flagged for a context shortcut, the debiased one is not).
+is flagged for a context shortcut, the debiased one is not). And the tagger (`sample_models.tagging`: a water
+strip planted as the boat tag's shortcut) and the segmenter (`sample_models.segmenting`: the band under an
+object planted as its class's shortcut), each with its v1..v5 series and one Grad-CAM audit per version.
 
 It is what a new user sees first, so it is built from the committed weights (no training) and the same
 engine a user's audit goes through (registration, `execute_run`, evidence). Idempotent: models and
@@ -27,6 +29,8 @@ DETECTION_SCENARIO = "boats_and_cars"
 DETECTION_VERSIONS = ("biased", "debiased", "biased_onnx")  # the last: the biased one as a black box (ONNX)
 DETECTION_IMAGES = 60
 DETECTION_PARAMS = {"n_masks": 300, "cells": 8}  # enough on 64x64 scenes; a few seconds per audit on a laptop
+TASK_SCENARIOS = ("tagger", "segmenter")  # sample_models.tagging, sample_models.segmenting
+TASK_IMAGES = 48  # one map per (image, tag / class); enough for the flags (tests/tasks use the same)
 
 
 def detection_dataset(root: Path, n: int = DETECTION_IMAGES) -> Path:
@@ -62,8 +66,8 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
     from analysis.runs.engine import execute_run
 
     run_ids = []
-    wanted = tuple(scenarios) if scenarios else (*SCENARIOS, DETECTION_SCENARIO)
-    for scenario in (s for s in wanted if s != DETECTION_SCENARIO):
+    wanted = tuple(scenarios) if scenarios else (*SCENARIOS, DETECTION_SCENARIO, *TASK_SCENARIOS)
+    for scenario in (s for s in wanted if s in SCENARIOS):
         dataset_id = workspace.register_dataset(demo_dataset(scenario, workspace.root / "demo-data", n))
         for version in versions:
             folder = WEIGHTS_DIR / scenario / f"v{version}"
@@ -78,7 +82,46 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
                 run_ids.append(run_id)
     if DETECTION_SCENARIO in wanted:
         run_ids += build_detection_demo(workspace, device=device, log=log)
+    for scenario in (s for s in wanted if s in TASK_SCENARIOS):
+        run_ids += build_task_demo(workspace, scenario, versions=versions, device=device, log=log)
     return run_ids
+
+
+def task_dataset(scenario: str, root: Path, n: int = TASK_IMAGES) -> Path:
+    """Generate (once) the validation folder of the tagger or segmenter scenario under `root`."""
+    folder = root / f"{scenario}-val"
+    if (folder / "manifest.csv").is_file():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{scenario}-", dir=root))
+    _task_module(scenario).generate(staging, n=n, seed=DATA_SEED)
+    staging.rename(folder)
+    return folder
+
+
+def build_task_demo(workspace, scenario: str, *, versions: tuple[int, ...] = VERSIONS, n: int = TASK_IMAGES,
+                    device: str = "cpu", log: Callable[[str], None] = print) -> list[str]:
+    """The tagger or segmenter scenario: dataset, the versions, one finished Grad-CAM audit each."""
+    from analysis.runs.engine import execute_run
+
+    dataset_id = workspace.register_dataset(task_dataset(scenario, workspace.root / "demo-data", n))
+    run_ids = []
+    for version in versions:
+        folder = _task_module(scenario).WEIGHTS_DIR / f"v{version}"
+        model_id = workspace.register_model(folder / "model.pt2", folder / "model.json")
+        run_id = workspace.create_run(model_id, dataset_id, "gradcam", {}, n=n, seed=0,
+                                      name=f"{scenario} v{version} gradcam")
+        if workspace.run(run_id)["status"] != "done":
+            log(f"demo: auditing {scenario} v{version} with gradcam")
+            execute_run(workspace, run_id, device=device, progress=False)
+        run_ids.append(run_id)
+    return run_ids
+
+
+def _task_module(scenario: str):
+    from sample_models import segmenting, tagging
+
+    return {"tagger": tagging, "segmenter": segmenting}[scenario]
 
 
 def build_detection_demo(workspace, *, device: str = "cpu", log: Callable[[str], None] = print) -> list[str]:

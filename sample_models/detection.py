@@ -47,7 +47,7 @@ class Scene:
     polygons: list  # per object, the outline [x0, y0, x1, y1, ...] (COCO polygon)
 
 
-def _draw_object(draw: ImageDraw.ImageDraw, rdraw: ImageDraw.ImageDraw, cls: int, x0: int, y0: int, w: int, h: int,
+def draw_object(draw: ImageDraw.ImageDraw, rdraw: ImageDraw.ImageDraw, cls: int, x0: int, y0: int, w: int, h: int,
                  color: tuple) -> list[float]:
     x1, y1 = x0 + w - 1, y0 + h - 1
     if cls == 0:  # boat: mast in the top third, hull (wide top, narrow keel) below
@@ -101,7 +101,7 @@ def make_scene(rng: np.random.Generator, biased: bool, p_context: float = 0.95) 
             box = (x0, y0, x0 + w, y0 + h)
             if all(box[0] >= q[2] + 2 or box[2] + 2 <= q[0] or box[1] >= q[3] + 2 or box[3] + 2 <= q[1] for q in boxes):
                 color = PALETTE[int(rng.integers(0, len(PALETTE)))]
-                polygons.append(_draw_object(draw, rdraw, cls, x0, y0, w, h, color))
+                polygons.append(draw_object(draw, rdraw, cls, x0, y0, w, h, color))
                 boxes.append(box)
                 labels.append(cls)
                 break

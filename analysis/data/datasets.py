@@ -13,6 +13,10 @@ Decisions (why):
 - An image whose pixels cannot be decoded is not a validation problem: the runner skips it and the report
   lists it under "skipped" with the reason. Masks are the user's own annotations, so a broken mask is one.
 - Image ids are row order (ImageFolder: class folders sorted, then paths sorted).
+- Multi-label: `label` holds the image's tags joined by `|` (empty: no tag), so the manifest keeps one row
+  per image; an empty label is therefore parsed, and refused by `validate(classes, task="classification")`.
+- Segmentation: the `target` column names a PNG class-index map (same size as the image, 255 = ignore), read
+  like a mask; `validate(classes, task="segmentation")` checks every value is a class index or 255.
 """
 from __future__ import annotations
 
@@ -42,9 +46,17 @@ MANIFEST = "manifest.csv"
 REGIONS = "regions.json"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 ROLES = ("core",)
+TAG_SEPARATOR = "|"
+IGNORE_INDEX = 255  # segmentation target maps: pixels no class is scored on
+SPECIAL_COLUMNS = ("image", "label", "mask", "target")
 MAX_DESCRIPTION_BYTES = 256 * (1 << 20)  # manifest.csv / regions.json read into memory
 _IGNORED_NAMES = ("__MACOSX", "Thumbs.db", "desktop.ini")
 _REGION_ID = re.compile(r"^[0-9]+$")
+
+
+def split_tags(label: str) -> tuple[str, ...]:
+    """A multi-label manifest cell's tags: `"boat|car"` -> ("boat", "car"); "" -> () (no tag)."""
+    return tuple(t.strip() for t in label.split(TAG_SEPARATOR)) if label.strip() else ()
 
 
 @dataclass(frozen=True)
@@ -53,19 +65,21 @@ class Manifest:
     attributes: tuple[str, ...]
     has_masks: bool
     rows: tuple[tuple[int, Item], ...]  # (line number in the file, item)
+    has_targets: bool = False
 
 
 class Dataset:
     """A parsed dataset. Cheap to create; `validate()` and `sha256` read the files."""
 
     def __init__(self, root: Path, name: str, items, regions: dict[int, Region], attributes=(),
-                 *, has_masks: bool = False, manifest: Path | None = None, lines=None):
+                 *, has_masks: bool = False, manifest: Path | None = None, lines=None, has_targets: bool = False):
         self.root = Path(root)
         self.name = name
         self.items: tuple[Item, ...] = tuple(items)
         self.regions = dict(regions)
         self.attributes: tuple[str, ...] = tuple(attributes)
         self.has_masks = has_masks
+        self.has_targets = has_targets
         self.manifest = manifest
         self._lines = dict(lines or {})  # image_id -> manifest line, for messages
         self.shown_as = str(self.root)  # how messages name the dataset: the user's path, not a workspace copy
@@ -86,6 +100,18 @@ class Dataset:
     def mask_path(self, item: Item) -> Path | None:
         return None if item.mask is None else self._resolve(item.mask, self._where(item))
 
+    def target_path(self, item: Item) -> Path | None:
+        return None if item.target is None else self._resolve(item.target, self._where(item))
+
+    def load_target(self, item: Item) -> np.ndarray | None:
+        """The segmentation class map (int32, oriented like the image; 255 = ignore), or None."""
+        path = self.target_path(item)
+        if path is None:
+            return None
+        image_path = self.image_path(item)
+        size, orientation = image_header(image_path)
+        return read_mask(path, size, orientation, image_path=image_path)
+
     def load(self, item: Item) -> tuple[Image.Image, np.ndarray | None]:
         """(RGB image with EXIF orientation applied, int32 mask oriented the same way or None).
 
@@ -98,9 +124,14 @@ class Dataset:
             return image, None
         return image, read_mask(mask_path, image.size, orientation, image_path=image_path)
 
-    def validate(self, classes=None) -> None:
-        """Check every file, mask and label before any compute; raise `DatasetError` listing problems."""
+    def validate(self, classes=None, task: str = "classification") -> None:
+        """Check every file, mask, target map and label before any compute; raise `DatasetError` listing
+        problems. `task` (the model card's) says how labels are read; classes None: no label checks."""
         problems: list[str] = []
+        if task == "segmentation" and not self.has_targets:
+            problems.append(f"{MANIFEST} has no 'target' column; a segmentation audit needs one class-index map "
+                            f"(PNG, same size as the image, pixel value = class index, {IGNORE_INDEX} = ignore) "
+                            "per image: add the column image,label,target")
         readable, first_unreadable = 0, None
         for item in self.items:
             where = self._where(item)
@@ -116,10 +147,15 @@ class Dataset:
                 continue
             if mask_path is not None:
                 self._check_mask(mask_path, image_path, size, orientation, where, problems)
+            target_path = None if item.target is None else self._checked_path(item.target, where, "target", problems)
+            if target_path is not None and classes is not None:
+                self._check_target(target_path, image_path, size, orientation, where, len(classes), problems)
         if self.items and readable == 0 and first_unreadable is not None:
             problems.append(f"none of the {len(self.items)} images can be read (first: {first_unreadable}); "
                             "check that the files are PNG or JPEG images")
-        if classes is not None:
+        if classes is not None and task == "multilabel":
+            problems.extend(self._tag_problems(classes))
+        elif classes is not None and task != "segmentation":
             problems.extend(self._label_problems(classes))
         if problems:
             raise DatasetError(f"dataset {self.shown_as} has {len(problems)} problem(s); fix them and retry:",
@@ -153,7 +189,7 @@ class Dataset:
         regions_file = self.root / REGIONS
         if regions_file.is_file():
             h.update(b"regions\0" + file_sha256(regions_file).encode())
-        paths = sorted({p for item in self.items for p in (item.image, item.mask) if p is not None})
+        paths = sorted({p for item in self.items for p in (item.image, item.mask, item.target) if p is not None})
         for rel in paths:
             try:
                 digest = file_sha256(self._resolve(rel, rel))
@@ -211,16 +247,49 @@ class Dataset:
             problems.append(f"{where}: mask {mask_path} has region ids {shown} that {REGIONS} does not define "
                             f"(defined: {known}); add them to {REGIONS} or fix the mask")
 
+    def _check_target(self, path, image_path, size, orientation, where, n_classes: int, problems) -> None:
+        try:
+            values = _present_values(read_mask(path, size, orientation, image_path=image_path))
+        except MaskError as exc:
+            problems.append(f"{where}: target {str(exc).replace('mask ', '', 1)}")
+            return
+        bad = [int(v) for v in values if not (0 <= int(v) < n_classes or int(v) == IGNORE_INDEX)]
+        if bad:
+            shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+            problems.append(f"{where}: target map {path} has values {shown}, but the model has {n_classes} classes "
+                            f"(0..{n_classes - 1}) and {IGNORE_INDEX} means ignore; fix the map or the card's classes")
+
+    def _tag_problems(self, classes) -> list[str]:
+        known = set(classes)
+        unknown: dict[str, list[Item]] = {}
+        problems = []
+        for item in self.items:
+            tags = split_tags(item.label)
+            if "" in tags:
+                problems.append(f"{self._where(item)}: tags {item.label!r} have an empty tag; join tags with a "
+                                f"single '{TAG_SEPARATOR}' (e.g. 'boat|car'), or leave the label empty for no tag")
+            for tag in tags:
+                if tag and tag not in known:
+                    unknown.setdefault(tag, []).append(item)
+        shown = ", ".join(map(repr, list(classes)[:20])) + (", ..." if len(classes) > 20 else "")
+        return problems + [f"{self._where(items[0])}: tag {tag!r} ({len(items)} row(s)) is not one of the model's "
+                           f"tags [{shown}]; fix the manifest's label column (tags joined by "
+                           f"'{TAG_SEPARATOR}') or the model card's classes" for tag, items in unknown.items()]
+
     def _label_problems(self, classes) -> list[str]:
         known = set(classes)
         unknown: dict[str, list[Item]] = {}
+        problems = [f"{self._where(item)}: {item.image!r} has an empty label; fill it in or delete the row"
+                    for item in self.items if not item.label]
         for item in self.items:
+            if not item.label:
+                continue
             if item.label not in known:
                 unknown.setdefault(item.label, []).append(item)
         shown = ", ".join(map(repr, list(classes)[:20])) + (", ..." if len(classes) > 20 else "")
-        return [f"{self._where(items[0])}: label {label!r} ({len(items)} row(s)) is not one of the model's "
-                f"classes [{shown}]; fix the label or the model card's classes"
-                for label, items in unknown.items()]
+        return problems + [f"{self._where(items[0])}: label {label!r} ({len(items)} row(s)) is not one of the "
+                           f"model's classes [{shown}]; fix the label or the model card's classes"
+                           for label, items in unknown.items()]
 
 
 def open_dataset(path: str | os.PathLike, *, workdir: str | os.PathLike | None = None) -> Dataset:
@@ -271,8 +340,8 @@ def parse_manifest(data: bytes | str, where: str = MANIFEST) -> Manifest:
         rows = _manifest_rows(reader, columns, where)
     except csv.Error as exc:
         raise DatasetError(f"{where} line {reader.line_num}: not valid CSV ({exc})") from None
-    attributes = tuple(c for c in columns if c not in ("image", "label", "mask"))
-    return Manifest(columns, attributes, "mask" in columns, rows)
+    attributes = tuple(c for c in columns if c not in SPECIAL_COLUMNS)
+    return Manifest(columns, attributes, "mask" in columns, rows, "target" in columns)
 
 
 def parse_regions(data: bytes | str, where: str = REGIONS) -> dict[int, Region]:
@@ -328,7 +397,7 @@ def _from_manifest(root: Path, name: str, manifest_path: Path) -> Dataset:
     items = [item for _, item in manifest.rows]
     lines = {item.image_id: line for line, item in manifest.rows}
     return Dataset(root, name, items, regions, manifest.attributes, has_masks=manifest.has_masks,
-                   manifest=manifest_path, lines=lines)
+                   manifest=manifest_path, lines=lines, has_targets=manifest.has_targets)
 
 
 def _from_image_folder(root: Path, name: str) -> Dataset:
@@ -381,14 +450,14 @@ def _columns(header: list[str], where: str) -> tuple[str, ...]:
     columns = []
     for cell in header:
         name = cell.strip()
-        if name.lower() in ("image", "label", "mask"):
+        if name.lower() in SPECIAL_COLUMNS:
             name = name.lower()
         if not name:
             raise DatasetError(f"{where} line 1: the header has an empty column name; name every column")
         if name in columns:
             raise DatasetError(f"{where} line 1: column {name!r} appears twice; column names must be unique")
         columns.append(name)
-    missing = [c for c in ("image", "label") if c not in columns]
+    missing = [c for c in ("image", "label") if c not in columns and not (c == "label" and "target" in columns)]
     if missing:
         raise DatasetError(f"{where}: missing column(s) {', '.join(missing)} (found: {', '.join(columns)}); "
                            "the header must be 'image,label[,mask][,attributes...]'")
@@ -409,11 +478,13 @@ def _manifest_rows(reader, columns, where) -> tuple[tuple[int, Item], ...]:
         record = dict(zip(columns, cells))
         image = record["image"].replace("\\", "/")
         mask = record.get("mask", "").replace("\\", "/") or None
+        target = record.get("target", "").replace("\\", "/") or None
         if not image:
             problems.append(f"{where} line {line}: empty image path; fill it in or delete the row")
             continue
-        if not record["label"]:
-            problems.append(f"{where} line {line}: {image!r} has an empty label; fill it in or delete the row")
+        if "target" in columns and target is None:
+            problems.append(f"{where} line {line}: {image!r} has no target map; every row needs one when the "
+                            "target column exists")
             continue
         if "mask" in columns and mask is None:
             problems.append(f"{where} line {line}: {image!r} has no mask; every row needs one when the "
@@ -425,8 +496,8 @@ def _manifest_rows(reader, columns, where) -> tuple[tuple[int, Item], ...]:
                             "list each image once")
             continue
         seen[key] = line
-        attributes = {c: record[c] for c in columns if c not in ("image", "label", "mask")}
-        rows.append((line, Item(len(rows), image, record["label"], mask, attributes)))
+        attributes = {c: record[c] for c in columns if c not in SPECIAL_COLUMNS}
+        rows.append((line, Item(len(rows), image, record.get("label", ""), mask, attributes, target)))
     if problems:
         raise DatasetError(f"{where} has {len(problems)} problem(s):", problems)
     if not rows:

@@ -39,3 +39,4 @@ class Item:
     label: str
     mask: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)  # subgroup columns; treat as read-only
+    target: str | None = None  # segmentation: the class-index map (PNG) of this image

@@ -104,6 +104,8 @@ class Task(Protocol):
     default_method: str  # the CLI's method when none is given
     view: str  # the dashboard view that shows this task's report ("classification", "detection", ...)
     extra_tables: tuple[str, ...]  # names of the task's own shard tables (Tables.extra)
+    own_dataset_format: bool  # False when the task reads another task's format (a tagger: a classifier's manifest),
+    #                           so `task_of_dataset` never names it for a dataset (its `takes_dataset` still offers it)
 
     def takes_dataset(self, path: Path) -> bool:
         """Whether the dataset at `path` (a folder or zip, as registered) is in this task's format. Cheap: it

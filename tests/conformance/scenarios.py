@@ -38,7 +38,24 @@ def detection(folder: Path) -> Scenario:
                     "drise", {"n_masks": 100, "sanity_images": 1}, n=8, batch_size=2)
 
 
-SCENARIOS: dict[str, Callable[[Path], Scenario]] = {"classification": classification, "detection": detection}
+def multilabel(folder: Path) -> Scenario:
+    from sample_models.tagging import WEIGHTS_DIR, generate
+
+    data = generate(folder / "tags", n=12, seed=5)
+    return Scenario(WEIGHTS_DIR / "v1" / "model.pt2", WEIGHTS_DIR / "v1" / "model.json", data, "gradcam",
+                    {"target": "gt"}, n=12, batch_size=4)
+
+
+def segmentation(folder: Path) -> Scenario:
+    from sample_models.segmenting import WEIGHTS_DIR, generate
+
+    data = generate(folder / "segments", n=8, seed=5)
+    return Scenario(WEIGHTS_DIR / "v1" / "model.pt2", WEIGHTS_DIR / "v1" / "model.json", data, "gradcam",
+                    {"target": "pred"}, n=8, batch_size=2)
+
+
+SCENARIOS: dict[str, Callable[[Path], Scenario]] = {"classification": classification, "detection": detection,
+                                                    "multilabel": multilabel, "segmentation": segmentation}
 
 
 def new_run(root: Path, scenario: Scenario) -> str:

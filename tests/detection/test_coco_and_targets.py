@@ -8,7 +8,7 @@ import torch
 from pycocotools import mask as coco_mask
 
 from analysis.data.coco import read_coco, rle_counts, segmentation_mask
-from explainers.detection import MultiLabelTargets, SegmentationTarget
+from explainers.targets import MultiLabelTargets, SegmentationTarget
 from explainers.errors import InputError
 from sample_models.detection import encode_rle, make_scenes, write_coco
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from analysis.runs.methods import check_method_kind, methods_of_kind
 from analysis.runs.task import Task
-from analysis.runs.tasks import classification, detection
+from analysis.runs.tasks import classification, detection, multilabel, segmentation
 from explainers.errors import InputError
 
-_MODULES = (classification, detection)
+_MODULES = (classification, detection, segmentation, multilabel)
 TASKS: dict[str, Task] = {module.TASK.name: module.TASK for module in _MODULES}
 DEFAULT_TASK = "classification"  # a card without `task`
 CARD_TASKS = ("classification", "multilabel", "segmentation", "detection")  # what a card may say
@@ -66,7 +66,7 @@ def view_of(task_name: str | None) -> str:
 def task_of_dataset(path: Path) -> Task:
     """The task whose dataset format the registered folder or zip at `path` is in (the default otherwise)."""
     for task in TASKS.values():
-        if task.name != DEFAULT_TASK and task.takes_dataset(Path(path)):
+        if task.name != DEFAULT_TASK and task.own_dataset_format and task.takes_dataset(Path(path)):
             return task
     return TASKS[DEFAULT_TASK]
 

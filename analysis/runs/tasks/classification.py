@@ -75,6 +75,7 @@ class ClassificationTask:
     default_method = "gradcam"
     view = "classification"
     extra_tables: tuple[str, ...] = ()
+    own_dataset_format = True
 
     def takes_dataset(self, path: Path) -> bool:
         from analysis.data.detection_data import is_detection_dataset

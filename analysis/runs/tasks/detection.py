@@ -299,6 +299,7 @@ class DetectionTask:
     default_method = "drise"
     view = "detection"
     extra_tables = EXTRA_TABLES
+    own_dataset_format = True
 
     def takes_dataset(self, path: Path) -> bool:
         from analysis.data.detection_data import is_detection_dataset

@@ -1,0 +1,78 @@
+"""The report of a tagger run (DESIGN.md keys, per tag), pure over the run store.
+
+- `metrics`: `accuracy` (the predicted tag set equals the true one), per tag `tag_accuracy` (Wilson 95% CI),
+  precision and recall of the predicted tags;
+- `regions`: per tag (`class` = the tag) and overall (`class` null, the images' summed target maps): mean
+  share of the map's positive mass per region with a bootstrap 95% CI, mean area, lift, n maps;
+- `flags`: per (tag, non-core region) whose fill changes the tag more than its control: `kind: "shortcut"`
+  when the exact McNemar test on the flips gives p < `ALPHA` and the excess probability drop is at least
+  `MIN_DROP` with its CI above 0 (`severity` "high" from `HIGH_DROP`), evidence = the intervention record;
+- `multilabel`: the tags, the run's settings and the intervention table, for the HTML and dashboard views.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.stats.aggregate import region_matrix, slice_stats, wilson_interval
+
+ALPHA, MIN_DROP, HIGH_DROP = 0.01, 0.05, 0.2
+EVIDENCE_KEYS = ("drop", "drop_ci", "control_drop", "excess_drop", "excess_drop_ci", "flip_rate", "flip_rate_ci",
+                 "control_flip_rate", "discordant", "p_value", "n", "control_kind")
+
+
+def region_rows(frame: pd.DataFrame, image_ids, cls, *, n_boot: int, seed: int) -> list[dict]:
+    """Report `regions` rows of one slice (one map per image in `frame`); shared with the segmenter report."""
+    if frame.empty:
+        return []
+    matrix = region_matrix(frame, image_ids)
+    stats = slice_stats(matrix.mass, matrix.area, n_boot=n_boot, seed=seed)
+    return [{"region": name, "role": matrix.roles[j], "class": cls, "group": None,
+             "mass_mean": float(stats["mass_mean"][j]),
+             "mass_ci": [float(stats["mass_ci_low"][j]), float(stats["mass_ci_high"][j])],
+             "area_mean": float(stats["area_mean"][j]),
+             "lift": None if not np.isfinite(stats["lift"][j]) else float(stats["lift"][j]), "n": int(stats["n"])}
+            for j, name in enumerate(matrix.regions)]
+
+
+def shortcut_flags(interventions: list[dict], lifts: dict, key: str) -> list[dict]:
+    """Flags from per-(target, region) intervention records (`key`: "tag" or "class"); see the module doc."""
+    flags = []
+    for rec in interventions:
+        excess, ci, p = rec.get("excess_drop"), rec.get("excess_drop_ci") or [None, None], rec.get("p_value")
+        if excess is None or p is None or ci[0] is None or not (p < ALPHA and excess >= MIN_DROP and ci[0] > 0):
+            continue
+        flags.append({"region": rec["region"], "class": rec[key], "kind": "shortcut",
+                      "severity": "high" if excess >= HIGH_DROP else "medium",
+                      "lift": lifts.get((rec[key], rec["region"])),
+                      "evidence": {k: rec[k] for k in EVIDENCE_KEYS if k in rec}})
+    return sorted(flags, key=lambda f: -f["evidence"]["excess_drop"])
+
+
+def tag_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    images, tags, tag_regions = store.images(), store.table("tags"), store.table("tag_regions")
+    evidence = store.evidence()
+    metrics: dict[str, Any] = {"accuracy": float(images["correct"].astype(bool).mean()) if len(images) else None,
+                               "tags": {}}
+    names = list(dict.fromkeys(tags["tag"])) if len(tags) else []
+    for tag in names:
+        part = tags[tags["tag"] == tag]
+        truth, pred = part["truth"].astype(bool).to_numpy(), part["predicted"].astype(bool).to_numpy()
+        right = int((truth == pred).sum())
+        metrics["tags"][tag] = {
+            "tag_accuracy": right / len(part), "ci": list(wilson_interval(right, len(part))),
+            "precision": float((truth & pred).sum() / pred.sum()) if pred.any() else None,
+            "recall": float((truth & pred).sum() / truth.sum()) if truth.any() else None,
+            "n_true": int(truth.sum()), "n_predicted": int(pred.sum())}
+    rows = region_rows(store.regions(), images["image_id"].to_numpy(), None, n_boot=n_boot, seed=seed)
+    for tag in names:
+        part = tag_regions[tag_regions["tag"] == tag] if len(tag_regions) else tag_regions
+        rows += region_rows(part, part["image_id"].unique() if len(part) else [], tag, n_boot=n_boot, seed=seed)
+    interventions = evidence.get("interventions") or []
+    lifts = {(r["class"], r["region"]): r["lift"] for r in rows if r["class"] is not None}
+    return {"metrics": metrics, "regions": rows, "flags": shortcut_flags(interventions, lifts, "tag"),
+            "sanity": evidence.get("sanity") or {},
+            "multilabel": {"tags": names, "settings": evidence.get("settings") or {},
+                           "interventions": interventions}}

@@ -1,0 +1,216 @@
+"""The semantic segmentation task: a class's logits summed over its pixels as the target, evidence per class.
+
+Card `"task": "segmentation"`: the model returns per-pixel logits (B, C, h, w), or torchvision's dict with
+"out" (`explainers.models.SegmentationLogits` unwraps it). The manifest's `target` column names each image's
+class-index map (PNG, same size as the image, 255 = ignore; validated before any compute). Targets (run
+param `target`): `pred` (default) explains every class the model predicts on the image, over its predicted
+pixels; `gt` every class of the ground-truth map, over its true pixels (`explainers.targets.
+SegmentationTarget`, pytorch-grad-cam's `SemanticSegmentationTarget`). One map per (image, class), all of a
+batch in one explainer call. Methods: those that take a callable target (the CAM family).
+
+Shard tables:
+- `images`: `image_id, image, label, n_targets, pixel_accuracy` (over non-ignored pixels), `correct`
+  (pixel accuracy >= 0.5), `attr.<name>`; `regions`, `maps`: the image's summed class maps;
+- `segments.parquet`: one row per (image, class present in the prediction or the truth): `image_id, class,
+  class_idx, pixels_pred, pixels_true, intersection, union, target, score`;
+- `segment_regions.parquet`: region rows (`REGION_COLUMNS`) of each class map, with its `class`;
+- `segment_maps.npz`: `image_ids, class_idx, maps` (float16, <= 64x64).
+
+Evidence (`analysis.evidence.segment_audit`): per (class, non-core region), the class's pixel accuracy and
+IoU under a fill of the region against an equal-area control, with an exact McNemar test on whether the
+class keeps at least half its pixels. Report: `analysis.report.segment_report`.
+"""
+from __future__ import annotations
+
+import zipfile
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.runs.task import SKIPPED_COLUMNS, Decoded, Prepared, Tables, skip_row
+from analysis.runs.tasks.classification import region_rows, region_spec
+from analysis.runs.tasks.multilabel import make_cam_or_plain_explainer
+from analysis.store.run_store import REGION_COLUMNS, pool_maps
+from explainers.errors import InputError
+
+RUN_PARAMS = ("target", "layer")
+TARGET_MODES = ("pred", "gt")
+METHODS = ("gradcam", "gradcam_pp", "layercam")  # take a callable target on the model's raw output
+IMAGE_COLUMNS = ["image_id", "image", "label", "n_targets", "pixel_accuracy", "correct"]
+SEGMENT_COLUMNS = ["image_id", "class", "class_idx", "pixels_pred", "pixels_true", "intersection", "union",
+                   "target", "score"]
+EXTRA_TABLES = ("segments", "segment_regions", "segment_maps")  # the task's own shard tables
+IGNORE_INDEX = 255
+
+
+def settings(run: dict) -> dict:
+    target = (run.get("params") or {}).get("target", "pred")
+    if target == "label":
+        target = "gt"
+    if target not in TARGET_MODES:
+        raise InputError(f"parameter target={target!r}: use 'pred' (the predicted pixels of each class) or 'gt' "
+                         "(the pixels of the manifest's target maps)")
+    return {"target": target}
+
+
+def class_maps_at(dataset, items, size):
+    """(B, h, w) long ground-truth class maps of `items`, resized (nearest) to the logits' `size`."""
+    import torch
+
+    from analysis.evidence.intervention import resize_masks
+
+    maps = [torch.as_tensor(np.asarray(dataset.load_target(item), dtype=np.int64))[None] for item in items]
+    return torch.cat([resize_masks(m, size) for m in maps]) if maps else torch.zeros(0, *size, dtype=torch.long)
+
+
+class SegmentationTask:
+    name = "segmentation"
+    model_kind = "classifier"
+    default_method = "gradcam"
+    view = "segmentation"
+    extra_tables = EXTRA_TABLES
+    own_dataset_format = True
+
+    def takes_dataset(self, path: Path) -> bool:
+        """A manifest with a `target` column (read from the header line only)."""
+        from analysis.data.datasets import MANIFEST
+
+        path = Path(path)
+        try:
+            if path.is_dir():
+                manifest = next(iter(sorted(path.glob(MANIFEST)) + sorted(path.glob(f"*/{MANIFEST}"))), None)
+                header = manifest.open(encoding="utf-8-sig").readline() if manifest else ""
+            else:
+                with zipfile.ZipFile(path) as archive:
+                    name = next((n for n in archive.namelist() if n.split("/")[-1] == MANIFEST), None)
+                    header = archive.open(name).readline().decode("utf-8-sig") if name else ""
+        except (OSError, UnicodeDecodeError, zipfile.BadZipFile):
+            return False
+        return "target" in [c.strip().lower() for c in header.split(",")]
+
+    def new_run_params(self, params: dict) -> dict:
+        return dict(params)
+
+    def prepare(self, workspace, run: dict, device: str) -> Prepared:
+        from analysis.runs.methods import check_method_kind
+        from explainers.models import load_model
+
+        options = settings(run)
+        check_method_kind(run["method"], self.model_kind)
+        if run["method"] not in METHODS:
+            raise InputError(f"method {run['method']!r} does not take a segmentation target (a class's logits "
+                             f"summed over its pixels); use one of {', '.join(METHODS)}")
+        model_row = workspace.model(run["model_id"])
+        loaded = load_model(model_row["abspath"], device=device)
+        dataset = workspace.open_dataset(run["dataset_id"])
+        dataset.validate(list(loaded.card.classes), task=self.name)
+        explainer, layer_name = make_cam_or_plain_explainer(run, loaded, model_row)
+        return Prepared(loaded, dataset, explainer, layer_name,
+                        {**options, "classes": list(loaded.card.classes), "regions": region_spec(dataset)})
+
+    def compute_scope(self, prepared: Prepared, device: str):
+        return nullcontext()
+
+    def empty_tables(self) -> Tables:
+        return Tables(pd.DataFrame(columns=IMAGE_COLUMNS), pd.DataFrame(columns=REGION_COLUMNS),
+                      np.zeros((0, 1, 1), np.float16), pd.DataFrame(columns=SKIPPED_COLUMNS),
+                      {"segments": pd.DataFrame(columns=SEGMENT_COLUMNS),
+                       "segment_regions": pd.DataFrame(columns=[*REGION_COLUMNS, "class"]),
+                       "segment_maps": {"image_ids": np.zeros(0, np.int64), "class_idx": np.zeros(0, np.int64),
+                                        "maps": np.zeros((0, 1, 1), np.float16)}})
+
+    def explain_batch(self, prepared: Prepared, batch: Decoded, device: str) -> Tables:
+        import torch
+
+        from explainers.targets import SegmentationTarget
+
+        classes, regions = prepared.options["classes"], prepared.options["regions"]
+        inputs = batch.inputs.to(device)
+        with torch.no_grad():
+            logits = prepared.loaded.module(inputs).float()
+        pred = logits.argmax(1).cpu()
+        truth = class_maps_at(prepared.dataset, batch.items, tuple(pred.shape[-2:]))
+        source = pred if prepared.options["target"] == "pred" else truth
+        pairs = [(k, c) for k in range(len(batch.items)) for c in range(len(classes)) if bool((source[k] == c).any())]
+        if pairs:
+            rows_k = torch.tensor([k for k, _ in pairs])
+            class_idx = torch.tensor([c for _, c in pairs])
+            target = SegmentationTarget(class_idx, source[rows_k] == class_idx[:, None, None])
+            result = prepared.explainer.explain(inputs[rows_k.to(inputs.device)], target)
+            maps, scores = result.maps.detach().float().cpu(), result.scores.detach().float().cpu()
+        else:
+            maps, scores = torch.zeros(0, *inputs.shape[-2:]), torch.zeros(0)
+        image_rows, rows, kept, skipped = [], [], [], []
+        seg_rows, seg_region_rows, seg_maps, seg_ids, seg_idx = [], [], [], [], []
+        for k, item in enumerate(batch.items):
+            mine = [m for m, (kk, _) in enumerate(pairs) if kk == k]
+            if not bool(torch.isfinite(logits[k]).all()):
+                skipped.append(skip_row(item, "model returned non-finite outputs (NaN/inf)"))
+                continue
+            if mine and not bool(torch.isfinite(maps[mine]).all()):
+                skipped.append(skip_row(item, f"{prepared.explainer.name} returned a non-finite map (NaN/inf)"))
+                continue
+            image_id, valid = int(item.image_id), truth[k] != IGNORE_INDEX
+            accuracy = float((pred[k][valid] == truth[k][valid]).float().mean()) if valid.any() else float("nan")
+            row = {"image_id": image_id, "image": str(item.image), "label": str(item.label), "n_targets": len(mine),
+                   "pixel_accuracy": accuracy, "correct": bool(accuracy >= 0.5)}
+            for name, value in (getattr(item, "attributes", None) or {}).items():
+                row[f"attr.{name}"] = None if value is None else str(value)
+            image_rows.append(row)
+            score_of = {pairs[m][1]: float(scores[m]) for m in mine}
+            for c, name in enumerate(classes):
+                p, t = (pred[k] == c) & valid, (truth[k] == c)
+                if not (p.any() or t.any()):
+                    continue
+                seg_rows.append({"image_id": image_id, "class": name, "class_idx": c, "pixels_pred": int(p.sum()),
+                                 "pixels_true": int(t.sum()), "intersection": int((p & t).sum()),
+                                 "union": int((p | t).sum()), "target": c in score_of,
+                                 "score": score_of.get(c, float("nan"))})
+            for m in mine:
+                c = pairs[m][1]
+                seg_region_rows.extend({**r, "class": classes[c]}
+                                       for r in region_rows(image_id, maps[m], batch.masks[k], regions))
+                seg_maps.append(maps[m])
+                seg_ids.append(image_id)
+                seg_idx.append(c)
+            summed = maps[mine].sum(0) if mine else torch.zeros(inputs.shape[-2:])
+            rows.extend(region_rows(image_id, summed, batch.masks[k], regions))
+            kept.append(summed)
+        empty = self.empty_tables()
+        return Tables(
+            pd.DataFrame(image_rows) if image_rows else empty.images,
+            pd.DataFrame(rows, columns=REGION_COLUMNS),
+            pool_maps(torch.stack(kept)) if kept else empty.maps,
+            pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
+            {"segments": pd.DataFrame(seg_rows, columns=SEGMENT_COLUMNS),
+             "segment_regions": pd.DataFrame(seg_region_rows, columns=[*REGION_COLUMNS, "class"]),
+             "segment_maps": {"image_ids": np.asarray(seg_ids, np.int64), "class_idx": np.asarray(seg_idx, np.int64),
+                              "maps": pool_maps(torch.stack(seg_maps)) if seg_maps else pool_maps(torch.zeros(1, *inputs.shape[-2:]))[:0]}})
+
+    def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
+        from analysis.evidence.segment_audit import segment_interventions
+
+        return {"task": self.name, "settings": {"target": prepared.options["target"]},
+                "interventions": segment_interventions(prepared.loaded, prepared.dataset, store,
+                                                       seed=int(run["seed"]), batch_size=batch_size)}
+
+    def findings(self, store, run: dict, *, n_boot: int, seed: int) -> dict:
+        from analysis.report.segment_report import segment_findings
+
+        return segment_findings(store, n_boot=n_boot, seed=seed)
+
+    def compare(self, stores: list, names: list[str], **options) -> dict:
+        from analysis.report.segment_report import segment_findings
+        from analysis.report.target_compare import compare_target_runs
+
+        return compare_target_runs(stores, names, segment_findings, "class", **options)
+
+    def summarise_comparison(self, result: dict) -> str:
+        from analysis.report.target_compare import summarise
+
+        return summarise(result)
+
+
+TASK = SegmentationTask()
