@@ -22,6 +22,9 @@ class SaliencyBatch:
     maps: torch.Tensor  # (B, H, W) float32, signed, input resolution
     scores: torch.Tensor  # (B,) the target's score on the unperturbed input (detached)
     method: str
+    # (B, h, w) bool on the explained layer's patch grid: outlier-norm tokens (register artifacts,
+    # `explainers.registers`); None where the method has no token layer (CNN maps, pixel-space methods).
+    artifact_tokens: torch.Tensor | None = None
 
 
 class Explainer:
