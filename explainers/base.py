@@ -34,10 +34,13 @@ class Explainer:
     take a callable returning per-image detections, so the classification runner refuses them.
     `needs_layer`: the method hooks an internal layer (CAM family); such methods refuse models without
     reachable layers (TorchScript) with an `InputError` that says how to export a `.pt2` instead.
+    `needs_attention`: the method reads a Vision Transformer's attention probabilities (`explainers.attention`)
+    and refuses other models with an `InputError`.
     """
 
     name: ClassVar[str]
     needs_layer: ClassVar[bool] = False
+    needs_attention: ClassVar[bool] = False
     model_kind: ClassVar[str] = "classifier"  # what `model` is: a module returning logits, or a "detector"
 
     def __init__(self, model: nn.Module, **params: Any):
