@@ -1,6 +1,6 @@
 """`saliency-audit`: the command line over the same engine the dashboard uses.
 
-Contract (DESIGN.md section 3): `run` prints the run id alone on the last stdout line (progress goes to
+Contract (docs/FORMATS.md): `run` prints the run id alone on the last stdout line (progress goes to
 stderr); bad input exits 2 with one line on stderr and no traceback; `check --fail-on-flags` exits 3.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         print("saliency-audit: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except BaseException as exc:
-        if type(exc).__name__ != "Cancelled":  # analysis.runner.Cancelled: SIGTERM from cancel_job
+        if type(exc).__name__ != "Cancelled":  # analysis.runs.runner.Cancelled: SIGTERM from cancel_job
             raise
         print("saliency-audit: run cancelled; run it again to resume", file=sys.stderr)
         return 143
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands -----------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from analysis.runner import execute_run, make_explainer_check
+    from analysis.runs.runner import execute_run, make_explainer_check
 
     workspace = _workspace(args)
     if args.resume_id:
@@ -131,7 +131,7 @@ def cmd_run(args) -> int:
         dataset_id = workspace.resolve_dataset(args.data)
         run_id = workspace.create_run(model_id, dataset_id, method, params, args.n, args.seed, args.name)
     if args.backend == "ray":
-        from analysis.ray_backend import run_with_ray
+        from analysis.runs.ray_backend import run_with_ray
 
         final = run_with_ray(workspace, run_id, args.ray_address, args.workers, device=args.device,
                              batch_size=args.batch_size)
@@ -159,8 +159,8 @@ def cmd_runs(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from analysis.report import cached_report, to_csv
-    from analysis.report_html import render_html
+    from analysis.report.build import cached_report, to_csv
+    from analysis.report.html import render_html
 
     report = cached_report(args.run, _workspace(args))
     if args.format == "json":
@@ -173,9 +173,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from analysis.compare import compare_runs
-    from analysis.detection_compare import compare_detection_runs
-    from analysis.report_html import render_comparison_page
+    from analysis.report.compare import compare_runs
+    from analysis.report.detection_compare import compare_detection_runs
+    from analysis.report.html import render_comparison_page
 
     workspace = _workspace(args)
     runs = [workspace.run(run_id) for run_id in args.runs]  # InputError for an unknown id
@@ -198,7 +198,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from analysis.report import cached_report
+    from analysis.report.build import cached_report
 
     report = cached_report(args.run, _workspace(args))
     flags = report.get("flags", [])
@@ -235,7 +235,7 @@ def cmd_dashboard(args) -> int:
 
 # -- helpers ------------------------------------------------------------------------------------------
 def _workspace(args):
-    from analysis.workspace import Workspace
+    from analysis.store.workspace import Workspace
 
     return Workspace(args.workspace)
 

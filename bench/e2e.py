@@ -96,7 +96,7 @@ class WriteTimer:
     """Total seconds spent in `RunStore.write_shard`, on whichever thread it runs."""
 
     def __init__(self):
-        from analysis.store import RunStore
+        from analysis.store.run_store import RunStore
 
         self.seconds, self.calls, self._real = 0.0, 0, RunStore.write_shard
         timer = self
@@ -111,14 +111,14 @@ class WriteTimer:
         RunStore.write_shard = timed
 
     def restore(self) -> None:
-        from analysis.store import RunStore
+        from analysis.store.run_store import RunStore
 
         RunStore.write_shard = self._real
 
 
 def decode_seconds(workspace_root: Path, run_id: str) -> float:
-    from analysis.runner import _decode
-    from analysis.workspace import Workspace
+    from analysis.runs.runner import _decode
+    from analysis.store.workspace import Workspace
     from explainers.models import load_model
 
     workspace = Workspace(workspace_root)
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
             writes.restore()
         wall = time.perf_counter() - start
         stages = stage_seconds(profile)
-        from analysis.workspace import Workspace
+        from analysis.store.workspace import Workspace
 
         workspace = Workspace(tmp / "ws")
         (run,) = workspace.runs()

@@ -23,8 +23,8 @@ REPO = HERE.parent
 
 def audited_workspace(root: Path, n: int) -> tuple[str, float | None]:
     """The workspace with one finished n-image Grad-CAM run; (run id, seconds the audit took or None if reused)."""
-    from analysis.runner import execute_run
-    from analysis.workspace import Workspace
+    from analysis.runs.runner import execute_run
+    from analysis.store.workspace import Workspace
     from sample_models.scenes import generate
     from sample_models.train import WEIGHTS_DIR
 
@@ -44,8 +44,8 @@ def audited_workspace(root: Path, n: int) -> tuple[str, float | None]:
 
 
 def time_report(root: Path, run_id: str) -> dict:
-    from analysis.report import build_report, cached_report
-    from analysis.workspace import Workspace
+    from analysis.report.build import build_report, cached_report
+    from analysis.store.workspace import Workspace
 
     workspace = Workspace(root)
     store = workspace.store(run_id)
@@ -117,7 +117,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     run_id, audit_s = audited_workspace(args.workspace, args.n)
     result = {"n": args.n, "run_id": run_id, "audit_s": audit_s, "load_average": os.getloadavg()[0]}
-    from analysis.workspace import Workspace
+    from analysis.store.workspace import Workspace
 
     # Worst case first: no report.json (a run whose worker died before writing it), empty Streamlit caches.
     (Workspace(args.workspace).run_dir(run_id) / "report.json").unlink(missing_ok=True)

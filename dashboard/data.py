@@ -31,7 +31,7 @@ SECONDS_PER_IMAGE = {
 @st.cache_resource
 def workspace(root: str):
     """One shared `Workspace` per root (its SQLite connection is read-mostly and WAL)."""
-    from analysis.workspace import Workspace
+    from analysis.store.workspace import Workspace
 
     return Workspace(root)
 
@@ -59,7 +59,7 @@ def datasets() -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _dataset_task(abspath: str, sha256: str) -> str:  # the content hash keys the cache
-    from analysis.detection_data import is_detection_dataset
+    from analysis.data.detection_data import is_detection_dataset
 
     return "detection" if is_detection_dataset(Path(abspath)) else "classification"
 
@@ -105,7 +105,7 @@ def model_task(model_id: str) -> str:
 # --- one run ------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=32)
 def report(run_id: str, version: str) -> dict:
-    from analysis.report import cached_report
+    from analysis.report.build import cached_report
 
     return cached_report(_store(run_id), ws())
 
@@ -207,10 +207,10 @@ def engine_function(module: str, name: str):
 @st.cache_data(show_spinner=False, max_entries=8)
 def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...],
                detection: bool = False) -> dict | None:
-    """`analysis.compare.compare_runs` (or `analysis.detection_compare.compare_detection_runs` for detection
+    """`analysis.report.compare.compare_runs` (or `analysis.report.detection_compare.compare_detection_runs` for detection
     runs): per-region numbers per run, accuracy or recall, a summary; None if this engine lacks it."""
-    compare = engine_function(*(("analysis.detection_compare", "compare_detection_runs") if detection
-                                else ("analysis.compare", "compare_runs")))
+    compare = engine_function(*(("analysis.report.detection_compare", "compare_detection_runs") if detection
+                                else ("analysis.report.compare", "compare_runs")))
     if compare is None:
         return None
     return compare([_store(r) for r in run_ids], list(names))
@@ -219,8 +219,8 @@ def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple
 # --- exports ------------------------------------------------------------------------------------------
 def exporters(run_id: str, version: str) -> dict[str, object]:
     """Format -> a no-argument callable producing the file (run when the button is clicked), or None."""
-    render_html = engine_function("analysis.report_html", "render_html")
-    to_csv = engine_function("analysis.report", "to_csv")
+    render_html = engine_function("analysis.report.html", "render_html")
+    to_csv = engine_function("analysis.report.build", "to_csv")
     return {
         "html": None if render_html is None else (lambda: render_html(report(run_id, version))),
         "json": lambda: json.dumps(report(run_id, version), indent=1, default=str),
@@ -231,7 +231,7 @@ def exporters(run_id: str, version: str) -> dict[str, object]:
 # --- submitting work ----------------------------------------------------------------------------------
 def submit_run(model_id: str, dataset_id: str, method: str, n_images: int, seed: int, name: str | None) -> str:
     """Create the run in the catalog and hand it to a worker process; returns at once."""
-    from analysis.jobs import start_job
+    from analysis.store.jobs import start_job
 
     run_id = ws().create_run(model_id, dataset_id, method, params={}, n=n_images, seed=seed, name=name)
     start_job(str(state.workspace_root()), run_id, "cpu")
@@ -239,13 +239,13 @@ def submit_run(model_id: str, dataset_id: str, method: str, n_images: int, seed:
 
 
 def resume_run(run_id: str) -> None:
-    from analysis.jobs import start_job
+    from analysis.store.jobs import start_job
 
     start_job(str(state.workspace_root()), run_id, "cpu")
 
 
 def cancel_run(run_id: str) -> None:
-    from analysis.jobs import cancel_job
+    from analysis.store.jobs import cancel_job
 
     cancel_job(ws(), run_id)
 
@@ -314,7 +314,7 @@ def check_dataset(path: Path, classes: list[str] | None) -> int:
     paths inside the upload named from the uploaded file (not from the staging folder it was unpacked into)."""
     import re
 
-    from analysis.datasets import open_dataset
+    from analysis.data.datasets import open_dataset
     from explainers.errors import InputError
 
     workdir = path.parent / "extracted"

@@ -2,7 +2,7 @@
 goes (box vs each context region), and a gallery with boxes drawn and the D-RISE overlay.
 
 The shaping helpers are plain functions (testable without Streamlit); `render` is the one entry point the
-report page calls. Every number comes from the report (`analysis.detection_report`) or the run store via
+report page calls. Every number comes from the report (`analysis.report.detection_report`) or the run store via
 `dashboard.data`; nothing is computed here and no model is loaded.
 """
 from __future__ import annotations

@@ -59,7 +59,7 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
                versions: tuple[int, ...] = VERSIONS, n: int = N_IMAGES, device: str = "cpu",
                log: Callable[[str], None] = print) -> list[str]:
     """Register data and model versions and finish one audit per (scenario, version, method); returns run ids."""
-    from analysis.runner import execute_run
+    from analysis.runs.runner import execute_run
 
     run_ids = []
     wanted = tuple(scenarios) if scenarios else (*SCENARIOS, DETECTION_SCENARIO)
@@ -82,7 +82,7 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
 
 def build_detection_demo(workspace, *, device: str = "cpu", log: Callable[[str], None] = print) -> list[str]:
     """The detection scenario: dataset, both detector versions, one finished D-RISE audit each."""
-    from analysis.runner import execute_run
+    from analysis.runs.runner import execute_run
     from sample_models.detection import WEIGHTS_DIR as DETECTION_WEIGHTS
 
     dataset_id = workspace.register_dataset(detection_dataset(workspace.root / "demo-data"))

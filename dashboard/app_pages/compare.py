@@ -32,7 +32,7 @@ versions = tuple(data.version(r) for r in chosen)
 labels = {r: f"v{k + 1}: {data.run_info(r).get('name') or r}" for k, r in enumerate(chosen)}
 comparison = data.comparison(tuple(chosen), versions, tuple(labels[r] for r in chosen), detection)
 if comparison is None:
-    st.warning("This installation's engine has no version comparison (analysis.compare).")
+    st.warning("This installation's engine has no version comparison (analysis.report.compare).")
     st.stop()
 
 st.subheader("Summary")

@@ -1,6 +1,6 @@
 """New audit: choose model version(s), dataset, explainer(s); the work runs in a worker process.
 
-The page only writes the run into the catalog and starts the worker (`analysis.jobs.start_job`); progress
+The page only writes the run into the catalog and starts the worker (`analysis.store.jobs.start_job`); progress
 is read back from the catalog every two seconds, so reloading or closing the tab never stops a job.
 """
 import streamlit as st

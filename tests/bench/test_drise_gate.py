@@ -1,10 +1,8 @@
 """The D-RISE benchmark's gate: on the same injected masks our map equals vision-explanation-methods' map."""
 from __future__ import annotations
 
-import pytest
 import torch
 
-pytest.importorskip("vision_explanation_methods.explanations.drise")
 
 from bench import drise  # noqa: E402
 

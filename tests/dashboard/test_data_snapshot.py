@@ -1,9 +1,8 @@
 """The dashboard reads a running run as one snapshot: a shard that lands between two reads is not half-seen."""
 import pytest
 
-pytest.importorskip("analysis.datasets")
-from analysis.store import RunStore  # noqa: E402
-from analysis.workspace import Workspace  # noqa: E402
+from analysis.store.run_store import RunStore  # noqa: E402
+from analysis.store.workspace import Workspace  # noqa: E402
 from workspace_builder import N_IMAGES, build_workspace, run_tables  # noqa: E402
 
 
@@ -63,7 +62,7 @@ def test_a_live_store_would_straddle_the_new_shard(running):
 def test_the_dashboard_reads_the_workers_report_with_its_run_metadata(tmp_path, monkeypatch):
     """Through a snapshot the report still knows its run (model, dataset, seed) and hits the worker's report.json
     instead of rebuilding (and overwriting) it."""
-    from analysis.report import cached_report
+    from analysis.report.build import cached_report
     from dashboard import data
 
     root = tmp_path / "workspace"

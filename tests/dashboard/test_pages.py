@@ -1,7 +1,6 @@
 """Every page under `streamlit.testing.v1.AppTest` on the planted workspace of `workspace_builder`."""
 import pytest
 
-pytest.importorskip("analysis.datasets", reason="needs the datasets engine module")
 
 from tests.dashboard.apptest import app_opener  # noqa: E402
 from workspace_builder import N_IMAGES, build_workspace  # noqa: E402
@@ -93,8 +92,8 @@ def test_compare_page_draws_both_versions(app, planted):
     assert at.multiselect(key="compare_runs").value == planted[1]["runs"]
     assert len(at.get("plotly_chart")) == 2  # regions and subgroup accuracy across versions
     assert len(at.image) == 2  # the same image under v1 and v2
-    from analysis.compare import compare_runs
-    from analysis.workspace import Workspace
+    from analysis.report.compare import compare_runs
+    from analysis.store.workspace import Workspace
 
     workspace = Workspace(planted[0])
     expected = compare_runs([workspace.store(r) for r in planted[1]["runs"]], ["v1: v1", "v2: v2"])["summary"]
@@ -150,7 +149,7 @@ def test_upload_lists_layers_in_a_subprocess_and_registers_the_model(app, plante
     layer_box.set_value("1").run()
     at.button(key="register_model").click().run(timeout=120)
     assert any("Registered model" in s.value for s in at.success)
-    from analysis.workspace import Workspace
+    from analysis.store.workspace import Workspace
 
     cards = [m["card"] for m in Workspace(planted[0]).models()]
     assert {"classes": ["cat", "dog"], "target_layer": "1"}.items() <= cards[-1].items()

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from analysis.datasets import (
+from analysis.data.datasets import (
     DatasetError, Item, Region, open_dataset, parse_manifest, parse_regions,
 )
-from analysis.images import ImageError
+from analysis.data.images import ImageError
 from explainers.errors import InputError
 
 REGIONS = {"regions": {"0": {"name": "background"}, "1": {"name": "cat", "role": "core"},
@@ -194,7 +194,12 @@ def test_symlink_out_of_the_folder_is_refused(tmp_path):
 def test_symlink_inside_the_folder_is_fine(tmp_path):
     root = _write_dataset(tmp_path / "d", n=1, regions=None, manifest="image,label\nimages/link.png,a\n")
     os.symlink(root / "images" / "000.png", root / "images" / "link.png")
-    open_dataset(root).validate()
+    dataset = open_dataset(root)
+    dataset.validate()
+    (item,) = dataset.items
+    image, _ = dataset.load(item)
+    assert item.image == "images/link.png"
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(root / "images" / "000.png").convert("RGB")))
 
 
 def test_missing_files_are_listed_with_line_and_fix(tmp_path):

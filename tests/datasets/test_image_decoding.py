@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageOps
 
-from analysis.images import (
+from analysis.data.images import (
     ImageError, MaskError, image_header, read_image, read_image_and_orientation, read_mask,
 )
 from explainers.errors import InputError

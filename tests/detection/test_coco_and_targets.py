@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.coco import decode_rle_string, read_coco, segmentation_mask
+from analysis.data.coco import decode_rle_string, read_coco, segmentation_mask
 from explainers.detection import MultiLabelTargets, SegmentationTarget
 from explainers.errors import InputError
 from sample_models.detection import encode_rle, make_scenes, write_coco

@@ -2,12 +2,11 @@
 import pytest
 import torch
 
-from analysis.detection_audit import audit_detections, compare_audits, context_flags
+from analysis.evidence.detection_audit import audit_detections, compare_audits, context_flags
 from explainers.drise import DRISE
-from sample_models.detection import CLASSES, WEIGHTS_DIR, load_detector, make_scenes
+from sample_models.detection import CLASSES, load_detector, make_scenes
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (WEIGHTS_DIR / "biased" / "model.safetensors").exists(),
-                                reason="detector weights not built (python -m sample_models.detection)")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

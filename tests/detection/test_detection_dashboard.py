@@ -3,8 +3,8 @@ evidence, the per-class masses and a gallery with boxes; New audit offers only D
 the overview lists the detection flag with the others. (Compare: test_detection_compare.py.)"""
 import pytest
 
-from analysis.report import cached_report
-from analysis.workspace import Workspace
+from analysis.report.build import cached_report
+from analysis.store.workspace import Workspace
 from dashboard import detection_views, views
 from tests.dashboard.apptest import app_opener
 

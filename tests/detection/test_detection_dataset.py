@@ -7,9 +7,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from analysis.datasets import open_dataset
-from analysis.detection_data import DetectionDataset
-from analysis.workspace import Workspace
+from analysis.data.datasets import open_dataset
+from analysis.data.detection_data import DetectionDataset
+from analysis.store.workspace import Workspace
 from explainers.errors import InputError
 from sample_models.detection import make_scenes, write_coco
 

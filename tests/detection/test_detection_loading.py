@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from analysis.runner import make_explainer_check
+from analysis.runs.runner import make_explainer_check
 from explainers.detection import TorchvisionDetector
 from explainers.errors import InputError
 from explainers.models import ModelCard, load_model

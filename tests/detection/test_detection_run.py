@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis.report import build_report, cached_report, to_csv
-from analysis.report_html import render_html
-from analysis.workspace import Workspace
+from analysis.report.build import build_report, cached_report, to_csv
+from analysis.report.html import render_html
+from analysis.store.workspace import Workspace
 from sample_models.detection import CLASSES, load_detector, recall
 from detection_helpers import N_IMAGES, cli, run_args
 
@@ -107,7 +107,7 @@ def test_stored_tables_per_detection(detection_runs):
 
 def test_resume_after_interrupt_gives_the_same_rows(tmp_path, coco_scenes, detection_runs, capsys, monkeypatch):
     """A run cut after its first shard, then resumed with the same command, equals the uninterrupted run."""
-    from analysis import detection_run
+    from analysis.runs import detection_run
 
     real = detection_run.explain_batch
     calls = {"n": 0}

@@ -7,12 +7,12 @@ import pytest
 import torch
 from detection_helpers import cli, run_args
 
-from analysis.detection_audit import own_detections
-from analysis.detection_run import (FAITHFULNESS_DETECTIONS, SANITY_IMAGES, SANITY_STAGES, detection_faithfulness,
+from analysis.evidence.detection_audit import own_detections
+from analysis.runs.detection_run import (FAITHFULNESS_DETECTIONS, SANITY_IMAGES, SANITY_STAGES, detection_faithfulness,
                                     detection_sanity)
-from analysis.report import cached_report
-from analysis.sanity import randomisation_test
-from analysis.workspace import Workspace
+from analysis.report.build import cached_report
+from analysis.evidence.sanity import randomisation_test
+from analysis.store.workspace import Workspace
 from explainers.drise import DRISE
 from sample_models.detection import load_detector, make_scenes
 

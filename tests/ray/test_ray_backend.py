@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.runner import execute_run
-from analysis.workspace import Workspace
+from analysis.runs.runner import execute_run
+from analysis.store.workspace import Workspace
 from tests.runs.helpers import expected_region_table, write_dataset, write_model
 
-ray = pytest.importorskip("ray", reason="the Ray backend needs the optional extra: pip install '.[ray]'")
+import ray
 pytestmark = [pytest.mark.ray, pytest.mark.slow]  # Ray start-up and actor imports
 
 
@@ -26,7 +26,7 @@ def _run(root, files, backend):
     dataset_id = workspace.resolve_dataset(str(files / "data"))
     run_id = workspace.create_run(model_id, dataset_id, "gradcam", {"target": "pred"}, n=20, seed=0)
     if backend == "ray":
-        from analysis.ray_backend import run_with_ray
+        from analysis.runs.ray_backend import run_with_ray
 
         final = run_with_ray(workspace, run_id, num_workers=2, batch_size=4)
     else:
@@ -58,7 +58,7 @@ def test_ray_run_matches_local_run(tmp_path, ray_local):
     assert ray_ws.store(ray_id).skipped()["image"].tolist() == ["images/003.png"]
 
     # Resuming a finished run starts no actor and rewrites nothing.
-    from analysis.ray_backend import run_with_ray
+    from analysis.runs.ray_backend import run_with_ray
 
     shards = ray_ws.shards(ray_id)
     again = run_with_ray(ray_ws, ray_id, num_workers=2, batch_size=4)
@@ -86,7 +86,7 @@ def test_ray_detection_run_matches_local_run(tmp_path, ray_local):
         run_id = workspace.create_run(model_id, workspace.resolve_dataset(str(data)), "drise",
                                       {"n_masks": 100, "sanity_images": 2}, n=12, seed=0)
         if backend == "ray":
-            from analysis.ray_backend import run_with_ray
+            from analysis.runs.ray_backend import run_with_ray
 
             final = run_with_ray(workspace, run_id, num_workers=2, batch_size=4)
         else:

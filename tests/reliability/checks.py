@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 
 
 def assert_catalog_and_shards_sound(ws: Workspace, run_id: str) -> None:

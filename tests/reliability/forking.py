@@ -68,8 +68,8 @@ class Zygote:
 def _serve() -> None:
     # No torch.set_num_threads here (OMP_NUM_THREADS instead): a thread pool set up before fork can abort
     # a child's autograd thread ("Invalid thread pool!").
-    from analysis import runner
-    from analysis.workspace import Workspace
+    from analysis.runs import runner
+    from analysis.store.workspace import Workspace
     from tqdm import tqdm
 
     from explainers.errors import InputError

@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from analysis import runner
+from analysis.runs import runner
 from analysis.cli import main
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 
 from tests.runs.helpers import expected_region_table
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 
 from .checks import assert_catalog_and_shards_sound
 from .conftest import CORRUPT, N_IMAGES

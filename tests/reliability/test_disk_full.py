@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from analysis.cli import main
-from analysis.store import RunStore
-from analysis.workspace import Workspace
+from analysis.store.run_store import RunStore
+from analysis.store.workspace import Workspace
 
 from .checks import assert_catalog_and_shards_sound
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from analysis.cli import main
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 
 
 @pytest.mark.slow

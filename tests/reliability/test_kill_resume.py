@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 
 from .checks import assert_catalog_and_shards_sound, assert_same_results
 from .conftest import CORRUPT, N_IMAGES

@@ -8,14 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.workspace import Workspace, remove_dead_temps
+from analysis.store.workspace import Workspace, remove_dead_temps
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Registers the dataset with a copy that stalls half-way, so the parent can kill it mid-copy.
 STALLED_COPY = """
 import shutil, sys, time
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 real_copy = shutil.copy2
 copied = []
 def slow_copy(src, dst, **kw):

@@ -11,9 +11,9 @@ import weakref
 
 import torch
 
-from analysis import runner
-from analysis.shard_writer import ShardWriter
-from analysis.workspace import Workspace
+from analysis.runs import runner
+from analysis.store.shard_writer import ShardWriter
+from analysis.store.workspace import Workspace
 
 from .conftest import CORRUPT, N_IMAGES
 

@@ -37,9 +37,9 @@ def make_dataset(scenario: str, folder: Path, n: int, seed: int = 123) -> Path:
 
 def audit(workspace, model_path: Path, data_id: str, *, method: str = "gradcam", n: int = 64, seed: int = 0):
     """(store, evidence, findings) for one model on one registered dataset."""
-    from analysis.evidence import compute_evidence
-    from analysis.flags import report_findings
-    from analysis.runner import execute_run, prepare
+    from analysis.evidence.stage import compute_evidence
+    from analysis.report.flags import report_findings
+    from analysis.runs.runner import execute_run, prepare
 
     run_id = workspace.create_run(workspace.register_model(model_path), data_id, method, n=n, seed=seed)
     execute_run(workspace, run_id, progress=False)
@@ -89,7 +89,7 @@ def region_centroid_cell(data: Path, region_name: str) -> str:
 def main(argv: list[str]) -> None:
     import tempfile
 
-    from analysis.workspace import Workspace
+    from analysis.store.workspace import Workspace
     from sample_models.scenes import SCENARIOS  # noqa: F401  (fails early without the samples branch)
 
     n = int(argv[0]) if argv else 64

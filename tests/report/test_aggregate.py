@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregate import accuracy_table, region_table, slice_stats, table_records, wilson_interval
+from analysis.stats.aggregate import accuracy_table, region_table, slice_stats, table_records, wilson_interval
 from tests.report.synthetic import planted_frames
 
 

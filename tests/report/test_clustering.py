@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.clustering import eigengap_k, knn_affinity, prepare_maps, spray_clusters
+from analysis.stats.clustering import eigengap_k, knn_affinity, prepare_maps, spray_clusters
 
 
 def _maps(n_a, n_b, seed=0):
@@ -48,7 +48,7 @@ def test_eigengap_counts_connected_components():
 def test_large_classes_get_the_dense_spectrum_from_the_sparse_solver(monkeypatch, offset):
     """Above DENSE_UP_TO images the spectrum comes from ARPACK per connected component; it must equal the
     dense solver's, repeated zeros (disconnected strategies) included."""
-    import analysis.clustering as clustering
+    import analysis.stats.clustering as clustering
 
     rng = np.random.default_rng(0)
     if offset is None:  # four disconnected groups: eigenvalue 0 four times

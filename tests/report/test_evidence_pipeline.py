@@ -3,16 +3,16 @@ import json
 
 import pytest
 
-from analysis.aggregate import region_table
-from analysis.evidence import compute_evidence
-from analysis.flags import shortcut_flags
+from analysis.stats.aggregate import region_table
+from analysis.evidence.stage import compute_evidence
+from analysis.report.flags import shortcut_flags
 from tests.report import planted
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from analysis.runner import execute_run, prepare
-    from analysis.workspace import Workspace
+    from analysis.runs.runner import execute_run, prepare
+    from analysis.store.workspace import Workspace
 
     root = tmp_path_factory.mktemp("evidence")
     model = planted.write_model(root / "model")

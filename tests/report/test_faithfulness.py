@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from analysis.faithfulness import auc, curves, deletion_insertion, pixel_order_masks
+from analysis.evidence.faithfulness import auc, curves, deletion_insertion, pixel_order_masks
 from tests.report.test_intervention import CornerModel, _batch
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from analysis.aggregate import accuracy_table, region_table
-from analysis.flags import attention_findings, shortcut_flags, subgroup_findings
+from analysis.stats.aggregate import accuracy_table, region_table
+from analysis.report.flags import attention_findings, shortcut_flags, subgroup_findings
 from tests.report.synthetic import planted_frames
 
 
@@ -87,7 +87,7 @@ def test_subgroup_finding_mentions_lower_accuracy():
 def test_report_findings_bundles_sections_in_report_shape():
     import json
 
-    from analysis.flags import report_findings
+    from analysis.report.flags import report_findings
 
     images, regions = planted_frames(n=80)
     out = report_findings(images, regions, _evidence(), n_boot=100)

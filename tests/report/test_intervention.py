@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.intervention import control_masks, effects, fill_region, intervene, mcnemar_exact_greater
+from analysis.evidence.intervention import control_masks, effects, fill_region, intervene, mcnemar_exact_greater
 
 
 class CornerModel(nn.Module):

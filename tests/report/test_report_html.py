@@ -4,9 +4,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from analysis.aggregate import region_table, table_records
-from analysis.flags import shortcut_flags
-from analysis.report_html import overlay_png, render_html
+from analysis.stats.aggregate import region_table, table_records
+from analysis.report.flags import shortcut_flags
+from analysis.report.html import overlay_png, render_html
 from tests.report.synthetic import planted_frames
 from tests.report.test_flags import _evidence
 

@@ -1,14 +1,8 @@
-"""End to end on the sample scenarios (needs the `samples` branch): v1 flagged, v5 not, core never;
+"""End to end on the sample scenarios: v1 flagged, v5 not, core never;
 the mask-free path names the watermark's grid cell; comparison shows shortcut mass falling v1 -> v5."""
 import pytest
 
-scenes = pytest.importorskip("sample_models.scenes", reason="needs the samples branch")
-
-from tests.report import samples_audit  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not (samples_audit.WEIGHTS / "watermark" / "v1").is_dir(),
-                                reason="sample model weights not trained/committed yet "
-                                       "(python -m sample_models.train, or SALIENCY_AUDIT_SAMPLE_WEIGHTS)")
+from tests.report import samples_audit
 
 N = 48
 SCENARIOS = ["cage", "doctor_nurse", "watermark", "background"]
@@ -16,7 +10,7 @@ SCENARIOS = ["cage", "doctor_nurse", "watermark", "background"]
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from analysis.workspace import Workspace
+    from analysis.store.workspace import Workspace
 
     root = tmp_path_factory.mktemp("samples")
     return root, Workspace(root / "ws")
@@ -25,7 +19,7 @@ def workspace(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_v1_shortcut_flagged_v5_not_core_never(workspace, scenario):
-    from analysis.compare import compare_runs
+    from analysis.report.compare import compare_runs
 
     root, ws = workspace
     data = samples_audit.make_dataset(scenario, root / scenario, N)
@@ -60,7 +54,7 @@ def test_mask_free_watermark_names_the_right_cell(workspace):
 
 @pytest.mark.slow
 def test_watermark_mass_falls_across_the_retraining_series(workspace):
-    from analysis.compare import compare_runs
+    from analysis.report.compare import compare_runs
 
     root, ws = workspace
     data_id = ws.register_dataset(samples_audit.make_dataset("watermark", root / "wm-series", N))

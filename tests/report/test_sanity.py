@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.sanity import model_randomisation, randomisable_layers, spearman, ssim
+from analysis.evidence.sanity import model_randomisation, randomisable_layers, spearman, ssim
 
 
 def _squares(n, gen):

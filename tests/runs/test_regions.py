@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.regions import grid_regions, grid_shares, masked_shares, region_shares
+from analysis.stats.regions import grid_regions, grid_shares, masked_shares, region_shares
 
 
 def test_map_on_a_square_puts_all_mass_on_that_region():

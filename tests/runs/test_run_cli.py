@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from analysis.cli import main
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 
 from tests.runs.helpers import expected_region_table, write_dataset, write_model
 
@@ -157,6 +157,7 @@ def test_labels_not_in_card_classes_exit_2_before_compute(tmp_path, files, capsy
     code, _, err = run_cli(capsys, "run", "--model", files["model"], "--data", data, "--workspace", ws,
                            "--no-progress")
     assert code == 2 and "horse" in err and len(err.strip().splitlines()) == 1
+    assert f"dataset {data} has 1 problem" in err and str(ws) not in err  # the user's folder, not the copy
     (run,) = Workspace(ws).runs()
     assert run["status"] == "failed" and "horse" in run["error"] and run["n_done"] == 0
 
@@ -177,7 +178,7 @@ def test_nan_model_output_skips_the_image(tmp_path, files, monkeypatch):
     """An image whose logits are NaN is listed as skipped with the reason; the others are explained."""
     import torch
 
-    from analysis import runner
+    from analysis.runs import runner
 
     real_prepare = runner.prepare
 
@@ -207,8 +208,8 @@ def test_nan_model_output_skips_the_image(tmp_path, files, monkeypatch):
 
 @pytest.mark.slow
 def test_background_job_cancel_keeps_shards_and_resumes(tmp_path, files):
-    from analysis.jobs import cancel_job, job_alive, start_job
-    from analysis.runner import execute_run
+    from analysis.store.jobs import cancel_job, job_alive, start_job
+    from analysis.runs.runner import execute_run
 
     data = write_dataset(tmp_path / "data40", n=40, seed=4)
     ws = Workspace(tmp_path / "ws")
@@ -234,7 +235,7 @@ def test_background_job_cancel_keeps_shards_and_resumes(tmp_path, files):
 
 
 def test_finished_run_keeps_its_report_until_its_inputs_change(tmp_path, files, capsys, monkeypatch):
-    import analysis.report as report_module
+    import analysis.report.build as report_module
 
     ws = tmp_path / "ws"
     code, out, err = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"], "--n", 50,

@@ -1,6 +1,6 @@
 from collections import Counter
 
-from analysis.sampling import stratified_sample
+from analysis.data.sampling import stratified_sample
 
 
 LABELS = ["cat"] * 60 + ["dog"] * 30 + ["cow"] * 9 + ["yak"] * 1

@@ -7,9 +7,9 @@ import threading
 import pytest
 
 from analysis.cli import main
-from analysis.shard_writer import ShardWriter
-from analysis.store import RunStore
-from analysis.workspace import Workspace
+from analysis.store.shard_writer import ShardWriter
+from analysis.store.run_store import RunStore
+from analysis.store.workspace import Workspace
 
 from tests.runs.helpers import write_dataset, write_model
 

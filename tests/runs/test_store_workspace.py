@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.store import RunStore, pool_maps
-from analysis.workspace import Workspace
+from analysis.store.run_store import RunStore, pool_maps
+from analysis.store.workspace import Workspace
 from explainers.errors import InputError
 from tests.runs.helpers import write_dataset, write_model
 

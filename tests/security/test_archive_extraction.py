@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.archive import ArchiveError, entry_parts, safe_extract
+from analysis.data.archive import ArchiveError, entry_parts, safe_extract
 from explainers.errors import InputError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis.images import MAX_PIXELS, ImageError, MaskError, image_header, read_image, read_mask
+from analysis.data.images import MAX_PIXELS, ImageError, MaskError, image_header, read_image, read_mask
 
 RNG = np.random.default_rng(1)
 

@@ -23,7 +23,7 @@ The flag decision, made without a reference model (a user rarely has a debiased 
 Severity: "high" when the CI's lower bound exceeds 3 x min_drop, else "medium".
 
 One implementation serves both callers: `audit_detections` (in memory, tensors in) and the run pipeline
-(`analysis.detection_run`, batches from a dataset, results through the run store) share `detection_rows`,
+(`analysis.runs.detection_run`, batches from a dataset, results through the run store) share `detection_rows`,
 `fill_effects`, `summarize_interventions` and `table_flags`.
 """
 from __future__ import annotations

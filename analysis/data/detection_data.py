@@ -6,7 +6,7 @@ instances.json   COCO: images, annotations (bbox, optional segmentation), catego
 context.json     optional COCO: annotations are context regions (polygons / RLE), category name = region name
 images/...       PNG / JPEG, paths relative to the folder (`file_name`)
 ```
-Both JSON files are parsed and checked by `analysis.coco.read_coco` when the dataset is opened (boxes inside
+Both JSON files are parsed and checked by `analysis.data.coco.read_coco` when the dataset is opened (boxes inside
 the image, ids consistent, no path leaving the folder); `validate()` then checks the image files themselves.
 Items look like classification items (`image_id`, `image`, `label` = the image's first object class, used
 only to stratify the sample), so the workspace and the sampler treat both kinds alike. `load(item)` returns
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from analysis.coco import CocoDataset, read_coco, segmentation_mask
-from analysis.datasets import MAX_LISTED_PROBLEMS, DatasetError, Item, Region
-from analysis.images import ImageError, image_header, read_image_and_orientation
+from analysis.data.coco import CocoDataset, read_coco, segmentation_mask
+from analysis.data.datasets import MAX_LISTED_PROBLEMS, DatasetError, Item, Region
+from analysis.data.images import ImageError, image_header, read_image_and_orientation
 from explainers.model_files import file_sha256
 
 INSTANCES = "instances.json"
@@ -39,6 +39,7 @@ class DetectionDataset:
 
     def __init__(self, root: Path, name: str, objects: CocoDataset, context: CocoDataset | None):
         self.root, self.name = Path(root), name
+        self.shown_as = str(self.root)  # how messages name the dataset: the user's path, not a workspace copy
         self.objects, self.context = objects, context
         self._images = {img.image_id: img for img in objects.images}
         self._context_by_file = {img.path: img for img in context.images} if context is not None else {}
@@ -89,7 +90,7 @@ class DetectionDataset:
         for img in self.objects.images:
             rel = img.path.relative_to(self.root.resolve()).as_posix()
             if not img.path.is_file():
-                problems.append(f"{INSTANCES}: image {rel!r} (id {img.image_id}) not found in {self.root}; "
+                problems.append(f"{INSTANCES}: image {rel!r} (id {img.image_id}) not found in {self.shown_as}; "
                                 "fix file_name or add the file")
                 continue
             try:
@@ -115,7 +116,7 @@ class DetectionDataset:
                 problems.append(f"{INSTANCES}: categories {', '.join(map(repr, missing))} are not among the "
                                 f"model's classes {list(classes)}; rename the categories or fix the model card")
         if problems:
-            raise DatasetError(f"dataset {self.root} has {len(problems)} problem(s); fix them and retry:",
+            raise DatasetError(f"dataset {self.shown_as} has {len(problems)} problem(s); fix them and retry:",
                                problems[:MAX_LISTED_PROBLEMS], total=len(problems))
 
     @cached_property
@@ -129,7 +130,7 @@ class DetectionDataset:
             try:
                 digest = file_sha256(img.path)
             except OSError as exc:
-                raise DatasetError(f"{self.root}: cannot read {img.path.name} ({exc.strerror or exc})") from None
+                raise DatasetError(f"{self.shown_as}: cannot read {img.path.name} ({exc.strerror or exc})") from None
             h.update(img.path.relative_to(self.root.resolve()).as_posix().encode() + b"\0" + digest.encode())
         return h.hexdigest()
 

@@ -1,6 +1,6 @@
-"""The report of a detection run: the DESIGN.md report keys, filled with detection content.
+"""The report of a detection run: the docs/FORMATS.md report keys, filled with detection content.
 
-Pure over the run store (`analysis.detection_run` writes the tables and the evidence), like the
+Pure over the run store (`analysis.runs.detection_run` writes the tables and the evidence), like the
 classification report. What differs:
 - `run.task` is "detection" (readers branch on it) and `run.settings` holds the runner's thresholds;
 - `metrics`: per class the recall of the ground-truth objects (IoU >= 0.5, right class, score >= threshold)
@@ -8,7 +8,7 @@ classification report. What differs:
 - `regions`: per class (`class` = the detected class) and overall (`class` null), for `box` (role "core")
   and each context region: mean share of the detection's D-RISE mass (bootstrap 95% CI over detections),
   mean area share, lift = mass / area, n detections;
-- `flags`: `analysis.detection_audit.table_flags` (rule in that module's docstring) as
+- `flags`: `analysis.evidence.detection_audit.table_flags` (rule in that module's docstring) as
   `{"region", "class", "kind": "context", "severity", "lift", "evidence": {...}}`;
 - `detection`: the per-(class, region) intervention table and the classes and regions, for the HTML and
   dashboard sections.
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import wilson_interval
-from analysis.detection_audit import MIN_DROP, OUTSIDE_THRESHOLD, bootstrap_ci, class_summary, table_flags
+from analysis.stats.aggregate import wilson_interval
+from analysis.evidence.detection_audit import MIN_DROP, OUTSIDE_THRESHOLD, bootstrap_ci, class_summary, table_flags
 
 
 def is_detection_run(store, model: dict | None) -> bool:

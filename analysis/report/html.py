@@ -25,7 +25,7 @@ figure img{width:160px;height:160px;image-rendering:pixelated;border:1px solid #
 
 def render_html(report: dict, *, comparison: dict | None = None, exemplars: list[dict] | None = None,
                 title: str | None = None) -> str:
-    """HTML for a report dict (DESIGN.md keys; `subgroups`, `clusters`, `faithfulness` used when present).
+    """HTML for a report dict (docs/FORMATS.md keys; `subgroups`, `clusters`, `faithfulness` used when present).
 
     `exemplars`: [{"image_id", "caption", "image": (H, W, 3) array in [0, 1] or uint8, "map": (h, w)}].
     """
@@ -90,7 +90,7 @@ def render_comparison(comparison: dict, charts: "_Charts | None" = None) -> str:
 
 
 def _detection_comparison(comparison: dict) -> str:
-    """Context fills per version, per-class attention changes and recall (`analysis.detection_compare`)."""
+    """Context fills per version, per-class attention changes and recall (`analysis.report.detection_compare`)."""
     out = ["<h2>Context dependence per version</h2>", _table(
         ["run", "class", "region", "score drop", "control drop", "excess drop", "95% CI", "flagged"],
         [[c["run"], c["class"], c["region"], _num(c["score_drop"]), _num(c["control_drop"]), _num(c["excess_drop"]),

@@ -1,6 +1,6 @@
 """A run of a detection model: D-RISE per detection, one atomic shard per batch, then the context evidence.
 
-The same guarantees as a classification run (`analysis.runner`, whose sampling, prefetching, claim and
+The same guarantees as a classification run (`analysis.runs.runner`, whose sampling, prefetching, claim and
 failure guard it reuses): per-batch shards through `RunStore`, resume after a kill (images already in a
 recorded shard are not redone), undecodable images skipped with the reason, an image on which the detector
 or D-RISE raises retried alone and skipped, never the whole run.
@@ -16,11 +16,11 @@ What a shard holds for detection (beside the usual `images`, empty `regions`, `s
 `images` rows: `image_id, image, label` (first object class), `n_objects, n_detections`.
 
 Evidence (`evidence.json`, once all shards are in): the context-fill intervention of
-`analysis.detection_audit` per (class, region) over the explained images, with the control fill and,
+`analysis.evidence.detection_audit` per (class, region) over the explained images, with the control fill and,
 where the dataset has boxes, ground-truth recall before / after; and D-RISE's trust checks on the first
-`sanity_images` images with detections: the cascading model randomisation of `analysis.sanity` (D-RISE
+`sanity_images` images with detections: the cascading model randomisation of `analysis.evidence.sanity` (D-RISE
 maps of the original detections, recomputed as the detector's layers are re-initialised from the output
-side; `SANITY_STAGES` stages), and deletion / insertion AUC of `analysis.faithfulness` for up to
+side; `SANITY_STAGES` stages), and deletion / insertion AUC of `analysis.evidence.faithfulness` for up to
 `FAITHFULNESS_DETECTIONS` of those detections, scored by the D-RISE similarity of the detector's output to
 the detection. They cost about `sanity_images x (SANITY_STAGES + 1)` images' worth of D-RISE;
 `--param sanity_images=0` skips them.
@@ -38,10 +38,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from analysis.detection_audit import (OUTSIDE_THRESHOLD, MIN_DROP, detection_rows, fill_effects, gt_found,
+from analysis.evidence.detection_audit import (OUTSIDE_THRESHOLD, MIN_DROP, detection_rows, fill_effects, gt_found,
                                       own_detections, summarize_interventions)
-from analysis.sampling import stratified_sample
-from analysis.store import REGION_COLUMNS, pool_maps
+from analysis.data.sampling import stratified_sample
+from analysis.store.run_store import REGION_COLUMNS, pool_maps
 from explainers.errors import InputError
 
 RUN_PARAMS = ("score_threshold", "fill", "outside_threshold", "min_drop", "sanity_images")  # the rest: D-RISE
@@ -77,11 +77,11 @@ def settings(run: dict) -> dict:
 
 def prepare(workspace, run: dict, device: str = "cpu"):
     """(loaded model, detection dataset, D-RISE explainer, settings); InputError before any compute."""
-    from analysis.detection_data import DetectionDataset
+    from analysis.data.detection_data import DetectionDataset
     from explainers.models import load_model
     from explainers.registry import make_explainer
 
-    from analysis.runner import make_explainer_check
+    from analysis.runs.runner import make_explainer_check
 
     make_explainer_check(run["method"], "detection")
     options = settings(run)
@@ -103,8 +103,8 @@ def prepare(workspace, run: dict, device: str = "cpu"):
 
 
 def execute(workspace, run: dict, *, device: str, batch_size: int, progress: bool) -> None:
-    """The shard loop of a detection run, then its evidence; `analysis.runner` claims and finishes the run."""
-    from analysis.runner import _FailureGuard, _prefetched, _progress_bar
+    """The shard loop of a detection run, then its evidence; `analysis.runs.runner` claims and finishes the run."""
+    from analysis.runs.runner import _FailureGuard, _prefetched, _progress_bar
 
     run_id = run["id"]
     loaded, dataset, explainer, options = prepare(workspace, run, device)
@@ -158,7 +158,7 @@ def small_model_threads(loaded, device: str, max_pixels: int = 128 * 128):
 
 def explain_batch(batch, loaded, explainer, dataset, options: dict, device: str, guard=None) -> dict:
     """One decoded batch -> the shard's tables (see the module docstring)."""
-    from analysis.runner import _skip_row
+    from analysis.runs.runner import _skip_row
 
     classes = class_names(loaded)
     region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())}
@@ -227,7 +227,7 @@ def evidence_stage(store, run: dict, loaded, dataset, options: dict, device: str
 
 def _write_evidence(store, run: dict, loaded, dataset, options: dict, device: str, batch_size: int,
                     explainer) -> None:
-    from analysis.runner import _prefetched
+    from analysis.runs.runner import _prefetched
 
     classes = class_names(loaded)
     region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())}
@@ -278,9 +278,9 @@ def _write_evidence(store, run: dict, loaded, dataset, options: dict, device: st
 
 def detection_sanity(detector, explainer, images: torch.Tensor, targets: list, *, seed: int = 0,
                      max_stages: int = SANITY_STAGES, original: torch.Tensor | None = None) -> dict:
-    """`analysis.sanity.randomisation_test` on D-RISE: the maps of the original detections (one per detection),
+    """`analysis.evidence.sanity.randomisation_test` on D-RISE: the maps of the original detections (one per detection),
     recomputed while the detector's layers are re-initialised. `explainer` must wrap `detector` itself."""
-    from analysis.sanity import randomisation_test
+    from analysis.evidence.sanity import randomisation_test
 
     return randomisation_test(detector, lambda: torch.cat(explainer.explain_detections(images, targets)),
                               method=explainer.name, n=int(images.shape[0]), seed=seed, max_stages=max_stages,
@@ -289,9 +289,9 @@ def detection_sanity(detector, explainer, images: torch.Tensor, targets: list, *
 
 def detection_faithfulness(detector, images: torch.Tensor, targets: list, maps: list, *, seed: int = 0,
                            max_detections: int = FAITHFULNESS_DETECTIONS, steps: int = 16) -> dict:
-    """Deletion / insertion AUC of D-RISE maps (`analysis.faithfulness.score_aucs`), one row per detection
+    """Deletion / insertion AUC of D-RISE maps (`analysis.evidence.faithfulness.score_aucs`), one row per detection
     (its image, its map), scored by the D-RISE similarity of the detector's output to that detection."""
-    from analysis.faithfulness import score_aucs
+    from analysis.evidence.faithfulness import score_aucs
     from explainers.detection import DetectionTarget
 
     rows = [(i, one) for i, target in enumerate(targets) for one in target.split()][:max_detections]
@@ -341,7 +341,7 @@ def _detect_and_explain(inputs: torch.Tensor, loaded, explainer, score_threshold
 def _per_image_on_error(fn, n: int) -> tuple[dict, dict]:
     """{k: output} for image positions 0..n-1 and {k: reason} for those that raised (a failing batch is
     retried image by image; InputError is the user's to fix and propagates)."""
-    from analysis.runner import _failure_reason
+    from analysis.runs.runner import _failure_reason
 
     try:
         return dict(enumerate(fn(slice(0, n)))), {}

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from analysis.workspace import Workspace
+from analysis.store.workspace import Workspace
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

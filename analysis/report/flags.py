@@ -44,7 +44,7 @@ def effective_roles(names, roles) -> list:
 
 def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
                    alpha: float = 0.01, min_effect: float = 0.05, strong_effect: float = 0.2) -> list[dict]:
-    """Flags in the report-JSON shape (DESIGN.md), most severe first."""
+    """Flags in the report-JSON shape (docs/FORMATS.md), most severe first."""
     evidence = evidence or {}
     flags = []
     strong, weak = _attention_hits(table, lift_threshold), _attention_hits(table, 1.0)
@@ -234,7 +234,7 @@ def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict 
     Keys: regions (rows with CIs), accuracy (per slice, Wilson), flags, attention, subgroups, sanity,
     faithfulness, second_explainer, interventions, and clusters when `maps` ((ids, maps) from the store) is given.
     """
-    from analysis.aggregate import accuracy_table, region_table, table_records
+    from analysis.stats.aggregate import accuracy_table, region_table, table_records
 
     evidence = evidence or {}
     table = region_table(images, regions, n_boot=n_boot, seed=seed)
@@ -253,7 +253,7 @@ def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict 
         "interventions": evidence.get("interventions") or {},
     }
     if maps is not None and len(maps[0]):
-        from analysis.clustering import spray_clusters
+        from analysis.stats.clustering import spray_clusters
 
         clusters = spray_clusters(images, maps, regions, seed=seed)
         out["clusters"] = clusters  # member image_ids included: the gallery filters by cluster without recomputing

@@ -1,8 +1,8 @@
 """The report of one run: its identity, accuracy, region table with CIs, flags with evidence, sanity.
 
 Pure over the run store (maps, shares and the evidence the worker computed): building a report never
-loads a model, so the dashboard can render it in its own process. The keys are a contract (DESIGN.md
-section 3); `analysis.flags.report_findings` supplies everything below `metrics`.
+loads a model, so the dashboard can render it in its own process. The keys are a contract (docs/FORMATS.md
+section 3); `analysis.report.flags.report_findings` supplies everything below `metrics`.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import json
 import os
 from typing import Any
 
-from analysis.detection_report import detection_findings, is_detection_run
-from analysis.flags import report_findings
-from analysis.store import RunStore
-from analysis.workspace import Workspace
+from analysis.report.detection_report import detection_findings, is_detection_run
+from analysis.report.flags import report_findings
+from analysis.store.run_store import RunStore
+from analysis.store.workspace import Workspace
 
 CSV_TABLES = ("regions", "accuracy", "flags")
 REPORT_FORMAT = 2  # bump when build_report's output changes: cached reports are rebuilt
@@ -80,7 +80,7 @@ def build_report(store_or_run: RunStore | str, workspace: Workspace | None = Non
         "regions": [], "flags": [], "sanity": {},
     }
     report["run"]["task"] = "detection" if detection else ((model or {}).get("card") or {}).get("task")
-    if detection:  # analysis.detection_report: recall, per-class box/context masses, context flags
+    if detection:  # analysis.report.detection_report: recall, per-class box/context masses, context flags
         findings = detection_findings(store, n_boot=n_boot, seed=int(run.get("seed") or 0))
         report["run"]["settings"] = findings["detection"]["settings"]
         findings["metrics"] = {**report["metrics"], **findings["metrics"]}

@@ -1,8 +1,8 @@
 """Version comparison of detection runs: did retraining take the detector off its context shortcut?
 
-The same question as `analysis.compare` asks of classifiers, with detection evidence. Per class and per
+The same question as `analysis.report.compare` asks of classifiers, with detection evidence. Per class and per
 region (`box`, each context region), the mean share of the detections' D-RISE mass per version with its
-bootstrap CI, and between consecutive versions the change with `analysis.compare.mass_change`. Detections
+bootstrap CI, and between consecutive versions the change with `analysis.report.compare.mass_change`. Detections
 are not the same objects across versions (a retrained detector finds other boxes), so a class's masses are
 first averaged per image: the test is paired on the images where both versions detected the class (on
 (image, class) for the all-class `regions`; `mass_change` falls back to an unpaired permutation, `paired`
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.compare import mass_change
-from analysis.detection_report import detection_findings
+from analysis.report.compare import mass_change
+from analysis.report.detection_report import detection_findings
 
 
 def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,
@@ -43,7 +43,8 @@ def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4
             out[region] = {"role": "core" if region == "box" else None, "runs": runs, "changes": changes}
         return out
 
-    result = {"task": "detection", "runs": names, "regions": entries(None),
+    ids = [getattr(store, "run_id", None) for store in stores]  # names can collide; scripts key on ids
+    result = {"task": "detection", "runs": names, "run_ids": ids, "regions": entries(None),
               "classes": {cls: e for cls in classes if (e := entries(cls))},  # a class no version detected: none
               "context": [_context_row(name, f, row) for name, f in zip(names, findings)
                           for row in f["detection"]["interventions"]],

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.aggregate import wilson_interval
+from analysis.stats.aggregate import wilson_interval
 from explainers.errors import InputError
 
 FILLS = ("mean", "blur", "shuffle")

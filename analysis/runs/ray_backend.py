@@ -5,7 +5,7 @@ batches it is handed with the runner's own per-batch code (`_decode`, `_explain_
 an atomic shard of the run store. Only the driver writes the SQLite catalog: it records a shard after the
 actor returns, so a crash loses at most the batches in flight and `execute_run` or this function resumes.
 Shard indexes follow the batch order, so a Ray run's store holds exactly what a local run's store holds.
-Detection runs go the same way with `analysis.detection_run`'s per-batch code and evidence stage.
+Detection runs go the same way with `analysis.runs.detection_run`'s per-batch code and evidence stage.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from analysis import detection_run
-from analysis.runner import _decode, _explain_batch, _region_spec, evidence_stage, finish_run, prepare
-from analysis.sampling import stratified_sample
-from analysis.workspace import Workspace
+from analysis.runs import detection_run
+from analysis.runs.runner import _decode, _explain_batch, _region_spec, evidence_stage, finish_run, prepare
+from analysis.data.sampling import stratified_sample
+from analysis.store.workspace import Workspace
 from explainers.errors import InputError
 
 MAX_IN_FLIGHT_PER_WORKER = 2

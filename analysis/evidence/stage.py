@@ -3,12 +3,12 @@
 Run in the worker after the maps (the model is already loaded there). For a subset of the run's images:
 - interventions: every shortcut candidate (a non-core region whose lift is > 1 overall or for a class;
   grid regions when the dataset has no masks) is filled and compared with an equal-area control
-  (`analysis.intervention`);
+  (`analysis.evidence.intervention`);
 - a second explainer from another family (CAM <-> input gradients) recomputes region lifts, so a flag
   does not rest on one method's quirks;
-- the run's explainer goes through the model-randomisation sanity check (`analysis.sanity`) on a few images;
-- deletion / insertion AUC of the run's stored maps (`analysis.faithfulness`).
-The result is JSON-able; the store writes it as evidence.json and `analysis.flags` reads it.
+- the run's explainer goes through the model-randomisation sanity check (`analysis.evidence.sanity`) on a few images;
+- deletion / insertion AUC of the run's stored maps (`analysis.evidence.faithfulness`).
+The result is JSON-able; the store writes it as evidence.json and `analysis.report.flags` reads it.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.aggregate import region_matrix, slice_stats
-from analysis.faithfulness import deletion_insertion
-from analysis.flags import effective_roles
-from analysis.intervention import intervene, resize_masks
-from analysis.regions import grid_regions, masked_shares, region_shares
-from analysis.sanity import model_randomisation
+from analysis.stats.aggregate import region_matrix, slice_stats
+from analysis.evidence.faithfulness import deletion_insertion
+from analysis.report.flags import effective_roles
+from analysis.evidence.intervention import intervene, resize_masks
+from analysis.stats.regions import grid_regions, masked_shares, region_shares
+from analysis.evidence.sanity import model_randomisation
 
 CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 

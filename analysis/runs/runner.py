@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis import detection_run
-from analysis.regions import grid_shares, region_shares
-from analysis.sampling import stratified_sample
-from analysis.shard_writer import ShardWriter
-from analysis.store import pool_maps
-from analysis.workspace import DiskFullError, Workspace, is_disk_full
+from analysis.runs import detection_run
+from analysis.stats.regions import grid_shares, region_shares
+from analysis.data.sampling import stratified_sample
+from analysis.store.shard_writer import ShardWriter
+from analysis.store.run_store import pool_maps
+from analysis.store.workspace import DiskFullError, Workspace, is_disk_full
 from explainers.errors import InputError
 from explainers.targets import ClassTarget
 
@@ -87,7 +87,7 @@ def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch
 
 def finish_run(workspace: Workspace, run_id: str) -> dict:
     """Mark the run done and leave its report beside it, so readers open it without recomputing."""
-    from analysis.report import cached_report
+    from analysis.report.build import cached_report
 
     workspace.update_run(run_id, status="done", pid=None)
     cached_report(workspace.store(run_id), workspace)
@@ -100,7 +100,7 @@ def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
     from explainers.registry import METHODS, make_explainer
 
     if detection_run.model_task(workspace, run) == "detection":
-        raise InputError(f"run {run['id']}: detection runs go through analysis.detection_run")
+        raise InputError(f"run {run['id']}: detection runs go through analysis.runs.detection_run")
     params = dict(run["params"])
     target_mode = params.get("target", "pred")
     if target_mode not in ("pred", "label"):
@@ -193,7 +193,7 @@ def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None) ->
     """
     if store.evidence():
         return
-    from analysis.evidence import compute_evidence
+    from analysis.evidence.stage import compute_evidence
 
     explainer_params = {k: v for k, v in run["params"].items() if k not in RUNNER_PARAMS}
     store.write_evidence(compute_evidence(loaded, dataset, store, method=run["method"], layer_name=layer_name,
@@ -374,7 +374,7 @@ def _skip_row(item, reason: str) -> dict:
 
 def _claim(workspace: Workspace, run_id: str, device: str) -> dict:
     """Mark the run as ours in one transaction, so two workers started together cannot both run it."""
-    from analysis.jobs import job_alive
+    from analysis.store.jobs import job_alive
 
     holder = workspace.claim_run(run_id, os.getpid(), device, is_alive=job_alive)
     if holder is not None:

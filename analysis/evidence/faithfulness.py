@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.intervention import heavy_blur
+from analysis.evidence.intervention import heavy_blur
 
 SCORE_DIRECTION = {"deletion_auc": "lower is better", "insertion_auc": "higher is better"}
 

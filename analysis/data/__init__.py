@@ -1,0 +1,1 @@
+"""Dataset formats and validation: shared types, manifest / ImageFolder / COCO readers, images, archives, sampling."""

@@ -1,0 +1,1 @@
+"""What backs a flag beyond attention: interventions, sanity checks, faithfulness, the evidence stage."""

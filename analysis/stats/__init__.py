@@ -1,0 +1,1 @@
+"""Numbers over images: region shares, bootstrap and exact intervals, clustering."""

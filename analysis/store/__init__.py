@@ -1,0 +1,1 @@
+"""Where results live: the workspace catalog (SQLite), the run store (shards), the shard writer, worker jobs."""
