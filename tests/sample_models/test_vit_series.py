@@ -72,7 +72,7 @@ def test_cli_run_finds_the_token_layer_and_flags_the_watermark_on_v1_only(tmp_pa
 
 @pytest.mark.parametrize("method", ["attention_rollout", "transformer_attribution"])
 def test_attention_methods_pass_the_model_randomisation_check_on_the_trained_vit(method):
-    from analysis.sanity import model_randomisation
+    from analysis.evidence.sanity import model_randomisation
     from sample_models.scenes import render
     from sample_models.train import to_tensors
 
