@@ -13,6 +13,7 @@ normalisation (a block's `norm1`, whose output has every token's norm equalised)
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MAD_FACTOR = 10.0
@@ -32,3 +33,9 @@ def artifact_tokens(token_map: torch.Tensor) -> torch.Tensor:
 def reads_residual_input(layer: nn.Module) -> bool:
     """Whether the residual stream is the layer's input (a normalisation) rather than its output."""
     return isinstance(layer, (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)) or "Norm" in type(layer).__name__
+
+
+def artifact_pixels(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) bool at map resolution: each artifact token's patch, for region statistics (how much of a
+    region's saliency mass lies on artifact tokens)."""
+    return F.interpolate(tokens[:, None].float(), size=tuple(size), mode="nearest")[:, 0] > 0.5
