@@ -72,7 +72,8 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
         dataset_id = workspace.register_dataset(demo_dataset(scenario, workspace.root / "demo-data", n))
         for version in versions:
             folder = WEIGHTS_DIR / scenario / f"v{version}"
-            model_id = workspace.register_model(folder / "model.pt2", folder / "model.json")
+            model_id = workspace.register_model(folder / "model.pt2", folder / "model.json", name=scenario,
+                                                version=f"v{version}")
             for method in methods:
                 run_id = workspace.create_run(model_id, dataset_id, method, {}, n=n, seed=0,
                                               name=f"{scenario} v{version} {method}")
@@ -117,7 +118,8 @@ def build_detection_demo(workspace, *, device: str = "cpu", log: Callable[[str],
     run_ids = []
     for version in DETECTION_VERSIONS:
         folder = DETECTION_WEIGHTS / version
-        model_id = workspace.register_model(folder / "model.safetensors", folder / "model.json")
+        model_id = workspace.register_model(folder / "model.safetensors", folder / "model.json",
+                                            name=DETECTION_SCENARIO, version=str(version))
         run_id = workspace.create_run(model_id, dataset_id, "drise", dict(DETECTION_PARAMS), n=DETECTION_IMAGES,
                                       seed=0, name=f"{DETECTION_SCENARIO} {version} drise")
         if workspace.run(run_id)["status"] != "done":

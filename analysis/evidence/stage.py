@@ -29,8 +29,12 @@ CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
                      max_images: int = 200, params: dict | None = None, fill: str = "mean",
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
-                     batch_size: int = 32, n_boot: int = 1000) -> dict:
-    """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config)."""
+                     batch_size: int = 32, n_boot: int = 1000, on_stage=None) -> dict:
+    """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config).
+
+    `on_stage(name)` is told when each part starts ("second explainer", "sanity", "faithfulness"), for the
+    progress a person watches."""
+    on_stage = on_stage or (lambda name: None)
     images, regions = store.images(), store.regions()
     out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images},
            "interventions": {}, "second_explainer": {}, "sanity": {}, "faithfulness": {}}
@@ -52,16 +56,19 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
             n_boot=n_boot, core=core)
 
     second = second_method(method, loaded)
+    on_stage("second explainer")
     if second is not None:
         out["second_explainer"] = second_explainer_lifts(
             loaded, batch, regions, second, seed=seed, limit=second_images, batch_size=batch_size)
 
+    on_stage("sanity")
     k = min(sanity_images, len(batch.inputs))
     preds = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:k].copy(), dtype=torch.long)
     out["sanity"] = {"model_randomization": model_randomisation(
         loaded.module, batch.inputs[:k], method, layer_name=module_layer, targets=preds,
         params=params or {}, seed=seed, max_stages=8)}
 
+    on_stage("faithfulness")
     ids, maps = store.maps()
     if len(ids):
         where = {int(i): j for j, i in enumerate(ids)}

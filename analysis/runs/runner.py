@@ -89,8 +89,9 @@ def finish_run(workspace: Workspace, run_id: str) -> dict:
     """Mark the run done and leave its report beside it, so readers open it without recomputing."""
     from analysis.report.build import cached_report
 
-    workspace.update_run(run_id, status="done", pid=None)
+    workspace.update_run(run_id, status="done", pid=None, stage="report")  # done: the report's key says so
     cached_report(workspace.store(run_id), workspace)
+    workspace.update_run(run_id, stage=None)
     return workspace.run(run_id)
 
 
@@ -143,6 +144,7 @@ def make_explainer_check(method: str, task: str | None = "classification") -> No
 
 
 def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, progress: bool) -> None:
+    workspace.update_run(run["id"], stage="explaining")  # the stage a progress bar names (see evidence_stage)
     if detection_run.model_task(workspace, run) == "detection":
         return detection_run.execute(workspace, run, device=device, batch_size=batch_size, progress=progress)
     run_id = run["id"]
@@ -196,8 +198,14 @@ def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None) ->
     from analysis.evidence.stage import compute_evidence
 
     explainer_params = {k: v for k, v in run["params"].items() if k not in RUNNER_PARAMS}
+
+    def stage(name: str) -> None:
+        if store.workspace is not None:
+            store.workspace.update_run(run["id"], stage=name)
+
+    stage("interventions")
     store.write_evidence(compute_evidence(loaded, dataset, store, method=run["method"], layer_name=layer_name,
-                                          seed=int(run["seed"]), params=explainer_params))
+                                          seed=int(run["seed"]), params=explainer_params, on_stage=stage))
 
 
 def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device,
