@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     run = command("run", cmd_run, "explain a sample of a dataset with a model; prints the run id")
-    run.add_argument("--model", help="model file (.pt2/.pt/.safetensors/.ts), registered model id, or an MLflow "
-                                     "registry version models:/NAME/VERSION or models:/NAME@ALIAS")
+    run.add_argument("--model", help="model file (.pt2/.pt/.safetensors/.ts/.onnx), registered model id, or an "
+                                     "MLflow registry version models:/NAME/VERSION or models:/NAME@ALIAS")
     run.add_argument("--mlflow-uri", help="MLflow tracking URI for models:/ (default $MLFLOW_TRACKING_URI)")
     run.add_argument("--data", help="dataset folder / .zip or registered dataset id")
     run.add_argument("--card", help="model card JSON (default: model.json beside the model)")

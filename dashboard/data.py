@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
+from explainers.errors import InputError
 
 # Seconds per image on CPU for a 224 px ResNet-sized model, used only when no earlier run of the method
 # has recorded its speed. Rough on purpose: the page says "about".
@@ -45,6 +46,33 @@ def _frame(rows: Any) -> pd.DataFrame:
 
 
 # --- catalog ------------------------------------------------------------------------------------------
+def registered_models(tracking_uri: str) -> list[str]:
+    """Names of the registered models in an MLflow registry (HTTP only: nothing is downloaded or loaded)."""
+    from analysis.store import mlflow_registry
+
+    client = mlflow_registry.client(tracking_uri)
+    try:
+        return sorted(m.name for m in client.search_registered_models())
+    except Exception as exc:  # connection refused, bad URI: the page says it in one line
+        raise InputError(f"cannot list the models of {tracking_uri}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def registered_versions(tracking_uri: str, name: str) -> pd.DataFrame:
+    """A registered model's versions, oldest first, each with its aliases, its audit flags and the finished
+    audit of it in this workspace (`run_id`, None when it has none yet)."""
+    from analysis.store import mlflow_registry
+
+    found = mlflow_registry.versions(mlflow_registry.client(tracking_uri), name)
+    audited = {}
+    for run in ws().runs():  # the newest finished audit of each registry version
+        source = (ws().model(run["model_id"]) or {}).get("source") or {}
+        if run["status"] == "done" and source.get("uri"):
+            audited[source["uri"]] = run["id"]
+    return pd.DataFrame([{"version": f"v{v.version}", "aliases": ", ".join(v.aliases) or "",
+                          "flags": v.tags.get("saliency_audit.flags", "not audited"), "uri": v.uri,
+                          "run_id": audited.get(v.uri)} for v in found])
+
+
 def models() -> pd.DataFrame:
     """Registered models with `label`: the name a person gave, with its version ("cage-net v2")."""
     from analysis.report.labels import model_label

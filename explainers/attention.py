@@ -143,8 +143,8 @@ class AttentionMethod(Explainer):
     uses_gradients: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, **params):
-        attention_modules(model)  # refuse a model without supported attention now, not on the first batch
         super().__init__(model, **params)
+        attention_modules(model)  # refuse a model without supported attention now, not on the first batch
 
     def block_weights(self, attention: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
         """(B, N, N) from one block's probabilities (B, heads, N, N) and their gradient."""

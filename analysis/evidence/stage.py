@@ -22,6 +22,7 @@ from analysis.report.flags import effective_roles
 from analysis.evidence.intervention import intervene, resize_masks
 from analysis.stats.regions import grid_regions, masked_shares, region_shares
 from analysis.evidence.sanity import model_randomisation
+from explainers.base import is_black_box
 
 CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 
@@ -156,6 +157,8 @@ def second_method(method: str, loaded) -> str | None:
     """Another family: CAM -> plain gradients; anything else -> Grad-CAM (when layers are reachable)."""
     if method in CAM_METHODS:
         return "saliency"
+    if is_black_box(loaded.module):  # outputs only (ONNX): the other perturbation method
+        return "rise" if method == "occlusion" else "occlusion"
     if getattr(loaded, "supports_hooks", True):
         return "gradcam"
     return "integrated_gradients" if method != "integrated_gradients" else "saliency"

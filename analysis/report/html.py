@@ -231,7 +231,7 @@ def _sanity_table(sanity: dict) -> str:
         return "<p class='muted'>Sanity check not run.</p>"
     head = (f"<p>Model-parameter randomisation ({escape(str(mr.get('method', '')))}): similarity "
             f"{_num(mr.get('similarity'))} (threshold {_num(mr.get('threshold'))}) — "
-            f"<b>{'passed' if mr.get('passed') else 'failed'}</b>. "
+            f"<b>{ {True: 'passed', False: 'failed'}.get(mr.get('passed'), 'not judged')}</b>. "
             f"<span class='muted'>{escape(str(mr.get('criterion', '')))}</span></p>")
     stages = [[s["layer"], s.get("n_randomised"), _num(s["spearman_abs"]), _num(s["spearman"]), _num(s["ssim"])]
               for s in mr.get("stages", [])]

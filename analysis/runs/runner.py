@@ -97,6 +97,7 @@ def finish_run(workspace: Workspace, run_id: str) -> dict:
 
 def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
     """Load and check everything a run needs; raises InputError before any compute."""
+    from explainers.base import refuse_black_box
     from explainers.models import load_model
     from explainers.registry import METHODS, make_explainer
 
@@ -114,6 +115,7 @@ def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
 
     explainer_params = {k: v for k, v in params.items() if k not in RUNNER_PARAMS}
     layer_name = None
+    refuse_black_box(METHODS[run["method"]], loaded.module)  # gradient/CAM methods on ONNX: the fix, not a crash
     if METHODS[run["method"]].needs_layer:
         if not loaded.supports_hooks:
             raise InputError(f"{model_row['path']}: method {run['method']!r} hooks an internal layer, which a "

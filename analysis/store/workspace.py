@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from explainers.errors import InputError
-from explainers.model_files import file_sha256, sniff_format
+from explainers.model_files import companion_files, embedded_card, file_sha256, sniff_format
 
 ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
 SQLITE_DISK_FULL = ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE")  # the latter: no room for the -shm file on open
@@ -155,15 +155,18 @@ class Workspace:
         if not path.is_file():
             raise InputError(f"model file not found: {path}; pass --model PATH to a .pt2/.pt/.safetensors/.ts file")
         card_file = Path(card_path) if card_path else _card_beside(path)
-        if card_file is None or not card_file.is_file():
+        card = embedded_card(path) if card_file is None else None  # a YOLO ONNX export names classes and size
+        if card is None and (card_file is None or not card_file.is_file()):
             raise InputError(f"no model card for {path}: put model.json beside it or pass --card PATH")
         try:
-            card = json.loads(card_file.read_text())
+            card = card if card is not None else json.loads(card_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
         fmt = sniff_format(path)  # InputError for a file that is no model, before anything is copied
         sha = file_sha256(path)
-        model_id = "m-" + hashlib.sha256((sha + canonical_json(card)).encode()).hexdigest()[:12]
+        companions = companion_files(path, fmt)  # an ONNX model's external weight files, checked
+        identity = sha + "".join(file_sha256(c) for c in companions)
+        model_id = "m-" + hashlib.sha256((identity + canonical_json(card)).encode()).hexdigest()[:12]
         name = (name or "").strip() or _model_name(path, card)
         version = (str(version).strip() if version is not None else "") or _card_version(card)
         if (existing := self.model(model_id)) is not None:
@@ -175,6 +178,10 @@ class Workspace:
         remove_dead_temps(dest_dir)
         dest = dest_dir / path.name
         _copy_atomic(path, dest)
+        for companion in companions:
+            target = dest_dir / companion.relative_to(path.parent.resolve())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy_atomic(companion, target)
         (dest_dir / "model.json").write_text(json.dumps(card, indent=1))
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO models (id, name, path, sha256, card, format, created, version) "

@@ -1,4 +1,6 @@
 """Compare versions: did retraining move attention off the shortcut, and at what cost in accuracy?"""
+import os
+
 import streamlit as st
 
 from dashboard import data, detection_views, overlay, state, views
@@ -13,6 +15,31 @@ if len(done) < 2:
 
 by_id = done.set_index("id")
 preset = [r for r in state.compared_runs() if r in by_id.index] or views.default_series(done)
+series_key = ""
+if st.radio("Versions from", ["audits in this workspace", "an MLflow model registry"], horizontal=True,
+            key="compare_source") == "an MLflow model registry":
+    tracking_uri = st.text_input("MLflow tracking URI", value=os.environ.get("MLFLOW_TRACKING_URI", ""),
+                                 key="compare_mlflow_uri", placeholder="http://127.0.0.1:5000")
+    try:
+        names = data.registered_models(tracking_uri) if tracking_uri else []
+    except data.InputError as exc:
+        st.error(str(exc))
+        st.stop()
+    if not names:
+        st.info("Give the tracking URI of an MLflow server with registered models.")
+        st.stop()
+    registered = st.selectbox("Registered model", names, key="compare_registered")
+    table = data.registered_versions(tracking_uri, registered)
+    st.dataframe(table.assign(audited=["yes" if r else "no" for r in table["run_id"]])
+                 [["version", "aliases", "flags", "audited"]], hide_index=True)
+    missing = table[table["run_id"].isna()]["version"].tolist()
+    if missing:
+        st.info(f"{', '.join(missing)} not audited here yet: `saliency-audit compare --registered {registered} "
+                "--data DATASET` audits every version and writes the results back to the registry.")
+    preset = [r for r in table["run_id"].dropna() if r in by_id.index]
+    if not preset:
+        st.stop()
+    series_key = f"_{registered}"
 dataset_ids = list(dict.fromkeys(done["dataset_id"]))
 start = dataset_ids.index(by_id.loc[preset[0], "dataset_id"]) if preset else len(dataset_ids) - 1
 dataset_id = st.selectbox("Dataset", dataset_ids, index=start, format_func=data.dataset_name, key="compare_dataset")
@@ -20,7 +47,7 @@ on_dataset = done[done["dataset_id"] == dataset_id]
 ids = on_dataset["id"].tolist()
 labels_of = {r["id"]: views.version_label(r) for r in on_dataset.to_dict("records")}
 chosen = st.multiselect("Versions, oldest first", ids, default=[r for r in preset if r in ids],
-                        format_func=lambda r: labels_of.get(r, r), key=f"compare_runs_{dataset_id}",
+                        format_func=lambda r: labels_of.get(r, r), key=f"compare_runs_{dataset_id}{series_key}",
                         placeholder="choose two audits or more")
 state.set_compared_runs(chosen)
 if len(chosen) < 2:

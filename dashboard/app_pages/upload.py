@@ -96,10 +96,14 @@ for key, value in (("card_h", 224), ("card_w", 224), ("card_mean", IMAGENET_MEAN
     st.session_state.setdefault(key, value)  # defaults here, not in the widgets: an uploaded card may set them
 
 st.header("Model")
-model_file = st.file_uploader("Model file (.pt2 recommended; .pt/.pth/.safetensors state dict; .ts TorchScript)",
-                              type=["pt2", "pt", "pth", "safetensors", "ts"], key="upload_model",
+model_file = st.file_uploader("Model file (.pt2 recommended; .pt/.pth/.safetensors state dict; .ts TorchScript; "
+                              ".onnx)", type=["pt2", "pt", "pth", "safetensors", "ts", "onnx"], key="upload_model",
                               on_change=forget_errors("model", "card", "target_layer", "architecture", "classes",
                                                       "mean", "std"))
+if model_file is not None and model_file.name.lower().endswith(".onnx"):
+    st.info("ONNX runs no Python: onnxruntime executes only the graph's standard operators, so this file cannot "
+            "run code when it is checked or audited. It is a black box: occlusion and rise (drise for detectors) "
+            "explain it; gradient and CAM methods need a .pt2 export.")
 card_file = st.file_uploader("Model card (model.json), optional: it fills the form below",
                              type=["json"], key="upload_card", on_change=fill_form_from_card)
 field_error("card")

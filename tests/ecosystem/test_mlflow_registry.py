@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from analysis.cli import main
 from analysis.report.build import cached_report
 from analysis.store.workspace import Workspace
+from tests.dashboard.apptest import app_opener
 from tests.ecosystem.mlflow_server import mlflow_server
 from tests.report import samples_audit
 
@@ -120,6 +121,24 @@ def test_bad_registry_uris_are_one_line_errors(registry, cage_data, tmp_path, ca
     code, _, err = _cli(capsys, "run", "--model", uri, "--data", cage_data, "--mlflow-uri", registry[0],
                         "--workspace", tmp_path / "ws", "--no-progress")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_compare_page_offers_the_registered_models_versions(registry, compared, monkeypatch):
+    uri, _ = registry
+    workspace, result = compared
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    at = app_opener(workspace, monkeypatch, timeout=180)("app_pages/compare.py")
+    at.radio(key="compare_source").set_value("an MLflow model registry").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key="compare_registered").value == "cage"
+    table = at.dataframe[0].value
+    assert table["version"].tolist() == ["v1", "v2", "v3"] and table["aliases"].tolist() == ["", "", "champion"]
+    assert table["audited"].tolist() == ["yes"] * 3
+    assert table["flags"].tolist() == [str(len(cached_report(r, Workspace(workspace))["flags"]))
+                                       for r in result["run_ids"]]
+    (versions,) = [m for m in at.multiselect if m.label.startswith("Versions")]
+    assert versions.value == result["run_ids"]  # the page compares exactly the registry's versions, in order
+    assert any("cage" in m.value for m in at.markdown)  # the summary of the comparison is on the page
 
 
 def test_a_pickled_mlflow_pytorch_model_is_refused(registry, cage_data, tmp_path, capsys):
