@@ -14,10 +14,28 @@ from explainers.errors import InputError
 
 
 def inspect(model_path: str, card_path: str | None = None) -> dict:
-    from explainers.layers import spatial_layers
-    from explainers.models import ModelCard, load_model
+    """A model file, a Hugging Face folder, or a zip of one (unpacked safely into a temporary folder)."""
+    from pathlib import Path
 
-    card = ModelCard.from_json(card_path) if card_path else None
+    from explainers.model_files import hf_folder_in_zip
+
+    inner = hf_folder_in_zip(Path(model_path)) if Path(model_path).is_file() else None
+    if inner is None:
+        return _inspect(model_path, card_path)
+    import tempfile
+
+    from analysis.data.archive import safe_extract
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = safe_extract(model_path, tmp, name="model")
+        return _inspect(str(folder / inner if inner else folder), card_path)
+
+
+def _inspect(model_path: str, card_path: str | None) -> dict:
+    from explainers.layers import spatial_layers
+    from explainers.models import load_model, read_card
+
+    card = read_card(model_path, card_path) if card_path else None
     loaded = load_model(model_path, card=card, device="cpu")
     layers = spatial_layers(loaded.net, tuple(loaded.card.input_size)) if loaded.supports_hooks else []
     return {"format": loaded.format, "supports_hooks": bool(loaded.supports_hooks),

@@ -1,7 +1,10 @@
 """Architecture name -> a freshly built network, so a bare state dict has something to load into.
 
-Names are the project's sample models (`sample_models.architectures.ARCHITECTURES`, checked first) and
-torchvision's classification models. Weights are never downloaded: the user's state dict supplies them.
+Names are the project's sample models (`sample_models.architectures.ARCHITECTURES`, checked first),
+torchvision's classification models (resnets, ViT, Swin, ConvNeXt, EfficientNet, MobileNet, ...) and timm
+models as `timm:NAME` (`explainers.timm_models`). Weights are never downloaded: the user's state dict
+supplies them. torchvision's ViTs get the card's (square) input size as `image_size`: their position
+embeddings depend on it.
 
 Detectors (`build_detector`) come already wrapped in the D-RISE format (`explainers.detection`): the sample
 `tiny_grid_detector` as a `GridDetector`, torchvision's detection models as a `TorchvisionDetector`. The
@@ -14,10 +17,14 @@ from typing import Callable
 from torch import nn
 
 from explainers.errors import InputError
+from explainers.timm_models import PREFIX as TIMM_PREFIX
+from explainers.timm_models import build_timm
 
 
-def build_architecture(name: str, num_classes: int) -> nn.Module:
-    """A randomly initialised `name` network with a `num_classes`-way head."""
+def build_architecture(name: str, num_classes: int, input_size: tuple[int, int] | None = None) -> nn.Module:
+    """A randomly initialised `name` network with a `num_classes`-way head, for inputs of `input_size`."""
+    if name.startswith(TIMM_PREFIX):
+        return build_timm(name[len(TIMM_PREFIX):], num_classes, input_size)
     sample = _sample_architectures()
     if name in sample:
         return sample[name](num_classes)
@@ -25,11 +32,18 @@ def build_architecture(name: str, num_classes: int) -> nn.Module:
     if name in torchvision_names:
         import torchvision
 
-        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        extra = {}
+        if name.startswith("vit_") and input_size is not None:
+            if input_size[0] != input_size[1]:
+                raise InputError(f"architecture {name!r}: torchvision ViTs take square inputs; set 'input_size' "
+                                 f"to [{input_size[0]}, {input_size[0]}] or export the model as .pt2")
+            extra["image_size"] = int(input_size[0])
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **extra)
     raise InputError(
         f"unknown architecture {name!r} in the model card; use one of the sample models "
-        f"({', '.join(sorted(sample)) or 'none installed'}) or a torchvision classification model "
-        f"({', '.join(sorted(torchvision_names)[:8])}, ...), or export the model as .pt2 (no architecture needed)"
+        f"({', '.join(sorted(sample)) or 'none installed'}), a torchvision classification model "
+        f"({', '.join(sorted(torchvision_names)[:8])}, ...) or a timm model as 'timm:NAME', or export the model "
+        "as .pt2 (no architecture needed)"
     )
 
 

@@ -1,4 +1,4 @@
-"""What a model file is, from its bytes alone (nothing unpickled), and its content hash.
+"""What a model file (or Hugging Face folder) is, from its bytes alone (nothing unpickled), and its content hash.
 
 Kept free of torch so the catalog can sniff and hash uploads cheaply, in any process.
 """
@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 from explainers.errors import InputError
+from explainers.hf_card import CONFIG as HF_CONFIG
 
 
 def file_sha256(path: str | Path) -> str:
@@ -38,9 +39,43 @@ def embedded_card(path: Path) -> dict | None:
     return ultralytics_card(path)
 
 
+def tree_sha256(root: Path) -> str:
+    """Content hash of a folder: relative paths and file contents, order-independent of the filesystem."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file_sha256(path).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def model_sha256(path: str | Path) -> str:
+    """A model file's hash, or a model folder's (a Hugging Face folder, wherever it was unpacked)."""
+    return tree_sha256(Path(path)) if Path(path).is_dir() else file_sha256(path)
+
+
+def hf_folder_in_zip(path: Path) -> str | None:
+    """The folder inside a zip that holds a Hugging Face model ("" for the zip's root), or None."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    folders = sorted(folder for folder, _, base in (name.rpartition("/") for name in names)
+                     if base == HF_CONFIG and "/" not in folder and folder != "__MACOSX")
+    return folders[0] if folders else None
+
+
 def sniff_format(path: Path) -> str:
-    """`pt2`, `torchscript`, `state_dict`, `safetensors`, `onnx` or `ultralytics`, from the bytes (zip member
-    names, headers, the names a pickle would import), never by unpickling."""
+    """`pt2`, `torchscript`, `state_dict`, `safetensors`, `onnx`, `ultralytics` or `hf_folder`, from the bytes
+    (zip member names, headers, the names a pickle would import), never by unpickling; a folder by its
+    config.json."""
+    if path.is_dir():
+        if (path / HF_CONFIG).is_file():
+            return "hf_folder"
+        raise InputError(f"{path.name}: a model folder must be a Hugging Face save_pretrained folder "
+                         "(config.json + model.safetensors); for other models pass the model file")
     with open(path, "rb") as handle:
         head = handle.read(16)
     suffix = path.suffix.lower()
@@ -69,7 +104,7 @@ def sniff_format(path: Path) -> str:
     raise InputError(
         f"{path.name}: not a model file this tool can read; accepted: a torch.export .pt2, a state dict "
         "(.pt/.pth saved with torch.save(model.state_dict()), or .safetensors) with 'architecture' in the "
-        "model card, a TorchScript .ts, or an ONNX .onnx"
+        "model card, a TorchScript .ts, an ONNX .onnx, or a Hugging Face save_pretrained folder (or a .zip of it)"
     )
 
 

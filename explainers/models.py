@@ -13,6 +13,8 @@ Formats (docs/FORMATS.md), recognised by content, never by unpickling to find ou
   the archive's TorchScript code, so it is only ever called in the worker process, never in Streamlit.
 - ONNX `.onnx` (`explainers.onnx_model`): onnxruntime, black-box methods only; no Python runs.
 - Ultralytics YOLO checkpoints (`explainers.yolo`): pickles, loaded only with the card's `"trust_pickle": true`.
+- a Hugging Face `save_pretrained` folder (`explainers.hf_card`, `explainers.hf_loader`): the card comes
+  from its config, safetensors weights only.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ from explainers.architectures import (SAMPLE_DETECTORS, TORCHVISION_DETECTORS, b
                                       detector_class_names)
 from explainers.errors import InputError
 from explainers.layers import LIST_LAYERS_HINT, detect_target_layer
-from explainers.model_files import file_sha256, sniff_format
+from explainers.hf_card import hf_card_dict, is_hf_folder
+from explainers.model_files import model_sha256, sniff_format
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +137,20 @@ class ModelCard:
         return {k: v for k, v in data.items() if v is not None and (k != "trust_pickle" or v)}
 
 
+def read_card(model_path: str | Path, card_path: str | Path | None = None) -> ModelCard:
+    """The card of a model: `card_path`, else the one beside the file (`find_card`); for a Hugging Face
+    folder, the card its config implies, with the folder's model.json and then `card_path` overriding."""
+    model_path = Path(model_path)
+    if is_hf_folder(model_path):
+        override = None
+        if card_path is not None:
+            override = json.loads(Path(card_path).read_text(encoding="utf-8")) if Path(card_path).is_file() else None
+            if not isinstance(override, dict):
+                raise InputError(f"{Path(card_path).name}: must be a JSON object whose fields override config.json")
+        return ModelCard.from_dict(hf_card_dict(model_path, override), source=f"{model_path.name} (card)")
+    return ModelCard.from_json(card_path if card_path is not None else find_card(model_path))
+
+
 def find_card(model_path: str | Path) -> Path:
     """`<stem>.json` beside the model (one card per model version), else `model.json` in its folder."""
     model_path = Path(model_path)
@@ -163,7 +180,7 @@ class LoadedModel:
     module: nn.Module  # Sequential(normalize, net): [0, 1] images in, raw outputs (logits) out
     net: nn.Module  # the user's network; layer names are relative to it
     card: ModelCard
-    format: str  # pt2 | state_dict | safetensors | torchscript | onnx | ultralytics
+    format: str  # pt2 | state_dict | safetensors | torchscript | onnx | ultralytics | hf_folder
     supports_hooks: bool
     sha256: str
     path: Path
@@ -201,14 +218,18 @@ class LoadedModel:
 def load_model(path: str | Path, card: ModelCard | None = None, device: str | torch.device = "cpu") -> LoadedModel:
     """Load, wrap with the card's normalisation, and check one probe forward against the card."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: model file not found")
+    if not path.is_file() and not is_hf_folder(path):
+        raise InputError(f"{path}: model file not found" if not path.is_dir() else
+                         f"{path}: a model folder must be a Hugging Face save_pretrained folder with config.json")
     if card is None:
-        card = ModelCard.from_json(find_card(path))
+        card = read_card(path)
     device = torch.device(device)
     kind = sniff_format(path)
     if kind == "ultralytics" and card.task != "detection":
         raise InputError(f"{path.name} is an Ultralytics YOLO checkpoint: set \"task\": \"detection\" in its model card")
+    if kind == "hf_folder" and card.task not in ("classification", "multilabel"):
+        raise InputError(f"{path.name}: Hugging Face folders load as image classifiers (task classification or "
+                         f"multilabel), not {card.task}")
     if card.task == "detection" and kind in ("pt2", "torchscript"):
         raise InputError(f"{path.name}: detection models load from a state dict (.pt/.pth or .safetensors) with "
                          f"\"architecture\" in the model card ({', '.join(DETECTION_ARCHITECTURES)}); save "
@@ -226,6 +247,10 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
         net = _load_pt2(path, device)
     elif kind == "torchscript":
         net = _load_torchscript(path, device)
+    elif kind == "hf_folder":
+        from explainers.hf_loader import load_hf_classifier
+
+        net = load_hf_classifier(path, device)
     else:
         state = _read_safetensors(path) if kind == "safetensors" else _read_state_dict(path, device)
         net = _build_with_state(path, card, state)
@@ -236,7 +261,7 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
     module.add_module("net", net)
     module = module.to(device).eval()
     loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind not in ("torchscript", "onnx"),
-                         sha256=file_sha256(path), path=path, device=device)
+                         sha256=model_sha256(path), path=path, device=device)
     _check_probe(loaded)
     if card.target_layer and loaded.supports_hooks:
         loaded.layer(card.target_layer)
@@ -352,7 +377,8 @@ def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Ten
     if card.task == "detection":  # the file holds the bare network; D-RISE gets it wrapped
         net, wrapped = build_detector(card.architecture, num_classes=len(card.classes))
     else:
-        net = wrapped = build_architecture(card.architecture, num_classes=len(card.classes))
+        net = wrapped = build_architecture(card.architecture, num_classes=len(card.classes),
+                                         input_size=card.input_size)
     state = _strip_prefix(state, "module.")  # saved from DataParallel / DistributedDataParallel
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]

@@ -7,7 +7,8 @@ Run in the worker after the maps (the model is already loaded there). For a subs
 - a second explainer from another family (CAM <-> input gradients) recomputes region lifts, so a flag
   does not rest on one method's quirks;
 - the run's explainer goes through the model-randomisation sanity check (`analysis.evidence.sanity`) on a few images;
-- deletion / insertion AUC of the run's stored maps (`analysis.evidence.faithfulness`).
+- deletion / insertion AUC of the run's stored maps (`analysis.evidence.faithfulness`);
+- opt-in (`region_shapley=N`): region-level Shapley values on N images (`analysis.evidence.region_shapley`).
 The result is JSON-able; the store writes it as evidence.json and `analysis.report.flags` reads it.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from analysis.stats.aggregate import region_matrix, slice_stats
 from analysis.evidence.faithfulness import deletion_insertion
 from analysis.report.flags import effective_roles
 from analysis.evidence.intervention import intervene, resize_masks
+from analysis.evidence.region_shapley import shapley_evidence
 from analysis.stats.regions import grid_regions, masked_shares, region_shares
 from analysis.evidence.sanity import model_randomisation
 from explainers.base import is_black_box
@@ -30,11 +32,12 @@ CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
                      max_images: int = 200, params: dict | None = None, fill: str = "mean",
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
-                     batch_size: int = 32, n_boot: int = 1000, on_stage=None) -> dict:
-    """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config).
+                     batch_size: int = 32, n_boot: int = 1000, on_stage=None, region_shapley: int = 0) -> dict:
+    """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config; region_shapley
+    when `region_shapley` > 0 images are asked for).
 
-    `on_stage(name)` is told when each part starts ("second explainer", "sanity", "faithfulness"), for the
-    progress a person watches."""
+    `on_stage(name)` is told when each part starts ("second explainer", "sanity", "faithfulness", "region
+    Shapley"), for the progress a person watches."""
     on_stage = on_stage or (lambda name: None)
     images, regions = store.images(), store.regions()
     out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images},
@@ -79,6 +82,10 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
             targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[rows], dtype=torch.long)
             out["faithfulness"] = {"method": method, **deletion_insertion(
                 loaded.module, batch.inputs[rows], stored, targets, batch_size=batch_size, seed=seed)}
+    if region_shapley > 0:
+        on_stage("region Shapley")
+        out["region_shapley"] = shapley_evidence(loaded, batch, regions, n_images=region_shapley, seed=seed,
+                                                 batch_size=batch_size)
     return out
 
 

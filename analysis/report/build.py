@@ -14,11 +14,12 @@ from typing import Any
 
 from analysis.report.detection_report import detection_findings, is_detection_run
 from analysis.report.flags import report_findings
+from analysis.evidence.region_shapley import shapley_table
 from analysis.store.run_store import RunStore
 from analysis.store.workspace import Workspace
 
 CSV_TABLES = ("regions", "accuracy", "flags")
-REPORT_FORMAT = 2  # bump when build_report's output changes: cached reports are rebuilt
+REPORT_FORMAT = 3  # bump when build_report's output changes: cached reports are rebuilt
 
 
 def cached_report(store_or_run: RunStore | str, workspace: Workspace | None = None) -> dict[str, Any]:
@@ -106,6 +107,10 @@ def build_report(store_or_run: RunStore | str, workspace: Workspace | None = Non
     elif len(images):
         report.update(report_findings(images, regions, store.evidence(), maps=store.maps(),
                                       n_boot=n_boot, seed=int(run.get("seed") or 0)))
+        shapley = (store.evidence() or {}).get("region_shapley")
+        if shapley:  # opt-in: run parameter region_shapley=N
+            report["region_shapley"] = {"score": shapley["score"], "n": shapley["n"],
+                                        "rows": shapley_table(shapley, n_boot=n_boot, seed=int(run.get("seed") or 0))}
     report["skipped"] = [{"image": str(r["image"]), "reason": str(r["reason"])} for r in skipped.to_dict("records")]
     return report
 

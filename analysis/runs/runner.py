@@ -33,7 +33,7 @@ from analysis.store.workspace import DiskFullError, Workspace, is_disk_full
 from explainers.errors import InputError
 from explainers.targets import ClassTarget
 
-RUNNER_PARAMS = ("target", "layer")  # run parameters the runner consumes; the rest go to the explainer
+RUNNER_PARAMS = ("target", "layer", "region_shapley")  # run parameters the runner consumes; the rest go to the explainer
 SYSTEMIC_FAILURES = 8  # this many images raising, with none explained, is a broken model/method: stop
 
 
@@ -107,6 +107,10 @@ def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
     target_mode = params.get("target", "pred")
     if target_mode not in ("pred", "label"):
         raise InputError(f"parameter target={target_mode!r}: use 'pred' (predicted class) or 'label'")
+    shapley_images = params.get("region_shapley", 0)
+    if not isinstance(shapley_images, int) or isinstance(shapley_images, bool) or shapley_images < 0:
+        raise InputError(f"parameter region_shapley={shapley_images!r}: give the number of images whose region "
+                         "Shapley values the evidence stage computes, e.g. --param region_shapley=32 (0: off)")
     make_explainer_check(run["method"])
     model_row = workspace.model(run["model_id"])
     loaded = load_model(model_row["abspath"], device=device)
@@ -207,7 +211,8 @@ def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None) ->
 
     stage("interventions")
     store.write_evidence(compute_evidence(loaded, dataset, store, method=run["method"], layer_name=layer_name,
-                                          seed=int(run["seed"]), params=explainer_params, on_stage=stage))
+                                          seed=int(run["seed"]), params=explainer_params, on_stage=stage,
+                                          region_shapley=int(run["params"].get("region_shapley", 0))))
 
 
 def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device,

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from explainers.errors import InputError
-from explainers.model_files import companion_files, embedded_card, file_sha256, sniff_format
+from explainers.model_files import (companion_files, embedded_card, file_sha256, hf_folder_in_zip, sniff_format,
+                                     tree_sha256)
 
 ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
 SQLITE_DISK_FULL = ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE")  # the latter: no room for the -shm file on open
@@ -76,15 +77,6 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def default_root() -> Path:
     return Path(os.environ.get(ENV_VAR) or "workspace")
-
-
-def tree_sha256(root: Path) -> str:
-    """Content hash of a folder: relative paths and file contents, order-independent of the filesystem."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(file_sha256(path).encode() + b"\0")
-    return digest.hexdigest()
 
 
 def canonical_json(value: Any) -> str:
@@ -152,6 +144,8 @@ class Workspace:
         `name` (else the card's `name`, else the file's own name) and `version` (else the card's) are what
         every page, export and listing shows; registering the same content again with a name renames it."""
         path = Path(path)
+        if path.is_dir() or (path.is_file() and hf_folder_in_zip(path) is not None):
+            return self._register_model_folder(path, card_path, name=name, version=version)
         if not path.is_file():
             raise InputError(f"model file not found: {path}; pass --model PATH to a .pt2/.pt/.safetensors/.ts file")
         card_file = Path(card_path) if card_path else _card_beside(path)
@@ -169,10 +163,8 @@ class Workspace:
         model_id = "m-" + hashlib.sha256((identity + canonical_json(card)).encode()).hexdigest()[:12]
         name = (name or "").strip() or _model_name(path, card)
         version = (str(version).strip() if version is not None else "") or _card_version(card)
-        if (existing := self.model(model_id)) is not None:
-            if name != existing["name"] or (version and version != existing.get("version")):
-                self.rename_model(model_id, name, version or existing.get("version"))
-            return existing["id"]
+        if (existing := self._known_model(model_id, name, version)) is not None:
+            return existing
         dest_dir = self.root / "models" / model_id
         dest_dir.mkdir(parents=True, exist_ok=True)
         remove_dead_temps(dest_dir)
@@ -183,12 +175,69 @@ class Workspace:
             target.parent.mkdir(parents=True, exist_ok=True)
             _copy_atomic(companion, target)
         (dest_dir / "model.json").write_text(json.dumps(card, indent=1))
+        return self._insert_model(model_id, name, dest, sha, card, fmt, version)
+
+    def _known_model(self, model_id: str, name: str, version: str) -> str | None:
+        """The id of an already registered model (renamed when given another name or version), else None."""
+        if (existing := self.model(model_id)) is None:
+            return None
+        if name != existing["name"] or (version and version != existing.get("version")):
+            self.rename_model(model_id, name, version or existing.get("version"))
+        return existing["id"]
+
+    def _insert_model(self, model_id: str, name: str, dest: Path, sha: str, card: dict, fmt: str,
+                      version: str) -> str:
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO models (id, name, path, sha256, card, format, created, version) "
                        "VALUES (?,?,?,?,?,?,?,?)",
                        (model_id, name, str(dest.relative_to(self.root)), sha, canonical_json(card), fmt,
                         time.time(), version or None))
         return model_id
+
+    def _register_model_folder(self, path: Path, card_path: str | os.PathLike | None, *, name: str | None,
+                               version: str | None) -> str:
+        """A Hugging Face folder, or a zip of one, registers as one model: hashed over the folder's files
+        (so the folder and its zip get the same id), copied in with its card written inside as model.json."""
+        from analysis.data.archive import safe_extract
+        from explainers.hf_card import hf_card_dict
+
+        if path.is_dir():
+            sniff_format(path)  # InputError for a folder that holds no model
+        unpacked = None
+        try:
+            folder = path
+            if path.is_file():
+                (self.root / "models").mkdir(parents=True, exist_ok=True)
+                unpacked = safe_extract(path, self.root / "models", name=f".unpack-{os.getpid()}-{time.time_ns()}")
+                inner = hf_folder_in_zip(path)
+                folder = unpacked / inner if inner else unpacked
+            override = None
+            if card_path:
+                try:
+                    override = json.loads(Path(card_path).read_text())
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise InputError(f"model card {card_path} is not valid JSON ({exc}); fix the file") from exc
+            card = hf_card_dict(folder, override)
+            sha = tree_sha256(folder)
+            model_id = "m-" + hashlib.sha256((sha + canonical_json(card)).encode()).hexdigest()[:12]
+            shown = folder if folder != unpacked else path.with_suffix("")
+            name = (name or "").strip() or _model_name(shown, card)
+            version = (str(version).strip() if version is not None else "") or _card_version(card)
+            if (existing := self._known_model(model_id, name, version)) is not None:
+                return existing
+            dest_dir = self.root / "models" / model_id
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            remove_dead_temps(dest_dir)
+            dest, tmp = dest_dir / shown.name, dest_dir / f".{shown.name}.tmp-{os.getpid()}"
+            if not dest.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(folder, tmp)
+                (tmp / "model.json").write_text(json.dumps(card, indent=1))
+                os.replace(tmp, dest)
+        finally:
+            if unpacked is not None:
+                shutil.rmtree(unpacked, ignore_errors=True)
+        return self._insert_model(model_id, name, dest, sha, card, "hf_folder", version)
 
     def set_model_source(self, model_id: str, source: dict) -> None:
         """Where a model came from beyond a file (an MLflow registry version: `analysis.store.mlflow_registry`)."""

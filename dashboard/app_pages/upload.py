@@ -97,7 +97,9 @@ for key, value in (("card_h", 224), ("card_w", 224), ("card_mean", IMAGENET_MEAN
 
 st.header("Model")
 model_file = st.file_uploader("Model file (.pt2 recommended; .pt/.pth/.safetensors state dict; .ts TorchScript; "
-                              ".onnx)", type=["pt2", "pt", "pth", "safetensors", "ts", "onnx"], key="upload_model",
+                              ".onnx, or a .zip of a Hugging Face save_pretrained folder: its card comes from "
+                              "config.json)", type=["pt2", "pt", "pth", "safetensors", "ts", "onnx", "zip"],
+                              key="upload_model",
                               on_change=forget_errors("model", "card", "target_layer", "architecture", "classes",
                                                       "mean", "std"))
 if model_file is not None and model_file.name.lower().endswith(".onnx"):
@@ -139,6 +141,9 @@ def card_from_inputs() -> dict | None:
     """The card from the form's fields (an uploaded card has filled them); None (with field errors) when incomplete."""
     if errors.get("card"):
         return None
+    if model_file is not None and model_file.name.lower().endswith(".zip"):
+        # A Hugging Face folder: the card comes from its config.json (and model.json, if any).
+        return {"target_layer": target_layer} if target_layer else {}
     classes = [line.strip() for line in classes_text.splitlines() if line.strip()]
     if not classes:
         errors["classes"] = "List the class names, one per line, in the order of the model's outputs."

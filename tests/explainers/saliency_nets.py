@@ -15,7 +15,7 @@ TRANSFORMER_METHODS = sorted(name for name, cls in METHODS.items() if cls.needs_
 # Fast settings for tests; everything else is the method's default.
 FAST_PARAMS = {"rise": {"n_masks": 240, "chunk": 40}, "smoothgrad": {"nt_samples": 4},
                "occlusion": {"perturbations_per_eval": 64},
-               "integrated_gradients": {"n_steps": 8}}
+               "integrated_gradients": {"n_steps": 8}, "gradient_shap": {"n_samples": 4}}
 
 
 class HandSetNet(nn.Module):

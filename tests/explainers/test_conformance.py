@@ -12,7 +12,8 @@ from tests.explainers.saliency_nets import (ALL_METHODS, FAST_PARAMS, TRANSFORME
 
 def test_the_registered_names_are_the_contract():
     expected = {"gradcam", "gradcam_pp", "layercam", "scorecam", "saliency", "integrated_gradients",
-                "smoothgrad", "guided_backprop", "occlusion", "rise", "attention_rollout", "transformer_attribution"}
+                "smoothgrad", "guided_backprop", "occlusion", "rise", "lrp", "gradient_shap", "attention_rollout",
+                "transformer_attribution"}
     assert expected <= set(METHODS)
     assert set(TRANSFORMER_METHODS) == {"attention_rollout", "transformer_attribution"}
     assert {name for name, cls in METHODS.items() if cls.needs_layer} == {"gradcam", "gradcam_pp", "layercam",
