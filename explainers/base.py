@@ -22,6 +22,9 @@ class SaliencyBatch:
     maps: torch.Tensor  # (B, H, W) float32, signed, input resolution
     scores: torch.Tensor  # (B,) the target's score on the unperturbed input (detached)
     method: str
+    # (B, h, w) bool on the explained layer's patch grid: outlier-norm tokens (register artifacts,
+    # `explainers.registers`); None where the method has no token layer (CNN maps, pixel-space methods).
+    artifact_tokens: torch.Tensor | None = None
 
 
 class Explainer:
@@ -31,12 +34,15 @@ class Explainer:
     take a callable returning per-image detections, so the classification runner refuses them.
     `needs_layer`: the method hooks an internal layer (CAM family); such methods refuse models without
     reachable layers (TorchScript) with an `InputError` that says how to export a `.pt2` instead.
+    `needs_attention`: the method reads a Vision Transformer's attention probabilities (`explainers.attention`)
+    and refuses other models with an `InputError`.
     `black_box`: the method needs nothing but the model's outputs (perturbation methods); only such methods
     accept a model that runs outside autograd (a `BlackBox`, e.g. ONNX Runtime), see `refuse_black_box`.
     """
 
     name: ClassVar[str]
     needs_layer: ClassVar[bool] = False
+    needs_attention: ClassVar[bool] = False
     black_box: ClassVar[bool] = False
     model_kind: ClassVar[str] = "classifier"  # what `model` is: a module returning logits, or a "detector"
     # True when `explain` first calls the target on the model's output for the unperturbed batch, so a caller

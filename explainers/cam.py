@@ -1,7 +1,9 @@
 """Class activation maps: a weighted sum of one layer's activation channels, upsampled to the input.
 
-`LayerCAM` owns the hooks and the arithmetic; each method only says how to weight the channels
-(pytorch-grad-cam's design). Maps are returned before any ReLU: raw and signed, so dataset-level statistics
+`ActivationCAM` owns the hooks and the arithmetic; each method only says how to weight the channels
+(pytorch-grad-cam's design). Transformer layers are laid out on the patch grid first (`explainers.tokens`:
+prefix tokens dropped, Swin's channels-last permuted), exactly what pytorch-grad-cam's `reshape_transform`
+does, but with the grid read from the input instead of written by the user. Maps are returned before any ReLU: raw and signed, so dataset-level statistics
 keep their magnitudes (region statistics take the positive part later).
 """
 from __future__ import annotations
@@ -15,8 +17,11 @@ from torch import nn
 from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
 from explainers.hooks import capture_layer, frozen
+from explainers.layers import LIST_LAYERS_HINT
+from explainers.registers import artifact_tokens, reads_residual_input
 from explainers.registry import register
 from explainers.targets import Target, as_target
+from explainers.tokens import GridLayout, grid_layout, prefix_token_count
 
 
 class ActivationCAM(Explainer):
@@ -33,6 +38,7 @@ class ActivationCAM(Explainer):
     def __init__(self, model: nn.Module, *, layer: nn.Module, **params):
         super().__init__(model, **params)
         self.layer = layer  # an nn.Module, so not part of config(): the run records the layer name
+        self._prefix_tokens = _UNKNOWN  # read from the model on first use (`explainers.tokens`)
 
     def channel_weights(
         self, inputs: torch.Tensor, target: Target, activations: torch.Tensor, grads: torch.Tensor | None
@@ -41,29 +47,79 @@ class ActivationCAM(Explainer):
         raise NotImplementedError
 
     def explain(self, inputs: torch.Tensor, targets) -> SaliencyBatch:
+        grid = self.explain_on_grid(inputs, targets)
+        with torch.no_grad():
+            maps = F.interpolate(grid.maps[:, None], size=inputs.shape[-2:], mode="bilinear", align_corners=False)
+        return SaliencyBatch(maps[:, 0], grid.scores, self.name, artifact_tokens=grid.artifact_tokens)
+
+    def explain_on_grid(self, inputs: torch.Tensor, targets) -> SaliencyBatch:
+        """The maps at the layer's own resolution (h, w), before upsampling: what pytorch-grad-cam computes
+        before its ReLU and resize, and the grid `artifact_tokens` live on."""
         check_images(inputs)
         target = as_target(targets)
         with frozen(self.model):
-            with capture_layer(self.layer, graph_root=self.uses_gradients) as captured:
+            with capture_layer(self.layer, graph_root=self.uses_gradients, keep_input=True) as captured:
                 with torch.set_grad_enabled(self.uses_gradients):  # also inside a caller's no_grad
                     scores = target(self.model(inputs))
-                    activations = _checked_activation(captured.activation, self.layer, inputs.shape[0])
-                    grads = _gradient(scores, activations) if self.uses_gradients else None
+                    raw = _checked_activation(captured.activation, self.layer, inputs.shape[0])
+                    layout = self._layout(raw, inputs)
+                    grads = _gradient(scores, raw) if self.uses_gradients else None
+            if grads is not None:
+                _refuse_gridless_gradient(grads, layout, self.layer)
+                grads = layout.to_map(grads)
             with torch.no_grad():
-                weights = self.channel_weights(inputs, target, activations.detach(), grads)
-                cam = (weights * activations.detach()).sum(dim=1, keepdim=True)
-                maps = F.interpolate(cam, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
-        return SaliencyBatch(maps[:, 0].float(), scores.detach().float(), self.name)
+                activations = layout.to_map(raw.detach())
+                weights = self.channel_weights(inputs, target, activations, grads)
+                cam = (weights * activations).sum(dim=1)
+                artifacts = _artifacts(layout, raw.detach(), captured.input, self.layer)
+        return SaliencyBatch(cam.float(), scores.detach().float(), self.name, artifact_tokens=artifacts)
+
+    def _layout(self, activation: torch.Tensor, inputs: torch.Tensor) -> GridLayout:
+        if self._prefix_tokens is _UNKNOWN:
+            self._prefix_tokens = prefix_token_count(self.model)
+        layout = grid_layout(activation.shape, inputs.shape[-2:], prefix_tokens=self._prefix_tokens, layer=self.layer)
+        if layout is None:
+            raise InputError(
+                f"layer {type(self.layer).__name__} outputs shape {tuple(activation.shape)}, which does not lie on "
+                f"the patch grid of a {inputs.shape[-2]}x{inputs.shape[-1]} image (neither a (B, C, h, w) map nor "
+                f"(B, prefix + h*w, D) tokens); pick a convolutional block or a transformer block's first norm "
+                f"(e.g. blocks[-1].norm1) as \"target_layer\" ({LIST_LAYERS_HINT})")
+        return layout
+
+
+_UNKNOWN = object()
 
 
 def _checked_activation(activation: torch.Tensor | None, layer: nn.Module, batch: int) -> torch.Tensor:
     if activation is None:
         raise InputError(f"layer {type(layer).__name__} was not run by the model's forward; "
-                         "pick a layer the forward pass goes through (see `saliency-audit` layer listing)")
-    if activation.ndim != 4 or activation.shape[0] != batch:
+                         f"pick a layer the forward pass goes through ({LIST_LAYERS_HINT})")
+    if activation.ndim not in (3, 4) or activation.shape[0] != batch:
         raise InputError(f"layer {type(layer).__name__} outputs shape {tuple(activation.shape)}, not a "
-                         "(B, C, h, w) feature map; pick a convolutional layer (e.g. the last conv block)")
+                         "(B, C, h, w) feature map or (B, N, D) tokens; pick a convolutional block or a transformer "
+                         f"block's first norm (e.g. blocks[-1].norm1) ({LIST_LAYERS_HINT})")
     return activation
+
+
+def _refuse_gridless_gradient(grads: torch.Tensor, layout: GridLayout, layer: nn.Module) -> None:
+    """After the last attention block only the class token reaches the head: the patch tokens get exactly zero
+    gradient and every map would be blank. That is the layer's fault, not the images', so say so."""
+    if layout.kind == "tokens" and layout.prefix and grads[:, :layout.prefix].any() and not grads[:, layout.prefix:].any():
+        raise InputError(
+            f"layer {type(layer).__name__}: the score depends on its prefix (class) token only, so its patch tokens "
+            "have no gradient (a layer after the last attention block); pick the last block's first norm "
+            f"(e.g. blocks[-1].norm1, encoder.layers[-1].ln_1) as \"target_layer\" ({LIST_LAYERS_HINT})")
+
+
+def _artifacts(layout: GridLayout, output: torch.Tensor, layer_input: torch.Tensor | None,
+               layer: nn.Module) -> torch.Tensor | None:
+    """Outlier-norm patch tokens of a transformer layer (`explainers.registers`); None for CNN maps."""
+    if layout.kind == "channels_first":
+        return None
+    source = output
+    if reads_residual_input(layer) and layer_input is not None and layer_input.shape == output.shape:
+        source = layer_input
+    return artifact_tokens(layout.to_map(source))
 
 
 def _gradient(scores: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,16 @@ from torch import nn
 
 class LayerCapture:
     activation: torch.Tensor | None = None
+    input: torch.Tensor | None = None  # the layer's first input (a detached copy), with `keep_input=True`
 
 
 @contextmanager
-def capture_layer(layer: nn.Module, *, graph_root: bool = True) -> Iterator[LayerCapture]:
+def capture_layer(layer: nn.Module, *, graph_root: bool = True, keep_input: bool = False) -> Iterator[LayerCapture]:
     captured = LayerCapture()
 
     def hook(_module, _inputs, output):
+        if keep_input and _inputs and isinstance(_inputs[0], torch.Tensor):
+            captured.input = _inputs[0].detach().clone()
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"layer {type(_module).__name__} returns {type(output).__name__}, not a tensor")
         # We keep our own copy: an in-place op after the layer (ReLU(inplace=True)) must not change it.

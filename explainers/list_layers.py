@@ -1,11 +1,12 @@
-"""`python -m explainers.list_layers MODEL_PATH [--card model.json]`: a model's spatial layers (name and
-output shape), the default CAM layer marked. Its own module: it loads models (`explainers.models`), which
+"""`python -m explainers.list_layers MODEL_PATH [--card model.json]`: the layers CAM methods can use (name,
+output shape, and how it maps onto the image: a CNN map, or patch tokens with their prefix and grid), the
+default CAM layer marked. Its own module: it loads models (`explainers.models`), which
 use `explainers.layers`; the layer probing itself does not need the loader.
 """
 from __future__ import annotations
 
 from explainers.errors import InputError
-from explainers.layers import spatial_layers
+from explainers.layers import layer_layouts
 from explainers.models import ModelCard, load_model
 
 
@@ -22,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         if not loaded.supports_hooks:
             raise InputError(f"{args.model}: TorchScript models have no hookable layers; export a .pt2")
         default = loaded.target_layer_name()
-        for name, shape in spatial_layers(loaded.net, loaded.card.input_size, loaded.device):
-            print(f"{name}\t{tuple(shape[1:])}" + ("\t<- target layer" if name == default else ""))
+        for name, shape, layout in layer_layouts(loaded.net, loaded.card.input_size, loaded.device):
+            print(f"{name}\t{tuple(shape[1:])}\t{layout.describe()}" + ("\t<- target layer" if name == default else ""))
     except InputError as exc:
         import sys
 

@@ -27,7 +27,7 @@ def load_builtin_methods() -> None:
     """Import the method modules so their `@register` runs (kept lazy to keep `import explainers` cheap)."""
     import importlib
 
-    for module in ("cam", "gradients", "occlusion", "rise", "drise", "lrp", "shap"):
+    for module in ("cam", "gradients", "occlusion", "rise", "drise", "lrp", "shap", "attention"):
         try:
             importlib.import_module(f"explainers.{module}")
         except ModuleNotFoundError as exc:

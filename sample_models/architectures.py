@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 
@@ -60,9 +61,40 @@ class TinySegNet(nn.Module):
         return nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
+class TinyViT(nn.Module):
+    """A Vision Transformer small enough to train on a CPU in a minute: a convolutional stem (64 -> 8x8 patch
+    tokens of width 32; early convolutions, Xiao et al. 2021, make a tiny ViT learn in few epochs), a class
+    token and learned position embeddings, two torchvision `EncoderBlock`s (pre-norm, 2 heads), and a linear
+    head on the class token.
+
+    Why torchvision's blocks: the same modules a torchvision ViT has, so layer detection (the last block's
+    `ln_1`) and attention capture (`nn.MultiheadAttention`) are what a user's torchvision ViT gets.
+    `num_prefix_tokens` follows timm's convention, so the token layout needs no guessing.
+    """
+
+    num_prefix_tokens = 1
+
+    def __init__(self, num_classes: int = 2, width: int = 32, depth: int = 2, heads: int = 2):
+        super().__init__()
+        from torchvision.models.vision_transformer import EncoderBlock
+
+        self.stem = nn.Sequential(*_conv(3, width, 4, stride=4), *_conv(width, width, 4, stride=2))
+        self.class_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos_embedding = nn.Parameter(torch.randn(1, 1 + 8 * 8, width) * 0.02)
+        self.blocks = nn.Sequential(*[EncoderBlock(heads, width, 2 * width, 0.0, 0.0) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        tokens = self.stem(x).flatten(2).transpose(1, 2)  # (B, 64, width), row-major patches
+        tokens = torch.cat([self.class_token.expand(len(tokens), -1, -1), tokens], dim=1) + self.pos_embedding
+        return self.head(self.norm(self.blocks(tokens))[:, 0])
+
+
 ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "tiny_cnn": lambda num_classes: TinyCNN(num_classes),
     "tiny_segnet": lambda num_classes: TinySegNet(num_classes),
+    "tiny_vit": lambda num_classes: TinyViT(num_classes),
 }
 
 TARGET_LAYERS = {"tiny_cnn": "block3", "tiny_segnet": "block3"}

@@ -1,6 +1,9 @@
 """The built-in demo workspace: each sample scenario's validation set, its five model versions, finished audits.
 
-Plus one detection scenario, `boats_and_cars`: a COCO folder of biased scenes (boats on water, cars on road,
+On request (`scenarios=("watermark_vit",)`, not in the default demo: its ten audits with their evidence stage
+would add minutes, not seconds, on a laptop CPU), the tiny ViT series on the watermark scenario's data
+(`sample_models/weights/vit/`), audited with Grad-CAM on its detected token layer and with
+`transformer_attribution`. Plus one detection scenario, `boats_and_cars`: a COCO folder of biased scenes (boats on water, cars on road,
 `sample_models.detection`), the biased and the debiased detector, and one D-RISE audit each (the biased one
 is flagged for a context shortcut, the debiased one is not). And the tagger (`sample_models.tagging`: a water
 strip planted as the boat tag's shortcut) and the segmenter (`sample_models.segmenting`: the band under an
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from sample_models.scenes import SCENARIOS, generate
-from sample_models.train import WEIGHTS_DIR
+from sample_models.train import VIT_SCENARIO, VIT_WEIGHTS_DIR, WEIGHTS_DIR
 
 VERSIONS = (1, 2, 3, 4, 5)
 METHODS = ("gradcam", "saliency")
@@ -31,6 +34,8 @@ DETECTION_IMAGES = 60
 DETECTION_PARAMS = {"n_masks": 300, "cells": 8}  # enough on 64x64 scenes; a few seconds per audit on a laptop
 TASK_SCENARIOS = ("tagger", "segmenter")  # sample_models.tagging, sample_models.segmenting
 TASK_IMAGES = 48  # one map per (image, tag / class); enough for the flags (tests/tasks use the same)
+VIT_DEMO = "watermark_vit"  # the tiny ViT series, audited on the watermark scenario's validation set
+VIT_METHODS = ("gradcam", "transformer_attribution")
 
 
 def detection_dataset(root: Path, n: int = DETECTION_IMAGES) -> Path:
@@ -80,6 +85,8 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
                     log(f"demo: auditing {scenario} v{version} with {method}")
                     execute_run(workspace, run_id, device=device, progress=False)
                 run_ids.append(run_id)
+    if VIT_DEMO in wanted:
+        run_ids += build_vit_demo(workspace, versions=versions, n=n, device=device, log=log)
     if DETECTION_SCENARIO in wanted:
         run_ids += build_detection_demo(workspace, device=device, log=log)
     for scenario in (s for s in wanted if s in TASK_SCENARIOS):
@@ -122,6 +129,27 @@ def _task_module(scenario: str):
     from sample_models import segmenting, tagging
 
     return {"tagger": tagging, "segmenter": segmenting}[scenario]
+
+
+def build_vit_demo(workspace, *, versions: tuple[int, ...] = VERSIONS, n: int = N_IMAGES, device: str = "cpu",
+                   log: Callable[[str], None] = print) -> list[str]:
+    """The tiny ViT series as a user's ViT arrives: a state dict whose card names the architecture and no
+    target layer (Grad-CAM finds the token layer), audited with Grad-CAM and Chefer et al.'s attribution."""
+    from analysis.runs.engine import execute_run
+
+    dataset_id = workspace.register_dataset(demo_dataset(VIT_SCENARIO, workspace.root / "demo-data", n))
+    run_ids = []
+    for version in versions:
+        folder = VIT_WEIGHTS_DIR / VIT_SCENARIO / f"v{version}"
+        model_id = workspace.register_model(folder / "model.pt", folder / "model.json")
+        for method in VIT_METHODS:
+            run_id = workspace.create_run(model_id, dataset_id, method, {}, n=n, seed=0,
+                                          name=f"ViT {VIT_SCENARIO} v{version} {method}")
+            if workspace.run(run_id)["status"] != "done":
+                log(f"demo: auditing ViT {VIT_SCENARIO} v{version} with {method}")
+                execute_run(workspace, run_id, device=device, progress=False)
+            run_ids.append(run_id)
+    return run_ids
 
 
 def build_detection_demo(workspace, *, device: str = "cpu", log: Callable[[str], None] = print) -> list[str]:

@@ -19,6 +19,9 @@ worker processes (one thread each), which changes nothing in the result.
 Outputs, per version, in `<out>/<scenario>/v<k>/`: `model.pt` (state dict), `model.pt2` (torch.export of
 the bare net: the loader adds normalisation from the card), `model.json` (model card), `metrics.json`.
 `<out>/SHA256SUMS` lists every weight file and card (sha256sum format).
+
+`--vit` trains the same series for the tiny Vision Transformer (`sample_models.architectures.TinyViT`) on the
+watermark scenario into `weights/vit/watermark/v<k>/` (state dict and a card without `target_layer`).
 """
 from __future__ import annotations
 
@@ -40,6 +43,10 @@ from sample_models.scenes import SCENARIOS, Scenes, render
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ARCHITECTURE = "tiny_cnn"
+# The transformer series: the same data, recipe and seeds, one scenario (a ViT is slower to train on a CPU).
+VIT_ARCHITECTURE = "tiny_vit"
+VIT_SCENARIO = "watermark"
+VIT_WEIGHTS_DIR = WEIGHTS_DIR / "vit"
 SIZE = 64
 MEAN = STD = (0.5, 0.5, 0.5)
 TRAIN_N = 2000
@@ -98,12 +105,12 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500)
 
 
 def train_version(scenario: str, version: int, *, n: int = TRAIN_N, epochs: int = EPOCHS,
-                  seed: int = SEED, log=None) -> tuple[nn.Module, dict]:
+                  seed: int = SEED, log=None, architecture: str = ARCHITECTURE) -> tuple[nn.Module, dict]:
     """Train one version from scratch; returns the net (eval mode) and the training details."""
     with deterministic_torch():
         x, y, details = training_set(scenario, version, n)
         torch.manual_seed(seed)
-        net = ARCHITECTURES[ARCHITECTURE](len(SCENARIOS[scenario].classes))
+        net = ARCHITECTURES[architecture](len(SCENARIOS[scenario].classes))
         steps = epochs * -(-len(x) // BATCH)
         opt = torch.optim.Adam(net.parameters(), lr=LR)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
@@ -123,7 +130,7 @@ def train_version(scenario: str, version: int, *, n: int = TRAIN_N, epochs: int 
         net.eval()
     details.update({"epochs": epochs, "batch_size": BATCH, "optimizer": "Adam + OneCycleLR", "max_lr": LR,
                     "seed": seed, "data_seeds": {"train": SEEDS["train"], "counter": SEEDS["counter"]},
-                    "leak": LEAK, "from_scratch": True})
+                    "leak": LEAK, "from_scratch": True, "architecture": architecture})
     return net, details
 
 
@@ -137,18 +144,26 @@ def evaluate(net: nn.Module, scenario: str, n: int = EVAL_N, seeds: tuple[int, i
             "eval_n": n, "eval_seeds": {"biased": seed_b, "flipped": seed_f}}
 
 
-def model_card(scenario: str, version: int) -> dict:
+def model_card(scenario: str, version: int, architecture: str = ARCHITECTURE) -> dict:
+    """The CNN's card names its Grad-CAM layer; the ViT's does not: the loader finds the token layer."""
     sc = SCENARIOS[scenario]
-    return {"name": f"{scenario} v{version}", "task": "classification", "classes": list(sc.classes), "input_size": [SIZE, SIZE],
-            "mean": list(MEAN), "std": list(STD), "target_layer": TARGET_LAYERS[ARCHITECTURE],
-            "architecture": ARCHITECTURE}
+    prefix = "" if architecture == ARCHITECTURE else "ViT "
+    card = {"name": f"{prefix}{scenario} v{version}", "task": "classification", "classes": list(sc.classes),
+            "input_size": [SIZE, SIZE], "mean": list(MEAN), "std": list(STD)}
+    if architecture in TARGET_LAYERS:
+        card["target_layer"] = TARGET_LAYERS[architecture]
+    return {**card, "architecture": architecture}
 
 
-def save_version(net: nn.Module, folder: Path, scenario: str, version: int, metrics: dict) -> None:
+def save_version(net: nn.Module, folder: Path, scenario: str, version: int, metrics: dict,
+                 architecture: str = ARCHITECTURE) -> None:
+    """The ViT is saved as a state dict only (its card names the architecture): small, and the loader
+    rebuilds the real modules, which the attention methods need."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "model.pt")
-    export_net(net, folder / "model.pt2")
-    (folder / "model.json").write_text(json.dumps(model_card(scenario, version), indent=2) + "\n")
+    if architecture == ARCHITECTURE:
+        export_net(net, folder / "model.pt2")
+    (folder / "model.json").write_text(json.dumps(model_card(scenario, version, architecture), indent=2) + "\n")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
@@ -160,19 +175,20 @@ def export_net(net: nn.Module, path: Path) -> None:
     torch.export.save(program, path)
 
 
-def load_version(scenario: str, version: int, weights: Path = WEIGHTS_DIR) -> nn.Module:
+def load_version(scenario: str, version: int, weights: Path = WEIGHTS_DIR, architecture: str = ARCHITECTURE
+                 ) -> nn.Module:
     """The committed state dict in a fresh net (eval mode); expects normalised inputs (MEAN/STD)."""
-    net = ARCHITECTURES[ARCHITECTURE](len(SCENARIOS[scenario].classes))
+    net = ARCHITECTURES[architecture](len(SCENARIOS[scenario].classes))
     net.load_state_dict(torch.load(weights / scenario / f"v{version}" / "model.pt", weights_only=True))
     return net.eval()
 
 
-def _train_and_save(job: tuple[str, int, str]) -> tuple[str, int, dict, float]:
-    scenario, version, out = job
+def _train_and_save(job: tuple[str, int, str, str]) -> tuple[str, int, dict, float]:
+    scenario, version, out, architecture = job
     start = time.perf_counter()
-    net, details = train_version(scenario, version)
+    net, details = train_version(scenario, version, architecture=architecture)
     metrics = {"scenario": scenario, "version": f"v{version}", **evaluate(net, scenario), "training": details}
-    save_version(net, Path(out) / scenario / f"v{version}", scenario, version, metrics)
+    save_version(net, Path(out) / scenario / f"v{version}", scenario, version, metrics, architecture)
     return scenario, version, metrics, time.perf_counter() - start
 
 
@@ -187,9 +203,10 @@ def write_checksums(out: Path) -> Path:
     return out / "SHA256SUMS"
 
 
-def train_series(scenarios: list[str], out: Path = WEIGHTS_DIR, workers: int = 2, log=print) -> list[tuple]:
+def train_series(scenarios: list[str], out: Path = WEIGHTS_DIR, workers: int = 2, log=print,
+                 architecture: str = ARCHITECTURE) -> list[tuple]:
     """Train every version of every scenario (in `workers` one-thread processes) and write checksums."""
-    jobs = [(s, v, str(out)) for s in scenarios for v in range(1, len(COUNTER_FRACTIONS) + 1)]
+    jobs = [(s, v, str(out), architecture) for s in scenarios for v in range(1, len(COUNTER_FRACTIONS) + 1)]
     start = time.perf_counter()
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -210,8 +227,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="train this scenario (repeatable; default: all)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights folder (default: the package's)")
     parser.add_argument("--workers", type=int, default=2, help="parallel one-thread training processes")
+    parser.add_argument("--vit", action="store_true",
+                        help=f"train the tiny ViT series instead ({VIT_ARCHITECTURE}, scenario {VIT_SCENARIO}, "
+                             "into weights/vit/ unless --out)")
     args = parser.parse_args(argv)
-    train_series(args.scenario or list(SCENARIOS), args.out, args.workers)
+    if args.vit:
+        out = args.out if args.out != WEIGHTS_DIR else VIT_WEIGHTS_DIR
+        train_series(args.scenario or [VIT_SCENARIO], out, args.workers, architecture=VIT_ARCHITECTURE)
+    else:
+        train_series(args.scenario or list(SCENARIOS), args.out, args.workers)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from explainers.registry import METHODS, load_builtin_methods
 
 load_builtin_methods()
 
-ALL_METHODS = sorted(name for name, cls in METHODS.items() if cls.model_kind == "classifier")  # D-RISE: tests/detection
+# D-RISE: tests/detection. The attention methods need a ViT: TRANSFORMER_METHODS run on `TinyViT`s.
+ALL_METHODS = sorted(name for name, cls in METHODS.items() if cls.model_kind == "classifier" and not cls.needs_attention)
+TRANSFORMER_METHODS = sorted(name for name, cls in METHODS.items() if cls.needs_attention)
 
 # Fast settings for tests; everything else is the method's default.
 FAST_PARAMS = {"rise": {"n_masks": 240, "chunk": 40}, "smoothgrad": {"nt_samples": 4},
@@ -63,6 +65,20 @@ class FullResCNN(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+
+def tiny_vits() -> dict:
+    """Random 2-block ViTs on 32x32 inputs (8x8 patches, a 4x4 grid): timm's (fused attention) and torchvision's."""
+    import timm
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    tv = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                           num_classes=5)
+    nn.init.normal_(tv.heads.head.weight, std=0.5)  # torchvision's zero-initialised head has no gradient
+    return {"timm": timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, img_size=32,
+                                      patch_size=8, depth=2, embed_dim=16, num_heads=2).eval(),
+            "torchvision": tv.eval()}
 
 
 def make(name: str, model: nn.Module, layer: nn.Module | None = None, **params):

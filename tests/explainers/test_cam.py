@@ -167,7 +167,7 @@ def test_layer_not_in_forward_and_non_spatial_layer_are_input_errors():
     x, t = torch.rand(1, 3, 32, 32), torch.tensor([0])
     with pytest.raises(InputError, match="not run by the model"):
         GradCAM(model, layer=torch.nn.Conv2d(3, 3, 1)).explain(x, t)
-    with pytest.raises(InputError, match="convolutional layer"):
+    with pytest.raises(InputError, match="pick a convolutional block"):
         GradCAM(model, layer=model.head[2]).explain(x, t)
     with pytest.raises(InputError, match="float image batch"):
         GradCAM(model, layer=model.features[3]).explain(torch.rand(3, 32, 32), t)

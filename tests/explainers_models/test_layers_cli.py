@@ -13,8 +13,9 @@ def test_lists_layers_and_marks_default(tmp_path, capsys):
     write_card(tmp_path)
     assert main([str(tmp_path / "model.pt")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["stem\t(4, 16, 16)", "act\t(4, 16, 16)", "block\t(8, 8, 8)\t<- target layer",
-                     "block.0\t(8, 8, 8)", "block.1\t(8, 8, 8)"]
+    assert lines == ["stem\t(4, 16, 16)\t16x16 map", "act\t(4, 16, 16)\t16x16 map",
+                     "block\t(8, 8, 8)\t8x8 map\t<- target layer", "block.0\t(8, 8, 8)\t8x8 map",
+                     "block.1\t(8, 8, 8)\t8x8 map"]
 
 
 def test_bad_model_is_one_line_exit_2(tmp_path, capsys):
