@@ -33,7 +33,7 @@ from analysis.store.workspace import DiskFullError, Workspace, is_disk_full
 from explainers.errors import InputError
 from explainers.targets import ClassTarget
 
-RUNNER_PARAMS = ("target", "layer")  # run parameters the runner consumes; the rest go to the explainer
+RUNNER_PARAMS = ("target", "layer", "evidence_images")  # run parameters the runner consumes; the rest go to the explainer
 SYSTEMIC_FAILURES = 8  # this many images raising, with none explained, is a broken model/method: stop
 
 
@@ -196,8 +196,9 @@ def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None) ->
     from analysis.evidence.stage import compute_evidence
 
     explainer_params = {k: v for k, v in run["params"].items() if k not in RUNNER_PARAMS}
+    cap = {"max_images": int(run["params"]["evidence_images"])} if "evidence_images" in run["params"] else {}
     store.write_evidence(compute_evidence(loaded, dataset, store, method=run["method"], layer_name=layer_name,
-                                          seed=int(run["seed"]), params=explainer_params))
+                                          seed=int(run["seed"]), params=explainer_params, **cap))
 
 
 def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device,

@@ -1,0 +1,165 @@
+"""The calibration series: a small patch in a random corner whose colour encodes the label with probability rho.
+
+After Decoy-MNIST (Ross et al. 2017), made synthetic and tiny so a model trains in seconds on a CPU. The
+core is a faint bar through the centre (horizontal for class "h", vertical for class "v"), learnable but
+noisy; the cue is a flat SIZE/6 square in one of the four corners, red when it points at "h", blue when
+it points at "v", pointing at the true class with probability `rho` (0.5: no information, a clean model;
+1: a perfect proxy). Because the corner changes from image to image, no fixed grid cell holds the cue in
+more than a quarter of the images: the case that `analysis.stats.discovered_regions` is for.
+
+Ground truth reliance: `shuffle_drop(net, scenes)` = accuracy on the images minus accuracy with every
+patch recoloured to point at a random class (the same pixels otherwise). Region map: 0 background,
+1 bar (core), 2 patch.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+CLASSES = ("h", "v")
+SIZE = 32
+PATCH = SIZE // 6
+CONTRAST = 0.08  # the bar over the background noise (std 0.12): learnable, but the cue is easier
+COLOURS = np.array([[0.9, 0.15, 0.15], [0.15, 0.2, 0.9]], np.float32)  # the cue's colour for "h", for "v"
+REGIONS = {"0": {"name": "background"}, "1": {"name": "bar", "role": "core"}, "2": {"name": "patch"}}
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+@dataclass
+class Scenes:
+    images: np.ndarray  # (n, S, S, 3) uint8
+    masks: np.ndarray  # (n, S, S) uint8 region ids
+    labels: np.ndarray  # (n,) int64
+    cue: np.ndarray  # (n,) int64, the class the patch colour points at
+    corner: np.ndarray  # (n,) int64 index into CORNERS
+
+
+def render(n: int, rho: float, seed: int = 0) -> Scenes:
+    """`n` images (labels alternate, then shuffled); deterministic in (n, rho, seed)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    cue = np.where(rng.random(n) < rho, labels, 1 - labels)
+    corner = rng.integers(0, 4, n)
+    rgb = 0.45 + 0.12 * rng.standard_normal((n, SIZE, SIZE, 3)).astype(np.float32)
+    mask = np.zeros((n, SIZE, SIZE), np.uint8)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    offset = rng.integers(-3, 4, (n, 2))
+    for i in range(n):
+        cy, cx = SIZE // 2 + offset[i, 0], SIZE // 2 + offset[i, 1]
+        long_, thin = (np.abs(xx - cx) < 7) & (np.abs(yy - cy) < 2), (np.abs(yy - cy) < 7) & (np.abs(xx - cx) < 2)
+        bar = long_ if labels[i] == 0 else thin
+        rgb[i][bar] += CONTRAST
+        mask[i][bar] = 1
+        y0 = 1 if corner[i] < 2 else SIZE - 1 - PATCH
+        x0 = 1 if corner[i] % 2 == 0 else SIZE - 1 - PATCH
+        rgb[i, y0:y0 + PATCH, x0:x0 + PATCH] = COLOURS[cue[i]]
+        mask[i, y0:y0 + PATCH, x0:x0 + PATCH] = 2
+    images = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+    return Scenes(images, mask, labels, cue, corner)
+
+
+def shuffled_cue(scenes: Scenes, seed: int = 0) -> np.ndarray:
+    """The images with every patch recoloured to point at a random class (everything else unchanged)."""
+    rng = np.random.default_rng(seed)
+    images = scenes.images.copy()
+    colours = np.clip(COLOURS * 255 + 0.5, 0, 255).astype(np.uint8)[rng.integers(0, 2, len(images))]
+    where = scenes.masks == 2
+    images[where] = np.repeat(colours, where.reshape(len(images), -1).sum(1), axis=0)
+    return images
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, S, S, 3) -> float (n, 3, S, S), normalised with mean = std = 0.5 (the card's)."""
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+
+
+@torch.no_grad()
+def accuracy(net, images: np.ndarray, labels: np.ndarray) -> float:
+    net.eval()
+    return float((net(to_tensor(images)).argmax(1).numpy() == labels).mean())
+
+
+def shuffle_drop(net, scenes: Scenes, seed: int = 0) -> float:
+    """Ground-truth reliance: accuracy lost when the cue points at a random class."""
+    return accuracy(net, scenes.images, scenes.labels) - accuracy(net, shuffled_cue(scenes, seed), scenes.labels)
+
+
+class PatchNet(torch.nn.Module):
+    """Stride-2 stem (32 -> 16), a conv block with pooling (16 -> 8), `block3` at 8x8 (the Grad-CAM layer),
+    global average pooling, linear head. An 8x8 map at 32 px (TinyCNN gives 4x4 there) keeps a 5-pixel
+    corner patch in its own map cells."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        conv = lambda i, o, s: [torch.nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False),  # noqa: E731
+                                torch.nn.BatchNorm2d(o), torch.nn.ReLU()]
+        self.block1 = torch.nn.Sequential(*conv(3, width, 2))
+        self.block2 = torch.nn.Sequential(*conv(width, 2 * width, 1), torch.nn.MaxPool2d(2))
+        self.block3 = torch.nn.Sequential(*conv(2 * width, 2 * width, 1))
+        self.fc = torch.nn.Linear(2 * width, len(CLASSES))
+
+    def forward(self, x):
+        return self.fc(self.block3(self.block2(self.block1(x))).mean(dim=(2, 3)))
+
+
+def train(rho: float, seed: int = 0, n: int = 1000, epochs: int = 5):
+    """A PatchNet trained on `render(n, rho, seed=1000 + seed)`; seconds on one CPU thread."""
+    from sample_models.train import deterministic_torch
+
+    scenes = render(n, rho, seed=1000 + seed)
+    x, y = to_tensor(scenes.images), torch.from_numpy(scenes.labels)
+    with deterministic_torch():
+        torch.manual_seed(seed)
+        net = PatchNet()
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        order = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            net.train()
+            perm = torch.randperm(n, generator=order)
+            for i in range(0, n, 64):
+                idx = perm[i:i + 64]
+                loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    return net.eval()
+
+
+def save_model(net, folder: Path) -> Path:
+    """model.pt2 (torch.export: self-contained, layers reachable) and its card; returns the model file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(2, 3, SIZE, SIZE)
+    program = torch.export.export(net.eval(), (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+    torch.export.save(program, folder / "model.pt2")
+    card = {"task": "classification", "classes": list(CLASSES), "input_size": [SIZE, SIZE], "mean": [0.5] * 3,
+            "std": [0.5] * 3, "target_layer": "block3"}
+    (folder / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    return folder / "model.pt2"
+
+
+def write_dataset(scenes: Scenes, folder: Path, *, masks: bool = True) -> Path:
+    """A manifest folder (DESIGN.md section 3) with masks, or (masks=False) a plain ImageFolder tree."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (image, mask, label) in enumerate(zip(scenes.images, scenes.masks, scenes.labels)):
+        name = f"{i:05d}.png"
+        sub = Path("images") if masks else Path(CLASSES[label])
+        (folder / sub).mkdir(exist_ok=True)
+        Image.fromarray(image, "RGB").save(folder / sub / name, compress_level=1)
+        if masks:
+            (folder / "masks").mkdir(exist_ok=True)
+            Image.fromarray(mask, "L").save(folder / "masks" / name, compress_level=1)
+            rows.append([f"images/{name}", CLASSES[label], f"masks/{name}", CORNERS[scenes.corner[i]]])
+    if masks:
+        with open(folder / "manifest.csv", "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["image", "label", "mask", "corner"])
+            writer.writerows(rows)
+        (folder / "regions.json").write_text(json.dumps({"regions": REGIONS}, indent=2) + "\n")
+    return folder
