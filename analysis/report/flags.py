@@ -222,6 +222,13 @@ def _lower_bound(intervention: dict | None, variant: str, alpha: float) -> float
     return net_rate_bounds(k_r, k_c, n, alpha)[0]
 
 
+def _points(upper: float) -> str:
+    """'changes accuracy by less than 3 points' (an upper bound at or below 0: no more than its control)."""
+    if upper <= 0:
+        return "changes accuracy no more than its equal-area control does"
+    return f"changes accuracy by less than {max(1, math.ceil(100 * upper))} points"
+
+
 def power_statements(table: pd.DataFrame, evidence: dict | None, flags: list[dict]) -> list[dict]:
     """For every tested non-core region *not* flagged: what the interventions could have detected.
 
@@ -241,9 +248,9 @@ def power_statements(table: pd.DataFrame, evidence: dict | None, flags: list[dic
         fill_up = bounds["fill_accuracy_drop"][1]
         towards_up = bounds["swap_towards_donor"][1]
         level = seq.get("level", 0.95)
-        text = (f"swapping `{region}` for another class's changes accuracy by less than {100 * max(swap_up, 0):.0f} "
-                f"points and moves at most {max(towards_up, 0):.0%} of predictions towards the donor's class; "
-                f"filling it, less than {100 * max(fill_up, 0):.0f} points ({level:.0%} upper bounds, "
+        text = (f"swapping `{region}` for another class's {_points(swap_up)} and moves at most "
+                f"{max(towards_up, 0):.0%} of predictions towards the donor's class; filling it, "
+                f"{_points(fill_up).replace('changes accuracy by ', '')} ({level:.0%} upper bounds, "
                 f"n = {seq.get('n')}, {seq.get('decision')})")
         out.append({"region": region, "n": seq.get("n"), "level": level, "decision": seq.get("decision"),
                     "swap_accuracy_drop_upper": swap_up, "swap_towards_donor_upper": towards_up,
