@@ -2,7 +2,7 @@
 
 For each cue correlation rho and training seed: train the tiny model, measure its true reliance (the
 accuracy lost when the patch's colour is shuffled to point at a random class, on 400 held-out images),
-audit it (Grad-CAM, masks given, 150 images, the default evidence stage) and record whether the patch is
+audit it (Grad-CAM, masks given, 100 images, the default evidence stage) and record whether the patch is
 flagged and the evidence sample's size. Writes docs/calibration.csv, docs/calibration.png and prints the
 table. Run: PYTHONPATH=. python docs/calibration.py  (about a minute per model on one CPU core).
 """
@@ -18,7 +18,7 @@ import numpy as np
 RHOS = (0.6, 0.7, 0.8, 0.85, 0.9, 1.0)
 SEEDS = (0,)
 CLEAN_SEEDS = (0, 1, 2)  # rho = 0.5: the cue carries no information (tests/report/test_power.py runs 10 seeds)
-N = 150
+N = 100
 HERE = Path(__file__).resolve().parent
 
 

@@ -81,7 +81,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def accuracy(net, images: np.ndarray, labels: np.ndarray) -> float:
-    net.eval()
+    """`net` in eval mode (as `train` returns it; an exported program's module is)."""
     return float((net(to_tensor(images)).argmax(1).numpy() == labels).mean())
 
 
@@ -163,3 +163,22 @@ def write_dataset(scenes: Scenes, folder: Path, *, masks: bool = True) -> Path:
             writer.writerows(rows)
         (folder / "regions.json").write_text(json.dumps({"regions": REGIONS}, indent=2) + "\n")
     return folder
+
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "moving_patch"
+DEMO_VERSIONS = {"partly_biased": 0.85, "moving_cue": 1.0}  # name -> rho of its training data (seed 0)
+
+
+def train_demo_versions(out: Path = WEIGHTS_DIR) -> dict[str, float]:
+    """Train and save the demo's two versions; returns each one's shuffle drop (its true reliance)."""
+    drops = {}
+    for name, rho in DEMO_VERSIONS.items():
+        net = train(rho, 0)
+        save_model(net, out / name)
+        drops[name] = round(shuffle_drop(net, render(400, rho, seed=500)), 4)
+        (out / name / "metrics.json").write_text(json.dumps({"rho": rho, "seed": 0, "shuffle_drop": drops[name]}) + "\n")
+    return drops
+
+
+if __name__ == "__main__":
+    print(train_demo_versions())

@@ -174,3 +174,12 @@ def test_report_html_shows_swap_evidence_power_and_discovered_regions():
     for text in ("swap: towards donor", "less than 3 points", "Holm over 6 tests", "in one of 4 corners", "3, 9",
                  "excluded"):
         assert text in html, text
+
+
+def test_committed_demo_versions_are_partly_and_fully_reliant_on_the_moving_patch():
+    from sample_models import moving_patch
+
+    for name, rho in moving_patch.DEMO_VERSIONS.items():
+        net = torch.export.load(moving_patch.WEIGHTS_DIR / name / "model.pt2").module()
+        drop = moving_patch.shuffle_drop(net, moving_patch.render(400, rho, seed=500))
+        assert (0.10 <= drop <= 0.15) if name == "partly_biased" else drop >= 0.4, (name, drop)
