@@ -102,7 +102,7 @@ def build_moving_demo(workspace, *, methods=METHODS, n: int = N_IMAGES, device: 
     run_ids = []
     for version in moving_patch.DEMO_VERSIONS:
         weights = moving_patch.WEIGHTS_DIR / version
-        model_id = workspace.register_model(weights / "model.pt2", weights / "model.json")
+        model_id = workspace.register_model(weights / "model.pt", weights / "model.json")
         for method in methods:
             run_id = workspace.create_run(model_id, dataset_id, method, {}, n=n, seed=0,
                                           name=f"{MOVING_SCENARIO} {version} {method}")

@@ -90,33 +90,17 @@ def shuffle_drop(net, scenes: Scenes, seed: int = 0) -> float:
     return accuracy(net, scenes.images, scenes.labels) - accuracy(net, shuffled_cue(scenes, seed), scenes.labels)
 
 
-class PatchNet(torch.nn.Module):
-    """Stride-2 stem (32 -> 16), a conv block with pooling (16 -> 8), `block3` at 8x8 (the Grad-CAM layer),
-    global average pooling, linear head. An 8x8 map at 32 px (TinyCNN gives 4x4 there) keeps a 5-pixel
-    corner patch in its own map cells."""
-
-    def __init__(self, width: int = 16):
-        super().__init__()
-        conv = lambda i, o, s: [torch.nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False),  # noqa: E731
-                                torch.nn.BatchNorm2d(o), torch.nn.ReLU()]
-        self.block1 = torch.nn.Sequential(*conv(3, width, 2))
-        self.block2 = torch.nn.Sequential(*conv(width, 2 * width, 1), torch.nn.MaxPool2d(2))
-        self.block3 = torch.nn.Sequential(*conv(2 * width, 2 * width, 1))
-        self.fc = torch.nn.Linear(2 * width, len(CLASSES))
-
-    def forward(self, x):
-        return self.fc(self.block3(self.block2(self.block1(x))).mean(dim=(2, 3)))
-
-
 def train(rho: float, seed: int = 0, n: int = 1000, epochs: int = 5):
-    """A PatchNet trained on `render(n, rho, seed=1000 + seed)`; seconds on one CPU thread."""
+    """A PatchNet (`sample_models.architectures`) trained on `render(n, rho, seed=1000 + seed)`; seconds on
+    one CPU thread."""
+    from sample_models.architectures import ARCHITECTURES
     from sample_models.train import deterministic_torch
 
     scenes = render(n, rho, seed=1000 + seed)
     x, y = to_tensor(scenes.images), torch.from_numpy(scenes.labels)
     with deterministic_torch():
         torch.manual_seed(seed)
-        net = PatchNet()
+        net = ARCHITECTURES["patch_net"](len(CLASSES))
         opt = torch.optim.Adam(net.parameters(), lr=3e-3)
         order = torch.Generator().manual_seed(seed)
         for _ in range(epochs):
@@ -132,15 +116,13 @@ def train(rho: float, seed: int = 0, n: int = 1000, epochs: int = 5):
 
 
 def save_model(net, folder: Path) -> Path:
-    """model.pt2 (torch.export: self-contained, layers reachable) and its card; returns the model file."""
+    """model.pt (a state dict: rebuilt as a plain, hookable, fast net) and its card; returns the model file."""
     folder.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(2, 3, SIZE, SIZE)
-    program = torch.export.export(net.eval(), (example,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
-    torch.export.save(program, folder / "model.pt2")
+    torch.save(net.state_dict(), folder / "model.pt")
     card = {"task": "classification", "classes": list(CLASSES), "input_size": [SIZE, SIZE], "mean": [0.5] * 3,
-            "std": [0.5] * 3, "target_layer": "block3"}
+            "std": [0.5] * 3, "target_layer": "block3", "architecture": "patch_net"}
     (folder / "model.json").write_text(json.dumps(card, indent=2) + "\n")
-    return folder / "model.pt2"
+    return folder / "model.pt"
 
 
 def write_dataset(scenes: Scenes, folder: Path, *, masks: bool = True) -> Path:
@@ -166,6 +148,15 @@ def write_dataset(scenes: Scenes, folder: Path, *, masks: bool = True) -> Path:
 
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "moving_patch"
+
+
+def load_version(name: str, weights: Path | None = None):
+    """A committed demo version (state dict, `weights_only=True`) in a fresh PatchNet, eval mode."""
+    from sample_models.architectures import ARCHITECTURES
+
+    net = ARCHITECTURES["patch_net"](len(CLASSES))
+    net.load_state_dict(torch.load((weights or WEIGHTS_DIR) / name / "model.pt", weights_only=True))
+    return net.eval()
 DEMO_VERSIONS = {"partly_biased": 0.85, "moving_cue": 1.0}  # name -> rho of its training data (seed 0)
 
 

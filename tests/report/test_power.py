@@ -114,6 +114,7 @@ def _model(lab, rho, seed=0):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # training plus an audit (RISE: 500 masks, its sanity check too) on a shared CPU
 @pytest.mark.parametrize("method,params", [("gradcam", {}), ("saliency", {}), ("rise", {"n_masks": 500})])
 def test_partial_reliance_is_flagged_by_cam_gradient_and_perturbation_methods(lab, method, params):
     root, ws, _ = lab
@@ -180,6 +181,6 @@ def test_committed_demo_versions_are_partly_and_fully_reliant_on_the_moving_patc
     from sample_models import moving_patch
 
     for name, rho in moving_patch.DEMO_VERSIONS.items():
-        net = torch.export.load(moving_patch.WEIGHTS_DIR / name / "model.pt2").module()
+        net = moving_patch.load_version(name)
         drop = moving_patch.shuffle_drop(net, moving_patch.render(400, rho, seed=500))
         assert (0.10 <= drop <= 0.15) if name == "partly_biased" else drop >= 0.4, (name, drop)
