@@ -91,10 +91,28 @@ class TinyViT(nn.Module):
         return self.head(self.norm(self.blocks(tokens))[:, 0])
 
 
+class PatchNet(nn.Module):
+    """For 32x32 inputs (`sample_models.moving_patch`): stride-2 stem (32 -> 16), a conv block with pooling
+    (16 -> 8), `block3` at 8x8 (the Grad-CAM layer), global average pooling, linear head. An 8x8 map at
+    32 px (TinyCNN gives 4x4 there) keeps a 5-pixel corner patch in its own map cells."""
+
+    def __init__(self, num_classes: int = 2, width: int = 16):
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                                    nn.ReLU())
+        self.block2 = nn.Sequential(*_conv(width, 2 * width, 3), nn.MaxPool2d(2))
+        self.block3 = nn.Sequential(*_conv(2 * width, 2 * width, 3))
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.block3(self.block2(self.block1(x))).mean(dim=(2, 3)))
+
+
 ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "tiny_cnn": lambda num_classes: TinyCNN(num_classes),
     "tiny_segnet": lambda num_classes: TinySegNet(num_classes),
     "tiny_vit": lambda num_classes: TinyViT(num_classes),
+    "patch_net": lambda num_classes: PatchNet(num_classes),
 }
 
-TARGET_LAYERS = {"tiny_cnn": "block3", "tiny_segnet": "block3"}
+TARGET_LAYERS = {"tiny_cnn": "block3", "tiny_segnet": "block3", "patch_net": "block3"}

@@ -3,7 +3,8 @@
 On request (`scenarios=("watermark_vit",)`, not in the default demo: its ten audits with their evidence stage
 would add minutes, not seconds, on a laptop CPU), the tiny ViT series on the watermark scenario's data
 (`sample_models/weights/vit/`), audited with Grad-CAM on its detected token layer and with
-`transformer_attribution`. Plus one detection scenario, `boats_and_cars`: a COCO folder of biased scenes (boats on water, cars on road,
+`transformer_attribution`. Plus the moving-cue scenario, `moving_patch` (a corner patch that moves, no masks: the report's discovered
+regions find it), in a partly biased and a fully biased version; and one detection scenario, `boats_and_cars`: a COCO folder of biased scenes (boats on water, cars on road,
 `sample_models.detection`), the biased and the debiased detector, and one D-RISE audit each (the biased one
 is flagged for a context shortcut, the debiased one is not). And the tagger (`sample_models.tagging`: a water
 strip planted as the boat tag's shortcut) and the segmenter (`sample_models.segmenting`: the band under an
@@ -36,6 +37,8 @@ TASK_SCENARIOS = ("tagger", "segmenter")  # sample_models.tagging, sample_models
 TASK_IMAGES = 48  # one map per (image, tag / class); enough for the flags (tests/tasks use the same)
 VIT_DEMO = "watermark_vit"  # the tiny ViT series, audited on the watermark scenario's validation set
 VIT_METHODS = ("gradcam", "transformer_attribution")
+MOVING_SCENARIO = "moving_patch"  # sample_models.moving_patch: a corner patch that moves; no masks
+MOVING_RHO = 0.9  # its validation set: the patch's colour points at the label on 90% of images
 
 
 def detection_dataset(root: Path, n: int = DETECTION_IMAGES) -> Path:
@@ -72,6 +75,7 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
 
     run_ids = []
     wanted = tuple(scenarios) if scenarios else (*SCENARIOS, DETECTION_SCENARIO, *TASK_SCENARIOS)
+    wanted = tuple(scenarios) if scenarios else (*SCENARIOS, MOVING_SCENARIO, DETECTION_SCENARIO)
     for scenario in (s for s in wanted if s in SCENARIOS):
         dataset_id = workspace.register_dataset(demo_dataset(scenario, workspace.root / "demo-data", n))
         for version in versions:
@@ -87,6 +91,8 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
                 run_ids.append(run_id)
     if VIT_DEMO in wanted:
         run_ids += build_vit_demo(workspace, versions=versions, n=n, device=device, log=log)
+    if MOVING_SCENARIO in wanted:
+        run_ids += build_moving_demo(workspace, methods=methods, n=n, device=device, log=log)
     if DETECTION_SCENARIO in wanted:
         run_ids += build_detection_demo(workspace, device=device, log=log)
     for scenario in (s for s in wanted if s in TASK_SCENARIOS):
@@ -147,6 +153,34 @@ def build_vit_demo(workspace, *, versions: tuple[int, ...] = VERSIONS, n: int = 
                                           name=f"ViT {VIT_SCENARIO} v{version} {method}")
             if workspace.run(run_id)["status"] != "done":
                 log(f"demo: auditing ViT {VIT_SCENARIO} v{version} with {method}")
+                execute_run(workspace, run_id, device=device, progress=False)
+            run_ids.append(run_id)
+    return run_ids
+
+
+def build_moving_demo(workspace, *, methods=METHODS, n: int = N_IMAGES, device: str = "cpu",
+                      log: Callable[[str], None] = print) -> list[str]:
+    """The moving cue, without masks: a partly biased version (rho 0.85, shuffling the cue costs it ~11
+    points) and a fully biased one (rho 1), each audited; the report shows the discovered corner region."""
+    from analysis.runs.runner import execute_run
+    from sample_models import moving_patch
+
+    folder = workspace.root / "demo-data" / f"{MOVING_SCENARIO}-val"
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{MOVING_SCENARIO}-", dir=folder.parent))
+        moving_patch.write_dataset(moving_patch.render(n, MOVING_RHO, seed=DATA_SEED), staging, masks=False)
+        staging.rename(folder)
+    dataset_id = workspace.register_dataset(folder)
+    run_ids = []
+    for version in moving_patch.DEMO_VERSIONS:
+        weights = moving_patch.WEIGHTS_DIR / version
+        model_id = workspace.register_model(weights / "model.pt", weights / "model.json")
+        for method in methods:
+            run_id = workspace.create_run(model_id, dataset_id, method, {}, n=n, seed=0,
+                                          name=f"{MOVING_SCENARIO} {version} {method}")
+            if workspace.run(run_id)["status"] != "done":
+                log(f"demo: auditing {MOVING_SCENARIO} {version} with {method}")
                 execute_run(workspace, run_id, device=device, progress=False)
             run_ids.append(run_id)
     return run_ids

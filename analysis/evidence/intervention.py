@@ -19,6 +19,17 @@ it asks "do predictions depend more on this region than on what the label is abo
 that uses the object answers no, and one that uses the background answers yes. The overlap is reported
 (`control_overlap`) either way.
 
+Swap (the counterfactual, `swap_variants`): the region's pixels are replaced by the same region taken
+from an image of another class, chosen among those that have the region. The swapped pixels are the
+union of the recipient's region and the donor's, both taken from the donor: where the region sits in the
+same place (an annotated watermark, a grid cell) this is the plain swap; where it moves (a patch in a
+random corner), the recipient's own cue is covered with the donor's pixels at that place and the donor's
+cue is transplanted at the donor's place, so an image without the region still receives it. Why: taking
+a cue away is weak evidence (a model that uses the cue when present falls back on the core when it is
+gone); a cue that points at another class *misleads* a model that relies on it. The signature of a
+shortcut is a flip *towards the donor's class*; the control is the union mask rolled as above, swapped
+from the same donor, and the test is the exact McNemar on towards-donor flips.
+
 Test: per image, does the prediction flip under the region fill, under the control fill? Discordant
 pairs (region flips and control does not, or vice versa) go into an exact one-sided McNemar (binomial)
 test: p = P(X >= b | b + c, 1/2). Accuracy drop and flip rate come with CIs (bootstrap over images,
@@ -182,6 +193,63 @@ def resize_masks(masks: torch.Tensor, size) -> torch.Tensor:
         return masks
     out = F.interpolate(masks[:, None].float(), size=tuple(size), mode="nearest")[:, 0]
     return out.bool() if masks.dtype == torch.bool else out.to(masks.dtype)
+
+
+def swap_donors(labels: np.ndarray, has_region: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Per image, the index of a donor of another class (one that has the region when any does), or -1."""
+    labels, has_region = np.asarray(labels), np.asarray(has_region, bool)
+    rng = np.random.default_rng(seed)
+    donors = np.full(len(labels), -1, dtype=np.int64)
+    for i, label in enumerate(labels):
+        others = np.flatnonzero(labels != label)
+        with_region = others[has_region[others]]
+        pool = with_region if len(with_region) else others
+        if len(pool):
+            donors[i] = int(rng.choice(pool))
+    return donors
+
+
+def swap_variants(images: torch.Tensor, region: torch.Tensor, donors: np.ndarray, *, control_tries: int = 16,
+                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(swapped images, swapped control images, keep) for images (B, 3, H, W) and region (B, H, W) bool.
+
+    Pixels in region_i | region_donor come from the donor (see the module docstring); the control swaps
+    the same donor's pixels under the union mask rolled away from itself. `keep`: images with a donor and
+    a non-empty union.
+    """
+    has_donor = torch.as_tensor(donors >= 0)
+    index = torch.as_tensor(np.where(donors >= 0, donors, np.arange(len(donors))))
+    donor_images = images[index]
+    union = (region | region[index]) & has_donor[:, None, None]
+    controls, _ = control_masks(union, tries=control_tries, seed=seed + 1)
+    swapped = torch.where(union[:, None], donor_images, images)
+    control = torch.where(controls[:, None], donor_images, images)
+    return swapped, control, union.flatten(1).any(1)
+
+
+def towards_donor(base: np.ndarray, after: np.ndarray, donor_labels: np.ndarray) -> np.ndarray:
+    """Per image: the prediction moved to the donor's class (it was not that class before)."""
+    return (after == donor_labels) & (base != donor_labels)
+
+
+def swap_effects(base: np.ndarray, region: np.ndarray, control: np.ndarray, labels: np.ndarray,
+                 donor_labels: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """`effects` of a swap plus the shortcut's signature: flips towards the donor's class, region vs control.
+
+    `p_value` is the exact one-sided McNemar on towards-donor flips (region vs control)."""
+    out = effects(base, region, control, labels, n_boot=n_boot, seed=seed)
+    if not out["n"]:
+        return {**out, "towards_donor_rate": None}
+    to_region, to_control = towards_donor(base, region, donor_labels), towards_donor(base, control, donor_labels)
+    n = int(base.size)
+    out["towards_donor_rate"] = float(to_region.mean())
+    out["towards_donor_rate_ci"] = list(wilson_interval(int(to_region.sum()), n))
+    out["control"]["towards_donor_rate"] = float(to_control.mean())
+    b, c = int((to_region & ~to_control).sum()), int((~to_region & to_control).sum())
+    out["discordant"] = [b, c]
+    out["p_value"] = mcnemar_exact_greater(b, c)
+    out["test"] = "exact one-sided McNemar on flips towards the donor's class (region swap vs control swap)"
+    return out
 
 
 def _boot_ci(values: np.ndarray, idx: np.ndarray | None, level: float) -> list[float]:

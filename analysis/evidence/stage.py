@@ -2,8 +2,10 @@
 
 Run in the worker after the maps (the model is already loaded there). For a subset of the run's images:
 - interventions: every shortcut candidate (a non-core region whose lift is > 1 overall or for a class;
-  grid regions when the dataset has no masks) is filled and compared with an equal-area control
-  (`analysis.evidence.intervention`);
+  grid regions when the dataset has no masks; regions discovered from the maps that follow a moving cue,
+  `analysis.stats.discovered_regions`) is filled *and* swapped with another class's pixels, each against
+  an equal-area control, on a sample that grows in chunks until the effect is decided
+  (`analysis.evidence.sequential_interventions`);
 - a second explainer from another family (CAM <-> input gradients) recomputes region lifts, so a flag
   does not rest on one method's quirks;
 - the run's explainer goes through the model-randomisation sanity check (`analysis.evidence.sanity`) on a few images;
@@ -20,8 +22,10 @@ import torch
 from analysis.stats.aggregate import region_matrix, slice_stats
 from analysis.evidence.faithfulness import deletion_insertion
 from analysis.report.flags import effective_roles
-from analysis.evidence.intervention import intervene, resize_masks
+from analysis.evidence.intervention import resize_masks
 from analysis.evidence.region_shapley import shapley_evidence
+from analysis.evidence.sequential_interventions import run_trials, summarise
+from analysis.stats.discovered_regions import discover_regions
 from analysis.stats.regions import grid_regions, masked_shares, region_shares
 from analysis.evidence.sanity import model_randomisation
 from explainers.base import is_black_box
@@ -30,34 +34,51 @@ CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 
 
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
-                     max_images: int = 200, params: dict | None = None, fill: str = "mean",
+                     max_images: int = 400, chunk: int = 100, params: dict | None = None, fill: str = "mean",
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
-                     batch_size: int = 32, n_boot: int = 1000, on_stage=None, region_shapley: int = 0) -> dict:
-    """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config; region_shapley
-    when `region_shapley` > 0 images are asked for).
+                     batch_size: int = 32, n_boot: int = 1000, alpha: float = 0.05, threshold: float = 0.05,
+                     discover: bool = True, on_stage=None, region_shapley: int = 0) -> dict:
+    """Evidence dict (keys: interventions, discovered_regions, sequential, second_explainer, sanity,
+    faithfulness, config; region_shapley when `region_shapley` > 0 images are asked for). `max_images` caps
+    the sequential sample (run parameter `evidence_images`).
 
     `on_stage(name)` is told when each part starts ("second explainer", "sanity", "faithfulness", "region
     Shapley"), for the progress a person watches."""
     on_stage = on_stage or (lambda name: None)
     images, regions = store.images(), store.regions()
-    out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images},
-           "interventions": {}, "second_explainer": {}, "sanity": {}, "faithfulness": {}}
+    out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images, "chunk": chunk},
+           "interventions": {}, "discovered_regions": [], "sequential": {}, "second_explainer": {},
+           "sanity": {}, "faithfulness": {}}
     if images.empty:
         return out
     rng = np.random.default_rng(seed)
-    chosen = images.iloc[np.sort(rng.permutation(len(images))[:max_images])].reset_index(drop=True)
+    chosen = images.iloc[rng.permutation(len(images))[:max_images]].reset_index(drop=True)
     batch = load_subset(loaded, dataset, chosen)
     module_layer = module_layer_name(loaded, layer_name)
-    labels = torch.as_tensor(batch.images_frame["label_idx"].to_numpy().copy(), dtype=torch.long)
+    labels = batch.images_frame["label_idx"].to_numpy().astype(np.int64)
 
     core = core_masks(batch, regions)
+    trials = []
     for region in candidate_regions(images, regions):
         masks = region_masks(batch, region)
-        if masks is None or not masks.any():
-            continue
-        out["interventions"][region["name"]] = intervene(
-            loaded.module, batch.inputs, masks, labels, fill=fill, batch_size=batch_size, seed=seed,
-            n_boot=n_boot, core=core)
+        if masks is not None and masks.any():
+            trials.append({"name": region["name"], "masks": masks})
+    if discover and len(batch.inputs):
+        found = discovered_regions(batch, store, regions, core, {t["name"]: t["masks"].numpy() for t in trials},
+                                   seed=seed, n_boot=n_boot)
+        out["discovered_regions"] = [{k: v for k, v in d.items() if k != "masks"} for d in found]
+        trials += [{"name": d["name"], "masks": torch.as_tensor(d["masks"])} for d in found]
+    if trials:
+        results, base, design = run_trials(loaded.module, batch.inputs, labels, trials, core=core, fill=fill,
+                                           chunk=chunk, alpha=alpha, threshold=threshold, seed=seed,
+                                           batch_size=batch_size)
+        slices = evidence_slices(batch.images_frame)
+        for trial in results:
+            out["interventions"][trial.name] = summarise(trial, base, labels, slices, design, fill=fill,
+                                                         n_boot=n_boot, seed=seed)
+        for d in out["discovered_regions"]:
+            out["interventions"][d["name"]]["discovered"] = True
+        out["sequential"] = design
 
     second = second_method(method, loaded)
     on_stage("second explainer")
@@ -87,6 +108,62 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
         out["region_shapley"] = shapley_evidence(loaded, batch, regions, n_images=region_shapley, seed=seed,
                                                  batch_size=batch_size)
     return out
+
+
+def evidence_slices(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Row selectors for the per-class and per-subgroup tests: {"class=cat": bool (B,), "in_cage=yes": ...}."""
+    from analysis.stats.aggregate import attribute_columns
+
+    out = {f"class={c}": (frame["label"].astype(str) == c).to_numpy() for c in sorted(frame["label"].astype(str).unique())}
+    for column in attribute_columns(frame):
+        for value in sorted(frame[column].dropna().astype(str).unique()):
+            out[f"{column}={value}"] = (frame[column].astype(str) == value).to_numpy()
+    return out
+
+
+def discovered_regions(batch: "Subset", store, regions: pd.DataFrame, core: torch.Tensor | None,
+                       fixed: dict[str, np.ndarray], *, seed: int, n_boot: int) -> list[dict]:
+    """Candidate regions that follow a moving cue (`analysis.stats.discovered_regions`), with their attention.
+
+    Without an annotated core, the grid's middle cell is the core (a corner cue blurred by a coarse map can
+    peak inside the wider `centre` ring). Each candidate's lift is reported,
+    but it is high by construction (the components were cut from the maps), so only its interventions
+    can flag it."""
+    import torch.nn.functional as F
+
+    ids, maps = store.maps()
+    h, w = batch.inputs.shape[-2:]
+    where = {int(i): j for j, i in enumerate(ids)}
+    stack = np.zeros((len(batch.ids), h, w), np.float32)
+    for r, image_id in enumerate(batch.ids):
+        if int(image_id) in where:
+            m = torch.as_tensor(maps[where[int(image_id)]].astype(np.float32))[None, None]
+            stack[r] = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+    if core is None:
+        centre = dict(grid_regions(h, w))["middle-centre"]
+        core_np = np.broadcast_to(centre, stack.shape)
+    else:
+        core_np = core.numpy()
+    frame = batch.images_frame
+    labels = frame["label_idx"].to_numpy().astype(np.int64)
+    names = dict(zip(frame["label_idx"].astype(int), frame["label"].astype(str)))
+    classes = [names.get(i, str(i)) for i in range(int(labels.max(initial=0)) + 1)]
+    found = discover_regions(stack, batch.inputs.numpy(), labels, core_np, fixed, classes=classes, seed=seed)
+    positive = np.clip(stack, 0, None)
+    total = positive.reshape(len(stack), -1).sum(1)
+    for d in found:
+        rows = np.asarray(d["rows"])
+        mass = (positive[rows] * d["masks"][rows]).reshape(len(rows), -1).sum(1) / np.maximum(total[rows], 1e-12)
+        area = d["masks"][rows].reshape(len(rows), -1).mean(1)
+        stats = slice_stats(mass[:, None], area[:, None], n_boot=min(n_boot, 500), seed=seed)
+        d["attention"] = {"mass_mean": float(stats["mass_mean"][0]), "area_mean": float(stats["area_mean"][0]),
+                          "lift": _finite(stats["lift"][0]),
+                          "lift_ci": [_finite(stats["lift_ci_low"][0]), _finite(stats["lift_ci_high"][0])],
+                          "n": int(len(rows))}
+        d["exemplars"] = [int(batch.ids[r]) for r in d.pop("exemplar_rows")]
+        d["image_ids"] = [int(batch.ids[r]) for r in d.pop("rows")]
+        d["n_images"] = int(len(batch.ids))
+    return found
 
 
 class Subset:

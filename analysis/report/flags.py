@@ -3,8 +3,11 @@
 A non-core region is flagged as a shortcut when
 1. attention: its lift CI lower bound exceeds `lift_threshold` overall, for a class or for a subgroup
    (correct/incorrect slices are diagnostic, not grounds for a flag), and
-2. cause: filling the region changes predictions more than an equal-area control
-   (`p_value < alpha`) by a non-trivial amount (flip rate or accuracy drop >= `min_effect`).
+2. cause: filling the region, or swapping it for the same region of another class's image, changes
+   predictions more than an equal-area control by a non-trivial amount (net effect >= `min_effect`), in an
+   exact test that survives Holm's correction over every test of the run (regions x fill/swap x whole
+   sample, classes, subgroups) at `alpha`. The flag says which test showed it (`evidence.shown_by`,
+   `evidence.test`, `evidence.test_slice`, `evidence.p_value_holm`).
 3. robustness qualifies the flag rather than gating it: a second explainer from another family must
    also give the region lift > 1, and the run's explainer must have passed its model-randomisation
    sanity check. When either fails (or was not computed) the flag stays, one severity level lower, with
@@ -12,11 +15,15 @@ A non-core region is flagged as a shortcut when
    region; what is in doubt is only the attribution's part of the story.
 Attention without an intervention result (evidence not computed) is flagged `low` with the reason;
 attention with a non-significant intervention is not a shortcut and goes to `attention_findings`.
-A region whose lift CI is above 1 but not above `lift_threshold` is still flagged (`basis:
-"intervention"`) when filling it has a strong effect (net effect >= `strong_effect`, p < alpha): a
-large, spread-out cue (cage bars over the whole picture) cannot reach a high lift, however much the
-model relies on it. Measured on the cage sample, v1: lift 1.06 [1.05, 1.07], filling the cage flipped
-91% of predictions against 0% for the control.
+A region whose lift CI is not above `lift_threshold` is still flagged (`basis: "intervention"`) when its
+test passes and the *lower bound* of its net effect (the sequential sample's interval) clears
+`min_effect`: the causal evidence must then stand on its own. A large, spread-out cue (cage bars over the
+whole picture) cannot reach a high lift, however much the model relies on it (cage v1: lift 1.06 [1.05,
+1.07], filling the cage flipped 91% of predictions against 0%), and a grid cell that holds a moving cue
+in a quarter of the images has lift <= 1 while filling it flips 11.5% against 0% (an older rule asked
+for a net effect of 0.2 and missed it). Regions discovered from the maps (`discovered_regions`) follow
+the same rule: their lift is high by construction. Every tested region that is not flagged gets a
+`power` statement: the upper bounds of what its swap and fill could have changed.
 
 Severity comes from the causal effect net of the control, `max(flip_rate - control flip_rate,
 accuracy_drop - control accuracy_drop)`: high >= 0.2, medium >= 0.1, else low. Core regions are never
@@ -43,48 +50,54 @@ def effective_roles(names, roles) -> list:
 
 
 def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
-                   alpha: float = 0.01, min_effect: float = 0.05, strong_effect: float = 0.2) -> list[dict]:
+                   alpha: float = 0.01, min_effect: float = 0.05) -> list[dict]:
     """Flags in the report-JSON shape (docs/FORMATS.md), most severe first."""
     evidence = evidence or {}
     flags = []
     strong, weak = _attention_hits(table, lift_threshold), _attention_hits(table, 1.0)
     interventions = evidence.get("interventions") or {}
+    discovered = {d["name"]: d for d in evidence.get("discovered_regions") or []}
     non_core = set(table.loc[~_is_core(table), "region"]) if not table.empty else set()
-    for region in dict.fromkeys([*weak, *(r for r in interventions if r in non_core)]):
+    tested = [r for r in interventions if r in non_core or r in discovered]
+    family = _corrected_tests(interventions, tested)
+    for region in dict.fromkeys([*weak, *tested]):
         intervention = interventions.get(region)
+        best = _best_test(family.get(region, []), alpha, min_effect)
         reasons = []
         basis = "attention+intervention"
-        if region in strong:
+        if region in discovered:  # cut from the maps: its lift is high by construction, not evidence
+            if best is None or _lower_bound(intervention, best["variant"], alpha) < min_effect:
+                continue
+            basis, found = "intervention", discovered[region]
+            attention = found.get("attention") or {}
+            hits = [{"class": None, "group": None, "lift": attention.get("lift"),
+                     "lift_ci_low": (attention.get("lift_ci") or [None, None])[0],
+                     "lift_ci_high": (attention.get("lift_ci") or [None, None])[1],
+                     "mass_mean": attention.get("mass_mean")}]
+            reasons.append(f"region discovered from the maps ({found['description']}); its lift is high by "
+                           f"construction, so the interventions alone decide")
+        elif region in strong:
             hits = strong[region]
-        else:  # attention at most a little above proportional: only a strong intervention effect flags it
-            if intervention is None or intervention.get("p_value") is None or not (
-                    intervention["p_value"] < alpha and net_effect(intervention) >= strong_effect):
+        else:  # attention at most a little above proportional: the causal effect must clear the threshold itself
+            if best is None or _lower_bound(intervention, best["variant"], alpha) < min_effect:
                 continue
             basis = "intervention"
             hits = weak.get(region) or _overall_rows(table, region)
             if region not in weak:
                 reasons.append(f"the maps put no more than its area share of saliency on it (lift "
-                               f"{hits[0]['lift']:.2f}): the dependence shows only when the region is removed")
+                               f"{hits[0]['lift']:.2f}): the dependence shows only when the region is removed "
+                               f"or swapped")
         top = hits[0]
         if intervention is None or intervention.get("p_value") is None:
             severity, confidence = "low", "low"
             reasons.append("no intervention evidence was computed for this region")
             ev = {}
         else:
-            effect = net_effect(intervention)
-            if not (intervention["p_value"] < alpha and effect >= min_effect):
+            if best is None:
                 continue
+            effect = variant_effect(intervention, best["variant"])
             severity, confidence = severity_of(effect), "high"
-            ev = {
-                "accuracy_drop": intervention.get("accuracy_drop"),
-                "accuracy_drop_ci": intervention.get("accuracy_drop_ci"),
-                "flip_rate": intervention.get("flip_rate"), "flip_rate_ci": intervention.get("flip_rate_ci"),
-                "p_value": intervention["p_value"],
-                "control_flip_rate": (intervention.get("control") or {}).get("flip_rate"),
-                "control_accuracy_drop": (intervention.get("control") or {}).get("accuracy_drop"),
-                "fill": intervention.get("fill"), "control_kind": intervention.get("control_kind"),
-                "n": intervention.get("n"), "net_effect": effect,
-            }
+            ev = intervention_evidence(intervention, best, effect, family_size=sum(map(len, family.values())))
         robust, why = robustness(region, evidence)
         if not robust:
             reasons.extend(why)
@@ -92,16 +105,158 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_th
                 severity = SEVERITIES[max(0, SEVERITIES.index(severity) - 1)]
             confidence = "low"
         ev.update(robustness_evidence(region, evidence))
-        flags.append({
+        flag = {
             "region": region, "class": top["class"], "group": top["group"], "kind": "shortcut",
             "severity": severity, "confidence": confidence, "lift": top["lift"],
             "lift_ci": [top["lift_ci_low"], top["lift_ci_high"]], "mass_mean": top["mass_mean"],
             "slices": [{"class": h["class"], "group": h["group"], "lift": h["lift"],
                         "lift_ci_low": h["lift_ci_low"]} for h in hits],
             "evidence": ev, "reasons": reasons, "basis": basis,
-        })
-    flags.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), -(f["lift"] or 0)))
+        }
+        if region in discovered:
+            flag.update({"description": discovered[region]["description"],
+                         "exemplars": discovered[region].get("exemplars", [])})
+        flags.append(flag)
+    flags.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), f["region"] in discovered, -(f["lift"] or 0)))
     return flags
+
+
+def intervention_evidence(intervention: dict, best: dict, effect: float, *, family_size: int) -> dict:
+    """A flag's `evidence`: the fill's effects (top level, as before swaps), the swap's, and the deciding test."""
+    swap = intervention.get("swap") or {}
+    ev = {
+        "accuracy_drop": intervention.get("accuracy_drop"),
+        "accuracy_drop_ci": intervention.get("accuracy_drop_ci"),
+        "flip_rate": intervention.get("flip_rate"), "flip_rate_ci": intervention.get("flip_rate_ci"),
+        "p_value": intervention["p_value"],
+        "control_flip_rate": (intervention.get("control") or {}).get("flip_rate"),
+        "control_accuracy_drop": (intervention.get("control") or {}).get("accuracy_drop"),
+        "fill": intervention.get("fill"), "control_kind": intervention.get("control_kind"),
+        "n": intervention.get("n"), "net_effect": effect,
+        "shown_by": best["variant"], "test": _test_name(best["variant"]),
+        "test_slice": {"class": best.get("class"), "group": best.get("group")},
+        "p_value_holm": best["p_holm"], "correction": f"Holm over {family_size} tests",
+    }
+    if swap:
+        ev["swap"] = {"accuracy_drop": swap.get("accuracy_drop"), "flip_rate": swap.get("flip_rate"),
+                      "towards_donor_rate": swap.get("towards_donor_rate"),
+                      "control_towards_donor_rate": (swap.get("control") or {}).get("towards_donor_rate"),
+                      "control_accuracy_drop": (swap.get("control") or {}).get("accuracy_drop"),
+                      "p_value": swap.get("p_value"), "n": swap.get("n"),
+                      "net_effect": variant_effect(intervention, "swap")}
+    if intervention.get("sequential"):
+        ev["sequential"] = intervention["sequential"]
+    return ev
+
+
+def _test_name(variant: str) -> str:
+    return ("swap: exact one-sided McNemar on flips towards the donor's class, region swap vs control swap"
+            if variant == "swap" else "fill: exact one-sided McNemar on flips, region fill vs control fill")
+
+
+def variant_effect(intervention: dict, variant: str) -> float:
+    """Net effect of a variant over the whole sample: fill `net_effect`; swap max(towards-donor, accuracy) net."""
+    if variant == "fill":
+        return net_effect(intervention)
+    swap = intervention.get("swap") or {}
+    control = swap.get("control") or {}
+    towards = (swap.get("towards_donor_rate") or 0.0) - (control.get("towards_donor_rate") or 0.0)
+    drop = (swap.get("accuracy_drop") or 0.0) - (control.get("accuracy_drop") or 0.0)
+    return float(max(towards, drop))
+
+
+def _tests_of(intervention: dict) -> list[dict]:
+    """The intervention's exact tests; an older evidence file (fill only, no `tests`) gives its one test."""
+    if intervention.get("tests"):
+        return [dict(t) for t in intervention["tests"]]
+    out = [{"variant": "fill", "class": None, "group": None, "n": intervention.get("n"),
+            "effect": net_effect(intervention), "p_value": intervention.get("p_value")}]
+    if (intervention.get("swap") or {}).get("p_value") is not None:
+        out.append({"variant": "swap", "class": None, "group": None, "n": intervention["swap"].get("n"),
+                    "effect": variant_effect(intervention, "swap"), "p_value": intervention["swap"]["p_value"]})
+    return out
+
+
+def _corrected_tests(interventions: dict, regions: list[str]) -> dict[str, list[dict]]:
+    """Every test of every candidate region (regions x fill/swap x whole/class/subgroup), Holm-adjusted together."""
+    from analysis.stats.sequential import holm
+
+    rows = [(region, t) for region in regions for t in _tests_of(interventions.get(region) or {})
+            if t.get("p_value") is not None]
+    adjusted = holm([t["p_value"] for _, t in rows])
+    out: dict[str, list[dict]] = {}
+    for (region, t), p in zip(rows, adjusted):
+        whole = t.get("class") is None and t.get("group") is None
+        effect = variant_effect(interventions[region], t["variant"]) if whole else t["effect"]
+        out.setdefault(region, []).append({**t, "effect": effect, "p_holm": float(p)})
+    return out
+
+
+def _best_test(tests: list[dict], alpha: float, min_effect: float) -> dict | None:
+    """The surest test that passes (Holm p < alpha, effect >= min_effect); whole-sample tests win ties."""
+    passing = [t for t in tests if t["p_holm"] < alpha and t["effect"] >= min_effect]
+    if not passing:
+        return None
+    return min(passing, key=lambda t: (t["p_holm"], t.get("class") is not None or t.get("group") is not None,
+                                       -t["effect"]))
+
+
+def _lower_bound(intervention: dict | None, variant: str, alpha: float) -> float:
+    """Lower bound of the variant's net effect: from the sequential sample's bounds, or (older evidence)
+    the Clopper-Pearson difference at `alpha` from its rates and n."""
+    from analysis.stats.sequential import net_rate_bounds
+
+    if not intervention:
+        return -1.0
+    bounds = (intervention.get("sequential") or {}).get("bounds")
+    if bounds:
+        keys = ("fill_flips", "fill_accuracy_drop") if variant == "fill" else ("swap_towards_donor", "swap_accuracy_drop")
+        return max(bounds[k][0] for k in keys if k in bounds)
+    source = intervention if variant == "fill" else intervention.get("swap") or {}
+    n = int(source.get("n") or 0)
+    control = source.get("control") or {}
+    rate = "flip_rate" if variant == "fill" else "towards_donor_rate"
+    if not n or source.get(rate) is None:
+        return -1.0
+    k_r, k_c = round(source[rate] * n), round((control.get(rate) or 0.0) * n)
+    return net_rate_bounds(k_r, k_c, n, alpha)[0]
+
+
+def _points(upper: float) -> str:
+    """'changes accuracy by less than 3 points' (an upper bound at or below 0: no more than its control)."""
+    if upper <= 0:
+        return "changes accuracy no more than its equal-area control does"
+    return f"changes accuracy by less than {max(1, math.ceil(100 * upper))} points"
+
+
+def power_statements(table: pd.DataFrame, evidence: dict | None, flags: list[dict]) -> list[dict]:
+    """For every tested non-core region *not* flagged: what the interventions could have detected.
+
+    The bounds are the sequential sample's final simultaneous ones (Bonferroni-spent over its looks), so
+    "at most 3 points" holds at the stated level whatever the stopping rule did."""
+    evidence = evidence or {}
+    flagged = {f["region"] for f in flags}
+    non_core = set(table.loc[~_is_core(table), "region"]) if not table.empty else set()
+    discovered = {d["name"] for d in evidence.get("discovered_regions") or []}
+    out = []
+    for region, iv in (evidence.get("interventions") or {}).items():
+        seq = iv.get("sequential") or {}
+        bounds = seq.get("bounds") or {}
+        if region in flagged or not bounds or (region not in non_core and region not in discovered):
+            continue
+        swap_up = bounds["swap_accuracy_drop"][1]
+        fill_up = bounds["fill_accuracy_drop"][1]
+        towards_up = bounds["swap_towards_donor"][1]
+        level = seq.get("level", 0.95)
+        text = (f"swapping `{region}` for another class's {_points(swap_up)} and moves at most "
+                f"{max(towards_up, 0):.0%} of predictions towards the donor's class; filling it, "
+                f"{_points(fill_up).replace('changes accuracy by ', '')} ({level:.0%} upper bounds, "
+                f"n = {seq.get('n')}, {seq.get('decision')})")
+        out.append({"region": region, "n": seq.get("n"), "level": level, "decision": seq.get("decision"),
+                    "swap_accuracy_drop_upper": swap_up, "swap_towards_donor_upper": towards_up,
+                    "fill_accuracy_drop_upper": fill_up, "fill_flips_upper": bounds["fill_flips"][1],
+                    "text": text})
+    return out
 
 
 def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
@@ -256,7 +411,13 @@ def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict 
         "faithfulness": evidence.get("faithfulness") or {},
         "second_explainer": evidence.get("second_explainer") or {},
         "interventions": evidence.get("interventions") or {},
+        "discovered_regions": evidence.get("discovered_regions") or [],
+        "sequential": evidence.get("sequential") or {},
     }
+    out["power"] = power_statements(table, evidence, out["flags"])
+    out["multiple_testing"] = {"method": "Holm", "alpha": alpha, "family": "regions x (fill, swap) x (whole "
+                               "sample, classes, subgroups)", "n_tests": sum(
+                                   len(_tests_of(iv)) for iv in out["interventions"].values())}
     if maps is not None and len(maps[0]):
         from analysis.stats.clustering import spray_clusters
 

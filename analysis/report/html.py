@@ -40,6 +40,8 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
     parts.append("<h2>Shortcut flags</h2>" + flags(report))
     if sections is not None:
         parts.append(sections(report))
+    elif view == "classification":  # fill and swap effects, the sequential design, power, discovered regions
+        parts.append(_interventions_section(report))
     if report.get("labels"):
         parts.append("<h2>Your labels</h2><ul>" + "".join(
             f"<li>{escape(str(label.get('text', '')))}{': ' + escape(str(label['note'])) if label.get('note') else ''}"
@@ -210,14 +212,47 @@ def _flags_table(flags: list[dict]) -> str:
     for f in flags:
         ev = f.get("evidence") or {}
         where = f.get("class") or f.get("group") or "all images"
-        reasons = "; ".join(f.get("reasons") or [])
+        reasons = "; ".join([*([f["description"]] if f.get("description") else []), *(f.get("reasons") or [])])
         rows.append([f["region"], where, _Raw(f"<span class='{escape(f['severity'])}'>{escape(f['severity'])}</span>"),
                      f.get("confidence", ""), _num(f.get("lift")), _pct(ev.get("flip_rate")),
                      _pct(ev.get("control_flip_rate")), _pct(ev.get("accuracy_drop")), _p(ev.get("p_value")),
+                     f"{ev.get('shown_by') or '–'} (Holm p {_p(ev.get('p_value_holm'))})",
                      f"{ev.get('second_explainer') or '–'}: {_num(ev.get('second_explainer_lift'))}",
                      {True: "passed", False: "failed"}.get(ev.get("sanity_passed"), "–"), reasons])
     return _table(["region", "where", "severity", "confidence", "lift", "flip rate", "control flips",
-                   "accuracy drop", "p", "second explainer lift", "sanity", "notes"], rows)
+                   "accuracy drop", "p", "shown by", "second explainer lift", "sanity", "notes"], rows)
+
+
+def _interventions_section(report: dict) -> str:
+    """Fill and swap per tested region, the power of each "no flag", discovered regions, the design and correction."""
+    interventions = report.get("interventions") or {}
+    if not interventions:
+        return ""
+    rows = []
+    for region, iv in interventions.items():
+        swap, seq = iv.get("swap") or {}, iv.get("sequential") or {}
+        rows.append([region, seq.get("n", iv.get("n")), _pct(iv.get("flip_rate")),
+                     _pct((iv.get("control") or {}).get("flip_rate")), _p(iv.get("p_value")),
+                     _pct(swap.get("towards_donor_rate")), _pct((swap.get("control") or {}).get("towards_donor_rate")),
+                     _pct(swap.get("accuracy_drop")), _p(swap.get("p_value")), seq.get("decision", "")])
+    parts = ["<h2>Interventions: fill and swap</h2>", _table(
+        ["region", "n", "fill: flips", "control flips", "p", "swap: towards donor", "control", "swap: accuracy drop",
+         "p", "sequential decision"], rows)]
+    design, testing = report.get("sequential") or {}, report.get("multiple_testing") or {}
+    if design or testing:
+        parts.append(f"<p class='muted'>Sample: {escape(str(design.get('design', '')))}; bounds: "
+                     f"{escape(str(design.get('bounds', '')))}; chunk {design.get('chunk')}, cap {design.get('cap')}. "
+                     f"Multiple testing: {escape(str(testing.get('method', '')))} over {testing.get('n_tests')} tests "
+                     f"({escape(str(testing.get('family', '')))}), alpha {testing.get('alpha')}.</p>")
+    if report.get("power"):
+        parts.append("<h3>What a \"no flag\" could have missed</h3><ul>" + "".join(
+            f"<li>{escape(p['text'])}</li>" for p in report["power"]) + "</ul>")
+    if report.get("discovered_regions"):
+        parts.append("<h3>Discovered regions (salient components away from the core)</h3>" + _table(
+            ["region", "description", "lift (by construction)", "exemplar ids"],
+            [[d["name"], d["description"], _num((d.get("attention") or {}).get("lift")),
+              ", ".join(str(i) for i in d.get("exemplars", []))] for d in report["discovered_regions"]]))
+    return "".join(parts)
 
 
 def _regions_table(rows: list[dict]) -> str:

@@ -25,7 +25,7 @@ from analysis.runs.task import SKIPPED_COLUMNS, Decoded, Prepared, Tables, skip_
 from analysis.store.run_store import REGION_COLUMNS, pool_maps
 from explainers.errors import InputError
 
-RUN_PARAMS = ("target", "layer", "region_shapley")  # run parameters the task consumes; the rest go to the explainer
+RUN_PARAMS = ("target", "layer", "region_shapley", "evidence_images")  # the task's; the rest go to the explainer
 IMAGE_COLUMNS = ["image_id", "image", "label", "label_idx", "pred", "pred_idx", "confidence", "correct",
                  "target_idx", "score"]
 
@@ -172,9 +172,12 @@ class ClassificationTask:
                 store.workspace.update_run(run["id"], stage=name)
 
         stage("interventions")
+        params = run["params"]  # evidence_images: the cap of the sequential evidence sample
+        cap = {"max_images": int(params["evidence_images"])} if "evidence_images" in params else {}
         return compute_evidence(prepared.loaded, prepared.dataset, store, method=run["method"],
                                 layer_name=prepared.target_layer, seed=int(run["seed"]), params=explainer_params(run),
-                                on_stage=stage, region_shapley=int(run["params"].get("region_shapley", 0)))
+                                on_stage=stage, region_shapley=int(run["params"].get("region_shapley", 0)),
+                                **cap)
 
     def findings(self, store, run: dict, *, n_boot: int, seed: int) -> dict:
         from analysis.report.flags import report_findings

@@ -1,0 +1,198 @@
+"""Candidate regions that follow a moving cue: salient components away from the core, grouped across images.
+
+A fixed grid cell holds a cue that moves (a patch in a random corner) in only a fraction of the images, so
+neither its attention nor its intervention is strong; no mask names it either. Here each image's map
+(upsampled to the input) is thresholded at 0.6 of its maximum and cut into connected components
+(`scipy.ndimage.label`); components whose peak lies in the core (the annotated core, or without masks the
+assumed centre), that lie mostly in it, or that cover more than `max_area` of the image are dropped (a
+coarse CAM blurs a corner cue into the centre, so the peak, not the whole blob, must be outside). Each remaining component is
+described by *where it sits* relative to the frame (distance of its centre from the image centre and
+from the nearest edge: the same for all four corners) and its size, then grouped across images SpRAy-style
+(`analysis.stats.clustering`: symmetric k-NN graph, k from the Laplacian eigengap, spectral clustering;
+clusters with near-identical mean descriptors are merged back).
+The uniformity of the pixels where the map peaks (share within 0.06 of their median colour) goes into
+the name only: a colour cue's two colours must not split it. A group found in at least `min_share` of the images is a candidate region with its own per-image masks
+(the union of that image's members; empty where the image has none). A candidate that stays inside one
+fixed region of comparable size (a grid cell, an annotated region) is that region, already tested, and is
+dropped. Its name says what is known ("small uniform patch, in one of 4 corners, 96% of images, all classes").
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+POSITIONS = [[f"{r}-{c}" for c in ("left", "centre", "right")] for r in ("top", "middle", "bottom")]
+CORNERS = {"top-left", "top-right", "bottom-left", "bottom-right"}
+
+
+def salient_components(maps: np.ndarray, images: np.ndarray, core: np.ndarray, *, max_area: float = 0.25,
+                       min_pixels: int = 4, max_core_overlap: float = 0.75, level: float = 0.6) -> list[dict]:
+    """Per image, the salient components away from the core.
+
+    maps (N, H, W) positive saliency at input size; images (N, 3, H, W) in [0, 1]; core (N, H, W) bool.
+    Returns [{image, mask (H, W) bool, features (4,), position, area, uniformity, mass}].
+    """
+    from scipy import ndimage
+
+    n, h, w = maps.shape
+    out = []
+    for i in range(n):
+        m = np.clip(maps[i], 0, None)
+        top = m.max()
+        if not top > 0:
+            continue
+        labelled, count = ndimage.label(m >= level * top)
+        total = m.sum()
+        for c in range(1, count + 1):
+            mask = labelled == c
+            pixels = int(mask.sum())
+            if pixels < min_pixels or pixels > max_area * h * w:
+                continue
+            peak = np.unravel_index(np.argmax(np.where(mask, m, -1)), mask.shape)
+            if core[i][peak] or core[i][mask].mean() > max_core_overlap:
+                continue
+            ys, xs = np.nonzero(mask)
+            cy, cx = (ys.mean() + 0.5) / h, (xs.mean() + 0.5) / w
+            centre = mask & (m >= 0.9 * m[peak])  # what the map peaks on: the cue, not the blur around it
+            uniformity = _uniformity(images[i][:, centre])
+            radial = float(np.hypot(cy - 0.5, cx - 0.5))
+            edge = float(min(cy, cx, 1 - cy, 1 - cx))
+            area = pixels / (h * w)
+            out.append({"image": i, "mask": mask, "area": area, "uniformity": uniformity,
+                        "peak_area": float(centre.sum() / (h * w)),
+                        "position": POSITIONS[min(2, int(cy * 3))][min(2, int(cx * 3))],
+                        "mass": float(m[mask].sum() / total),
+                        "features": np.array([np.sqrt(area), radial, edge])})
+    return out
+
+
+def group_components(components: list[dict], *, max_k: int = 5, seed: int = 0) -> np.ndarray:
+    """Cluster labels per component (SpRAy-style spectral clustering on standardised descriptors)."""
+    from sklearn.cluster import SpectralClustering
+
+    from analysis.stats.clustering import eigengap_k, knn_affinity
+
+    if len(components) < 8:
+        return np.zeros(len(components), dtype=int)
+    x = np.stack([c["features"] for c in components])
+    x = (x - x.mean(0)) / np.where(x.std(0) > 1e-9, x.std(0), 1.0)
+    affinity = knn_affinity(x, int(np.clip(round(np.sqrt(len(x))), 3, 10)))
+    k, _ = eigengap_k(affinity, max_k)
+    if k < 2:
+        return np.zeros(len(components), dtype=int)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
+                                    assign_labels="cluster_qr").fit_predict(affinity)
+    return merge_close(labels, np.stack([c["features"] for c in components]))
+
+
+def merge_close(labels: np.ndarray, features: np.ndarray, tolerance: float = 0.1) -> np.ndarray:
+    """Merge clusters whose mean descriptors differ by < `tolerance` in every coordinate (natural units).
+
+    Spectral clustering splits a homogeneous group arbitrarily (the eigengap of a noisy graph), and one
+    cue split three ways would be three weak candidates."""
+    labels = labels.copy()
+    changed = True
+    while changed:
+        changed = False
+        groups = np.unique(labels)
+        means = {g: features[labels == g].mean(0) for g in groups}
+        for a in groups:
+            for b in groups:
+                if a < b and np.all(np.abs(means[a] - means[b]) < tolerance):
+                    labels[labels == b] = a
+                    changed = True
+                    break
+            if changed:
+                break
+    return labels
+
+
+def discover_regions(maps: np.ndarray, images: np.ndarray, labels: np.ndarray, core: np.ndarray,
+                     fixed: dict[str, np.ndarray] | None = None, *, classes: list[str] | None = None,
+                     min_share: float = 0.1, n_exemplars: int = 6, seed: int = 0) -> list[dict]:
+    """Candidate regions [{name, description, masks (N, H, W) bool, share, positions, exemplars (rows), ...}].
+
+    `fixed`: name -> (N, H, W) bool masks of the regions already tested (grid cells or annotated); a
+    candidate >= 50% inside one of them, of at most 4x its area, in >= 80% of its images is dropped.
+    """
+    components = salient_components(maps, images, core)
+    groups = group_components(components, seed=seed)
+    n = len(maps)
+    found = []
+    for g in np.unique(groups):
+        members = [c for c, k in zip(components, groups) if k == g]
+        rows = sorted({c["image"] for c in members})
+        if len(rows) < max(3, min_share * n):
+            continue
+        masks = np.zeros(maps.shape, dtype=bool)
+        mass = np.zeros(n)
+        for c in members:
+            masks[c["image"]] |= c["mask"]
+            mass[c["image"]] += c["mass"]
+        if _inside_fixed(masks, rows, fixed or {}):
+            continue
+        found.append({"masks": masks, "rows": rows, "members": members, "mass": mass})
+    found.sort(key=lambda f: -len(f["rows"]))
+    out = []
+    for j, f in enumerate(found):
+        description, summary = describe(f["members"], f["rows"], labels, n, classes)
+        exemplars = sorted(f["rows"], key=lambda r: -f["mass"][r])[:n_exemplars]
+        out.append({"name": f"discovered-{j + 1}", "description": description, "masks": f["masks"],
+                    "rows": f["rows"], "exemplar_rows": exemplars, **summary})
+    return out
+
+
+def describe(members: list[dict], rows: list[int], labels: np.ndarray, n: int, classes=None) -> tuple[str, dict]:
+    """("small uniform patch, in one of 4 corners, 96% of images, all classes", the numbers behind it)."""
+    area = float(np.mean([c["area"] for c in members]))
+    peak_area = float(np.mean([c["peak_area"] for c in members]))
+    uniformity = float(np.mean([c["uniformity"] for c in members]))
+    size = "small" if peak_area < 0.04 else "medium" if peak_area < 0.12 else "large"
+    look = "uniform" if uniformity >= 0.5 else "textured"
+    counts: dict[str, int] = {}
+    for c in members:
+        counts[c["position"]] = counts.get(c["position"], 0) + 1
+    places = [p for p, k in sorted(counts.items(), key=lambda kv: -kv[1]) if k >= 0.05 * len(members)]
+    if len(places) == 1:
+        where = f"at the {places[0]}" + (" corner" if places[0] in CORNERS else "")
+    elif set(places) <= CORNERS:
+        where = f"in one of {len(places)} corners"
+    elif "middle-centre" not in places:
+        where = f"along the border ({len(places)} places)"
+    else:
+        where = f"in {len(places)} places"
+    share = len(rows) / max(1, n)
+    present = labels[rows]
+    per_class = {}
+    for value in np.unique(labels):
+        name = classes[int(value)] if classes is not None else str(value)
+        per_class[name] = float((present == value).sum() / max(1, (labels == value).sum()))
+    common = [c for c, s in per_class.items() if s >= 0.5 * share]
+    who = "all classes" if len(common) == len(per_class) else "mostly " + ", ".join(common)
+    description = f"{size} {look} patch, {where}, {share:.0%} of images, {who}"
+    return description, {"share": share, "area_mean": area, "uniformity": uniformity, "positions": places,
+                         "position_counts": counts, "class_share": per_class}
+
+
+def _uniformity(pixels: np.ndarray, tolerance: float = 0.06) -> float:
+    """Share of the (3, k) pixels within `tolerance` of their median colour in every channel: a flat
+    patch scores ~1 even where the blob's edge takes in some background, noise or texture ~0."""
+    if pixels.shape[1] < 2:
+        return 0.0
+    median = np.median(pixels, axis=1, keepdims=True)
+    return float((np.abs(pixels - median) <= tolerance).all(axis=0).mean())
+
+
+def _inside_fixed(masks: np.ndarray, rows: list[int], fixed: dict[str, np.ndarray]) -> bool:
+    own = masks[rows].reshape(len(rows), -1)
+    own_area = own.sum(1)
+    for region in fixed.values():
+        other = region[rows].reshape(len(rows), -1)
+        inside = (own & other).sum(1) / np.maximum(own_area, 1)
+        comparable = other.sum(1) <= 4 * np.maximum(own_area, 1)
+        if np.mean((inside >= 0.5) & comparable) >= 0.8:
+            return True
+    return False

@@ -1,0 +1,87 @@
+"""`python -m bench.evidence [--n 1000] [--rounds 2]`: the evidence stage against the explainer pass, one process.
+
+The issue's budget: the evidence stage (fill and swap interventions with their controls on the sequential
+sample, discovered regions, second explainer, sanity, faithfulness) costs at most as much as the run's
+explainer pass (Grad-CAM) on 1,000 images. Both are timed on the same loaded model, interleaved over
+`--rounds` rounds after a warm-up, median reported: explainer = `explain` over the n images in batches of
+32 (images decoded beforehand, as the runner's prefetch thread does); evidence = `compute_evidence` on the
+finished run's store (its default cap, 400 images, 100 per look). Data: the cage sample at 64x64 and its
+committed v1 model (the shortcut model: regions are decided at the first looks only when the evidence is
+clear, so this is the typical, not the best, case). Prints the ratio and writes bench/results/evidence.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from analysis.evidence.stage import compute_evidence, load_subset
+    from analysis.runs.runner import execute_run, prepare
+    from analysis.store.workspace import Workspace
+    from explainers.registry import make_explainer
+    from explainers.targets import ClassTarget
+    from sample_models.scenes import generate
+    from sample_models.train import WEIGHTS_DIR
+
+    root = Path(tempfile.mkdtemp(prefix="bench-evidence-"))
+    ws = Workspace(root / "ws")
+    data = ws.register_dataset(generate("cage", root / "cage", n=args.n, size=64, leak=0.9, seed=7))
+    folder = WEIGHTS_DIR / "cage" / "v1"
+    run_id = ws.create_run(ws.register_model(folder / "model.pt2", folder / "model.json"), data, "gradcam", {},
+                           n=args.n, seed=0)
+    execute_run(ws, run_id, progress=False)
+    run = ws.run(run_id)
+    loaded, dataset, _, layer_name, _ = prepare(ws, run)
+    store = ws.store(run_id)
+    batch = load_subset(loaded, dataset, store.images())
+    targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy().copy(), dtype=torch.long)
+    explainer = make_explainer("gradcam", loaded.module, layer=loaded.layer(loaded.target_layer_name()))
+
+    def explain_pass():
+        for start in range(0, len(batch.inputs), 32):
+            explainer.explain(batch.inputs[start:start + 32], ClassTarget(targets[start:start + 32]))
+
+    def evidence_pass():
+        return compute_evidence(loaded, dataset, store, method="gradcam", layer_name=layer_name, seed=0)
+
+    explain_pass()  # warm-up
+    times = {"explainer": [], "evidence": []}
+    evidence = None
+    for r in range(args.rounds):
+        for name in (("explainer", "evidence") if r % 2 == 0 else ("evidence", "explainer")):
+            start = time.perf_counter()
+            if name == "explainer":
+                explain_pass()
+            else:
+                evidence = evidence_pass()
+            times[name].append(time.perf_counter() - start)
+    explain_s, evidence_s = statistics.median(times["explainer"]), statistics.median(times["evidence"])
+    result = {"n_images": len(batch.inputs), "explainer_s": explain_s, "evidence_s": evidence_s,
+              "ratio_evidence_over_explainer": evidence_s / explain_s, "rounds": times,
+              "sequential": evidence["sequential"],
+              "regions": {k: v["sequential"]["n"] for k, v in evidence["interventions"].items()}}
+    out = Path(__file__).resolve().parent / "results" / "evidence.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"explainer pass (gradcam, {len(batch.inputs)} images): {explain_s:.2f} s; evidence stage: "
+          f"{evidence_s:.2f} s; ratio evidence / explainer = {evidence_s / explain_s:.2f} "
+          f"(images used per region: {result['regions']})")
+    return result
+
+
+if __name__ == "__main__":
+    main()

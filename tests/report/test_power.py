@@ -1,0 +1,186 @@
+"""Audit power: swaps, the sequential sample, Holm, discovered regions, and planted calibration cases.
+
+The planted cases train `sample_models.moving_patch` models (seconds each, cached per session) and audit
+them through the real engine: partial reliance (shuffle drop 10-15 points) is flagged by Grad-CAM, plain
+gradients and RISE; the moving cue is flagged without masks and named by where it sits; clean models
+(rho = 0.5) over 10 training seeds are flagged at most 5% of the time.
+"""
+import numpy as np
+import pytest
+import torch
+
+from analysis.evidence.intervention import swap_donors, swap_variants
+from analysis.stats.sequential import clopper_pearson, decision, holm, net_rate_bounds
+from tests.report import power_audit
+
+
+def test_holm_and_clopper_pearson_match_their_definitions():
+    from scipy.stats import binomtest
+
+    assert holm([0.01, 0.04, 0.03, None]).round(6)[:3].tolist() == [0.03, 0.06, 0.06]
+    assert np.isnan(holm([0.01, None])[1])
+    for k, n in ((0, 50), (7, 50), (50, 50)):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.9, method="exact")
+        assert clopper_pearson(k, n, 0.05) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    low, high = net_rate_bounds(34, 0, 300, 0.05)
+    assert 0.05 < low < 34 / 300 < high and decision((low, high), 0.05) == "shown"
+    assert decision(net_rate_bounds(0, 0, 400, 0.05), 0.05) == "excluded"
+    assert decision(net_rate_bounds(5, 0, 100, 0.05), 0.05) == "undecided"
+
+
+def test_swap_covers_own_cue_and_transplants_the_donors_at_its_place():
+    images = torch.zeros(2, 3, 8, 8)
+    images[0, :, :2, :2] = 1.0  # image 0 (class 0): cue top-left
+    images[1, 0, 6:, 6:] = 0.5  # image 1 (class 1): cue bottom-right, red only
+    region = torch.zeros(2, 8, 8, dtype=torch.bool)
+    region[0, :2, :2], region[1, 6:, 6:] = True, True
+    donors = swap_donors(np.array([0, 1]), np.array([True, True]))
+    assert donors.tolist() == [1, 0]
+    swapped, control, keep = swap_variants(images, region, donors)
+    assert keep.tolist() == [True, True]
+    assert torch.equal(swapped[0], images[1]) and torch.equal(swapped[1], images[0])  # both places from the donor
+    absent = region.clone()
+    absent[1] = False  # image 1 lacks the region: it still receives image 0's cue
+    swapped, _, _ = swap_variants(images, absent, swap_donors(np.array([0, 1]), np.array([True, False])))
+    assert torch.equal(swapped[1, :, :2, :2], torch.ones(3, 2, 2)) and swapped[1, 0, 6:, 6:].eq(0.5).all()
+    changed = (control != images).any(1)
+    assert changed[0].sum() <= 8 and not (changed[0] & (region[0] | region[1])).any()
+
+
+def test_discovery_groups_a_corner_blob_that_moves_and_names_it_by_position():
+    from analysis.stats.discovered_regions import discover_regions
+
+    rng = np.random.default_rng(0)
+    n, s = 60, 32
+    maps = np.zeros((n, s, s), np.float32)
+    images = rng.uniform(0.3, 0.6, (n, 3, s, s)).astype(np.float32)
+    corners = rng.integers(0, 4, n)
+    for i, c in enumerate(corners):
+        y, x = (1 if c < 2 else s - 6), (1 if c % 2 == 0 else s - 6)
+        maps[i, y:y + 5, x:x + 5] = 1.0
+        images[i, :, y:y + 5, x:x + 5] = 0.9
+        maps[i, 13:19, 13:19] = 0.8  # the core, which discovery leaves alone
+    core = np.zeros_like(maps, dtype=bool)
+    core[:, 11:21, 11:21] = True
+    labels = np.arange(n) % 2
+    (found,) = discover_regions(maps, images, labels, core, classes=["a", "b"])
+    assert found["description"] == "small uniform patch, in one of 4 corners, 100% of images, all classes"
+    assert found["masks"].sum((1, 2)).tolist() == [25] * n and len(found["exemplar_rows"]) == 6
+    fixed = {"top-left-ish": found["masks"]}  # a candidate that is an already tested region is dropped
+    assert discover_regions(maps, images, labels, core, fixed) == []
+
+
+def test_a_grid_cell_holding_a_moving_cue_in_a_quarter_of_images_is_flagged_without_a_net_effect_of_0_2():
+    from analysis.report.flags import report_findings, shortcut_flags
+    from analysis.stats.aggregate import region_table
+    from tests.report.synthetic import planted_frames
+
+    images, regions = planted_frames(n=150, patch_mass=0.04, patch_area=0.05)  # lift CI not above 1
+    table = region_table(images, regions, n_boot=200)
+    iv = {"p_value": 1e-7, "flip_rate": 0.115, "accuracy_drop": 0.1, "n": 300, "fill": "mean",
+          "control": {"flip_rate": 0.0, "accuracy_drop": 0.0}}
+    (flag,) = shortcut_flags(table, {"interventions": {"patch": iv}})
+    assert flag["basis"] == "intervention" and flag["evidence"]["shown_by"] == "fill"
+    assert "Holm" in flag["evidence"]["correction"] and flag["evidence"]["p_value_holm"] == pytest.approx(1e-7)
+    weak = {**iv, "flip_rate": 0.03, "p_value": 0.02}
+    assert shortcut_flags(table, {"interventions": {"patch": weak}}) == []
+    bounds = {"fill_flips": [-0.02, 0.03], "fill_accuracy_drop": [-0.03, 0.02], "swap_towards_donor": [-0.01, 0.025],
+              "swap_accuracy_drop": [-0.02, 0.029]}
+    seq = {**weak, "sequential": {"n": 400, "decision": "excluded", "bounds": bounds, "level": 0.95}}
+    out = report_findings(images, regions, {"interventions": {"patch": seq}}, n_boot=50)
+    (power,) = out["power"]
+    assert power["text"].startswith("swapping `patch` for another class's changes accuracy by less than 3 points")
+    assert "n = 400" in power["text"] and out["multiple_testing"]["method"] == "Holm"
+
+
+# ---------------------------------------------------------------- planted: trained models, real engine
+
+N = 200
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    from analysis.store.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("power")
+    return root, Workspace(root / "ws"), {}
+
+
+def _model(lab, rho, seed=0):
+    root, _, cache = lab
+    if (rho, seed) not in cache:
+        cache[rho, seed] = power_audit.trained(root, rho, seed)
+    return cache[rho, seed]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # training plus an audit (RISE: 500 masks, its sanity check too) on a shared CPU
+@pytest.mark.parametrize("method,params", [("gradcam", {}), ("saliency", {}), ("rise", {"n_masks": 500})])
+def test_partial_reliance_is_flagged_by_cam_gradient_and_perturbation_methods(lab, method, params):
+    root, ws, _ = lab
+    model, drop = _model(lab, 0.85)
+    assert 0.10 <= drop <= 0.15, drop  # the planted case: partial reliance
+    report = power_audit.audit(ws, model, ws.register_dataset(power_audit.dataset(root, 0.85, N)), method=method,
+                               n=N, params=params)
+    flagged = {f["region"]: f for f in report["flags"]}
+    assert "patch" in flagged, (method, report["interventions"].get("patch", {}).get("swap"))
+    assert "bar" not in flagged  # the core: never
+    assert flagged["patch"]["evidence"]["shown_by"] in ("fill", "swap")
+
+
+@pytest.mark.slow
+def test_moving_cue_is_found_without_masks_and_named_by_position(lab):
+    root, ws, _ = lab
+    model, drop = _model(lab, 1.0)
+    assert drop >= 0.3
+    report = power_audit.audit(ws, model, ws.register_dataset(power_audit.dataset(root, 1.0, N, masks=False)), n=N)
+    discovered = [f for f in report["flags"] if f["region"].startswith("discovered-")]
+    assert discovered, [d["description"] for d in report["discovered_regions"]]
+    assert "in one of 4 corners" in discovered[0]["description"] and discovered[0]["exemplars"]
+    assert discovered[0]["evidence"]["swap"]["towards_donor_rate"] > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # ten trainings and ten audits: minutes on a shared 2-core machine
+def test_clean_models_over_ten_seeds_are_flagged_at_most_five_percent_and_state_their_power(lab):
+    root, ws, _ = lab
+    data_id = ws.register_dataset(power_audit.dataset(root, 0.5, 120))
+    flagged, drops = 0, []
+    for seed in range(10):
+        model, drop = _model(lab, 0.5, seed)
+        drops.append(drop)
+        report = power_audit.audit(ws, model, data_id, n=120)
+        flagged += bool(report["flags"])
+        print(f"clean seed {seed}: shuffle drop {drop:.4f}, flags {[f['region'] for f in report['flags']]}, "
+              f"n used {(report['interventions'].get('patch', {}).get('sequential') or {}).get('n')}")
+        assert any(p["region"] == "patch" for p in report["power"]) or report["flags"]
+    assert max(drops) <= 0.01, drops  # clean: the cue carries no information, the model does not use it
+    assert flagged / 10 <= 0.05, flagged
+
+
+def test_report_html_shows_swap_evidence_power_and_discovered_regions():
+    from analysis.report.html import render_html
+
+    iv = {"n": 100, "flip_rate": 0.02, "control": {"flip_rate": 0.01}, "p_value": 0.4,
+          "swap": {"towards_donor_rate": 0.03, "control": {"towards_donor_rate": 0.02}, "accuracy_drop": 0.01,
+                   "p_value": 0.5}, "sequential": {"n": 400, "decision": "excluded"}}
+    report = {"run": {"name": "r"}, "flags": [], "interventions": {"patch": iv},
+              "power": [{"region": "patch", "text": "swapping `patch` for another class's changes accuracy by "
+                                                    "less than 3 points"}],
+              "multiple_testing": {"method": "Holm", "n_tests": 6, "family": "f", "alpha": 0.01},
+              "sequential": {"design": "group-sequential", "bounds": "cp", "chunk": 100, "cap": 400},
+              "discovered_regions": [{"name": "discovered-1", "description": "small uniform patch, in one of 4 corners",
+                                      "attention": {"lift": 5.0}, "exemplars": [3, 9]}]}
+    html = render_html(report)
+    for text in ("swap: towards donor", "less than 3 points", "Holm over 6 tests", "in one of 4 corners", "3, 9",
+                 "excluded"):
+        assert text in html, text
+
+
+def test_committed_demo_versions_are_partly_and_fully_reliant_on_the_moving_patch():
+    from sample_models import moving_patch
+
+    for name, rho in moving_patch.DEMO_VERSIONS.items():
+        net = moving_patch.load_version(name)
+        drop = moving_patch.shuffle_drop(net, moving_patch.render(400, rho, seed=500))
+        assert (0.10 <= drop <= 0.15) if name == "partly_biased" else drop >= 0.4, (name, drop)
