@@ -7,7 +7,7 @@ dataset-level comparison needs the magnitudes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +22,7 @@ class SaliencyBatch:
     maps: torch.Tensor  # (B, H, W) float32, signed, input resolution
     scores: torch.Tensor  # (B,) the target's score on the unperturbed input (detached)
     method: str
+    extras: dict = field(default_factory=dict)  # per-image side results, e.g. RISE's masks used (B,)
 
 
 class Explainer:

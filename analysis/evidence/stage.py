@@ -29,8 +29,11 @@ CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
                      max_images: int = 200, params: dict | None = None, fill: str = "mean",
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
-                     batch_size: int = 32, n_boot: int = 1000) -> dict:
-    """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config)."""
+                     batch_size: int = 32, n_boot: int = 1000, progress=None) -> dict:
+    """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config).
+
+    `progress(part, done, total)`, when given, is told each part's name and how far it is."""
+    progress = progress or (lambda part, done, total: None)
     images, regions = store.images(), store.regions()
     out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images},
            "interventions": {}, "second_explainer": {}, "sanity": {}, "faithfulness": {}}
@@ -43,7 +46,9 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     labels = torch.as_tensor(batch.images_frame["label_idx"].to_numpy().copy(), dtype=torch.long)
 
     core = core_masks(batch, regions)
-    for region in candidate_regions(images, regions):
+    candidates = candidate_regions(images, regions)
+    for k, region in enumerate(candidates):
+        progress("evidence: interventions", k, len(candidates))
         masks = region_masks(batch, region)
         if masks is None or not masks.any():
             continue
@@ -53,15 +58,18 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
 
     second = second_method(method, loaded)
     if second is not None:
+        progress("evidence: second explainer", 0, 1)
         out["second_explainer"] = second_explainer_lifts(
             loaded, batch, regions, second, seed=seed, limit=second_images, batch_size=batch_size)
 
+    progress("evidence: sanity", 0, 1)
     k = min(sanity_images, len(batch.inputs))
     preds = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:k].copy(), dtype=torch.long)
     out["sanity"] = {"model_randomization": model_randomisation(
         loaded.module, batch.inputs[:k], method, layer_name=module_layer, targets=preds,
         params=params or {}, seed=seed, max_stages=8)}
 
+    progress("evidence: faithfulness", 0, 1)
     ids, maps = store.maps()
     if len(ids):
         where = {int(i): j for j, i in enumerate(ids)}

@@ -64,6 +64,7 @@ def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch
     previous_handler = _install_sigterm()
     try:
         _execute(workspace, run, device=device, batch_size=batch_size, progress=progress)
+        set_stage(workspace, run_id, "report", 0, 1, progress)
     except Cancelled:
         _record_end(workspace, run_id, status="cancelled", pid=None)
         raise
@@ -91,7 +92,15 @@ def finish_run(workspace: Workspace, run_id: str) -> dict:
 
     workspace.update_run(run_id, status="done", pid=None)
     cached_report(workspace.store(run_id), workspace)
+    workspace.set_stage(run_id, "done", 1, 1)
     return workspace.run(run_id)
+
+
+def set_stage(workspace: Workspace, run_id: str, name: str, done: int, total: int, echo: bool = False) -> None:
+    """Record the run's stage (catalog: `stage`, `stage_done`, `stage_total`) and say it on stderr."""
+    workspace.set_stage(run_id, name, done, total)
+    if echo:
+        print(f"{name}: {done}/{total}", file=sys.stderr, flush=True)
 
 
 def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
@@ -158,7 +167,8 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
     n_done, n_skipped = len(store.images()), len(store.skipped())
     next_index = max((s["index"] for s in workspace.shards(run_id)), default=-1) + 1
     workspace.update_run(run_id, n_total=len(sample), target_layer=layer_name, n_done=n_done,
-                         n_skipped=n_skipped)
+                         n_skipped=n_skipped, stage="explain", stage_done=n_done + n_skipped,
+                         stage_total=len(sample))
 
     bar = _progress_bar(len(sample), n_done + n_skipped, progress)
     guard = _FailureGuard(explained=n_done)
@@ -166,6 +176,7 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
     def recorder(index: int, n_rows: int, n_done: int, n_skipped: int, n_items: int):
         def record(path: str) -> None:  # on this thread, once the shard's folder is complete
             workspace.record_shard(run_id, index, n_rows, path, n_done=n_done, n_skipped=n_skipped)
+            workspace.set_stage(run_id, "explain", n_done + n_skipped, len(sample))
             bar.update(n_items)
         return record
 
@@ -183,10 +194,11 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
         guard.finish()
     finally:
         bar.close()
-    evidence_stage(store, run, loaded, dataset, layer_name)
+    evidence_stage(store, run, loaded, dataset, layer_name,
+                   progress=lambda part, done, total: set_stage(workspace, run_id, part, done, total, progress))
 
 
-def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None) -> None:
+def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None, progress=None) -> None:
     """Interventions, second explainer, sanity and faithfulness, once every map is stored.
 
     Written once (a resumed run that has it skips it); both backends end with it, so their reports agree.
@@ -197,7 +209,7 @@ def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None) ->
 
     explainer_params = {k: v for k, v in run["params"].items() if k not in RUNNER_PARAMS}
     store.write_evidence(compute_evidence(loaded, dataset, store, method=run["method"], layer_name=layer_name,
-                                          seed=int(run["seed"]), params=explainer_params))
+                                          seed=int(run["seed"]), params=explainer_params, progress=progress))
 
 
 def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device,
