@@ -1,6 +1,6 @@
 """`saliency-audit`: the command line over the same engine the dashboard uses.
 
-Contract (DESIGN.md section 3): `run` prints the run id alone on the last stdout line (progress goes to
+Contract (docs/FORMATS.md): `run` prints the run id alone on the last stdout line (progress goes to
 stderr); bad input exits 2 with one line on stderr and no traceback; `check --fail-on-flags` exits 3.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Load a user's model file safely, with its model card, into one uniform `LoadedModel`.
 
-Formats (DESIGN.md section 3), recognised by content, never by unpickling to find out:
+Formats (docs/FORMATS.md), recognised by content, never by unpickling to find out:
 - torch.export `.pt2` (recommended): `torch.export.load`, then `torch.export.unflatten`, which rebuilds
   the original submodule tree (`layer4`, `features.3`, ...) as modules whose forward hooks fire and
   through which gradients flow, so CAM methods work exactly as on the original network. (`ep.module()`

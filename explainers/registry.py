@@ -1,4 +1,4 @@
-"""Method name -> explainer class. The names are a contract (DESIGN.md section 3)."""
+"""Method name -> explainer class. The names are a contract (docs/FORMATS.md)."""
 from __future__ import annotations
 
 from typing import Any

@@ -230,7 +230,7 @@ def train_detector(biased: bool, n_train: int = 1500, epochs: int = 12, seed: in
 
 
 def card(version: str) -> dict:
-    """The model card (DESIGN.md keys only; held-out recall goes to metrics.json beside it)."""
+    """The model card (docs/FORMATS.md keys only; held-out recall goes to metrics.json beside it)."""
     return {"name": f"boats_and_cars {version}", "task": "detection", "classes": list(CLASSES),
             "input_size": [SIZE, SIZE], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
             "architecture": "tiny_grid_detector",

@@ -11,7 +11,7 @@ against the label on every image (the shortcut-flipped test set: a model that le
 there). Everything is drawn from `numpy.random.default_rng(seed)` and rendered with array operations, so
 the same arguments give the same pixels (and the same PNG bytes), and 1000 images take well under a second.
 
-`render(...)` returns arrays (used by training); `generate(...)` writes the dataset folder of DESIGN.md
+`render(...)` returns arrays (used by training); `generate(...)` writes the dataset folder of docs/FORMATS.md
 section 3 (manifest.csv, images/, masks/, regions.json) plus `scenario.json` with the planted ground truth.
 """
 from __future__ import annotations
@@ -340,7 +340,7 @@ def render(scenario: str, n: int = 1000, size: int = 64, leak: float = 0.95, see
 
 def generate(scenario: str, out_dir: str | Path, n: int = 1000, size: int = 64, leak: float = 0.95,
              seed: int = 0, flip: bool = False) -> Path:
-    """Write a dataset folder (DESIGN.md section 3) and return its path."""
+    """Write a dataset folder (docs/FORMATS.md) and return its path."""
     scenes = render(scenario, n=n, size=size, leak=leak, seed=seed, flip=flip)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)

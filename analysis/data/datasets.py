@@ -1,4 +1,4 @@
-"""Users' datasets (DESIGN.md section 3): a folder with manifest.csv, a .zip of one, or an ImageFolder tree.
+"""Users' datasets (docs/FORMATS.md): a folder with manifest.csv, a .zip of one, or an ImageFolder tree.
 
 Opening a dataset only parses its description (manifest, regions.json, folder listing); `validate()` then
 checks everything a run relies on before any compute, and reports up to ten problems at once, each with
@@ -98,6 +98,7 @@ class Dataset:
         self.has_masks = has_masks
         self.manifest = manifest
         self._lines = dict(lines or {})  # image_id -> manifest line, for messages
+        self.shown_as = str(self.root)  # how messages name the dataset: the user's path, not a workspace copy
 
     def __len__(self) -> int:
         return len(self.items)
@@ -151,7 +152,7 @@ class Dataset:
         if classes is not None:
             problems.extend(self._label_problems(classes))
         if problems:
-            raise DatasetError(f"dataset {self.root} has {len(problems)} problem(s); fix them and retry:",
+            raise DatasetError(f"dataset {self.shown_as} has {len(problems)} problem(s); fix them and retry:",
                                problems)
 
     @cached_property
@@ -171,7 +172,7 @@ class Dataset:
             try:
                 digest = self.hash_file(self._resolve(rel, rel))
             except OSError as exc:
-                raise DatasetError(f"{self.root}: cannot read {rel!r} ({exc.strerror or exc}); run validate()") from None
+                raise DatasetError(f"{self.shown_as}: cannot read {rel!r} ({exc.strerror or exc}); run validate()") from None
             h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
         return h.hexdigest()
 
@@ -207,7 +208,7 @@ class Dataset:
         except (OSError, ValueError):
             is_file = False
         if not is_file:
-            problems.append(f"{where}: {what} file {rel!r} not found in {self.root}; fix the path or add the file")
+            problems.append(f"{where}: {what} file {rel!r} not found in {self.shown_as}; fix the path or add the file")
             return None
         return path
 

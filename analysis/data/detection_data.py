@@ -41,6 +41,7 @@ class DetectionDataset:
 
     def __init__(self, root: Path, name: str, objects: CocoDataset, context: CocoDataset | None):
         self.root, self.name = Path(root), name
+        self.shown_as = str(self.root)  # how messages name the dataset: the user's path, not a workspace copy
         self.objects, self.context = objects, context
         self._images = {img.image_id: img for img in objects.images}
         self._context_by_file = {img.path: img for img in context.images} if context is not None else {}
@@ -91,7 +92,7 @@ class DetectionDataset:
         for img in self.objects.images:
             rel = img.path.relative_to(self.root.resolve()).as_posix()
             if not img.path.is_file():
-                problems.append(f"{INSTANCES}: image {rel!r} (id {img.image_id}) not found in {self.root}; "
+                problems.append(f"{INSTANCES}: image {rel!r} (id {img.image_id}) not found in {self.shown_as}; "
                                 "fix file_name or add the file")
                 continue
             try:
@@ -117,7 +118,7 @@ class DetectionDataset:
                 problems.append(f"{INSTANCES}: categories {', '.join(map(repr, missing))} are not among the "
                                 f"model's classes {list(classes)}; rename the categories or fix the model card")
         if problems:
-            raise DatasetError(f"dataset {self.root} has {len(problems)} problem(s); fix them and retry:",
+            raise DatasetError(f"dataset {self.shown_as} has {len(problems)} problem(s); fix them and retry:",
                                problems[:MAX_LISTED_PROBLEMS], total=len(problems))
 
     @cached_property
@@ -131,7 +132,7 @@ class DetectionDataset:
             try:
                 digest = self.hash_file(img.path)
             except OSError as exc:
-                raise DatasetError(f"{self.root}: cannot read {img.path.name} ({exc.strerror or exc})") from None
+                raise DatasetError(f"{self.shown_as}: cannot read {img.path.name} ({exc.strerror or exc})") from None
             h.update(img.path.relative_to(self.root.resolve()).as_posix().encode() + b"\0" + digest.encode())
         return h.hexdigest()
 

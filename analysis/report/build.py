@@ -1,7 +1,7 @@
 """The report of one run: its identity, accuracy, region table with CIs, flags with evidence, sanity.
 
 Pure over the run store (maps, shares and the evidence the worker computed): building a report never
-loads a model, so the dashboard can render it in its own process. The keys are a contract (DESIGN.md
+loads a model, so the dashboard can render it in its own process. The keys are a contract (docs/FORMATS.md
 section 3); `analysis.report.flags.report_findings` supplies everything below `metrics`.
 """
 from __future__ import annotations

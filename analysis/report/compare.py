@@ -22,6 +22,7 @@ def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, 
                  top_fraction: float = 0.1, alpha: float = 0.01) -> dict:
     stores = list(stores)
     names = [str(n) for n in (names or [getattr(s, "run_id", None) or f"run{i + 1}" for i, s in enumerate(stores)])]
+    ids = [getattr(s, "run_id", None) for s in stores]  # names can collide; scripts key on ids
     frames = [(s.images(), s.regions()) for s in stores]
     per_run = [_overall(images, regions, n_boot=n_boot, seed=seed) for images, regions in frames]
 
@@ -29,7 +30,7 @@ def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, 
     for k, (name, run) in enumerate(zip(names, per_run)):
         for region, row in run["rows"].items():
             entry = regions.setdefault(region, {"role": row["role"], "runs": [None] * len(stores), "changes": []})
-            entry["runs"][k] = {"run": name, **{key: row[key] for key in
+            entry["runs"][k] = {"run": name, "run_id": ids[k], **{key: row[key] for key in
                                 ("mass_mean", "mass_ci", "area_mean", "lift", "lift_ci", "n")}}
     for region, entry in regions.items():
         for k in range(1, len(stores)):
@@ -46,11 +47,11 @@ def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, 
                            **map_similarity(stores[k - 1].maps(), stores[k].maps(), top_fraction)})
 
     accuracy = []
-    for name, (images, _) in zip(names, frames):
+    for name, run_id, (images, _) in zip(names, ids, frames):
         table = accuracy_table(images)
         for row in table.to_dict("records"):
-            accuracy.append({"run": name, **{k: _clean(v) for k, v in row.items()}})
-    result = {"runs": names, "regions": regions, "map_similarity": similarity, "accuracy": accuracy}
+            accuracy.append({"run": name, "run_id": run_id, **{k: _clean(v) for k, v in row.items()}})
+    result = {"runs": names, "run_ids": ids, "regions": regions, "map_similarity": similarity, "accuracy": accuracy}
     result["summary"] = summarise(result, alpha=alpha)
     return result
 

@@ -43,7 +43,8 @@ def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4
             out[region] = {"role": "core" if region == "box" else None, "runs": runs, "changes": changes}
         return out
 
-    result = {"task": "detection", "runs": names, "regions": entries(None),
+    ids = [getattr(store, "run_id", None) for store in stores]  # names can collide; scripts key on ids
+    result = {"task": "detection", "runs": names, "run_ids": ids, "regions": entries(None),
               "classes": {cls: e for cls in classes if (e := entries(cls))},  # a class no version detected: none
               "context": [_context_row(name, f, row) for name, f in zip(names, findings)
                           for row in f["detection"]["interventions"]],

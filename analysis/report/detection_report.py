@@ -1,4 +1,4 @@
-"""The report of a detection run: the DESIGN.md report keys, filled with detection content.
+"""The report of a detection run: the docs/FORMATS.md report keys, filled with detection content.
 
 Pure over the run store (`analysis.runs.detection_run` writes the tables and the evidence), like the
 classification report. What differs:

@@ -44,7 +44,7 @@ def effective_roles(names, roles) -> list:
 
 def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
                    alpha: float = 0.01, min_effect: float = 0.05, strong_effect: float = 0.2) -> list[dict]:
-    """Flags in the report-JSON shape (DESIGN.md), most severe first."""
+    """Flags in the report-JSON shape (docs/FORMATS.md), most severe first."""
     evidence = evidence or {}
     flags = []
     strong, weak = _attention_hits(table, lift_threshold), _attention_hits(table, 1.0)

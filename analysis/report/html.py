@@ -25,7 +25,7 @@ figure img{width:160px;height:160px;image-rendering:pixelated;border:1px solid #
 
 def render_html(report: dict, *, comparison: dict | None = None, exemplars: list[dict] | None = None,
                 title: str | None = None) -> str:
-    """HTML for a report dict (DESIGN.md keys; `subgroups`, `clusters`, `faithfulness` used when present).
+    """HTML for a report dict (docs/FORMATS.md keys; `subgroups`, `clusters`, `faithfulness` used when present).
 
     `exemplars`: [{"image_id", "caption", "image": (H, W, 3) array in [0, 1] or uint8, "map": (h, w)}].
     """

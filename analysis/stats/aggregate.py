@@ -174,7 +174,7 @@ def wilson_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, floa
 
 
 def table_records(table: pd.DataFrame) -> list[dict]:
-    """Rows in the report-JSON shape (DESIGN.md section 3): `mass_ci` and `lift_ci` as pairs, NaN -> None."""
+    """Rows in the report-JSON shape (docs/FORMATS.md): `mass_ci` and `lift_ci` as pairs, NaN -> None."""
     out = []
     for row in table.to_dict("records"):
         out.append({

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS runs (
   stage TEXT, stage_done INTEGER, stage_total INTEGER);
 CREATE TABLE IF NOT EXISTS file_hashes (
   path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT);
+CREATE TABLE IF NOT EXISTS dataset_sources (
+  dataset_id TEXT PRIMARY KEY REFERENCES datasets(id), source TEXT);
 CREATE TABLE IF NOT EXISTS shards (
   run_id TEXT REFERENCES runs(id), "index" INTEGER, n_rows INTEGER, path TEXT, created REAL,
   PRIMARY KEY (run_id, "index"));
@@ -242,16 +244,18 @@ class Workspace:
         return self.register_model(path_or_id, card_path)
 
     # -- datasets -------------------------------------------------------------------------------------
-    def register_dataset(self, path: str | os.PathLike) -> str:
+    def register_dataset(self, path: str | os.PathLike, *, source: str | None = None) -> str:
         """Check a dataset folder or .zip where the user has it, then copy it in under its content hash.
 
         Validation runs first, on the user's own files, so every message names their paths and a broken
         dataset leaves nothing behind (a zip is extracted, safely, straight into its final folder and that
-        folder is removed if it fails).
+        folder is removed if it fails). `source` is how later messages name it (default: `path` as given; the
+        dashboard passes the upload's own file name).
         """
         path = Path(path)
         if not path.exists():
             raise InputError(f"dataset not found: {path}; pass --data PATH to a dataset folder or .zip")
+        source = source or str(path)
         hashes = HashCache(self)
         sha = tree_sha256(path, hashes) if path.is_dir() else hashes(path)
         hashes.flush()
@@ -262,7 +266,9 @@ class Workspace:
         dest = dest_dir / path.name
         if not dest.exists():
             try:
-                self.open_dataset_at(path, dest_dir).validate()
+                dataset = self.open_dataset_at(path, dest_dir)
+                dataset.shown_as = source
+                dataset.validate()
             except BaseException:
                 shutil.rmtree(dest_dir, ignore_errors=True)
                 raise
@@ -288,6 +294,7 @@ class Workspace:
             db.execute("INSERT OR IGNORE INTO datasets VALUES (?,?,?,?,?,?,?)",
                        (dataset_id, path.stem, str(dest.relative_to(self.root)), content_sha, len(dataset.items),
                         int(has_masks), time.time()))
+            db.execute("INSERT OR IGNORE INTO dataset_sources VALUES (?,?)", (dataset_id, source))
         return dataset_id
 
     @staticmethod
@@ -300,10 +307,13 @@ class Workspace:
         row = self.dataset(dataset_id)
         if row is None:
             raise InputError(f"no registered dataset with id {dataset_id}")
-        return self.open_dataset_at(self.root / row["path"], self.root / "datasets" / dataset_id)
+        dataset = self.open_dataset_at(self.root / row["path"], self.root / "datasets" / dataset_id)
+        dataset.shown_as = row["source"] or dataset.shown_as
+        return dataset
 
     def dataset(self, dataset_id: str) -> dict | None:
-        row = self._one("SELECT * FROM datasets WHERE id=?", (dataset_id,))
+        row = self._one("SELECT d.*, s.source FROM datasets d LEFT JOIN dataset_sources s ON s.dataset_id = d.id "
+                        "WHERE d.id=?", (dataset_id,))
         if row is not None:
             row["has_masks"] = bool(row["has_masks"])
             row["abspath"] = str(self.root / row["path"])

@@ -1,6 +1,6 @@
 """A small workspace for the dashboard tests, built through the real catalog and run-store APIs.
 
-A planted dataset (DESIGN.md folder format): 12 images, classes cat/dog, subgroup `in_cage`, regions
+A planted dataset (docs/FORMATS.md folder format): 12 images, classes cat/dog, subgroup `in_cage`, regions
 background / animal (core) / cage. Two finished runs ("v1" looks at the cage in cage images, "v2" does
 not) are written shard by shard with `RunStore.write_shard` + `Workspace.record_shard`, so every number
 the pages show is known: 6 cats, 6 dogs, 9 correct, v1 cage mass 0.7 on caged images.

@@ -77,6 +77,7 @@ def test_cli_compare_json_and_html(detection_runs, comparison, capsys, tmp_path)
     assert code == 0, err
     result = json.loads(out)
     assert result["task"] == "detection" and len(result["runs"]) == 2
+    assert result["run_ids"] == [detection_runs["biased"], detection_runs["debiased"]]
     assert {(c["class"], c["region"]) for c in result["context"] if c["flagged"]} == \
         {(c["class"], c["region"]) for c in comparison["context"] if c["flagged"]}
     code, _, err = cli(capsys, *args, "--format", "html", "--out", tmp_path / "cmp.html")

@@ -71,3 +71,14 @@ def test_topk_iou_exact():
     b[0, 1, 4] = -1  # the top pixel of a leaves b's top 2
     assert topk_iou(a, a, 0.2)[0] == 1.0
     assert topk_iou(a, b, 0.2)[0] == pytest.approx(1 / 3)
+
+
+def test_runs_are_identified_by_id_as_well_as_name():
+    """Two versions can share a name; a script comparing them keys on the run ids the output carries."""
+    stores = [_version(0.4, 0.6, 0.0), _version(0.2, 0.8, 0.5)]
+    for store, run_id in zip(stores, ["r-aaa", "r-bbb"]):
+        store.run_id = run_id
+    out = compare_runs(stores, ["model (r-aaa)", "model (r-bbb)"], n_boot=50, n_perm=99)
+    assert out["run_ids"] == ["r-aaa", "r-bbb"]
+    assert [r["run_id"] for r in out["regions"]["patch"]["runs"]] == ["r-aaa", "r-bbb"]
+    assert {row["run_id"] for row in out["accuracy"]} == {"r-aaa", "r-bbb"}

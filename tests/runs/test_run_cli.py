@@ -157,6 +157,7 @@ def test_labels_not_in_card_classes_exit_2_before_compute(tmp_path, files, capsy
     code, _, err = run_cli(capsys, "run", "--model", files["model"], "--data", data, "--workspace", ws,
                            "--no-progress")
     assert code == 2 and "horse" in err and len(err.strip().splitlines()) == 1
+    assert f"dataset {data} has 1 problem" in err and str(ws) not in err  # the user's folder, not the copy
     (run,) = Workspace(ws).runs()
     assert run["status"] == "failed" and "horse" in run["error"] and run["n_done"] == 0
 
