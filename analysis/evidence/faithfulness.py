@@ -120,6 +120,7 @@ class _Paths:
             return ("clean",) if start_clean else ("fill", path["fill"])
         return (path["key"], _cut(t, steps, self.images.shape[-2] * self.images.shape[-1]))
 
+    @torch.no_grad()
     def score_missing(self, wanted: list[tuple]) -> None:
         todo, seen = [], set()
         for path, t, steps in wanted:
