@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     run = command("run", cmd_run, "explain a sample of a dataset with a model; prints the run id")
-    run.add_argument("--model", help="model file (.pt2/.pt/.safetensors/.ts) or registered model id")
+    run.add_argument("--model", help="model file (.pt2/.pt/.safetensors/.ts/.onnx), registered model id, or an "
+                                     "MLflow registry version models:/NAME/VERSION or models:/NAME@ALIAS")
+    run.add_argument("--mlflow-uri", help="MLflow tracking URI for models:/ (default $MLFLOW_TRACKING_URI)")
     run.add_argument("--data", help="dataset folder / .zip or registered dataset id")
     run.add_argument("--card", help="model card JSON (default: model.json beside the model)")
     run.add_argument("--method", default=None,
@@ -87,7 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out")
 
     compare = command("compare", cmd_compare, "compare runs (model versions)")
-    compare.add_argument("runs", nargs="+")
+    compare.add_argument("runs", nargs="*", help="run ids, oldest version first")
+    compare.add_argument("--registered", metavar="NAME",
+                         help="an MLflow registered model: audit (or reuse the audits of) every version, in order")
+    compare.add_argument("--data", help="with --registered: the dataset to audit each version on")
+    compare.add_argument("--method", default=None, help="with --registered: the explainer (default as for run)")
+    compare.add_argument("--n", type=int, default=200, help="with --registered: sample size per version")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--device", default="cpu")
+    compare.add_argument("--mlflow-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI)")
     compare.add_argument("--format", choices=["json", "html"], default="json")
     compare.add_argument("--out")
 
@@ -122,7 +132,7 @@ def cmd_run(args) -> int:
         params.update(_parse_params(args.param))
         if args.n <= 0:
             raise InputError(f"--n {args.n}: the sample size must be a positive number of images")
-        model_id = workspace.resolve_model(args.model, args.card)
+        model_id = _resolve_model(workspace, args.model, args.card, args.mlflow_uri)
         task = workspace.model(model_id)["card"].get("task", "classification")
         method = args.method or ("drise" if task == "detection" else "gradcam")
         make_explainer_check(method, task)
@@ -139,18 +149,52 @@ def cmd_run(args) -> int:
         final = execute_run(workspace, run_id, device=args.device, batch_size=args.batch_size,
                             progress=not args.no_progress)
     print(f"{final['n_done']} images explained, {final['n_skipped']} skipped", file=sys.stderr)
+    _write_back(workspace, run_id)
     print(run_id)
     return EXIT_OK
 
 
+def _resolve_model(workspace, model: str, card: str | None, mlflow_uri: str | None) -> str:
+    from analysis.store import mlflow_registry
+
+    if not mlflow_registry.is_registry_uri(model):
+        return workspace.resolve_model(model, card)
+    registry = mlflow_registry.client(mlflow_uri)
+    return mlflow_registry.register(workspace, registry, mlflow_registry.resolve(registry, model))
+
+
+def _write_back(workspace, run_id: str) -> None:
+    """An audit of an MLflow registry version goes back to that version (report, metrics, tags)."""
+    from analysis.report.build import cached_report
+    from analysis.report.html import render_html
+    from analysis.store import mlflow_registry
+
+    source = workspace.model(workspace.run(run_id)["model_id"]).get("source")
+    if not source:
+        return
+    try:
+        report = cached_report(run_id, workspace)
+        mlflow_registry.log_results(mlflow_registry.client(source["tracking_uri"]), source, report,
+                                    render_html(report))
+    except Exception as exc:  # the audit itself is done and kept; only the copy in the registry is missing
+        print(f"saliency-audit: results not written back to {source['uri']} ({_one_line(exc)}); "
+              f"run `saliency-audit run --resume-id {run_id}` again to retry", file=sys.stderr)
+    else:
+        print(f"results written to {source['uri']} in {source['tracking_uri']}", file=sys.stderr)
+
+
 def cmd_runs(args) -> int:
+    from analysis.report.labels import model_label
+
     rows = _workspace(args).runs()
     columns = ["id", "name", "model_name", "dataset_name", "method", "status", "n_done", "n_total"]
     if args.format == "json":
-        print(json.dumps([{k: r.get(k) for k in columns + ["model_id", "dataset_id", "n", "seed", "params",
-                                                             "n_skipped", "error", "target_layer"]}
+        print(json.dumps([{k: r.get(k) for k in columns + ["model_version", "model_id", "dataset_id", "n", "seed",
+                                                             "params", "n_skipped", "error", "target_layer", "stage"]}
                           for r in rows], indent=1))
         return EXIT_OK
+    columns[2] = "model"  # the name a person gave it, with its version: as on every page
+    rows = [dict(r, model=model_label(r.get("model_name"), r.get("model_version"))) for r in rows]
     table = [columns] + [[str(r.get(c) if r.get(c) is not None else "") for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
@@ -178,14 +222,22 @@ def cmd_compare(args) -> int:
     from analysis.report.html import render_comparison_page
 
     workspace = _workspace(args)
-    runs = [workspace.run(run_id) for run_id in args.runs]  # InputError for an unknown id
+    if args.registered:
+        if args.runs:
+            raise InputError("compare: give run ids or --registered NAME, not both")
+        run_ids, labels = _registered_runs(workspace, args)
+    else:
+        if len(args.runs) < 1:
+            raise InputError("compare needs run ids (oldest version first) or --registered NAME")
+        run_ids, labels = args.runs, None
+    runs = [workspace.run(run_id) for run_id in run_ids]  # InputError for an unknown id
     detection = [run["id"] for run in runs if workspace.model(run["model_id"])["card"].get("task") == "detection"]
     if detection and len(detection) < len(runs):
         raise InputError(f"compare runs of one task: {', '.join(detection)} audit a detector, the others a "
                          "classifier; compare each kind separately")
-    if len(set(args.runs)) < len(args.runs):
+    if len(set(run_ids)) < len(run_ids):
         raise InputError("compare: a run is given twice; give each run once, oldest version first")
-    names = [run["name"] or run["id"] for run in runs]
+    names = labels or [run["name"] or run["id"] for run in runs]
     if len(set(names)) < len(names):  # two runs with one name: tell them apart by id
         names = [f"{name} ({run['id']})" for name, run in zip(names, runs)]
     compare = compare_detection_runs if detection else compare_runs
@@ -195,6 +247,39 @@ def cmd_compare(args) -> int:
     else:
         _emit(json.dumps(_json_safe(result), indent=1), args.out)
     return EXIT_OK
+
+
+def _registered_runs(workspace, args) -> tuple[list[str], list[str]]:
+    """Every version of an MLflow registered model audited on --data (an audit already done is reused), in
+    version order; each new audit goes back to its version."""
+    from analysis.runs.runner import execute_run, make_explainer_check
+    from analysis.store import mlflow_registry
+
+    registry = mlflow_registry.client(args.mlflow_uri)
+    found = mlflow_registry.versions(registry, args.registered)
+    dataset_id = workspace.resolve_dataset(args.data) if args.data else None
+    run_ids, labels = [], []
+    for version in found:
+        model_id = mlflow_registry.register(workspace, registry, version)
+        if dataset_id is None:
+            done = [r for r in workspace.runs() if r["model_id"] == model_id and r["status"] == "done"]
+            if not done:
+                raise InputError(f"compare --registered {args.registered}: {version.uri} has no audit in this "
+                                 "workspace yet; pass --data DATASET to audit every version on it")
+            run_id = done[-1]["id"]
+        else:
+            task = workspace.model(model_id)["card"].get("task", "classification")
+            method = args.method or ("drise" if task == "detection" else "gradcam")
+            make_explainer_check(method, task)
+            params = {} if task == "detection" else {"target": "pred"}
+            run_id = workspace.create_run(model_id, dataset_id, method, params, args.n, args.seed, version.label)
+            if workspace.run(run_id)["status"] != "done":
+                print(f"auditing {version.label} ...", file=sys.stderr)
+                execute_run(workspace, run_id, device=args.device, progress=False)
+                _write_back(workspace, run_id)
+        run_ids.append(run_id)
+        labels.append(version.label)
+    return run_ids, labels
 
 
 def cmd_check(args) -> int:

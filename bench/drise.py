@@ -18,14 +18,13 @@ the same interleaved rounds (the machine's load drifts; a separate measurement w
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from pathlib import Path
 
 import torch
 
-from bench.harness import seconds
+from bench.harness import seconds, write_results
 from bench.implementations import cosine
 
 RESULTS = Path(__file__).parent / "results"
@@ -222,11 +221,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         detector, make_images, _ = torchvision_detector()
         results.append(bench("fasterrcnn_mobilenet_v3_320 (random)", detector, make_images(1), args.torchvision,
                              args.cells, args.repeats, args.batch_size, gate_masks=min(args.torchvision, 50)))
-    RESULTS.mkdir(exist_ok=True)
-    base = RESULTS / args.out
-    base.with_suffix(".json").write_text(json.dumps({"machine": machine, "results": results}, indent=1))
-    base.with_suffix(".md").write_text(markdown(results, machine))
-    print(markdown(results, machine))
+    write_results(RESULTS, args.out, machine, results, markdown(results, machine))
     return results
 
 

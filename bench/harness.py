@@ -9,9 +9,11 @@ A ratio is reported only for a peer that passed the gate. Peak memory is measure
 """
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -28,6 +30,15 @@ class Limits:
     inf: float  # inference
     fb_batch: int
     inf_batch: int
+
+
+def write_results(results_dir: Path, name: str, machine: dict, results: list[dict], table: str) -> None:
+    """`<name>.json` (machine + results) and `<name>.md` (the table) in `results_dir`; the table is printed."""
+    results_dir.mkdir(exist_ok=True)
+    base = results_dir / name
+    base.with_suffix(".json").write_text(json.dumps({"machine": machine, "results": results}, indent=1))
+    base.with_suffix(".md").write_text(table)
+    print(table)
 
 
 def synchronize(device: torch.device) -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
+from explainers.errors import InputError
 
 # Seconds per image on CPU for a 224 px ResNet-sized model, used only when no earlier run of the method
 # has recorded its speed. Rough on purpose: the page says "about".
@@ -45,8 +46,52 @@ def _frame(rows: Any) -> pd.DataFrame:
 
 
 # --- catalog ------------------------------------------------------------------------------------------
+def registered_models(tracking_uri: str) -> list[str]:
+    """Names of the registered models in an MLflow registry (HTTP only: nothing is downloaded or loaded)."""
+    from analysis.store import mlflow_registry
+
+    client = mlflow_registry.client(tracking_uri)
+    try:
+        return sorted(m.name for m in client.search_registered_models())
+    except Exception as exc:  # connection refused, bad URI: the page says it in one line
+        raise InputError(f"cannot list the models of {tracking_uri}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def registered_versions(tracking_uri: str, name: str) -> pd.DataFrame:
+    """A registered model's versions, oldest first, each with its aliases, its audit flags and the finished
+    audit of it in this workspace (`run_id`, None when it has none yet)."""
+    from analysis.store import mlflow_registry
+
+    found = mlflow_registry.versions(mlflow_registry.client(tracking_uri), name)
+    audited = {}
+    for run in ws().runs():  # the newest finished audit of each registry version
+        source = (ws().model(run["model_id"]) or {}).get("source") or {}
+        if run["status"] == "done" and source.get("uri"):
+            audited[source["uri"]] = run["id"]
+    return pd.DataFrame([{"version": f"v{v.version}", "aliases": ", ".join(v.aliases) or "",
+                          "flags": v.tags.get("saliency_audit.flags", "not audited"), "uri": v.uri,
+                          "run_id": audited.get(v.uri)} for v in found])
+
+
 def models() -> pd.DataFrame:
-    return _frame(ws().models())
+    """Registered models with `label`: the name a person gave, with its version ("cage-net v2")."""
+    from analysis.report.labels import model_label
+
+    frame = _frame(ws().models())
+    if not frame.empty:
+        frame["label"] = [model_label(n, v) for n, v in zip(frame["name"], frame.get("version", [None] * len(frame)))]
+    return frame
+
+
+def model_name(model_id: str) -> str:
+    from analysis.report.labels import model_label
+
+    row = ws().model(model_id) or {}
+    return model_label(row.get("name"), row.get("version")) if row else "deleted model"
+
+
+def dataset_name(dataset_id: str) -> str:
+    return (ws().dataset(dataset_id) or {}).get("name") or "deleted dataset"
 
 
 def datasets() -> pd.DataFrame:
@@ -65,7 +110,14 @@ def _dataset_task(abspath: str, sha256: str) -> str:  # the content hash keys th
 
 
 def runs() -> pd.DataFrame:
-    return _frame(ws().runs())
+    """Every run with `model_label` (name and version of its model) beside the catalog's columns."""
+    from analysis.report.labels import model_label
+
+    frame = _frame(ws().runs())
+    if not frame.empty:
+        frame["model_label"] = [model_label(n, v) if n is not None else "deleted model"
+                                for n, v in zip(frame["model_name"], frame["model_version"])]
+    return frame
 
 
 def run_info(run_id: str) -> dict:
@@ -84,8 +136,46 @@ def _store(run_id: str):
 
 
 def run_label(run_id: str) -> str:
+    """"cage v1 gradcam · cage v1 on cage-photos", plus the status while it is not done; no ids."""
     info = run_info(run_id)
-    return f"{info.get('name') or run_id} ({info.get('method')}, {info.get('status')}) {run_id}"
+    status = "" if info.get("status") == "done" else f" ({info.get('status')})"
+    return (f"{info.get('name') or info.get('method')} · {model_name(info['model_id'])} on "
+            f"{info.get('dataset_name') or 'deleted dataset'}{status}")
+
+
+# --- housekeeping -------------------------------------------------------------------------------------
+def rename(kind: str, item_id: str, name: str, version: str | None = None) -> None:
+    """Rename a model (and set its version), a dataset or a run; `InputError` for an empty name."""
+    {"model": lambda: ws().rename_model(item_id, name, version), "dataset": lambda: ws().rename_dataset(item_id, name),
+     "run": lambda: ws().rename_run(item_id, name)}[kind]()
+    st.cache_data.clear()  # names are inside cached reports' headers
+
+
+def delete(kind: str, item_id: str) -> list[str]:
+    """Delete a model / dataset (with its audits, returned) or a run; `InputError` while a job of it runs."""
+    removed = {"model": ws().delete_model, "dataset": ws().delete_dataset,
+               "run": lambda i: ws().delete_run(i) or [i]}[kind](item_id)
+    st.cache_data.clear()
+    dataset.clear()
+    return removed
+
+
+def runs_of(kind: str, item_id: str) -> list[str]:
+    column = {"model": "model_id", "dataset": "dataset_id", "run": "id"}[kind]
+    return [r["id"] for r in ws().runs() if r[column] == item_id]
+
+
+# --- human labels -------------------------------------------------------------------------------------
+def labels(dataset_id: str) -> list[dict]:
+    return ws().labels(dataset_id)
+
+
+def set_label(dataset_id: str, region: str, verdict: str, note: str, run_id: str) -> None:
+    ws().set_label(dataset_id, region, verdict, note, run_id=run_id, model_id=run_info(run_id)["model_id"])
+
+
+def remove_label(dataset_id: str, region: str) -> None:
+    ws().remove_label(dataset_id, region)
 
 
 def methods(task: str = "classification") -> list[str]:
@@ -104,10 +194,17 @@ def model_task(model_id: str) -> str:
 
 # --- one run ------------------------------------------------------------------------------------------
 @st.cache_data(show_spinner=False, max_entries=32)
-def report(run_id: str, version: str) -> dict:
+def _cached_report(run_id: str, version: str) -> dict:
     from analysis.report.build import cached_report
 
     return cached_report(_store(run_id), ws())
+
+
+def report(run_id: str, version: str) -> dict:
+    """The run's report, with the catalog's current names and the dataset's labels (both cheap, never stale)."""
+    from analysis.report.build import with_catalog
+
+    return with_catalog(_cached_report(run_id, version), _store(run_id), ws())
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -173,24 +270,20 @@ def picture(dataset_id: str, image_id: int):
     return ds.load(item)
 
 
-def progress(run_id: str) -> tuple[int, int, str]:
-    """(images done, images planned, status) read from the catalog: cheap enough to poll every 2 s."""
+def progress(run_id: str) -> tuple[int, int, str, str | None]:
+    """(images done, images planned, status, stage) from the catalog: cheap enough to poll every 2 s."""
     info = run_info(run_id)
     total = info.get("n_total") or info.get("n") or 0
-    return int(info.get("n_done") or 0), int(total), str(info.get("status"))
+    return int(info.get("n_done") or 0), int(total), str(info.get("status")), info.get("stage")
 
 
 def estimate_seconds(method: str, n_images: int) -> tuple[float, str]:
-    """(seconds, basis): from the speed of earlier finished runs of the method, else the constant table."""
+    """(seconds, basis), learned from the finished runs on this machine (`analysis.store.jobs.estimate_seconds`)."""
+    from analysis.store.jobs import estimate_seconds as learned
+
     done = runs()
-    if not done.empty:
-        done = done[(done.method == method) & (done.status == "done") & (done.n_done > 0)]
-        elapsed = (done.updated - done.created).clip(lower=1e-3)
-        if len(done):
-            images_per_s = float((done.n_done / elapsed).median())
-            return n_images / images_per_s, f"{len(done)} earlier {method} run(s): {images_per_s:.1f} images/s"
-    seconds = SECONDS_PER_IMAGE.get(method, 1.0)
-    return n_images * seconds, f"a typical {seconds:g} s per image for {method} on CPU"
+    history = [] if done.empty else done[(done.status == "done") & (done.n_done > 0)].to_dict("records")
+    return learned(history, method, n_images, SECONDS_PER_IMAGE)
 
 
 # --- several runs -------------------------------------------------------------------------------------
@@ -302,16 +395,17 @@ def stage(name: str, payload: bytes) -> Path:
     return path
 
 
-def register_model(model_path: Path, card: dict) -> str:
+def register_model(model_path: Path, card: dict, name: str, version: str | None = None) -> str:
     """Write the card beside the staged model and register both (the workspace copies them in by hash)."""
     card_path = model_path.parent / "model.json"
     card_path.write_text(json.dumps(card, indent=1))
-    return ws().register_model(model_path, card_path)
+    return ws().register_model(model_path, card_path, name=name, version=version)
 
 
-def check_dataset(path: Path, classes: list[str] | None) -> int:
-    """Open and validate a staged dataset; returns its size or raises `InputError` saying what to fix, with
-    paths inside the upload named from the uploaded file (not from the staging folder it was unpacked into)."""
+def check_dataset(path: Path, classes: list[str] | None) -> tuple[int, list[dict]]:
+    """Open and validate a staged dataset: (its size, the images that will not decode, with reasons), or
+    `InputError` saying what to fix, with paths inside the upload named from the uploaded file (not from the
+    staging folder it was unpacked into)."""
     import re
 
     from analysis.data.datasets import open_dataset
@@ -322,9 +416,55 @@ def check_dataset(path: Path, classes: list[str] | None) -> int:
         opened = open_dataset(path, workdir=workdir)
         opened.validate(classes)
     except InputError as exc:
-        raise InputError(re.sub(re.escape(str(workdir)) + r"/[^/\s]+", path.name, str(exc))) from None
-    return len(opened)
+        message = re.sub(re.escape(str(workdir)) + r"/[^/\s]+", path.name, str(exc))
+        raise InputError(message.replace(str(path), path.name)) from None
+    unreadable = opened.unreadable_images() if hasattr(opened, "unreadable_images") else []
+    return len(opened), unreadable
 
 
-def register_dataset(path: Path) -> str:
-    return ws().register_dataset(path)
+def register_dataset(path: Path, name: str | None = None) -> str:
+    return ws().register_dataset(path, name=name)
+
+
+def trust(report: dict) -> list[dict]:
+    """Per explainer: {method, verdict (trustworthy / doubtful / not checked), checks [{name, passed, text}]}.
+
+    The sanity check's own pass mark and `analysis.evidence.faithfulness.verdicts` (each AUC beside a random order's)
+    decide; this only gathers them per method."""
+    from analysis.evidence.faithfulness import verdicts
+
+    methods: dict[str, list[dict]] = {}
+    for check, result in (report.get("sanity") or {}).items():
+        if not isinstance(result, dict):
+            continue
+        method = result.get("method") or (report.get("run") or {}).get("method") or "explainer"
+        similarity, threshold = result.get("similarity"), result.get("threshold")
+        numbers = (f" (similarity {similarity:.2f}, must be below {threshold:.2f})"
+                   if isinstance(similarity, (int, float)) and isinstance(threshold, (int, float)) else "")
+        passed = result.get("passed")
+        text = ("its maps change when the model's weights are randomised" if passed else
+                "its maps barely change when the model's weights are randomised: they show the image, not the "
+                "model" if passed is not None else "the randomisation check was not judged") + numbers
+        methods.setdefault(method, []).append({"name": check.replace("_", " "), "passed": passed, "text": text})
+    faithfulness = report.get("faithfulness") or {}
+    if isinstance(faithfulness, dict) and faithfulness:
+        method = faithfulness.get("method") or (report.get("run") or {}).get("method") or "explainer"
+        for v in verdicts(faithfulness):
+            text = (f"{v['measure']} score {v['score']:.3f} against {v['random']:.3f} for a random pixel order "
+                    f"({v['direction']}): " + ("better than random" if v["better_than_random"]
+                                               else "no better than random"))
+            methods.setdefault(method, []).append({"name": v["measure"], "passed": v["better_than_random"],
+                                                   "text": text})
+    second = report.get("second_explainer") or {}
+    if second.get("method") and second.get("regions"):
+        lifts = ", ".join(f"{region} {entry.get('lift'):.2f}" for region, entry in second["regions"].items()
+                          if isinstance((entry or {}).get("lift"), (int, float)))
+        methods.setdefault(second["method"], []).append(
+            {"name": "second explainer", "passed": None,
+             "text": f"used to cross-check the flags; its lift per region: {lifts or 'none measured'}"})
+    out = []
+    for method, checks in methods.items():
+        judged = [c["passed"] for c in checks if c["passed"] is not None]
+        verdict = "not checked" if not judged else "trustworthy" if all(judged) else "doubtful"
+        out.append({"method": method, "verdict": verdict, "checks": checks})
+    return out

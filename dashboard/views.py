@@ -5,12 +5,17 @@ Selecting, renaming, ordering and plotting only; every statistic comes from `ana
 """
 from __future__ import annotations
 
+import math
+import re
 from typing import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+STAGE_TEXT = {"explaining": "explaining images", "interventions": "testing regions (interventions)",
+              "second explainer": "cross-checking with a second explainer", "sanity": "sanity check",
+              "faithfulness": "faithfulness check", "report": "writing the report"}
 
 
 def _pick(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -23,50 +28,16 @@ def _pick(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def run_table(runs: pd.DataFrame) -> pd.DataFrame:
-    return _pick(runs, ["id", "name", "model_name", "model_id", "dataset_name", "dataset_id", "method",
-                        "n_images", "n_done", "seed", "status", "created"])
+    return _pick(runs, ["name", "model_label", "dataset_name", "method", "n_done", "n_skipped", "seed", "status",
+                        "created", "id", "model_id", "dataset_id"])
 
 
 def model_table(models: pd.DataFrame) -> pd.DataFrame:
-    return _pick(models, ["id", "name", "version", "format", "task", "architecture", "sha256", "created"])
+    return _pick(models, ["name", "version", "format", "created", "id", "sha256"])
 
 
 def dataset_table(datasets: pd.DataFrame) -> pd.DataFrame:
-    return _pick(datasets, ["id", "name", "n_images", "classes", "sha256", "created"])
-
-
-def flags_frame(report: dict) -> pd.DataFrame:
-    """A report's flags, most severe first, with evidence spread into columns."""
-    rows = []
-    for flag in report.get("flags", []):
-        row = {k: v for k, v in flag.items() if k != "evidence"}
-        row.update({f"evidence.{k}": v for k, v in (flag.get("evidence") or {}).items()
-                    if not isinstance(v, (dict, list))})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    order = frame["severity"].map(SEVERITY_ORDER).fillna(len(SEVERITY_ORDER))
-    return frame.assign(_order=order).sort_values(["_order", "lift"], ascending=[True, False]).drop(columns="_order")
-
-
-def open_flags(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> pd.DataFrame:
-    """Flags of every finished run, most severe first, with the run they came from."""
-    if runs.empty or "status" not in runs.columns:
-        return pd.DataFrame()
-    frames = []
-    for run in runs[runs.status == "done"].itertuples():
-        flags = flags_frame(report_of(run.id))
-        if not flags.empty:
-            frames.append(flags.assign(run=run.id, run_name=getattr(run, "name", None)))
-    if not frames:
-        return pd.DataFrame()
-    flags = pd.concat(frames, ignore_index=True)
-    order = flags["severity"].map(SEVERITY_ORDER).fillna(len(SEVERITY_ORDER))
-    flags = flags.assign(_order=order).sort_values(["_order", "lift"], ascending=[True, False])
-    flags = readable_intervals(flags)
-    first = ["run_name", "run", "severity", "region", "class", "lift"]
-    return flags[[c for c in first if c in flags] + [c for c in flags if c not in first and c != "_order"]]
+    return _pick(datasets, ["name", "n_items", "task", "created", "id", "sha256"])
 
 
 def readable_intervals(frame: pd.DataFrame) -> pd.DataFrame:
@@ -80,7 +51,8 @@ def readable_intervals(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _interval_text(value) -> str | None:
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return f"[{value[0]:.2f}, {value[1]:.2f}]"
+        low, high = f"{value[0]:.2f}", f"{value[1]:.2f}"
+        return low if low == high else f"[{low}, {high}]"  # one image gives no interval: show the value
     return None if isinstance(value, (list, tuple)) or pd.isna(value) else str(value)
 
 
@@ -113,22 +85,6 @@ def region_bar_figure(rows: pd.DataFrame, split_by: str | None, title: str) -> g
     figure.update_layout(title=title, barmode="group", yaxis_title="share of saliency mass (95% CI)",
                          xaxis_title="region", height=380, margin=dict(t=50, b=40))
     return figure
-
-
-def evidence_sentence(flag: dict) -> str:
-    """One plain sentence per kind of evidence the flag carries."""
-    evidence = flag.get("evidence") or {}
-    parts = [f"The model puts {flag.get('lift', float('nan')):.1f}x more attention on **{flag['region']}** "
-             f"than its area would suggest"]
-    if "accuracy_drop" in evidence:
-        parts.append(f"hiding it lowers accuracy by {100 * evidence['accuracy_drop']:.0f} points")
-    if "flip_rate" in evidence:
-        parts.append(f"changes {100 * evidence['flip_rate']:.0f}% of predictions")
-    if "p_value" in evidence:
-        parts.append(f"p = {evidence['p_value']:.2g}")
-    if "second_explainer_agrees" in evidence:
-        parts.append("a second explainer " + ("agrees" if evidence["second_explainer_agrees"] else "disagrees"))
-    return "; ".join(parts) + "."
 
 
 def filter_gallery(table: pd.DataFrame, label: str | None = None, correct: str = "all",
@@ -172,18 +128,38 @@ def sanity_verdicts(report: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def accuracy_slice(cls, group) -> str:
+    """"all images", "class cat" or "in_cage=yes": missing values arrive as None or NaN."""
+    if cls is not None and not (isinstance(cls, float) and math.isnan(cls)):
+        return f"class {cls}"
+    if group is not None and not (isinstance(group, float) and math.isnan(group)):
+        return str(group)
+    return "all images"
+
+
 def accuracy_figure(table: pd.DataFrame, title: str) -> go.Figure:
-    """Accuracy per slice with its Wilson interval."""
-    labels = [("all" if c is None and g is None else (f"class {c}" if c is not None else g))
-              for c, g in zip(table["class"], table["group"])]
+    """Accuracy per slice with its Wilson interval: one bar per slice (all images, classes, subgroups)."""
+    labels = [accuracy_slice(c, g) for c, g in zip(table["class"], table["group"])]
+    kinds = ["all" if label == "all images" else "class" if label.startswith("class ") else "subgroup"
+             for label in labels]
+    colors = {"all": "#444444", "class": "#1f77b4", "subgroup": "#ff7f0e"}
     figure = go.Figure(go.Bar(
-        x=labels, y=table["accuracy"],
+        x=labels, y=table["accuracy"], marker_color=[colors[k] for k in kinds],
         error_y=dict(type="data", array=table["ci_high"] - table["accuracy"],
                      arrayminus=table["accuracy"] - table["ci_low"]),
         customdata=table[["n"]].to_numpy(), hovertemplate="%{x}: %{y:.1%} of %{customdata[0]} images<extra></extra>"))
     figure.update_layout(title=title, yaxis=dict(title="accuracy (95% CI)", range=[0, 1.05]), height=340,
-                         margin=dict(t=50, b=40))
+                         margin=dict(t=50, b=40), xaxis=dict(type="category"))
     return figure
+
+
+def accuracy_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table in words: slice, images, correct, accuracy, 95% interval."""
+    return pd.DataFrame({
+        "slice": [accuracy_slice(c, g) for c, g in zip(table["class"], table["group"])],
+        "images": table["n"].astype(int), "correct": table["correct"].astype(int),
+        "accuracy": [percent(a) for a in table["accuracy"]],
+        "95% interval": [value_text([lo, hi], percent=True) or "" for lo, hi in zip(table["ci_low"], table["ci_high"])]})
 
 
 def version_lines_figure(table: pd.DataFrame, series: str, value: str, low: str, high: str, title: str,
@@ -204,17 +180,6 @@ def version_lines_figure(table: pd.DataFrame, series: str, value: str, low: str,
     return figure
 
 
-def faithfulness_rows(report: dict) -> pd.DataFrame:
-    """`report["faithfulness"]` (one dict per explainer, or one dict of metrics) as rows."""
-    value = report.get("faithfulness") or {}
-    if isinstance(value, list):
-        return pd.DataFrame(value)
-    if value and all(isinstance(v, dict) for v in value.values()):
-        return pd.DataFrame([{"explainer": k, **{m: x for m, x in v.items() if not isinstance(x, (dict, list))}}
-                             for k, v in value.items()])
-    return pd.DataFrame([{k: v for k, v in value.items() if not isinstance(v, (dict, list))}]) if value else pd.DataFrame()
-
-
 def duration(seconds: float) -> str:
     """'40 s', '3 min', '1.5 h': the precision an estimate deserves."""
     if seconds < 90:
@@ -229,16 +194,24 @@ def datasets_for_task(datasets: pd.DataFrame, task: str) -> pd.DataFrame:
     return datasets[(datasets["task"] == "detection") == (task == "detection")]
 
 
-def default_series(runs: pd.DataFrame, limit: int = 5) -> list[str]:
-    """The runs a comparison should open on: the first finished run and the later runs of *other* models on
-    the same dataset with the same explainer (a retraining series: cage v1..v5 with Grad-CAM), in the
-    catalog's order. Two runs of one model with two explainers are not versions."""
+def default_series(runs: pd.DataFrame) -> list[str]:
+    """The runs a comparison opens on: the versions of the newest finished audit's model series, on its
+    dataset with its explainer, oldest first (one run per version); empty when that series has one version."""
     if runs.empty:
         return []
-    first = runs.iloc[0]
-    same = runs[(runs["dataset_id"] == first["dataset_id"]) & (runs["method"] == first["method"])]
-    series = same.drop_duplicates("model_id")["id"].tolist()[:limit]
-    return series if len(series) >= 2 else runs["id"].tolist()[:2]
+    newest = runs.iloc[-1]
+    key = series_of(newest.get("model_name"), newest.get("model_version"))[0]
+    same = runs[(runs["dataset_id"] == newest["dataset_id"]) & (runs["method"] == newest["method"])]
+    same = same[[series_of(n, v)[0] == key for n, v in zip(same["model_name"], same.get("model_version", [None] * len(same)))]]
+    series = same.drop_duplicates("model_id", keep="last")["id"].tolist()
+    return series if len(series) >= 2 else []
+
+
+def version_label(run: dict) -> str:
+    """A run as a version in a comparison: its model's name and version, and the explainer."""
+    series, version = series_of(run.get("model_name"), run.get("model_version"))
+    name = version if version != series else series
+    return f"{name} ({run.get('method')})"
 
 
 def series_warnings(runs: pd.DataFrame) -> list[str]:
@@ -280,3 +253,236 @@ def comparison_accuracy(comparison: dict) -> pd.DataFrame:
     table["slice"] = table["group"].fillna("all images")
     table["version"] = table["run"].map(order)
     return table
+
+
+# --- readable text: no None, nan, raw JSON or one-value intervals ------------------------------------
+def value_text(value, *, percent: bool = False) -> str | None:
+    """A value as a person reads it; None for nothing to show (None, NaN, empty)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if percent:
+            return f"{100 * value:.0f}%"
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            low, high = (value_text(v, percent=percent) for v in value)
+            return low if low == high else f"{low} to {high}"  # a collapsed interval is one number
+        parts = [value_text(v, percent=percent) for v in value]
+        return ", ".join(p for p in parts if p) or None
+    if isinstance(value, dict):
+        parts = [f"{humanize(k)} {value_text(v)}" for k, v in value.items() if value_text(v) is not None]
+        return "; ".join(parts) or None
+    return str(value) or None
+
+
+def humanize(key: str) -> str:
+    return str(key).replace("_", " ").replace(".", " ").strip()
+
+
+def display_table(frame: pd.DataFrame, rename: dict[str, str] | None = None) -> pd.DataFrame:
+    """A table for the eye: every cell text (intervals "0.93 to 1.12", one value when collapsed), blanks for
+    missing values, column names in words."""
+    shown = frame.copy()
+    for column in shown.columns:
+        shown[column] = shown[column].map(lambda v: value_text(v) or "")
+    if len(shown):  # a column with nothing in it (no class in the overall rows) says nothing
+        shown = shown[[c for c in shown.columns if (shown[c] != "").any()]]
+    return shown.rename(columns=rename or {c: humanize(c) for c in shown.columns})
+
+
+def percent(value) -> str:
+    return value_text(value, percent=True) or "–"
+
+
+# --- model series, findings as sentences -------------------------------------------------------------
+_VERSION_SUFFIX = re.compile(r"^(?P<base>.*?)[\s_/-]*(?P<version>v\d+[\w.]*)$", re.IGNORECASE)
+
+
+def series_of(name: str | None, version: str | None) -> tuple[str, str]:
+    """(series, version label): the given version, else a trailing "v2" of the name ("cage-v2" -> cage, v2)."""
+    name = str(name or "unnamed model")
+    if version not in (None, ""):
+        return name, f"v{version}" if str(version).isdigit() else str(version)
+    match = _VERSION_SUFFIX.match(name)
+    if match and match["base"]:
+        return match["base"], match["version"]
+    return name, name
+
+
+def flag_sentence(flag: dict, who: str) -> str:
+    """"v1 looks 6.6x more at watermark than its size explains; hiding it flips 84% of predictions"."""
+    region = flag.get("region", "a region")
+    where = (f" for class {flag['class']}" if flag.get("class") not in (None, "") else
+             f" for {flag['group']}" if flag.get("group") not in (None, "") else "")
+    evidence = flag.get("evidence") or {}
+    lift = flag.get("lift")
+    effect = None
+    if evidence.get("flip_rate") is not None:
+        effect = f"hiding it flips {percent(evidence['flip_rate'])} of predictions"
+    elif evidence.get("accuracy_drop") is not None:
+        effect = f"hiding it lowers accuracy by {100 * evidence['accuracy_drop']:.0f} points"
+    elif evidence.get("score_drop") is not None:
+        effect = f"filling it lowers detection scores by {percent(evidence['score_drop'])}"
+    if lift is None or not isinstance(lift, (int, float)) or math.isnan(lift):
+        text = f"{who} depends on {region}{where}" + (f": {effect}" if effect else "")
+    elif flag.get("basis") == "intervention" or lift < 1.5:
+        text = (f"{who} relies on {region}{where}" + (f": {effect}" if effect else "") +
+                f", although its attention there is only {lift:.1f}x what its size explains")
+    else:
+        text = (f"{who} looks {lift:.1f}x more at {region}{where} than its size explains" +
+                (f"; {effect}" if effect else "; no intervention tested it yet"))
+    if flag.get("confidence") == "low" and flag.get("reasons"):
+        text += f" (low confidence: {flag['reasons'][0]})"
+    return text
+
+
+def open_findings(report: dict) -> list[dict]:
+    """The report's flags minus those on regions a person labelled legitimate."""
+    legitimate = {label["region"] for label in report.get("labels") or [] if label.get("verdict") == "legitimate"}
+    return [f for f in report.get("flags") or [] if f.get("region") not in legitimate]
+
+
+def overall_lift(report: dict, region: str) -> float | None:
+    for row in report.get("regions") or []:
+        if row.get("region") == region and row.get("class") is None and row.get("group") is None:
+            return row.get("lift")
+    return None
+
+
+def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[dict]:
+    """Finished audits grouped by (model series, dataset, explainer), one entry per version (its latest run).
+
+    Each entry: series, dataset, method, versions [{version, run, report}], findings (sentences for the
+    latest version), labels (the latest version's label checks), trend [{region, points [(version, lift)]}].
+    """
+    if runs.empty or "status" not in runs:
+        return []
+    done = runs[runs.status == "done"]
+    groups: dict[tuple, dict] = {}
+    for run in done.to_dict("records"):
+        series, version = series_of(run.get("model_name"), run.get("model_version"))
+        key = (series, run.get("dataset_id"), run.get("method"))
+        entry = groups.setdefault(key, {"series": series, "dataset": run.get("dataset_name") or "deleted dataset",
+                                        "dataset_id": run.get("dataset_id"), "method": run.get("method"),
+                                        "versions": {}})
+        entry["versions"][run["model_id"]] = {"version": version, "run": run["id"]}  # later runs replace earlier
+    out = []
+    for entry in groups.values():
+        versions = list(entry["versions"].values())
+        for v in versions:
+            v["report"] = report_of(v["run"])
+        latest = versions[-1]
+        findings = [{"text": flag_sentence(f, latest["version"]), "severity": f.get("severity"),
+                     "region": f.get("region")} for f in open_findings(latest["report"])]
+        regions = list(dict.fromkeys(f["region"] for v in versions for f in open_findings(v["report"])))
+        regions += [label["region"] for label in latest["report"].get("labels") or []
+                    if label.get("verdict") == "shortcut" and label["region"] not in regions]
+        trend = [{"region": region, "points": [(v["version"], overall_lift(v["report"], region)) for v in versions]}
+                 for region in regions]
+        out.append({**entry, "versions": versions, "findings": findings, "trend": trend,
+                    "labels": latest["report"].get("labels") or []})
+    return sorted(out, key=lambda e: (-len(e["findings"]), e["series"]))
+
+
+def trend_text(trend: dict) -> str:
+    points = [f"{version} {lift:.1f}x" for version, lift in trend["points"] if isinstance(lift, (int, float))]
+    return f"{trend['region']}: " + " → ".join(points) if points else f"{trend['region']}: not measured"
+
+
+def exemplar_image(table: pd.DataFrame, region: str) -> int | None:
+    """The image whose saliency puts the largest share on `region`: the picture that shows the finding."""
+    column = f"mass.{region}"
+    if table.empty or column not in table or table[column].isna().all():
+        return None
+    return int(table.loc[table[column].idxmax(), "image_id"])
+
+
+# --- flag evidence as a panel ---------------------------------------------------------------------------
+_EVIDENCE_KNOWN = {"flip_rate", "flip_rate_ci", "accuracy_drop", "accuracy_drop_ci", "fill", "control_flip_rate",
+                   "control_accuracy_drop", "control_kind", "p_value", "n", "net_effect", "second_explainer",
+                   "second_explainer_lift", "sanity_passed"}
+
+
+def evidence_rows(flag: dict) -> list[tuple[str, str]]:
+    """(what, the finding in words) for every piece of evidence the flag carries; keys this page does not know
+    (added by a later engine) still show, in words, never as JSON."""
+    ev = {k: v for k, v in (flag.get("evidence") or {}).items() if value_text(v) is not None}
+    rows = []
+    region = flag.get("region", "the region")
+    fill = f" with a {humanize(ev['fill'])} fill" if ev.get("fill") else ""
+    effects = []
+    if "flip_rate" in ev:
+        ci = value_text(ev.get("flip_rate_ci"), percent=True)
+        effects.append(f"flips {percent(ev['flip_rate'])} of predictions" + (f" (95% CI {ci})" if ci and " to " in ci else ""))
+    if "accuracy_drop" in ev:
+        ci = value_text([100 * x for x in ev["accuracy_drop_ci"]] if isinstance(ev.get("accuracy_drop_ci"), list)
+                        and all(isinstance(x, (int, float)) for x in ev["accuracy_drop_ci"]) else None)
+        effects.append(f"lowers accuracy by {100 * ev['accuracy_drop']:.0f} points" +
+                       (f" (95% CI {ci})" if ci and " to " in ci else ""))
+    if effects:
+        rows.append(("Fill effect", f"Filling {region}{fill} " + " and ".join(effects) +
+                     (f", over {ev['n']} images" if "n" in ev else "") + "."))
+    control = []
+    if "control_flip_rate" in ev:
+        control.append(f"flips {percent(ev['control_flip_rate'])}")
+    if "control_accuracy_drop" in ev:
+        control.append(f"lowers accuracy by {100 * ev['control_accuracy_drop']:.0f} points")
+    if control:
+        kind = f" ({humanize(ev['control_kind'])})" if ev.get("control_kind") else ""
+        rows.append(("Control", f"Filling an area of the same size elsewhere{kind} " + " and ".join(control) + "."))
+    if "net_effect" in ev:
+        rows.append(("Effect beyond the control", percent(ev["net_effect"])))
+    if "p_value" in ev:
+        rows.append(("p-value", f"{ev['p_value']:.2g} (how likely an effect this large is if the region did not "
+                                "matter)"))
+    if "second_explainer" in ev or "second_explainer_lift" in ev:
+        lift = ev.get("second_explainer_lift")
+        verdict = "" if lift is None else (" agrees" if lift > 1 else " disagrees") + f" (lift {lift:.2f})"
+        rows.append(("Second explainer", f"{ev.get('second_explainer', 'another method')}{verdict}"))
+    elif "n" in ev or effects:
+        rows.append(("Second explainer", "not run"))
+    if "sanity_passed" in ev:
+        rows.append(("Sanity check", "the explainer passed the model-randomisation check" if ev["sanity_passed"]
+                     else "the explainer failed the model-randomisation check: its maps barely depend on the model"))
+    grouped: dict[str, list[str]] = {}
+    for key, value in ev.items():
+        if key in _EVIDENCE_KNOWN:
+            continue
+        head, _, rest = key.partition("_")
+        prefix = head if head in ("swap", "power") and rest else None
+        name = {"swap": "Swap effect", "power": "Power"}.get(prefix or key, humanize(key).capitalize())
+        rate = any(word in key for word in ("rate", "drop", "share"))
+        text = value_text(value, percent=rate and isinstance(value, (int, float, list)))
+        grouped.setdefault(name, []).append(f"{humanize(rest)} {text}" if prefix else text)
+    rows.extend((name, "; ".join(parts)) for name, parts in grouped.items())
+    for reason in flag.get("reasons") or []:
+        rows.append(("Caveat", str(reason)))
+    return rows
+
+
+def skipped_summary(report: dict) -> str | None:
+    """"2 images were skipped: 1 truncated PNG, 1 not an image" (None when none was)."""
+    skipped = report.get("skipped") or []
+    if not skipped:
+        return None
+    reasons = pd.Series([str(s.get("reason", "unknown reason")) for s in skipped]).value_counts()
+    words = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
+    return f"{len(skipped)} image{'s were' if len(skipped) > 1 else ' was'} skipped: {words}"
+
+
+def default_model_name(file_name: str | None) -> str | None:
+    """An uploaded file's own name without its suffix ("cage_net_v2.pt2" -> "cage_net_v2"): never the staging
+    folder it waits in."""
+    if not file_name:
+        return None
+    from pathlib import PurePath
+
+    return PurePath(file_name).name.split(".")[0] or None
+
+
+def share_text(value) -> str:
+    """A share of attention to two decimals, or "absent" where the image has no such region."""
+    return f"{value:.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "absent"

@@ -32,13 +32,17 @@ class Explainer:
     take a callable returning per-image detections, so the classification runner refuses them.
     `needs_layer`: the method hooks an internal layer (CAM family); such methods refuse models without
     reachable layers (TorchScript) with an `InputError` that says how to export a `.pt2` instead.
+    `black_box`: the method needs nothing but the model's outputs (perturbation methods); only such methods
+    accept a model that runs outside autograd (a `BlackBox`, e.g. ONNX Runtime), see `refuse_black_box`.
     """
 
     name: ClassVar[str]
     needs_layer: ClassVar[bool] = False
+    black_box: ClassVar[bool] = False
     model_kind: ClassVar[str] = "classifier"  # what `model` is: a module returning logits, or a "detector"
 
     def __init__(self, model: nn.Module, **params: Any):
+        refuse_black_box(type(self), model)
         self.model = model
         self.params = dict(params)
 
@@ -48,6 +52,32 @@ class Explainer:
     def config(self) -> dict[str, Any]:
         """Hashable, JSON-able description of this explainer: the cache key and what the run records."""
         return {"method": self.name, **{k: v for k, v in sorted(self.params.items()) if _jsonable(v)}}
+
+
+class BlackBox(nn.Module):
+    """A module whose forward runs outside PyTorch (ONNX Runtime): outputs only, no gradients, no layers.
+
+    `source` names the user's file in error messages.
+    """
+
+    source: str = "the model"
+
+
+def refuse_black_box(method: type[Explainer], model: Any) -> None:
+    """The one place where gradient and CAM methods refuse a black-box model, with the fix."""
+    if method.black_box or not isinstance(model, nn.Module):
+        return
+    box = next((m for m in model.modules() if isinstance(m, BlackBox)), None)
+    if box is not None:
+        raise InputError(
+            f"{box.source}: method {method.name!r} needs gradients or layer hooks, which an ONNX model (run by "
+            "onnxruntime, no PyTorch inside) does not have; use occlusion or rise (drise for detectors), or export "
+            "a .pt2 for gradient methods: torch.export.save(torch.export.export(model.eval(), (x,), "
+            "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}), 'model.pt2')")
+
+
+def is_black_box(model: Any) -> bool:
+    return isinstance(model, nn.Module) and any(isinstance(m, BlackBox) for m in model.modules())
 
 
 def _jsonable(value: Any) -> bool:

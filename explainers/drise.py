@@ -43,6 +43,7 @@ class DRISE(Explainer):
     """
 
     name = "drise"
+    black_box = True
     model_kind = "detector"
 
     def __init__(self, model: Detector, *, n_masks: int = 5000, cells: int = 16, p: float = 0.5, seed: int = 0,

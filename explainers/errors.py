@@ -7,3 +7,9 @@ the field in the dashboard). The message must name the file or parameter and say
 
 class InputError(ValueError):
     """A bad file, layer name, parameter or dataset entry: the user can fix it, we cannot."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of a library's exception, for a one-line InputError."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]

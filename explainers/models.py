@@ -11,6 +11,8 @@ Formats (docs/FORMATS.md), recognised by content, never by unpickling to find ou
   executed) or `.safetensors`, plus the card's `architecture` (`explainers.architectures`).
 - TorchScript `.ts` (or a `.pt` that is a TorchScript archive): no layer hooks. `torch.jit.load` runs
   the archive's TorchScript code, so it is only ever called in the worker process, never in Streamlit.
+- ONNX `.onnx` (`explainers.onnx_model`): onnxruntime, black-box methods only; no Python runs.
+- Ultralytics YOLO checkpoints (`explainers.yolo`): pickles, loaded only with the card's `"trust_pickle": true`.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ logger = logging.getLogger(__name__)
 TASKS = ("classification", "multilabel", "segmentation", "detection")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CARD_KEYS = ("task", "classes", "input_size", "mean", "std", "target_layer", "architecture", "name", "description")
+CARD_KEYS = ("task", "classes", "input_size", "mean", "std", "target_layer", "architecture", "name", "description",
+             "trust_pickle")
 MINIMAL_CARD = ('{"task": "classification", "classes": ["cat", "dog"], "input_size": [224, 224], '
                 '"architecture": "resnet18"}')
 DETECTION_ARCHITECTURES = SAMPLE_DETECTORS + TORCHVISION_DETECTORS
@@ -61,6 +64,7 @@ class ModelCard:
     architecture: str | None = None
     name: str | None = None
     description: str | None = None
+    trust_pickle: bool = False  # the user's opt-in to load a pickled model (Ultralytics checkpoints)
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path = "model card") -> "ModelCard":
@@ -101,6 +105,10 @@ class ModelCard:
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise fail(f"'{key}' must be a non-empty string")
             optional[key] = value
+        trust = data.get("trust_pickle", False)
+        if not isinstance(trust, bool):
+            raise fail("'trust_pickle' must be true or false")
+        optional["trust_pickle"] = trust
         return cls(task=task, classes=tuple(classes), input_size=input_size, mean=mean, std=std, **optional)
 
     @classmethod
@@ -123,7 +131,7 @@ class ModelCard:
         data["classes"] = list(self.classes)
         data["input_size"] = list(self.input_size)
         data["mean"], data["std"] = list(self.mean), list(self.std)
-        return {k: v for k, v in data.items() if v is not None}
+        return {k: v for k, v in data.items() if v is not None and (k != "trust_pickle" or v)}
 
 
 def find_card(model_path: str | Path) -> Path:
@@ -155,7 +163,7 @@ class LoadedModel:
     module: nn.Module  # Sequential(normalize, net): [0, 1] images in, raw outputs (logits) out
     net: nn.Module  # the user's network; layer names are relative to it
     card: ModelCard
-    format: str  # pt2 | state_dict | safetensors | torchscript
+    format: str  # pt2 | state_dict | safetensors | torchscript | onnx | ultralytics
     supports_hooks: bool
     sha256: str
     path: Path
@@ -165,9 +173,11 @@ class LoadedModel:
     def layer(self, name: str) -> nn.Module:
         """The submodule `name` of `net`; an InputError with the closest names when there is none."""
         if not self.supports_hooks:
+            kind, methods = (("ONNX", "occlusion, rise or drise") if self.format == "onnx"
+                             else ("TorchScript", "a gradient or perturbation method"))
             raise InputError(
-                f"{self.path.name}: TorchScript models have no hookable layers, so layer {name!r} cannot be "
-                f"used; use a gradient or perturbation method, or {EXPORT_HINT}"
+                f"{self.path.name}: {kind} models have no hookable layers, so layer {name!r} cannot be "
+                f"used; use {methods}, or {EXPORT_HINT}"
             )
         modules = dict(self.net.named_modules())
         modules.pop("", None)
@@ -197,11 +207,22 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
         card = ModelCard.from_json(find_card(path))
     device = torch.device(device)
     kind = sniff_format(path)
+    if kind == "ultralytics" and card.task != "detection":
+        raise InputError(f"{path.name} is an Ultralytics YOLO checkpoint: set \"task\": \"detection\" in its model card")
     if card.task == "detection" and kind in ("pt2", "torchscript"):
         raise InputError(f"{path.name}: detection models load from a state dict (.pt/.pth or .safetensors) with "
                          f"\"architecture\" in the model card ({', '.join(DETECTION_ARCHITECTURES)}); save "
                          "torch.save(model.state_dict(), 'model.pt')")
-    if kind == "pt2":
+    takes_raw_pixels = card.task == "detection" and card.architecture in TORCHVISION_DETECTORS  # they normalise
+    if kind == "onnx":
+        from explainers.onnx_model import load_onnx
+
+        net, takes_raw_pixels = load_onnx(path, card, device)
+    elif kind == "ultralytics":
+        from explainers.yolo import load_ultralytics
+
+        net, takes_raw_pixels = load_ultralytics(path, card.trust_pickle, device), True  # YOLO takes [0, 1] images
+    elif kind == "pt2":
         net = _load_pt2(path, device)
     elif kind == "torchscript":
         net = _load_torchscript(path, device)
@@ -210,11 +231,11 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
         net = _build_with_state(path, card, state)
     net = net.to(device).eval()
     module = nn.Sequential()
-    if not (card.task == "detection" and card.architecture in TORCHVISION_DETECTORS):
-        module.add_module("normalize", Normalize(card.mean, card.std))  # torchvision detectors normalise inside
+    if not takes_raw_pixels:
+        module.add_module("normalize", Normalize(card.mean, card.std))
     module.add_module("net", net)
     module = module.to(device).eval()
-    loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind != "torchscript",
+    loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind not in ("torchscript", "onnx"),
                          sha256=file_sha256(path), path=path, device=device)
     _check_probe(loaded)
     if card.target_layer and loaded.supports_hooks:

@@ -22,6 +22,7 @@ class Occlusion(Explainer):
     """`window`/`stride` in pixels; None means 1/8 of each side and half the window (sensible at 64 and 224)."""
 
     name = "occlusion"
+    black_box = True
 
     def __init__(self, model: nn.Module, *, window: int | None = None, stride: int | None = None,
                  fill: float = 0.5, perturbations_per_eval: int = 16):

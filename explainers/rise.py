@@ -42,6 +42,7 @@ class RISE(Explainer):
     """
 
     name = "rise"
+    black_box = True
 
     def __init__(self, model: nn.Module, *, n_masks: int = 4000, cells: int = 7, p: float = 0.5, seed: int = 0,
                  chunk: int = 32, tolerance: float = 0.25, min_masks: int = 250):

@@ -24,7 +24,7 @@ N_IMAGES = 200
 DATA_SEED = 7  # not a training or evaluation seed: the demo audits images no version was trained on
 DATA_LEAK = 0.9  # a validation set drawn like the training data: the shortcut mostly agrees with the label
 DETECTION_SCENARIO = "boats_and_cars"
-DETECTION_VERSIONS = ("biased", "debiased")
+DETECTION_VERSIONS = ("biased", "debiased", "biased_onnx")  # the last: the biased one as a black box (ONNX)
 DETECTION_IMAGES = 60
 DETECTION_PARAMS = {"n_masks": 300, "cells": 8}  # enough on 64x64 scenes; a few seconds per audit on a laptop
 
@@ -67,7 +67,8 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
         dataset_id = workspace.register_dataset(demo_dataset(scenario, workspace.root / "demo-data", n))
         for version in versions:
             folder = WEIGHTS_DIR / scenario / f"v{version}"
-            model_id = workspace.register_model(folder / "model.pt2", folder / "model.json")
+            model_id = workspace.register_model(folder / "model.pt2", folder / "model.json", name=scenario,
+                                                version=f"v{version}")
             for method in methods:
                 run_id = workspace.create_run(model_id, dataset_id, method, {}, n=n, seed=0,
                                               name=f"{scenario} v{version} {method}")
@@ -89,7 +90,9 @@ def build_detection_demo(workspace, *, device: str = "cpu", log: Callable[[str],
     run_ids = []
     for version in DETECTION_VERSIONS:
         folder = DETECTION_WEIGHTS / version
-        model_id = workspace.register_model(folder / "model.safetensors", folder / "model.json")
+        model_file = folder / ("model.onnx" if version.endswith("_onnx") else "model.safetensors")
+        model_id = workspace.register_model(model_file, folder / "model.json", name=DETECTION_SCENARIO,
+                                            version=str(version))
         run_id = workspace.create_run(model_id, dataset_id, "drise", dict(DETECTION_PARAMS), n=DETECTION_IMAGES,
                                       seed=0, name=f"{DETECTION_SCENARIO} {version} drise")
         if workspace.run(run_id)["status"] != "done":

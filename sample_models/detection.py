@@ -315,6 +315,33 @@ def _mask_bbox(m: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
+class DecodedGrid(nn.Module):
+    """`TinyGridNet` with its grid decoded: (boxes, scores, probs), the ONNX detector contract's outputs."""
+
+    def __init__(self, net: TinyGridNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return decode_grid(self.net(images))
+
+
+def export_onnx(version: str = "biased", root: Path = WEIGHTS_DIR) -> Path:
+    """`<version>_onnx/model.onnx` + card: the detector as a black box (ONNX Runtime, no Python), whose outputs
+    `explainers.onnx_model` post-processes exactly as `GridDetector` does (score >= 0.01, NMS at 0.5)."""
+    folder = Path(root) / f"{version}_onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    net = load_detector(version, root).net.eval()
+    path = folder / "model.onnx"
+    torch.onnx.export(DecodedGrid(net).eval(), (torch.rand(2, 3, SIZE, SIZE),), str(path), dynamo=True,
+                      input_names=["images"], output_names=["boxes", "scores", "probs"],
+                      dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+    onnx_card = {k: v for k, v in card(version).items() if k != "architecture"}
+    onnx_card["name"] = f"boats_and_cars {version} (ONNX)"
+    (folder / "model.json").write_text(json.dumps(onnx_card, indent=2) + "\n")
+    return path
+
+
 def build_all(root: Path = WEIGHTS_DIR) -> dict:
     """Train and save both versions; returns their held-out recall (in-context and out-of-context scenes)."""
     test_biased = make_scenes(300, seed=7, biased=True)
@@ -326,6 +353,7 @@ def build_all(root: Path = WEIGHTS_DIR) -> dict:
         metrics = {"recall_in_context": recall(det, test_biased), "recall_out_of_context": recall(det, test_swapped)}
         save_detector(net, version, metrics, root)
         summary[version] = metrics
+    export_onnx("biased", root)
     return summary
 
 

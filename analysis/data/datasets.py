@@ -155,6 +155,22 @@ class Dataset:
             raise DatasetError(f"dataset {self.shown_as} has {len(problems)} problem(s); fix them and retry:",
                                problems)
 
+    def unreadable_images(self) -> list[dict]:
+        """`[{"image", "reason"}]` for every image (or mask) that does not decode fully: what a run would skip.
+
+        `validate` reads headers only (cheap, and enough to refuse a broken dataset); a truncated PNG or a
+        mask that fails to decode passes it, so registration decodes each image once to say at upload time,
+        not in the report, which images will be skipped and why."""
+        out = []
+        for item in self.items:
+            try:
+                image, _ = self.load(item)
+                image.load()
+            except Exception as exc:  # the runner's own rule: any failure to decode skips that image
+                out.append({"image": str(item.image), "reason": getattr(exc, "reason", None) or str(exc)
+                            or type(exc).__name__})
+        return out
+
     @cached_property
     def sha256(self) -> str:
         """Content hash of the description files and every listed file (folder or zip give the same)."""
@@ -255,6 +271,10 @@ def open_dataset(path: str | os.PathLike, *, workdir: str | os.PathLike | None =
     else:
         root = path
         name = path.resolve().name
+    from analysis.data.hf_folder import is_hf_folder, to_manifest_folder
+
+    if is_hf_folder(root):  # datasets' save_to_disk: written out once into the manifest layout
+        root = to_manifest_folder(root, Path(workdir) if workdir is not None else None)
     manifest = root / MANIFEST
     if manifest.is_file():
         return _from_manifest(root, name, manifest)

@@ -199,3 +199,21 @@ def score_aucs(score, images: torch.Tensor, maps: torch.Tensor, *, steps: int = 
         if not name.startswith("random_"):
             out[f"{name}_curve"] = curves_now[name].mean(axis=0).round(6).tolist()
     return out
+
+
+def verdicts(result: dict, *, margin: float = 0.05) -> list[dict]:
+    """Per measure in a `score_aucs` result: the map's AUC beside the random order's, and whether it beats it.
+
+    "Beats" means by at least `margin` of probability-AUC (the scale is [0, 1]): a deletion AUC of 0.639
+    against a random 0.650 is a map no better than noise at ranking pixels, and the verdict says so.
+    """
+    out = []
+    for measure, lower_is_better in (("deletion", True), ("insertion", False)):
+        score, baseline = result.get(f"{measure}_auc"), result.get(f"random_{measure}_auc")
+        if score is None or baseline is None:
+            continue
+        gain = (baseline - score) if lower_is_better else (score - baseline)
+        out.append({"measure": measure, "score": float(score), "random": float(baseline), "gain": float(gain),
+                    "better_than_random": bool(gain >= margin),
+                    "direction": SCORE_DIRECTION[f"{measure}_auc"]})
+    return out

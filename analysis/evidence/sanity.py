@@ -122,7 +122,12 @@ def randomisation_test(model: nn.Module, explain, *, method: str, n: int, seed: 
                        max_stages: int | None = None, original: torch.Tensor | None = None) -> dict:
     """The cascade for any explainer: `explain()` gives the maps (N, H, W) of fixed inputs and fixed targets
     under `model`'s current weights (a detector's D-RISE maps of the original detections, say); `original`,
-    when given, is what `explain()` returns before any randomisation (saves computing it again)."""
+    when given, is what `explain()` returns before any randomisation (saves computing it again).
+    A model without weights to randomise (a black box: ONNX) is not judged (`passed` None), and costs nothing."""
+    if not _stage_groups(model):
+        return {"method": method, "n": n, "threshold": threshold, "stages": [], "similarity": None,
+                "final_similarity": None, "ssim": None, "passed": None,
+                "criterion": "not applicable: the model exposes no weights to randomise (a black box, e.g. ONNX)"}
     original = _comparable(explain() if original is None else original)
     # Randomised in place and restored in `finally` (not a deep copy: exported .pt2 graphs refuse deepcopy).
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}

@@ -22,6 +22,7 @@ from analysis.report.flags import effective_roles
 from analysis.evidence.intervention import intervene, resize_masks
 from analysis.stats.regions import grid_regions, masked_shares, region_shares
 from analysis.evidence.sanity import model_randomisation
+from explainers.base import is_black_box
 
 CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 
@@ -29,11 +30,12 @@ CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
                      max_images: int = 200, params: dict | None = None, fill: str = "mean",
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
-                     batch_size: int = 32, n_boot: int = 1000, progress=None) -> dict:
+                     batch_size: int = 32, n_boot: int = 1000, on_stage=None) -> dict:
     """Evidence dict (keys: interventions, second_explainer, sanity, faithfulness, config).
 
-    `progress(part, done, total)`, when given, is told each part's name and how far it is."""
-    progress = progress or (lambda part, done, total: None)
+    `on_stage(name)` is told when each part starts ("second explainer", "sanity", "faithfulness"), for the
+    progress a person watches."""
+    on_stage = on_stage or (lambda name: None)
     images, regions = store.images(), store.regions()
     out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images},
            "interventions": {}, "second_explainer": {}, "sanity": {}, "faithfulness": {}}
@@ -46,9 +48,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     labels = torch.as_tensor(batch.images_frame["label_idx"].to_numpy().copy(), dtype=torch.long)
 
     core = core_masks(batch, regions)
-    candidates = candidate_regions(images, regions)
-    for k, region in enumerate(candidates):
-        progress("evidence: interventions", k, len(candidates))
+    for region in candidate_regions(images, regions):
         masks = region_masks(batch, region)
         if masks is None or not masks.any():
             continue
@@ -57,19 +57,19 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
             n_boot=n_boot, core=core)
 
     second = second_method(method, loaded)
+    on_stage("second explainer")
     if second is not None:
-        progress("evidence: second explainer", 0, 1)
         out["second_explainer"] = second_explainer_lifts(
             loaded, batch, regions, second, seed=seed, limit=second_images, batch_size=batch_size)
 
-    progress("evidence: sanity", 0, 1)
+    on_stage("sanity")
     k = min(sanity_images, len(batch.inputs))
     preds = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:k].copy(), dtype=torch.long)
     out["sanity"] = {"model_randomization": model_randomisation(
         loaded.module, batch.inputs[:k], method, layer_name=module_layer, targets=preds,
         params=params or {}, seed=seed, max_stages=8)}
 
-    progress("evidence: faithfulness", 0, 1)
+    on_stage("faithfulness")
     ids, maps = store.maps()
     if len(ids):
         where = {int(i): j for j, i in enumerate(ids)}
@@ -157,6 +157,8 @@ def second_method(method: str, loaded) -> str | None:
     """Another family: CAM -> plain gradients; anything else -> Grad-CAM (when layers are reachable)."""
     if method in CAM_METHODS:
         return "saliency"
+    if is_black_box(loaded.module):  # outputs only (ONNX): the other perturbation method
+        return "rise" if method == "occlusion" else "occlusion"
     if getattr(loaded, "supports_hooks", True):
         return "gradcam"
     return "integrated_gradients" if method != "integrated_gradients" else "saliency"

@@ -34,7 +34,7 @@ def cached_report(store_or_run: RunStore | str, workspace: Workspace | None = No
     try:
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
-            return cached["report"]
+            return with_catalog(cached["report"], store, workspace)
     except (OSError, ValueError):
         pass
     report = build_report(store, workspace)
@@ -44,6 +44,23 @@ def cached_report(store_or_run: RunStore | str, workspace: Workspace | None = No
         os.replace(tmp, path)
     except (OSError, ValueError):  # a read-only workspace or a value JSON cannot hold: serve it uncached
         tmp.unlink(missing_ok=True)
+    return with_catalog(report, store, workspace)
+
+
+def with_catalog(report: dict[str, Any], store: RunStore, workspace: Workspace | None) -> dict[str, Any]:
+    """The report with what the catalog says now, not when it was cached: the run's, model's and dataset's
+    current names (a rename shows in every export) and the dataset's human labels checked on this run."""
+    if workspace is None or not store.run_id:
+        return report
+    from analysis.report.labels import label_checks
+
+    run = workspace.run(store.run_id)
+    report = {**report, "run": dict(report.get("run") or {}, name=run.get("name"))}
+    for key, row in (("model", workspace.model(run["model_id"])), ("dataset", workspace.dataset(run["dataset_id"]))):
+        if row is not None and report["run"].get(key) is not None:
+            report["run"][key] = {**report["run"][key], "name": row["name"],
+                                  **({"version": row.get("version")} if key == "model" else {})}
+    report["labels"] = label_checks(workspace.labels(run["dataset_id"]), report)
     return report
 
 
@@ -73,7 +90,8 @@ def build_report(store_or_run: RunStore | str, workspace: Workspace | None = Non
         "run": {"id": run.get("id", store.run_dir.name), "name": run.get("name"), "method": run.get("method"),
                 "params": run.get("params", {}), "n_images": int(len(images)), "seed": run.get("seed"),
                 "status": run.get("status"), "target_layer": run.get("target_layer"),
-                "model": {"name": model["name"], "sha256": model["sha256"]} if model else None,
+                "model": {"name": model["name"], "version": model.get("version"), "sha256": model["sha256"]}
+                if model else None,
                 "dataset": {"name": dataset["name"], "sha256": dataset["sha256"]} if dataset else None},
         "metrics": {"accuracy": float(images["correct"].astype(bool).mean()) if len(images) and not detection else None,
                     "n_images": int(len(images)), "n_skipped": int(len(skipped))},

@@ -204,6 +204,11 @@ def _attention_hits(table: pd.DataFrame, lift_threshold: float) -> dict[str, lis
     rows = table[~_is_core(table)]
     rows = rows[~rows["group"].fillna("").astype(str).str.startswith("correct=")]
     rows = rows[rows["lift_ci_low"] > lift_threshold]
+    # A slice whose interval collapsed to one value (the region occurs in a single image of it: every
+    # resample that has it repeats that image) carries no evidence of its own; it must not name the flag's
+    # class (a corner tag on 90% of squares and one circle read "for class circle", lift [11.02, 11.02]).
+    whole = rows["class"].isna() & rows["group"].isna()
+    rows = rows[whole | (rows["lift_ci_high"] > rows["lift_ci_low"])]
     out: dict[str, list[dict]] = {}
     for row in rows.sort_values("lift_ci_low", ascending=False).to_dict("records"):
         row["class"] = None if _missing(row["class"]) else row["class"]

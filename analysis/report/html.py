@@ -38,6 +38,10 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
                                                else _flags_table(report.get("flags") or [])))
     if detection:
         parts.append(_detection_sections(report))
+    if report.get("labels"):
+        parts.append("<h2>Your labels</h2><ul>" + "".join(
+            f"<li>{escape(str(label.get('text', '')))}{': ' + escape(str(label['note'])) if label.get('note') else ''}"
+            "</li>" for label in report["labels"]) + "</ul>")
     if report.get("subgroups"):
         parts.append("<h2>Subgroup findings</h2><ul>" + "".join(
             f"<li>{escape(str(f.get('text', '')))}</li>" for f in report["subgroups"]) + "</ul>")
@@ -190,7 +194,8 @@ def _run_summary(report: dict) -> str:
     model, dataset = run.get("model") or {}, run.get("dataset") or {}
     rows = [["method", run.get("method")], ["parameters", json.dumps(run.get("params") or {}, sort_keys=True)],
             ["images", run.get("n_images")], ["seed", run.get("seed")],
-            ["model", f"{model.get('name', '')} ({str(model.get('sha256', ''))[:12]})"],
+            ["model", f"{model.get('name', '')}{' ' + str(model['version']) if model.get('version') else ''} "
+                      f"({str(model.get('sha256', ''))[:12]})"],
             ["dataset", f"{dataset.get('name', '')} ({str(dataset.get('sha256', ''))[:12]})"],
             ["accuracy", _pct(metrics.get("accuracy"))]]
     return _table(["", ""], rows)
@@ -226,7 +231,7 @@ def _sanity_table(sanity: dict) -> str:
         return "<p class='muted'>Sanity check not run.</p>"
     head = (f"<p>Model-parameter randomisation ({escape(str(mr.get('method', '')))}): similarity "
             f"{_num(mr.get('similarity'))} (threshold {_num(mr.get('threshold'))}) — "
-            f"<b>{'passed' if mr.get('passed') else 'failed'}</b>. "
+            f"<b>{ {True: 'passed', False: 'failed'}.get(mr.get('passed'), 'not judged')}</b>. "
             f"<span class='muted'>{escape(str(mr.get('criterion', '')))}</span></p>")
     stages = [[s["layer"], s.get("n_randomised"), _num(s["spearman_abs"]), _num(s["spearman"]), _num(s["ssim"])]
               for s in mr.get("stages", [])]

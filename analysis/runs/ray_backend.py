@@ -128,7 +128,7 @@ def _init(ray, address: str | None, num_workers: int) -> None:
         ray.init(address=address)
         return
     # Local actors must import this checkout even when it is not pip-installed.
-    project_root = str(Path(__file__).resolve().parent.parent)
+    project_root = str(Path(__file__).resolve().parents[2])  # the checkout (analysis/runs/ -> ../..)
     path = os.pathsep.join(p for p in (project_root, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=num_workers, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})

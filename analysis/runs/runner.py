@@ -64,7 +64,6 @@ def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch
     previous_handler = _install_sigterm()
     try:
         _execute(workspace, run, device=device, batch_size=batch_size, progress=progress)
-        set_stage(workspace, run_id, "report", 0, 1, progress)
     except Cancelled:
         _record_end(workspace, run_id, status="cancelled", pid=None)
         raise
@@ -90,21 +89,15 @@ def finish_run(workspace: Workspace, run_id: str) -> dict:
     """Mark the run done and leave its report beside it, so readers open it without recomputing."""
     from analysis.report.build import cached_report
 
-    workspace.update_run(run_id, status="done", pid=None)
+    workspace.update_run(run_id, status="done", pid=None, stage="report")  # done: the report's key says so
     cached_report(workspace.store(run_id), workspace)
-    workspace.set_stage(run_id, "done", 1, 1)
+    workspace.update_run(run_id, stage=None)
     return workspace.run(run_id)
-
-
-def set_stage(workspace: Workspace, run_id: str, name: str, done: int, total: int, echo: bool = False) -> None:
-    """Record the run's stage (catalog: `stage`, `stage_done`, `stage_total`) and say it on stderr."""
-    workspace.set_stage(run_id, name, done, total)
-    if echo:
-        print(f"{name}: {done}/{total}", file=sys.stderr, flush=True)
 
 
 def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
     """Load and check everything a run needs; raises InputError before any compute."""
+    from explainers.base import refuse_black_box
     from explainers.models import load_model
     from explainers.registry import METHODS, make_explainer
 
@@ -122,6 +115,7 @@ def prepare(workspace: Workspace, run: dict, device: str = "cpu"):
 
     explainer_params = {k: v for k, v in params.items() if k not in RUNNER_PARAMS}
     layer_name = None
+    refuse_black_box(METHODS[run["method"]], loaded.module)  # gradient/CAM methods on ONNX: the fix, not a crash
     if METHODS[run["method"]].needs_layer:
         if not loaded.supports_hooks:
             raise InputError(f"{model_row['path']}: method {run['method']!r} hooks an internal layer, which a "
@@ -152,6 +146,7 @@ def make_explainer_check(method: str, task: str | None = "classification") -> No
 
 
 def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, progress: bool) -> None:
+    workspace.update_run(run["id"], stage="explaining")  # the stage a progress bar names (see evidence_stage)
     if detection_run.model_task(workspace, run) == "detection":
         return detection_run.execute(workspace, run, device=device, batch_size=batch_size, progress=progress)
     run_id = run["id"]
@@ -167,8 +162,7 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
     n_done, n_skipped = len(store.images()), len(store.skipped())
     next_index = max((s["index"] for s in workspace.shards(run_id)), default=-1) + 1
     workspace.update_run(run_id, n_total=len(sample), target_layer=layer_name, n_done=n_done,
-                         n_skipped=n_skipped, stage="explain", stage_done=n_done + n_skipped,
-                         stage_total=len(sample))
+                         n_skipped=n_skipped)
 
     bar = _progress_bar(len(sample), n_done + n_skipped, progress)
     guard = _FailureGuard(explained=n_done)
@@ -176,7 +170,6 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
     def recorder(index: int, n_rows: int, n_done: int, n_skipped: int, n_items: int):
         def record(path: str) -> None:  # on this thread, once the shard's folder is complete
             workspace.record_shard(run_id, index, n_rows, path, n_done=n_done, n_skipped=n_skipped)
-            workspace.set_stage(run_id, "explain", n_done + n_skipped, len(sample))
             bar.update(n_items)
         return record
 
@@ -194,11 +187,10 @@ def _execute(workspace: Workspace, run: dict, *, device: str, batch_size: int, p
         guard.finish()
     finally:
         bar.close()
-    evidence_stage(store, run, loaded, dataset, layer_name,
-                   progress=lambda part, done, total: set_stage(workspace, run_id, part, done, total, progress))
+    evidence_stage(store, run, loaded, dataset, layer_name)
 
 
-def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None, progress=None) -> None:
+def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None) -> None:
     """Interventions, second explainer, sanity and faithfulness, once every map is stored.
 
     Written once (a resumed run that has it skips it); both backends end with it, so their reports agree.
@@ -208,8 +200,14 @@ def evidence_stage(store, run: dict, loaded, dataset, layer_name: str | None, pr
     from analysis.evidence.stage import compute_evidence
 
     explainer_params = {k: v for k, v in run["params"].items() if k not in RUNNER_PARAMS}
+
+    def stage(name: str) -> None:
+        if store.workspace is not None:
+            store.workspace.update_run(run["id"], stage=name)
+
+    stage("interventions")
     store.write_evidence(compute_evidence(loaded, dataset, store, method=run["method"], layer_name=layer_name,
-                                          seed=int(run["seed"]), params=explainer_params, progress=progress))
+                                          seed=int(run["seed"]), params=explainer_params, on_stage=stage))
 
 
 def _explain_batch(batch: Decoded, loaded, explainer, classes, regions: RegionSpec | None, target_mode, device,

@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from analysis.store.workspace import Workspace
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: analysis/store/jobs.py -> ../..
 
 
 def start_job(workspace_root: str | os.PathLike, run_id: str, device: str = "cpu", batch_size: int = 32) -> int:
@@ -72,3 +74,36 @@ def job_alive(pid: int | None) -> bool:
         return state not in ("Z", "X")
     except (OSError, IndexError):
         return True
+
+
+def estimate_seconds(history: list[dict], method: str, n_images: int,
+                     typical: dict[str, float]) -> tuple[float, str]:
+    """(seconds, basis) for a run of `method` on `n_images`, learned from finished runs on this machine.
+
+    A run costs a fixed part (loading, interventions, sanity, report) plus a part per image, so with runs of
+    the method at two sizes or more the estimate is the least-squares line `a + b * n` (both >= 0); with
+    one size, that run's time scaled by size. Without a run of the method, the `typical` seconds per image
+    are scaled by how this machine did on the other methods against the same table; without any, `typical`.
+    `history` rows: catalog runs with `method`, `n_done`, `created`, `updated`.
+    """
+    rows = [(r["method"], float(r["n_done"]), max(float(r["updated"]) - float(r["created"]), 1e-3))
+            for r in history if r.get("n_done")]
+    same = [(n, t) for m, n, t in rows if m == method]
+    if same:
+        sizes = np.array([n for n, _ in same])
+        times = np.array([t for _, t in same])
+        if len(set(sizes)) >= 2:
+            slope, intercept = np.polyfit(sizes, times, 1)
+            if slope > 0 and intercept >= 0:
+                return (float(intercept + slope * n_images),
+                        f"{len(same)} earlier {method} audit(s) on this machine: {intercept:.0f} s + "
+                        f"{slope:.2f} s per image")
+        per_image = float(np.median(times / sizes))
+        return n_images * per_image, f"{len(same)} earlier {method} audit(s) on this machine: {per_image:.2f} s per image"
+    base = typical.get(method, 1.0)
+    others = [t / (n * typical[m]) for m, n, t in rows if m in typical]
+    if others:
+        factor = float(np.median(others))
+        return (n_images * base * factor,
+                f"typical speed of {method}, scaled by {len(others)} earlier audit(s) on this machine")
+    return n_images * base, f"a typical {base:g} s per image for {method} on CPU"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from explainers.errors import InputError
-from explainers.model_files import file_sha256, sniff_format
+from explainers.model_files import companion_files, embedded_card, file_sha256, sniff_format
 
 ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
 SQLITE_DISK_FULL = ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE")  # the latter: no room for the -shm file on open
@@ -40,17 +40,24 @@ CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY, name TEXT, model_id TEXT REFERENCES models(id), dataset_id TEXT REFERENCES datasets(id),
   method TEXT, params TEXT, n INTEGER, seed INTEGER, target_layer TEXT, device TEXT,
   status TEXT NOT NULL DEFAULT 'pending', n_total INTEGER, n_done INTEGER DEFAULT 0,
-  n_skipped INTEGER DEFAULT 0, error TEXT, pid INTEGER, created REAL, updated REAL,
-  stage TEXT, stage_done INTEGER, stage_total INTEGER);
+  n_skipped INTEGER DEFAULT 0, error TEXT, pid INTEGER, created REAL, updated REAL);
 CREATE TABLE IF NOT EXISTS file_hashes (
   path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT);
 CREATE TABLE IF NOT EXISTS dataset_sources (
   dataset_id TEXT PRIMARY KEY REFERENCES datasets(id), source TEXT);
+CREATE TABLE IF NOT EXISTS model_sources (
+  model_id TEXT PRIMARY KEY REFERENCES models(id), source TEXT);
 CREATE TABLE IF NOT EXISTS shards (
   run_id TEXT REFERENCES runs(id), "index" INTEGER, n_rows INTEGER, path TEXT, created REAL,
   PRIMARY KEY (run_id, "index"));
+CREATE TABLE IF NOT EXISTS labels (
+  dataset_id TEXT, region TEXT, verdict TEXT, note TEXT, run_id TEXT, model_id TEXT, created REAL,
+  PRIMARY KEY (dataset_id, region));
 """
-STAGE_COLUMNS = (("stage", "TEXT"), ("stage_done", "INTEGER"), ("stage_total", "INTEGER"))
+# Columns added after the first release: (table, column, type). Older catalogs gain them on open.
+ADDED_COLUMNS = (("models", "version", "TEXT"), ("runs", "stage", "TEXT"))
+LABEL_VERDICTS = ("shortcut", "legitimate")
+ACTIVE_STATUSES = ("pending", "running")
 
 
 class DiskFullError(InputError):
@@ -154,10 +161,9 @@ class Workspace:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-            for column, kind in STAGE_COLUMNS:  # catalogs made before the columns existed
-                if column not in have:
-                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            for table, column, kind in ADDED_COLUMNS:
+                if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     # -- plumbing -------------------------------------------------------------------------------------
     @contextmanager
@@ -194,40 +200,63 @@ class Workspace:
         return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
 
     # -- models ---------------------------------------------------------------------------------------
-    def register_model(self, path: str | os.PathLike, card_path: str | os.PathLike | None = None) -> str:
-        """Copy a model file (and its card, as `model.json` beside it) in; same content -> same id."""
+    def register_model(self, path: str | os.PathLike, card_path: str | os.PathLike | None = None, *,
+                       name: str | None = None, version: str | None = None) -> str:
+        """Copy a model file (and its card, as `model.json` beside it) in; same content -> same id.
+
+        `name` (else the card's `name`, else the file's own name) and `version` (else the card's) are what
+        every page, export and listing shows; registering the same content again with a name renames it."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"model file not found: {path}; pass --model PATH to a .pt2/.pt/.safetensors/.ts file")
         card_file = Path(card_path) if card_path else _card_beside(path)
-        if card_file is None or not card_file.is_file():
+        card = embedded_card(path) if card_file is None else None  # a YOLO ONNX export names classes and size
+        if card is None and (card_file is None or not card_file.is_file()):
             raise InputError(f"no model card for {path}: put model.json beside it or pass --card PATH")
         try:
-            card = json.loads(card_file.read_text())
+            card = card if card is not None else json.loads(card_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
         fmt = sniff_format(path)  # InputError for a file that is no model, before anything is copied
         hashes = HashCache(self)
         sha = hashes(path)
         hashes.flush()
-        model_id = "m-" + hashlib.sha256((sha + canonical_json(card)).encode()).hexdigest()[:12]
+        companions = companion_files(path, fmt)  # an ONNX model's external weight files, checked
+        identity = sha + "".join(file_sha256(c) for c in companions)
+        model_id = "m-" + hashlib.sha256((identity + canonical_json(card)).encode()).hexdigest()[:12]
+        name = (name or "").strip() or _model_name(path, card)
+        version = (str(version).strip() if version is not None else "") or _card_version(card)
         if (existing := self.model(model_id)) is not None:
+            if name != existing["name"] or (version and version != existing.get("version")):
+                self.rename_model(model_id, name, version or existing.get("version"))
             return existing["id"]
         dest_dir = self.root / "models" / model_id
         dest_dir.mkdir(parents=True, exist_ok=True)
         remove_dead_temps(dest_dir)
         dest = dest_dir / path.name
         _copy_atomic(path, dest)
+        for companion in companions:
+            target = dest_dir / companion.relative_to(path.parent.resolve())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy_atomic(companion, target)
         (dest_dir / "model.json").write_text(json.dumps(card, indent=1))
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?,?)",
-                       (model_id, _model_name(path, card), str(dest.relative_to(self.root)), sha,
-                        canonical_json(card), fmt, time.time()))
+            db.execute("INSERT OR IGNORE INTO models (id, name, path, sha256, card, format, created, version) "
+                       "VALUES (?,?,?,?,?,?,?,?)",
+                       (model_id, name, str(dest.relative_to(self.root)), sha, canonical_json(card), fmt,
+                        time.time(), version or None))
         return model_id
 
+    def set_model_source(self, model_id: str, source: dict) -> None:
+        """Where a model came from beyond a file (an MLflow registry version: `analysis.store.mlflow_registry`)."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO model_sources VALUES (?,?)", (model_id, canonical_json(source)))
+
     def model(self, model_id: str) -> dict | None:
-        row = self._one("SELECT * FROM models WHERE id=?", (model_id,))
+        row = self._one("SELECT m.*, s.source FROM models m LEFT JOIN model_sources s ON s.model_id = m.id "
+                        "WHERE m.id=?", (model_id,))
         if row is not None:
+            row["source"] = json.loads(row["source"]) if row["source"] else None
             row["card"] = json.loads(row["card"])
             row["abspath"] = str(self.root / row["path"])
         return row
@@ -244,7 +273,8 @@ class Workspace:
         return self.register_model(path_or_id, card_path)
 
     # -- datasets -------------------------------------------------------------------------------------
-    def register_dataset(self, path: str | os.PathLike, *, source: str | None = None) -> str:
+    def register_dataset(self, path: str | os.PathLike, *, source: str | None = None,
+                         name: str | None = None) -> str:
         """Check a dataset folder or .zip where the user has it, then copy it in under its content hash.
 
         Validation runs first, on the user's own files, so every message names their paths and a broken
@@ -260,7 +290,10 @@ class Workspace:
         sha = tree_sha256(path, hashes) if path.is_dir() else hashes(path)
         hashes.flush()
         dataset_id = "d-" + sha[:12]
-        if self.dataset(dataset_id) is not None:
+        name = (name or "").strip() or path.stem
+        if (existing := self.dataset(dataset_id)) is not None:
+            if name != existing["name"] and name != path.stem:
+                self.rename_dataset(dataset_id, name)
             return dataset_id
         dest_dir = self.root / "datasets" / dataset_id
         dest = dest_dir / path.name
@@ -292,7 +325,7 @@ class Workspace:
         hashes.flush()
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO datasets VALUES (?,?,?,?,?,?,?)",
-                       (dataset_id, path.stem, str(dest.relative_to(self.root)), content_sha, len(dataset.items),
+                       (dataset_id, name, str(dest.relative_to(self.root)), content_sha, len(dataset.items),
                         int(has_masks), time.time()))
             db.execute("INSERT OR IGNORE INTO dataset_sources VALUES (?,?)", (dataset_id, source))
         return dataset_id
@@ -352,7 +385,9 @@ class Workspace:
         return run_id
 
     def run(self, run_id: str) -> dict:
-        row = self._one("SELECT * FROM runs WHERE id=?", (run_id,))
+        row = self._one("SELECT r.*, m.name AS model_name, m.version AS model_version, d.name AS dataset_name "
+                        "FROM runs r LEFT JOIN models m ON m.id = r.model_id "
+                        "LEFT JOIN datasets d ON d.id = r.dataset_id WHERE r.id=?", (run_id,))
         if row is None:
             raise InputError(f"no run with id {run_id!r}; list runs with `saliency-audit runs`")
         row["params"] = json.loads(row["params"] or "{}")
@@ -360,7 +395,7 @@ class Workspace:
 
     def runs(self) -> list[dict]:
         rows = self._conn.execute(
-            "SELECT r.*, m.name AS model_name, d.name AS dataset_name FROM runs r "
+            "SELECT r.*, m.name AS model_name, m.version AS model_version, d.name AS dataset_name FROM runs r "
             "LEFT JOIN models m ON m.id = r.model_id LEFT JOIN datasets d ON d.id = r.dataset_id "
             "ORDER BY r.created").fetchall()
         out = []
@@ -369,6 +404,95 @@ class Workspace:
             row["params"] = json.loads(row["params"] or "{}")
             out.append(_seen_alive(row))
         return out
+
+    # -- names and housekeeping ------------------------------------------------------------------------
+    def rename_model(self, model_id: str, name: str, version: str | None = None) -> None:
+        self._rename("models", model_id, name, version=version if version is None else (str(version).strip() or None))
+
+    def rename_dataset(self, dataset_id: str, name: str) -> None:
+        self._rename("datasets", dataset_id, name)
+
+    def rename_run(self, run_id: str, name: str) -> None:
+        self._rename("runs", run_id, name)
+
+    def _rename(self, table: str, row_id: str, name: str, **more: Any) -> None:
+        name = str(name).strip()
+        if not name:
+            raise InputError(f"give {row_id} a name that is not empty")
+        fields = {"name": name, **{k: v for k, v in more.items() if v is not None}}
+        with self._write() as db:
+            cursor = db.execute(f"UPDATE {table} SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                                (*fields.values(), row_id))
+        if cursor.rowcount == 0:
+            raise InputError(f"no registered {table[:-1]} with id {row_id}")
+
+    def active_runs(self, *, model_id: str | None = None, dataset_id: str | None = None,
+                    run_id: str | None = None) -> list[str]:
+        """Ids of pending or running runs (worker alive) among those of the model / dataset / run given."""
+        return [r["id"] for r in self.runs() if r["status"] in ACTIVE_STATUSES
+                and (model_id is None or r["model_id"] == model_id)
+                and (dataset_id is None or r["dataset_id"] == dataset_id)
+                and (run_id is None or r["id"] == run_id)]
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove an audit and its results; refused while its worker runs (cancel it first)."""
+        self.run(run_id)  # InputError for an unknown id
+        self._refuse_while_active(run_id=run_id)
+        with self._write() as db:
+            db.execute("DELETE FROM shards WHERE run_id=?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+
+    def delete_model(self, model_id: str) -> list[str]:
+        """Remove a model, its file and its audits (returned); refused while one of its audits runs."""
+        return self._delete_with_runs("models", model_id, model_id=model_id)
+
+    def delete_dataset(self, dataset_id: str) -> list[str]:
+        """Remove a dataset, its copy, its labels and its audits (returned); refused while one of them runs."""
+        removed = self._delete_with_runs("datasets", dataset_id, dataset_id=dataset_id)
+        with self._write() as db:
+            db.execute("DELETE FROM labels WHERE dataset_id=?", (dataset_id,))
+        return removed
+
+    def _delete_with_runs(self, table: str, row_id: str, **owner: str) -> list[str]:
+        if self._one(f"SELECT id FROM {table} WHERE id=?", (row_id,)) is None:
+            raise InputError(f"no registered {table[:-1]} with id {row_id}")
+        self._refuse_while_active(**owner)
+        (column, value), = owner.items()
+        run_ids = [r["id"] for r in self._conn.execute(f"SELECT id FROM runs WHERE {column}=?", (value,))]
+        for run_id in run_ids:
+            self.delete_run(run_id)
+        with self._write() as db:
+            db.execute(f"DELETE FROM {table} WHERE id=?", (row_id,))
+        shutil.rmtree(self.root / table / row_id, ignore_errors=True)
+        return run_ids
+
+    def _refuse_while_active(self, **which: str) -> None:
+        if active := self.active_runs(**which):
+            raise InputError(f"audit {', '.join(active)} is still running; cancel it (or wait for it to finish) "
+                             f"before deleting")
+
+    # -- human labels ---------------------------------------------------------------------------------
+    def set_label(self, dataset_id: str, region: str, verdict: str, note: str = "", *, run_id: str | None = None,
+                  model_id: str | None = None) -> None:
+        """A person's verdict on a region of a dataset (shortcut or legitimate), kept for every later audit."""
+        if verdict not in LABEL_VERDICTS:
+            raise InputError(f"label {verdict!r}: choose one of {', '.join(LABEL_VERDICTS)}")
+        if self.dataset(dataset_id) is None:
+            raise InputError(f"no registered dataset with id {dataset_id}")
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?,?,?)",
+                       (dataset_id, str(region), verdict, str(note or ""), run_id, model_id, time.time()))
+
+    def remove_label(self, dataset_id: str, region: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM labels WHERE dataset_id=? AND region=?", (dataset_id, str(region)))
+
+    def labels(self, dataset_id: str) -> list[dict]:
+        """The dataset's labels, oldest first, with the name and version of the model they were set on."""
+        return [dict(r) for r in self._conn.execute(
+            "SELECT l.*, m.name AS model_name, m.version AS model_version FROM labels l "
+            "LEFT JOIN models m ON m.id = l.model_id WHERE l.dataset_id=? ORDER BY l.created", (dataset_id,))]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         if not fields:
@@ -379,10 +503,6 @@ class Workspace:
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._write() as db:
             db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
-
-    def set_stage(self, run_id: str, stage: str, done: int = 0, total: int = 1) -> None:
-        """What the run is doing now, for the dashboard and the CLI (docs/ARCHITECTURE.md, "Run progress")."""
-        self.update_run(run_id, stage=stage, stage_done=int(done), stage_total=int(total))
 
     def claim_run(self, run_id: str, pid: int, device: str, is_alive=lambda pid: True) -> int | None:
         """Mark the run running in `pid`, in one write transaction; returns the pid of a live other holder
@@ -436,6 +556,11 @@ def _model_name(path: Path, card: dict) -> str:
     if isinstance(card.get("name"), str) and card["name"].strip():
         return card["name"].strip()
     return f"{path.parent.name}/{path.stem}" if path.stem == "model" else path.stem
+
+
+def _card_version(card: dict) -> str:
+    value = card.get("version")
+    return "" if value is None or isinstance(value, (dict, list)) else str(value).strip()
 
 
 INTERRUPTED = ("its worker (process {pid}) ended without recording an outcome: killed, out of memory, or a disk "

@@ -1,25 +1,59 @@
 """Compare versions: did retraining move attention off the shortcut, and at what cost in accuracy?"""
+import os
+
 import streamlit as st
 
 from dashboard import data, detection_views, overlay, state, views
 
 st.title("Compare versions")
-st.caption("Pick the runs of successive model versions on the same dataset, oldest first.")
+st.caption("Pick the audits of successive model versions on one dataset, oldest first.")
 runs = data.runs()
 done = runs[runs.status == "done"] if not runs.empty else runs
 if len(done) < 2:
     st.info("Comparing needs at least two finished audits.")
     st.stop()
 
-ids = done["id"].tolist()
-preset = [r for r in state.compared_runs() if r in ids] or views.default_series(done)
-chosen = st.multiselect("Runs, in version order", ids, default=preset, format_func=data.run_label,
-                        key="compare_runs")
+by_id = done.set_index("id")
+preset = [r for r in state.compared_runs() if r in by_id.index] or views.default_series(done)
+series_key = ""
+if st.radio("Versions from", ["audits in this workspace", "an MLflow model registry"], horizontal=True,
+            key="compare_source") == "an MLflow model registry":
+    tracking_uri = st.text_input("MLflow tracking URI", value=os.environ.get("MLFLOW_TRACKING_URI", ""),
+                                 key="compare_mlflow_uri", placeholder="http://127.0.0.1:5000")
+    try:
+        names = data.registered_models(tracking_uri) if tracking_uri else []
+    except data.InputError as exc:
+        st.error(str(exc))
+        st.stop()
+    if not names:
+        st.info("Give the tracking URI of an MLflow server with registered models.")
+        st.stop()
+    registered = st.selectbox("Registered model", names, key="compare_registered")
+    table = data.registered_versions(tracking_uri, registered)
+    st.dataframe(table.assign(audited=["yes" if r else "no" for r in table["run_id"]])
+                 [["version", "aliases", "flags", "audited"]], hide_index=True)
+    missing = table[table["run_id"].isna()]["version"].tolist()
+    if missing:
+        st.info(f"{', '.join(missing)} not audited here yet: `saliency-audit compare --registered {registered} "
+                "--data DATASET` audits every version and writes the results back to the registry.")
+    preset = [r for r in table["run_id"].dropna() if r in by_id.index]
+    if not preset:
+        st.stop()
+    series_key = f"_{registered}"
+dataset_ids = list(dict.fromkeys(done["dataset_id"]))
+start = dataset_ids.index(by_id.loc[preset[0], "dataset_id"]) if preset else len(dataset_ids) - 1
+dataset_id = st.selectbox("Dataset", dataset_ids, index=start, format_func=data.dataset_name, key="compare_dataset")
+on_dataset = done[done["dataset_id"] == dataset_id]
+ids = on_dataset["id"].tolist()
+labels_of = {r["id"]: views.version_label(r) for r in on_dataset.to_dict("records")}
+chosen = st.multiselect("Versions, oldest first", ids, default=[r for r in preset if r in ids],
+                        format_func=lambda r: labels_of.get(r, r), key=f"compare_runs_{dataset_id}{series_key}",
+                        placeholder="choose two audits or more")
 state.set_compared_runs(chosen)
 if len(chosen) < 2:
-    st.info("Choose two runs or more.")
+    st.info("Choose two audits or more of this dataset: the versions of one model, oldest first.")
     st.stop()
-for warning in views.series_warnings(done.set_index("id").loc[chosen].reset_index()):
+for warning in views.series_warnings(by_id.loc[chosen].reset_index()):
     st.warning(warning)
 
 tasks = {data.model_task(data.run_info(r)["model_id"]) for r in chosen}
@@ -29,7 +63,9 @@ if len(tasks) > 1:
 detection = tasks == {"detection"}
 
 versions = tuple(data.version(r) for r in chosen)
-labels = {r: f"v{k + 1}: {data.run_info(r).get('name') or r}" for k, r in enumerate(chosen)}
+labels = {r: labels_of[r] for r in chosen}
+if len(set(labels.values())) < len(labels):  # two audits of one version: tell them apart by their names
+    labels = {r: f"{labels[r]} · {data.run_info(r).get('name') or r}" for r in chosen}
 comparison = data.comparison(tuple(chosen), versions, tuple(labels[r] for r in chosen), detection)
 if comparison is None:
     st.warning("This installation's engine has no version comparison (analysis.report.compare).")

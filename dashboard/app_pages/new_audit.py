@@ -14,9 +14,9 @@ if models.empty or datasets.empty:
     st.info("Register a model and a dataset first (page **Upload**).")
     st.stop()
 
-model_names = dict(zip(models["id"], models["name"]))
+model_names = dict(zip(models["id"], models["label"]))
 chosen_models = st.multiselect("Model version(s)", list(model_names), default=list(model_names)[-1:],
-                               format_func=lambda m: f"{model_names[m]} ({m})", key="audit_models")
+                               format_func=lambda m: model_names[m], key="audit_models")
 tasks = sorted({data.model_task(m) for m in chosen_models}) or ["classification"]
 if len(tasks) > 1:
     st.error("Choose detection models or classifiers, not both: they take different explainers.")
@@ -27,7 +27,7 @@ if fitting.empty:
                                                 if tasks[0] == "detection" else "classifier") + " on page **Upload**.")
     st.stop()
 dataset_names = dict(zip(fitting["id"], fitting["name"]))
-dataset_id = st.selectbox("Dataset", list(dataset_names), format_func=lambda d: f"{dataset_names[d]} ({d})",
+dataset_id = st.selectbox("Dataset", list(dataset_names), format_func=lambda d: dataset_names[d],
                           key="audit_dataset")
 offered = data.methods(tasks[0])
 methods = st.multiselect("Explainer(s)", offered, default=offered[:1] if tasks[0] == "detection" else
@@ -38,9 +38,10 @@ n_images = c1.number_input("Images to sample", min_value=1, max_value=100_000, v
                            key="audit_n")
 seed = c2.number_input("Seed", min_value=0, value=0, step=1, key="audit_seed")
 name = st.text_input("Name (optional)", key="audit_name")
-estimate = sum(data.estimate_seconds(m, int(n_images))[0] for m in methods) * max(len(chosen_models), 1)
-st.caption(f"Estimated time: about {views.duration(estimate)} "
-           "(from earlier runs of these methods, else typical CPU speeds).")
+estimates = [data.estimate_seconds(m, int(n_images)) for m in methods]
+estimate = sum(seconds for seconds, _ in estimates) * max(len(chosen_models), 1)
+st.caption(f"Estimated time: about {views.duration(estimate)} (" +
+           "; ".join(basis for _, basis in estimates) + ")." if estimates else "Choose an explainer.")
 submitted = st.button("Start audit", type="primary", key="audit_start")
 
 
@@ -73,11 +74,12 @@ def job_progress():
         st.caption("Nothing running.")
         return
     for run in active.to_dict("records"):
-        done, total, status = data.progress(run["id"])
+        done, total, status, stage = data.progress(run["id"])
         with st.container(border=True):
-            st.text(f"{run.get('name') or run['id']} · {run['method']} · {status}")
+            st.text(f"{run.get('name') or run['method']} · {run.get('model_label')} · {run['method']} · {status}")
             fraction = min(done / total, 1.0) if total else 0.0
-            st.progress(fraction, text=f"{done} / {total or '?'} images")
+            now = f" · {views.STAGE_TEXT.get(stage, stage)}" if stage and (status == "running" or stage == "report") else ""
+            st.progress(fraction, text=f"{done} / {total or '?'} images{now}")
             if run.get("error"):
                 st.error(run["error"])
             b1, b2, b3 = st.columns(3)

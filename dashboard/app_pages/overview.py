@@ -1,10 +1,11 @@
-"""Overview: what is in the workspace, and the open shortcut flags, most severe first."""
+"""Overview: per model series, its open findings in sentences, a picture that shows them, and the trend
+across versions. Ids, hashes and every table sit in the details below."""
 import streamlit as st
 
-from dashboard import data, state, views
+from dashboard import data, overlay, state, views
 
 st.title("Saliency Audit")
-st.caption("What your model looks at across a whole dataset, and which shortcuts it learned.")
+st.caption("What your models look at across a whole dataset, and which shortcuts they learned.")
 
 runs = data.runs()
 models = data.models()
@@ -15,27 +16,57 @@ col_models.metric("Models", len(models))
 col_data.metric("Datasets", len(datasets))
 col_runs.metric("Audits", len(runs))
 
-st.subheader("Open shortcut flags")
-flags = views.open_flags(runs, lambda run_id: data.report(run_id, data.version(run_id)))
-if flags.empty:
-    st.info("No shortcut flagged in any finished audit.")
-else:
-    st.dataframe(flags, hide_index=True, width="stretch")
-
-st.subheader("Audits")
+st.subheader("Findings")
+series = views.model_series(runs, lambda run_id: data.report(run_id, data.version(run_id)))
 if runs.empty:
     st.info("No audit yet. Upload a model and a dataset, then start one under **New audit**.")
-else:
-    shown = views.run_table(runs)
-    st.dataframe(shown, hide_index=True, width="stretch")
-    choice = st.selectbox("Open the report of", runs["id"].tolist(), format_func=data.run_label,
-                          index=None, placeholder="choose an audit", key="overview_open_run")
-    if choice:
-        state.open_report(choice)
+elif not series:
+    st.info("No audit has finished yet: follow them under **New audit**.")
+for k, entry in enumerate(series):
+    latest = entry["versions"][-1]
+    with st.container(border=True):
+        st.markdown(f"#### {views.plain(entry['series'])} on {views.plain(entry['dataset'])}")
+        text, picture = st.columns([3, 1])
+        versions = ", ".join(v["version"] for v in entry["versions"])
+        text.caption(f"{len(entry['versions'])} version(s) audited with {entry['method']}: {views.plain(versions)}")
+        if entry["findings"]:
+            for finding in entry["findings"]:
+                text.markdown(f"- **{views.plain(str(finding['severity'] or '').upper())}** "
+                              f"{views.plain(finding['text'])}.")
+        else:
+            text.success(f"No open shortcut finding on {latest['version']}.")
+        for label in entry["labels"]:
+            text.markdown(f"- *Your label:* {views.plain(label['text'])}" +
+                          (f" ({views.plain(label['note'])})" if label.get("note") else ""))
+        if len(entry["versions"]) > 1 and entry["trend"]:
+            text.markdown("**Across versions** (attention relative to size): " +
+                          "; ".join(views.plain(views.trend_text(t)) for t in entry["trend"]))
+        text.page_link("app_pages/report.py", label=f"Open the report of {latest['version']}",
+                       query_params={state.RUN_PARAM: latest["run"]})
+        shown_region = (entry["findings"] or entry["trend"] or [{}])[0].get("region")
+        if shown_region is not None:  # the latest version's picture of its finding, else of the past one
+            run_id, region = latest["run"], shown_region
+            version = data.version(run_id)
+            image_id = views.exemplar_image(data.gallery_table(run_id, version), region)
+            if image_id is not None:
+                ids, maps = data.saliency_maps(run_id, version)
+                position = {int(i): j for j, i in enumerate(ids)}
+                image, _ = data.picture(entry["dataset_id"], image_id)
+                if image_id in position:
+                    image = overlay.blend(image, maps[position[image_id]], 0.6, data.map_scale(run_id, version))
+                picture.image(image, width="stretch", caption=f"{latest['version']}: the image with the most "
+                                                              f"attention on {region}")
 
-for heading, table in (("Models", views.model_table(models)), ("Datasets", views.dataset_table(datasets))):
-    st.subheader(heading)
-    if table.empty:
-        st.caption("none registered yet")
-    else:
-        st.dataframe(table, hide_index=True, width="stretch")
+with st.expander("Details: every audit, model and dataset, with ids and hashes"):
+    for heading, table in (("Audits", views.run_table(runs)), ("Models", views.model_table(models)),
+                           ("Datasets", views.dataset_table(datasets))):
+        st.markdown(f"**{heading}**")
+        if table.empty:
+            st.caption("none registered yet")
+        else:
+            st.dataframe(views.display_table(table), hide_index=True, width="stretch")
+    if not runs.empty:
+        choice = st.selectbox("Open the report of", runs["id"].tolist(), format_func=data.run_label,
+                              index=None, placeholder="choose an audit", key="overview_open_run")
+        if choice:
+            state.open_report(choice)

@@ -1,4 +1,5 @@
 """Bias report: where one run's attention goes across the dataset, the shortcut flags, and the images."""
+import pandas as pd
 import streamlit as st
 
 from dashboard import components, data, detection_views, overlay, state, views
@@ -25,11 +26,16 @@ cols = st.columns(4)
 cols[0].metric("Images explained", meta.get("n_images", info.get("n_done")))
 accuracy = (report.get("metrics") or {}).get("accuracy")
 cols[1].metric("Accuracy", "n/a" if accuracy is None else f"{accuracy:.1%}")
-cols[2].metric("Shortcut flags", len(report.get("flags", [])))
+cols[2].metric("Open shortcut flags", len(views.open_findings(report)))
 cols[3].metric("Method", str(meta.get("method", info["method"])))
-st.caption("Model " + views.plain((meta.get("model") or {}).get("name", info["model_id"])) +
-           " · dataset " + views.plain((meta.get("dataset") or {}).get("name", info["dataset_id"])) +
+st.caption("Model " + views.plain(data.model_name(info["model_id"])) +
+           " · dataset " + views.plain(data.dataset_name(info["dataset_id"])) +
            f" · seed {meta.get('seed', info['seed'])}")
+skipped = views.skipped_summary(report)
+if skipped:
+    st.warning(views.plain(skipped) + ". They are left out of every number below.")
+    with st.expander(f"Which images were skipped ({len(report['skipped'])})"):
+        st.dataframe(views.display_table(pd.DataFrame(report["skipped"])), hide_index=True, width="stretch")
 
 tab_attention, tab_flags, tab_accuracy, tab_gallery, tab_export = st.tabs(
     ["Attention by region", "Flags", "Accuracy", "Gallery", "Export"])
@@ -47,26 +53,50 @@ with tab_attention:
         st.caption("Bars: mean share of the positive saliency mass that falls in the region, with a 95% "
                    "bootstrap interval over images. Black ticks: the region's mean share of the picture's "
                    "area. A bar far above its tick means more attention than the region's size explains.")
-        st.dataframe(views.readable_intervals(rows), hide_index=True, width="stretch")
+        st.dataframe(views.display_table(views.readable_intervals(rows)), hide_index=True, width="stretch")
 
 with tab_flags:
     flags = report.get("flags", [])
+    label_of = {label["region"]: label for label in report.get("labels") or []}
     if not flags:
         st.success("No shortcut flagged: no non-core region draws more attention than its area explains "
                    "with supporting evidence.")
-    for flag in sorted(flags, key=lambda f: (views.SEVERITY_ORDER.get(f.get("severity"), 9), -f.get("lift", 0))):
+    for k, flag in enumerate(sorted(flags, key=lambda f: (views.SEVERITY_ORDER.get(f.get("severity"), 9),
+                                                          -(f.get("lift") or 0)))):
         with st.container(border=True):
-            where = "" if flag.get("class") is None else " for class " + views.plain(flag["class"])
-            st.markdown(f"**{views.plain(flag.get('severity', '')).upper()}** shortcut on region "
-                        f"**{views.plain(flag['region'])}**{where}")
-            st.markdown(views.evidence_sentence({**flag, "region": views.plain(flag["region"])}))
-            st.json(flag.get("evidence") or {}, expanded=False)
-    sanity = views.sanity_verdicts(report)
+            st.markdown(f"**{views.plain(str(flag.get('severity', '')).upper())}** · "
+                        f"{views.plain(views.flag_sentence(flag, data.model_name(info['model_id'])))}.")
+            label = label_of.get(flag["region"])
+            if label is not None:
+                st.info(views.plain(label["text"]) + (f" ({views.plain(label['note'])})" if label["note"] else ""))
+            for what, text in views.evidence_rows(flag):
+                st.markdown(f"**{views.plain(what)}**: {views.plain(text)}")
+
+    st.subheader("Your labels")
+    st.caption("Mark a region as a shortcut (the model must not use it) or as legitimate. Labels belong to the "
+               "dataset: every later audit of it shows them and re-checks them on its model version.")
+    for label in report.get("labels") or []:
+        st.markdown("- " + views.plain(label["text"]) + (f" ({views.plain(label['note'])})" if label["note"] else ""))
+    candidates = list(dict.fromkeys([f["region"] for f in flags] + [r["region"] for r in report.get("regions") or []]))
+    if candidates:
+        l1, l2 = st.columns([1, 1])
+        region = l1.selectbox("Region", candidates, key="label_region")
+        verdict = l2.radio("It is", ["shortcut", "legitimate"], horizontal=True, key="label_verdict")
+        note = st.text_input("Note (optional)", key="label_note")
+        b1, b2 = st.columns([1, 4])
+        if b1.button("Save label", key="label_save", type="primary"):
+            data.set_label(info["dataset_id"], region, verdict, note, run_id)
+            st.rerun()
+        if region in label_of and b2.button(f"Remove the label on {region}", key="label_remove"):
+            data.remove_label(info["dataset_id"], region)
+            st.rerun()
+
     st.subheader("Explainer sanity")
+    sanity = views.sanity_verdicts(report)
     if sanity.empty:
         st.caption("No sanity check recorded for this run.")
     else:
-        st.dataframe(sanity, hide_index=True, width="stretch")
+        st.dataframe(views.display_table(sanity), hide_index=True, width="stretch")
 
 with tab_accuracy:
     table = data.accuracy(run_id, version)
@@ -75,7 +105,7 @@ with tab_accuracy:
     else:
         st.plotly_chart(views.accuracy_figure(table, "Accuracy per class and subgroup"), width="stretch",
                         key="report_accuracy_chart")
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.dataframe(views.accuracy_display(table), hide_index=True, width="stretch")
 
 with tab_gallery:
     table = data.gallery_table(run_id, version)
@@ -115,31 +145,36 @@ with tab_gallery:
             picture = overlay.outline_regions(picture, mask)
         return picture
 
+    enlarged = None
     for k, row in enumerate(shown.head(24).to_dict("records")):
         if k % 6 == 0:
             grid = st.columns(6)  # one row of columns per six images keeps tiles aligned and in order
         with grid[k % 6]:
             mark = "right" if row["correct"] else "WRONG"
             st.image(rendered(int(row["image_id"])), width="stretch",
-                     caption=f"{row['label']} → {row['pred']} ({mark}) · {sort_region} {row['mass.' + sort_region]:.2f}")
+                     caption=f"{row['label']} → {row['pred']} ({mark}) · {sort_region} "
+                             f"{views.share_text(row.get('mass.' + sort_region))}")
             if st.button("Enlarge", key=f"enlarge_{row['image_id']}"):
                 st.session_state[state.SELECTED_IMAGE] = int(row["image_id"])
+                enlarged = int(row["image_id"])
 
-    selected = st.session_state.get(state.SELECTED_IMAGE)
-    if selected is not None and selected in set(table["image_id"].astype(int)):
-        st.divider()
+    @st.dialog("Enlarged image", width="large")
+    def enlarge(selected: int) -> None:
+        """A modal above the gallery: the image at full width with region outlines, where the eye already is."""
         row = table[table["image_id"] == selected].iloc[0]
-        st.subheader("Image " + views.plain(row["image"]))
+        st.markdown("**" + views.plain(row["image"]) + "**")
         left, right = st.columns([2, 1])
         left.image(rendered(selected, outline=True), width="stretch")
         names = data.region_names(dataset_id)
         right.markdown("**Region outlines**")
         for region_id, name in sorted(names.items()):
             right.markdown(f"- {overlay.REGION_COLOR_NAMES[region_id % len(overlay.REGION_COLOR_NAMES)]}: "
-                           f"{views.plain(name)} (share of attention "
-                           f"{row.get('mass.' + name, float('nan')):.2f})")
+                           f"{views.plain(name)} (share of attention {views.share_text(row.get('mass.' + name))})")
         right.markdown(f"Label **{views.plain(row['label'])}**, predicted **{views.plain(row['pred'])}** "
                        f"(confidence {row['confidence']:.2f})")
+
+    if enlarged is not None and enlarged in set(table["image_id"].astype(int)):
+        enlarge(enlarged)
 
 with tab_export:
     components.export_buttons(run_id, version)

@@ -1,4 +1,5 @@
-"""Explainer trust: can this run's saliency maps be believed at all?"""
+"""Explainer trust: can this run's saliency maps be believed at all? A verdict per method, with the numbers
+beside the random baseline they must beat."""
 import streamlit as st
 
 from dashboard import data, state, views
@@ -15,20 +16,16 @@ if run_id is None:
     st.stop()
 report = data.report(run_id, data.version(run_id))
 
-st.subheader("Sanity checks")
-sanity = views.sanity_verdicts(report)
-if sanity.empty:
-    st.info("No sanity check was recorded for this run.")
-else:
-    for row in sanity.to_dict("records"):
-        passed = row.get("passed")
-        verdict = "passed" if passed else ("failed" if passed is not None else "not judged")
-        (st.success if passed else st.error)(f"{row['check']}: {verdict}")
-    st.dataframe(sanity, hide_index=True, width="stretch")
-
-st.subheader("Faithfulness")
-faithfulness = views.faithfulness_rows(report)
-if faithfulness.empty:
-    st.info("No faithfulness measurement was recorded for this run.")
-else:
-    st.dataframe(faithfulness, hide_index=True, width="stretch")
+methods = data.trust(report)
+if not methods:
+    st.info("No sanity or faithfulness check was recorded for this run.")
+for entry in methods:
+    with st.container(border=True):
+        st.markdown(f"#### {views.plain(entry['method'])}")
+        say = {"trustworthy": st.success, "doubtful": st.error}.get(entry["verdict"], st.info)
+        say({"trustworthy": "Trustworthy: it passed every check below.",
+             "doubtful": "Doubtful: it failed at least one check below; read its maps with care.",
+             }.get(entry["verdict"], "Not checked: no check judged this explainer."))
+        for check in entry["checks"]:
+            mark = {True: "passed", False: "failed", None: "note"}[check["passed"]]
+            st.markdown(f"- **{views.plain(check['name'])}** ({mark}): {views.plain(check['text'])}")

@@ -4,8 +4,11 @@ Overview -> a report (from its bookmarkable URL) -> overlay toggled off -> a rea
 New audit page (worker process, real tiny model) -> page reloaded mid-run -> the audit finishes.
 Screenshots go to test-artifacts/ for a person to look at.
 """
+import json
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -64,10 +67,10 @@ def _no_exception(page):
 def test_overview_report_overlay_and_a_live_audit(server, page):
     url, ids, root = server
     page.goto(url, timeout=60_000)
-    expect(page.get_by_text("Open shortcut flags")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("heading", name="Findings")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Audits", exact=True).first).to_be_visible()
     _no_exception(page)
-    expect(page.get_by_role("heading", name="Datasets")).to_be_visible(timeout=60_000)  # last element: script done
+    expect(page.get_by_text("Details: every audit", exact=False)).to_be_visible(timeout=60_000)  # script done
     page.wait_for_timeout(2000)  # data grids draw on a canvas after the page settles
     page.screenshot(path=str(ARTIFACTS / "01-overview.png"), full_page=True)
 
@@ -85,8 +88,10 @@ def test_overview_report_overlay_and_a_live_audit(server, page):
     with_overlay = gallery.first.get_attribute("src")
     page.screenshot(path=str(ARTIFACTS / "03-gallery-overlay.png"), full_page=True)
     page.get_by_role("button", name="Enlarge").first.click()
-    expect(page.get_by_text("Region outlines")).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("dialog").get_by_text("Region outlines")).to_be_visible(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "03b-enlarged.png"), full_page=True)
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0, timeout=30_000)
     with_overlay = gallery.first.get_attribute("src")
     page.get_by_text("Saliency overlay").click()
     expect(gallery.first).not_to_have_attribute("src", with_overlay, timeout=30_000)
@@ -96,7 +101,7 @@ def test_overview_report_overlay_and_a_live_audit(server, page):
     page.goto(f"{url}/new-audit", timeout=60_000)
     expect(page.get_by_text("Estimated time")).to_be_visible(timeout=60_000)
     # The newest model (the real tiny CNN) is preselected.
-    expect(page.get_by_text(ids["real_model"], exact=False).first).to_be_visible()
+    expect(page.get_by_text("tiny_cnn", exact=False).first).to_be_visible()  # its name, not its id
     number = page.get_by_label("Images to sample")
     number.fill("12")
     number.press("Enter")
@@ -135,7 +140,8 @@ def test_names_from_uploads_are_text_never_html(server, page):
     expect(page.get_by_text("Bias report").first).to_be_visible(timeout=60_000)
     page.wait_for_timeout(3000)
     page.goto(url, timeout=60_000)
-    expect(page.get_by_role("heading", name="Datasets")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Details: every audit", exact=False)).to_be_visible(timeout=60_000)
+    page.get_by_text("Details: every audit", exact=False).click()  # the hostile run's name is in the table
     page.wait_for_timeout(2000)
     _no_exception(page)
     page.screenshot(path=str(ARTIFACTS / "06-hostile-names.png"), full_page=True)
@@ -184,3 +190,221 @@ def test_an_upload_one_byte_over_the_limit_is_refused(server, page, tmp_path):
             return [await put(size[0]), await put(size[1])];
         }""", [uploads[0][0], uploads[0][1].get("x-xsrftoken", ""), [browser_limit, server_limit + 1]])
     assert status_at in (200, 204) and status_over == 413
+
+
+# --- the walk of a user who brings their own model ---------------------------------------------------
+RAW_TEXT = re.compile(r"\bNone\b|\bnan\b|\bNaN\b|\{\"|\"evidence\"|\[(\d+\.\d+), \1\]|tmp[a-z0-9_]{8}")
+
+
+@pytest.fixture(scope="module")
+def own_files(tmp_path_factory):
+    """What the user brings: tagnet v1 (looks at a corner tag) and v2, their cards, a wrong card, the dataset
+    zip (with a truncated PNG and a text file among the images) and a file that is no zip at all."""
+    import zipfile
+
+    from workspace_builder import write_tag_dataset, write_tag_model
+
+    folder = tmp_path_factory.mktemp("own")
+    files = {f"v{v}": write_tag_model(folder / f"v{v}", v) for v in (1, 2)}
+    card = json.loads((folder / "v1" / "model.json").read_text())
+    files["card"] = folder / "v1" / "model.json"
+    files["wrong_card"] = folder / "wrong.json"
+    files["wrong_card"].write_text(json.dumps({**card, "classes": ["circle", "square", "triangle"]}))
+    data = write_tag_dataset(folder / "shapes")
+    files["zip"] = folder / "shapes.zip"
+    with zipfile.ZipFile(files["zip"], "w") as archive:
+        for path in sorted(data.rglob("*")):
+            archive.write(path, path.relative_to(data).as_posix())
+    files["corrupt_zip"] = folder / "holiday.zip"
+    files["corrupt_zip"].write_bytes(b"PK\x03\x04 this zip was cut off in the download")
+    return files
+
+
+@pytest.fixture(scope="module")
+def empty_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("walk") / "workspace"
+    port = free_port()
+    env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(root), PYTHONPATH=str(REPO))
+    log = open(tmp_path_factory.mktemp("walklog") / "streamlit.log", "wb")
+    proc = subprocess.Popen(streamlit_command(port, {}), cwd=tmp_path_factory.mktemp("walkcwd"), env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    wait_until_serving(port, timeout=60)
+    yield f"http://127.0.0.1:{port}", root
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+
+
+def _main_text(page) -> str:
+    return page.locator("[data-testid='stMain']").inner_text()
+
+
+def _readable(page, where: str) -> str:
+    text = _main_text(page)
+    raw = RAW_TEXT.search(text)
+    assert raw is None, f"{where}: {raw.group(0)!r} in {text[max(0, raw.start() - 200):raw.end() + 200]!r}"
+    _no_exception(page)
+    return text
+
+
+def _shot(page, name: str) -> None:
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def _upload_model(page, url, model, card, name, version, wrong_card=None):
+    page.goto(f"{url}/upload", timeout=60_000)
+    expect(page.get_by_text("Model file", exact=False).first).to_be_visible(timeout=60_000)
+    inputs = page.locator("input[type='file']")
+    inputs.nth(0).set_input_files(str(model))
+    expect(page.get_by_text(model.name).first).to_be_visible(timeout=30_000)
+    if wrong_card is not None:
+        inputs.nth(1).set_input_files(str(wrong_card))
+        expect(page.get_by_label("Classes, one per line", exact=False)).to_have_value(
+            "circle\nsquare\ntriangle", timeout=30_000)  # the card fills the form
+        page.get_by_role("button", name="Check and register the model").click()
+        error = page.get_by_text("lists 3 classes but the model outputs 2", exact=False)
+        expect(error).to_be_visible(timeout=120_000)  # beside the button, nothing to open
+        _shot(page, "11-wrong-card.png")
+    inputs.nth(1).set_input_files(str(card))
+    expect(page.get_by_label("Classes, one per line", exact=False)).to_have_value("circle\nsquare", timeout=30_000)
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Version (optional)").fill(version)
+    page.get_by_label("Version (optional)").press("Enter")
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Check and register the model").click()
+    expect(page.get_by_text(f"Registered model {name} {version}", exact=False)).to_be_visible(timeout=120_000)
+
+
+def _audit(page, url, n):
+    page.goto(f"{url}/new-audit", timeout=60_000)
+    expect(page.get_by_text("Estimated time")).to_be_visible(timeout=60_000)
+    number = page.get_by_label("Images to sample")
+    number.fill(str(n))
+    number.press("Enter")
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Start audit").click()
+    expect(page.get_by_text("Started", exact=False)).to_be_visible(timeout=60_000)
+    stages = set()
+    for _ in range(600):  # what a person sees while waiting: the stage, never a silent 100 / 100
+        text = _main_text(page)
+        stages |= {s for s in ("explaining images", "testing regions", "sanity check", "writing the report",
+                               "cross-checking", "faithfulness") if s in text}
+        if page.get_by_role("link", name="Open report").count():
+            break
+        page.wait_for_timeout(500)
+    expect(page.get_by_role("link", name="Open report").first).to_be_visible(timeout=60_000)
+    return stages
+
+
+def test_a_user_walks_from_upload_to_a_label_carried_across_versions(empty_server, own_files, page):
+    url, root = empty_server
+    timings = {}
+    _upload_model(page, url, own_files["v1"], own_files["card"], "tagnet", "v1", wrong_card=own_files["wrong_card"])
+    _shot(page, "12-model-registered.png")
+    text = _readable(page, "upload")
+    assert "tmp" not in text.replace(str(root), "")
+
+    dataset_input = page.locator("input[type='file']").nth(2)
+    dataset_input.set_input_files(str(own_files["corrupt_zip"]))
+    page.get_by_role("button", name="Check and register the dataset").click()
+    expect(page.get_by_text("holiday.zip", exact=False).nth(1)).to_be_visible(timeout=60_000)
+    _shot(page, "13-corrupt-zip.png")
+    assert "holiday.zip: not a folder or a .zip" in _readable(page, "corrupt zip")  # no staging folder named
+    page.locator("input[type='file']").nth(2).set_input_files(str(own_files["zip"]))
+    expect(page.get_by_text("shapes.zip").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("not a folder or a .zip", exact=False)).to_have_count(0, timeout=30_000)  # a new file
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Check and register the dataset").click()
+    expect(page.get_by_text("Registered dataset shapes with 26 images, of which 24 can be audited")).to_be_visible(
+        timeout=60_000)
+    expect(page.get_by_text("images/broken.png (truncated PNG)", exact=False)).to_be_visible()
+    expect(page.get_by_text("images/notes.png (not an image", exact=False)).to_be_visible()
+    _shot(page, "14-dataset-unreadable-named.png")
+
+    stages_v1 = _audit(page, url, 26)
+    _shot(page, "15-audit-v1-done.png")
+    page.get_by_role("link", name="Open report").first.click()
+    expect(page.get_by_text("Images explained")).to_be_visible(timeout=60_000)
+    report_url = page.url
+    text = _readable(page, "report v1")
+    assert "Model tagnet v1 · dataset shapes" in text
+    assert "2 images were skipped: 1 truncated PNG, 1 not an image" in text
+    page.get_by_text("Which images were skipped (2)").click()
+    expect(page.get_by_text("Which images were skipped (2)")).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
+    _shot(page, "16-report-v1-attention.png")
+
+    page.get_by_role("tab", name="Flags").click()
+    expect(page.get_by_text("Fill effect").first).to_be_visible(timeout=30_000)
+    text = _readable(page, "flags v1")
+    assert re.search(r"tagnet v1 looks [\d.]+x more at corner_tag than its size explains; hiding it flips \d+% of "
+                     r"predictions", text), text[:2000]
+    assert page.locator("[data-testid='stJson']").count() == 0
+    assert "for class circle" not in text
+    page.get_by_label("Note (optional)").fill("the tag is a sticker, not the shape")
+    page.get_by_label("Note (optional)").press("Enter")
+    page.wait_for_timeout(800)
+    page.get_by_role("button", name="Save label").click()
+    expect(page.get_by_text("labelled shortcut on tagnet v1: still", exact=False).first).to_be_visible(timeout=30_000)
+    _shot(page, "17-flags-and-label-v1.png")
+
+    page.get_by_role("tab", name="Accuracy").click()
+    ticks = page.locator(".st-key-report_accuracy_chart .xtick text")
+    expect(ticks.first).to_be_visible(timeout=30_000)
+    assert [t.strip() for t in ticks.all_text_contents() if t.strip()] == ["all images", "class circle", "class square"]
+    _readable(page, "accuracy")
+    _shot(page, "18-accuracy.png")
+
+    page.get_by_role("tab", name="Gallery").click()
+    page.get_by_role("button", name="Enlarge").first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("Region outlines")).to_be_visible(timeout=30_000)
+    expect(dialog.locator("img").first).to_be_visible()
+    _shot(page, "19-enlarged.png")
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="Export").click()
+    expect(page.get_by_role("button", name="Report as JSON")).to_be_visible(timeout=30_000)
+
+    page.goto(f"{url}/trust?{report_url.split('?', 1)[1]}", timeout=60_000)
+    expect(page.get_by_text("random pixel order", exact=False).first).to_be_visible(timeout=60_000)
+    _readable(page, "trust")
+    _shot(page, "20-trust.png")
+
+    _upload_model(page, url, own_files["v2"], own_files["v2"].parent / "model.json", "tagnet", "v2")
+    stages_v2 = _audit(page, url, 26)
+    assert {"explaining images", "writing the report"} & (stages_v1 | stages_v2), stages_v1 | stages_v2
+    page.get_by_role("link", name="Open report").first.click()
+    expect(page.get_by_text("Images explained")).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="Flags").click()
+    carried = page.get_by_text("labelled shortcut on tagnet v1:", exact=False).first
+    expect(carried).to_be_visible(timeout=30_000)
+    assert "on tagnet v2" in carried.inner_text()
+    expect(page.get_by_text("the tag is a sticker, not the shape", exact=False).first).to_be_visible()
+    _readable(page, "report v2")
+    _shot(page, "21-report-v2-label-carried.png")
+
+    page.goto(f"{url}/compare", timeout=60_000)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+    text = _readable(page, "compare")
+    assert "v1 (gradcam)" in text and "v2 (gradcam)" in text
+    _shot(page, "22-compare.png")
+
+    page.goto("about:blank")
+    started = time.monotonic()
+    page.goto(url, timeout=60_000)
+    expect(page.get_by_text("Details: every audit", exact=False)).to_be_visible(timeout=60_000)
+    expect(page.locator("[data-testid='stImage'] img").first).to_be_visible(timeout=60_000)
+    timings["overview_s"] = time.monotonic() - started
+    text = _readable(page, "overview")
+    assert "tagnet on shapes" in text and "Across versions" in text
+    assert re.search(r"corner_tag: v1 [\d.]+x → v2 [\d.]+x", text), text
+    _shot(page, "23-overview-findings.png")
+
+    page.goto("about:blank")
+    started = time.monotonic()
+    page.goto(report_url, timeout=60_000)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)
+    timings["report_s"] = time.monotonic() - started
+    (ARTIFACTS / "first-visit-times.json").write_text(json.dumps(timings))
+    print("first visits:", timings)

@@ -83,20 +83,20 @@ def test_enlarge_shows_full_size_overlay_with_region_legend(app, planted):
     assert len(at.image) == N_IMAGES + 1
     legend = _texts(at)
     assert "cage" in legend and "animal" in legend
-    assert [h.value for h in at.subheader if h.value.startswith("Image")] == ["Image images/000\\.png"]
+    assert "**images/000\\.png**" in [m.value for m in at.markdown]  # in the dialog, above the gallery
 
 
 def test_compare_page_draws_both_versions(app, planted):
     runs = ",".join(planted[1]["runs"])
     at = app("app_pages/compare.py", runs=runs)
-    assert at.multiselect(key="compare_runs").value == planted[1]["runs"]
+    assert at.multiselect(key=f"compare_runs_{planted[1]['dataset']}").value == planted[1]["runs"]
     assert len(at.get("plotly_chart")) == 2  # regions and subgroup accuracy across versions
     assert len(at.image) == 2  # the same image under v1 and v2
     from analysis.report.compare import compare_runs
     from analysis.store.workspace import Workspace
 
     workspace = Workspace(planted[0])
-    expected = compare_runs([workspace.store(r) for r in planted[1]["runs"]], ["v1: v1", "v2: v2"])["summary"]
+    expected = compare_runs([workspace.store(r) for r in planted[1]["runs"]], ["v1 (gradcam)", "v2 (gradcam)"])["summary"]
     assert any(m.value.replace("\\", "") == expected for m in at.markdown), expected
 
 
@@ -166,7 +166,7 @@ def test_upload_shows_a_model_that_does_not_load_as_a_field_error(app, tmp_path)
 
 def test_new_audit_page_follows_the_run_in_the_url_after_a_reload(app, planted):
     at = app("app_pages/new_audit.py", run=planted[1]["runs"][1])
-    assert any("v2 · gradcam · done" in t.value for t in at.text)
+    assert any("v2 · tiny v2 · gradcam · done" in t.value for t in at.text)
     links = at.get("page_link")
     assert len(links) == 1 and links[0].proto.label == "Open report"
 
@@ -181,5 +181,5 @@ def test_every_page_opens_on_an_empty_workspace(page, tmp_path, monkeypatch):
 
 def test_compare_page_opens_on_the_version_series_without_warnings(app, planted):
     at = app("app_pages/compare.py")
-    assert at.multiselect(key="compare_runs").value == planted[1]["runs"]  # v1, v2 of one explainer
+    assert at.multiselect(key=f"compare_runs_{planted[1]['dataset']}").value == planted[1]["runs"]  # v1, v2
     assert not at.warning

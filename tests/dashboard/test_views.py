@@ -1,26 +1,5 @@
-"""The overview's flag table: every finished run's flags, most severe first, intervals readable."""
+"""Display shaping: intervals, series, sentences, the accuracy chart, evidence panels."""
 import pandas as pd
-
-from dashboard.views import open_flags
-
-REPORTS = {
-    "r-1": {"flags": [{"region": "cage", "class": None, "severity": "medium", "lift": 1.01,
-                       "lift_ci": [0.9973100375, 1.0312], "evidence": {"flip_rate": 0.47}}]},
-    "r-2": {"flags": [{"region": "water", "class": "boat", "severity": "high", "lift": 1.6716, "kind": "context",
-                       "evidence": {"score_drop": 0.79, "score_drop_ci": [0.75, 0.81]}}]},
-    "r-3": {"flags": []},
-}
-
-
-def test_flags_of_finished_runs_most_severe_first_with_intervals_as_text():
-    runs = pd.DataFrame({"id": ["r-1", "r-2", "r-3", "r-4"], "name": ["cage v1", "boats", "clean", "running"],
-                         "status": ["done", "done", "done", "running"]})
-    table = open_flags(runs, REPORTS.__getitem__)
-    assert table["run"].tolist() == ["r-2", "r-1"]  # high before medium; r-3 has none; r-4 is not finished
-    assert list(table.columns[:6]) == ["run_name", "run", "severity", "region", "class", "lift"]
-    assert table.loc[table.run == "r-1", "lift_ci"].item() == "[1.00, 1.03]"
-    assert table.loc[table.run == "r-2", "lift_ci"].isna().item()  # a context flag has no lift interval
-    assert table.loc[table.run == "r-2", "evidence.score_drop"].item() == 0.79
 
 
 def test_region_rows_show_intervals_as_text_and_keep_numbers_numeric():
@@ -35,19 +14,24 @@ def test_region_rows_show_intervals_as_text_and_keep_numbers_numeric():
 
 def _demo_like_runs() -> pd.DataFrame:
     """The demo's catalog order: per model version, a Grad-CAM run then a gradients run, on one dataset."""
-    rows = [{"id": f"r-{v}-{m}", "model_id": f"m-{v}", "dataset_id": "d-cage", "method": m}
-            for v in range(1, 7) for m in ("gradcam", "saliency")]
-    return pd.DataFrame(rows + [{"id": "r-other", "model_id": "m-x", "dataset_id": "d-other", "method": "gradcam"}])
+    rows = [{"id": f"r-{v}-{m}", "model_id": f"m-{v}", "dataset_id": "d-cage", "method": m, "model_name": "cage",
+             "model_version": f"v{v}"} for v in range(1, 7) for m in ("gradcam", "saliency")]
+    return pd.DataFrame([{"id": "r-other", "model_id": "m-x", "dataset_id": "d-other", "method": "gradcam",
+                          "model_name": "boats", "model_version": None}] + rows)
 
 
-def test_compare_opens_on_a_retraining_series_not_two_explainers_of_one_model():
+def test_compare_opens_on_the_newest_audits_series_or_empty():
     from dashboard.views import default_series
 
     runs = _demo_like_runs()
-    assert default_series(runs) == [f"r-{v}-gradcam" for v in range(1, 6)]  # v1..v5 (limit 5), one explainer
-    assert default_series(runs, limit=2) == ["r-1-gradcam", "r-2-gradcam"]
-    lonely = runs[runs["model_id"] == "m-1"]  # one model only: nothing better than the first two runs
-    assert default_series(lonely) == ["r-1-gradcam", "r-1-saliency"]
+    assert default_series(runs) == [f"r-{v}-saliency" for v in range(1, 7)]  # the newest run's explainer
+    gradcam = runs[runs["method"] == "gradcam"]
+    assert default_series(gradcam) == [f"r-{v}-gradcam" for v in range(1, 7)]
+    other = pd.concat([runs, runs.iloc[:1]])  # newest: the boats model, alone in its series
+    assert default_series(other) == []
+    named = runs.assign(model_version=None, model_name=[f"cage-v{v}" if v else "boats" for v in
+                                                        [0] + [v for v in range(1, 7) for _ in (1, 2)]])
+    assert default_series(named) == [f"r-{v}-saliency" for v in range(1, 7)]  # "cage-v3": series cage, v3
     assert default_series(runs.iloc[:0]) == []
 
 
@@ -60,3 +44,79 @@ def test_series_warnings_name_what_is_not_a_version_series():
     assert "different explainers (gradcam, saliency)" in explainers and "same model" in same_model
     (datasets,) = series_warnings(runs.loc[["r-1-gradcam", "r-other"]])
     assert "different datasets" in datasets
+
+
+def test_accuracy_chart_has_one_bar_per_slice_and_no_class_nan():
+    """The report's accuracy rows carry NaN (not None) where a slice has no class: every bar must still be
+    named, overall and subgroups apart, each at most 1."""
+    from dashboard.views import accuracy_display, accuracy_figure
+
+    nan = float("nan")
+    table = pd.DataFrame({"class": [nan, "cat", "dog", nan, nan], "group": [nan, nan, nan, "in_cage=no", "in_cage=yes"],
+                          "n": [12, 6, 6, 6, 6], "correct": [9, 4, 5, 6, 3],
+                          "accuracy": [0.75, 4 / 6, 5 / 6, 1.0, 0.5], "ci_low": [0.47, 0.3, 0.44, 0.61, 0.19],
+                          "ci_high": [0.91, 0.9, 0.97, 1.0, 0.81]})
+    bar = accuracy_figure(table, "t").data[0]
+    assert list(bar.x) == ["all images", "class cat", "class dog", "in_cage=no", "in_cage=yes"]
+    assert len(set(bar.x)) == len(bar.x) and max(bar.y) <= 1.0
+    shown = accuracy_display(table)
+    assert shown["accuracy"].tolist() == ["75%", "67%", "83%", "100%", "50%"]
+    assert shown["95% interval"].tolist()[0] == "47% to 91%"
+    assert "nan" not in shown.to_string().lower() and "none" not in shown.to_string().lower()
+
+
+def test_flag_sentence_and_evidence_panel_read_as_words_with_unknown_keys():
+    from dashboard.views import evidence_rows, flag_sentence
+
+    flag = {"region": "watermark", "class": None, "group": None, "lift": 6.6, "severity": "high",
+            "confidence": "high", "lift_ci": [5.9, 7.4],
+            "evidence": {"flip_rate": 0.84, "flip_rate_ci": [0.8, 0.88], "accuracy_drop": 0.5, "p_value": 1e-5,
+                         "control_flip_rate": 0.02, "control_accuracy_drop": None, "fill": "mean", "n": 120,
+                         "second_explainer": "saliency", "second_explainer_lift": 3.1, "sanity_passed": True,
+                         "swap_flip_rate": 0.7, "swap_p_value": 0.001, "power": "80% power to see a 10-point effect",
+                         "new_thing": {"a": 1, "b": None}}}
+    assert flag_sentence(flag, "v1") == ("v1 looks 6.6x more at watermark than its size explains; hiding it flips "
+                                         "84% of predictions")
+    rows = dict(evidence_rows(flag))
+    assert rows["Fill effect"] == ("Filling watermark with a mean fill flips 84% of predictions (95% CI 80% to 88%) and "
+                                   "lowers accuracy by 50 points, over 120 images.")
+    assert rows["Control"] == "Filling an area of the same size elsewhere flips 2%."
+    assert rows["Second explainer"] == "saliency agrees (lift 3.10)"
+    assert rows["Swap effect"] == "flip rate 70%; p value 0.001"
+    assert rows["Power"] == "80% power to see a 10-point effect"
+    assert rows["New thing"] == "a 1"
+    text = " ".join(f"{k} {v}" for k, v in rows.items())
+    assert "None" not in text and "nan" not in text and "{" not in text
+    low = dict(flag, confidence="low", reasons=["no second explainer was run on this region"], evidence={},
+               basis="intervention", lift=1.06, **{"class": "square"})
+    assert flag_sentence(low, "v2") == ("v2 relies on watermark for class square, although its attention there is "
+                                        "only 1.1x what its size explains (low confidence: no second explainer was "
+                                        "run on this region)")
+
+
+def test_one_value_intervals_show_as_one_number():
+    from dashboard.views import display_table, value_text
+
+    assert value_text([11.02, 11.02]) == "11"
+    assert value_text([0.93, 1.12]) == "0.93 to 1.12"
+    shown = display_table(pd.DataFrame({"role": [None, "core"], "lift_ci": [[11.02, 11.02], [1.0, 2.0]],
+                                        "mass": [float("nan"), 0.25], "class": [None, None]}))
+    assert shown.values.tolist() == [["", "11", ""], ["core", "1 to 2", "0.25"]]  # the empty class column: gone
+
+
+def test_model_series_groups_versions_and_drops_findings_labelled_legitimate():
+    from dashboard.views import model_series, trend_text
+
+    runs = pd.DataFrame([
+        {"id": "r1", "status": "done", "model_id": "m1", "model_name": "tagnet", "model_version": "v1",
+         "dataset_id": "d", "dataset_name": "shapes", "method": "gradcam"},
+        {"id": "r2", "status": "done", "model_id": "m2", "model_name": "tagnet", "model_version": "v2",
+         "dataset_id": "d", "dataset_name": "shapes", "method": "gradcam"}])
+    flag = {"region": "tag", "lift": 11.0, "severity": "high", "evidence": {"flip_rate": 0.9}}
+    reports = {"r1": {"flags": [flag], "regions": [{"region": "tag", "class": None, "group": None, "lift": 11.0}]},
+               "r2": {"flags": [dict(flag, lift=2.1)], "labels": [{"region": "tag", "verdict": "legitimate"}],
+                      "regions": [{"region": "tag", "class": None, "group": None, "lift": 2.1}]}}
+    (entry,) = model_series(runs, reports.__getitem__)
+    assert entry["series"] == "tagnet" and [v["version"] for v in entry["versions"]] == ["v1", "v2"]
+    assert entry["findings"] == []  # v2's only flag is on a region a person called legitimate
+    assert [trend_text(t) for t in entry["trend"]] == ["tag: v1 11.0x → v2 2.1x"]

@@ -143,3 +143,82 @@ def register_real_model(root: Path) -> str:
         return workspace.register_model(write_real_model(root.parent / "sources" / "real"))
     finally:
         workspace.close()
+
+
+# --- a user's own model and data, made here: a corner tag on 90% of squares ---------------------------
+TAG_SIZE, TAG_N = 32, 24
+TAG_REGIONS = {"0": {"name": "background"}, "1": {"name": "shape", "role": "core"}, "2": {"name": "corner_tag"}}
+
+
+def write_tag_dataset(folder: Path, *, broken: bool = True) -> Path:
+    """24 shapes (grey square or circle on black; a white corner tag on 90% of squares, never on circles),
+    masks background / shape (core) / corner_tag; `broken` adds a truncated PNG and a file that is no image."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(exist_ok=True)
+    rows, yy, xx = [], *np.mgrid[:TAG_SIZE, :TAG_SIZE]
+    for i in range(TAG_N):
+        label = "square" if i % 2 == 0 else "circle"
+        tagged = label == "square" and i % 20 != 0  # 11 of 12 squares (~90%)
+        mask = np.zeros((TAG_SIZE, TAG_SIZE), np.uint8)
+        if label == "square":
+            mask[8:24, 8:24] = 1
+        else:
+            mask[(yy - 15.5) ** 2 + (xx - 15.5) ** 2 <= 8 ** 2] = 1
+        if tagged:
+            mask[1:7, 1:7] = 2
+        pixels = np.zeros((TAG_SIZE, TAG_SIZE, 3), np.uint8)
+        pixels[mask == 1] = 178
+        pixels[mask == 2] = 255
+        Image.fromarray(pixels).save(folder / "images" / f"{i:03d}.png")
+        Image.fromarray(mask).save(folder / "masks" / f"{i:03d}.png")
+        rows.append({"image": f"images/{i:03d}.png", "label": label, "mask": f"masks/{i:03d}.png"})
+    if broken:
+        good = (folder / "images" / "000.png").read_bytes()
+        (folder / "images" / "broken.png").write_bytes(good[: len(good) // 2])
+        (folder / "images" / "notes.png").write_text("a text file saved with an image's name")
+        for name in ("broken", "notes"):
+            Image.fromarray(np.zeros((TAG_SIZE, TAG_SIZE), np.uint8)).save(folder / "masks" / f"{name}.png")
+            rows.append({"image": f"images/{name}.png", "label": "square", "mask": f"masks/{name}.png"})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    (folder / "regions.json").write_text(json.dumps({"regions": TAG_REGIONS}))
+    return folder
+
+
+def write_tag_model(folder: Path, version: int) -> Path:
+    """A torch.export'ed CNN with set weights, and its card. Channel 0 fires on white (the tag), channel 1 on
+    anything brighter than grey/2. v1 calls an image "square" when it sees the tag anywhere (the shortcut);
+    v2 when the centre is full (a square fills it, a circle does not)."""
+    from torch import nn
+
+    class TagNet(nn.Module):
+        def __init__(self, where: torch.Tensor):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU())
+            self.register_buffer("where", where)
+            self.head = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.head((self.features(x) * self.where).sum(dim=(2, 3)))
+
+    where = torch.zeros(1, 1, TAG_SIZE, TAG_SIZE)
+    if version == 1:
+        where[:] = 1.0 / TAG_SIZE ** 2
+    else:
+        where[..., 8:24, 8:24] = 1.0 / 256
+    net = TagNet(where)
+    with torch.no_grad():
+        net.features[0].weight.copy_(torch.full((2, 3, 1, 1), 1 / 3))
+        net.features[0].bias.copy_(torch.tensor([-0.85, -0.5]))
+        weight = [[0.0, 0.0], [1000.0, 0.0]] if version == 1 else [[0.0, 0.0], [0.0, 100.0]]
+        net.head.weight.copy_(torch.tensor(weight))
+        net.head.bias.copy_(torch.tensor([1.0, 0.0] if version == 1 else [0.0, -18.0]))
+    net.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.pt2"
+    example = (torch.rand(2, 3, TAG_SIZE, TAG_SIZE),)
+    program = torch.export.export(net, example, dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(path))
+    (folder / "model.json").write_text(json.dumps({
+        "task": "classification", "classes": ["circle", "square"], "input_size": [TAG_SIZE, TAG_SIZE],
+        "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}))
+    return path

@@ -29,3 +29,12 @@ def detection_runs(tmp_path_factory, coco_scenes):
         assert code == 0
         runs[version] = out.getvalue().strip().splitlines()[-1]
     return runs
+
+
+@pytest.fixture(scope="session")
+def yolo_files(tmp_path_factory):
+    """A random YOLOv8n (from its yaml) as an Ultralytics checkpoint and as an ONNX export (`yolo_helpers`)."""
+    from yolo_helpers import build_yolo, write_yolo_files
+
+    model = build_yolo()
+    return {"model": model, **write_yolo_files(model, tmp_path_factory.mktemp("yolo"))}

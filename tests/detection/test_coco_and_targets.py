@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.data.coco import decode_rle_string, read_coco, segmentation_mask
+from pycocotools import mask as coco_mask
+
+from analysis.data.coco import read_coco, rle_counts, segmentation_mask
 from explainers.detection import MultiLabelTargets, SegmentationTarget
 from explainers.errors import InputError
 from sample_models.detection import encode_rle, make_scenes, write_coco
@@ -55,14 +57,37 @@ def test_compressed_rle_decodes_to_the_mask():
     mask = rng.random((13, 17)) < 0.3
     mask[2:9, 4:12] = True
     rle = encode_rle(mask)
-    assert decode_rle_string(_rle_to_string(rle["counts"])) == rle["counts"]
+    assert rle_counts(_rle_to_string(rle["counts"])) == rle["counts"]
     compressed = {"size": [13, 17], "counts": _rle_to_string(rle["counts"])}
     np.testing.assert_array_equal(segmentation_mask(compressed, 13, 17), mask)
+    # the COCO API's own encoder gives the same string, and our reading of its counts is its run lengths
+    reference = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert reference["counts"].decode() == compressed["counts"]
     # a known pycocotools string: a 4x4 mask with a 2x2 block at rows 1-2, cols 1-2 is counts [5, 2, 2, 2, 5],
     # stored as deltas from two back after the third: "5", "2", "2", "0", "3"
     expected = np.zeros((4, 4), bool)
     expected[1:3, 1:3] = True
     np.testing.assert_array_equal(segmentation_mask({"size": [4, 4], "counts": "52203"}, 4, 4), expected)
+
+
+def test_polygons_rasterise_as_the_coco_api_does():
+    """A triangle and a square in one annotation: the union, pixel for pixel what pycocotools gives."""
+    polygons = [[1.0, 1.0, 9.5, 1.0, 1.0, 7.5], [11, 2, 15, 2, 15, 6, 11, 6]]
+    mask = segmentation_mask(polygons, 10, 17)
+    reference = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(polygons, 10, 17))).astype(bool)
+    np.testing.assert_array_equal(mask, reference)
+    assert mask[2, 2] and mask[4, 13] and not mask[8, 15]
+    assert not segmentation_mask([[1, 2, 3, 4]], 10, 17).any()  # a polygon needs three points
+
+
+@pytest.mark.parametrize("counts,message", [
+    ("000o", "ends inside a count"),  # a continuation bit on the last group
+    ([3, 200, 1], "sum to 204"),  # runs past the 4x4 buffer: checked before the C decoder writes them
+    ("52209", "sum to 22"),  # a compressed string whose runs overrun the mask
+])
+def test_hostile_rle_is_refused_before_decoding(counts, message):
+    with pytest.raises(InputError, match=message):
+        segmentation_mask({"size": [4, 4], "counts": counts}, 4, 4)
 
 
 def _write(tmp_path, images=None, annotations=None, categories=None):

@@ -108,3 +108,29 @@ def test_large_region_with_modest_lift_is_flagged_only_on_a_strong_intervention(
     assert [f["region"] for f in flags] == ["patch"] and flags[0]["basis"] == "intervention"
     assert flags[0]["severity"] == "high"
     assert shortcut_flags(table, _evidence(patch_flip=0.15)) == []  # significant but not strong
+
+
+def test_a_class_where_the_tag_occurs_once_does_not_name_the_flag():
+    """Corner tag on 36 of 40 squares and on one circle: the flag is the squares' (or the whole sample's),
+    never "for class circle" with the single-image interval that one circle gives."""
+    import pandas as pd
+
+    images, regions = [], []
+    for i in range(80):
+        label = "square" if i < 40 else "circle"
+        tagged = (i < 36) or i == 40
+        images.append({"image_id": i, "label": label, "correct": True})
+        tag_mass = (0.5 if label == "square" else 0.9) if tagged else 0.0
+        regions += [{"image_id": i, "region": "corner_tag", "role": None, "mass": tag_mass,
+                     "area": 0.04 if tagged else 0.0},
+                    {"image_id": i, "region": "shape", "role": "core", "mass": 1 - tag_mass, "area": 0.3}]
+    table = region_table(pd.DataFrame(images), pd.DataFrame(regions), n_boot=200)
+    circle = table[(table.region == "corner_tag") & (table["class"] == "circle")].iloc[0]
+    assert circle.lift_ci_low == circle.lift_ci_high == pytest.approx(22.5)  # the degenerate interval
+    evidence = {"interventions": {"corner_tag": {"p_value": 1e-6, "flip_rate": 0.8, "accuracy_drop": 0.8,
+                                                 "n": 80, "control": {"flip_rate": 0.0, "accuracy_drop": 0.0}}}}
+    flags = shortcut_flags(table, evidence)
+    assert [f["region"] for f in flags] == ["corner_tag"]
+    assert flags[0]["class"] in (None, "square")
+    assert flags[0]["lift_ci"][1] > flags[0]["lift_ci"][0]
+    assert "circle" not in {s["class"] for s in flags[0]["slices"]}

@@ -251,7 +251,7 @@ def test_finished_run_keeps_its_report_until_its_inputs_change(tmp_path, files, 
         raise AssertionError("report rebuilt although nothing changed")
 
     monkeypatch.setattr(report_module, "build_report", must_not_rebuild)
-    assert report_module.cached_report(run_id, workspace) == written
+    assert report_module.cached_report(run_id, workspace) == {**written, "labels": []}  # + the catalog's labels
     evidence = store.evidence()
     evidence["interventions"] = {}
     store.write_evidence(evidence)  # new evidence: the cached report is stale

@@ -1,0 +1,221 @@
+"""Models kept in an MLflow model registry: `models:/NAME/VERSION` and `models:/NAME@ALIAS` as a model source,
+a registered model's versions as a retraining series, and each audit's results written back to its version.
+
+MLflow's own client does the talking (tracking URI from `--mlflow-uri` or `MLFLOW_TRACKING_URI`), so any
+backend a team runs (a tracking server, Databricks, a local `mlruns` folder) works the same.
+
+What a version must hold, in the artifacts its source points at: one model file in a format the tool loads
+(`.pt2`, a state dict `.pt`/`.pth`/`.safetensors` with `architecture` in the card, `.onnx`) and the card,
+either as a `model.json` artifact or as the version tag `saliency_audit.card` (the card as JSON; the tag wins).
+An `mlflow.pytorch` model saved with `serialization_format="pickle"` is a pickle of the whole module: loading
+it runs code, so it is refused with the fix (log a state dict or a .pt2); one saved as "pt2" is a torch.export
+file and loads like any .pt2 (its card then comes from the tag). Downloading files runs
+nothing; the model is loaded later, in the worker, with the same format rules as a file.
+
+Results go back idempotently: the report (JSON and HTML) as artifacts under `saliency_audit/` of the version's
+run (overwritten on a new audit), the flag count and the top region lifts as metrics of that run (logged once
+per audit, keyed by the audit's run id), and tags on the version (`saliency_audit.flags`,
+`saliency_audit.run`, `saliency_audit.flagged_regions`), so the registry page shows which versions carry a
+flagged shortcut.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from explainers.errors import InputError
+
+URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
+CARD_TAG = "saliency_audit.card"
+MODEL_SUFFIXES = (".pt2", ".onnx", ".safetensors", ".pt", ".pth")  # preference order in one version's files
+INSTALL_HINT = "pip install 'saliency-audit[mlflow]'"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    run_id: str | None
+    aliases: tuple[str, ...]
+    tags: dict
+    tracking_uri: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}" + (f" @{','.join(self.aliases)}" if self.aliases else "")
+
+
+def is_registry_uri(value) -> bool:
+    return isinstance(value, str) and value.startswith("models:/")
+
+
+def client(tracking_uri: str | None = None):
+    """An `MlflowClient` for `tracking_uri` (default `MLFLOW_TRACKING_URI`)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        from mlflow import MlflowClient
+    except ImportError:
+        raise InputError(f"models:/ URIs need MLflow: {INSTALL_HINT}") from None
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise InputError("models:/ URIs need a tracking server: pass --mlflow-uri URI or set MLFLOW_TRACKING_URI")
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def resolve(mlflow_client, uri: str) -> RegisteredVersion:
+    """The version `uri` names (`models:/NAME/VERSION` or `models:/NAME@ALIAS`), or an InputError with the fix."""
+    match = URI.match(uri)
+    if match is None:
+        raise InputError(f"--model {uri}: use models:/NAME/VERSION or models:/NAME@ALIAS")
+    name = match["name"]
+    try:
+        found = (mlflow_client.get_model_version(name, match["version"]) if match["version"]
+                 else mlflow_client.get_model_version_by_alias(name, match["alias"]))
+    except Exception as exc:  # MlflowException / RestException; the server's own words name the problem
+        raise InputError(f"--model {uri}: {_mlflow_message(exc)} (registry {mlflow_client.tracking_uri})") from None
+    return _version(found, mlflow_client.tracking_uri)
+
+
+def versions(mlflow_client, name: str) -> list[RegisteredVersion]:
+    """Every version of a registered model, oldest first (version numbers are the retraining order)."""
+    try:
+        found = mlflow_client.search_model_versions(f"name='{name}'")
+    except Exception as exc:
+        raise InputError(f"registered model {name!r}: {_mlflow_message(exc)}") from None
+    if not found:
+        raise InputError(f"registered model {name!r} has no versions in {mlflow_client.tracking_uri}; check the "
+                         "name (MLflow's Models page lists them)")
+    by_version: dict[int, list[str]] = {}  # version search results carry no aliases; the registered model does
+    for alias, number in (mlflow_client.get_registered_model(name).aliases or {}).items():
+        by_version.setdefault(int(number), []).append(alias)
+    return sorted((_version(v, mlflow_client.tracking_uri, by_version.get(int(v.version))) for v in found),
+                  key=lambda v: v.version)
+
+
+def register(workspace, mlflow_client, version: RegisteredVersion) -> str:
+    """Download a version's model and card, register them in the workspace, remember where they came from."""
+    with tempfile.TemporaryDirectory(prefix="mlflow-") as tmp:
+        try:
+            folder = Path(_download(mlflow_client, version, tmp))
+        except Exception as exc:
+            raise InputError(f"{version.uri}: could not download its files ({_mlflow_message(exc)})") from None
+        model_file, card = model_files(folder, version)
+        card = {**card, "name": version.label.split(" @")[0]}
+        card_file = Path(tmp) / "saliency-audit-card.json"
+        card_file.write_text(json.dumps(card))
+        model_id = workspace.register_model(model_file, card_file)
+    workspace.set_model_source(model_id, {"uri": version.uri, "tracking_uri": version.tracking_uri,
+                                          "name": version.name, "version": version.version,
+                                          "aliases": list(version.aliases), "run_id": version.run_id})
+    return model_id
+
+
+def model_files(folder: Path, version: RegisteredVersion) -> tuple[Path, dict]:
+    """(the model file, the card) among a version's downloaded files."""
+    mlmodel = folder / "MLmodel"
+    flavour = mlmodel.is_file() and re.search(r"^\s+pytorch:", mlmodel.read_text(errors="replace"), re.M)
+    exported = sorted(folder.rglob("*.pt2"))  # mlflow.pytorch's serialization_format="pt2": a torch.export file
+    if flavour and not exported:
+        raise InputError(f"{version.uri} is an mlflow.pytorch model: a pickle of the whole module, which runs code "
+                         "when loaded; log the weights instead (mlflow.log_artifact of model.safetensors or a "
+                         "torch.export model.pt2, with model.json beside it) and register that folder")
+    candidates = exported if flavour else [
+        path for suffix in MODEL_SUFFIXES for path in sorted(folder.rglob(f"*{suffix}"))]
+    if not candidates:
+        raise InputError(f"{version.uri}: no model file among its artifacts ({_listing(folder)}); log a .pt2, a "
+                         "state dict (.pt/.safetensors) or an .onnx file with model.json beside it")
+    if CARD_TAG in version.tags:
+        try:
+            card = json.loads(version.tags[CARD_TAG])
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{version.uri}: tag {CARD_TAG} is not valid JSON ({exc}); fix the tag") from None
+    else:
+        card_file = next(iter(sorted(folder.rglob("model.json"))), None)
+        if card_file is None:
+            raise InputError(f"{version.uri}: no model card; log model.json beside the model file or set the "
+                             f"version tag {CARD_TAG} to the card's JSON")
+        try:
+            card = json.loads(card_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{version.uri}: its model.json is not valid JSON ({exc}); fix the file") from None
+    if not isinstance(card, dict):
+        raise InputError(f"{version.uri}: the model card must be a JSON object")
+    return candidates[0], card
+
+
+def log_results(mlflow_client, source: dict, report: dict, html: str) -> None:
+    """The audit's report, metrics and tags on the model version it audited; a second call changes nothing."""
+    name, version = source["name"], str(source["version"])
+    audit_id = report["run"]["id"]
+    flags = report.get("flags", [])
+    run_id = source.get("run_id") or _results_run(mlflow_client, name, version)
+    with tempfile.TemporaryDirectory(prefix="saliency-audit-") as tmp:
+        folder = Path(tmp) / "saliency_audit"
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        (folder / "report.html").write_text(html)
+        mlflow_client.log_artifacts(run_id, str(folder), "saliency_audit")
+    current = mlflow_client.get_model_version(name, version).tags
+    if current.get("saliency_audit.run") != audit_id:  # metrics once per audit: re-runs do not append history
+        metrics = {"saliency_audit.flags": float(len(flags))}
+        for row in report.get("regions", []):
+            if row.get("class") is None and row.get("group") is None and row.get("lift") is not None \
+                    and row.get("role") != "core":
+                metrics[f"saliency_audit.lift.{_metric_name(row['region'])}"] = float(row["lift"])
+        for key, value in metrics.items():
+            mlflow_client.log_metric(run_id, key, value)
+    tags = {"saliency_audit.flags": str(len(flags)), "saliency_audit.run": audit_id,
+            "saliency_audit.flagged_regions": ",".join(sorted({str(f.get("region")) for f in flags})) or "none",
+            "saliency_audit.method": report["run"].get("method", "")}
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+
+
+def _download(mlflow_client, version: RegisteredVersion, dest: str) -> str:
+    """The version's files, through the registry this client talks to (never a default local registry)."""
+    from mlflow.artifacts import download_artifacts
+
+    location = mlflow_client.get_model_version_download_uri(version.name, str(version.version))
+    return download_artifacts(artifact_uri=location, dst_path=dest, tracking_uri=version.tracking_uri)
+
+
+def _results_run(mlflow_client, name: str, version: str) -> str:
+    """A version registered without a run gets one run (in experiment `saliency-audit`) for its results."""
+    tags = mlflow_client.get_model_version(name, version).tags
+    if "saliency_audit.results_run" in tags:
+        return tags["saliency_audit.results_run"]
+    experiment = mlflow_client.get_experiment_by_name("saliency-audit")
+    experiment_id = experiment.experiment_id if experiment else mlflow_client.create_experiment("saliency-audit")
+    run = mlflow_client.create_run(experiment_id, run_name=f"{name} v{version}")
+    mlflow_client.set_terminated(run.info.run_id)
+    mlflow_client.set_model_version_tag(name, version, "saliency_audit.results_run", run.info.run_id)
+    return run.info.run_id
+
+
+def _version(found, tracking_uri: str, aliases=None) -> RegisteredVersion:
+    return RegisteredVersion(found.name, int(found.version), found.run_id or None,
+                             tuple(sorted(aliases if aliases is not None else found.aliases or ())),
+                             dict(found.tags or {}), tracking_uri)
+
+
+def _metric_name(region: str) -> str:
+    return re.sub(r"[^\w.\- /]", "_", str(region))
+
+
+def _listing(folder: Path) -> str:
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") if names else "none"
+
+
+def _mlflow_message(exc: Exception) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
