@@ -7,7 +7,7 @@ dataset-level comparison needs the magnitudes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +25,7 @@ class SaliencyBatch:
     # (B, h, w) bool on the explained layer's patch grid: outlier-norm tokens (register artifacts,
     # `explainers.registers`); None where the method has no token layer (CNN maps, pixel-space methods).
     artifact_tokens: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)  # per-image side results, e.g. RISE's masks used (B,)
 
 
 class Explainer:

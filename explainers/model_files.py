@@ -39,12 +39,13 @@ def embedded_card(path: Path) -> dict | None:
     return ultralytics_card(path)
 
 
-def tree_sha256(root: Path) -> str:
-    """Content hash of a folder: relative paths and file contents, order-independent of the filesystem."""
+def tree_sha256(root: Path, hash_file=file_sha256) -> str:
+    """Content hash of a folder: relative paths and file contents, order-independent of the filesystem.
+    `hash_file` may be a cache of file hashes (the workspace's `HashCache`)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(file_sha256(path).encode() + b"\0")
+        digest.update(hash_file(path).encode() + b"\0")
     return digest.hexdigest()
 
 

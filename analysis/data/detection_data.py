@@ -35,6 +35,8 @@ NO_REGION = -1
 class DetectionDataset:
     """A parsed COCO detection dataset; cheap to open, `validate()` and `sha256` read the images."""
 
+    hash_file = staticmethod(file_sha256)  # the workspace swaps in its cache by (path, size, mtime)
+
     task = "detection"
 
     def __init__(self, root: Path, name: str, objects: CocoDataset, context: CocoDataset | None):
@@ -125,10 +127,10 @@ class DetectionDataset:
         h = hashlib.sha256(b"saliency-audit detection dataset v1\0")
         for name in (INSTANCES, CONTEXT):
             if (self.root / name).is_file():
-                h.update(name.encode() + b"\0" + file_sha256(self.root / name).encode())
+                h.update(name.encode() + b"\0" + self.hash_file(self.root / name).encode())
         for img in sorted(self.objects.images, key=lambda i: str(i.path)):
             try:
-                digest = file_sha256(img.path)
+                digest = self.hash_file(img.path)
             except OSError as exc:
                 raise DatasetError(f"{self.shown_as}: cannot read {img.path.name} ({exc.strerror or exc})") from None
             h.update(img.path.relative_to(self.root.resolve()).as_posix().encode() + b"\0" + digest.encode())

@@ -36,4 +36,35 @@ def test_right_map_beats_wrong_map_and_random_order():
     assert good["deletion_auc"] < 0.05 < good["random_deletion_auc"]
     assert bad["deletion_auc"] > 0.9
     assert good["insertion_auc"] > 0.9 > bad["insertion_auc"]
-    assert len(good["deletion_curve"]) == 17
+    assert len(good["deletion_curve"]) == good["steps"] + 1 and good["steps"] in (4, 8, 16)
+
+
+def _smooth_cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, padding=2), torch.nn.ReLU(), torch.nn.AvgPool2d(4),
+                               torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                               torch.nn.Flatten(), torch.nn.Linear(32, 3)).eval()
+
+
+def test_adaptive_steps_match_the_step_by_step_reference_within_the_stated_error():
+    model = _smooth_cnn()
+    gen = torch.Generator().manual_seed(1)
+    images = torch.rand(6, 3, 32, 32, generator=gen)
+    maps = torch.nn.functional.avg_pool2d(torch.rand(6, 1, 32, 32, generator=gen), 5, 1, 2)[:, 0]
+    targets = torch.tensor([0, 1, 2, 0, 1, 2])
+    reference = deletion_insertion(model, images, maps, targets, steps=64, min_steps=None)  # every 1/64
+    for tolerance in (0.02, 0.005):
+        fast = deletion_insertion(model, images, maps, targets, steps=64, min_steps=4, tolerance=tolerance)
+        assert fast["auc_error"] <= tolerance or fast["steps"] == 64
+        for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"):
+            assert abs(fast[key] - reference[key]) <= fast["auc_error"] + 1e-9, (key, fast, reference)
+        assert fast["n_scored"] < reference["n_scored"]
+    assert reference["auc_error"] is None and reference["steps"] == 64
+
+
+def test_points_shared_by_every_curve_are_scored_once():
+    images, corner, labels = _batch(n=4)
+    targets = labels.clone()
+    out = deletion_insertion(CornerModel(), images, corner.float(), targets, steps=16, min_steps=None)
+    # 4 curves x 15 inner points, plus the clean image and the two fills (black, blur), per image
+    assert out["n_scored"] == (4 * 15 + 3) * len(images)

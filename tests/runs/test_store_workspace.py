@@ -173,3 +173,26 @@ def test_a_broken_dataset_is_refused_before_anything_is_stored(tmp_path):
     assert str(mask) in str(caught.value) and "5x5" in str(caught.value)  # the user's own file, not a copy
     assert not (tmp_path / "ws" / "datasets").exists() or not any((tmp_path / "ws" / "datasets").iterdir())
     assert ws.datasets() == []
+
+
+def test_second_registration_reads_no_file_and_a_changed_file_is_rehashed(tmp_path, monkeypatch):
+    import analysis.store.workspace as workspace_module
+
+    data = write_dataset(tmp_path / "mine", n=6)
+    ws = Workspace(tmp_path / "ws")
+    first = ws.register_dataset(data)
+    reads = []
+    real = workspace_module.file_sha256
+    monkeypatch.setattr(workspace_module, "file_sha256", lambda path: reads.append(Path(path)) or real(path))
+    assert Workspace(tmp_path / "ws").register_dataset(data) == first  # a new process: the catalog remembers
+    assert reads == []
+    image = sorted((data / "images").iterdir())[0]
+    from PIL import Image
+
+    Image.new("RGB", Image.open(image).size, (1, 2, 3)).save(image)
+    os.utime(image, ns=(1, 1))  # a new mtime, whatever the filesystem's clock resolution
+    changed = ws.register_dataset(data)
+    assert changed != first and reads == [image.absolute()]  # only the changed file is read again
+    # the workspace's own copy was recorded with its source's hashes: its content hash cost no reads
+    copy = Path(ws.dataset(changed)["abspath"])
+    assert len(list(copy.rglob("*.png"))) == 12 and reads == [image.absolute()]
