@@ -30,7 +30,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
 
     from analysis.evidence.stage import compute_evidence, load_subset
-    from analysis.runs.runner import execute_run, prepare
+    from analysis.runs.engine import execute_run, prepare
     from analysis.store.workspace import Workspace
     from explainers.registry import make_explainer
     from explainers.targets import ClassTarget

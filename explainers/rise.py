@@ -100,7 +100,7 @@ class RISE(Explainer):
                         break
                 previous = current
         extras = {"masks_used": used.cpu(), "converged_change": change.cpu()}
-        return SaliencyBatch(saliency / (n * p), scores.detach().float(), self.name, extras)
+        return SaliencyBatch(saliency / (n * p), scores.detach().float(), self.name, extras=extras)
 
 
 def checkpoints(n: int, first: int) -> list[int]:

@@ -162,7 +162,7 @@ def build_moving_demo(workspace, *, methods=METHODS, n: int = N_IMAGES, device: 
                       log: Callable[[str], None] = print) -> list[str]:
     """The moving cue, without masks: a partly biased version (rho 0.85, shuffling the cue costs it ~11
     points) and a fully biased one (rho 1), each audited; the report shows the discovered corner region."""
-    from analysis.runs.runner import execute_run
+    from analysis.runs.engine import execute_run
     from sample_models import moving_patch
 
     folder = workspace.root / "demo-data" / f"{MOVING_SCENARIO}-val"
@@ -188,12 +188,18 @@ def build_moving_demo(workspace, *, methods=METHODS, n: int = N_IMAGES, device: 
 
 def build_detection_demo(workspace, *, device: str = "cpu", log: Callable[[str], None] = print) -> list[str]:
     """The detection scenario: dataset, both detector versions, one finished D-RISE audit each."""
+    import importlib.util
+
     from analysis.runs.engine import execute_run
     from sample_models.detection import WEIGHTS_DIR as DETECTION_WEIGHTS
 
     dataset_id = workspace.register_dataset(detection_dataset(workspace.root / "demo-data"))
     run_ids = []
     for version in DETECTION_VERSIONS:
+        if version.endswith("_onnx") and not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+            log(f"demo: skipping {DETECTION_SCENARIO} {version}: the ONNX extra is not installed "
+                "(pip install 'saliency-audit[onnx]')")
+            continue
         folder = DETECTION_WEIGHTS / version
         model_file = folder / ("model.onnx" if version.endswith("_onnx") else "model.safetensors")
         model_id = workspace.register_model(model_file, folder / "model.json", name=DETECTION_SCENARIO,

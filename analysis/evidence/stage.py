@@ -63,7 +63,11 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
         masks = region_masks(batch, region)
         if masks is not None and masks.any():
             trials.append({"name": region["name"], "masks": masks})
-    if discover and len(batch.inputs):
+    # Discovery runs where nobody annotated regions. Alongside masks it found components of the annotated
+    # scene (background scenario, clean v5) that the interventions then flagged: a false shortcut, so with
+    # masks the annotated regions alone are tested until discovery can tell a cue from the scene.
+    annotated = "region_id" in regions.columns and bool((regions["region_id"] >= 0).any())
+    if discover and not annotated and len(batch.inputs):
         found = discovered_regions(batch, store, regions, core, {t["name"]: t["masks"].numpy() for t in trials},
                                    seed=seed, n_boot=n_boot)
         out["discovered_regions"] = [{k: v for k, v in d.items() if k != "masks"} for d in found]

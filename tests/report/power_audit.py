@@ -30,7 +30,7 @@ def dataset(root: Path, rho: float, n: int, *, masks: bool = True, seed: int = 7
 def audit(workspace, model: Path, data_id: str, *, method: str = "gradcam", n: int = 200, params=None):
     """The finished run's report (flags, power, discovered regions...)."""
     from analysis.report.build import build_report
-    from analysis.runs.runner import execute_run
+    from analysis.runs.engine import execute_run
 
     run_id = workspace.create_run(workspace.register_model(model), data_id, method, params or {}, n=n, seed=0)
     execute_run(workspace, run_id, progress=False)

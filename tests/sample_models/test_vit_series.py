@@ -88,11 +88,12 @@ def test_gradient_weighted_attention_passes_the_model_randomisation_check():
     assert result["passed"], result
 
 
-def test_attention_rollout_fails_it_because_it_ignores_the_head_and_the_mlps():
-    """Rollout reads the attention probabilities only: re-initialising the head and the MLPs above the last
-    attention changes nothing (Spearman exactly 1), so the check rightly says the maps do not explain what the
-    classifier learned (the reason Chefer et al. weight the attention by gradients)."""
+def test_attention_rollout_ignores_the_head():
+    """Rollout reads the attention probabilities only: re-initialising the classifier head changes nothing
+    (Spearman exactly 1), the reason Chefer et al. weight the attention by gradients. The cascade over blocks
+    then re-initialises the attention blocks themselves, which does move the rollout, so its overall verdict
+    rests on those stages (a per-layer cascade failed it on the head and the MLPs alone)."""
     result = randomisation("attention_rollout")
-    untouched = [stage for stage in result["stages"] if stage["layer"] in ("head", "norm", "blocks.1.mlp.3")]
-    assert len(untouched) >= 2 and all(stage["spearman_abs"] == pytest.approx(1.0) for stage in untouched)
-    assert not result["passed"], result
+    (head,) = [stage for stage in result["stages"] if stage["layer"] == "head"]  # the cascade runs over blocks
+    assert head["spearman_abs"] == pytest.approx(1.0)
+    assert any(stage["spearman_abs"] < 0.5 for stage in result["stages"] if stage["layer"] != "head"), result
