@@ -74,8 +74,7 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
     from analysis.runs.engine import execute_run
 
     run_ids = []
-    wanted = tuple(scenarios) if scenarios else (*SCENARIOS, DETECTION_SCENARIO, *TASK_SCENARIOS)
-    wanted = tuple(scenarios) if scenarios else (*SCENARIOS, MOVING_SCENARIO, DETECTION_SCENARIO)
+    wanted = tuple(scenarios) if scenarios else (*SCENARIOS, MOVING_SCENARIO, DETECTION_SCENARIO, *TASK_SCENARIOS)
     for scenario in (s for s in wanted if s in SCENARIOS):
         dataset_id = workspace.register_dataset(demo_dataset(scenario, workspace.root / "demo-data", n))
         for version in versions:
