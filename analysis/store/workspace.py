@@ -217,9 +217,7 @@ class Workspace:
         hashes.flush()
         companions = companion_files(path, fmt)  # an ONNX model's external weight files, checked
         identity = sha + "".join(file_sha256(c) for c in companions)
-        model_id = "m-" + hashlib.sha256((identity + canonical_json(card)).encode()).hexdigest()[:12]
-        name = (name or "").strip() or _model_name(path, card)
-        version = (str(version).strip() if version is not None else "") or _card_version(card)
+        model_id, name, version = _model_identity(identity, card, path, name, version)
         if (existing := self._known_model(model_id, name, version)) is not None:
             return existing
         dest_dir = self.root / "models" / model_id
@@ -276,10 +274,8 @@ class Workspace:
                     raise InputError(f"model card {card_path} is not valid JSON ({exc}); fix the file") from exc
             card = hf_card_dict(folder, override)
             sha = tree_sha256(folder)
-            model_id = "m-" + hashlib.sha256((sha + canonical_json(card)).encode()).hexdigest()[:12]
             shown = folder if folder != unpacked else path.with_suffix("")
-            name = (name or "").strip() or _model_name(shown, card)
-            version = (str(version).strip() if version is not None else "") or _card_version(card)
+            model_id, name, version = _model_identity(sha, card, shown, name, version)
             if (existing := self._known_model(model_id, name, version)) is not None:
                 return existing
             dest_dir = self.root / "models" / model_id
@@ -598,6 +594,15 @@ def _card_beside(path: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def _model_identity(content_sha: str, card: dict, shown: Path, name: str | None,
+                    version: str | None) -> tuple[str, str, str]:
+    """(model id from the content and the card, the name shown, the version shown) for a model file or folder."""
+    model_id = "m-" + hashlib.sha256((content_sha + canonical_json(card)).encode()).hexdigest()[:12]
+    name = (name or "").strip() or _model_name(shown, card)
+    version = (str(version).strip() if version is not None else "") or _card_version(card)
+    return model_id, name, version
 
 
 def _model_name(path: Path, card: dict) -> str:
