@@ -6,18 +6,21 @@ seeded generator on the inputs' device; full-resolution masks exist one chunk at
 depends on the seed and the device, not on `chunk`. No hooks: works on TorchScript models. D-RISE draws its
 masks with the same `mask_chunks`.
 
-Stopping when the map has converged (issue 15): the masks are checked at counts that double from
-`min_masks` (250, 500, 1000, ... up to `n_masks`); at each check an image whose map moved by less than
-`tolerance` since the last check, relative to the map's spatial variation (both centred: the constant
-part of a RISE map says nothing), stops there and leaves the batch, so later masks cost only the images
-still moving. Why doubling: the change between M(n/2) and M(n) has the variance of M(n)'s own sampling
-error, while its distance to the full-count map is smaller still, so "changed < tolerance" puts the map within
-about the tolerance of the full count (tests/explainers/test_perturbation.py). The checkpoints do not
-depend on `chunk` or on the other images of the batch. `extras["masks_used"]` (B,) and
-`extras["converged_change"]` (B,) report it per image; `tolerance=0` always uses all `n_masks`.
-The default 0.25 is loose on purpose: a RISE map is noisy (on the planted PatchNet the centred relative
-change from 1000 to 2000 masks is still 0.2-0.34, so even 4000 masks leave ~0.15), and the audit reads
-region shares, which average that noise out; a tighter tolerance only buys masks.
+Stopping when the map has converged (issue 15): a RISE map is the mean of N per-mask terms score_m * mask_m,
+so its sampling error can be estimated as it accumulates, from the per-pixel sum of squares of those terms:
+E||map(n) - map(inf)||^2 = sum over pixels of their variance / n. Every `min_masks` masks (250, 500, 750, ...
+up to `n_masks`) an image whose `estimated_error` (`relative_standard_error`: that root-sum variance over the
+norm of the map's spatial signal, centred, with the noise's own share taken out) is below `tolerance` stops
+there and leaves the batch, so later masks cost only the images still moving. What the estimate is: the
+expected relative L2 distance to the map of infinitely many masks (the distance to the `n_masks` map is
+smaller, by sqrt(1 - n / n_masks)). Why not "the change since half as many masks", the first version of
+this: measured relative to the current, noisy map its denominator grows with the noise, so it understated
+the error exactly where the map was noisiest (at tolerance 0.4 the stopped maps were 0.45 from the full
+count, bench/README.md), and it could only stop at doublings. The checks do not depend on `chunk` or on
+the other images of the batch. `extras["masks_used"]` (B,) and `extras["estimated_error"]` (B,) report it
+per image; `tolerance=0` always uses all `n_masks`. Default 0.3: chosen from the convergence table in
+bench/README.md (masks used against the error that buys) for a 300-image audit in minutes on 2 cores; the
+audit reads region shares, which average much of the pixel noise out.
 """
 from __future__ import annotations
 
@@ -45,14 +48,14 @@ class RISE(Explainer):
     black_box = True
 
     def __init__(self, model: nn.Module, *, n_masks: int = 4000, cells: int = 7, p: float = 0.5, seed: int = 0,
-                 chunk: int = 32, tolerance: float = 0.25, min_masks: int = 250):
+                 chunk: int = 32, tolerance: float = 0.3, min_masks: int = 250):
         if n_masks < 1 or cells < 1 or chunk < 1 or min_masks < 1:
             raise InputError(f"rise needs n_masks, cells, chunk and min_masks >= 1; got {n_masks}, {cells}, "
                              f"{chunk}, {min_masks}")
         if not 0.0 < p <= 1.0:
             raise InputError(f"rise p is the probability a grid cell is kept, in (0, 1]; got {p}")
         if tolerance < 0:
-            raise InputError(f"rise tolerance is a relative change >= 0 (0: use all n_masks); got {tolerance}")
+            raise InputError(f"rise tolerance is a relative error >= 0 (0: use all n_masks); got {tolerance}")
         super().__init__(model, n_masks=n_masks, cells=cells, p=float(p), seed=seed, chunk=chunk,
                          tolerance=float(tolerance), min_masks=min_masks)
 
@@ -69,11 +72,12 @@ class RISE(Explainer):
         with torch.no_grad():
             scores = target(self.model(inputs))
             saliency = torch.zeros(batch, height, width, device=device)
+            squares = torch.zeros(batch, height, width, device=device) if tolerance > 0 else None
             used = torch.full((batch,), n, dtype=torch.long, device=device)
-            change = torch.full((batch,), float("nan"), device=device)
+            error = torch.full((batch,), float("nan"), device=device)
             active = torch.arange(batch, device=device)
             grids, shifts = draw_cells(n, self.params["cells"], p, self.params["seed"], device)
-            previous, done = None, 0
+            done = 0
             for check in checkpoints(n, self.params["min_masks"] if tolerance > 0 else n):
                 rows = active if narrow else torch.arange(batch, device=device)
                 scorer = _probability_of(ClassTarget(target.indices[rows.cpu()])) if narrow else mask_score
@@ -84,32 +88,42 @@ class RISE(Explainer):
                     b = len(rows)
                     output = self.model((masks[:, None, None] * inputs[rows][None]).flatten(0, 1))  # mask-major
                     mask_scores = torch.stack([scorer(output[i * b:(i + 1) * b]) for i in range(len(masks))])
-                    saliency[active] += torch.einsum("kb,khw->bhw", mask_scores[:, keep].float(), masks)
+                    mask_scores = mask_scores[:, keep].float()
+                    saliency[active] += torch.einsum("kb,khw->bhw", mask_scores, masks)
+                    if squares is not None:
+                        squares[active] += torch.einsum("kb,khw->bhw", mask_scores.square(), masks.square())
                 done = check
+                if squares is not None:
+                    error[active] = relative_standard_error(saliency[active], squares[active], check)
                 if check == n:
                     break
-                current = saliency[active] / check
-                if previous is not None:
-                    moved = relative_change(current, previous)
-                    change[active] = moved
-                    stop_here = moved < tolerance
-                    used[active[stop_here]] = check
-                    saliency[active[stop_here]] *= n / check  # the mean over `check` masks, in full-count units
-                    active, current = active[~stop_here], current[~stop_here]
-                    if not len(active):
-                        break
-                previous = current
-        extras = {"masks_used": used.cpu(), "converged_change": change.cpu()}
+                stop_here = error[active] < tolerance
+                used[active[stop_here]] = check
+                saliency[active[stop_here]] *= n / check  # the mean over `check` masks, in full-count units
+                active = active[~stop_here]
+                if not len(active):
+                    break
+        extras = {"masks_used": used.cpu(), "estimated_error": error.cpu()}
         return SaliencyBatch(saliency / (n * p), scores.detach().float(), self.name, extras=extras)
 
 
-def checkpoints(n: int, first: int) -> list[int]:
-    """Mask counts at which convergence is checked: `first`, doubling, then `n` (always the last)."""
-    counts, k = [], first
-    while k < n:
-        counts.append(k)
-        k *= 2
-    return counts + [n]
+def checkpoints(n: int, every: int) -> list[int]:
+    """Mask counts at which convergence is checked: every `every` masks, then `n` (always the last)."""
+    return list(range(every, n, every)) + [n]
+
+
+def relative_standard_error(total: torch.Tensor, squares: torch.Tensor, count: int) -> torch.Tensor:
+    """(B,) estimated ||map(count) - map(inf)|| / ||centred signal|| from the running sums (B, H, W) of the
+    per-mask terms and of their squares: the root of the summed per-pixel variance of the mean over the
+    norm of the centred mean with that noise subtracted (E||centred mean||^2 = signal^2 + noise^2); inf when
+    the noise is all there is. A constant map that stays constant (no variance, no signal) gives 0."""
+    mean = total / count
+    noise = ((squares / count - mean.square()).clamp_min(0) / max(count - 1, 1)).flatten(1).sum(dim=1)
+    spread = (mean - mean.mean(dim=(1, 2), keepdim=True)).flatten(1).square().sum(dim=1)
+    signal = spread - noise
+    ratio = (noise / signal.clamp_min(1e-30)).sqrt()
+    return torch.where(signal > 0, ratio, torch.where(noise > 0, torch.full_like(ratio, float("inf")),
+                                                      torch.zeros_like(ratio)))
 
 
 def relative_change(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:

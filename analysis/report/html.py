@@ -202,6 +202,11 @@ def _run_summary(report: dict) -> str:
                       f"({str(model.get('sha256', ''))[:12]})"],
             ["dataset", f"{dataset.get('name', '')} ({str(dataset.get('sha256', ''))[:12]})"],
             ["accuracy", _pct(metrics.get("accuracy"))]]
+    for column in ("masks_used", "windows_used"):  # an early-stopping explainer's per-image budget
+        if isinstance(metrics.get(column), dict):
+            used = metrics[column]
+            rows.append([column.replace("_", " ") + " per image",
+                         f"median {used['median']:.0f}, p90 {used['p90']:.0f}, max {used['max']:.0f}"])
     return _table(["", ""], rows)
 
 

@@ -7,7 +7,7 @@ prediction and the predicted-class target all come from the explainer's own forw
 take class indices up front) get a no-grad forward for the logits first.
 
 Shard tables: `images` (`image_id, image, label, label_idx, pred, pred_idx, confidence, correct, target_idx,
-score`, `attr.<name>` per subgroup attribute), `regions` (one row per image x region: annotated regions, or a
+score`, `attr.<name>` per subgroup attribute, the explainer's per-image budget such as RISE's `masks_used`), `regions` (one row per image x region: annotated regions, or a
 3x3 grid when the dataset has no masks), `maps`.
 """
 from __future__ import annotations
@@ -136,7 +136,7 @@ class ClassificationTask:
         classes, regions = prepared.options["classes"], prepared.options["regions"]
         explainer = prepared.explainer
         label_idx = torch.tensor([classes.index(str(it.label)) for it in batch.items])
-        logits, target_idx, saliency, scores = forward_and_explain(
+        logits, target_idx, saliency, scores, per_image = forward_and_explain(
             batch.inputs.to(device), label_idx, prepared.loaded, explainer, prepared.options["target"])
         probs = torch.softmax(logits.nan_to_num(0.0), dim=1)
         confidence, pred_idx = probs.max(dim=1)
@@ -153,6 +153,7 @@ class ClassificationTask:
                    "label_idx": int(label_idx[k]), "pred": classes[pred], "pred_idx": pred,
                    "confidence": float(confidence[k]), "correct": pred == int(label_idx[k]),
                    "target_idx": int(target_idx[k]), "score": float(scores[k])}
+            row.update({name: float(values[k]) for name, values in per_image.items()})
             for name, value in (getattr(item, "attributes", None) or {}).items():
                 row[f"attr.{name}"] = None if value is None else str(value)
             image_rows.append(row)
@@ -188,7 +189,7 @@ class ClassificationTask:
         found = report_findings(images, store.regions(), store.evidence(), maps=store.maps(), n_boot=n_boot,
                                 seed=seed)
         return {**found, "metrics": {"accuracy": float(images["correct"].astype(bool).mean()),
-                                     **(found.get("metrics") or {})}}
+                                     **budget_summary(images), **(found.get("metrics") or {})}}
 
     def compare(self, stores: list, names: list[str], **options) -> dict:
         from analysis.report.compare import compare_runs
@@ -202,7 +203,9 @@ class ClassificationTask:
 
 
 def forward_and_explain(inputs, label_idx, loaded, explainer, target_mode):
-    """(logits, target indices, maps, scores) on CPU, with one forward where the method allows it."""
+    """(logits, target indices, maps, scores, per-image extras) on CPU, with one forward where the method allows
+    it. The extras are the explainer's numeric (B,) side results (RISE's `masks_used`, occlusion's
+    `windows_used`, ...): they become columns of the images table."""
     import torch
 
     from explainers.targets import ClassTarget, ObservedOutput, PredictedClass
@@ -218,7 +221,22 @@ def forward_and_explain(inputs, label_idx, loaded, explainer, target_mode):
         target_idx = probs.max(dim=1).indices.cpu() if target_mode == "pred" else label_idx
         result = explainer.explain(inputs, ClassTarget(target_idx))
         logits = logits.cpu()
-    return logits, target_idx, result.maps.detach().float().cpu(), result.scores.detach().float().cpu()
+    per_image = {name: value.detach().float().cpu() for name, value in result.extras.items()
+                 if isinstance(value, torch.Tensor) and value.shape == (len(inputs),) and name not in IMAGE_COLUMNS}
+    return (logits, target_idx, result.maps.detach().float().cpu(), result.scores.detach().float().cpu(),
+            per_image)
+
+
+def budget_summary(images: pd.DataFrame) -> dict:
+    """Per-image budget of an early-stopping explainer (`masks_used`, `windows_used` columns): median, p90, max
+    and how many images there were, for the report's metrics; {} when the method has none."""
+    out = {}
+    for column in ("masks_used", "windows_used"):
+        if column in images.columns and images[column].notna().any():
+            used = images[column].dropna().astype(float)
+            out[column] = {"median": float(used.median()), "p90": float(used.quantile(0.9)),
+                           "max": float(used.max()), "n_images": int(len(used))}
+    return out
 
 
 TASK = ClassificationTask()
