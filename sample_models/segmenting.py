@@ -22,8 +22,7 @@ from torch import nn
 
 from sample_models.architectures import ARCHITECTURES, TARGET_LAYERS
 from sample_models.detection import CLASSES as OBJECTS, REGIONS as DETECTION_REGIONS, SIZE, make_scenes
-from sample_models.tagging import write_checksums
-from sample_models.train import deterministic_torch, fit, write_version
+from sample_models.train import deterministic_torch, fit, write_checksums, write_version
 
 CLASSES = ("background", *OBJECTS)
 P_CONTEXT = (1.0, 0.875, 0.75, 0.625, 0.5)
@@ -113,7 +112,7 @@ def build_series(root: Path = WEIGHTS_DIR, log=print) -> None:
                    "iou_out_of_context": class_ious(net, SEEDS["test_swapped"], 0.0)}
         write_version(net, root / f"v{version}", card(version), metrics)
         log(f"segmenter v{version}: {metrics}")
-    write_checksums(root)
+    write_checksums(root, "v*")
 
 
 if __name__ == "__main__":

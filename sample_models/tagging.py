@@ -27,7 +27,7 @@ from torch import nn
 
 from sample_models.architectures import ARCHITECTURES, TARGET_LAYERS
 from sample_models.detection import PALETTE, draw_object
-from sample_models.train import deterministic_torch, fit, sha256, write_version
+from sample_models.train import deterministic_torch, fit, write_checksums, write_version
 
 TAGS = ("boat", "car")
 REGIONS = ("background", "water", "boat", "car")
@@ -143,13 +143,7 @@ def build_series(root: Path = WEIGHTS_DIR, log=print) -> None:
                    "accuracy_flipped": tag_accuracy(net, SEEDS["test_flipped"], flip=True)}
         write_version(net, root / f"v{version}", card(version), metrics)
         log(f"tagger v{version}: {metrics}")
-    write_checksums(root)
-
-
-def write_checksums(root: Path) -> Path:
-    files = sorted(p for p in root.glob("v*/*") if p.name in ("model.pt", "model.pt2", "model.json"))
-    (root / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(root).as_posix()}\n" for p in files))
-    return root / "SHA256SUMS"
+    write_checksums(root, "v*")
 
 
 if __name__ == "__main__":

@@ -207,10 +207,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_checksums(out: Path) -> Path:
-    files = sorted(p for p in out.glob("*/v*/*") if p.name in ("model.pt", "model.pt2", "model.json"))
-    lines = [f"{sha256(p)}  {p.relative_to(out).as_posix()}" for p in files]
-    (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+def write_checksums(out: Path, versions: str = "*/v*") -> Path:
+    """`out`/SHA256SUMS over the model files of the version folders `versions` (a glob below `out`: one
+    series per scenario, or `v*` for a folder holding one series)."""
+    files = sorted(p for p in out.glob(f"{versions}/*") if p.name in ("model.pt", "model.pt2", "model.json"))
+    (out / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(out).as_posix()}\n" for p in files))
     return out / "SHA256SUMS"
 
 
