@@ -23,9 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.runs.task import Decoded, Prepared, Tables, attribute_columns, skip_row
-from analysis.runs.tasks.classification import region_rows
-from analysis.runs.tasks.per_target import PerTargetTask, TargetTables, prepare_targets
+from analysis.runs.task import Decoded, Prepared, Tables, attribute_columns
+from analysis.runs.tasks.per_target import PerTargetTask, TargetRows, TargetTables, prepare_targets
 from explainers.errors import InputError
 
 RUN_PARAMS = ("target", "layer", "threshold")  # the task's own parameters; the rest go to the explainer
@@ -98,15 +97,10 @@ class MultilabelTask(PerTargetTask):
         else:
             maps, scores = torch.zeros(0, *inputs.shape[-2:]), torch.zeros(0)
         score_of = {(int(i), int(t)): float(s) for i, t, s in zip(image_idx, target.indices, scores)}
-        image_rows, rows, kept, skipped = [], [], [], []
-        tag_rows, tag_region_rows, tag_maps, tag_map_ids, tag_map_idx = [], [], [], [], []
+        out = TargetRows(TABLES, regions, inputs.shape[-2:])
         for k, item in enumerate(batch.items):
             mine = (image_idx == k).nonzero().flatten().tolist()
-            if not bool(torch.isfinite(logits[k]).all()):
-                skipped.append(skip_row(item, "model returned non-finite outputs (NaN/inf)"))
-                continue
-            if mine and not bool(torch.isfinite(maps[mine]).all()):
-                skipped.append(skip_row(item, f"{prepared.explainer.name} returned a non-finite map (NaN/inf)"))
+            if out.refuse(item, logits[k], maps[mine], prepared.explainer.name):
                 continue
             image_id = int(item.image_id)
             row = {"image_id": image_id, "image": str(item.image), "label": str(item.label),
@@ -114,23 +108,14 @@ class MultilabelTask(PerTargetTask):
                    "n_true": int(truth[k].sum()), "n_pred": int(predicted[k].sum()), "n_targets": len(mine),
                    "correct": bool((truth[k] == predicted[k]).all())}
             row.update(attribute_columns(item))
-            image_rows.append(row)
+            out.images.append(row)
             for j, tag in enumerate(tags):
-                tag_rows.append({"image_id": image_id, "tag": tag, "tag_idx": j, "prob": float(probs[k, j]),
-                                 "truth": bool(truth[k, j]), "predicted": bool(predicted[k, j]),
-                                 "target": bool(chosen[k, j]), "score": score_of.get((k, j), float("nan"))})
-            for m in mine:
-                tag = tags[int(target.indices[m])]
-                tag_region_rows.extend({**r, "tag": tag} for r in region_rows(image_id, maps[m], batch.masks[k], regions))
-                tag_maps.append(maps[m])
-                tag_map_ids.append(image_id)
-                tag_map_idx.append(int(target.indices[m]))
-            summed = maps[mine].sum(0) if mine else torch.zeros(inputs.shape[-2:])
-            rows.extend(region_rows(image_id, summed, batch.masks[k], regions))
-            kept.append(summed)
-        return TABLES.tables(image_rows=image_rows, region_rows=rows, kept=kept, skipped=skipped, target_rows=tag_rows,
-                             target_region_rows=tag_region_rows, target_maps=tag_maps, map_ids=tag_map_ids,
-                             map_idx=tag_map_idx, size=inputs.shape[-2:])
+                out.targets.append({"image_id": image_id, "tag": tag, "tag_idx": j, "prob": float(probs[k, j]),
+                                    "truth": bool(truth[k, j]), "predicted": bool(predicted[k, j]),
+                                    "target": bool(chosen[k, j]), "score": score_of.get((k, j), float("nan"))})
+            out.add_maps(image_id, batch.masks[k], maps[mine],
+                         [(tags[int(target.indices[m])], int(target.indices[m])) for m in mine])
+        return out.tables()
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
         from analysis.evidence.tag_audit import tag_interventions

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.runs.task import SKIPPED_COLUMNS, Prepared, Tables
-from analysis.runs.tasks.classification import region_spec
+from analysis.runs.task import SKIPPED_COLUMNS, Prepared, Tables, skip_row
+from analysis.runs.tasks.classification import region_rows, region_spec
 from analysis.store.run_store import REGION_COLUMNS, pool_maps
 from explainers.errors import InputError
 
@@ -99,6 +99,48 @@ class TargetTables:
              self.maps: {"image_ids": np.asarray(map_ids, np.int64), self.idx: np.asarray(map_idx, np.int64),
                          "maps": pool_maps(torch.stack(target_maps)) if target_maps
                          else pool_maps(torch.zeros(1, *size))[:0]}})
+
+
+class TargetRows:
+    """One batch's rows as a per-target task collects them, image by image: `refuse` an image whose outputs are
+    not finite, `add_maps` the maps of an image's targets (their region rows, and the image's summed map), then
+    `tables()`. The task adds its own image rows (`images`) and target rows (`targets`)."""
+
+    def __init__(self, spec: TargetTables, regions, size):
+        self.spec, self.regions, self.size = spec, regions, tuple(size)
+        self.images, self.region_rows, self.kept, self.skipped = [], [], [], []
+        self.targets, self.target_regions, self.maps, self.map_ids, self.map_idx = [], [], [], [], []
+
+    def refuse(self, item, logits, maps, explainer_name: str) -> bool:
+        """Record `item` as skipped (True) when its logits or its targets' `maps` hold NaN or inf."""
+        import torch
+
+        if not bool(torch.isfinite(logits).all()):
+            self.skipped.append(skip_row(item, "model returned non-finite outputs (NaN/inf)"))
+            return True
+        if len(maps) and not bool(torch.isfinite(maps).all()):
+            self.skipped.append(skip_row(item, f"{explainer_name} returned a non-finite map (NaN/inf)"))
+            return True
+        return False
+
+    def add_maps(self, image_id: int, mask, maps, targets: list[tuple[str, int]]) -> None:
+        """The image's target maps (T, H, W) with each target's (name, index); their sum is the image's map."""
+        import torch
+
+        for target_map, (name, idx) in zip(maps, targets):
+            self.target_regions.extend({**r, self.spec.key: name}
+                                       for r in region_rows(image_id, target_map, mask, self.regions))
+            self.maps.append(target_map)
+            self.map_ids.append(image_id)
+            self.map_idx.append(idx)
+        summed = maps.sum(0) if len(targets) else torch.zeros(self.size)
+        self.region_rows.extend(region_rows(image_id, summed, mask, self.regions))
+        self.kept.append(summed)
+
+    def tables(self) -> Tables:
+        return self.spec.tables(image_rows=self.images, region_rows=self.region_rows, kept=self.kept,
+                                skipped=self.skipped, target_rows=self.targets, target_region_rows=self.target_regions,
+                                target_maps=self.maps, map_ids=self.map_ids, map_idx=self.map_idx, size=self.size)
 
 
 class PerTargetTask:

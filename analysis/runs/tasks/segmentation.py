@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.runs.task import Decoded, Prepared, Tables, attribute_columns, skip_row
-from analysis.runs.tasks.classification import region_rows
-from analysis.runs.tasks.per_target import PerTargetTask, TargetTables, prepare_targets
+from analysis.runs.task import Decoded, Prepared, Tables, attribute_columns
+from analysis.runs.tasks.per_target import PerTargetTask, TargetRows, TargetTables, prepare_targets
 from explainers.errors import InputError
 
 RUN_PARAMS = ("target", "layer")
@@ -121,44 +120,28 @@ class SegmentationTask(PerTargetTask):
             maps, scores = result.maps.detach().float().cpu(), result.scores.detach().float().cpu()
         else:
             maps, scores = torch.zeros(0, *inputs.shape[-2:]), torch.zeros(0)
-        image_rows, rows, kept, skipped = [], [], [], []
-        seg_rows, seg_region_rows, seg_maps, seg_ids, seg_idx = [], [], [], [], []
+        out = TargetRows(TABLES, regions, inputs.shape[-2:])
         for k, item in enumerate(batch.items):
             mine = [m for m, (kk, _) in enumerate(pairs) if kk == k]
-            if not bool(torch.isfinite(logits[k]).all()):
-                skipped.append(skip_row(item, "model returned non-finite outputs (NaN/inf)"))
-                continue
-            if mine and not bool(torch.isfinite(maps[mine]).all()):
-                skipped.append(skip_row(item, f"{prepared.explainer.name} returned a non-finite map (NaN/inf)"))
+            if out.refuse(item, logits[k], maps[mine], prepared.explainer.name):
                 continue
             image_id, valid = int(item.image_id), truth[k] != IGNORE_INDEX
             accuracy = float((pred[k][valid] == truth[k][valid]).float().mean()) if valid.any() else float("nan")
             row = {"image_id": image_id, "image": str(item.image), "label": str(item.label), "n_targets": len(mine),
                    "pixel_accuracy": accuracy, "correct": bool(accuracy >= 0.5)}
             row.update(attribute_columns(item))
-            image_rows.append(row)
+            out.images.append(row)
             score_of = {pairs[m][1]: float(scores[m]) for m in mine}
             for c, name in enumerate(classes):
                 p, t = (pred[k] == c) & valid, (truth[k] == c)
                 if not (p.any() or t.any()):
                     continue
-                seg_rows.append({"image_id": image_id, "class": name, "class_idx": c, "pixels_pred": int(p.sum()),
-                                 "pixels_true": int(t.sum()), "intersection": int((p & t).sum()),
-                                 "union": int((p | t).sum()), "target": c in score_of,
-                                 "score": score_of.get(c, float("nan"))})
-            for m in mine:
-                c = pairs[m][1]
-                seg_region_rows.extend({**r, "class": classes[c]}
-                                       for r in region_rows(image_id, maps[m], batch.masks[k], regions))
-                seg_maps.append(maps[m])
-                seg_ids.append(image_id)
-                seg_idx.append(c)
-            summed = maps[mine].sum(0) if mine else torch.zeros(inputs.shape[-2:])
-            rows.extend(region_rows(image_id, summed, batch.masks[k], regions))
-            kept.append(summed)
-        return TABLES.tables(image_rows=image_rows, region_rows=rows, kept=kept, skipped=skipped, target_rows=seg_rows,
-                             target_region_rows=seg_region_rows, target_maps=seg_maps, map_ids=seg_ids,
-                             map_idx=seg_idx, size=inputs.shape[-2:])
+                out.targets.append({"image_id": image_id, "class": name, "class_idx": c, "pixels_pred": int(p.sum()),
+                                    "pixels_true": int(t.sum()), "intersection": int((p & t).sum()),
+                                    "union": int((p | t).sum()), "target": c in score_of,
+                                    "score": score_of.get(c, float("nan"))})
+            out.add_maps(image_id, batch.masks[k], maps[mine], [(classes[pairs[m][1]], pairs[m][1]) for m in mine])
+        return out.tables()
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
         from analysis.evidence.segment_audit import segment_interventions
