@@ -57,7 +57,7 @@ def test_a_method_taking_class_indices_still_gets_the_logits(loaded):
     images = torch.rand(4, 3, *loaded.card.input_size, generator=torch.Generator().manual_seed(1))
     explainer = make_explainer("saliency", loaded.module)
     assert not explainer.observes_clean_output
-    logits, targets, maps, scores = forward_and_explain(images, torch.zeros(4, dtype=torch.long), loaded,
+    logits, targets, maps, scores, _ = forward_and_explain(images, torch.zeros(4, dtype=torch.long), loaded,
                                                         explainer, "pred")
     with torch.no_grad():
         expected = loaded.module(images)
