@@ -376,6 +376,21 @@ def cancel_run(run_id: str) -> None:
     cancel_job(ws(), run_id)
 
 
+def demo_status() -> dict | None:
+    """Where the demo build stands (`sample_models.demo_status`); None when this workspace never built one."""
+    from sample_models.demo_status import read_status
+
+    return read_status(state.workspace_root())
+
+
+def resume_demo() -> int:
+    """Start the demo builder again with the options it had; finished audits are kept, the rest resume."""
+    from sample_models.demo_status import start_build
+
+    status = demo_status() or {}
+    return start_build(state.workspace_root(), status.get("arguments") or [])
+
+
 def inspect_model(model_path: Path, card_path: Path | None, timeout: float = 120) -> dict:
     """Layers and format of a model file, found by a subprocess (the model is never loaded in this one).
 

@@ -372,7 +372,7 @@ def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[d
         entry["versions"][run["model_id"]] = {"version": version, "run": run["id"]}  # later runs replace earlier
     out = []
     for entry in groups.values():
-        versions = list(entry["versions"].values())
+        versions = sorted(entry["versions"].values(), key=_version_number)  # v1..v5, whatever order they ran in
         for v in versions:
             v["report"] = report_of(v["run"])
         latest = versions[-1]
@@ -386,6 +386,12 @@ def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[d
         out.append({**entry, "versions": versions, "findings": findings, "trend": trend,
                     "labels": latest["report"].get("labels") or []})
     return sorted(out, key=lambda e: (-len(e["findings"]), e["series"]))
+
+
+def _version_number(version: dict) -> float:
+    """3 for "v3" or "3"; names that are no number ("biased") keep the order they were audited in (inf)."""
+    match = re.fullmatch(r"v?(\d+)", str(version["version"]))
+    return int(match[1]) if match else float("inf")
 
 
 def trend_text(trend: dict) -> str:

@@ -22,6 +22,7 @@ import torch
 from analysis.stats.aggregate import region_matrix, slice_stats
 from analysis.evidence.faithfulness import deletion_insertion
 from analysis.report.flags import effective_roles
+from analysis.evidence import intervention_cache
 from analysis.evidence.intervention import resize_masks
 from analysis.evidence.region_shapley import shapley_evidence
 from analysis.evidence.sequential_interventions import run_trials, summarise
@@ -37,13 +38,16 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
                      max_images: int = 400, chunk: int = 100, params: dict | None = None, fill: str = "mean",
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
                      batch_size: int = 32, n_boot: int = 1000, alpha: float = 0.05, threshold: float = 0.05,
-                     discover: bool = True, on_stage=None, region_shapley: int = 0) -> dict:
+                     discover: bool = True, on_stage=None, region_shapley: int = 0, cache_dir=None,
+                     model_key: str | None = None) -> dict:
     """Evidence dict (keys: interventions, discovered_regions, sequential, second_explainer, sanity,
     faithfulness, config; region_shapley when `region_shapley` > 0 images are asked for). `max_images` caps
     the sequential sample (run parameter `evidence_images`).
 
     `on_stage(name)` is told when each part starts ("second explainer", "sanity", "faithfulness", "region
-    Shapley"), for the progress a person watches."""
+    Shapley"), for the progress a person watches. With `cache_dir` and `model_key` (the registered model's
+    id), the interventions of an earlier audit of the same model on the same sample are reused
+    (`analysis.evidence.intervention_cache`)."""
     on_stage = on_stage or (lambda name: None)
     images, regions = store.images(), store.regions()
     out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images, "chunk": chunk},
@@ -73,16 +77,30 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
         out["discovered_regions"] = [{k: v for k, v in d.items() if k != "masks"} for d in found]
         trials += [{"name": d["name"], "masks": torch.as_tensor(d["masks"])} for d in found]
     if trials:
-        results, base, design = run_trials(loaded.module, batch.inputs, labels, trials, core=core, fill=fill,
-                                           chunk=chunk, alpha=alpha, threshold=threshold, seed=seed,
-                                           batch_size=batch_size)
         slices = evidence_slices(batch.images_frame)
-        for trial in results:
-            out["interventions"][trial.name] = summarise(trial, base, labels, slices, design, fill=fill,
-                                                         n_boot=n_boot, seed=seed)
+        key = cached = None
+        if cache_dir is not None and model_key:
+            arrays = {"inputs": batch.inputs, "labels": labels, **{f"slice {k}": v for k, v in slices.items()},
+                      **{f"mask {t['name']}": t["masks"] for t in trials}, **({} if core is None else {"core": core})}
+            key = intervention_cache.cache_key(model_key, arrays, {
+                "regions": [t["name"] for t in trials], "fill": fill, "chunk": chunk, "alpha": alpha,
+                "threshold": threshold, "seed": seed, "batch_size": batch_size, "n_boot": n_boot})
+            cached = intervention_cache.load(cache_dir, key)
+        if cached is not None:
+            out["interventions"], out["sequential"] = cached["interventions"], cached["sequential"]
+        else:
+            results, base, design = run_trials(loaded.module, batch.inputs, labels, trials, core=core, fill=fill,
+                                               chunk=chunk, alpha=alpha, threshold=threshold, seed=seed,
+                                               batch_size=batch_size)
+            for trial in results:
+                out["interventions"][trial.name] = summarise(trial, base, labels, slices, design, fill=fill,
+                                                             n_boot=n_boot, seed=seed)
+            out["sequential"] = design
+            if key is not None:
+                intervention_cache.save(cache_dir, key, {"interventions": out["interventions"],
+                                                         "sequential": design})
         for d in out["discovered_regions"]:
             out["interventions"][d["name"]]["discovered"] = True
-        out["sequential"] = design
 
     second = second_method(method, loaded)
     on_stage("second explainer")
