@@ -45,12 +45,13 @@ def demo_progress() -> None:
         _demo_building(int(status.get("done") or 0))
         return
     failed = status.get("failed") or []
+    log = f"; log: {status['log']}" if status.get("log") else ""
     if status.get("state") == "failed":
         st.error(f"Demo: {status.get('error') or 'the build failed'}: " +
-                 "; ".join(f"{f['audit']}: {f['error']}" for f in failed) + f". Log: {status.get('log')}")
+                 "; ".join(f"{f['audit']}: {f['error']}" for f in failed) + f"{log}.")
     else:
         st.warning(f"Demo: the build stopped at {status.get('done', 0)} of {status.get('total', '?')} audits "
-                   f"(its worker exited; log: {status.get('log')}).")
+                   f"(its worker exited{log}).")
     if st.button("Resume the demo build", key="demo_resume"):
         data.resume_demo()
         st.rerun()
