@@ -307,10 +307,13 @@ def cmd_check(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from sample_models.demo import DemoIncomplete, build_demo
+    from sample_models.demo import DemoIncomplete, build_demo, demo_plan, is_built
     from sample_models.demo_status import read_status, write_status
 
     workspace = _workspace(args)
+    if is_built(workspace, demo_plan(**_demo_choice(args))):  # nothing registered again, nothing computed
+        print(workspace.root)
+        return EXIT_OK
     status = read_status(workspace.root) or {}
     if status.get("state") == "building" and status.get("pid") != os.getpid():
         raise InputError(f"a demo build is already running on {workspace.root} (pid {status['pid']}); "
@@ -343,14 +346,12 @@ def _demo_arguments(args) -> list[str]:
 
 def cmd_dashboard(args) -> int:
     workspace = _workspace(args)
-    if args.demo:
-        from sample_models.demo import demo_plan, is_built
+    if args.demo:  # the builder finds a finished demo in seconds and exits; the dashboard does not wait
         from sample_models.demo_status import LOG_FILE, start_build
 
-        if not is_built(workspace, demo_plan(**_demo_choice(args))):  # built: open at once, register nothing
-            pid = start_build(workspace.root, _demo_arguments(args))
-            print(f"building the demo in the background (pid {pid}, log {workspace.root / LOG_FILE}); "
-                  "the dashboard shows its progress", file=sys.stderr)
+        pid = start_build(workspace.root, _demo_arguments(args))
+        print(f"demo: checked and built in the background (pid {pid}, log {workspace.root / LOG_FILE}); "
+              "the dashboard shows its progress", file=sys.stderr)
     try:
         from dashboard.launch import APP, streamlit_command
     except ImportError as exc:

@@ -64,6 +64,7 @@ def _demo_building(shown: int) -> None:
         st.rerun()  # an audit landed (or the build ended): the whole page again, with it
     done, total = int(status.get("done") or 0), int(status.get("total") or 0)
     current = f", building {status['current']}" if status.get("current") else ""
-    st.progress(done / total if total else 0.0, text=f"Demo: {done} of {total} audits done{current}")
+    st.progress(done / total if total else 0.0,
+                text=f"Demo: {done} of {total} audits done{current}" if total else "Demo: starting the build")
     for failure in status.get("failed") or []:
         st.warning(f"Demo: {failure['audit']} failed: {failure['error']}")

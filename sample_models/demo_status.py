@@ -55,7 +55,8 @@ def write_status(root: str | os.PathLike, **fields) -> dict:
 
 def start_build(root: str | os.PathLike, arguments: list[str] = ()) -> int:
     """Start `saliency-audit demo` on the workspace in a worker process, unless one is building already;
-    returns the builder's pid. The status says "building" from here on, so no page shows a stale failure."""
+    returns the builder's pid. A first build or a resume says "building" from here on (no page shows a stale
+    failure); after a finished build the state stays "done" unless the builder finds work (a changed plan)."""
     from analysis.store.jobs import spawn_cli
 
     root = Path(root).resolve()
@@ -63,5 +64,8 @@ def start_build(root: str | os.PathLike, arguments: list[str] = ()) -> int:
     if status and status.get("state") == "building":
         return int(status["pid"])
     pid = spawn_cli(["demo", "--workspace", str(root), *arguments], root / LOG_FILE)
-    write_status(root, state="building", pid=pid, error=None, log=str(root / LOG_FILE), arguments=list(arguments))
+    fields = {"arguments": list(arguments), "log": str(root / LOG_FILE)}
+    if not status or status.get("state") != "done":
+        fields.update(state="building", pid=pid, error=None, current=None)
+    write_status(root, **fields)
     return pid

@@ -65,3 +65,17 @@ def test_a_builder_that_died_reads_as_stopped(app):
     assert [w.value for w in at.warning] == [
         "Demo: the build stopped at 20 of 57 audits (its worker exited)."]
     assert at.button(key="demo_resume")
+
+
+def test_start_build_says_building_at_once_but_leaves_a_finished_demo_done(app, monkeypatch):
+    """The dashboard opens while the builder starts: on a fresh workspace the page says the build is
+    starting; on a built one the builder only checks (and exits), so the page shows no progress."""
+    from sample_models.demo_status import start_build
+
+    root, make = app
+    monkeypatch.setattr("analysis.store.jobs.spawn_cli", lambda arguments, log: os.getpid())
+    assert start_build(root) == os.getpid()
+    assert _progress_texts(make()) == ["Demo: starting the build"]
+    write_status(root, state="done", pid=DEAD_PID, total=2, done=2)
+    start_build(root)
+    assert read_status(root)["state"] == "done" and _progress_texts(make()) == []
