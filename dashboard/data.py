@@ -208,14 +208,15 @@ def run_arrays(run_id: str, version: str, name: str) -> dict:
 
 
 def task_info(task: str) -> dict:
-    """What the pages need to know about a task: its `view`, `default_method`, `model_kind`; the default
-    task's when this version does not run `task` (the page then says so through `supported`)."""
+    """What the pages need to know about a task: its `view`, `default_method`, `model_kind`, `dataset_hint`; the
+    default task's when this version does not run `task` (the page then says so through `supported`)."""
     from analysis.runs.tasks import DEFAULT_TASK, TASKS
 
     known = TASKS.get(task)
     chosen = known or TASKS[DEFAULT_TASK]
     return {"name": task, "supported": known is not None, "view": chosen.view,
-            "default_method": chosen.default_method, "model_kind": chosen.model_kind}
+            "default_method": chosen.default_method, "model_kind": chosen.model_kind,
+            "dataset_hint": chosen.dataset_hint}
 
 
 def report_view(report: dict) -> str:

@@ -5,12 +5,11 @@ bookmarked and survives a reload; everything else is per-tab UI state.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
-WORKSPACE_ENV = "SALIENCY_AUDIT_WORKSPACE"
+from analysis.store.workspace import default_root
 
 # URL parameters.
 RUN_PARAM = "run"
@@ -35,8 +34,8 @@ UPLOAD_INSPECTED = "upload_inspected"
 
 
 def workspace_root() -> Path:
-    """`$SALIENCY_AUDIT_WORKSPACE`, else ./workspace (the CLI's default too)."""
-    return Path(os.environ.get(WORKSPACE_ENV, "workspace")).resolve()
+    """`$SALIENCY_AUDIT_WORKSPACE`, else ./workspace: the CLI's default (`analysis.store.workspace.default_root`)."""
+    return default_root().resolve()
 
 
 def current_run() -> str | None:

@@ -49,15 +49,22 @@ FILLS = ("mean", "blur", "shuffle")
 MAX_CONTROL_OVERLAP = 0.5  # above this, an equal-area control mostly re-tests the region itself
 
 
+def fill_colour(images: torch.Tensor, where: torch.Tensor, colour) -> torch.Tensor:
+    """Images (B, 3, H, W) with the pixels of `where` (B, H, W) bool set to `colour`: one RGB triple in [0, 1], or
+    one per image (B, 3). The one region fill of every task's intervention."""
+    colour = torch.as_tensor(colour, dtype=images.dtype, device=images.device)
+    colour = (colour[None] if colour.ndim == 1 else colour)[:, :, None, None]
+    return torch.where(where.to(images.device)[:, None], colour.expand_as(images), images)
+
+
 def fill_region(images: torch.Tensor, region: torch.Tensor, fill: str = "mean", *,
                 mean_colour: torch.Tensor | None = None, donors: torch.Tensor | None = None) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1] with `region` (B, H, W) bool replaced by `fill`."""
     if fill not in FILLS:
         raise InputError(f"unknown intervention fill {fill!r}; choose one of {', '.join(FILLS)}")
     if fill == "mean":
-        colour = images.mean(dim=(0, 2, 3)) if mean_colour is None else mean_colour.to(images)
-        replacement = colour.view(1, -1, 1, 1).expand_as(images)
-    elif fill == "blur":
+        return fill_colour(images, region, images.mean(dim=(0, 2, 3)) if mean_colour is None else mean_colour)
+    if fill == "blur":
         replacement = heavy_blur(images)
     else:
         replacement = donors if donors is not None else images.roll(1, dims=0)

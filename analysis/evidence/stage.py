@@ -51,9 +51,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
            "sanity": {}, "faithfulness": {}}
     if images.empty:
         return out
-    rng = np.random.default_rng(seed)
-    chosen = images.iloc[rng.permutation(len(images))[:max_images]].reset_index(drop=True)
-    batch = load_subset(loaded, dataset, chosen)
+    batch = load_subset(loaded, dataset, sample_images(images, seed, max_images, in_image_order=False))
     module_layer = module_layer_name(loaded, layer_name)
     labels = batch.images_frame["label_idx"].to_numpy().astype(np.int64)
 
@@ -182,6 +180,13 @@ class Subset:
 
     def __init__(self, ids, inputs, masks, images_frame):
         self.ids, self.inputs, self.masks, self.images_frame = ids, inputs, masks, images_frame
+
+
+def sample_images(images: pd.DataFrame, seed: int, max_images: int, *, in_image_order: bool = True) -> pd.DataFrame:
+    """Up to `max_images` rows of the explained `images`, drawn with `seed` (a resumed run draws the same ones);
+    in the store's order, or in the draw's (`in_image_order=False`)."""
+    drawn = np.random.default_rng(seed).permutation(len(images))[:max_images]
+    return images.iloc[np.sort(drawn) if in_image_order else drawn].reset_index(drop=True)
 
 
 def load_subset(loaded, dataset, chosen: pd.DataFrame) -> Subset:

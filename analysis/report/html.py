@@ -36,12 +36,10 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
     name = title or f"Saliency audit: {run.get('name') or run.get('id') or 'run'}"
     parts = [f"<h1>{escape(str(name))}</h1>", _run_summary(report)]
     view = view_of(run.get("task"))
-    flags, sections = VIEW_SECTIONS.get(view, (lambda r: _flags_table(r.get("flags") or []), None))
+    flags, sections = VIEW_SECTIONS.get(view, (_report_flags, None))
     parts.append("<h2>Shortcut flags</h2>" + flags(report))
     if sections is not None:
         parts.append(sections(report))
-    elif view == "classification":  # fill and swap effects, the sequential design, power, discovered regions
-        parts.append(_interventions_section(report))
     if report.get("labels"):
         parts.append("<h2>Your labels</h2><ul>" + "".join(
             f"<li>{escape(str(label.get('text', '')))}{': ' + escape(str(label['note'])) if label.get('note') else ''}"
@@ -369,7 +367,13 @@ def _ci(pair, pct: bool = False) -> str:
     return f"[{fmt(pair[0])}, {fmt(pair[1])}]"
 
 
-# A task's own report sections, by the task's view name (`analysis.runs.tasks`); other views get the
-# classification sections. (flags section, extra sections) and the comparison section.
-VIEW_SECTIONS = {"detection": (_detection_flags, _detection_sections)}
+def _report_flags(report: dict) -> str:
+    return _flags_table(report.get("flags") or [])
+
+
+# A task's own report sections, by the task's view name (`analysis.runs.tasks`): (flags section, extra sections)
+# and the comparison section; a view not listed gets the flags table alone. The classifier's extra sections: fill
+# and swap effects, the sequential design, power, discovered regions.
+VIEW_SECTIONS = {"classification": (_report_flags, _interventions_section),
+                 "detection": (_detection_flags, _detection_sections)}
 COMPARISON_SECTIONS = {"detection": _detection_comparison}

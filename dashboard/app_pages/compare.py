@@ -3,7 +3,7 @@ import os
 
 import streamlit as st
 
-from dashboard import data, detection_views, overlay, state, task_views, views
+from dashboard import data, overlay, state, task_views, views
 
 st.title("Compare versions")
 st.caption("Pick the audits of successive model versions on one dataset, oldest first.")
@@ -73,8 +73,7 @@ if comparison is None:
 
 st.subheader("Summary")
 st.markdown(views.plain(comparison.get("summary") or "no summary"))
-own_body = {"detection": detection_views.render_comparison,
-            **task_views.COMPARISON_BODIES}.get(data.task_info(task)["view"])
+own_body = task_views.COMPARISON_BODIES.get(data.task_info(task)["view"])
 if own_body is not None:
     own_body(comparison, chosen, versions, labels)
     st.stop()

@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import components, data, detection_views, overlay, state, task_views, views
+from dashboard import components, data, overlay, state, task_views, views
 
 st.title("Bias report")
 run_id = components.run_picker("report_run", state.current_run())
@@ -19,8 +19,7 @@ if info["status"] != "done":
 
 report = data.report(run_id, version)
 meta = report.get("run", {})
-own_body = {"detection": detection_views.render,
-            **task_views.REPORT_BODIES}.get(data.report_view(report))  # a task view's own body
+own_body = task_views.REPORT_BODIES.get(data.report_view(report))  # a task view's own body
 if own_body is not None:  # detection: boxes, context regions, D-RISE
     own_body(report, run_id, version, info)
     st.stop()
