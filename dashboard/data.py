@@ -343,6 +343,11 @@ def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple
     return TASKS[task].compare([_store(r) for r in run_ids], list(names))
 
 
+def discovered_by_version(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...]) -> dict:
+    """name -> that version's report, for the regions discovered in each audit (`views.comparison_discovered`)."""
+    return {name: report(r, v) for r, v, name in zip(run_ids, versions, names)}
+
+
 # --- exports ------------------------------------------------------------------------------------------
 def exporters(run_id: str, version: str) -> dict[str, object]:
     """Format -> a no-argument callable producing the file (run when the button is clicked), or None."""
