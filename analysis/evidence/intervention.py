@@ -217,17 +217,20 @@ def swap_donors(labels: np.ndarray, has_region: np.ndarray, *, seed: int = 0) ->
 
 
 def swap_variants(images: torch.Tensor, region: torch.Tensor, donors: np.ndarray, *, control_tries: int = 16,
-                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  seed: int = 0, keep_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(swapped images, swapped control images, keep) for images (B, 3, H, W) and region (B, H, W) bool.
 
     Pixels in region_i | region_donor come from the donor (see the module docstring); the control swaps
     the same donor's pixels under the union mask rolled away from itself. `keep`: images with a donor and
-    a non-empty union.
+    a non-empty union. `keep_out` (B, H, W) bool (the recipient's core): never swapped, so a cue
+    transplanted at the donor's place cannot cover the recipient's object (a flip would then be the core's).
     """
     has_donor = torch.as_tensor(donors >= 0)
     index = torch.as_tensor(np.where(donors >= 0, donors, np.arange(len(donors))))
     donor_images = images[index]
     union = (region | region[index]) & has_donor[:, None, None]
+    if keep_out is not None:
+        union &= ~keep_out.bool()
     controls, _ = control_masks(union, tries=control_tries, seed=seed + 1)
     swapped = torch.where(union[:, None], donor_images, images)
     control = torch.where(controls[:, None], donor_images, images)

@@ -251,10 +251,13 @@ def _interventions_section(report: dict) -> str:
         parts.append("<h3>What a \"no flag\" could have missed</h3><ul>" + "".join(
             f"<li>{escape(p['text'])}</li>" for p in report["power"]) + "</ul>")
     if report.get("discovered_regions"):
-        parts.append("<h3>Discovered regions (salient components away from the core)</h3>" + _table(
-            ["region", "description", "lift (by construction)", "exemplar ids"],
-            [[d["name"], d["description"], _num((d.get("attention") or {}).get("lift")),
-              ", ".join(str(i) for i in d.get("exemplars", []))] for d in report["discovered_regions"]]))
+        flagged = {f["region"] for f in report.get("flags") or []}
+        parts.append("<h3>Discovered regions (salient components away from the core and, with masks, outside "
+                     "the object-sized annotated regions)</h3>" + _table(
+            ["region", "description", "images", "lift (by construction)", "flagged", "exemplar ids"],
+            [[d["name"], d["description"], _pct(d.get("share")), _num((d.get("attention") or {}).get("lift")),
+              "yes" if d["name"] in flagged else "no", ", ".join(str(i) for i in d.get("exemplars", []))]
+             for d in report["discovered_regions"]]))
     return "".join(parts)
 
 

@@ -174,11 +174,13 @@ class ClassificationTask:
 
         stage("interventions")
         params = run["params"]  # evidence_images: the cap of the sequential evidence sample
-        cap = {"max_images": int(params["evidence_images"])} if "evidence_images" in params else {}
+        extra = {"max_images": int(params["evidence_images"])} if "evidence_images" in params else {}
+        if store.workspace is not None:  # a second explainer on the same model reuses the interventions
+            extra.update(cache_dir=store.workspace.root / "cache" / "interventions", model_key=run["model_id"])
         return compute_evidence(prepared.loaded, prepared.dataset, store, method=run["method"],
                                 layer_name=prepared.target_layer, seed=int(run["seed"]), params=explainer_params(run),
                                 on_stage=stage, region_shapley=int(run["params"].get("region_shapley", 0)),
-                                **cap)
+                                **extra)
 
     def findings(self, store, run: dict, *, n_boot: int, seed: int) -> dict:
         from analysis.report.flags import report_findings
