@@ -1,9 +1,7 @@
 """The built-in demo workspace: each sample scenario's validation set, its five model versions, finished audits.
 
-On request (`scenarios=("watermark_vit",)`, not in the default demo: its ten audits with their evidence stage
-would add minutes, not seconds, on a laptop CPU), the tiny ViT series on the watermark scenario's data
-(`sample_models/weights/vit/`), audited with Grad-CAM on its detected token layer and with
-`transformer_attribution`. Plus the moving-cue scenario, `moving_patch` (a corner patch that moves, no masks: the report's discovered
+The tiny ViT series on the watermark scenario's data (`sample_models/weights/vit/`, `watermark_vit`), audited
+with Grad-CAM on its detected token layer (`build_vit_demo(methods=...)` adds `transformer_attribution`). Plus the moving-cue scenario, `moving_patch` (a corner patch that moves, no masks: the report's discovered
 regions find it), in a partly biased and a fully biased version; and one detection scenario, `boats_and_cars`: a COCO folder of biased scenes (boats on water, cars on road,
 `sample_models.detection`), the biased and the debiased detector, and one D-RISE audit each (the biased one
 is flagged for a context shortcut, the debiased one is not). And the tagger (`sample_models.tagging`: a water
@@ -36,7 +34,7 @@ DETECTION_PARAMS = {"n_masks": 300, "cells": 8}  # enough on 64x64 scenes; a few
 TASK_SCENARIOS = ("tagger", "segmenter")  # sample_models.tagging, sample_models.segmenting
 TASK_IMAGES = 48  # one map per (image, tag / class); enough for the flags (tests/tasks use the same)
 VIT_DEMO = "watermark_vit"  # the tiny ViT series, audited on the watermark scenario's validation set
-VIT_METHODS = ("gradcam", "transformer_attribution")
+VIT_METHODS = ("gradcam",)  # at the detected token layer; transformer_attribution on request (cost: 5 more audits)
 MOVING_SCENARIO = "moving_patch"  # sample_models.moving_patch: a corner patch that moves; no masks
 MOVING_RHO = 0.9  # its validation set: the patch's colour points at the label on 90% of images
 
@@ -74,7 +72,8 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
     from analysis.runs.engine import execute_run
 
     run_ids = []
-    wanted = tuple(scenarios) if scenarios else (*SCENARIOS, MOVING_SCENARIO, DETECTION_SCENARIO, *TASK_SCENARIOS)
+    wanted = tuple(scenarios) if scenarios else (*SCENARIOS, VIT_DEMO, MOVING_SCENARIO, DETECTION_SCENARIO,
+                                                 *TASK_SCENARIOS)
     for scenario in (s for s in wanted if s in SCENARIOS):
         dataset_id = workspace.register_dataset(demo_dataset(scenario, workspace.root / "demo-data", n))
         for version in versions:
@@ -137,17 +136,19 @@ def _task_module(scenario: str):
 
 
 def build_vit_demo(workspace, *, versions: tuple[int, ...] = VERSIONS, n: int = N_IMAGES, device: str = "cpu",
-                   log: Callable[[str], None] = print) -> list[str]:
+                   methods: tuple[str, ...] = VIT_METHODS, log: Callable[[str], None] = print) -> list[str]:
     """The tiny ViT series as a user's ViT arrives: a state dict whose card names the architecture and no
-    target layer (Grad-CAM finds the token layer), audited with Grad-CAM and Chefer et al.'s attribution."""
+    target layer (Grad-CAM finds the token layer), audited with each of `methods`, registered as versions of
+    one model (`watermark_vit` v1..v5) so the Compare page lines them up like the CNN series."""
     from analysis.runs.engine import execute_run
 
     dataset_id = workspace.register_dataset(demo_dataset(VIT_SCENARIO, workspace.root / "demo-data", n))
     run_ids = []
     for version in versions:
         folder = VIT_WEIGHTS_DIR / VIT_SCENARIO / f"v{version}"
-        model_id = workspace.register_model(folder / "model.pt", folder / "model.json")
-        for method in VIT_METHODS:
+        model_id = workspace.register_model(folder / "model.pt", folder / "model.json", name=VIT_DEMO,
+                                            version=f"v{version}")
+        for method in methods:
             run_id = workspace.create_run(model_id, dataset_id, method, {}, n=n, seed=0,
                                           name=f"ViT {VIT_SCENARIO} v{version} {method}")
             if workspace.run(run_id)["status"] != "done":

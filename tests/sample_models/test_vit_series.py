@@ -97,3 +97,31 @@ def test_attention_rollout_ignores_the_head():
     (head,) = [stage for stage in result["stages"] if stage["layer"] == "head"]  # the cascade runs over blocks
     assert head["spearman_abs"] == pytest.approx(1.0)
     assert any(stage["spearman_abs"] < 0.5 for stage in result["stages"] if stage["layer"] != "head"), result
+
+
+def test_the_default_demo_includes_the_vit_series(monkeypatch):
+    from sample_models import demo
+
+    called = []
+    monkeypatch.setattr(demo, "SCENARIOS", {})  # skip the CNN series: only which builders run is in question
+    for builder in ("build_vit_demo", "build_moving_demo", "build_detection_demo", "build_task_demo"):
+        monkeypatch.setattr(demo, builder, lambda *a, _name=builder, **k: called.append(_name) or [])
+    demo.build_demo(object(), log=lambda _: None)
+    assert "build_vit_demo" in called and demo.VIT_METHODS == ("gradcam",)
+
+
+@pytest.mark.slow
+def test_the_demo_path_flags_the_watermark_on_vit_v1_and_nothing_on_v5(tmp_path):
+    """As `saliency-audit demo` builds it (registration, engine, evidence, cached report), fewer images."""
+    from analysis.report.build import cached_report
+    from analysis.store.workspace import Workspace
+    from sample_models.demo import VIT_DEMO, build_vit_demo
+
+    workspace = Workspace(tmp_path / "ws")
+    v1, v5 = build_vit_demo(workspace, versions=(1, 5), n=48, log=lambda _: None)
+    reports = {version: cached_report(run_id, workspace) for version, run_id in (("v1", v1), ("v5", v5))}
+    assert {r["run"]["model"]["name"] for r in reports.values()} == {VIT_DEMO}
+    assert [r["run"]["model"]["version"] for r in reports.values()] == ["v1", "v5"]
+    assert all(r["run"]["target_layer"] == TOKEN_LAYER for r in reports.values())
+    assert "watermark" in {f["region"] for f in reports["v1"]["flags"]}, reports["v1"]["flags"]
+    assert reports["v5"]["flags"] == [], reports["v5"]["flags"]
