@@ -5,6 +5,8 @@ interventions can flag it. Planted: the clean tiny ViT with artifacts written in
 which the model cannot see (`planted_artifacts`)."""
 from __future__ import annotations
 
+from html import escape
+
 import pandas as pd
 import pytest
 
@@ -48,7 +50,7 @@ def test_the_report_names_the_artifacts_and_where_they_are(planted_run):
     assert corner["artifact_share_of_mass"] > 0.95  # the corner's saliency is the artifacts' (measured 99.6%)
     assert corner["lift_ci_low"] > 1.5 and corner["lift_without_artifacts_ci_low"] < 1.0  # 6.0 -> 0.65
     assert "register-like artifact tokens" in artifacts["text"] and "mostly in region top-left" in artifacts["text"]
-    assert f"<p class='artifacts'>{artifacts['text']}." in render_html(report)  # the HTML report's line
+    assert f"<p class='artifacts'>{escape(artifacts['text'])}." in render_html(report)  # the HTML report's line
 
 
 def test_artifact_attention_alone_flags_nothing(planted_run):
