@@ -99,15 +99,13 @@ def test_attention_rollout_ignores_the_head():
     assert any(stage["spearman_abs"] < 0.5 for stage in result["stages"] if stage["layer"] != "head"), result
 
 
-def test_the_default_demo_includes_the_vit_series(monkeypatch):
-    from sample_models import demo
+def test_the_default_demo_includes_the_vit_series():
+    from sample_models.demo import DEFAULT_SCENARIOS, VIT_DEMO, demo_plan
 
-    called = []
-    monkeypatch.setattr(demo, "SCENARIOS", {})  # skip the CNN series: only which builders run is in question
-    for builder in ("build_vit_demo", "build_moving_demo", "build_detection_demo", "build_task_demo"):
-        monkeypatch.setattr(demo, builder, lambda *a, _name=builder, **k: called.append(_name) or [])
-    demo.build_demo(object(), log=lambda _: None)
-    assert "build_vit_demo" in called and demo.VIT_METHODS == ("gradcam",)
+    assert VIT_DEMO in DEFAULT_SCENARIOS
+    vit = [a for a in demo_plan() if a.model_file.parent.parent == VIT_WEIGHTS_DIR / VIT_SCENARIO]
+    assert [(a.version, a.method) for a in vit] == [(f"v{v}", "gradcam") for v in VERSIONS]
+    assert {a.shown_as for a in vit} == {(VIT_DEMO, f"v{v}") for v in VERSIONS}  # one model's versions
 
 
 @pytest.mark.slow
@@ -115,10 +113,10 @@ def test_the_demo_path_flags_the_watermark_on_vit_v1_and_nothing_on_v5(tmp_path)
     """As `saliency-audit demo` builds it (registration, engine, evidence, cached report), fewer images."""
     from analysis.report.build import cached_report
     from analysis.store.workspace import Workspace
-    from sample_models.demo import VIT_DEMO, build_vit_demo
+    from sample_models.demo import VIT_DEMO, build_demo
 
     workspace = Workspace(tmp_path / "ws")
-    v1, v5 = build_vit_demo(workspace, versions=(1, 5), n=48, log=lambda _: None)
+    v1, v5 = build_demo(workspace, scenarios=(VIT_DEMO,), versions=(1, 5), n=48, log=lambda _: None)
     reports = {version: cached_report(run_id, workspace) for version, run_id in (("v1", v1), ("v5", v5))}
     assert {r["run"]["model"]["name"] for r in reports.values()} == {VIT_DEMO}
     assert [r["run"]["model"]["version"] for r in reports.values()] == ["v1", "v5"]
