@@ -36,6 +36,8 @@ def reads_residual_input(layer: nn.Module) -> bool:
 
 
 def artifact_pixels(tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W) bool at map resolution: each artifact token's patch, for region statistics (how much of a
-    region's saliency mass lies on artifact tokens)."""
-    return F.interpolate(tokens[:, None].float(), size=tuple(size), mode="nearest")[:, 0] > 0.5
+    """(B, H, W) bool at map resolution: every pixel an artifact token's value reaches when a grid map is
+    upsampled bilinearly (its patch and half a patch around it), for region statistics (how much of a
+    region's saliency mass lies on artifact tokens). Its patch alone would leave the artifact's large value,
+    interpolated into the neighbouring half patch, counted as the neighbours' own."""
+    return F.interpolate(tokens[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0] > 0

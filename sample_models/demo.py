@@ -1,9 +1,7 @@
 """The built-in demo workspace: each sample scenario's validation set, its five model versions, finished audits.
 
-On request (`scenarios=("watermark_vit",)`, not in the default demo: its ten audits with their evidence stage
-would add minutes, not seconds, on a laptop CPU), the tiny ViT series on the watermark scenario's data
-(`sample_models/weights/vit/`), audited with Grad-CAM on its detected token layer and with
-`transformer_attribution`. Plus the moving-cue scenario, `moving_patch` (a corner patch that moves, no masks: the report's discovered
+The tiny ViT series on the watermark scenario's data (`sample_models/weights/vit/`, shown as `watermark_vit`
+v1..v5), audited with Grad-CAM on its detected token layer (`VIT_METHODS`). Plus the moving-cue scenario, `moving_patch` (a corner patch that moves, no masks: the report's discovered
 regions find it), in a partly biased and a fully biased version; and one detection scenario, `boats_and_cars`: a COCO folder of biased scenes (boats on water, cars on road,
 `sample_models.detection`), the biased and the debiased detector, and one D-RISE audit each (the biased one
 is flagged for a context shortcut, the debiased one is not). And the tagger (`sample_models.tagging`: a water
@@ -44,10 +42,10 @@ DETECTION_PARAMS = {"n_masks": 300, "cells": 8}  # enough on 64x64 scenes; a few
 TASK_SCENARIOS = ("tagger", "segmenter")  # sample_models.tagging, sample_models.segmenting
 TASK_IMAGES = 48  # one map per (image, tag / class); enough for the flags (tests/tasks use the same)
 VIT_DEMO = "watermark_vit"  # the tiny ViT series, audited on the watermark scenario's validation set
-VIT_METHODS = ("gradcam", "transformer_attribution")
+VIT_METHODS = ("gradcam",)  # at the detected token layer; ("gradcam", "transformer_attribution"): 5 audits more
 MOVING_SCENARIO = "moving_patch"  # sample_models.moving_patch: a corner patch that moves; no masks
 MOVING_RHO = 0.9  # its validation set: the patch's colour points at the label on 90% of images
-DEFAULT_SCENARIOS = (*SCENARIOS, MOVING_SCENARIO, DETECTION_SCENARIO, *TASK_SCENARIOS)
+DEFAULT_SCENARIOS = (*SCENARIOS, VIT_DEMO, MOVING_SCENARIO, DETECTION_SCENARIO, *TASK_SCENARIOS)
 
 
 def detection_dataset(root: Path, n: int = DETECTION_IMAGES) -> Path:
@@ -124,7 +122,8 @@ def _series(scenario: str, methods: tuple[str, ...], versions: tuple[int, ...], 
         folder = VIT_WEIGHTS_DIR / VIT_SCENARIO
         return [Audit(f"ViT {VIT_SCENARIO}", f"v{v}", method, folder / f"v{v}" / "model.pt",
                       folder / f"v{v}" / "model.json", partial(demo_dataset, VIT_SCENARIO, n=n), n,
-                      f"ViT {VIT_SCENARIO} v{v} {method}", endpoint=v in ends, extra=k > 0)
+                      f"ViT {VIT_SCENARIO} v{v} {method}", shown_as=(VIT_DEMO, f"v{v}"), endpoint=v in ends,
+                      extra=k > 0)
                 for v in versions for k, method in enumerate(VIT_METHODS)]
     if scenario == MOVING_SCENARIO:
         from sample_models import moving_patch

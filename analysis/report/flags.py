@@ -24,6 +24,9 @@ in a quarter of the images has lift <= 1 while filling it flips 11.5% against 0%
 for a net effect of 0.2 and missed it). Regions discovered from the maps (`discovered_regions`) follow
 the same rule: their lift is high by construction. Every tested region that is not flagged gets a
 `power` statement: the upper bounds of what its swap and fill could have changed.
+Register-like artifact tokens (outlier-norm ViT tokens, `analysis.stats.artifacts`) are no attention basis:
+a region whose lift CI does not clear `lift_threshold` once they are taken out is treated like a region
+without high lift, so only its interventions can flag it.
 
 Severity comes from the causal effect net of the control, `max(flip_rate - control flip_rate,
 accuracy_drop - control accuracy_drop)`: high >= 0.2, medium >= 0.1, else low. Core regions are never
@@ -50,11 +53,19 @@ def effective_roles(names, roles) -> list:
 
 
 def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
-                   alpha: float = 0.01, min_effect: float = 0.05) -> list[dict]:
-    """Flags in the report-JSON shape (docs/FORMATS.md), most severe first."""
+                   alpha: float = 0.01, min_effect: float = 0.05,
+                   artifact_free: pd.DataFrame | None = None) -> list[dict]:
+    """Flags in the report-JSON shape (docs/FORMATS.md), most severe first.
+
+    `artifact_free`: the region table recomputed with register-like artifact tokens taken out
+    (`analysis.stats.artifacts`); a region whose lift does not hold there has no attention basis of its own,
+    so only the interventions can flag it (`basis: "intervention"`)."""
     evidence = evidence or {}
     flags = []
     strong, weak = _attention_hits(table, lift_threshold), _attention_hits(table, 1.0)
+    on_artifacts = _artifact_driven(strong, artifact_free, lift_threshold)
+    for region in on_artifacts:
+        weak.setdefault(region, strong.pop(region))
     interventions = evidence.get("interventions") or {}
     discovered = {d["name"]: d for d in evidence.get("discovered_regions") or []}
     non_core = set(table.loc[~_is_core(table), "region"]) if not table.empty else set()
@@ -83,7 +94,9 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_th
                 continue
             basis = "intervention"
             hits = weak.get(region) or _overall_rows(table, region)
-            if region not in weak:
+            if region in on_artifacts:
+                reasons.append(on_artifacts[region])
+            elif region not in weak:
                 reasons.append(f"the maps put no more than its area share of saliency on it (lift "
                                f"{hits[0]['lift']:.2f}): the dependence shows only when the region is removed "
                                f"or swapped")
@@ -119,6 +132,18 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_th
         flags.append(flag)
     flags.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), f["region"] in discovered, -(f["lift"] or 0)))
     return flags
+
+
+def _artifact_driven(strong: dict, artifact_free: pd.DataFrame | None, lift_threshold: float) -> dict[str, str]:
+    """Regions with strong attention that loses it once artifact tokens are taken out: region -> the reason."""
+    if artifact_free is None or artifact_free.empty:
+        return {}
+    clean = _attention_hits(artifact_free, lift_threshold)
+    overall = artifact_free[artifact_free["class"].isna() & artifact_free["group"].isna()].set_index("region")
+    return {region: f"its lift rests on register-like artifact tokens: without them it is "
+                    f"{overall['lift'].get(region, float('nan')):.2f} (CI low "
+                    f"{overall['lift_ci_low'].get(region, float('nan')):.2f}), so the interventions alone decide"
+            for region in strong if region not in clean}
 
 
 def intervention_evidence(intervention: dict, best: dict, effect: float, *, family_size: int) -> dict:
@@ -260,10 +285,11 @@ def power_statements(table: pd.DataFrame, evidence: dict | None, flags: list[dic
 
 
 def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
-                       alpha: float = 0.01, min_effect: float = 0.05) -> list[dict]:
+                       alpha: float = 0.01, min_effect: float = 0.05,
+                       artifact_free: pd.DataFrame | None = None) -> list[dict]:
     """Non-core regions with high lift whose intervention did *not* move predictions: worth a look, not a flag."""
     flagged = {f["region"] for f in shortcut_flags(table, evidence, lift_threshold=lift_threshold,
-                                                    alpha=alpha, min_effect=min_effect)}
+                                                    alpha=alpha, min_effect=min_effect, artifact_free=artifact_free)}
     out = []
     for region, hits in _attention_hits(table, lift_threshold).items():
         if region in flagged:
@@ -395,11 +421,16 @@ def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict 
     faithfulness, second_explainer, interventions, and clusters when `maps` ((ids, maps) from the store) is given.
     """
     from analysis.stats.aggregate import accuracy_table, region_table, table_records
+    from analysis.stats.artifacts import artifact_summary, has_artifacts, without_artifacts
 
     evidence = evidence or {}
     table = region_table(images, regions, n_boot=n_boot, seed=seed)
     accuracy = accuracy_table(images)
-    options = {"lift_threshold": lift_threshold, "alpha": alpha, "min_effect": min_effect}
+    artifact_free = None
+    if has_artifacts(images, regions):  # register-like tokens: attention must hold without them
+        artifact_free = region_table(images, without_artifacts(images, regions), n_boot=n_boot, seed=seed)
+    options = {"lift_threshold": lift_threshold, "alpha": alpha, "min_effect": min_effect,
+               "artifact_free": artifact_free}
     out = {
         "regions": table_records(table),
         "accuracy": [{k: (None if _missing(v) else v) for k, v in row.items()}
@@ -414,6 +445,8 @@ def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict 
         "discovered_regions": evidence.get("discovered_regions") or [],
         "sequential": evidence.get("sequential") or {},
     }
+    if artifact_free is not None:
+        out["artifacts"] = artifact_summary(images, regions, table, artifact_free)
     out["power"] = power_statements(table, evidence, out["flags"])
     out["multiple_testing"] = {"method": "Holm", "alpha": alpha, "family": "regions x (fill, swap) x (whole "
                                "sample, classes, subgroups)", "n_tests": sum(

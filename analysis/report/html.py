@@ -48,6 +48,9 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
         parts.append("<h2>Subgroup findings</h2><ul>" + "".join(
             f"<li>{escape(str(f.get('text', '')))}</li>" for f in report["subgroups"]) + "</ul>")
     parts.append("<h2>Where the saliency goes</h2>" + charts.region_mass(report.get("regions") or []))
+    if report.get("artifacts"):  # register-like tokens (`analysis.stats.artifacts`)
+        parts.append(f"<p class='artifacts'>{escape(report['artifacts']['text'])}. A region's attention must hold "
+                     "without them to count toward a flag.</p>")
     parts.append(_regions_table(report.get("regions") or []))
     parts.append("<h2>Explainer checks</h2>" + _sanity_table(report.get("sanity") or {})
                  + _faithfulness(report.get("faithfulness") or {}))

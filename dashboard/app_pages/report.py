@@ -54,6 +54,9 @@ with tab_attention:
         st.caption("Bars: mean share of the positive saliency mass that falls in the region, with a 95% "
                    "bootstrap interval over images. Black ticks: the region's mean share of the picture's "
                    "area. A bar far above its tick means more attention than the region's size explains.")
+    if report.get("artifacts"):  # a ViT's outlier-norm tokens: attention on them alone is never a flag
+        st.info(views.plain(report["artifacts"]["text"]) + ". A region's attention must hold without them to count "
+                "toward a flag.")
         st.dataframe(views.display_table(views.readable_intervals(rows)), hide_index=True, width="stretch")
 
 with tab_flags:

@@ -183,3 +183,13 @@ def test_compare_page_opens_on_the_version_series_without_warnings(app, planted)
     at = app("app_pages/compare.py")
     assert at.multiselect(key=f"compare_runs_{planted[1]['dataset']}").value == planted[1]["runs"]  # v1, v2
     assert not at.warning
+
+
+def test_report_page_names_register_artifacts_in_one_line(tmp_path, monkeypatch):
+    root = tmp_path / "workspace"
+    run_id = build_workspace(root, artifacts=True)["runs"][0]
+    at = app_opener(root, monkeypatch)("app_pages/report.py", run=run_id)
+    assert not at.exception
+    (line,) = [i.value.replace("\\", "") for i in at.info if "artifact" in i.value]  # unescaped markdown
+    assert "register-like artifact tokens" in line and "on 100% of images" in line
+    assert "mostly in region background (100% of their area)" in line

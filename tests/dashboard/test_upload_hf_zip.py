@@ -1,4 +1,5 @@
-"""The upload page takes a zipped Hugging Face folder: no card to fill, the classes come from its config."""
+"""The upload page takes a zipped Hugging Face folder: no card to fill, the classes come from its config, the
+CAM layer is the detected token layer."""
 import pytest
 
 from analysis.store.workspace import Workspace
@@ -16,9 +17,11 @@ def test_upload_registers_a_zipped_hugging_face_folder(tmp_path, monkeypatch):
     at.file_uploader(key="upload_model").set_value((archive.name, archive.read_bytes(), "application/zip")).run()
     at.button(key="list_layers").click().run(timeout=180)
     assert not at.exception and not at.error, [e.value for e in at.error]
-    layer = "model.vit.embeddings.patch_embeddings.projection"
-    assert layer in at.selectbox(key="card_layer").options
-    at.selectbox(key="card_layer").set_value(layer).run()  # the one card field the form adds to the folder's
+    # The detected layer is preselected: the token layer of pytorch-grad-cam's Hugging Face recipe (the last
+    # layer's first norm), never the patch embedding, which is listed too but carries no decision.
+    layer = "model.vit.layers.1.layernorm_before"
+    assert "model.vit.embeddings.patch_embeddings.projection" in at.selectbox(key="card_layer").options
+    assert at.selectbox(key="card_layer").value == layer
     at.button(key="register_model").click().run(timeout=180)
     assert any("Registered model" in s.value for s in at.success), [e.value for e in at.error]
     (model,) = Workspace(root).models()

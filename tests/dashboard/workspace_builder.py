@@ -64,8 +64,10 @@ def write_model(folder: Path) -> Path:
     return path
 
 
-def run_tables(version: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """Images, regions and maps of a planted run; v1 attends to the cage on caged images, v2 to the animal."""
+def run_tables(version: int, artifacts: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Images, regions and maps of a planted run; v1 attends to the cage on caged images, v2 to the animal.
+    `artifacts`: a token-layer run's columns, two register-like tokens per image on the background carrying
+    5% of the saliency on 10% of the picture (`analysis.stats.artifacts`)."""
     images, regions, maps = [], [], []
     for i in range(N_IMAGES):
         item = planted_item(i)
@@ -74,7 +76,8 @@ def run_tables(version: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
         images.append({"image_id": i, "image": item["image"], "label": item["label"],
                        "label_idx": int(item["label"] == "dog"), "pred": pred, "pred_idx": int(pred == "dog"),
                        "confidence": 0.9, "correct": correct, "target_idx": int(pred == "dog"), "score": 2.0,
-                       "attr.in_cage": item["in_cage"]})
+                       "attr.in_cage": item["in_cage"],
+                       **({"artifact_tokens": 2, "artifact_mass": 0.05, "artifact_area": 0.1} if artifacts else {})})
         caged = item["in_cage"] == "yes"
         cage_mass = (0.7 if version == 1 else 0.1) if caged else 0.0
         animal_mass = 0.8 * (1 - cage_mass)
@@ -82,7 +85,9 @@ def run_tables(version: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
                   "animal": (animal_mass, 0.25, 1, "core"), "cage": (cage_mass, 0.125 if caged else 0.0, 2, None)}
         for name, (mass, area, region_id, role) in shares.items():
             regions.append({"image_id": i, "region": name, "region_id": region_id, "role": role, "mass": mass,
-                            "area": area, "lift": mass / area if area else 0.0})
+                            "area": area, "lift": mass / area if area else 0.0,
+                            **({"artifact_mass": 0.05 if name == "background" else 0.0,
+                                "artifact_area": 0.1 if name == "background" else 0.0} if artifacts else {})})
         saliency = np.zeros((SIZE, SIZE), dtype=np.float32)
         saliency[8:24, 8:24] = animal_mass
         if caged:
@@ -91,7 +96,7 @@ def run_tables(version: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     return pd.DataFrame(images), pd.DataFrame(regions), pool_maps(np.stack(maps))
 
 
-def build_workspace(root: Path) -> dict:
+def build_workspace(root: Path, *, artifacts: bool = False) -> dict:
     """The workspace with one dataset, two model versions and a finished run of each; returns the ids."""
     source = root.parent / "sources"
     dataset_dir = write_dataset(source / "pets")
@@ -106,7 +111,7 @@ def build_workspace(root: Path) -> dict:
         model_id = workspace.register_model(model_path)
         run_id = workspace.create_run(model_id, dataset_id, "gradcam", {}, n=N_IMAGES, seed=0, name=f"v{version}")
         store = workspace.store(run_id)
-        images, regions, maps = run_tables(version)
+        images, regions, maps = run_tables(version, artifacts)
         for shard, part in enumerate((slice(0, 6), slice(6, 12))):
             ids_part = images.image_id.iloc[part]
             path = store.write_shard(shard, images.iloc[part].reset_index(drop=True),

@@ -77,6 +77,19 @@ def timm_swin(img_size=32, patch=4, depths=(2, 2)):
                              num_heads=(2,) * len(depths)).eval()
 
 
+def hf_vit():
+    """A random tiny transformers ViT behind the loader's `.logits` unwrapper (pytorch-grad-cam's Hugging Face
+    tutorial wraps it the same way, then explains `vit.encoder.layer[-1].layernorm_before`)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from explainers.hf_loader import LogitsOf
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=3)
+    return LogitsOf(ViTForImageClassification(config)).eval()
+
+
 def tv_swin():
     torch.manual_seed(0)
     return SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
@@ -97,6 +110,7 @@ CASES = {
                             tokens_to_map(2, (4, 4)), (4, 4)),
     "timm Swin": (timm_swin, (32, 32), "layers.1.blocks.1.norm1", channels_last_to_map, (4, 4)),
     "torchvision Swin": (tv_swin, (32, 32), "features.3.1.norm1", channels_last_to_map, (4, 4)),
+    "Hugging Face ViT": (hf_vit, (32, 32), "model.vit.layers.1.layernorm_before", tokens_to_map(1, (4, 4)), (4, 4)),
 }
 # Patch size 1: the layer's grid is the input's, so Score-CAM's mask resize is the identity on both sides.
 SCORECAM_CASES = {

@@ -1,5 +1,6 @@
-"""End to end through the CLI: timm ConvNeXt (convnext_atto) and ViT (test_vit), a Hugging Face ViT folder (and its zip), a torchvision
-resnet with LRP, each audited with random weights at 32 px, with region Shapley values in the report."""
+"""End to end through the CLI: timm ConvNeXt (convnext_atto: Grad-CAM) and ViT (test_vit: IG, GradientSHAP),
+a Hugging Face ViT folder (GradientSHAP, its zip; Grad-CAM at its token layer), a torchvision resnet with LRP,
+each audited with random weights at 32 px, with region Shapley values in the report."""
 from __future__ import annotations
 
 import json
@@ -104,6 +105,20 @@ def test_hugging_face_vit_folder_and_its_zip(tmp_path, data, capsys):
                  "--no-progress", "--param", "region_shapley=4", "--param", "n_samples=4"])
     out = capsys.readouterr()[0]
     assert code == 0 and out.strip().splitlines()[-1] == run_id
+
+
+def test_hugging_face_vit_folder_with_gradcam_at_its_token_layer(tmp_path, data, capsys):
+    """pytorch-grad-cam's Hugging Face recipe, found without a card: the last layer's `layernorm_before`
+    (`vit.encoder.layer[-1]` in older transformers, `vit.layers[-1]` now), behind the `.logits` unwrapper."""
+    _, folder = write_hf_vit(tmp_path / "vit_hf", size=32, classes=CLASSES)
+    ws = tmp_path / "ws"
+    run_id, report, err = audit(capsys, ws, folder, data, "gradcam")
+    assert "target layer: model.vit.layers.1.layernorm_before (detected)" in err
+    assert report["run"]["target_layer"] == "model.vit.layers.1.layernorm_before"
+    check_audit(report, ws, run_id, Workspace(ws).model(Workspace(ws).run(run_id)["model_id"])["abspath"], data,
+                "gradcam")
+    images = Workspace(ws).store(run_id).images()  # a token layer: each image's register-like tokens counted
+    assert "artifact_tokens" in images.columns and images["artifact_tokens"].notna().all()
 
 
 def test_torchvision_resnet_with_lrp(tmp_path, data, capsys):

@@ -10,10 +10,10 @@ from sample_models.demo_status import read_status
 def test_the_plan_puts_one_whole_series_first_then_every_series_ends_then_the_rest():
     plan = demo.demo_plan()
     labels = [a.label for a in plan]
-    assert len(plan) == 57 and len({a.name for a in plan}) == 57  # run names: each audit once
+    assert len(plan) == 62 and len({a.name for a in plan}) == 62  # run names: each audit once
     assert labels[:5] == [f"cage v{v} (gradcam)" for v in range(1, 6)]  # the first complete trend
     first_middle = labels.index("doctor_nurse v2 (gradcam)")
-    for series in ("doctor_nurse", "watermark", "background", "tagger", "segmenter"):
+    for series in ("doctor_nurse", "watermark", "background", "ViT watermark", "tagger", "segmenter"):
         assert labels.index(f"{series} v1 (gradcam)") < first_middle
         assert labels.index(f"{series} v5 (gradcam)") < first_middle
     assert labels.index("boats_and_cars debiased (drise)") < first_middle

@@ -97,3 +97,29 @@ def test_attention_rollout_ignores_the_head():
     (head,) = [stage for stage in result["stages"] if stage["layer"] == "head"]  # the cascade runs over blocks
     assert head["spearman_abs"] == pytest.approx(1.0)
     assert any(stage["spearman_abs"] < 0.5 for stage in result["stages"] if stage["layer"] != "head"), result
+
+
+def test_the_default_demo_includes_the_vit_series():
+    from sample_models.demo import DEFAULT_SCENARIOS, VIT_DEMO, demo_plan
+
+    assert VIT_DEMO in DEFAULT_SCENARIOS
+    vit = [a for a in demo_plan() if a.model_file.parent.parent == VIT_WEIGHTS_DIR / VIT_SCENARIO]
+    assert sorted((a.version, a.method) for a in vit) == [(f"v{v}", "gradcam") for v in VERSIONS]
+    assert {a.shown_as for a in vit} == {(VIT_DEMO, f"v{v}") for v in VERSIONS}  # one model's versions
+
+
+@pytest.mark.slow
+def test_the_demo_path_flags_the_watermark_on_vit_v1_and_nothing_on_v5(tmp_path):
+    """As `saliency-audit demo` builds it (registration, engine, evidence, cached report), fewer images."""
+    from analysis.report.build import cached_report
+    from analysis.store.workspace import Workspace
+    from sample_models.demo import VIT_DEMO, build_demo
+
+    workspace = Workspace(tmp_path / "ws")
+    v1, v5 = build_demo(workspace, scenarios=(VIT_DEMO,), versions=(1, 5), n=48, log=lambda _: None)
+    reports = {version: cached_report(run_id, workspace) for version, run_id in (("v1", v1), ("v5", v5))}
+    assert {r["run"]["model"]["name"] for r in reports.values()} == {VIT_DEMO}
+    assert [r["run"]["model"]["version"] for r in reports.values()] == ["v1", "v5"]
+    assert all(r["run"]["target_layer"] == TOKEN_LAYER for r in reports.values())
+    assert "watermark" in {f["region"] for f in reports["v1"]["flags"]}, reports["v1"]["flags"]
+    assert reports["v5"]["flags"] == [], reports["v5"]["flags"]

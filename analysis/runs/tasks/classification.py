@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.runs.task import SKIPPED_COLUMNS, Decoded, Prepared, Tables, attribute_columns, skip_row
+from analysis.stats.artifacts import REGION_ARTIFACT_COLUMNS
 from analysis.store.run_store import REGION_COLUMNS, pool_maps
 from explainers.errors import InputError
 
@@ -52,8 +53,9 @@ def region_spec(dataset) -> RegionSpec | None:
                       [getattr(r, "role", None) for r in values])
 
 
-def region_rows(image_id: int, saliency, mask, regions: RegionSpec | None) -> Iterator[dict]:
-    """One row per region of one image's map (`regions` None: the 3x3 grid)."""
+def region_rows(image_id: int, saliency, mask, regions: RegionSpec | None, on_artifacts=None) -> Iterator[dict]:
+    """One row per region of one image's map (`regions` None: the 3x3 grid). `on_artifacts`: the regions'
+    (artifact mass, artifact area) from `artifact_shares`, stored as `artifact_mass` / `artifact_area`."""
     from analysis.stats.regions import grid_shares, region_shares
 
     if regions is not None:
@@ -64,9 +66,32 @@ def region_rows(image_id: int, saliency, mask, regions: RegionSpec | None) -> It
         ids, roles = [-1] * len(names), [None] * len(names)
     with np.errstate(divide="ignore", invalid="ignore"):
         lift = np.where(area > 0, mass / np.where(area > 0, area, 1), np.nan)
+    extra = [{}] * len(names)
+    if on_artifacts is not None:
+        extra = [{"artifact_mass": float(m), "artifact_area": float(a)} for m, a in zip(*on_artifacts)]
     for k, name in enumerate(names):
         yield {"image_id": image_id, "region": name, "region_id": int(ids[k]), "role": roles[k],
-               "mass": float(mass[k]), "area": float(area[k]), "lift": float(lift[k])}
+               "mass": float(mass[k]), "area": float(area[k]), "lift": float(lift[k]), **extra[k]}
+
+
+def artifact_shares(saliency, mask, regions: RegionSpec | None, artifacts):
+    """(per-region artifact mass, area, image artifact mass, area) at the resolution the shares use: the
+    mask's, or the map's for grid regions (`analysis.stats.artifacts`)."""
+    import torch
+
+    from analysis.stats.artifacts import masked_artifact_shares
+    from analysis.stats.regions import grid_regions, resize_map
+    from explainers.registers import artifact_pixels
+
+    if regions is not None:
+        mask = np.asarray(mask)
+        masks = np.stack([mask == rid for rid in regions.ids])
+    else:
+        masks = np.stack([m for _, m in grid_regions(*saliency.shape[-2:])])
+    size = masks.shape[1:]
+    positive = np.clip(resize_map(saliency, size), 0.0, None)
+    pixels = artifact_pixels(torch.as_tensor(artifacts)[None], size)[0].numpy()
+    return masked_artifact_shares(positive, masks, pixels)
 
 
 class ClassificationTask:
@@ -137,8 +162,11 @@ class ClassificationTask:
         classes, regions = prepared.options["classes"], prepared.options["regions"]
         explainer = prepared.explainer
         label_idx = torch.tensor([classes.index(str(it.label)) for it in batch.items])
-        logits, target_idx, saliency, scores, per_image = forward_and_explain(
+        logits, target_idx, result = explain_with_logits(
             batch.inputs.to(device), label_idx, prepared.loaded, explainer, prepared.options["target"])
+        saliency, scores = result.maps.detach().float().cpu(), result.scores.detach().float().cpu()
+        per_image = per_image_extras(result, len(label_idx))
+        artifacts = None if result.artifact_tokens is None else result.artifact_tokens.cpu()
         probs = torch.softmax(logits.nan_to_num(0.0), dim=1)
         confidence, pred_idx = probs.max(dim=1)
         image_rows, rows, kept, skipped = [], [], [], []
@@ -156,12 +184,18 @@ class ClassificationTask:
                    "target_idx": int(target_idx[k]), "score": float(scores[k])}
             row.update({name: float(values[k]) for name, values in per_image.items()})
             row.update(attribute_columns(item))
+            on_artifacts = None
+            if artifacts is not None:  # a token layer: the mass on register-like tokens (`analysis.stats.artifacts`)
+                *on_artifacts, on_mass, on_area = artifact_shares(saliency[k], batch.masks[k], regions, artifacts[k])
+                row.update({"artifact_tokens": int(artifacts[k].sum()), "artifact_mass": on_mass,
+                            "artifact_area": on_area})
             image_rows.append(row)
-            rows.extend(region_rows(int(item.image_id), saliency[k], batch.masks[k], regions))
+            rows.extend(region_rows(int(item.image_id), saliency[k], batch.masks[k], regions, on_artifacts))
             kept.append(saliency[k])
         empty = self.empty_tables()
         return Tables(pd.DataFrame(image_rows) if image_rows else empty.images,
-                      pd.DataFrame(rows, columns=REGION_COLUMNS),
+                      pd.DataFrame(rows, columns=REGION_COLUMNS + (REGION_ARTIFACT_COLUMNS if artifacts is not None
+                                                                    else [])),
                       pool_maps(torch.stack(kept)) if kept else empty.maps,
                       pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
 
@@ -208,6 +242,13 @@ def forward_and_explain(inputs, label_idx, loaded, explainer, target_mode):
     """(logits, target indices, maps, scores, per-image extras) on CPU, with one forward where the method allows
     it. The extras are the explainer's numeric (B,) side results (RISE's `masks_used`, occlusion's
     `windows_used`, ...): they become columns of the images table."""
+    logits, target_idx, result = explain_with_logits(inputs, label_idx, loaded, explainer, target_mode)
+    return (logits, target_idx, result.maps.detach().float().cpu(), result.scores.detach().float().cpu(),
+            per_image_extras(result, len(inputs)))
+
+
+def explain_with_logits(inputs, label_idx, loaded, explainer, target_mode):
+    """(logits and target indices on CPU, the explainer's `SaliencyBatch`), one forward where the method allows."""
     import torch
 
     from explainers.targets import ClassTarget, ObservedOutput, PredictedClass
@@ -223,10 +264,15 @@ def forward_and_explain(inputs, label_idx, loaded, explainer, target_mode):
         target_idx = probs.max(dim=1).indices.cpu() if target_mode == "pred" else label_idx
         result = explainer.explain(inputs, ClassTarget(target_idx))
         logits = logits.cpu()
-    per_image = {name: value.detach().float().cpu() for name, value in result.extras.items()
-                 if isinstance(value, torch.Tensor) and value.shape == (len(inputs),) and name not in IMAGE_COLUMNS}
-    return (logits, target_idx, result.maps.detach().float().cpu(), result.scores.detach().float().cpu(),
-            per_image)
+    return logits, target_idx, result
+
+
+def per_image_extras(result, n: int) -> dict:
+    """The explainer's numeric (n,) side results by name, on CPU (not the images table's own columns)."""
+    import torch
+
+    return {name: value.detach().float().cpu() for name, value in result.extras.items()
+            if isinstance(value, torch.Tensor) and value.shape == (n,) and name not in IMAGE_COLUMNS}
 
 
 def budget_summary(images: pd.DataFrame) -> dict:
