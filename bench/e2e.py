@@ -35,6 +35,8 @@ STAGE_FUNCTIONS = {  # stage -> (module, attribute) whose wall time it is; neste
                  ("analysis.store.workspace", "Workspace.resolve_model")],
     "prepare": [("analysis.runs.tasks.classification", "ClassificationTask.prepare")],
     "evidence": [("analysis.runs.engine", "run_evidence")],
+    "evidence: decode sample": [("analysis.evidence.stage", "load_subset")],
+    "evidence: discovery": [("analysis.evidence.stage", "discovered_regions")],
     "evidence: interventions": [("analysis.evidence.stage", "run_trials")],
     "evidence: second explainer": [("analysis.evidence.stage", "second_explainer_lifts")],
     "evidence: sanity": [("analysis.evidence.stage", "model_randomisation")],

@@ -75,7 +75,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     if trials:
         results, base, design = run_trials(loaded.module, batch.inputs, labels, trials, core=core, fill=fill,
                                            chunk=chunk, alpha=alpha, threshold=threshold, seed=seed,
-                                           batch_size=batch_size)
+                                           batch_size=batch_size, base_predictions=clean_predictions(batch))
         slices = evidence_slices(batch.images_frame)
         for trial in results:
             out["interventions"][trial.name] = summarise(trial, base, labels, slices, design, fill=fill,
@@ -112,6 +112,14 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
         out["region_shapley"] = shapley_evidence(loaded, batch, regions, n_images=region_shapley, seed=seed,
                                                  batch_size=batch_size)
     return out
+
+
+def clean_predictions(batch: "Subset") -> np.ndarray | None:
+    """The main pass's predictions of the sample's images (`pred_idx`), when the store has them all."""
+    frame = batch.images_frame
+    if "pred_idx" not in frame.columns or frame["pred_idx"].isna().any():
+        return None
+    return frame["pred_idx"].to_numpy().astype(np.int64)
 
 
 def evidence_slices(frame: pd.DataFrame) -> dict[str, np.ndarray]:

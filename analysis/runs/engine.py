@@ -50,7 +50,8 @@ def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch
         plan = Plan.of(workspace, run, prepared, task)
         with task.compute_scope(prepared, device):
             with ShardSink(workspace, run_id, plan, task, progress) as sink:
-                for batch in prefetched(prepared.dataset, prepared.loaded.card, plan.todo, batch_size):
+                for batch in prefetched(prepared.dataset, prepared.loaded.card, plan.todo, batch_size,
+                                        pin=str(device).startswith("cuda")):
                     sink.add(plan.next_index(), explain_decoded(task, prepared, batch, device))
             run_evidence(workspace.store(run_id), run, task, prepared, device, batch_size, progress)
     return finish_run(workspace, run_id, progress=progress)
