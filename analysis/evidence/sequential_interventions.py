@@ -54,10 +54,11 @@ class Trial:
 def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[dict], *,
                core: torch.Tensor | None = None, fill: str = "mean", chunk: int = 100, alpha: float = 0.05,
                threshold: float = 0.05, seed: int = 0, batch_size: int = 64,
-               base_predictions: np.ndarray | None = None) -> tuple[list[Trial], np.ndarray, dict]:
+               base_predictions: np.ndarray | None = None, on_look=None) -> tuple[list[Trial], np.ndarray, dict]:
     """Run the sequential sample. regions: [{name, masks (B, H, W) bool}] over the rows of `inputs`.
     `base_predictions`: the clean predictions of these rows when the main pass already made them (the
     run's `pred_idx`), so a look costs only its variants' forwards; None: one clean forward per look.
+    `on_look(look, planned looks, images so far, regions undecided)` is told when each look starts.
 
     Returns (trials, base predictions for the rows forwarded, design dict)."""
     cap = len(inputs)
@@ -72,6 +73,8 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
         if not active:
             break
         r0, r1 = look * chunk, min(cap, (look + 1) * chunk)
+        if on_look is not None:
+            on_look(look + 1, n_looks, r1, len(active))
         x = inputs[r0:r1]
         base[r0:r1] = (predict(model, x, batch_size)[0].numpy() if base_predictions is None
                        else np.asarray(base_predictions[r0:r1], dtype=np.int64))

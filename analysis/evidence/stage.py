@@ -75,7 +75,10 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     if trials:
         results, base, design = run_trials(loaded.module, batch.inputs, labels, trials, core=core, fill=fill,
                                            chunk=chunk, alpha=alpha, threshold=threshold, seed=seed,
-                                           batch_size=batch_size, base_predictions=clean_predictions(batch))
+                                           batch_size=batch_size, base_predictions=clean_predictions(batch),
+                                           on_look=lambda k, n, used, active: on_stage(
+                                               f"interventions, look {k} of {n} ({used} images, {active} "
+                                               f"region(s) undecided)"))
         slices = evidence_slices(batch.images_frame)
         for trial in results:
             out["interventions"][trial.name] = summarise(trial, base, labels, slices, design, fill=fill,

@@ -154,6 +154,8 @@ def canonical_json(value: Any) -> str:
 
 
 class Workspace:
+    stage_listener = None  # (run_id, stage) -> None, told of every `runs.stage` written (the CLI prints them)
+
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -564,6 +566,8 @@ class Workspace:
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._write() as db:
             db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
+        if fields.get("stage") and self.stage_listener is not None:
+            self.stage_listener(run_id, fields["stage"])
 
     def claim_run(self, run_id: str, pid: int, device: str, is_alive=lambda pid: True) -> int | None:
         """Mark the run running in `pid`, in one write transaction; returns the pid of a live other holder

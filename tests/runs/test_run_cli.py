@@ -258,3 +258,18 @@ def test_finished_run_keeps_its_report_until_its_inputs_change(tmp_path, files, 
     store.write_evidence(evidence)  # new evidence: the cached report is stale
     with pytest.raises(AssertionError, match="rebuilt"):
         report_module.cached_report(run_id, workspace)
+
+
+def test_every_stage_after_the_main_pass_is_named_on_stderr(tmp_path, files, capsys):
+    """With progress on, the evidence parts (each look of the interventions, the second explainer, sanity,
+    faithfulness) and the report each print a `stage:` line, in order, so a long post-pass wait says what
+    it is doing."""
+    code, _out, err = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"], "--n", 50,
+                              "--workspace", tmp_path / "ws", "--batch-size", 4)
+    assert code == 0, err
+    stages = [line.split(" (")[0] for line in err.splitlines() if line.startswith("stage: ")]
+    looks = [s for s in stages if s.startswith("stage: evidence: interventions, look ")]
+    assert looks and looks[0].startswith("stage: evidence: interventions, look 1 of ")
+    order = ["stage: evidence", looks[0], "stage: evidence: second explainer", "stage: evidence: sanity",
+             "stage: evidence: faithfulness", "stage: report"]
+    assert [stages.index(s) for s in order] == sorted(stages.index(s) for s in order), stages
