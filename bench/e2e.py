@@ -35,6 +35,8 @@ STAGE_FUNCTIONS = {  # stage -> (module, attribute) whose wall time it is; neste
                  ("analysis.store.workspace", "Workspace.resolve_model")],
     "prepare": [("analysis.runs.tasks.classification", "ClassificationTask.prepare")],
     "evidence": [("analysis.runs.engine", "run_evidence")],
+    "evidence: decode sample": [("analysis.evidence.stage", "load_subset")],
+    "evidence: discovery": [("analysis.evidence.stage", "discovered_regions")],
     "evidence: interventions": [("analysis.evidence.stage", "run_trials")],
     "evidence: second explainer": [("analysis.evidence.stage", "second_explainer_lifts")],
     "evidence: sanity": [("analysis.evidence.stage", "model_randomisation")],
@@ -147,6 +149,21 @@ def ours(data: Path, model_path: Path, workspace: Path, n: int, device: str) -> 
     return wall, stages, command
 
 
+def evidence_sample(workspace: Path) -> dict:
+    """What the evidence stage sized itself to: the sequential sample's images used, each region's
+    decision and images, the faithfulness steps (the forwards the evidence stage paid for)."""
+    from analysis.store.workspace import Workspace
+
+    ws = Workspace(workspace)
+    evidence = ws.store(ws.runs()[0]["id"]).evidence()
+    ws.close()
+    return {"n_used": (evidence.get("sequential") or {}).get("n_used"),
+            "regions": {name: {"decision": r["sequential"]["decision"], "n": r["sequential"]["n"]}
+                        for name, r in (evidence.get("interventions") or {}).items()},
+            "faithfulness": {k: (evidence.get("faithfulness") or {}).get(k) for k in ("n", "steps", "n_scored")},
+            "second_explainer_n": (evidence.get("second_explainer") or {}).get("n")}
+
+
 def e2e(args) -> dict:
     from analysis.cli import main as cli
 
@@ -158,6 +175,7 @@ def e2e(args) -> dict:
         bare_pass(data, model, args.device, limit=64)  # warm-up: page cache, allocator, kernels
         bare = [bare_pass(data, model, args.device)]
         wall, stages, command = ours(data, model, tmp / "ws", args.n, args.device)
+        sample = evidence_sample(tmp / "ws")
         bare.append(bare_pass(data, model, args.device))
         start = time.perf_counter()
         cli(command)  # the same identity: the catalog returns the finished run, nothing is recomputed
@@ -166,7 +184,7 @@ def e2e(args) -> dict:
     return {"n_images": args.n, "model": args.model, "size": args.size, "image_size": args.image_size,
             "device": args.device, "threads": args.threads, "bare_pass_seconds": bare,
             "ours_wall_seconds": wall, "efficiency": bare_mean / wall, "stages_seconds": stages,
-            "second_run_seconds": cached}
+            "second_run_seconds": cached, "evidence_sample": sample}
 
 
 def registration(args) -> dict:
@@ -202,6 +220,7 @@ def print_table(result: dict) -> None:
         for stage, seconds in result["stages_seconds"].items():
             print(f"| {stage} | {seconds:.1f} | {seconds / result['ours_wall_seconds']:.0%} |")
         print(f"| same command again (cache) | {result['second_run_seconds']:.1f} | |")
+        print(f"evidence sample: {json.dumps(result['evidence_sample'])}")
     if "n_files" in result:
         print(f"\nregistration of {result['n_files']} files ({result['megabytes']:.0f} MB): sha256sum "
               f"{result['sha256sum_seconds']:.2f} s ({result['sha256sum_mb_per_s']:.0f} MB/s), first "

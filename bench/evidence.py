@@ -26,11 +26,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where the model, explainer and evidence run")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from analysis.evidence.stage import compute_evidence, load_subset
-    from analysis.runs.engine import execute_run, prepare
+    from bench.e2e import stage_timers
+    from analysis.runs.engine import execute_run
+    from analysis.runs.tasks import task_of_run
     from analysis.store.workspace import Workspace
     from explainers.registry import make_explainer
     from explainers.targets import ClassTarget
@@ -43,20 +46,30 @@ def main(argv=None) -> dict:
     folder = WEIGHTS_DIR / "cage" / "v1"
     run_id = ws.create_run(ws.register_model(folder / "model.pt2", folder / "model.json"), data, "gradcam", {},
                            n=args.n, seed=0)
-    execute_run(ws, run_id, progress=False)
+    execute_run(ws, run_id, device=args.device, progress=False)
     run = ws.run(run_id)
-    loaded, dataset, _, layer_name, _ = prepare(ws, run)
+    prepared = task_of_run(ws, run).prepare(ws, run, args.device)
+    loaded, dataset, layer_name = prepared.loaded, prepared.dataset, prepared.target_layer
     store = ws.store(run_id)
     batch = load_subset(loaded, dataset, store.images())
     targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy().copy(), dtype=torch.long)
+    inputs = batch.inputs.pin_memory() if args.device.startswith("cuda") else batch.inputs
     explainer = make_explainer("gradcam", loaded.module, layer=loaded.layer(loaded.target_layer_name()))
 
     def explain_pass():
-        for start in range(0, len(batch.inputs), 32):
-            explainer.explain(batch.inputs[start:start + 32], ClassTarget(targets[start:start + 32]))
+        for start in range(0, len(inputs), 32):
+            x = inputs[start:start + 32].to(args.device, non_blocking=True)
+            explainer.explain(x, ClassTarget(targets[start:start + 32])).maps.cpu()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
 
     def evidence_pass():
-        return compute_evidence(loaded, dataset, store, method="gradcam", layer_name=layer_name, seed=0)
+        with stage_timers() as seconds:
+            evidence = compute_evidence(loaded, dataset, store, method="gradcam", layer_name=layer_name, seed=0)
+        parts.append({k: round(v, 3) for k, v in seconds.items() if k.startswith("evidence: ")})
+        return evidence
+
+    parts: list[dict] = []
 
     explain_pass()  # warm-up
     times = {"explainer": [], "evidence": []}
@@ -71,7 +84,7 @@ def main(argv=None) -> dict:
             times[name].append(time.perf_counter() - start)
     explain_s, evidence_s = statistics.median(times["explainer"]), statistics.median(times["evidence"])
     result = {"n_images": len(batch.inputs), "explainer_s": explain_s, "evidence_s": evidence_s,
-              "ratio_evidence_over_explainer": evidence_s / explain_s, "rounds": times,
+              "ratio_evidence_over_explainer": evidence_s / explain_s, "rounds": times, "evidence_parts_s": parts,
               "sequential": evidence["sequential"],
               "regions": {k: v["sequential"]["n"] for k, v in evidence["interventions"].items()}}
     out = Path(__file__).resolve().parent / "results" / "evidence.json"
@@ -80,6 +93,8 @@ def main(argv=None) -> dict:
     print(f"explainer pass (gradcam, {len(batch.inputs)} images): {explain_s:.2f} s; evidence stage: "
           f"{evidence_s:.2f} s; ratio evidence / explainer = {evidence_s / explain_s:.2f} "
           f"(images used per region: {result['regions']})")
+    print("evidence parts, seconds per round: " + "; ".join(
+        ", ".join(f"{k[len('evidence: '):]} {v:.2f}" for k, v in round_parts.items()) for round_parts in parts))
     return result
 
 

@@ -5,6 +5,7 @@ Kept free of torch so the catalog can sniff and hash uploads cheaply, in any pro
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import zipfile
 from pathlib import Path
@@ -39,12 +40,40 @@ def embedded_card(path: Path) -> dict | None:
     return ultralytics_card(path)
 
 
+def tree_files(root: str | Path) -> list[tuple[str, str]]:
+    """(relative posix path, absolute path) of every file under `root`, in `sorted(Path.rglob)` order.
+
+    One `os.scandir` walk over strings: `Path.rglob` + `sorted` of Path objects cost more than hashing a
+    10,000-file folder of small images. Same files as `rglob("*")` + `is_file()`: symlinked files are
+    listed, symlinked folders are not entered, unreadable folders are skipped."""
+    top = str(Path(root).absolute())
+    out: list[tuple[tuple[str, ...], str]] = []
+    stack = [((), top)]
+    while stack:
+        parts, folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (PermissionError, FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            here = (*parts, entry.name)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((here, entry.path))
+                elif entry.is_file():
+                    out.append((here, entry.path))
+            except OSError:
+                continue
+    out.sort(key=lambda row: row[0])  # Path ordering compares the parts
+    return [("/".join(parts), path) for parts, path in out]
+
+
 def tree_sha256(root: Path, hash_file=file_sha256) -> str:
     """Content hash of a folder: relative paths and file contents, order-independent of the filesystem.
     `hash_file` may be a cache of file hashes (the workspace's `HashCache`)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+    for rel, path in tree_files(root):
+        digest.update(rel.encode() + b"\0")
         digest.update(hash_file(path).encode() + b"\0")
     return digest.hexdigest()
 

@@ -208,20 +208,38 @@ class Dataset:
         return f"{MANIFEST} line {line}" if line is not None else item.image
 
     def _resolve(self, rel: str, where: str) -> Path:
-        """The file's real path, refusing anything that leaves the dataset folder."""
+        """The file's real path, refusing anything that leaves the dataset folder.
+
+        `Path.resolve` costs an lstat per component of the whole absolute path (18 s of a 10,000-image
+        registration): folders are resolved once per dataset object, then only the file's own name is
+        checked for a symlink (one lstat), which gives the same path as resolving it whole."""
         parts = entry_parts(rel)
         if not parts:
             raise DatasetError(f"{where}: path {rel!r} must be relative to the dataset folder, without "
                                "'..' or a drive letter")
-        root = self.root.resolve()
         try:
-            path = root.joinpath(*parts).resolve()
+            folder, inside = self._real_folder(parts[:-1])
+            path = folder + os.sep + parts[-1]
+            if os.path.islink(path):
+                path = str(Path(path).resolve())  # raises on a symlink loop, as before
+                root = self._real_folder(())[0]
+                inside = path.startswith(root + os.sep)
         except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, name too long
             raise DatasetError(f"{where}: cannot resolve {rel!r} ({exc}); fix the path") from None
-        if not path.is_relative_to(root):
-            raise DatasetError(f"{where}: {rel!r} points outside the dataset folder {root} (through a "
-                               "symlink?); copy the file into the folder")
-        return path
+        if not inside:
+            raise DatasetError(f"{where}: {rel!r} points outside the dataset folder {self._real_folder(())[0]} "
+                               "(through a symlink?); copy the file into the folder")
+        return Path(path)
+
+    def _real_folder(self, parts: tuple[str, ...]) -> tuple[str, bool]:
+        """(`(root / parts).resolve()` as a string, whether it is inside the real root), memoised per dataset
+        object (a run opens its own)."""
+        memo = self.__dict__.setdefault("_real_folders", {})
+        if parts not in memo:
+            root = memo[()][0] if () in memo else str(self.root.resolve())
+            folder = str(self.root.joinpath(*parts).resolve())
+            memo[parts] = (folder, folder == root or folder.startswith(root + os.sep))
+        return memo[parts]
 
     def _checked_path(self, rel: str, where: str, what: str, problems: list[str]) -> Path | None:
         try:

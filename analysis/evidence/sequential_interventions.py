@@ -1,6 +1,6 @@
 """Fill and swap interventions on an evidence sample that grows until each region's effect is decided.
 
-Per chunk of images, one forward gives the base predictions; then, per region still undecided, its four
+Per chunk of images, the base predictions are the main pass's (or one forward); then, per region still undecided, its four
 variants (fill, fill control, swap, swap control: `analysis.evidence.intervention`) go through the model
 as one stream of batches. After each chunk (a look of the sequential design, `analysis.stats.sequential`)
 every effect net of its control gets a simultaneous interval at alpha / K: fill flips, fill accuracy
@@ -53,8 +53,12 @@ class Trial:
 
 def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[dict], *,
                core: torch.Tensor | None = None, fill: str = "mean", chunk: int = 100, alpha: float = 0.05,
-               threshold: float = 0.05, seed: int = 0, batch_size: int = 64) -> tuple[list[Trial], np.ndarray, dict]:
+               threshold: float = 0.05, seed: int = 0, batch_size: int = 64,
+               base_predictions: np.ndarray | None = None, on_look=None) -> tuple[list[Trial], np.ndarray, dict]:
     """Run the sequential sample. regions: [{name, masks (B, H, W) bool}] over the rows of `inputs`.
+    `base_predictions`: the clean predictions of these rows when the main pass already made them (the
+    run's `pred_idx`), so a look costs only its variants' forwards; None: one clean forward per look.
+    `on_look(look, planned looks, images so far, regions undecided)` is told when each look starts.
 
     Returns (trials, base predictions for the rows forwarded, design dict)."""
     cap = len(inputs)
@@ -69,8 +73,11 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
         if not active:
             break
         r0, r1 = look * chunk, min(cap, (look + 1) * chunk)
+        if on_look is not None:
+            on_look(look + 1, n_looks, r1, len(active))
         x = inputs[r0:r1]
-        base[r0:r1] = predict(model, x, batch_size)[0].numpy()
+        base[r0:r1] = (predict(model, x, batch_size)[0].numpy() if base_predictions is None
+                       else np.asarray(base_predictions[r0:r1], dtype=np.int64))
         used = r1
         for j in active:
             masks = regions[j]["masks"][r0:r1].bool()

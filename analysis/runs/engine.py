@@ -19,6 +19,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,7 +51,8 @@ def execute_run(workspace: Workspace, run_id: str, *, device: str = "cpu", batch
         plan = Plan.of(workspace, run, prepared, task)
         with task.compute_scope(prepared, device):
             with ShardSink(workspace, run_id, plan, task, progress) as sink:
-                for batch in prefetched(prepared.dataset, prepared.loaded.card, plan.todo, batch_size):
+                for batch in prefetched(prepared.dataset, prepared.loaded.card, plan.todo, batch_size,
+                                        pin=str(device).startswith("cuda")):
                     sink.add(plan.next_index(), explain_decoded(task, prepared, batch, device))
             run_evidence(workspace.store(run_id), run, task, prepared, device, batch_size, progress)
     return finish_run(workspace, run_id, progress=progress)
@@ -247,8 +249,15 @@ def run_evidence(store, run: dict, task: Task, prepared: Prepared, device: str, 
     if store.evidence():
         return
     announce(STAGES[1], progress)
-    with task.compute_scope(prepared, device):
-        store.write_evidence(task.evidence(store, run, prepared, device, batch_size))
+    workspace = store.workspace
+    if progress and workspace is not None:  # every part the task names (interventions' looks, sanity...)
+        workspace.stage_listener = lambda _run_id, stage: announce(f"{STAGES[1]}: {stage}", True)
+    try:
+        with task.compute_scope(prepared, device):
+            store.write_evidence(task.evidence(store, run, prepared, device, batch_size))
+    finally:
+        if workspace is not None:
+            workspace.stage_listener = None
 
 
 def finish_run(workspace: Workspace, run_id: str, *, progress: bool = False) -> dict:
@@ -263,9 +272,16 @@ def finish_run(workspace: Workspace, run_id: str, *, progress: bool = False) -> 
 
 
 def announce(stage: str, enabled: bool) -> None:
-    """One stderr line when a stage after the main pass starts (it shows no per-image bar)."""
+    """One stderr line when a stage (or a part of one) after the main pass starts, with the seconds since
+    the previous line: those stages show no per-image bar."""
     if enabled:
-        print(f"stage: {stage}", file=sys.stderr, flush=True)
+        now = time.monotonic()
+        took = f" ({now - _ANNOUNCED[0]:.1f} s after the previous step)" if _ANNOUNCED else ""
+        _ANNOUNCED[:] = [now]
+        print(f"stage: {stage}{took}", file=sys.stderr, flush=True)
+
+
+_ANNOUNCED: list[float] = []  # when the last announce() printed
 
 
 def _record_end(workspace: Workspace, run_id: str, **fields) -> None:

@@ -89,42 +89,57 @@ def default_root() -> Path:
 class HashCache:
     """`file_sha256` with a memory of (absolute path, size, mtime_ns) -> sha256, kept in the catalog.
 
-    Rows are read once per cache object (one query) and new ones written in one transaction by `flush`.
-    A file rewritten with the same size within the same nanosecond would be missed: mtime_ns is what
-    rsync and git trust too.
+    Rows are read once per cache object, one range query per folder it is for (`under`; the whole table
+    when None), and new ones written in one transaction by `flush`. Keys are absolute path strings, so a
+    hit costs one `os.stat`. A file rewritten with the same size within the same nanosecond would be
+    missed: mtime_ns is what rsync and git trust too.
     """
 
-    def __init__(self, workspace: "Workspace"):
+    def __init__(self, workspace: "Workspace", under: list[str | os.PathLike] | None = None):
         self.workspace = workspace
-        self.known = {row[0]: (row[1], row[2], row[3]) for row in
-                      workspace._conn.execute("SELECT path, size, mtime_ns, sha256 FROM file_hashes")}
+        self.known: dict[str, tuple[int, int, str]] = {}
+        if under is None:
+            self.known = {row[0]: tuple(row[1:]) for row in workspace._conn.execute(
+                "SELECT path, size, mtime_ns, sha256 FROM file_hashes")}
+        for folder in under or ():
+            self.load(folder)
         self.new: dict[str, tuple[int, int, str]] = {}
 
+    def load(self, folder: str | os.PathLike) -> None:
+        """Read the rows for `folder` (a file, or a folder and everything below it) in one range query."""
+        key = str(Path(folder).absolute())
+        # keys in [key + "/", key + "0"): "0" is the character after "/", so the range is exactly the subtree
+        rows = self.workspace._conn.execute(
+            "SELECT path, size, mtime_ns, sha256 FROM file_hashes WHERE path = ? OR (path >= ? AND path < ?)",
+            (key, key + os.sep, key + chr(ord(os.sep) + 1)))
+        self.known.update((row[0], tuple(row[1:])) for row in rows)
+
     def __call__(self, path: str | os.PathLike) -> str:
-        path = Path(path).absolute()
-        stat = path.stat()
-        key = str(path)
+        key = path if isinstance(path, str) and os.path.isabs(path) else str(Path(path).absolute())
+        stat = os.stat(key)
         hit = self.new.get(key) or self.known.get(key)
         if hit is not None and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
             return hit[2]
-        sha = file_sha256(path)
+        sha = file_sha256(key)
         self.new[key] = (stat.st_size, stat.st_mtime_ns, sha)
         return sha
 
     def record_copy(self, source: Path, dest: Path) -> None:
         """Files under `dest` (a fresh copy of `source`, a folder or one file) get their sources' hashes."""
-        source, dest = source.absolute(), dest.absolute()
+        source, dest = str(Path(source).absolute()), str(Path(dest).absolute())
+        below = source + os.sep
         for key, (_size, _mtime, sha) in list(self.known.items()) + list(self.new.items()):
-            src = Path(key)
-            if src == source:
+            if key == source:
                 target = dest
-            elif source.is_dir() and src.is_relative_to(source):
-                target = dest / src.relative_to(source)
+            elif key.startswith(below):
+                target = dest + key[len(source):]
             else:
                 continue
-            if target.is_file():
-                stat = target.stat()
-                self.new[str(target)] = (stat.st_size, stat.st_mtime_ns, sha)
+            try:
+                stat = os.stat(target)
+            except OSError:
+                continue
+            self.new[target] = (stat.st_size, stat.st_mtime_ns, sha)
 
     def flush(self) -> None:
         if self.new:
@@ -140,6 +155,8 @@ def canonical_json(value: Any) -> str:
 
 
 class Workspace:
+    stage_listener = None  # (run_id, stage) -> None, told of every `runs.stage` written (the CLI prints them)
+
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_root()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -213,7 +230,7 @@ class Workspace:
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
         fmt = sniff_format(path)  # InputError for a file that is no model, before anything is copied
-        hashes = HashCache(self)
+        hashes = HashCache(self, under=[path])
         sha = hashes(path)
         hashes.flush()
         companions = companion_files(path, fmt)  # an ONNX model's external weight files, checked
@@ -332,7 +349,7 @@ class Workspace:
         if not path.exists():
             raise InputError(f"dataset not found: {path}; pass --data PATH to a dataset folder or .zip")
         source = source or str(path)
-        hashes = HashCache(self)
+        hashes = HashCache(self, under=[path])
         sha = tree_sha256(path, hashes) if path.is_dir() else hashes(path)
         hashes.flush()
         dataset_id = "d-" + sha[:12]
@@ -343,6 +360,7 @@ class Workspace:
             return dataset_id
         dest_dir = self.root / "datasets" / dataset_id
         dest = dest_dir / path.name
+        hashes.load(dest_dir)
         if not dest.exists():
             try:
                 dataset = self.open_dataset_at(path, dest_dir)
@@ -356,7 +374,7 @@ class Workspace:
             remove_dead_temps(dest_dir)
             shutil.rmtree(tmp, ignore_errors=True)
             if path.is_dir():
-                shutil.copytree(path, tmp)
+                shutil.copytree(path, tmp, copy_function=shutil.copyfile)  # no copystat per file
             else:
                 shutil.copy2(path, tmp)
             os.replace(tmp, dest)
@@ -549,6 +567,8 @@ class Workspace:
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._write() as db:
             db.execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
+        if fields.get("stage") and self.stage_listener is not None:
+            self.stage_listener(run_id, fields["stage"])
 
     def claim_run(self, run_id: str, pid: int, device: str, is_alive=lambda pid: True) -> int | None:
         """Mark the run running in `pid`, in one write transaction; returns the pid of a live other holder

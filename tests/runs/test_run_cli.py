@@ -258,3 +258,38 @@ def test_finished_run_keeps_its_report_until_its_inputs_change(tmp_path, files, 
     store.write_evidence(evidence)  # new evidence: the cached report is stale
     with pytest.raises(AssertionError, match="rebuilt"):
         report_module.cached_report(run_id, workspace)
+
+
+def test_every_stage_after_the_main_pass_is_named_on_stderr(tmp_path, files, capsys):
+    """With progress on, the evidence parts (each look of the interventions, the second explainer, sanity,
+    faithfulness) and the report each print a `stage:` line, in order, so a long post-pass wait says what
+    it is doing."""
+    code, _out, err = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"], "--n", 50,
+                              "--workspace", tmp_path / "ws", "--batch-size", 4)
+    assert code == 0, err
+    stages = [line.split(" (")[0] for line in err.splitlines() if line.startswith("stage: ")]
+    looks = [s for s in stages if s.startswith("stage: evidence: interventions, look ")]
+    assert looks and looks[0].startswith("stage: evidence: interventions, look 1 of ")
+    order = ["stage: evidence", looks[0], "stage: evidence: second explainer", "stage: evidence: sanity",
+             "stage: evidence: faithfulness", "stage: report"]
+    assert [stages.index(s) for s in order] == sorted(stages.index(s) for s in order), stages
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_run_on_cuda_gives_the_cpu_region_table(tmp_path, files, capsys):
+    """The hot loop's CUDA path (pinned batches from the decode thread, non-blocking copies) gives the same
+    region shares as the CPU run."""
+    tables = {}
+    for device in ("cpu", "cuda"):
+        ws = tmp_path / device
+        code, out, err = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"], "--n", 50,
+                                 "--workspace", ws, "--batch-size", 4, "--no-progress", "--device", device)
+        assert code == 0, err
+        code, out, err = run_cli(capsys, "report", out.strip().splitlines()[-1], "--format", "json",
+                                 "--workspace", ws)
+        assert code == 0, err
+        tables[device] = {r["region"]: r["mass_mean"] for r in json.loads(out)["regions"]
+                          if r["class"] is None and r["group"] is None}
+    assert set(tables["cpu"]) == set(tables["cuda"])
+    for name, value in tables["cpu"].items():
+        assert tables["cuda"][name] == pytest.approx(value, abs=1e-4), name

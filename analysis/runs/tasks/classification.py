@@ -163,24 +163,29 @@ class ClassificationTask:
         explainer = prepared.explainer
         label_idx = torch.tensor([classes.index(str(it.label)) for it in batch.items])
         logits, target_idx, result = explain_with_logits(
-            batch.inputs.to(device), label_idx, prepared.loaded, explainer, prepared.options["target"])
+            batch.inputs.to(device, non_blocking=True), label_idx, prepared.loaded, explainer, prepared.options["target"])
         saliency, scores = result.maps.detach().float().cpu(), result.scores.detach().float().cpu()
         per_image = per_image_extras(result, len(label_idx))
         artifacts = None if result.artifact_tokens is None else result.artifact_tokens.cpu()
         probs = torch.softmax(logits.nan_to_num(0.0), dim=1)
         confidence, pred_idx = probs.max(dim=1)
+        # per-image numbers as Python lists once per batch, not a tensor indexing per image and field
+        confidence, pred_idx, target_idx, scores = (t.tolist() for t in (confidence, pred_idx, target_idx, scores))
+        labels = label_idx.tolist()
+        finite_logits = torch.isfinite(logits).flatten(1).all(1).tolist()
+        finite_maps = torch.isfinite(saliency).flatten(1).all(1).tolist()
         image_rows, rows, kept, skipped = [], [], [], []
         for k, item in enumerate(batch.items):
-            if not bool(torch.isfinite(logits[k]).all()):
+            if not finite_logits[k]:
                 skipped.append(skip_row(item, "model returned non-finite outputs (NaN/inf)"))
                 continue
-            if not bool(torch.isfinite(saliency[k]).all()):
+            if not finite_maps[k]:
                 skipped.append(skip_row(item, f"{explainer.name} returned a non-finite map (NaN/inf)"))
                 continue
             pred = int(pred_idx[k])
             row = {"image_id": int(item.image_id), "image": str(item.image), "label": str(item.label),
-                   "label_idx": int(label_idx[k]), "pred": classes[pred], "pred_idx": pred,
-                   "confidence": float(confidence[k]), "correct": pred == int(label_idx[k]),
+                   "label_idx": int(labels[k]), "pred": classes[pred], "pred_idx": pred,
+                   "confidence": float(confidence[k]), "correct": pred == int(labels[k]),
                    "target_idx": int(target_idx[k]), "score": float(scores[k])}
             row.update({name: float(values[k]) for name, values in per_image.items()})
             row.update(attribute_columns(item))

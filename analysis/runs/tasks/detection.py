@@ -128,7 +128,7 @@ def explain_batch(prepared: Prepared, batch, device: str) -> Tables:
     skipped = []
     images, dets, gts, det_maps, det_ids, det_idx, image_maps = [], [], [], [], [], [], []
     if batch.inputs is not None:
-        inputs = batch.inputs.to(device)
+        inputs = batch.inputs.to(device, non_blocking=True)
         regions = input_regions(batch.masks, inputs.shape[-2:], device)
         outputs = _detect_and_explain(inputs, loaded, explainer, options["score_threshold"])
         h, w = inputs.shape[-2:]
@@ -191,7 +191,7 @@ def evidence(store, run: dict, prepared: Prepared, device: str, batch_size: int)
     for batch in prefetched(dataset, loaded.card, items, batch_size):
         if batch.inputs is None or (not region_names and len(sanity_inputs) >= options["sanity_images"]):
             continue
-        inputs = batch.inputs.to(device)
+        inputs = batch.inputs.to(device, non_blocking=True)
         h, w = inputs.shape[-2:]
         with torch.no_grad():
             clean = loaded.module(inputs)

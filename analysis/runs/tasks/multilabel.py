@@ -80,7 +80,7 @@ class MultilabelTask(PerTargetTask):
         from explainers.targets import MultiLabelTargets
 
         tags, regions, options = prepared.options["tags"], prepared.options["regions"], prepared.options
-        inputs = batch.inputs.to(device)
+        inputs = batch.inputs.to(device, non_blocking=True)
         with torch.no_grad():
             logits = prepared.loaded.module(inputs).float()
         probs = torch.sigmoid(logits).cpu()

@@ -105,7 +105,7 @@ class SegmentationTask(PerTargetTask):
         from explainers.targets import SegmentationTarget
 
         classes, regions = prepared.options["classes"], prepared.options["regions"]
-        inputs = batch.inputs.to(device)
+        inputs = batch.inputs.to(device, non_blocking=True)
         with torch.no_grad():
             logits = prepared.loaded.module(inputs).float()
         pred = logits.argmax(1).cpu()
