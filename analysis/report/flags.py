@@ -284,7 +284,8 @@ def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *, lif
                     "group": hits[0]["group"], "lift": hits[0]["lift"],
                     "p_value": intervention.get("p_value"), "flip_rate": intervention.get("flip_rate"),
                     "text": f"high attention on {region} (lift {hits[0]['lift']:.1f}) but filling it did not "
-                            f"change predictions more than an equal-area control"})
+                            f"cost more right answers than its control, nor did swapping it move more "
+                            f"predictions towards the donor's class"})
     return out
 
 

@@ -74,6 +74,14 @@ with tab_flags:
             for what, text in views.evidence_rows(flag):
                 st.markdown(f"**{views.plain(what)}**: {views.plain(text)}")
 
+    power, testing = views.power_lines(report)
+    if power or testing:
+        st.subheader("What a \"no flag\" could have missed")
+        for line in power:
+            st.markdown("- " + views.plain(line))
+        if testing:
+            st.caption(views.plain(testing))
+
     st.subheader("Your labels")
     st.caption("Mark a region as a shortcut (the model must not use it) or as legitimate. Labels belong to the "
                "dataset: every later audit of it shows them and re-checks them on its model version.")
