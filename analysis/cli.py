@@ -105,12 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("run")
     check.add_argument("--fail-on-flags", action="store_true")
 
-    command("demo", cmd_demo, "build the demo workspace (data, model versions, audits)")
+    demo_options(command("demo", cmd_demo, "build the demo workspace (data, model versions, audits)"))
 
     dashboard = command("dashboard", cmd_dashboard, "open the dashboard (Streamlit, localhost)")
-    dashboard.add_argument("--demo", action="store_true", help="build the demo workspace first if empty")
+    dashboard.add_argument("--demo", action="store_true",
+                           help="build the demo workspace in a background worker unless built (the dashboard "
+                                "opens at once and fills in as audits finish)")
     dashboard.add_argument("--port", type=int, default=8501)
+    demo_options(dashboard)
     return parser
+
+
+def demo_options(parser: argparse.ArgumentParser) -> None:
+    """A smaller demo (a quick look, a test): which scenarios, versions, explainers, how many images."""
+    parser.add_argument("--scenarios", help="comma-separated demo scenarios (default: all of them)")
+    parser.add_argument("--versions", help="comma-separated versions of each series, e.g. 1,5 (default 1..5)")
+    parser.add_argument("--methods", help="comma-separated explainers of the classifiers (default gradcam,saliency)")
+    parser.add_argument("--images", type=int, help="validation images per classifier scenario (default 200)")
 
 
 # -- commands -----------------------------------------------------------------------------------------
@@ -296,18 +307,51 @@ def cmd_check(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from sample_models.demo import build_demo
+    from sample_models.demo import DemoIncomplete, build_demo, demo_plan, is_built
+    from sample_models.demo_status import read_status, write_status
 
     workspace = _workspace(args)
-    build_demo(workspace, log=lambda line: print(line, file=sys.stderr))
+    if is_built(workspace, demo_plan(**_demo_choice(args))):  # nothing registered again, nothing computed
+        print(workspace.root)
+        return EXIT_OK
+    status = read_status(workspace.root) or {}
+    if status.get("state") == "building" and status.get("pid") != os.getpid():
+        raise InputError(f"a demo build is already running on {workspace.root} (pid {status['pid']}); "
+                         "the dashboard shows its progress")
+    write_status(workspace.root, arguments=_demo_arguments(args))  # what the dashboard's Resume starts again
+    try:
+        build_demo(workspace, **_demo_choice(args), log=lambda line: print(line, file=sys.stderr), record=True)
+    except DemoIncomplete as exc:
+        print(f"saliency-audit: demo incomplete: {exc}; run it again to retry those audits", file=sys.stderr)
+        return 1
     print(workspace.root)
     return EXIT_OK
 
 
+def _demo_choice(args) -> dict:
+    """build_demo's keywords from the demo options given (none: the whole demo)."""
+    def listed(value, kind=str):
+        return tuple(kind(item) for item in value.split(",") if item.strip()) if value else None
+
+    choice = {"scenarios": listed(args.scenarios), "versions": listed(args.versions, int),
+              "methods": listed(args.methods), "n": args.images}
+    return {key: value for key, value in choice.items() if value is not None}
+
+
+def _demo_arguments(args) -> list[str]:
+    """The demo options again, for the background builder's command line."""
+    return [part for option in ("scenarios", "versions", "methods", "images") if getattr(args, option) is not None
+            for part in (f"--{option}", str(getattr(args, option)))]
+
+
 def cmd_dashboard(args) -> int:
     workspace = _workspace(args)
-    if args.demo:
-        cmd_demo(args)  # idempotent: a built demo is found, not rebuilt
+    if args.demo:  # the builder finds a finished demo in seconds and exits; the dashboard does not wait
+        from sample_models.demo_status import LOG_FILE, start_build
+
+        pid = start_build(workspace.root, _demo_arguments(args))
+        print(f"demo: checked and built in the background (pid {pid}, log {workspace.root / LOG_FILE}); "
+              "the dashboard shows its progress", file=sys.stderr)
     try:
         from dashboard.launch import APP, streamlit_command
     except ImportError as exc:

@@ -62,7 +62,9 @@ def time_report(root: Path, run_id: str) -> dict:
 def time_page_script(root: Path, run_id: str) -> dict:
     from streamlit.testing.v1 import AppTest
 
-    os.environ["SALIENCY_AUDIT_WORKSPACE"] = str(root)
+    from analysis.store.workspace import ENV_VAR
+
+    os.environ[ENV_VAR] = str(root)
     at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=600)
     at.query_params["run"] = run_id
     at.run()
@@ -78,10 +80,11 @@ def time_page_script(root: Path, run_id: str) -> dict:
 def time_browser(root: Path, run_id: str) -> dict:
     from playwright.sync_api import expect, sync_playwright
 
+    from analysis.store.workspace import ENV_VAR
     from dashboard.launch import free_port, streamlit_command, wait_until_serving
 
     port = free_port()
-    env = dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(root), PYTHONPATH=str(REPO))
+    env = {**os.environ, ENV_VAR: str(root), "PYTHONPATH": str(REPO)}
     server = subprocess.Popen(streamlit_command(port), env=env, cwd=root, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     out = {}

@@ -12,7 +12,7 @@ if str(_REPO) not in sys.path:  # `streamlit run dashboard/app.py` puts only das
 
 import streamlit as st  # noqa: E402
 
-from dashboard import state  # noqa: E402
+from dashboard import components, state  # noqa: E402
 
 st.set_page_config(page_title="Saliency Audit", layout="wide")
 state.init_defaults()
@@ -31,4 +31,5 @@ pages = {
     ],
 }
 st.sidebar.caption(f"Workspace: {state.workspace_root()}")
+components.demo_progress()  # while the demo builds in its worker: progress, and pages that fill in
 st.navigation(pages).run()

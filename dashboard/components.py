@@ -32,3 +32,39 @@ def export_buttons(run_id: str, version: str, key: str = "export") -> None:
         st.download_button(label, data=make or "", file_name=f"{run_id}{suffix}", mime=mime, key=f"{key}_{fmt}",
                            disabled=make is None, on_click="ignore",
                            help=None if make else "This installation's engine cannot write this format yet.")
+
+
+def demo_progress() -> None:
+    """The demo build above every page while it runs: "Demo: 12 of 57 audits done, building cage v3
+    (gradcam)", polled every 3 s; each finished audit reruns the page so it shows. A failed or stopped build
+    says so, with a button that resumes it (finished audits are kept)."""
+    status = data.demo_status()
+    if status is None or status.get("state") == "done":
+        return
+    if status.get("state") == "building":
+        _demo_building(int(status.get("done") or 0))
+        return
+    failed = status.get("failed") or []
+    log = f"; log: {status['log']}" if status.get("log") else ""
+    if status.get("state") == "failed":
+        st.error(f"Demo: {status.get('error') or 'the build failed'}: " +
+                 "; ".join(f"{f['audit']}: {f['error']}" for f in failed) + f"{log}.")
+    else:
+        st.warning(f"Demo: the build stopped at {status.get('done', 0)} of {status.get('total', '?')} audits "
+                   f"(its worker exited{log}).")
+    if st.button("Resume the demo build", key="demo_resume"):
+        data.resume_demo()
+        st.rerun()
+
+
+@st.fragment(run_every=3)
+def _demo_building(shown: int) -> None:
+    status = data.demo_status() or {}
+    if status.get("state") != "building" or int(status.get("done") or 0) != shown:
+        st.rerun()  # an audit landed (or the build ended): the whole page again, with it
+    done, total = int(status.get("done") or 0), int(status.get("total") or 0)
+    current = f", building {status['current']}" if status.get("current") else ""
+    st.progress(done / total if total else 0.0,
+                text=f"Demo: {done} of {total} audits done{current}" if total else "Demo: starting the build")
+    for failure in status.get("failed") or []:
+        st.warning(f"Demo: {failure['audit']} failed: {failure['error']}")

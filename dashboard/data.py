@@ -208,14 +208,15 @@ def run_arrays(run_id: str, version: str, name: str) -> dict:
 
 
 def task_info(task: str) -> dict:
-    """What the pages need to know about a task: its `view`, `default_method`, `model_kind`; the default
-    task's when this version does not run `task` (the page then says so through `supported`)."""
+    """What the pages need to know about a task: its `view`, `default_method`, `model_kind`, `dataset_hint`; the
+    default task's when this version does not run `task` (the page then says so through `supported`)."""
     from analysis.runs.tasks import DEFAULT_TASK, TASKS
 
     known = TASKS.get(task)
     chosen = known or TASKS[DEFAULT_TASK]
     return {"name": task, "supported": known is not None, "view": chosen.view,
-            "default_method": chosen.default_method, "model_kind": chosen.model_kind}
+            "default_method": chosen.default_method, "model_kind": chosen.model_kind,
+            "dataset_hint": chosen.dataset_hint}
 
 
 def report_view(report: dict) -> str:
@@ -342,6 +343,11 @@ def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple
     return TASKS[task].compare([_store(r) for r in run_ids], list(names))
 
 
+def discovered_by_version(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...]) -> dict:
+    """name -> that version's report, for the regions discovered in each audit (`views.comparison_discovered`)."""
+    return {name: report(r, v) for r, v, name in zip(run_ids, versions, names)}
+
+
 # --- exports ------------------------------------------------------------------------------------------
 def exporters(run_id: str, version: str) -> dict[str, object]:
     """Format -> a no-argument callable producing the file (run when the button is clicked), or None."""
@@ -374,6 +380,21 @@ def cancel_run(run_id: str) -> None:
     from analysis.store.jobs import cancel_job
 
     cancel_job(ws(), run_id)
+
+
+def demo_status() -> dict | None:
+    """Where the demo build stands (`sample_models.demo_status`); None when this workspace never built one."""
+    from sample_models.demo_status import read_status
+
+    return read_status(state.workspace_root())
+
+
+def resume_demo() -> int:
+    """Start the demo builder again with the options it had; finished audits are kept, the rest resume."""
+    from sample_models.demo_status import start_build
+
+    status = demo_status() or {}
+    return start_build(state.workspace_root(), status.get("arguments") or [])
 
 
 def inspect_model(model_path: Path, card_path: Path | None, timeout: float = 120) -> dict:

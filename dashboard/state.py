@@ -5,12 +5,11 @@ bookmarked and survives a reload; everything else is per-tab UI state.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
 
-WORKSPACE_ENV = "SALIENCY_AUDIT_WORKSPACE"
+from analysis.store.workspace import default_root
 
 # URL parameters.
 RUN_PARAM = "run"
@@ -24,6 +23,7 @@ GALLERY_CORRECT = "gallery_correct"
 GALLERY_FLAGGED = "gallery_flagged_region"
 GALLERY_CLUSTER = "gallery_cluster"
 GALLERY_SORT_REGION = "gallery_sort_region"
+GALLERY_DISCOVERED = "gallery_discovered_region"
 SELECTED_IMAGE = "selected_image"
 LAST_RUN = "last_run"
 SUBMITTED_RUNS = "submitted_runs"
@@ -34,8 +34,8 @@ UPLOAD_INSPECTED = "upload_inspected"
 
 
 def workspace_root() -> Path:
-    """`$SALIENCY_AUDIT_WORKSPACE`, else ./workspace (the CLI's default too)."""
-    return Path(os.environ.get(WORKSPACE_ENV, "workspace")).resolve()
+    """`$SALIENCY_AUDIT_WORKSPACE`, else ./workspace: the CLI's default (`analysis.store.workspace.default_root`)."""
+    return default_root().resolve()
 
 
 def current_run() -> str | None:

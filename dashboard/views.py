@@ -327,7 +327,12 @@ def flag_sentence(flag: dict, who: str) -> str:
         effect = f"hiding it lowers accuracy by {100 * evidence['accuracy_drop']:.0f} points"
     elif evidence.get("score_drop") is not None:
         effect = f"filling it lowers detection scores by {percent(evidence['score_drop'])}"
-    if lift is None or not isinstance(lift, (int, float)) or math.isnan(lift):
+    if flag.get("description"):  # discovered from the maps: its lift is high by construction, not a finding
+        text = f"{who} relies on {region} ({flag['description']}){where}" + (f": {effect}" if effect else "")
+        if evidence.get("shown_by") == "swap" and (evidence.get("swap") or {}).get("towards_donor_rate") is not None:
+            text += (f"; swapping it for another class's moves {percent(evidence['swap']['towards_donor_rate'])} "
+                     "of predictions towards that class")
+    elif lift is None or not isinstance(lift, (int, float)) or math.isnan(lift):
         text = f"{who} depends on {region}{where}" + (f": {effect}" if effect else "")
     elif flag.get("basis") == "intervention" or lift < 1.5:
         text = (f"{who} relies on {region}{where}" + (f": {effect}" if effect else "") +
@@ -372,7 +377,7 @@ def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[d
         entry["versions"][run["model_id"]] = {"version": version, "run": run["id"]}  # later runs replace earlier
     out = []
     for entry in groups.values():
-        versions = list(entry["versions"].values())
+        versions = sorted(entry["versions"].values(), key=_version_number)  # v1..v5, whatever order they ran in
         for v in versions:
             v["report"] = report_of(v["run"])
         latest = versions[-1]
@@ -386,6 +391,12 @@ def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[d
         out.append({**entry, "versions": versions, "findings": findings, "trend": trend,
                     "labels": latest["report"].get("labels") or []})
     return sorted(out, key=lambda e: (-len(e["findings"]), e["series"]))
+
+
+def _version_number(version: dict) -> float:
+    """3 for "v3" or "3"; names that are no number ("biased") keep the order they were audited in (inf)."""
+    match = re.fullmatch(r"v?(\d+)", str(version["version"]))
+    return int(match[1]) if match else float("inf")
 
 
 def trend_text(trend: dict) -> str:
@@ -498,3 +509,79 @@ def default_model_name(file_name: str | None) -> str | None:
 def share_text(value) -> str:
     """A share of attention to two decimals, or "absent" where the image has no such region."""
     return f"{value:.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "absent"
+
+
+def discovered_rows(report: dict) -> pd.DataFrame:
+    """One row per region discovered from the maps (`analysis.stats.discovered_regions`): what it is, where the
+    maps put attention on it, what filling and swapping it did (each against its control), and the verdict:
+    flagged (by which test, Holm-corrected) or what its test could have detected."""
+    flags = {f["region"]: f for f in report.get("flags") or []}
+    power = {p["region"]: p["text"] for p in report.get("power") or []}
+    interventions = report.get("interventions") or {}
+    rows = []
+    for d in report.get("discovered_regions") or []:
+        name, attention = d["name"], d.get("attention") or {}
+        iv = interventions.get(name) or {}
+        swap = iv.get("swap") or {}
+        flag = flags.get(name)
+        if flag is not None:
+            ev = flag.get("evidence") or {}
+            flagged = f"yes ({flag.get('severity')}" + (
+                f", {ev.get('shown_by', 'intervention')}, Holm p {ev['p_value_holm']:.2g})"
+                if ev.get("p_value_holm") is not None else ")")
+            verdict = (f"flagged ({flag.get('severity')}): shown by the {ev.get('shown_by', 'intervention')}, "
+                       f"Holm p {ev['p_value_holm']:.2g}" if ev.get("p_value_holm") is not None
+                       else f"flagged ({flag.get('severity')})")
+        else:
+            flagged = "no"
+            verdict = "not flagged" + (f": {power[name]}" if name in power else "")
+        lift_ci = attention.get("lift_ci") or [None, None]
+        rows.append({
+            "region": name, "description": d.get("description", ""),
+            "images": f"{percent(d.get('share'))} ({len(d.get('image_ids') or [])} of {d.get('n_images', '?')})",
+            "lift": _lift_text(attention.get("lift"), lift_ci),
+            "fill: flips (control)": _pair(iv.get("flip_rate"), (iv.get("control") or {}).get("flip_rate")),
+            "fill p": _p_text(iv.get("p_value")),
+            "swap: towards donor (control)": _pair(swap.get("towards_donor_rate"),
+                                                   (swap.get("control") or {}).get("towards_donor_rate")),
+            "swap p": _p_text(swap.get("p_value")),
+            "verdict": verdict, "flagged": flagged, "exemplars": list(d.get("exemplars") or []),
+        })
+    return pd.DataFrame(rows, columns=["region", "description", "images", "lift", "fill: flips (control)", "fill p",
+                                       "swap: towards donor (control)", "swap p", "verdict", "flagged", "exemplars"])
+
+
+def comparison_discovered(reports: dict[str, dict]) -> pd.DataFrame:
+    """Per version (label -> its report), the regions discovered in it with their attention, evidence and verdict;
+    discovered regions are per run (the same cue can be `discovered-2` in one version, `discovered-1` in the
+    next), so they are listed by version rather than matched."""
+    columns = ["version", "region", "flagged", "swap: towards donor (control)", "fill: flips (control)", "lift",
+               "images", "description"]
+    frames = [discovered_rows(report).assign(version=label) for label, report in reports.items()]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def gallery_of_images(table: pd.DataFrame, image_ids: list[int]) -> pd.DataFrame:
+    """The gallery rows of `image_ids`, in that order (a discovered region's exemplars first)."""
+    order = {int(i): k for k, i in enumerate(image_ids)}
+    rows = table[table["image_id"].astype(int).isin(order)]
+    return rows.sort_values("image_id", key=lambda ids: ids.astype(int).map(order), kind="stable")
+
+
+def _pair(value, control) -> str:
+    if not isinstance(value, (int, float)):
+        return "not tested"
+    return percent(value) + (f" ({percent(control)})" if isinstance(control, (int, float)) else "")
+
+
+def _p_text(value) -> str:
+    return f"{value:.2g}" if isinstance(value, (int, float)) and math.isfinite(value) else ""
+
+
+def _lift_text(lift, ci) -> str:
+    if not isinstance(lift, (int, float)):
+        return ""
+    low, high = (list(ci) + [None, None])[:2]
+    interval = f" [{low:.2f}, {high:.2f}]" if isinstance(low, (int, float)) and isinstance(high, (int, float)) else ""
+    return f"{lift:.2f}{interval} (by construction)"

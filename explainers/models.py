@@ -33,24 +33,21 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from explainers.architectures import (SAMPLE_DETECTORS, TORCHVISION_DETECTORS, build_architecture, build_detector,
-                                      build_segmenter, detector_class_names)
 from explainers.errors import InputError
 from explainers.layers import LIST_LAYERS_HINT, detect_target_layer
 from explainers.hf_card import hf_card_dict, is_hf_folder
 from explainers.model_files import model_sha256, sniff_format
-from explainers.targets import segmentation_logits
+from explainers.model_tasks import MODEL_TASKS, TASK_NAMES, check_loads_from
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("classification", "multilabel", "segmentation", "detection")
+TASKS = TASK_NAMES
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CARD_KEYS = ("task", "classes", "input_size", "mean", "std", "target_layer", "architecture", "name", "description",
              "trust_pickle")
 MINIMAL_CARD = ('{"task": "classification", "classes": ["cat", "dog"], "input_size": [224, 224], '
                 '"architecture": "resnet18"}')
-DETECTION_ARCHITECTURES = SAMPLE_DETECTORS + TORCHVISION_DETECTORS
 EXPORT_HINT = ("export it with torch.export.save(torch.export.export(model.eval(), (x,), "
                "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}), 'model.pt2')")
 
@@ -176,17 +173,6 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class SegmentationLogits(nn.Module):
-    """A segmenter's output as (B, C, H, W) logits (torchvision's segmenters return {"out": ..., "aux": ...})."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return segmentation_logits(self.net(x))
-
-
 @dataclass(eq=False)
 class LoadedModel:
     module: nn.Module  # Sequential(normalize, net): [0, 1] images in, raw outputs (logits) out
@@ -237,16 +223,9 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
         card = read_card(path)
     device = torch.device(device)
     kind = sniff_format(path)
-    if kind == "ultralytics" and card.task != "detection":
-        raise InputError(f"{path.name} is an Ultralytics YOLO checkpoint: set \"task\": \"detection\" in its model card")
-    if kind == "hf_folder" and card.task not in ("classification", "multilabel"):
-        raise InputError(f"{path.name}: Hugging Face folders load as image classifiers (task classification or "
-                         f"multilabel), not {card.task}")
-    if card.task == "detection" and kind in ("pt2", "torchscript"):
-        raise InputError(f"{path.name}: detection models load from a state dict (.pt/.pth or .safetensors) with "
-                         f"\"architecture\" in the model card ({', '.join(DETECTION_ARCHITECTURES)}); save "
-                         "torch.save(model.state_dict(), 'model.pt')")
-    takes_raw_pixels = card.task == "detection" and card.architecture in TORCHVISION_DETECTORS  # they normalise
+    task = MODEL_TASKS[card.task]
+    check_loads_from(task, kind, path.name)
+    takes_raw_pixels = task.normalises_inside(card.architecture)
     if kind == "onnx":
         from explainers.onnx_model import load_onnx
 
@@ -270,7 +249,7 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
     module = nn.Sequential()
     if not takes_raw_pixels:
         module.add_module("normalize", Normalize(card.mean, card.std))
-    module.add_module("net", SegmentationLogits(net) if card.task == "segmentation" else net)
+    module.add_module("net", task.wrap(net))
     module = module.to(device).eval()
     loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind not in ("torchscript", "onnx"),
                          sha256=model_sha256(path), path=path, device=device)
@@ -386,13 +365,8 @@ def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Ten
             f"{path.name} is a bare state dict: set \"architecture\" in the model card (a torchvision name such "
             f"as \"resnet18\" or a sample model), or {EXPORT_HINT}"
         )
-    if card.task == "detection":  # the file holds the bare network; D-RISE gets it wrapped
-        net, wrapped = build_detector(card.architecture, num_classes=len(card.classes))
-    elif card.task == "segmentation":
-        net = wrapped = build_segmenter(card.architecture, num_classes=len(card.classes))
-    else:
-        net = wrapped = build_architecture(card.architecture, num_classes=len(card.classes),
-                                         input_size=card.input_size)
+    task = MODEL_TASKS[card.task]
+    net, wrapped = task.build(card.architecture, len(card.classes), card.input_size)  # the state dict fits `net`
     state = _strip_prefix(state, "module.")  # saved from DataParallel / DistributedDataParallel
     expected = net.state_dict()
     missing = [k for k in expected if k not in state]
@@ -406,13 +380,8 @@ def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Ten
         )
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
                   if tuple(state[k].shape) != tuple(v.shape)]
-    if mismatched and card.task == "detection":
-        background = " plus background" if card.architecture in TORCHVISION_DETECTORS else ""
-        raise InputError(
-            f"{path.name}: the detector's head does not fit the {len(card.classes)} classes{background} that "
-            f"model.json lists ({', '.join(mismatched[:2])}, file vs card); fix 'classes' in the model card "
-            f"(torchvision detectors: list the object classes only, background is added)"
-        )
+    if mismatched and task.head_hint is not None:
+        raise InputError(f"{path.name}: {task.head_hint(card.architecture, len(card.classes), mismatched)}")
     if mismatched:
         raise InputError(
             f"{path.name} does not fit architecture {card.architecture!r} with {len(card.classes)} classes: "
@@ -448,36 +417,9 @@ def _check_probe(loaded: LoadedModel) -> None:
             f"{loaded.path.name}: the model fails on a 1x3x{height}x{width} input ({_first_line(exc)}); check "
             "'input_size' in the model card"
         ) from exc
-    n = len(card.classes)
-    if card.task in ("classification", "multilabel"):
-        if not isinstance(output, torch.Tensor) or output.dim() != 2:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise InputError(f"{loaded.path.name}: a {card.task} model must output (batch, classes) logits, "
-                             f"this one outputs {shape}")
-        if output.shape[1] != n:
-            raise InputError(f"{loaded.path.name}: model.json lists {n} classes but the model outputs "
-                             f"{output.shape[1]} logits; fix 'classes' in the model card")
-    elif card.task == "detection":
-        _check_detector_output(loaded, output)
-    elif card.task == "segmentation":
-        if not isinstance(output, torch.Tensor) or output.dim() != 4 or output.shape[1] != n:
-            raise InputError(f"{loaded.path.name}: model.json lists {n} classes but the segmentation model "
-                             f"outputs {tuple(getattr(output, 'shape', ()))} (expected (batch, {n}, H, W))")
+    MODEL_TASKS[card.task].check_output(loaded, output)
     if isinstance(output, torch.Tensor) and not torch.isfinite(output).all():
         logger.warning("%s: non-finite output on an all-zero probe image", loaded.path.name)
-
-
-def _check_detector_output(loaded: LoadedModel, output: Any) -> None:
-    """A detector must answer in the D-RISE format, with one probability column per class it names."""
-    names = detector_class_names(loaded.card.architecture, loaded.card.classes)
-    if (not isinstance(output, (list, tuple)) or len(output) != 1 or not isinstance(output[0], Mapping)
-            or not {"boxes", "scores", "probs"} <= set(output[0])):
-        raise InputError(f"{loaded.path.name}: a detection model must return, per image, a dict with boxes, "
-                         f"scores and probs; got {type(output).__name__}")
-    width = output[0]["probs"].shape[-1]
-    if width != len(names):
-        raise InputError(f"{loaded.path.name}: model.json lists {len(loaded.card.classes)} classes but the "
-                         f"detector scores {width} (expected {len(names)}); fix 'classes' in the model card")
 
 
 def _int_pair(value: Any, fail) -> tuple[int, int]:

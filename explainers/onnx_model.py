@@ -34,6 +34,7 @@ from torchvision.ops import nms
 
 from explainers.base import BlackBox
 from explainers.errors import InputError, first_line
+from explainers.model_tasks import MODEL_TASKS
 from explainers.onnx_files import EXPORT_HINT, check_onnx_file, require
 
 logger = logging.getLogger(__name__)
@@ -201,10 +202,11 @@ def load_onnx(path: Path, card, device: torch.device) -> tuple[BlackBox, bool]:
     """(the model as a module, whether it normalises its input itself) after `check_onnx_file`."""
     check_onnx_file(path)
     session = OnnxSession(path, tuple(card.input_size), device)
-    if card.task == "detection":
+    output = MODEL_TASKS[card.task].output
+    if output == "detections":
         detector = OnnxDetector(session, len(card.classes))
         return detector, detector.normalises_inside
-    if card.task == "segmentation":
+    if output == "class_maps":
         raise InputError(f"{path.name}: ONNX segmentation models are not supported yet; export a .pt2")
     if not session.batched:
         raise InputError(f"{path.name}: a classifier must take a batched (B, 3, H, W) input; {EXPORT_HINT}")

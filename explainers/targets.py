@@ -62,6 +62,17 @@ def segmentation_logits(output) -> torch.Tensor:
     return output
 
 
+class SegmentationLogits(torch.nn.Module):
+    """A segmenter as a module with (B, C, H, W) logits out (`segmentation_logits` of the network's output)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return segmentation_logits(self.net(x))
+
+
 class SegmentationTarget:
     """Sum of one class's logits over a fixed set of pixels (Grad-CAM for segmenters).
 

@@ -35,7 +35,6 @@ STRIDE = 8
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "detection"
 BAND_COLORS = {0: (40, 90, 200), 1: (120, 120, 120)}
 PALETTE = [(220, 40, 40), (240, 200, 30), (250, 140, 20), (240, 240, 240), (200, 60, 200), (30, 30, 30)]
-NEUTRAL_FILL = (0.35, 0.55, 0.25)  # grass green: neither water nor road, used by the context intervention
 
 
 @dataclass
@@ -115,15 +114,6 @@ def make_scene(rng: np.random.Generator, biased: bool, p_context: float = 0.95) 
 def make_scenes(n: int, seed: int, biased: bool, p_context: float = 0.95) -> list[Scene]:
     rng = np.random.default_rng(seed)
     return [make_scene(rng, biased, p_context) for _ in range(n)]
-
-
-def fill_region(images: torch.Tensor, regions: torch.Tensor, region_id: int, fill=NEUTRAL_FILL) -> torch.Tensor:
-    """The context intervention: pixels of one region replaced by a neutral colour (grass)."""
-    out = images.clone()
-    sel = (regions == region_id)[:, None].expand_as(out)
-    color = torch.tensor(fill, dtype=images.dtype, device=images.device)[None, :, None, None].expand_as(out)
-    out[sel] = color[sel]
-    return out
 
 
 # ---------------------------------------------------------------- the detector

@@ -22,8 +22,7 @@ from torch import nn
 
 from sample_models.architectures import ARCHITECTURES, TARGET_LAYERS
 from sample_models.detection import CLASSES as OBJECTS, REGIONS as DETECTION_REGIONS, SIZE, make_scenes
-from sample_models.tagging import write_checksums
-from sample_models.train import deterministic_torch, export_net
+from sample_models.train import deterministic_torch, fit, write_checksums, write_version
 
 CLASSES = ("background", *OBJECTS)
 P_CONTEXT = (1.0, 0.875, 0.75, 0.625, 0.5)
@@ -58,19 +57,9 @@ def train_version(version: int, n: int = TRAIN_N, epochs: int = EPOCHS) -> nn.Mo
         y = torch.from_numpy(class_maps(scenes)).long()
         torch.manual_seed(SEED)
         net = ARCHITECTURES[ARCHITECTURE](len(CLASSES))
-        opt = torch.optim.Adam(net.parameters(), lr=LR)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=epochs * -(-n // BATCH))
         weight = torch.tensor([0.3, 1.0, 1.0])  # objects are a few percent of the pixels
-        order = torch.Generator().manual_seed(SEED)
-        for _ in range(epochs):
-            net.train()
-            for idx in torch.randperm(n, generator=order).split(BATCH):
-                loss = nn.functional.cross_entropy(net(x[idx]), y[idx], weight=weight)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-    return net.eval()
+        return fit(net, x, y, lambda out, target: nn.functional.cross_entropy(out, target, weight=weight),
+                   epochs=epochs, batch=BATCH, lr=LR, seed=SEED)
 
 
 @torch.no_grad()
@@ -118,17 +107,12 @@ def card(version: int) -> dict:
 def build_series(root: Path = WEIGHTS_DIR, log=print) -> None:
     for version in range(1, len(P_CONTEXT) + 1):
         net = train_version(version)
-        folder = root / f"v{version}"
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(net.state_dict(), folder / "model.pt")
-        export_net(net, folder / "model.pt2")
-        (folder / "model.json").write_text(json.dumps(card(version), indent=2) + "\n")
         metrics = {"p_context": P_CONTEXT[version - 1],
                    "iou_in_context": class_ious(net, SEEDS["test_biased"], 1.0),
                    "iou_out_of_context": class_ious(net, SEEDS["test_swapped"], 0.0)}
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_version(net, root / f"v{version}", card(version), metrics)
         log(f"segmenter v{version}: {metrics}")
-    write_checksums(root)
+    write_checksums(root, "v*")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from torch import nn
 
 from sample_models.architectures import ARCHITECTURES, TARGET_LAYERS
 from sample_models.detection import PALETTE, draw_object
-from sample_models.train import deterministic_torch, export_net, sha256
+from sample_models.train import deterministic_torch, fit, write_checksums, write_version
 
 TAGS = ("boat", "car")
 REGIONS = ("background", "water", "boat", "car")
@@ -118,18 +118,8 @@ def train_version(version: int, n: int = TRAIN_N, epochs: int = EPOCHS) -> nn.Mo
         x, y = to_inputs(images), torch.from_numpy(tags).float()
         torch.manual_seed(SEED)
         net = ARCHITECTURES[ARCHITECTURE](len(TAGS))
-        opt = torch.optim.Adam(net.parameters(), lr=LR)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=epochs * -(-n // BATCH))
-        order = torch.Generator().manual_seed(SEED)
-        for _ in range(epochs):
-            net.train()
-            for idx in torch.randperm(n, generator=order).split(BATCH):
-                loss = nn.functional.binary_cross_entropy_with_logits(net(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-    return net.eval()
+        return fit(net, x, y, nn.functional.binary_cross_entropy_with_logits, epochs=epochs, batch=BATCH, lr=LR,
+                   seed=SEED)
 
 
 @torch.no_grad()
@@ -149,22 +139,11 @@ def card(version: int) -> dict:
 def build_series(root: Path = WEIGHTS_DIR, log=print) -> None:
     for version in range(1, len(LEAKS) + 1):
         net = train_version(version)
-        folder = root / f"v{version}"
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(net.state_dict(), folder / "model.pt")
-        export_net(net, folder / "model.pt2")
-        (folder / "model.json").write_text(json.dumps(card(version), indent=2) + "\n")
         metrics = {"leak": LEAKS[version - 1], "accuracy_biased": tag_accuracy(net, SEEDS["test_biased"]),
                    "accuracy_flipped": tag_accuracy(net, SEEDS["test_flipped"], flip=True)}
-        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_version(net, root / f"v{version}", card(version), metrics)
         log(f"tagger v{version}: {metrics}")
-    write_checksums(root)
-
-
-def write_checksums(root: Path) -> Path:
-    files = sorted(p for p in root.glob("v*/*") if p.name in ("model.pt", "model.pt2", "model.json"))
-    (root / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(root).as_posix()}\n" for p in files))
-    return root / "SHA256SUMS"
+    write_checksums(root, "v*")
 
 
 if __name__ == "__main__":

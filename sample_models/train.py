@@ -104,6 +104,26 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500)
     return correct / len(x)
 
 
+def fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, *, epochs: int, batch: int, lr: float, seed: int,
+        on_epoch=None) -> nn.Module:
+    """How every sample model trains: Adam with a one-cycle schedule over mini-batches shuffled by `seed`, from
+    the net's current weights; `on_epoch(epoch, last loss)` after each epoch. Returns the net in eval mode."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * -(-len(x) // batch))
+    order = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        net.train()
+        for idx in torch.randperm(len(x), generator=order).split(batch):
+            loss = loss_fn(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        if on_epoch:
+            on_epoch(epoch, loss.item())
+    return net.eval()
+
+
 def train_version(scenario: str, version: int, *, n: int = TRAIN_N, epochs: int = EPOCHS,
                   seed: int = SEED, log=None, architecture: str = ARCHITECTURE) -> tuple[nn.Module, dict]:
     """Train one version from scratch; returns the net (eval mode) and the training details."""
@@ -111,23 +131,8 @@ def train_version(scenario: str, version: int, *, n: int = TRAIN_N, epochs: int 
         x, y, details = training_set(scenario, version, n)
         torch.manual_seed(seed)
         net = ARCHITECTURES[architecture](len(SCENARIOS[scenario].classes))
-        steps = epochs * -(-len(x) // BATCH)
-        opt = torch.optim.Adam(net.parameters(), lr=LR)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=steps)
-        order = torch.Generator().manual_seed(seed)
-        for epoch in range(epochs):
-            net.train()
-            perm = torch.randperm(len(x), generator=order)
-            for i in range(0, len(x), BATCH):
-                idx = perm[i:i + BATCH]
-                loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-            if log:
-                log(f"{scenario} v{version} epoch {epoch}: loss {loss.item():.4f}")
-        net.eval()
+        on_epoch = (lambda epoch, loss: log(f"{scenario} v{version} epoch {epoch}: loss {loss:.4f}")) if log else None
+        fit(net, x, y, nn.functional.cross_entropy, epochs=epochs, batch=BATCH, lr=LR, seed=seed, on_epoch=on_epoch)
     details.update({"epochs": epochs, "batch_size": BATCH, "optimizer": "Adam + OneCycleLR", "max_lr": LR,
                     "seed": seed, "data_seeds": {"train": SEEDS["train"], "counter": SEEDS["counter"]},
                     "leak": LEAK, "from_scratch": True, "architecture": architecture})
@@ -159,11 +164,17 @@ def save_version(net: nn.Module, folder: Path, scenario: str, version: int, metr
                  architecture: str = ARCHITECTURE) -> None:
     """The ViT is saved as a state dict only (its card names the architecture): small, and the loader
     rebuilds the real modules, which the attention methods need."""
+    write_version(net, folder, model_card(scenario, version, architecture), metrics,
+                  export=architecture == ARCHITECTURE)
+
+
+def write_version(net: nn.Module, folder: Path, card: dict, metrics: dict, *, export: bool = True) -> None:
+    """One sample version's folder: model.pt (state dict), model.pt2 (`export`), model.json, metrics.json."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "model.pt")
-    if architecture == ARCHITECTURE:
+    if export:
         export_net(net, folder / "model.pt2")
-    (folder / "model.json").write_text(json.dumps(model_card(scenario, version, architecture), indent=2) + "\n")
+    (folder / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
@@ -196,10 +207,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_checksums(out: Path) -> Path:
-    files = sorted(p for p in out.glob("*/v*/*") if p.name in ("model.pt", "model.pt2", "model.json"))
-    lines = [f"{sha256(p)}  {p.relative_to(out).as_posix()}" for p in files]
-    (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+def write_checksums(out: Path, versions: str = "*/v*") -> Path:
+    """`out`/SHA256SUMS over the model files of the version folders `versions` (a glob below `out`: one
+    series per scenario, or `v*` for a folder holding one series)."""
+    files = sorted(p for p in out.glob(f"{versions}/*") if p.name in ("model.pt", "model.pt2", "model.json"))
+    (out / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(out).as_posix()}\n" for p in files))
     return out / "SHA256SUMS"
 
 

@@ -35,8 +35,8 @@ class CocoImage:
         """(K, H, W) bool instance masks; an annotation without a segmentation gets its box."""
         out = np.zeros((len(self.labels), self.height, self.width), bool)
         for k, seg in enumerate(self.segmentations):
-            out[k] = segmentation_mask(seg, self.height, self.width) if seg else _box_mask(self.boxes[k], self.height,
-                                                                                           self.width)
+            out[k] = segmentation_mask(seg, self.height, self.width) if seg else box_pixels(self.boxes[k], self.height,
+                                                                                            self.width)
         return out
 
     def region_map(self) -> np.ndarray:
@@ -169,8 +169,9 @@ def rle_counts(counts) -> list[int]:
     return out
 
 
-def _box_mask(box, height: int, width: int) -> np.ndarray:
+def box_pixels(box, height: int, width: int) -> np.ndarray:
+    """(height, width) bool: an xyxy box's pixels, its corners rounded to whole pixels (an annotation's region)."""
     m = np.zeros((height, width), bool)
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
     m[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
     return m

@@ -41,6 +41,7 @@ from analysis.data.images import ImageError, MaskError, image_header, read_image
 from analysis.data.types import MAX_LISTED_PROBLEMS, DatasetError, Item, Region  # noqa: F401 (the readers' types)
 from explainers.errors import InputError
 from explainers.model_files import file_sha256
+from explainers.model_tasks import MODEL_TASKS
 
 MANIFEST = "manifest.csv"
 REGIONS = "regions.json"
@@ -130,7 +131,8 @@ class Dataset:
         """Check every file, mask, target map and label before any compute; raise `DatasetError` listing
         problems. `task` (the model card's) says how labels are read; classes None: no label checks."""
         problems: list[str] = []
-        if task == "segmentation" and not self.has_targets:
+        labels = MODEL_TASKS[task].labels  # "class", "tags" or "class_map"
+        if labels == "class_map" and not self.has_targets:
             problems.append(f"{MANIFEST} has no 'target' column; a segmentation audit needs one class-index map "
                             f"(PNG, same size as the image, pixel value = class index, {IGNORE_INDEX} = ignore) "
                             "per image: add the column image,label,target")
@@ -155,9 +157,9 @@ class Dataset:
         if self.items and readable == 0 and first_unreadable is not None:
             problems.append(f"none of the {len(self.items)} images can be read (first: {first_unreadable}); "
                             "check that the files are PNG or JPEG images")
-        if classes is not None and task == "multilabel":
+        if classes is not None and labels == "tags":
             problems.extend(self._tag_problems(classes))
-        elif classes is not None and task != "segmentation":
+        elif classes is not None and labels != "class_map":
             problems.extend(self._label_problems(classes))
         if problems:
             raise DatasetError(f"dataset {self.shown_as} has {len(problems)} problem(s); fix them and retry:",

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from analysis.data.coco import CocoDataset, read_coco, segmentation_mask
+from analysis.data.coco import CocoDataset, box_pixels, read_coco, segmentation_mask
 from analysis.data.types import MAX_LISTED_PROBLEMS, DatasetError, Item, Region
 from analysis.data.images import ImageError, image_header, read_image_and_orientation
 from explainers.model_files import file_sha256
@@ -79,7 +79,7 @@ class DetectionDataset:
         if ctx is not None:
             for cid, seg, box in zip(ctx.category_ids, ctx.segmentations, ctx.boxes):
                 mask = (segmentation_mask(seg, img.height, img.width) if seg
-                        else _box_pixels(box, img.height, img.width))
+                        else box_pixels(box, img.height, img.width))
                 out[mask] = int(cid)
         if out.shape != (image.height, image.width):
             out = np.asarray(Image.fromarray(out).resize(image.size, Image.NEAREST), dtype=np.int32)
@@ -168,11 +168,3 @@ def open_detection_dataset(root: Path, name: str) -> DetectionDataset:
     if not objects.images:
         raise DatasetError(f"{root / INSTANCES}: lists no images; add one entry per image to 'images'")
     return DetectionDataset(root, name, objects, context)
-
-
-def _box_pixels(box, height: int, width: int) -> np.ndarray:
-    m = np.zeros((height, width), bool)
-    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
-    m[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
-    return m
-

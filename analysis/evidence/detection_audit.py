@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torchvision.ops import box_iou
 
+from analysis.evidence.intervention import fill_colour
 from analysis.stats.aggregate import bootstrap_means
 from explainers.detection import DetectionTarget, detection_similarity, detections_above
 
@@ -144,8 +145,8 @@ def fill_effects(detector, images: torch.Tensor, regions: torch.Tensor, region_n
     rows, gt_rows = [], []
     for rid, name in region_names.items():
         colour = surround_colours(images, regions == rid, targets) if isinstance(fill, str) else fill
-        region_fill = fill_pixels(images, regions == rid, colour)
-        control_fill = fill_pixels(images, control_masks(regions == rid, targets, seed, image_keys, rid), colour)
+        region_fill = fill_colour(images, regions == rid, colour)
+        control_fill = fill_colour(images, control_masks(regions == rid, targets, seed, image_keys, rid), colour)
         with torch.no_grad():
             after, control = detector(region_fill), detector(control_fill)
         for i, t in enumerate(targets):
@@ -244,17 +245,6 @@ def compare_audits(audits: dict[str, DetectionAudit]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- helpers
-
-def fill_pixels(images: torch.Tensor, where: torch.Tensor, fill=NEUTRAL_FILL) -> torch.Tensor:
-    """`images` with the pixels of `where` (B, H, W) bool replaced by the colour `fill`: an RGB triple in
-    [0, 1], or per-image colours (B, 3)."""
-    out = images.clone()
-    fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device)
-    color = (fill[None] if fill.ndim == 1 else fill)[:, :, None, None].expand_as(out)
-    sel = where.to(images.device)[:, None].expand_as(out)
-    out[sel] = color[sel]
-    return out
-
 
 def surround_colours(images: torch.Tensor, region: torch.Tensor, targets: list[DetectionTarget]) -> torch.Tensor:
     """(B, 3) per image: the mean colour of the pixels outside `region` and outside every target box (the

@@ -54,15 +54,22 @@ FILLS = ("mean", "blur", "shuffle")
 MAX_CONTROL_OVERLAP = 0.5  # above this, an equal-area control mostly re-tests the region itself
 
 
+def fill_colour(images: torch.Tensor, where: torch.Tensor, colour) -> torch.Tensor:
+    """Images (B, 3, H, W) with the pixels of `where` (B, H, W) bool set to `colour`: one RGB triple in [0, 1], or
+    one per image (B, 3). The one region fill of every task's intervention."""
+    colour = torch.as_tensor(colour, dtype=images.dtype, device=images.device)
+    colour = (colour[None] if colour.ndim == 1 else colour)[:, :, None, None]
+    return torch.where(where.to(images.device)[:, None], colour.expand_as(images), images)
+
+
 def fill_region(images: torch.Tensor, region: torch.Tensor, fill: str = "mean", *,
                 mean_colour: torch.Tensor | None = None, donors: torch.Tensor | None = None) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1] with `region` (B, H, W) bool replaced by `fill`."""
     if fill not in FILLS:
         raise InputError(f"unknown intervention fill {fill!r}; choose one of {', '.join(FILLS)}")
     if fill == "mean":
-        colour = images.mean(dim=(0, 2, 3)) if mean_colour is None else mean_colour.to(images)
-        replacement = colour.view(1, -1, 1, 1).expand_as(images)
-    elif fill == "blur":
+        return fill_colour(images, region, images.mean(dim=(0, 2, 3)) if mean_colour is None else mean_colour)
+    if fill == "blur":
         replacement = heavy_blur(images)
     else:
         replacement = donors if donors is not None else images.roll(1, dims=0)
@@ -224,17 +231,20 @@ def swap_donors(labels: np.ndarray, has_region: np.ndarray, *, seed: int = 0) ->
 
 
 def swap_variants(images: torch.Tensor, region: torch.Tensor, donors: np.ndarray, *, control_tries: int = 16,
-                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  seed: int = 0, keep_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(swapped images, swapped control images, keep) for images (B, 3, H, W) and region (B, H, W) bool.
 
     Pixels in region_i | region_donor come from the donor (see the module docstring); the control swaps
     the same donor's pixels under the union mask rolled away from itself. `keep`: images with a donor and
-    a non-empty union.
+    a non-empty union. `keep_out` (B, H, W) bool (the recipient's core): never swapped, so a cue
+    transplanted at the donor's place cannot cover the recipient's object (a flip would then be the core's).
     """
     has_donor = torch.as_tensor(donors >= 0)
     index = torch.as_tensor(np.where(donors >= 0, donors, np.arange(len(donors))))
     donor_images = images[index]
     union = (region | region[index]) & has_donor[:, None, None]
+    if keep_out is not None:
+        union &= ~keep_out.bool()
     controls, _ = control_masks(union, tries=control_tries, seed=seed + 1)
     swapped = torch.where(union[:, None], donor_images, images)
     control = torch.where(controls[:, None], donor_images, images)

@@ -19,6 +19,7 @@ import torch
 
 from analysis.stats.aggregate import bootstrap_means
 from analysis.stats.regions import GRID_NAMES, grid_regions
+from explainers.model_tasks import MODEL_TASKS
 
 PARAM = "region_shapley"
 
@@ -32,7 +33,7 @@ def shapley_evidence(loaded, batch, regions: pd.DataFrame, *, n_images: int, see
     names, roles, masks = players(batch, regions, n)
     if n == 0 or masks is None:
         return {}
-    score = "sigmoid" if loaded.card.task == "multilabel" else "softmax"
+    score = MODEL_TASKS[loaded.card.task].scores
     device = next((p.device for p in loaded.module.parameters()), torch.device("cpu"))
     targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:n].copy(), dtype=torch.long)
     fill = batch.inputs.mean(dim=(0, 2, 3))

@@ -16,7 +16,7 @@ import torch
 
 from analysis.evidence.intervention import control_masks, fill_region, resize_masks
 from analysis.evidence.paired_effects import paired_effect
-from analysis.evidence.stage import candidate_regions, load_subset, region_masks
+from analysis.evidence.stage import candidate_regions, load_subset, region_masks, sample_images
 
 MAX_IMAGES = 200
 FOUND = 0.5
@@ -44,9 +44,7 @@ def segment_interventions(loaded, dataset, store, *, seed: int = 0, batch_size: 
     images, regions = store.images(), store.regions()
     if images.empty or regions.empty:
         return []
-    rng = np.random.default_rng(seed)
-    chosen = images.iloc[np.sort(rng.permutation(len(images))[:max_images])].reset_index(drop=True)
-    batch = load_subset(loaded, dataset, chosen)
+    batch = load_subset(loaded, dataset, sample_images(images, seed, max_images))
     if not len(batch.ids):
         return []
     by_id = {int(item.image_id): item for item in dataset.items}

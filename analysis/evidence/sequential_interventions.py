@@ -99,7 +99,7 @@ def _variant_predictions(model, x, masks, labels, *, core, fill, mean_colour, se
     if core is not None and float(overlap[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP:
         controls, kind = core.bool() & ~masks, "core"
     donors = swap_donors(labels, keep.numpy(), seed=seed)
-    swapped, swapped_control, swap_keep = swap_variants(x, masks, donors, seed=seed)
+    swapped, swapped_control, swap_keep = swap_variants(x, masks, donors, seed=seed, keep_out=core)
     stream = torch.cat([fill_region(x, masks, fill, mean_colour=mean_colour),
                         fill_region(x, controls, fill, mean_colour=mean_colour), swapped, swapped_control])
     preds = predict(model, stream, batch_size)[0].numpy().reshape(4, len(x))

@@ -22,10 +22,11 @@ import torch
 from analysis.stats.aggregate import region_matrix, slice_stats
 from analysis.evidence.faithfulness import deletion_insertion
 from analysis.report.flags import effective_roles
+from analysis.evidence import intervention_cache
 from analysis.evidence.intervention import resize_masks
 from analysis.evidence.region_shapley import shapley_evidence
 from analysis.evidence.sequential_interventions import run_trials, summarise
-from analysis.stats.discovered_regions import discover_regions
+from analysis.stats.discovered_regions import discover_regions, searchable_pixels
 from analysis.stats.regions import grid_regions, masked_shares, region_shares
 from analysis.evidence.sanity import model_randomisation
 from explainers.base import is_black_box
@@ -37,13 +38,16 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
                      max_images: int = 400, chunk: int = 100, params: dict | None = None, fill: str = "mean",
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
                      batch_size: int = 32, n_boot: int = 1000, alpha: float = 0.05, threshold: float = 0.05,
-                     discover: bool = True, on_stage=None, region_shapley: int = 0) -> dict:
+                     discover: bool = True, on_stage=None, region_shapley: int = 0, cache_dir=None,
+                     model_key: str | None = None) -> dict:
     """Evidence dict (keys: interventions, discovered_regions, sequential, second_explainer, sanity,
     faithfulness, config; region_shapley when `region_shapley` > 0 images are asked for). `max_images` caps
     the sequential sample (run parameter `evidence_images`).
 
     `on_stage(name)` is told when each part starts ("second explainer", "sanity", "faithfulness", "region
-    Shapley"), for the progress a person watches."""
+    Shapley"), for the progress a person watches. With `cache_dir` and `model_key` (the registered model's
+    id), the interventions of an earlier audit of the same model on the same sample are reused
+    (`analysis.evidence.intervention_cache`)."""
     on_stage = on_stage or (lambda name: None)
     images, regions = store.images(), store.regions()
     out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images, "chunk": chunk},
@@ -51,9 +55,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
            "sanity": {}, "faithfulness": {}}
     if images.empty:
         return out
-    rng = np.random.default_rng(seed)
-    chosen = images.iloc[rng.permutation(len(images))[:max_images]].reset_index(drop=True)
-    batch = load_subset(loaded, dataset, chosen)
+    batch = load_subset(loaded, dataset, sample_images(images, seed, max_images, in_image_order=False))
     module_layer = module_layer_name(loaded, layer_name)
     labels = batch.images_frame["label_idx"].to_numpy().astype(np.int64)
 
@@ -63,26 +65,39 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
         masks = region_masks(batch, region)
         if masks is not None and masks.any():
             trials.append({"name": region["name"], "masks": masks})
-    # Discovery runs where nobody annotated regions. Alongside masks it found components of the annotated
-    # scene (background scenario, clean v5) that the interventions then flagged: a false shortcut, so with
-    # masks the annotated regions alone are tested until discovery can tell a cue from the scene.
+    # Discovery runs with and without masks: alongside masks only outside the core and the object-sized
+    # annotated regions (cues nobody annotated), with components touching the core dropped.
     annotated = "region_id" in regions.columns and bool((regions["region_id"] >= 0).any())
-    if discover and not annotated and len(batch.inputs):
+    if discover and len(batch.inputs) and (not annotated or batch.masks is not None):
         found = discovered_regions(batch, store, regions, core, {t["name"]: t["masks"].numpy() for t in trials},
                                    seed=seed, n_boot=n_boot)
         out["discovered_regions"] = [{k: v for k, v in d.items() if k != "masks"} for d in found]
         trials += [{"name": d["name"], "masks": torch.as_tensor(d["masks"])} for d in found]
     if trials:
-        results, base, design = run_trials(loaded.module, batch.inputs, labels, trials, core=core, fill=fill,
-                                           chunk=chunk, alpha=alpha, threshold=threshold, seed=seed,
-                                           batch_size=batch_size)
         slices = evidence_slices(batch.images_frame)
-        for trial in results:
-            out["interventions"][trial.name] = summarise(trial, base, labels, slices, design, fill=fill,
-                                                         n_boot=n_boot, seed=seed)
+        key = cached = None
+        if cache_dir is not None and model_key:
+            arrays = {"inputs": batch.inputs, "labels": labels, **{f"slice {k}": v for k, v in slices.items()},
+                      **{f"mask {t['name']}": t["masks"] for t in trials}, **({} if core is None else {"core": core})}
+            key = intervention_cache.cache_key(model_key, arrays, {
+                "regions": [t["name"] for t in trials], "fill": fill, "chunk": chunk, "alpha": alpha,
+                "threshold": threshold, "seed": seed, "batch_size": batch_size, "n_boot": n_boot})
+            cached = intervention_cache.load(cache_dir, key)
+        if cached is not None:
+            out["interventions"], out["sequential"] = cached["interventions"], cached["sequential"]
+        else:
+            results, base, design = run_trials(loaded.module, batch.inputs, labels, trials, core=core, fill=fill,
+                                               chunk=chunk, alpha=alpha, threshold=threshold, seed=seed,
+                                               batch_size=batch_size)
+            for trial in results:
+                out["interventions"][trial.name] = summarise(trial, base, labels, slices, design, fill=fill,
+                                                             n_boot=n_boot, seed=seed)
+            out["sequential"] = design
+            if key is not None:
+                intervention_cache.save(cache_dir, key, {"interventions": out["interventions"],
+                                                         "sequential": design})
         for d in out["discovered_regions"]:
             out["interventions"][d["name"]]["discovered"] = True
-        out["sequential"] = design
 
     second = second_method(method, loaded)
     on_stage("second explainer")
@@ -130,7 +145,8 @@ def discovered_regions(batch: "Subset", store, regions: pd.DataFrame, core: torc
     """Candidate regions that follow a moving cue (`analysis.stats.discovered_regions`), with their attention.
 
     Without an annotated core, the grid's middle cell is the core (a corner cue blurred by a coarse map can
-    peak inside the wider `centre` ring). Each candidate's lift is reported,
+    peak inside the wider `centre` ring). Alongside masks, candidates lie outside the core and the
+    object-sized annotated regions (`searchable_pixels`). Each candidate's lift is reported,
     but it is high by construction (the components were cut from the maps), so only its interventions
     can flag it."""
     import torch.nn.functional as F
@@ -143,16 +159,23 @@ def discovered_regions(batch: "Subset", store, regions: pd.DataFrame, core: torc
         if int(image_id) in where:
             m = torch.as_tensor(maps[where[int(image_id)]].astype(np.float32))[None, None]
             stack[r] = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+    searchable, max_core_overlap = None, 0.75
     if core is None:
         centre = dict(grid_regions(h, w))["middle-centre"]
         core_np = np.broadcast_to(centre, stack.shape)
     else:
         core_np = core.numpy()
+    if batch.masks is not None and (regions["region_id"] >= 0).any():  # alongside masks
+        annotated = regions.loc[regions["region_id"] >= 0].drop_duplicates("region_id")
+        ids = {int(r): role == "core" for r, role in zip(annotated["region_id"], annotated["role"])}
+        core_np = core_np if core is not None else np.zeros(stack.shape, bool)
+        searchable, max_core_overlap = searchable_pixels(batch.masks.numpy(), core_np, ids), 0.1
     frame = batch.images_frame
     labels = frame["label_idx"].to_numpy().astype(np.int64)
     names = dict(zip(frame["label_idx"].astype(int), frame["label"].astype(str)))
     classes = [names.get(i, str(i)) for i in range(int(labels.max(initial=0)) + 1)]
-    found = discover_regions(stack, batch.inputs.numpy(), labels, core_np, fixed, classes=classes, seed=seed)
+    found = discover_regions(stack, batch.inputs.numpy(), labels, core_np, fixed, classes=classes, seed=seed,
+                             searchable=searchable, max_core_overlap=max_core_overlap)
     positive = np.clip(stack, 0, None)
     total = positive.reshape(len(stack), -1).sum(1)
     for d in found:
@@ -175,6 +198,13 @@ class Subset:
 
     def __init__(self, ids, inputs, masks, images_frame):
         self.ids, self.inputs, self.masks, self.images_frame = ids, inputs, masks, images_frame
+
+
+def sample_images(images: pd.DataFrame, seed: int, max_images: int, *, in_image_order: bool = True) -> pd.DataFrame:
+    """Up to `max_images` rows of the explained `images`, drawn with `seed` (a resumed run draws the same ones);
+    in the store's order, or in the draw's (`in_image_order=False`)."""
+    drawn = np.random.default_rng(seed).permutation(len(images))[:max_images]
+    return images.iloc[np.sort(drawn) if in_image_order else drawn].reset_index(drop=True)
 
 
 def load_subset(loaded, dataset, chosen: pd.DataFrame) -> Subset:

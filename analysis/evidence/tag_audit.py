@@ -15,7 +15,7 @@ import torch
 
 from analysis.evidence.intervention import MAX_CONTROL_OVERLAP, control_masks, fill_region
 from analysis.evidence.paired_effects import paired_effect
-from analysis.evidence.stage import candidate_regions, core_masks, load_subset, region_masks
+from analysis.evidence.stage import candidate_regions, core_masks, load_subset, region_masks, sample_images
 
 MAX_IMAGES = 200
 
@@ -35,9 +35,7 @@ def tag_interventions(loaded, dataset, store, *, threshold: float = 0.5, seed: i
     images, regions, tags = store.images(), store.regions(), store.table("tags")
     if images.empty or regions.empty or tags.empty:
         return []
-    rng = np.random.default_rng(seed)
-    chosen = images.iloc[np.sort(rng.permutation(len(images))[:max_images])].reset_index(drop=True)
-    batch = load_subset(loaded, dataset, chosen)
+    batch = load_subset(loaded, dataset, sample_images(images, seed, max_images))
     if not len(batch.ids):
         return []
     targets = tags[tags["target"].astype(bool)]

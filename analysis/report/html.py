@@ -36,12 +36,10 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
     name = title or f"Saliency audit: {run.get('name') or run.get('id') or 'run'}"
     parts = [f"<h1>{escape(str(name))}</h1>", _run_summary(report)]
     view = view_of(run.get("task"))
-    flags, sections = VIEW_SECTIONS.get(view, (lambda r: _flags_table(r.get("flags") or []), None))
+    flags, sections = VIEW_SECTIONS.get(view, (_report_flags, None))
     parts.append("<h2>Shortcut flags</h2>" + flags(report))
     if sections is not None:
         parts.append(sections(report))
-    elif view == "classification":  # fill and swap effects, the sequential design, power, discovered regions
-        parts.append(_interventions_section(report))
     if report.get("labels"):
         parts.append("<h2>Your labels</h2><ul>" + "".join(
             f"<li>{escape(str(label.get('text', '')))}{': ' + escape(str(label['note'])) if label.get('note') else ''}"
@@ -250,10 +248,13 @@ def _interventions_section(report: dict) -> str:
         parts.append("<h3>What a \"no flag\" could have missed</h3><ul>" + "".join(
             f"<li>{escape(p['text'])}</li>" for p in report["power"]) + "</ul>")
     if report.get("discovered_regions"):
-        parts.append("<h3>Discovered regions (salient components away from the core)</h3>" + _table(
-            ["region", "description", "lift (by construction)", "exemplar ids"],
-            [[d["name"], d["description"], _num((d.get("attention") or {}).get("lift")),
-              ", ".join(str(i) for i in d.get("exemplars", []))] for d in report["discovered_regions"]]))
+        flagged = {f["region"] for f in report.get("flags") or []}
+        parts.append("<h3>Discovered regions (salient components away from the core and, with masks, outside "
+                     "the object-sized annotated regions)</h3>" + _table(
+            ["region", "description", "images", "lift (by construction)", "flagged", "exemplar ids"],
+            [[d["name"], d["description"], _pct(d.get("share")), _num((d.get("attention") or {}).get("lift")),
+              "yes" if d["name"] in flagged else "no", ", ".join(str(i) for i in d.get("exemplars", []))]
+             for d in report["discovered_regions"]]))
     return "".join(parts)
 
 
@@ -368,7 +369,13 @@ def _ci(pair, pct: bool = False) -> str:
     return f"[{fmt(pair[0])}, {fmt(pair[1])}]"
 
 
-# A task's own report sections, by the task's view name (`analysis.runs.tasks`); other views get the
-# classification sections. (flags section, extra sections) and the comparison section.
-VIEW_SECTIONS = {"detection": (_detection_flags, _detection_sections)}
+def _report_flags(report: dict) -> str:
+    return _flags_table(report.get("flags") or [])
+
+
+# A task's own report sections, by the task's view name (`analysis.runs.tasks`): (flags section, extra sections)
+# and the comparison section; a view not listed gets the flags table alone. The classifier's extra sections: fill
+# and swap effects, the sequential design, power, discovered regions.
+VIEW_SECTIONS = {"classification": (_report_flags, _interventions_section),
+                 "detection": (_detection_flags, _detection_sections)}
 COMPARISON_SECTIONS = {"detection": _detection_comparison}

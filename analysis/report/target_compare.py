@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
-def compare_target_runs(stores: list, names: list[str], findings: Callable, key: str, *, n_boot: int = 1000,
-                        seed: int = 0, **_ignored) -> dict[str, Any]:
-    """`findings(store, n_boot=, seed=)` per run; `key` names the target ("tag" or "class")."""
+def compare_target_runs(stores: list, names: list[str], findings: Callable, key: str, *, section: str,
+                        n_boot: int = 1000, seed: int = 0, **_ignored) -> dict[str, Any]:
+    """`findings(store, n_boot=, seed=)` per run; `key` names the target ("tag" or "class"), `section` the
+    findings' key that holds the interventions (the task's name)."""
     results = [findings(store, n_boot=n_boot, seed=seed) for store in stores]
     regions: dict[tuple, dict] = {}
     for k, found in enumerate(results):
@@ -26,8 +27,7 @@ def compare_target_runs(stores: list, names: list[str], findings: Callable, key:
     effects: dict[tuple, dict] = {}
     for k, found in enumerate(results):
         flagged = {(f["class"], f["region"]) for f in found["flags"]}
-        task_key = next(name for name in ("multilabel", "segmentation") if name in found)
-        for rec in found[task_key]["interventions"]:
+        for rec in found[section]["interventions"]:
             entry = effects.setdefault((rec[key], rec["region"]), {
                 key: rec[key], "region": rec["region"], "runs": [None] * len(stores)})
             entry["runs"][k] = {"excess_drop": rec.get("excess_drop"), "excess_drop_ci": rec.get("excess_drop_ci"),

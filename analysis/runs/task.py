@@ -43,6 +43,12 @@ def skip_row(item, reason: str) -> dict:
     return {"image_id": int(item.image_id), "image": str(item.image), "reason": reason}
 
 
+def attribute_columns(item) -> dict:
+    """The item's manifest attributes as `attr.<name>` columns of its image row (strings, None when empty)."""
+    return {f"attr.{name}": None if value is None else str(value)
+            for name, value in (getattr(item, "attributes", None) or {}).items()}
+
+
 @dataclass
 class Decoded:
     """One batch after decoding: the items that decoded, their input tensor (B, 3, H, W) in [0, 1] at the card's
@@ -106,6 +112,7 @@ class Task(Protocol):
     extra_tables: tuple[str, ...]  # names of the task's own shard tables (Tables.extra)
     own_dataset_format: bool  # False when the task reads another task's format (a tagger: a classifier's manifest),
     #                           so `task_of_dataset` never names it for a dataset (its `takes_dataset` still offers it)
+    dataset_hint: str  # how to register a dataset this task reads, where it is not the default manifest ("" otherwise)
 
     def takes_dataset(self, path: Path) -> bool:
         """Whether the dataset at `path` (a folder or zip, as registered) is in this task's format. Cheap: it

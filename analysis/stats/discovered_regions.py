@@ -15,6 +15,17 @@ the name only: a colour cue's two colours must not split it. A group found in at
 (the union of that image's members; empty where the image has none). A candidate that stays inside one
 fixed region of comparable size (a grid cell, an annotated region) is that region, already tested, and is
 dropped. Its name says what is known ("small uniform patch, in one of 4 corners, 96% of images, all classes").
+
+Alongside masks (cues nobody annotated), `searchable` names the pixels a candidate may hold: outside the
+annotated core and outside every object-sized annotated region (those are tested whole). A label map
+gives every pixel a region, so an unannotated cue sits in the scene (`background`, `skin`); that is where
+discovery looks. The annotated core is trusted, so a component touching it (`max_core_overlap` 0.1) is
+the object's own blob spread by the map's resolution and is dropped (clean background v5: the bird's
+Grad-CAM blobs had 25-62% of their pixels on the bird, peaked just off it, and filling them flipped 62%
+of predictions, a false shortcut); so is one that touches an object-sized annotated region (a ring
+around an annotated tag is the tag's blur). Swaps never cover the recipient's core
+(`analysis.evidence.intervention.swap_variants`): a cue transplanted where the other image's object is
+would otherwise test the object.
 """
 from __future__ import annotations
 
@@ -27,10 +38,13 @@ CORNERS = {"top-left", "top-right", "bottom-left", "bottom-right"}
 
 
 def salient_components(maps: np.ndarray, images: np.ndarray, core: np.ndarray, *, max_area: float = 0.25,
-                       min_pixels: int = 4, max_core_overlap: float = 0.75, level: float = 0.6) -> list[dict]:
+                       min_pixels: int = 4, max_core_overlap: float = 0.75, level: float = 0.6,
+                       searchable: np.ndarray | None = None) -> list[dict]:
     """Per image, the salient components away from the core.
 
-    maps (N, H, W) positive saliency at input size; images (N, 3, H, W) in [0, 1]; core (N, H, W) bool.
+    maps (N, H, W) positive saliency at input size; images (N, 3, H, W) in [0, 1]; core (N, H, W) bool;
+    searchable (N, H, W) bool or None (everywhere): a component keeps only these pixels, and is dropped
+    when more than `max_core_overlap` of it lies outside them.
     Returns [{image, mask (H, W) bool, features (4,), position, area, uniformity, mass}].
     """
     from scipy import ndimage
@@ -52,6 +66,12 @@ def salient_components(maps: np.ndarray, images: np.ndarray, core: np.ndarray, *
             peak = np.unravel_index(np.argmax(np.where(mask, m, -1)), mask.shape)
             if core[i][peak] or core[i][mask].mean() > max_core_overlap:
                 continue
+            if searchable is not None:
+                kept = mask & searchable[i]
+                if kept.sum() < min_pixels or 1 - kept.sum() / pixels > max_core_overlap:
+                    continue
+                mask, pixels = kept, int(kept.sum())
+                peak = np.unravel_index(np.argmax(np.where(mask, m, -1)), mask.shape)
             ys, xs = np.nonzero(mask)
             cy, cx = (ys.mean() + 0.5) / h, (xs.mean() + 0.5) / w
             centre = mask & (m >= 0.9 * m[peak])  # what the map peaks on: the cue, not the blur around it
@@ -112,13 +132,16 @@ def merge_close(labels: np.ndarray, features: np.ndarray, tolerance: float = 0.1
 
 def discover_regions(maps: np.ndarray, images: np.ndarray, labels: np.ndarray, core: np.ndarray,
                      fixed: dict[str, np.ndarray] | None = None, *, classes: list[str] | None = None,
-                     min_share: float = 0.1, n_exemplars: int = 6, seed: int = 0) -> list[dict]:
+                     min_share: float = 0.1, n_exemplars: int = 6, seed: int = 0,
+                     searchable: np.ndarray | None = None, max_core_overlap: float = 0.75) -> list[dict]:
     """Candidate regions [{name, description, masks (N, H, W) bool, share, positions, exemplars (rows), ...}].
 
     `fixed`: name -> (N, H, W) bool masks of the regions already tested (grid cells or annotated); a
     candidate >= 50% inside one of them, of at most 4x its area, in >= 80% of its images is dropped.
+    `searchable`, `max_core_overlap`: see `salient_components` (alongside masks: the pixels outside the
+    core and the object-sized annotated regions, and 0.1).
     """
-    components = salient_components(maps, images, core)
+    components = salient_components(maps, images, core, searchable=searchable, max_core_overlap=max_core_overlap)
     groups = group_components(components, seed=seed)
     n = len(maps)
     found = []
@@ -196,3 +219,18 @@ def _inside_fixed(masks: np.ndarray, rows: list[int], fixed: dict[str, np.ndarra
         if np.mean((inside >= 0.5) & comparable) >= 0.8:
             return True
     return False
+
+
+def searchable_pixels(masks: np.ndarray, core: np.ndarray, region_ids: dict[int, bool], *,
+                      max_area: float = 0.25) -> np.ndarray:
+    """(N, H, W) bool: where an unannotated cue can hide alongside masks.
+
+    masks (N, H, W) region ids; core (N, H, W) bool; region_ids: every annotated id -> is it core. Outside
+    the core and outside each non-core region covering at most `max_area` of the image on average (an
+    object-sized region, tested whole: a component in it is that region); larger regions are the scene."""
+    out = ~core
+    for rid, is_core in region_ids.items():
+        inside = masks == rid
+        if not is_core and inside.mean() <= max_area:
+            out &= ~inside
+    return out

@@ -24,18 +24,22 @@ def start_job(workspace_root: str | os.PathLike, run_id: str, device: str = "cpu
     """Start the worker for `run_id`; returns its pid (also recorded in the catalog)."""
     workspace = Workspace(workspace_root)
     workspace.run(run_id)  # unknown id -> InputError here, not in a detached process
-    log_path = workspace.run_dir(run_id) / "worker.log"
+    pid = spawn_cli(["run", "--resume-id", run_id, "--workspace", str(workspace.root), "--device", device,
+                     "--batch-size", str(batch_size), "--no-progress"], workspace.run_dir(run_id) / "worker.log")
+    workspace.update_run(run_id, status="running", pid=pid)
+    return pid
+
+
+def spawn_cli(arguments: list[str], log_path: Path) -> int:
+    """`python -m analysis.cli ARGUMENTS` in its own session (it outlives its starter), output appended to
+    `log_path`; returns its pid."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT),
                                                                    os.environ.get("PYTHONPATH")])))
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "analysis.cli", "run", "--resume-id", run_id,
-             "--workspace", str(workspace.root), "--device", device, "--batch-size", str(batch_size),
-             "--no-progress"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=str(PROJECT_ROOT), env=env,
-            start_new_session=True)
-    workspace.update_run(run_id, status="running", pid=proc.pid)
+        proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", *arguments], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=str(PROJECT_ROOT), env=env,
+                                start_new_session=True)
     return proc.pid
 
 

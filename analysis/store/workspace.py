@@ -82,6 +82,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def default_root() -> Path:
+    """`$SALIENCY_AUDIT_WORKSPACE`, else ./workspace: the one reader of the variable (CLI, dashboard, bench)."""
     return Path(os.environ.get(ENV_VAR) or "workspace")
 
 

@@ -3,7 +3,7 @@ import os
 
 import streamlit as st
 
-from dashboard import data, detection_views, overlay, state, task_views, views
+from dashboard import data, overlay, state, task_views, views
 
 st.title("Compare versions")
 st.caption("Pick the audits of successive model versions on one dataset, oldest first.")
@@ -73,8 +73,7 @@ if comparison is None:
 
 st.subheader("Summary")
 st.markdown(views.plain(comparison.get("summary") or "no summary"))
-own_body = {"detection": detection_views.render_comparison,
-            **task_views.COMPARISON_BODIES}.get(data.task_info(task)["view"])
+own_body = task_views.COMPARISON_BODIES.get(data.task_info(task)["view"])
 if own_body is not None:
     own_body(comparison, chosen, versions, labels)
     st.stop()
@@ -92,6 +91,18 @@ if not accuracy.empty:
     st.plotly_chart(views.version_lines_figure(accuracy, "slice", "accuracy", "ci_low", "ci_high",
                                                "Accuracy per subgroup across versions", "accuracy (95% CI)"),
                     width="stretch", key="compare_accuracy_chart")
+
+discovered = views.comparison_discovered(data.discovered_by_version(tuple(chosen), versions,
+                                                                     tuple(labels[r] for r in chosen)))
+st.subheader("Discovered regions")
+if discovered.empty:
+    st.caption("No version's audit discovered a region from its maps (salient components away from the core "
+               "that recur across images).")
+else:
+    st.caption("Regions discovered from each version's maps (numbered per audit), with their attention and what "
+               "filling and swapping them did against an equal-area control. A cue retraining removed is "
+               "discovered in the earlier version only, or no longer flagged.")
+    st.dataframe(views.display_table(discovered), hide_index=True, width="stretch", key="compare_discovered_table")
 
 st.subheader("The same image under every version")
 tables = {r: data.gallery_table(r, v) for r, v in zip(chosen, versions)}

@@ -28,7 +28,7 @@ if not task["supported"]:
 fitting = views.datasets_for_task(datasets, tasks[0])
 if fitting.empty:
     st.info(f"No registered dataset fits a {task['model_kind']}"
-            + {"detection": ": register a COCO folder (images/, instances.json)"}.get(task["name"], "")
+            + (f": {task['dataset_hint']}" if task["dataset_hint"] else "")
             + " on page **Upload**.")
     st.stop()
 dataset_names = dict(zip(fitting["id"], fitting["name"]))

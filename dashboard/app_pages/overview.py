@@ -18,7 +18,9 @@ col_runs.metric("Audits", len(runs))
 
 st.subheader("Findings")
 series = views.model_series(runs, lambda run_id: data.report(run_id, data.version(run_id)))
-if runs.empty:
+if not series and (data.demo_status() or {}).get("state") == "building":
+    st.info("The demo is being built: its audits appear here as they finish.")
+elif runs.empty:
     st.info("No audit yet. Upload a model and a dataset, then start one under **New audit**.")
 elif not series:
     st.info("No audit has finished yet: follow them under **New audit**.")

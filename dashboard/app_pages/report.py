@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import components, data, detection_views, overlay, state, task_views, views
+from dashboard import components, data, overlay, state, task_views, views
 
 st.title("Bias report")
 run_id = components.run_picker("report_run", state.current_run())
@@ -19,8 +19,7 @@ if info["status"] != "done":
 
 report = data.report(run_id, version)
 meta = report.get("run", {})
-own_body = {"detection": detection_views.render,
-            **task_views.REPORT_BODIES}.get(data.report_view(report))  # a task view's own body
+own_body = task_views.REPORT_BODIES.get(data.report_view(report))  # a task view's own body
 if own_body is not None:  # detection: boxes, context regions, D-RISE
     own_body(report, run_id, version, info)
     st.stop()
@@ -82,6 +81,27 @@ with tab_flags:
         if testing:
             st.caption(views.plain(testing))
 
+    discovered = views.discovered_rows(report)
+    open_exemplar = None
+    if not discovered.empty:
+        st.subheader("Discovered regions")
+        st.caption("Salient components away from the core (and, with masks, outside the annotated regions a cue "
+                   "could be named by), grouped across images by where they sit and what they look like. Their "
+                   "lift is high by construction; only the fill and swap tests, Holm-corrected with every other "
+                   "test, can flag one.")
+        st.dataframe(views.display_table(discovered.drop(columns=["exemplars", "flagged"])), hide_index=True, width="stretch",
+                     key="report_discovered_table")
+        for row in discovered.to_dict("records"):
+            st.markdown(f"**{views.plain(row['region'])}**: {views.plain(row['description'])}; "
+                        f"{views.plain(row['verdict'])}. Exemplars (open one in the gallery):")
+            tiles = st.columns(max(6, len(row["exemplars"])))
+            for tile, image_id in zip(tiles, row["exemplars"]):
+                tile.image(data.picture(info["dataset_id"], int(image_id))[0], width="stretch",
+                           caption=f"image {image_id}")
+                if tile.button("Open", key=f"exemplar_{row['region']}_{image_id}"):
+                    st.session_state[state.GALLERY_DISCOVERED] = row["region"]  # the gallery shows its images
+                    st.session_state[state.SELECTED_IMAGE] = open_exemplar = int(image_id)
+
     st.subheader("Your labels")
     st.caption("Mark a region as a shortcut (the model must not use it) or as legitimate. Labels belong to the "
                "dataset: every later audit of it shows them and re-checks them on its model version.")
@@ -121,6 +141,8 @@ with tab_gallery:
     table = data.gallery_table(run_id, version)
     regions = sorted(c[len("mass."):] for c in table.columns if c.startswith("mass."))
     flagged = sorted({f["region"] for f in report.get("flags", [])})
+    discovered_ids = {d["name"]: [*d.get("exemplars", []), *d.get("image_ids", [])]
+                      for d in report.get("discovered_regions") or []}
     f1, f2, f3, f4, f5 = st.columns(5)
     label = f1.selectbox("Class", [None] + sorted(table["label"].astype(str).unique()), key=state.GALLERY_CLASS,
                          format_func=lambda v: "all classes" if v is None else v)
@@ -132,6 +154,12 @@ with tab_gallery:
                            format_func=lambda v: "all clusters" if v is None else str(v))
     default_sort = regions.index(flagged[0]) if flagged and flagged[0] in regions else 0
     sort_region = f5.selectbox("Sort by attention on", regions, index=default_sort, key=state.GALLERY_SORT_REGION)
+    if discovered_ids:
+        chosen_region = st.selectbox("Images of a discovered region", [None, *discovered_ids],
+                                     key=state.GALLERY_DISCOVERED,
+                                     format_func=lambda v: "every image" if v is None else v)
+    else:
+        chosen_region = None
     o1, o2 = st.columns([1, 3])
     overlay_on = o1.toggle("Saliency overlay", key=state.OVERLAY_ON)
     opacity = o2.slider("Overlay opacity", 0.0, 1.0, step=0.05, key=state.OVERLAY_OPACITY,
@@ -139,6 +167,8 @@ with tab_gallery:
 
     shown = views.filter_gallery(table, label=label, correct=correct, flagged_region=flagged_region,
                                  cluster=cluster, sort_region=sort_region)
+    if chosen_region is not None:  # its exemplars first, then every other image that holds it
+        shown = views.gallery_of_images(shown, list(dict.fromkeys(discovered_ids[chosen_region])))
     st.caption(f"{len(shown)} of {len(table)} images match; showing the first {min(len(shown), 24)}.")
     image_ids, maps = data.saliency_maps(run_id, version)
     position = {int(i): k for k, i in enumerate(image_ids)}
@@ -183,6 +213,7 @@ with tab_gallery:
         right.markdown(f"Label **{views.plain(row['label'])}**, predicted **{views.plain(row['pred'])}** "
                        f"(confidence {row['confidence']:.2f})")
 
+    enlarged = enlarged if enlarged is not None else open_exemplar
     if enlarged is not None and enlarged in set(table["image_id"].astype(int)):
         enlarge(enlarged)
 

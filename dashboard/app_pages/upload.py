@@ -10,8 +10,9 @@ import streamlit as st
 
 from dashboard import data, state, views
 from explainers.errors import InputError
+from explainers.model_tasks import TASK_NAMES
 
-TASKS = ["classification", "multilabel", "segmentation", "detection"]
+TASKS = list(TASK_NAMES)
 CARD_EXTRA = "upload_card_extra"
 REGISTERED, DATASET_RESULT = "upload_registered", "upload_dataset_result"
 CONFIRM_DELETE, MANAGE_MESSAGE = "manage_confirm_delete", "manage_message"  # keys of an uploaded card the form has no field for (kept as they are)

@@ -134,3 +134,20 @@ def test_model_series_groups_versions_and_drops_findings_labelled_legitimate():
     assert entry["series"] == "tagnet" and [v["version"] for v in entry["versions"]] == ["v1", "v2"]
     assert entry["findings"] == []  # v2's only flag is on a region a person called legitimate
     assert [trend_text(t) for t in entry["trend"]] == ["tag: v1 11.0x → v2 2.1x"]
+
+
+def test_model_series_orders_numbered_versions_whatever_order_they_were_audited_in():
+    """The demo audits v1 and v5 before v3: the series still reads v1, v3, v5 and its latest is v5; versions
+    named by words keep the order they were audited in, after the numbered ones."""
+    from dashboard.views import model_series
+
+    def run(run_id, version):
+        return {"id": run_id, "status": "done", "model_id": f"m-{version}", "model_name": "cage",
+                "model_version": version, "dataset_id": "d", "dataset_name": "cage-val", "method": "gradcam"}
+
+    runs = pd.DataFrame([run("r1", "v1"), run("r5", "v5"), run("r3", "v3"), run("rb", "biased"), run("r2", "2")])
+    reports = {r: {"flags": [], "regions": []} for r in ("r1", "r5", "r3", "rb", "r2")}
+    (entry,) = model_series(runs, reports.__getitem__)
+    assert [v["version"] for v in entry["versions"]] == ["v1", "v2", "v3", "v5", "biased"]
+    (entry,) = model_series(runs[runs.id != "rb"], reports.__getitem__)
+    assert entry["versions"][-1]["run"] == "r5"

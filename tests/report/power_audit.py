@@ -4,6 +4,7 @@ Used by test_power.py and by docs/calibration.py (the table and the plot in docs
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sample_models import moving_patch
@@ -20,10 +21,19 @@ def trained(root: Path, rho: float, seed: int) -> tuple[Path, float]:
     return path, drop
 
 
-def dataset(root: Path, rho: float, n: int, *, masks: bool = True, seed: int = 7) -> Path:
-    folder = root / f"data-rho{rho:.2f}-n{n}-{'masks' if masks else 'plain'}-{seed}"
+def dataset(root: Path, rho: float, n: int, *, masks: bool = True, seed: int = 7, patch_annotated: bool = True) -> Path:
+    """A manifest folder; `patch_annotated=False`: masks name only the background and the bar (core), the
+    patch's pixels are background (the cue nobody annotated)."""
+    kind = ("masks" if patch_annotated else "masks-no-patch") if masks else "plain"
+    folder = root / f"data-rho{rho:.2f}-n{n}-{kind}-{seed}"
     if not folder.exists():
-        moving_patch.write_dataset(moving_patch.render(n, rho, seed=seed), folder, masks=masks)
+        scenes = moving_patch.render(n, rho, seed=seed)
+        if not patch_annotated:
+            scenes.masks[scenes.masks == 2] = 0
+        moving_patch.write_dataset(scenes, folder, masks=masks)
+        if masks and not patch_annotated:
+            regions = {k: v for k, v in moving_patch.REGIONS.items() if v["name"] != "patch"}
+            (folder / "regions.json").write_text(json.dumps({"regions": regions}, indent=2) + "\n")
     return folder
 
 

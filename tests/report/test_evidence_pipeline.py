@@ -48,3 +48,30 @@ def test_tag_shortcut_is_flagged_with_causal_evidence_and_core_is_not(finished_r
     # the window is hard-wired, so the maps survive weight randomisation: the sanity check says so
     sanity = evidence["sanity"]["model_randomization"]
     assert sanity["passed"] is False and flags[0]["confidence"] == "low" and flags[0]["severity"] == "medium"
+
+
+def test_a_second_audit_of_the_same_model_reuses_its_interventions(finished_run, tmp_path, monkeypatch):
+    """Interventions depend on the model and the sample, not on the explainer: the second method's evidence
+    reads them from the cache, equal to computing them; another model id or seed computes them again."""
+    import analysis.evidence.stage as stage
+
+    loaded, dataset, store, layer_name = finished_run
+    options = dict(seed=0, n_boot=200, sanity_images=2, faithfulness_images=4)
+    fresh = compute_evidence(loaded, dataset, store, method="gradcam", layer_name=layer_name, **options)
+    first = compute_evidence(loaded, dataset, store, method="gradcam", layer_name=layer_name, cache_dir=tmp_path,
+                             model_key="m-1", **options)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    calls = []
+    real = stage.run_trials
+    monkeypatch.setattr(stage, "run_trials", lambda *a, **k: calls.append(1) or real(*a, **k))
+    second = compute_evidence(loaded, dataset, store, method="saliency", cache_dir=tmp_path, model_key="m-1",
+                              **options)
+    assert calls == []  # no fill or swap ran again
+    as_stored = json.loads(json.dumps(fresh["interventions"], default=float))
+    assert second["interventions"] == as_stored == json.loads(json.dumps(first["interventions"], default=float))
+    assert second["interventions"]["tag"]["flip_rate"] == pytest.approx(0.5)
+    assert second["sequential"]["n_used"] == fresh["sequential"]["n_used"]
+    compute_evidence(loaded, dataset, store, method="saliency", cache_dir=tmp_path, model_key="m-2", **options)
+    compute_evidence(loaded, dataset, store, method="saliency", cache_dir=tmp_path, model_key="m-1",
+                     **{**options, "seed": 1})
+    assert len(calls) == 2 and len(list(tmp_path.glob("*.json"))) == 3

@@ -70,6 +70,47 @@ def test_discovery_groups_a_corner_blob_that_moves_and_names_it_by_position():
     assert discover_regions(maps, images, labels, core, fixed) == []
 
 
+def test_alongside_masks_discovery_searches_the_scene_only_and_drops_the_objects_own_blob():
+    from analysis.stats.discovered_regions import discover_regions, searchable_pixels
+
+    rng = np.random.default_rng(1)
+    n, s = 60, 32
+    maps = np.zeros((n, s, s), np.float32)
+    images = rng.uniform(0.3, 0.6, (n, 3, s, s)).astype(np.float32)
+    masks = np.zeros((n, s, s), np.int64)  # 0 background (the scene), 1 object (core), 2 tag (annotated)
+    masks[:, 12:20, 12:20] = 1
+    masks[:, 26:30, 14:18] = 2
+    for i, c in enumerate(rng.integers(0, 4, n)):
+        y, x = (1 if c < 2 else s - 6), (1 if c % 2 == 0 else s - 6)
+        maps[i, y:y + 5, x:x + 5] = 1.0  # the cue nobody annotated: a patch in a random corner
+        images[i, :, y:y + 5, x:x + 5] = 0.9
+        maps[i, 10:16, 16:22] = 0.9  # the object's own blob, spread off it by a coarse map (peak off the core)
+        maps[i, 11, 21] = 0.95
+        maps[i, 25:31, 13:19] = 0.9  # attention on the annotated tag (tested whole, not a discovery)
+    core = masks == 1
+    searchable = searchable_pixels(masks, core, {0: False, 1: True, 2: False})
+    assert not searchable[core].any() and not searchable[masks == 2].any() and searchable[masks == 0].all()
+    labels = np.arange(n) % 2
+    (found,) = discover_regions(maps, images, labels, core, searchable=searchable, max_core_overlap=0.1)
+    assert found["description"].startswith("small uniform patch, in one of 4 corners, 100% of images")
+    assert found["masks"].sum((1, 2)).tolist() == [25] * n
+    # without the alongside-masks rules the object's blob (half on the core) is a second "discovery"
+    loose = discover_regions(maps, images, labels, core)
+    assert any("middle" in d["description"] or "top-centre" in d["description"] for d in loose), \
+        [d["description"] for d in loose]
+
+
+def test_a_swap_never_covers_the_recipients_core():
+    images = torch.zeros(2, 3, 8, 8)
+    images[1] = 1.0
+    region = torch.zeros(2, 8, 8, dtype=torch.bool)
+    region[1, 2:6, 2:6] = True  # the donor's cue sits where the recipient's object is
+    core = torch.zeros(2, 8, 8, dtype=torch.bool)
+    core[0, 3:5, 3:5] = True
+    swapped, _, keep = swap_variants(images, region, np.array([1, 0]), keep_out=core)
+    assert keep[0] and swapped[0, :, 3:5, 3:5].eq(0).all() and swapped[0, :, 2, 2].eq(1).all()
+
+
 def test_a_grid_cell_holding_a_moving_cue_in_a_quarter_of_images_is_flagged_without_a_net_effect_of_0_2():
     from analysis.report.flags import report_findings, shortcut_flags
     from analysis.stats.aggregate import region_table
@@ -143,6 +184,36 @@ def test_moving_cue_is_found_without_masks_and_named_by_position(lab):
     assert discovered[0]["evidence"]["swap"]["towards_donor_rate"] > 0.5
 
 
+@pytest.mark.slow
+def test_a_moving_cue_nobody_annotated_is_discovered_and_flagged_alongside_masks(lab):
+    root, ws, _ = lab
+    model, drop = _model(lab, 1.0)
+    data = power_audit.dataset(root, 1.0, N, patch_annotated=False)  # masks: background and bar only
+    report = power_audit.audit(ws, model, ws.register_dataset(data), n=N)
+    assert {r["region"] for r in report["regions"]} == {"background", "bar"}
+    discovered = [f for f in report["flags"] if f["region"].startswith("discovered-")]
+    assert discovered, [(d["description"], report["interventions"][d["name"]]) for d in report["discovered_regions"]]
+    flag = discovered[0]
+    print("planted, alongside masks:", flag["description"], flag["lift"], flag["evidence"])
+    assert "in one of 4 corners" in flag["description"] and flag["exemplars"]
+    assert flag["evidence"]["p_value_holm"] < 0.01 and "Holm" in flag["evidence"]["correction"]
+    assert flag["evidence"]["swap"]["towards_donor_rate"] > 0.5
+    assert "bar" not in {f["region"] for f in report["flags"]}
+
+
+@pytest.mark.slow
+def test_a_clean_model_with_masks_gets_no_discovered_region_flag(lab):
+    root, ws, _ = lab
+    model, drop = _model(lab, 0.5)
+    assert drop <= 0.01, drop
+    for annotated in (True, False):
+        data = power_audit.dataset(root, 0.5, N, patch_annotated=annotated)
+        report = power_audit.audit(ws, model, ws.register_dataset(data), n=N)
+        print("clean, alongside masks:", annotated, [(d["description"], report["interventions"][d["name"]].get("p_value"))
+                                                       for d in report["discovered_regions"]])
+        assert not [f for f in report["flags"] if f["region"].startswith("discovered-")], report["flags"]
+
+
 @pytest.fixture(scope="module")
 def clean_audits(lab):
     """Ten clean models (the cue's colour carries no information: rho 0.5), each audited: (drops, reports)."""
@@ -191,10 +262,10 @@ def test_report_html_shows_swap_evidence_power_and_discovered_regions():
               "multiple_testing": {"method": "Holm", "n_tests": 6, "family": "f", "alpha": 0.01},
               "sequential": {"design": "group-sequential", "bounds": "cp", "chunk": 100, "cap": 400},
               "discovered_regions": [{"name": "discovered-1", "description": "small uniform patch, in one of 4 corners",
-                                      "attention": {"lift": 5.0}, "exemplars": [3, 9]}]}
+                                      "share": 0.96, "attention": {"lift": 5.0}, "exemplars": [3, 9]}]}
     html = render_html(report)
     for text in ("swap: towards donor", "less than 3 points", "Holm over 6 tests", "in one of 4 corners", "3, 9",
-                 "excluded"):
+                 "excluded", "<td>96.0%</td>", "<td>no</td>"):
         assert text in html, text
 
 

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from analysis.runs.task import SKIPPED_COLUMNS, Decoded, Prepared, Tables, skip_row
+from analysis.runs.task import SKIPPED_COLUMNS, Decoded, Prepared, Tables, attribute_columns, skip_row
 from analysis.store.run_store import REGION_COLUMNS, pool_maps
 from explainers.errors import InputError
 
@@ -76,6 +76,7 @@ class ClassificationTask:
     view = "classification"
     extra_tables: tuple[str, ...] = ()
     own_dataset_format = True
+    dataset_hint = ""
 
     def takes_dataset(self, path: Path) -> bool:
         from analysis.data.detection_data import is_detection_dataset
@@ -153,8 +154,7 @@ class ClassificationTask:
                    "label_idx": int(label_idx[k]), "pred": classes[pred], "pred_idx": pred,
                    "confidence": float(confidence[k]), "correct": pred == int(label_idx[k]),
                    "target_idx": int(target_idx[k]), "score": float(scores[k])}
-            for name, value in (getattr(item, "attributes", None) or {}).items():
-                row[f"attr.{name}"] = None if value is None else str(value)
+            row.update(attribute_columns(item))
             image_rows.append(row)
             rows.extend(region_rows(int(item.image_id), saliency[k], batch.masks[k], regions))
             kept.append(saliency[k])
@@ -173,11 +173,13 @@ class ClassificationTask:
 
         stage("interventions")
         params = run["params"]  # evidence_images: the cap of the sequential evidence sample
-        cap = {"max_images": int(params["evidence_images"])} if "evidence_images" in params else {}
+        extra = {"max_images": int(params["evidence_images"])} if "evidence_images" in params else {}
+        if store.workspace is not None:  # a second explainer on the same model reuses the interventions
+            extra.update(cache_dir=store.workspace.root / "cache" / "interventions", model_key=run["model_id"])
         return compute_evidence(prepared.loaded, prepared.dataset, store, method=run["method"],
                                 layer_name=prepared.target_layer, seed=int(run["seed"]), params=explainer_params(run),
                                 on_stage=stage, region_shapley=int(run["params"].get("region_shapley", 0)),
-                                **cap)
+                                **extra)
 
     def findings(self, store, run: dict, *, n_boot: int, seed: int) -> dict:
         from analysis.report.flags import report_findings

@@ -300,6 +300,7 @@ class DetectionTask:
     view = "detection"
     extra_tables = EXTRA_TABLES
     own_dataset_format = True
+    dataset_hint = "register a COCO folder (images/, instances.json)"
 
     def takes_dataset(self, path: Path) -> bool:
         from analysis.data.detection_data import is_detection_dataset
