@@ -166,8 +166,10 @@ def test_a_planted_high_norm_token_is_reported_and_a_clean_model_reports_none(me
     expected = torch.zeros(2, 4, 4, dtype=torch.bool)
     expected[:, 1, 2] = True
     assert torch.equal(flagged, expected)
-    pixels = artifact_pixels(flagged, (32, 32))  # the token's 8x8 patch, at map resolution
-    assert pixels.shape == (2, 32, 32) and pixels.sum() == 2 * 64 and pixels[:, 8:16, 16:24].all()
+    # at map resolution: every pixel the token's value reaches under bilinear upsampling, its 8x8 patch and
+    # half a patch around it (16x16)
+    pixels = artifact_pixels(flagged, (32, 32))
+    assert pixels.shape == (2, 32, 32) and pixels.sum() == 2 * 256 and pixels[:, 4:20, 12:28].all()
 
 
 def test_cnn_maps_have_no_artifact_tokens():

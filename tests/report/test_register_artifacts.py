@@ -86,7 +86,8 @@ def test_interventions_still_flag_a_region_whose_attention_rests_on_artifacts():
     table, clean = (region_table(images, r, n_boot=100) for r in (regions, without_artifacts(images, regions)))
     overall = clean[clean["class"].isna() & clean["group"].isna()].set_index("region")
     assert overall.loc["tag", "lift"] == pytest.approx(0.125 / 0.1)  # (0.3 - 0.2) / (1 - 0.2) of the mass, 10% of the area
-    strong = {"p_value": 1e-9, "n": 200, "flip_rate": 0.5, "control": {"flip_rate": 0.0},
+    strong = {"p_value": 1e-9, "n": 200, "flip_rate": 0.5, "accuracy_drop": 0.5,  # a fill's effect: answers lost
+              "control": {"flip_rate": 0.0, "accuracy_drop": 0.0},
               "tests": [{"variant": "fill", "class": None, "group": None, "n": 200, "effect": 0.5,
                          "p_value": 1e-9}]}
     (flag,) = shortcut_flags(table, {"interventions": {"tag": strong}}, artifact_free=clean)
