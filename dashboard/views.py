@@ -475,6 +475,17 @@ def evidence_rows(flag: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def power_lines(report: dict) -> tuple[list[str], str | None]:
+    """(what each unflagged region's test could have detected, the multiple-testing sentence) from the report."""
+    lines = [str(p["text"]) for p in report.get("power") or [] if p.get("text")]
+    testing = report.get("multiple_testing") or {}
+    note = None
+    if testing.get("method"):
+        note = (f"Multiple testing: {testing['method']} over {testing.get('n_tests')} tests "
+                f"({testing.get('family', 'all tests of the run')}), family-wise error at most {testing.get('alpha')}.")
+    return lines, note
+
+
 def skipped_summary(report: dict) -> str | None:
     """"2 images were skipped: 1 truncated PNG, 1 not an image" (None when none was)."""
     skipped = report.get("skipped") or []

@@ -5,13 +5,17 @@ variants (fill, fill control, swap, swap control: `analysis.evidence.interventio
 as one stream of batches. After each chunk (a look of the sequential design, `analysis.stats.sequential`)
 every effect net of its control gets a simultaneous interval at alpha / K: fill flips, fill accuracy
 drop, swap flips towards the donor's class, swap accuracy drop. A region is *shown* once one interval
-lies above `threshold`, *excluded* once all lie below it; it then leaves the stream (its forwards stop),
+of `DECISION_METRICS` lies above `threshold`, *excluded* once all of them lie below it; it then leaves the
+stream (its forwards stop),
 and sampling ends when no region is undecided or at the cap. Regions decided early cost only their chunks.
 
 Each region's result keeps the fill effects at the top level (the keys the report had before), adds
 `swap` (with `towards_donor_rate`), `sequential` (n used, looks, decision, the bounds that a "no flag"
 statement quotes) and `tests`: every exact test (fill / swap x whole sample, class, subgroup) with its
-sequentially valid p-value, the family that `analysis.report.flags` corrects with Holm.
+sequentially valid p-value, the family that `analysis.report.flags` corrects with Holm. The fill's test
+and decision count predictions made *wrong* (net accuracy drop), not flips in any direction: a flip is
+sensitivity to the fill's distribution shift, a lost correct answer is reliance (see
+`analysis.evidence.intervention`); fill flips stay in the bounds and the report as a description.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from analysis.evidence.intervention import (MAX_CONTROL_OVERLAP, control_masks, 
 from analysis.stats.sequential import BOUNDS, DESIGN, decision, looks, net_rate_bounds, sequential_p
 
 METRICS = ("fill_flips", "fill_accuracy_drop", "swap_towards_donor", "swap_accuracy_drop")
+DECISION_METRICS = ("fill_accuracy_drop", "swap_towards_donor", "swap_accuracy_drop")
 
 
 class Trial:
@@ -133,7 +138,7 @@ def _decide(trial: Trial, base, labels, alpha_look, threshold) -> None:
     counts = _counts(trial.arrays(), base, labels)
     trial.bounds = {m: list(net_rate_bounds(kr, kc, n, alpha_look)) if n else [-1.0, 1.0]
                     for m, (kr, kc, n) in counts.items()}
-    states = [decision(trial.bounds[m], threshold) for m in METRICS]
+    states = [decision(trial.bounds[m], threshold) for m in DECISION_METRICS]
     trial.decision = "shown" if "shown" in states else "excluded" if all(s == "excluded" for s in states) else "undecided"
 
 
@@ -148,7 +153,10 @@ def summarise(trial: Trial, base: np.ndarray, labels: np.ndarray, slices: dict[s
     k = design["planned_looks"]
     out.update({"fill": fill, "n_without_region": int((~f).sum()), "control_kind": trial.control_kind,
                 "control_overlap": float(np.concatenate(trial.overlap)[f].mean()) if f.any() else None,
-                "p_value_raw": out["p_value"], "p_value": sequential_p(out["p_value"], k)})
+                "p_value_flips": sequential_p(out["p_value"], k), "discordant_flips": out.get("discordant"),
+                "discordant": out.get("accuracy_discordant"), "p_value_raw": out.get("p_value_accuracy"),
+                "p_value": sequential_p(out.get("p_value_accuracy"), k),
+                "test": "exact one-sided McNemar on correct predictions lost (region fill vs control fill)"})
     swap = swap_effects(b[s], a["swap"][s], a["swap_control"][s], y[s], a["donor_label"][s], n_boot=n_boot, seed=seed)
     swap.update({"n_without_donor": int((~s).sum()), "p_value_raw": swap["p_value"],
                  "p_value": sequential_p(swap["p_value"], k)})
@@ -161,13 +169,13 @@ def summarise(trial: Trial, base: np.ndarray, labels: np.ndarray, slices: dict[s
         inside = where[rows]
         cls, group = (name[len("class="):], None) if name.startswith("class=") else (None, None if name == "all" else name)
         for variant, keep, region_pred, control_pred, measure in (
-                ("fill", f, a["fill"], a["fill_control"], "flips"),
+                ("fill", f, a["fill"], a["fill_control"], "wrong"),
                 ("swap", s, a["swap"], a["swap_control"], "towards_donor")):
             sel = keep & inside
             if not sel.any():
                 continue
-            if measure == "flips":
-                hit_r, hit_c = region_pred[sel] != b[sel], control_pred[sel] != b[sel]
+            if measure == "wrong":
+                hit_r, hit_c = region_pred[sel] != y[sel], control_pred[sel] != y[sel]
             else:
                 hit_r = towards_donor(b[sel], region_pred[sel], a["donor_label"][sel])
                 hit_c = towards_donor(b[sel], control_pred[sel], a["donor_label"][sel])

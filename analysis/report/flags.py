@@ -3,10 +3,15 @@
 A non-core region is flagged as a shortcut when
 1. attention: its lift CI lower bound exceeds `lift_threshold` overall, for a class or for a subgroup
    (correct/incorrect slices are diagnostic, not grounds for a flag), and
-2. cause: filling the region, or swapping it for the same region of another class's image, changes
-   predictions more than an equal-area control by a non-trivial amount (net effect >= `min_effect`), in an
-   exact test that survives Holm's correction over every test of the run (regions x fill/swap x whole
-   sample, classes, subgroups) at `alpha`. The flag says which test showed it (`evidence.shown_by`,
+2. cause: filling the region costs more correct predictions than filling an equal-area control, or
+   swapping it for the same region of another class's image moves more predictions towards that class
+   than the control swap, by a non-trivial amount (net effect >= `min_effect`), in an exact test that
+   survives Holm's correction over every test of the run (regions x fill/swap x whole sample, classes,
+   subgroups) at `alpha`. A fill that merely *flips* predictions is not evidence: flips in any direction
+   measure sensitivity to the fill's distribution shift (filling 90% of an image with a flat colour moved
+   95% of a near-chance clean model's answers, its accuracy unchanged, while the only control a region
+   that large has, the core, moved 1%); reliance is a region whose removal costs right answers or whose
+   swap carries the donor's class. The flag says which test showed it (`evidence.shown_by`,
    `evidence.test`, `evidence.test_slice`, `evidence.p_value_holm`).
 3. robustness qualifies the flag rather than gating it: a second explainer from another family must
    also give the region lift > 1, and the run's explainer must have passed its model-randomisation
@@ -20,16 +25,17 @@ test passes and the *lower bound* of its net effect (the sequential sample's int
 `min_effect`: the causal evidence must then stand on its own. A large, spread-out cue (cage bars over the
 whole picture) cannot reach a high lift, however much the model relies on it (cage v1: lift 1.06 [1.05,
 1.07], filling the cage flipped 91% of predictions against 0%), and a grid cell that holds a moving cue
-in a quarter of the images has lift <= 1 while filling it flips 11.5% against 0% (an older rule asked
-for a net effect of 0.2 and missed it). Regions discovered from the maps (`discovered_regions`) follow
+in a quarter of the images has lift <= 1 while filling it costs 10% of the answers against 0% (an older
+rule asked for a net effect of 0.2 and missed it). Regions discovered from the maps (`discovered_regions`) follow
 the same rule: their lift is high by construction. Every tested region that is not flagged gets a
 `power` statement: the upper bounds of what its swap and fill could have changed.
 Register-like artifact tokens (outlier-norm ViT tokens, `analysis.stats.artifacts`) are no attention basis:
 a region whose lift CI does not clear `lift_threshold` once they are taken out is treated like a region
 without high lift, so only its interventions can flag it.
 
-Severity comes from the causal effect net of the control, `max(flip_rate - control flip_rate,
-accuracy_drop - control accuracy_drop)`: high >= 0.2, medium >= 0.1, else low. Core regions are never
+Severity comes from the deciding test's effect net of the control (fill: `accuracy_drop - control
+accuracy_drop`; swap: the larger of its net towards-donor rate and net accuracy drop): high >= 0.2,
+medium >= 0.1, else low. Core regions are never
 flagged: attending to what the label is about is the point. Without masks (grid regions, no region marked
 core) the grid's centre cells (`GRID_ASSUMED_CORE`) are assumed to hold the object and treated as core,
 so a mask-free audit flags corners and borders, never the middle of the image.
@@ -176,11 +182,13 @@ def intervention_evidence(intervention: dict, best: dict, effect: float, *, fami
 
 def _test_name(variant: str) -> str:
     return ("swap: exact one-sided McNemar on flips towards the donor's class, region swap vs control swap"
-            if variant == "swap" else "fill: exact one-sided McNemar on flips, region fill vs control fill")
+            if variant == "swap" else
+            "fill: exact one-sided McNemar on correct predictions lost, region fill vs control fill")
 
 
 def variant_effect(intervention: dict, variant: str) -> float:
-    """Net effect of a variant over the whole sample: fill `net_effect`; swap max(towards-donor, accuracy) net."""
+    """Net effect of a variant over the whole sample: fill `net_effect` (accuracy); swap max(towards-donor,
+    accuracy) net."""
     if variant == "fill":
         return net_effect(intervention)
     swap = intervention.get("swap") or {}
@@ -191,11 +199,13 @@ def variant_effect(intervention: dict, variant: str) -> float:
 
 
 def _tests_of(intervention: dict) -> list[dict]:
-    """The intervention's exact tests; an older evidence file (fill only, no `tests`) gives its one test."""
+    """The intervention's exact tests; an older evidence file (fill only, no `tests`) gives its one test
+    (on lost correct answers when it has it, else on flips: its effect is the accuracy drop either way)."""
     if intervention.get("tests"):
         return [dict(t) for t in intervention["tests"]]
     out = [{"variant": "fill", "class": None, "group": None, "n": intervention.get("n"),
-            "effect": net_effect(intervention), "p_value": intervention.get("p_value")}]
+            "effect": net_effect(intervention),
+            "p_value": intervention.get("p_value_accuracy", intervention.get("p_value"))}]
     if (intervention.get("swap") or {}).get("p_value") is not None:
         out.append({"variant": "swap", "class": None, "group": None, "n": intervention["swap"].get("n"),
                     "effect": variant_effect(intervention, "swap"), "p_value": intervention["swap"]["p_value"]})
@@ -235,15 +245,16 @@ def _lower_bound(intervention: dict | None, variant: str, alpha: float) -> float
         return -1.0
     bounds = (intervention.get("sequential") or {}).get("bounds")
     if bounds:
-        keys = ("fill_flips", "fill_accuracy_drop") if variant == "fill" else ("swap_towards_donor", "swap_accuracy_drop")
+        keys = ("fill_accuracy_drop",) if variant == "fill" else ("swap_towards_donor", "swap_accuracy_drop")
         return max(bounds[k][0] for k in keys if k in bounds)
     source = intervention if variant == "fill" else intervention.get("swap") or {}
     n = int(source.get("n") or 0)
     control = source.get("control") or {}
-    rate = "flip_rate" if variant == "fill" else "towards_donor_rate"
+    rate = "accuracy_drop" if variant == "fill" else "towards_donor_rate"
     if not n or source.get(rate) is None:
         return -1.0
-    k_r, k_c = round(source[rate] * n), round((control.get(rate) or 0.0) * n)
+    # the fill's drop as a rate of lost answers (a control that gained answers counts as losing none)
+    k_r, k_c = round(max(source[rate], 0.0) * n), round(max(control.get(rate) or 0.0, 0.0) * n)
     return net_rate_bounds(k_r, k_c, n, alpha)[0]
 
 
@@ -299,7 +310,8 @@ def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *, lif
                     "group": hits[0]["group"], "lift": hits[0]["lift"],
                     "p_value": intervention.get("p_value"), "flip_rate": intervention.get("flip_rate"),
                     "text": f"high attention on {region} (lift {hits[0]['lift']:.1f}) but filling it did not "
-                            f"change predictions more than an equal-area control"})
+                            f"cost more right answers than its control, nor did swapping it move more "
+                            f"predictions towards the donor's class"})
     return out
 
 
@@ -341,10 +353,9 @@ def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None,
 
 
 def net_effect(intervention: dict) -> float:
+    """The fill's accuracy drop net of its control's (flips are sensitivity, not reliance: module docstring)."""
     control = intervention.get("control") or {}
-    flip = (intervention.get("flip_rate") or 0.0) - (control.get("flip_rate") or 0.0)
-    drop = (intervention.get("accuracy_drop") or 0.0) - (control.get("accuracy_drop") or 0.0)
-    return float(max(flip, drop))
+    return float((intervention.get("accuracy_drop") or 0.0) - (control.get("accuracy_drop") or 0.0))
 
 
 def severity_of(effect: float) -> str:

@@ -237,12 +237,14 @@ def _interventions_section(report: dict) -> str:
     rows = []
     for region, iv in interventions.items():
         swap, seq = iv.get("swap") or {}, iv.get("sequential") or {}
-        rows.append([region, seq.get("n", iv.get("n")), _pct(iv.get("flip_rate")),
-                     _pct((iv.get("control") or {}).get("flip_rate")), _p(iv.get("p_value")),
+        rows.append([region, seq.get("n", iv.get("n")), _pct(iv.get("accuracy_drop")),
+                     _pct((iv.get("control") or {}).get("accuracy_drop")), _p(iv.get("p_value")),
+                     _pct(iv.get("flip_rate")), _pct((iv.get("control") or {}).get("flip_rate")),
                      _pct(swap.get("towards_donor_rate")), _pct((swap.get("control") or {}).get("towards_donor_rate")),
                      _pct(swap.get("accuracy_drop")), _p(swap.get("p_value")), seq.get("decision", "")])
     parts = ["<h2>Interventions: fill and swap</h2>", _table(
-        ["region", "n", "fill: flips", "control flips", "p", "swap: towards donor", "control", "swap: accuracy drop",
+        ["region", "n", "fill: accuracy drop", "control", "p", "fill: flips", "control flips",
+         "swap: towards donor", "control", "swap: accuracy drop",
          "p", "sequential decision"], rows)]
     design, testing = report.get("sequential") or {}, report.get("multiple_testing") or {}
     if design or testing:

@@ -76,6 +76,14 @@ with tab_flags:
             for what, text in views.evidence_rows(flag):
                 st.markdown(f"**{views.plain(what)}**: {views.plain(text)}")
 
+    power, testing = views.power_lines(report)
+    if power or testing:
+        st.subheader("What a \"no flag\" could have missed")
+        for line in power:
+            st.markdown("- " + views.plain(line))
+        if testing:
+            st.caption(views.plain(testing))
+
     discovered = views.discovered_rows(report)
     open_exemplar = None
     if not discovered.empty:

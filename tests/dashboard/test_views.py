@@ -94,6 +94,20 @@ def test_flag_sentence_and_evidence_panel_read_as_words_with_unknown_keys():
                                         "run on this region)")
 
 
+def test_power_statements_and_the_multiple_testing_method_read_as_sentences():
+    from dashboard.views import power_lines
+
+    report = {"power": [{"region": "patch", "text": "swapping `patch` for another class's changes accuracy by less "
+                                                    "than 3 points (95% upper bounds, n = 400, excluded)"}],
+              "multiple_testing": {"method": "Holm", "n_tests": 12, "alpha": 0.01,
+                                   "family": "regions x (fill, swap) x (whole sample, classes, subgroups)"}}
+    lines, note = power_lines(report)
+    assert lines == [report["power"][0]["text"]]
+    assert note == ("Multiple testing: Holm over 12 tests (regions x (fill, swap) x (whole sample, classes, "
+                    "subgroups)), family-wise error at most 0.01.")
+    assert power_lines({}) == ([], None)
+
+
 def test_one_value_intervals_show_as_one_number():
     from dashboard.views import display_table, value_text
 

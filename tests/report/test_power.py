@@ -118,13 +118,16 @@ def test_a_grid_cell_holding_a_moving_cue_in_a_quarter_of_images_is_flagged_with
 
     images, regions = planted_frames(n=150, patch_mass=0.04, patch_area=0.05)  # lift CI not above 1
     table = region_table(images, regions, n_boot=200)
-    iv = {"p_value": 1e-7, "flip_rate": 0.115, "accuracy_drop": 0.1, "n": 300, "fill": "mean",
+    # the issue's case: the fill flips 11.5% against 0%, every flip a right answer lost (rho = 1)
+    iv = {"p_value": 1e-7, "flip_rate": 0.115, "accuracy_drop": 0.115, "n": 300, "fill": "mean",
           "control": {"flip_rate": 0.0, "accuracy_drop": 0.0}}
     (flag,) = shortcut_flags(table, {"interventions": {"patch": iv}})
     assert flag["basis"] == "intervention" and flag["evidence"]["shown_by"] == "fill"
     assert "Holm" in flag["evidence"]["correction"] and flag["evidence"]["p_value_holm"] == pytest.approx(1e-7)
     weak = {**iv, "flip_rate": 0.03, "p_value": 0.02}
     assert shortcut_flags(table, {"interventions": {"patch": weak}}) == []
+    sensitive = {**iv, "accuracy_drop": 0.01}  # flips as many, right answers kept: sensitivity, not reliance
+    assert shortcut_flags(table, {"interventions": {"patch": sensitive}}) == []
     bounds = {"fill_flips": [-0.02, 0.03], "fill_accuracy_drop": [-0.03, 0.02], "swap_towards_donor": [-0.01, 0.025],
               "swap_accuracy_drop": [-0.02, 0.029]}
     seq = {**weak, "sequential": {"n": 400, "decision": "excluded", "bounds": bounds, "level": 0.95}}
@@ -238,10 +241,10 @@ def test_clean_models_over_ten_seeds_never_flag_the_cue_and_state_their_power(cl
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.xfail(strict=False, reason="issue 12, open: measured 1 of 10 clean seeds flagged on `background` (a "
-                                        "fill of the large background region against its equal-area control); "
-                                        "the goal is <= 5% over every region")
 def test_clean_models_over_ten_seeds_are_flagged_at_most_five_percent_on_any_region(clean_audits):
+    """Seed 2 trains to 54% accuracy; filling its background (90% of the image, no equal-area control: the
+    core is the control) moved 95% of its answers and cost 3% of them. A rule that took flips for reliance
+    flagged it; a fill now shows reliance only by the right answers it costs."""
     _, reports = clean_audits
     flagged = sum(bool(report["flags"]) for report in reports)
     assert flagged / 10 <= 0.05, [[f["region"] for f in r["flags"]] for r in reports]
