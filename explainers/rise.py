@@ -10,7 +10,8 @@ Stopping when the map has converged (issue 15): a RISE map is the mean of N per-
 so its sampling error can be estimated as it accumulates, from the per-pixel sum of squares of those terms:
 E||map(n) - map(inf)||^2 = sum over pixels of their variance / n. Every `min_masks` masks (250, 500, 750, ...
 up to `n_masks`) an image whose `estimated_error` (`relative_standard_error`: that root-sum variance over the
-norm of the map's spatial signal, centred, with the noise's own share taken out) is below `tolerance` stops
+norm of the map's spatial signal, centred, with the noise's own share taken out; the noise is that of the
+centred terms, since the part common to every pixel moves no pixel against another) is below `tolerance` stops
 there and leaves the batch, so later masks cost only the images still moving. What the estimate is: the
 expected relative L2 distance to the map of infinitely many masks (the distance to the `n_masks` map is
 smaller, by sqrt(1 - n / n_masks)). Why not "the change since half as many masks", the first version of
@@ -20,7 +21,8 @@ count, bench/README.md), and it could only stop at doublings. The checks do not 
 the other images of the batch. `extras["masks_used"]` (B,) and `extras["estimated_error"]` (B,) report it
 per image; `tolerance=0` always uses all `n_masks`. Default 0.3: chosen from the convergence table in
 bench/README.md (masks used against the error that buys) for a 300-image audit in minutes on 2 cores; the
-audit reads region shares, which average much of the pixel noise out.
+audit reads region shares, which average much of the pixel noise out. With the control variate, 0.3 stops
+at a median 500-2,250 masks with maps as close to the expectation as the original estimator's 4,000-mask map.
 
 Control variate (default; `control_variate=False` is the original estimator, mask for mask): every mask
 pixel has expectation exactly p (a bilinear upsampling is a convex combination of Bernoulli(p) cells; the
