@@ -169,7 +169,10 @@ def method_cases(model: BenchModel, methods: list[str], batch_size: int, setting
                                        batch_size))], "inf", positions + 1, params))
         elif method == "rise":
             # Same images per forward on both sides: ours runs `chunk` masks x the batch, the reference one image.
-            reference = dict(params, chunk=params["chunk"] * batch_size)
+            # The reference is the original estimator at every mask: compare with control_variate=False and
+            # tolerance=0 (or fewer masks than a check), which `settings` sets.
+            reference = {key: params[key] for key in ("n_masks", "cells", "p", "seed")}
+            reference["chunk"] = params["chunk"] * batch_size
             cases.append(MethodCase(method, ours(method, model, batch_size, **params), [
                 Impl("RISE reference", rise_reference(model, **reference))], "inf", params["n_masks"], params))
         else:

@@ -1,4 +1,5 @@
-"""RISE convergence (issue 15): masks used and error against the full-count map, per stopping tolerance.
+"""RISE convergence (issue 15): masks used and error against the full-count map, per stopping tolerance,
+for the original estimator ("plain", `control_variate=False`) and the control variate ("cv", the default).
 
 One pass of `n_masks` masks per image, with RISE's own seeded mask set (`draw_cells` / `smooth_masks`), keeps
 the running map at every checkpoint (`explainers.rise.checkpoints`). RISE's early stop with the same seed
@@ -6,7 +7,7 @@ stops at one of those checkpoints with exactly that prefix map, so every toleran
 pass; the script checks that against `RISE(tolerance=...)` on a few images (`check` in the JSON).
 Per tolerance: masks used (median, p90, max), and of the stopped map against the full-count map the
 centred relative L2 error (the rule's own measure) and the Spearman rank correlation over pixels (median,
-p10), and the error against the expectation (infinitely many masks), estimated as below. `floor` is the centred relative distance between two full-count maps of different seeds over
+p10), the error against the plain estimator's full-count map, and the error against the expectation (infinitely many masks), estimated as below. `floor` is the centred relative distance between two full-count maps of different seeds over
 sqrt(2): the full-count map's own sampling error, so the error against the *exact* expectation is about
 sqrt(error^2 + floor^2).
 
@@ -23,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from explainers.rise import RISE, checkpoints, draw_cells, relative_change, relative_standard_error, smooth_masks
+from explainers.rise import RISE, MaskSums, checkpoints, draw_cells, relative_change, smooth_masks
 
 TOLERANCES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
+ESTIMATORS = ("plain", "cv")  # control_variate=False / True
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,26 +61,28 @@ def model_and_images(case: str, n_images: int):
 
 
 def prefix_maps(model, images, targets, n, cells, p, seed, chunk, every=250):
-    """{count: ((B, H, W) mean over the first `count` masks in the explainer's units, (B,) estimated error)}
-    at every checkpoint."""
+    """{estimator: {count: ((B, H, W) map after the first `count` masks, (B,) estimated error)}} at every
+    checkpoint, for the original estimator ("plain") and the control variate ("cv"), from the same forwards
+    and RISE's own running sums (`MaskSums`)."""
     batch, height, width = images.shape[0], images.shape[2], images.shape[3]
     grids, shifts = draw_cells(n, cells, p, seed, images.device)
-    total = torch.zeros(batch, height, width)
-    squares = torch.zeros(batch, height, width)
+    rows = torch.arange(batch)
+    sums = {name: MaskSums(batch, height, width, images.device, name == "cv", errors=True) for name in ESTIMATORS}
     counts = checkpoints(n, every)
     starts = sorted({s for lo, hi in zip([0] + counts, counts) for s in range(lo, hi, chunk)})
     ends = starts[1:] + [n]
-    out = {}
+    out = {name: {} for name in ESTIMATORS}
     with torch.no_grad():
         for start, end in zip(starts, ends):  # chunks never straddle a checkpoint
             masks = smooth_masks(grids[start:end], shifts[start:end], height, width)
             logits = model((masks[:, None, None] * images[None]).flatten(0, 1))
             probs = logits.softmax(dim=1).view(len(masks), batch, -1)
             scores = probs.gather(2, targets[None, :, None].expand(len(masks), batch, 1))[..., 0].float()  # (k, B)
-            total += torch.einsum("kb,khw->bhw", scores, masks)
-            squares += torch.einsum("kb,khw->bhw", scores.square(), masks.square())
-            if end in counts:
-                out[end] = (total / end / p, relative_standard_error(total, squares, end))
+            for name in ESTIMATORS:
+                sums[name].add(rows, scores, masks)
+                if end in counts:
+                    out[name][end] = (sums[name].estimate(rows, end, p),
+                                      sums[name].error(rows, end))
     return out
 
 
@@ -110,57 +114,68 @@ def run_case(case, n_images, n, cells, seed, chunk, check_images):
     started = time.perf_counter()
     maps = prefix_maps(model, images, targets, n, cells, 0.5, seed, chunk)
     seconds = time.perf_counter() - started
-    other = prefix_maps(model, images, targets, n, cells, 0.5, seed + 1, chunk)[n][0]
-    full, full_estimate = maps[n]
-    floor = centred_error(full, other) / 2 ** 0.5
-    rows = []
-    for tol in TOLERANCES:
-        used, stopped = simulate(maps, n, tol)
-        error, rho = centred_error(stopped, full), spearman(stopped, full)
-        # against the expectation: E||stopped - other seed's full map||^2 = truth error^2 + floor^2 (relative)
-        truth = (relative_change(stopped, other).square() - floor.square()).clamp_min(0).sqrt()
-        rows.append({"tolerance": tol, "masks_median": float(used.float().median()),
-                     "masks_p90": float(np.percentile(used.numpy(), 90)), "masks_max": int(used.max()),
-                     "stopped_share": float((used < n).float().mean()),
-                     "error_median": float(error.median()), "error_p90": float(np.percentile(error.numpy(), 90)),
-                     "error_max": float(error.max()),
-                     "error_within_tolerance": float((error <= tol).float().mean()),
-                     "truth_error_median": float(truth.median()),
-                     "spearman_median": float(rho.median()),
-                     "spearman_p10": float(np.percentile(rho.numpy(), 10))})
-    # the explainer itself, same seed: identical masks used and maps to the simulation
-    k = min(check_images, len(images))
-    explained = RISE(model, n_masks=n, cells=cells, seed=seed, chunk=chunk, tolerance=0.25).explain(
-        images[:k], targets[:k])
-    used, stopped = simulate({c: (m[:k], e[:k]) for c, (m, e) in maps.items()}, n, 0.25)
-    check = {"images": k, "masks_used_equal": bool(torch.equal(explained.extras["masks_used"], used)),
-             "max_abs_diff": float((explained.maps - stopped).abs().max()),
-             "map_scale": float(stopped.abs().max())}
-    return {"case": case, "images": len(images), "n_masks": n, "cells": cells, "seed": seed,
-            "full_pass_s": round(seconds, 1),
+    others = prefix_maps(model, images, targets, n, cells, 0.5, seed + 1, chunk)
+    plain_full = maps["plain"][n][0]
+    result = {"case": case, "images": len(images), "n_masks": n, "cells": cells, "seed": seed,
+              "full_pass_s": round(seconds, 1), "estimators": {}}
+    for name in ESTIMATORS:
+        full, full_estimate = maps[name][n]
+        other = others[name][n][0]
+        floor = centred_error(full, other) / 2 ** 0.5
+        rows = []
+        for tol in TOLERANCES:
+            used, stopped = simulate(maps[name], n, tol)
+            error, rho = centred_error(stopped, full), spearman(stopped, full)
+            # against the expectation: E||stopped - other seed's full map||^2 = truth error^2 + floor^2 (relative)
+            truth = (relative_change(stopped, other).square() - floor.square()).clamp_min(0).sqrt()
+            vs_plain = centred_error(plain_full, stopped)  # relative to the plain full map's centred norm
+            rows.append({"tolerance": tol, "masks_median": float(used.float().median()),
+                         "masks_p90": float(np.percentile(used.numpy(), 90)), "masks_max": int(used.max()),
+                         "stopped_share": float((used < n).float().mean()),
+                         "error_median": float(error.median()), "error_p90": float(np.percentile(error.numpy(), 90)),
+                         "error_max": float(error.max()),
+                         "error_within_tolerance": float((error <= tol).float().mean()),
+                         "truth_error_median": float(truth.median()),
+                         "vs_plain_full_median": float(vs_plain.median()),
+                         "spearman_median": float(rho.median()),
+                         "spearman_p10": float(np.percentile(rho.numpy(), 10))})
+        # the explainer itself, same seed: identical masks used and maps to the simulation
+        k = min(check_images, len(images))
+        explained = RISE(model, n_masks=n, cells=cells, seed=seed, chunk=chunk, tolerance=0.25,
+                         control_variate=name == "cv").explain(images[:k], targets[:k])
+        used, stopped = simulate({c: (m[:k], e[:k]) for c, (m, e) in maps[name].items()}, n, 0.25)
+        check = {"images": k, "masks_used_equal": bool(torch.equal(explained.extras["masks_used"], used)),
+                 "max_abs_diff": float((explained.maps - stopped).abs().max()),
+                 "map_scale": float(stopped.abs().max())}
+        result["estimators"][name] = {
             "floor_median": float(floor.median()), "floor_p90": float(np.percentile(floor.numpy(), 90)),
-            "estimated_floor_median": float(full_estimate.median()),
-            "rows": rows, "check": check}
+            "estimated_floor_median": float(full_estimate.median()), "rows": rows, "check": check}
+    result["cv_full_vs_plain_full_median"] = float(centred_error(plain_full, maps["cv"][n][0]).median())
+    return result
 
 
 def markdown(results: list[dict]) -> str:
     lines = []
     for r in results:
         lines += [f"**{r['case']}**, {r['images']} images, full count {r['n_masks']} masks (cells {r['cells']}); "
-                  f"full map's own sampling error (two seeds / sqrt 2): median {r['floor_median']:.3f}, "
-                  f"p90 {r['floor_p90']:.3f} (the rule's estimate of it: median {r['estimated_floor_median']:.3f}); "
-                  f"explainer check: masks_used equal {r['check']['masks_used_equal']}, "
-                  f"max |diff| {r['check']['max_abs_diff']:.1e} (map max {r['check']['map_scale']:.2f})", "",
-                  "| tolerance | masks used median | p90 | max | stopped early | rel. L2 error median | p90 | max "
-                  "| error <= tol | error vs expectation (est.) median | Spearman median | p10 |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for row in r["rows"]:
-            lines.append(f"| {row['tolerance']:.2f} | {row['masks_median']:.0f} | {row['masks_p90']:.0f} | "
-                         f"{row['masks_max']} | {row['stopped_share']:.0%} | {row['error_median']:.3f} | "
-                         f"{row['error_p90']:.3f} | {row['error_max']:.3f} | {row['error_within_tolerance']:.0%} | "
-                         f"{row['truth_error_median']:.3f} | "
-                         f"{row['spearman_median']:.3f} | {row['spearman_p10']:.3f} |")
-        lines.append("")
+                  f"control-variate full map vs plain full map: median {r['cv_full_vs_plain_full_median']:.3f}", ""]
+        for name, e in r["estimators"].items():
+            lines += [f"*{name}*: full map's own sampling error (two seeds / sqrt 2): median {e['floor_median']:.3f}, "
+                      f"p90 {e['floor_p90']:.3f} (the rule's estimate of it: median {e['estimated_floor_median']:.3f}); "
+                      f"explainer check: masks_used equal {e['check']['masks_used_equal']}, "
+                      f"max |diff| {e['check']['max_abs_diff']:.1e} (map max {e['check']['map_scale']:.2f})", "",
+                      "| tolerance | masks used median | p90 | max | stopped early | rel. L2 error vs own full median "
+                      "| p90 | max | error <= tol | error vs expectation (est.) median | vs plain full median "
+                      "| Spearman median | p10 |",
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for row in e["rows"]:
+                lines.append(f"| {row['tolerance']:.2f} | {row['masks_median']:.0f} | {row['masks_p90']:.0f} | "
+                             f"{row['masks_max']} | {row['stopped_share']:.0%} | {row['error_median']:.3f} | "
+                             f"{row['error_p90']:.3f} | {row['error_max']:.3f} | "
+                             f"{row['error_within_tolerance']:.0%} | {row['truth_error_median']:.3f} | "
+                             f"{row['vs_plain_full_median']:.3f} | "
+                             f"{row['spearman_median']:.3f} | {row['spearman_p10']:.3f} |")
+            lines.append("")
     return "\n".join(lines)
 
 

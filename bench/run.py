@@ -29,13 +29,15 @@ PROFILES = {
         "settings": {"scorecam": {"batch_size": 256},
                      "integrated_gradients": {"n_steps": 32, "internal_batch_size": 256},
                      "occlusion": {"window": 8, "stride": 4, "perturbations_per_eval": 16},
-                     "rise": {"n_masks": 1000, "cells": 7, "p": 0.5, "seed": 0, "chunk": 16}},
+                     "rise": {"n_masks": 1000, "cells": 7, "p": 0.5, "seed": 0, "chunk": 16, "tolerance": 0,
+                              "control_variate": False}},
     },
     "resnet18": {
         "images": 8, "batch_size": 8, "limit_batches": [4, 8],
         "methods": ["gradcam", "gradcam_pp", "saliency", "integrated_gradients", "rise"],
         "settings": {"integrated_gradients": {"n_steps": 4, "internal_batch_size": 32},
-                     "rise": {"n_masks": 32, "cells": 7, "p": 0.5, "seed": 0, "chunk": 4}},
+                     "rise": {"n_masks": 32, "cells": 7, "p": 0.5, "seed": 0, "chunk": 4, "tolerance": 0,
+                              "control_variate": False}},
     },
     "resnet50": {
         "images": 4, "batch_size": 4, "limit_batches": [4],

@@ -119,7 +119,7 @@ def test_no_hooks_and_flags_restored_after_an_exception(name):
 def test_make_explainer_passes_parameters(cnn):
     rise = make_explainer("rise", cnn, n_masks=10, cells=4, p=0.3, seed=2, chunk=5)
     assert rise.config() == {"method": "rise", "n_masks": 10, "cells": 4, "p": 0.3, "seed": 2, "chunk": 5,
-                             "min_masks": 250, "tolerance": 0.3}
+                             "min_masks": 250, "tolerance": 0.3, "control_variate": True}
 
 
 @pytest.fixture(scope="module")
