@@ -10,12 +10,11 @@ runs gives every tolerance; the script checks one tolerance against `Occlusion(t
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
 
-from bench.rise_convergence import ROOT, model_and_images, spearman
+from bench.rise_convergence import model_and_images, spearman, write_results
 from explainers.occlusion import Occlusion
 from explainers.rise import relative_change
 
@@ -79,10 +78,7 @@ def main(argv=None) -> None:
     for case in args.cases:
         results.append(run_case(case, max(2, args.images // 4) if case.endswith("@224") else args.images))
         print(markdown(results[-1:]), flush=True)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"{args.out}.json").write_text(json.dumps(results, indent=1))
-    (out / f"{args.out}.md").write_text(markdown(results))
+    write_results(results, markdown(results), args.out)
 
 
 if __name__ == "__main__":

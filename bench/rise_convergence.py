@@ -179,6 +179,14 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_results(results: list[dict], table: str, name: str) -> None:
+    """bench/results/<name>.json (the numbers) and <name>.md (the table), for this bench and the occlusion one."""
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    (out / f"{name}.md").write_text(table)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["watermark@64", "cage@64", "watermark@32", "resnet18@64", "resnet18@224"])
@@ -197,10 +205,7 @@ def main(argv=None) -> None:
         n_images = max(2, args.images // (4 if case.endswith("@224") else 3)) if case.startswith("resnet") else args.images
         results.append(run_case(case, n_images, args.masks, args.cells, args.seed, args.chunk, args.check_images))
         print(markdown(results[-1:]), flush=True)
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"{args.out}.json").write_text(json.dumps(results, indent=1))
-    (out / f"{args.out}.md").write_text(markdown(results))
+    write_results(results, markdown(results), args.out)
 
 
 if __name__ == "__main__":
