@@ -12,10 +12,12 @@ gives the reference each AUC should beat.
 Cost scales with need (issue 15): each image's pixel ranks and its blur are computed once; every curve
 point still missing (all four curves, all images) is one perturbed input in one stream of batches of
 `batch_size`, built on the model's device; the points shared by all curves (the clean image, the fill) are
-scored once. `score_aucs` starts at `min_steps` and halves the step while the mean AUCs move by more than
-`tolerance`; `auc_error` is the last halving's change |T(h) - T(2h)| of the mean AUCs, a conservative
-estimate of the trapezoid error (Richardson's is a third of it), and the test holds the AUCs to the
-step-by-step reference within it.
+scored once. `score_aucs` starts each curve at `min_steps` and halves its step while its mean AUC moves by
+more than `tolerance` (a random order's smooth curve stops at 4 steps, a map's sharp one goes to 8);
+`auc_error` is the largest last halving's change |T(h) - T(2h)|, a conservative estimate of the
+trapezoid error (Richardson's is a third of it), and the test holds the AUCs to the step-by-step
+reference within it. With `min_images` the image sample starts small and doubles only while a verdict
+(the map beats the random order by the margin) is undecided.
 """
 from __future__ import annotations
 
@@ -161,44 +163,108 @@ def auc(curve: np.ndarray) -> np.ndarray:
 
 
 def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
-                       steps: int = 16, batch_size: int = 64, seed: int = 0, min_steps: int | None = 4,
-                       tolerance: float = 0.01) -> dict:
+                       steps: int = 16, batch_size: int = 64, seed: int = 0, min_steps: int | None = 2,
+                       tolerance: float = 0.01, min_images: int | None = None, margin: float = 0.05) -> dict:
     """Mean deletion / insertion AUC of the maps, and of a random pixel order for reference."""
     return score_aucs(class_probability(model, targets), _on_model_device(model, images), maps, steps=steps,
-                      batch_size=batch_size, seed=seed, min_steps=min_steps, tolerance=tolerance)
+                      batch_size=batch_size, seed=seed, min_steps=min_steps, tolerance=tolerance,
+                      min_images=min_images, margin=margin)
+
+
+CURVES = ("deletion", "insertion", "random_deletion", "random_insertion")
 
 
 def score_aucs(score, images: torch.Tensor, maps: torch.Tensor, *, steps: int = 16, batch_size: int = 64,
-               seed: int = 0, min_steps: int | None = 4, tolerance: float = 0.01) -> dict:
+               seed: int = 0, min_steps: int | None = 2, tolerance: float = 0.01, min_images: int | None = None,
+               margin: float = 0.05) -> dict:
     """`deletion_insertion` for any `score(batch, rows)` (see `score_curves`).
 
-    `steps` is the most steps; from `min_steps` (None: `steps`, the fixed step-by-step curve) the step count
-    doubles while any mean AUC changed by more than `tolerance` at the last doubling.
+    Steps, per curve: from `min_steps` (None: `steps`, the fixed step-by-step curve) a curve's step count
+    doubles while its mean AUC changed by more than `tolerance` at its last doubling, up to `steps`; a
+    random order's curve is smooth and stops early, a sharp map's goes on. `auc_error` is the largest last
+    change. Images: with `min_images`, the first `min_images` decide the steps, then the sample doubles (at
+    the same steps) while a verdict (`verdicts`: the map beats the random order by `margin`) is undecided,
+    i.e. the 95% t-interval of the per-image gain contains `margin`; `n` says how many were used.
     """
     gen = torch.Generator().manual_seed(seed)
     random_maps = torch.rand(tuple(maps.shape), generator=gen)
-    paths = _Paths(score, images, batch_size)
-    named = {f"{name}{mode}": paths.path(m, mode, "zero" if mode == "deletion" else "blur")
-             for name, m in (("", maps), ("random_", random_maps)) for mode in ("deletion", "insertion")}
-    n_steps = max(1, min(min_steps or steps, steps))
-    means, error = None, None
+    total = int(images.shape[0])
+    n = total if not min_images else min(int(min_images), total)
+    per_image = {name: [] for name in CURVES}
+    curve_sums = {name: None for name in CURVES}
+    done, n_scored, curve_steps, errors = 0, 0, None, {}
     while True:
-        paths.score_missing([(p, t, n_steps) for p in named.values() for t in range(n_steps + 1)])
-        curves_now = {name: paths.points(p, range(n_steps + 1), n_steps) for name, p in named.items()}
-        now = {name: auc(c).mean() for name, c in curves_now.items()}
-        if means is not None:
-            error = max(abs(now[k] - means[k]) for k in now)
-        means = now
-        if n_steps * 2 > steps or (error is not None and error <= tolerance):
+        rows = slice(done, n)
+        paths = _Paths(score, images[rows], batch_size)
+        named = {name: paths.path((random_maps if name.startswith("random_") else maps)[rows],
+                                  name.replace("random_", ""), "zero" if name.endswith("deletion") else "blur")
+                 for name in CURVES}
+        if curve_steps is None:
+            curve_steps, errors = _adaptive_steps(paths, named, steps, min_steps, tolerance)
+        paths.score_missing([(p, t, curve_steps[k]) for k, p in named.items() for t in range(curve_steps[k] + 1)])
+        for name, path in named.items():
+            c = paths.points(path, range(curve_steps[name] + 1), curve_steps[name])
+            per_image[name].append(auc(c))
+            total_curve = c.sum(axis=0)
+            curve_sums[name] = total_curve if curve_sums[name] is None else curve_sums[name] + total_curve
+        n_scored += len(paths.known) * (n - done)
+        done = n
+        gains = _gains({k: np.concatenate(v) for k, v in per_image.items()})
+        if done >= total or all(_decided(g, margin) for g in gains.values()):
             break
-        n_steps *= 2
-    out = {"n": int(images.shape[0]), "steps": n_steps, "score_direction": SCORE_DIRECTION,
-           "auc_error": None if error is None else float(error), "n_scored": len(paths.known) * len(images)}
-    for name, value in means.items():
-        out[f"{name}_auc"] = float(value)
+        n = min(total, 2 * done)
+    aucs = {k: np.concatenate(v) for k, v in per_image.items()}
+    error = max(errors.values()) if errors else None
+    out = {"n": done, "n_available": total, "steps": max(curve_steps["deletion"], curve_steps["insertion"]),
+           "steps_per_curve": dict(curve_steps), "score_direction": SCORE_DIRECTION,
+           "auc_error": None if error is None else float(error), "n_scored": n_scored,
+           "gain_ci": {m: [float(v) for v in _t_interval(g)] for m, g in _gains(aucs).items()}}
+    for name in CURVES:
+        out[f"{name}_auc"] = float(aucs[name].mean())
         if not name.startswith("random_"):
-            out[f"{name}_curve"] = curves_now[name].mean(axis=0).round(6).tolist()
+            out[f"{name}_curve"] = (curve_sums[name] / done).round(6).tolist()
     return out
+
+
+def _adaptive_steps(paths: "_Paths", named: dict, steps: int, min_steps: int | None,
+                    tolerance: float) -> tuple[dict, dict]:
+    """Per curve, the step count where its mean AUC stopped moving (see `score_aucs`), and its last change."""
+    current = {k: max(1, min(min_steps or steps, steps)) for k in named}
+    means, errors, open_ = {}, {}, set(named)
+    while open_:
+        paths.score_missing([(named[k], t, current[k]) for k in open_ for t in range(current[k] + 1)])
+        for k in sorted(open_):
+            now = float(auc(paths.points(named[k], range(current[k] + 1), current[k])).mean())
+            if k in means:
+                errors[k] = abs(now - means[k])
+            means[k] = now
+            if current[k] * 2 > steps or (k in errors and errors[k] <= tolerance):
+                open_.discard(k)
+            else:
+                current[k] *= 2
+    return current, errors
+
+
+def _gains(aucs: dict) -> dict[str, np.ndarray]:
+    """Per image, how much the map beats the random order: lower deletion, higher insertion."""
+    return {"deletion": aucs["random_deletion"] - aucs["deletion"],
+            "insertion": aucs["insertion"] - aucs["random_insertion"]}
+
+
+def _t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    from scipy.stats import t
+
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, mean
+    half = float(t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean - half, mean + half
+
+
+def _decided(gains: np.ndarray, margin: float) -> bool:
+    low, high = _t_interval(gains)
+    return len(gains) >= 2 and (low > margin or high < margin)
 
 
 def verdicts(result: dict, *, margin: float = 0.05) -> list[dict]:

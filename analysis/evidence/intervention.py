@@ -77,13 +77,25 @@ def fill_region(images: torch.Tensor, region: torch.Tensor, fill: str = "mean", 
 
 
 def heavy_blur(images: torch.Tensor) -> torch.Tensor:
-    """Gaussian blur with sigma = max(H, W) / 8 (reflect padding): shapes and textures gone, colours kept."""
-    from torchvision.transforms.functional import gaussian_blur
+    """Gaussian blur with sigma = max(H, W) / 8 (reflect padding): shapes and textures gone, colours kept.
 
-    sigma = max(images.shape[-2:]) / 8.0
+    The same kernel, padding and result as torchvision's `gaussian_blur` (a test holds it to 1e-5), but as
+    two 1-D passes: torchvision convolves with the 2-D outer product, k^2 multiply-adds per pixel, and at
+    224 px sigma is 28 and k = 169, so one batch of 32 images cost seconds; two passes cost 2k.
+    """
+    b, c, h, w = images.shape
+    sigma = max(h, w) / 8.0
     kernel = int(2 * round(3 * sigma) + 1)
-    kernel = min(kernel, 2 * (min(images.shape[-2:]) // 2) - 1)
-    return gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+    kernel = min(kernel, 2 * (min(h, w) // 2) - 1)
+    half = (kernel - 1) * 0.5
+    x = torch.linspace(-half, half, steps=kernel, dtype=torch.float32, device=images.device)
+    pdf = torch.exp(-0.5 * (x / sigma).pow(2))
+    weights = (pdf / pdf.sum()).to(images.dtype)
+    pad = kernel // 2
+    flat = F.pad(images.reshape(b * c, 1, h, w), [pad, pad, pad, pad], mode="reflect")
+    flat = F.conv2d(flat, weights.view(1, 1, 1, kernel))
+    flat = F.conv2d(flat, weights.view(1, 1, kernel, 1))
+    return flat.reshape(b, c, h, w)
 
 
 def control_masks(region: torch.Tensor, *, tries: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

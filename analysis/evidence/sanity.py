@@ -113,9 +113,23 @@ def model_randomisation(model: nn.Module, images: torch.Tensor, method: str, *, 
         with torch.no_grad():
             targets = model(images).argmax(dim=1)
     targets = torch.as_tensor(targets).long()
-    return randomisation_test(model, lambda: _maps(model, images, targets, method, layer_name, params),
+    first, used_params = _explained(model, images, targets, method, layer_name, params)
+    params = _same_budget(first, used_params, params)
+    return randomisation_test(model, lambda: _explained(model, images, targets, method, layer_name, params)[0].maps,
                               method=method, n=int(images.shape[0]), seed=seed, threshold=threshold,
-                              max_stages=max_stages)
+                              max_stages=max_stages, original=first.maps)
+
+
+def _same_budget(first, explainer_params: dict, params: dict) -> dict:
+    """For an explainer that stops when its map has converged (RISE: `masks_used` per image), the randomised
+    models' maps get the fixed budget the original maps needed (their largest `masks_used`, tolerance 0).
+    Why: a randomised model's map is noise and never converges, so it would run to `n_masks` (4,000 masks
+    per image and stage: most of a RISE audit's cost); at the original's budget the two sides of each
+    comparison carry noise of the same order, so noise decides it in neither direction."""
+    used = (first.extras or {}).get("masks_used")
+    if used is None or not len(used) or not {"n_masks", "tolerance"} <= set(explainer_params):
+        return params
+    return {**params, "n_masks": int(torch.as_tensor(used).max()), "tolerance": 0}
 
 
 def randomisation_test(model: nn.Module, explain, *, method: str, n: int, seed: int = 0, threshold: float = 0.5,
@@ -166,10 +180,12 @@ def _cascade(randomised, explain, original, seed, max_stages) -> list[dict]:
     return stages
 
 
-def _maps(model, images, targets, method, layer_name, params) -> torch.Tensor:
+def _explained(model, images, targets, method, layer_name, params):
+    """(the explainer's batch for the images: maps and extras, the explainer's full params)."""
     layer = {"layer": model.get_submodule(layer_name)} if layer_name else {}
     explainer = make_explainer(method, model, **layer, **params)
-    return explainer.explain(images, ClassTarget(targets.to(images.device))).maps
+    batch = explainer.explain(images, ClassTarget(targets.to(images.device)))
+    return batch, dict(getattr(explainer, "params", {}) or {})
 
 
 def _comparable(maps: torch.Tensor) -> torch.Tensor:

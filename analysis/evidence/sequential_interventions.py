@@ -1,17 +1,18 @@
 """Fill and swap interventions on an evidence sample that grows until each region's effect is decided.
 
-Per chunk of images, the base predictions are the main pass's (or one forward); then, per region still undecided, its four
-variants (fill, fill control, swap, swap control: `analysis.evidence.intervention`) go through the model
-as one stream of batches. After each chunk (a look of the sequential design, `analysis.stats.sequential`)
-every effect net of its control gets a simultaneous interval at alpha / K: fill flips, fill accuracy
-drop, swap flips towards the donor's class, swap accuracy drop. A region is *shown* once one interval
-of `DECISION_METRICS` lies above `threshold`, *excluded* once all of them lie below it; it then leaves the
-stream (its forwards stop),
-and sampling ends when no region is undecided or at the cap. Regions decided early cost only their chunks.
+Per chunk of images, the base predictions are the main pass's (or one forward); then, per region still
+undecided, the variants it still needs go through the model as one stream of batches: fill and fill
+control while the fill's accuracy drop is undecided, swap and swap control while a swap metric is
+(`analysis.evidence.intervention`). After each chunk (a look of the sequential design,
+`analysis.stats.sequential`) every effect net of its control gets a simultaneous interval at alpha / K
+from its discordant pairs (`_counts`): fill flips, fill accuracy drop, swap flips towards the donor's
+class, swap accuracy drop. A region is *shown* once one interval of `DECISION_METRICS` lies above
+`threshold`, *excluded* once all of them lie below it; a pair whose metrics are all excluded stops early,
+and sampling ends when no region is undecided or at the cap. `design["forwards"]` counts what was paid.
 
 Each region's result keeps the fill effects at the top level (the keys the report had before), adds
-`swap` (with `towards_donor_rate`), `sequential` (n used, looks, decision, the bounds that a "no flag"
-statement quotes) and `tests`: every exact test (fill / swap x whole sample, class, subgroup) with its
+`swap` (with `towards_donor_rate`), `sequential` (n used by the region and by each pair, looks, decision,
+the bounds that a "no flag" statement quotes) and `tests`: every exact test (fill / swap x whole sample, class, subgroup) with its
 sequentially valid p-value, the family that `analysis.report.flags` corrects with Holm. The fill's test
 and decision count predictions made *wrong* (net accuracy drop), not flips in any direction: a flip is
 sensitivity to the fill's distribution shift, a lost correct answer is reliance (see
@@ -29,31 +30,53 @@ from analysis.stats.sequential import BOUNDS, DESIGN, decision, looks, net_rate_
 
 METRICS = ("fill_flips", "fill_accuracy_drop", "swap_towards_donor", "swap_accuracy_drop")
 DECISION_METRICS = ("fill_accuracy_drop", "swap_towards_donor", "swap_accuracy_drop")
+GROUPS = {"fill": ("fill_flips", "fill_accuracy_drop"), "swap": ("swap_towards_donor", "swap_accuracy_drop")}
 
 
 class Trial:
-    """Per-image outcomes of one region, accumulated over the chunks it took part in."""
+    """Per-image outcomes of one region, accumulated over the chunks it took part in, per variant pair.
+
+    The fill pair (fill, fill control) and the swap pair (swap, swap control) are sampled while their own
+    decision metrics are undecided: a pair whose metrics are all excluded stops paying its 2 forwards per
+    image while the other goes on. Each metric is its own sequential test with alpha / K per look, so
+    stopping one when it is decided changes nothing about the others' validity."""
 
     def __init__(self, name: str):
         self.name = name
-        self.rows: list[np.ndarray] = []
+        self.rows: dict[str, list[np.ndarray]] = {"fill": [], "swap": []}
         self.parts: dict[str, list[np.ndarray]] = {k: [] for k in (
             "fill_keep", "fill", "fill_control", "swap_keep", "swap", "swap_control", "donor_label")}
         self.overlap: list[np.ndarray] = []
         self.control_kind = "equal-area"
         self.decision, self.bounds, self.looks = "undecided", {}, 0
+        self.states: dict[str, str] = {m: "undecided" for m in DECISION_METRICS}
 
-    def add(self, rows: np.ndarray, values: dict[str, np.ndarray], overlap: np.ndarray) -> None:
-        self.rows.append(rows)
+    def active_groups(self) -> list[str]:
+        """The variant pairs this region still samples."""
+        if self.decision != "undecided":
+            return []
+        return [g for g, metrics in GROUPS.items() if any(self.states.get(m) == "undecided" for m in metrics)]
+
+    def add(self, rows: np.ndarray, values: dict[str, np.ndarray], overlap: np.ndarray | None) -> None:
+        for group in GROUPS:
+            if f"{group}_keep" in values:
+                self.rows[group].append(rows)
         for key, value in values.items():
             self.parts[key].append(value)
-        self.overlap.append(overlap)
+        if overlap is not None:
+            self.overlap.append(overlap)
         self.looks += 1
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in self.parts.items()}
-        out["rows"] = np.concatenate(self.rows) if self.rows else np.zeros(0, dtype=int)
+        for group, rows in self.rows.items():
+            out[f"{group}_rows"] = np.concatenate(rows) if rows else np.zeros(0, dtype=int)
         return out
+
+    def n(self, group: str | None = None) -> int:
+        """Images sampled by one pair, or by the region (the larger pair)."""
+        sizes = {g: sum(len(r) for r in rows) for g, rows in self.rows.items()}
+        return sizes[group] if group else max(sizes.values())
 
 
 def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[dict], *,
@@ -72,9 +95,9 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
     mean_colour = inputs.mean(dim=(0, 2, 3)) if cap else None
     trials = [Trial(r["name"]) for r in regions]
     base = np.full(cap, -1, dtype=np.int64)
-    used = 0
+    used = forwards = 0
     for look in range(n_looks):
-        active = [j for j, t in enumerate(trials) if t.decision == "undecided"]
+        active = [j for j, t in enumerate(trials) if t.active_groups()]
         if not active:
             break
         r0, r1 = look * chunk, min(cap, (look + 1) * chunk)
@@ -85,60 +108,80 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
                        else np.asarray(base_predictions[r0:r1], dtype=np.int64))
         used = r1
         for j in active:
+            groups = trials[j].active_groups()
             masks = regions[j]["masks"][r0:r1].bool()
-            values, overlap, kind = _variant_predictions(model, x, masks, labels[r0:r1],
+            values, overlap, kind = _variant_predictions(model, x, masks, labels[r0:r1], groups,
                                                          core=None if core is None else core[r0:r1], fill=fill,
                                                          mean_colour=mean_colour, seed=seed + look,
                                                          batch_size=batch_size)
+            forwards += 2 * len(groups) * len(x)
+            if look == 0 and kind is not None:
+                trials[j].control_kind = kind
             trials[j].add(np.arange(r0, r1), values, overlap)
-            trials[j].control_kind = kind if look == 0 else trials[j].control_kind
             _decide(trials[j], base, labels, alpha_look, threshold)
     design = {"design": DESIGN, "bounds": BOUNDS, "chunk": chunk, "cap": cap, "planned_looks": n_looks,
-              "alpha": alpha, "alpha_per_look": alpha_look, "threshold": threshold, "n_used": used}
+              "alpha": alpha, "alpha_per_look": alpha_look, "threshold": threshold, "n_used": used,
+              "forwards": forwards}
     return trials, base, design
 
 
-def _variant_predictions(model, x, masks, labels, *, core, fill, mean_colour, seed, batch_size):
-    """Predictions under the four variants, from one stream of forwards."""
-    controls, overlap = control_masks(masks, seed=seed)
-    keep = masks.flatten(1).any(1)
-    kind = "equal-area"
-    if core is not None and float(overlap[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP:
-        controls, kind = core.bool() & ~masks, "core"
-    donors = swap_donors(labels, keep.numpy(), seed=seed)
-    swapped, swapped_control, swap_keep = swap_variants(x, masks, donors, seed=seed, keep_out=core)
-    stream = torch.cat([fill_region(x, masks, fill, mean_colour=mean_colour),
-                        fill_region(x, controls, fill, mean_colour=mean_colour), swapped, swapped_control])
-    preds = predict(model, stream, batch_size)[0].numpy().reshape(4, len(x))
-    donor_label = np.where(donors >= 0, labels[np.maximum(donors, 0)], -1)
-    values = {"fill_keep": keep.numpy(), "fill": preds[0], "fill_control": preds[1],
-              "swap_keep": swap_keep.numpy(), "swap": preds[2], "swap_control": preds[3],
-              "donor_label": donor_label}
-    return values, overlap.numpy(), kind
+def _variant_predictions(model, x, masks, labels, groups, *, core, fill, mean_colour, seed, batch_size):
+    """Predictions under the variants of `groups` ("fill": fill and its control, "swap": swap and its control),
+    from one stream of forwards. Returns (values, fill control overlap or None, control kind or None)."""
+    stream, values, overlap, kind = [], {}, None, None
+    if "fill" in groups:
+        controls, overlap_t = control_masks(masks, seed=seed)
+        keep = masks.flatten(1).any(1)
+        kind = "equal-area"
+        if core is not None and float(overlap_t[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP:
+            controls, kind = core.bool() & ~masks, "core"
+        stream += [fill_region(x, masks, fill, mean_colour=mean_colour),
+                   fill_region(x, controls, fill, mean_colour=mean_colour)]
+        values["fill_keep"], overlap = keep.numpy(), overlap_t.numpy()
+    if "swap" in groups:
+        donors = swap_donors(labels, masks.flatten(1).any(1).numpy(), seed=seed)
+        swapped, swapped_control, swap_keep = swap_variants(x, masks, donors, seed=seed, keep_out=core)
+        stream += [swapped, swapped_control]
+        values["swap_keep"] = swap_keep.numpy()
+        values["donor_label"] = np.where(donors >= 0, labels[np.maximum(donors, 0)], -1)
+    preds = predict(model, torch.cat(stream), batch_size)[0].numpy().reshape(len(stream), len(x))
+    names = [name for g in ("fill", "swap") if g in groups for name in (g, f"{g}_control")]
+    values.update({name: preds[k] for k, name in enumerate(names)})
+    return values, overlap, kind
 
 
 def _counts(a: dict, base: np.ndarray, labels: np.ndarray) -> dict[str, tuple[int, int, int]]:
-    """(k region, k control, n) for each metric: the net effect is (k region - k control) / n."""
-    rows = a["rows"]
-    b, y = base[rows], labels[rows]
-    f, s = a["fill_keep"].astype(bool), a["swap_keep"].astype(bool)
-    out = {
-        "fill_flips": (int((a["fill"][f] != b[f]).sum()), int((a["fill_control"][f] != b[f]).sum()), int(f.sum())),
-        "fill_accuracy_drop": (int((a["fill_control"][f] == y[f]).sum()), int((a["fill"][f] == y[f]).sum()),
-                               int(f.sum())),
-        "swap_towards_donor": (int(towards_donor(b[s], a["swap"][s], a["donor_label"][s]).sum()),
-                               int(towards_donor(b[s], a["swap_control"][s], a["donor_label"][s]).sum()), int(s.sum())),
-        "swap_accuracy_drop": (int((a["swap_control"][s] == y[s]).sum()), int((a["swap"][s] == y[s]).sum()),
-                               int(s.sum())),
-    }
+    """(b, c, n) for each metric: b images where the region's variant hits (flips, loses the right answer,
+    moves to the donor) and its control's does not, c the reverse. The net effect is (b - c) / n, the same
+    as (region hits - control hits) / n; bounding it from the discordant cells drops the pairs where both
+    variants agree, which a fragile model (one that flips under any change of this size) has in plenty."""
+    out = {}
+    for group, metrics in GROUPS.items():
+        rows = a[f"{group}_rows"]
+        b, y, keep = base[rows], labels[rows], a[f"{group}_keep"].astype(bool)
+        region, control = a[group], a[f"{group}_control"]
+        for metric in metrics:
+            if metric.endswith("flips"):
+                r, c = region != b, control != b
+            elif metric.endswith("towards_donor"):
+                r, c = towards_donor(b, region, a["donor_label"]), towards_donor(b, control, a["donor_label"])
+            else:
+                r, c = region != y, control != y
+            out[metric] = (int((r & ~c)[keep].sum()), int((~r & c)[keep].sum()), int(keep.sum()))
     return out
 
 
 def _decide(trial: Trial, base, labels, alpha_look, threshold) -> None:
+    """Each metric's bounds at this look; a pair's metrics keep their last decided state once it stops."""
     counts = _counts(trial.arrays(), base, labels)
-    trial.bounds = {m: list(net_rate_bounds(kr, kc, n, alpha_look)) if n else [-1.0, 1.0]
-                    for m, (kr, kc, n) in counts.items()}
-    states = [decision(trial.bounds[m], threshold) for m in DECISION_METRICS]
+    sampled = set(trial.active_groups())
+    for metric, (kb, kc, n) in counts.items():
+        group = next(g for g, ms in GROUPS.items() if metric in ms)
+        if group in sampled or metric not in trial.bounds:
+            trial.bounds[metric] = list(net_rate_bounds(kb, kc, n, alpha_look)) if n else [-1.0, 1.0]
+    for metric in DECISION_METRICS:
+        trial.states[metric] = decision(trial.bounds[metric], threshold)
+    states = list(trial.states.values())
     trial.decision = "shown" if "shown" in states else "excluded" if all(s == "excluded" for s in states) else "undecided"
 
 
@@ -146,10 +189,11 @@ def summarise(trial: Trial, base: np.ndarray, labels: np.ndarray, slices: dict[s
               fill: str = "mean", n_boot: int = 1000, seed: int = 0) -> dict:
     """The region's JSON-able result: fill effects at the top level, `swap`, `sequential`, `tests`."""
     a = trial.arrays()
-    rows = a["rows"]
-    b, y = base[rows], labels[rows]
+    fill_rows, swap_rows = a["fill_rows"], a["swap_rows"]
     f, s = a["fill_keep"].astype(bool), a["swap_keep"].astype(bool)
-    out = effects(b[f], a["fill"][f], a["fill_control"][f], y[f], n_boot=n_boot, seed=seed)
+    bf, yf = base[fill_rows], labels[fill_rows]
+    bs, ys = base[swap_rows], labels[swap_rows]
+    out = effects(bf[f], a["fill"][f], a["fill_control"][f], yf[f], n_boot=n_boot, seed=seed)
     k = design["planned_looks"]
     out.update({"fill": fill, "n_without_region": int((~f).sum()), "control_kind": trial.control_kind,
                 "control_overlap": float(np.concatenate(trial.overlap)[f].mean()) if f.any() else None,
@@ -157,28 +201,30 @@ def summarise(trial: Trial, base: np.ndarray, labels: np.ndarray, slices: dict[s
                 "discordant": out.get("accuracy_discordant"), "p_value_raw": out.get("p_value_accuracy"),
                 "p_value": sequential_p(out.get("p_value_accuracy"), k),
                 "test": "exact one-sided McNemar on correct predictions lost (region fill vs control fill)"})
-    swap = swap_effects(b[s], a["swap"][s], a["swap_control"][s], y[s], a["donor_label"][s], n_boot=n_boot, seed=seed)
+    swap = swap_effects(bs[s], a["swap"][s], a["swap_control"][s], ys[s], a["donor_label"][s], n_boot=n_boot,
+                        seed=seed)
     swap.update({"n_without_donor": int((~s).sum()), "p_value_raw": swap["p_value"],
                  "p_value": sequential_p(swap["p_value"], k)})
     out["swap"] = swap
-    out["sequential"] = {"n": int(len(rows)), "looks": trial.looks, "planned_looks": k,
-                         "decision": trial.decision, "threshold": design["threshold"],
+    out["sequential"] = {"n": trial.n(), "n_fill": trial.n("fill"), "n_swap": trial.n("swap"),
+                         "looks": trial.looks, "planned_looks": k, "decision": trial.decision,
+                         "states": dict(trial.states), "threshold": design["threshold"],
                          "level": 1 - design["alpha"], "bounds": trial.bounds}
     tests = []
     for name, where in {"all": np.ones(len(labels), bool), **slices}.items():
-        inside = where[rows]
         cls, group = (name[len("class="):], None) if name.startswith("class=") else (None, None if name == "all" else name)
-        for variant, keep, region_pred, control_pred, measure in (
-                ("fill", f, a["fill"], a["fill_control"], "wrong"),
-                ("swap", s, a["swap"], a["swap_control"], "towards_donor")):
-            sel = keep & inside
+        for variant, rows, keep, region_pred, control_pred, measure in (
+                ("fill", fill_rows, f, a["fill"], a["fill_control"], "wrong"),
+                ("swap", swap_rows, s, a["swap"], a["swap_control"], "towards_donor")):
+            sel = keep & where[rows]
             if not sel.any():
                 continue
+            b, y = base[rows][sel], labels[rows][sel]
             if measure == "wrong":
-                hit_r, hit_c = region_pred[sel] != y[sel], control_pred[sel] != y[sel]
+                hit_r, hit_c = region_pred[sel] != y, control_pred[sel] != y
             else:
-                hit_r = towards_donor(b[sel], region_pred[sel], a["donor_label"][sel])
-                hit_c = towards_donor(b[sel], control_pred[sel], a["donor_label"][sel])
+                hit_r = towards_donor(b, region_pred[sel], a["donor_label"][sel])
+                hit_c = towards_donor(b, control_pred[sel], a["donor_label"][sel])
             p = mcnemar_exact_greater(int((hit_r & ~hit_c).sum()), int((~hit_r & hit_c).sum()))
             tests.append({"variant": variant, "class": cls, "group": group, "n": int(sel.sum()),
                           "effect": float(hit_r.mean() - hit_c.mean()), "p_value": sequential_p(p, k)})

@@ -116,3 +116,18 @@ def test_a_background_too_large_for_an_equal_area_control_is_tested_against_the_
     assert out["flip_rate"] == pytest.approx(0.5)  # the mean fill is neither green nor red: class 0 flips
     assert out["control"]["flip_rate"] == 0.0  # filling the object changes nothing for this model
     assert out["discordant"] == [20, 0] and out["p_value"] == pytest.approx(0.5 ** 20)
+
+
+def test_heavy_blur_is_torchvisions_gaussian_blur_in_two_passes():
+    """The separable blur gives torchvision's 2-D kernel result (square, non-square, tiny images)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    from analysis.evidence.intervention import heavy_blur
+
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((2, 3, 64, 64), (1, 3, 48, 80), (3, 3, 7, 5)):
+        images = torch.rand(shape, generator=gen)
+        sigma = max(shape[-2:]) / 8.0
+        kernel = min(int(2 * round(3 * sigma) + 1), 2 * (min(shape[-2:]) // 2) - 1)
+        expected = gaussian_blur(images, [kernel, kernel], [sigma, sigma])
+        assert torch.allclose(heavy_blur(images), expected, atol=1e-5), shape

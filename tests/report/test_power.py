@@ -100,6 +100,59 @@ def test_alongside_masks_discovery_searches_the_scene_only_and_drops_the_objects
         [d["description"] for d in loose]
 
 
+class _CoreReader(torch.nn.Module):
+    """Reads the image's centre (class 1 when bright), and a corner cue when one is painted: red-over-green
+    points at class 0, green-over-red at class 1 (a flat fill leaves red = green: no cue)."""
+
+    def forward(self, x):
+        centre = x[:, 0, 6:10, 6:10].mean((1, 2))
+        cue = x[:, 0, :3, :3].mean((1, 2)) - x[:, 1, :3, :3].mean((1, 2))
+        logit = 20 * (centre - 0.5) - 100 * cue * (cue.abs() > 0.5)
+        return torch.stack([-logit, logit], 1)
+
+
+def _cue_images(n, cue_fraction, seed, labels_follow_centre=True):
+    gen = torch.Generator().manual_seed(seed)
+    bright = torch.rand(n, generator=gen) < 0.5
+    x = torch.full((n, 3, 16, 16), 0.3)
+    x[:, 0, 6:10, 6:10] = torch.where(bright, 0.9, 0.1)[:, None, None]
+    labels = bright.long() if labels_follow_centre else torch.randint(0, 2, (n,), generator=gen)
+    cue = torch.rand(n, generator=gen) < cue_fraction
+    for i in torch.nonzero(cue).flatten().tolist():
+        x[i, int(labels[i]), :3, :3], x[i, 1 - int(labels[i]), :3, :3] = 1.0, 0.0  # points at its own label
+    corner = torch.zeros(n, 16, 16, dtype=torch.bool)
+    corner[:, :3, :3] = True
+    core = torch.zeros(n, 16, 16, dtype=torch.bool)
+    core[:, 6:10, 6:10] = True
+    return x, labels.numpy(), corner, core
+
+
+def test_a_region_the_model_ignores_is_excluded_at_the_first_look_even_at_half_accuracy():
+    """Half its answers are wrong under every variant, but no variant changes one: the marginal bounds (one
+    accuracy rate against another, both near 0.5) stayed +-12 points wide at n = 100 and the region ran to
+    the cap; the discordant pairs are all zero, so the first look excludes it."""
+    from analysis.evidence.sequential_interventions import run_trials
+
+    x, labels, corner, core = _cue_images(400, 0.0, seed=1, labels_follow_centre=False)
+    assert 0.35 < (_CoreReader()(x).argmax(1).numpy() == labels).mean() < 0.65
+    (trial,), _, design = run_trials(_CoreReader(), x, labels, [{"name": "corner", "masks": corner}], core=core)
+    assert trial.decision == "excluded" and trial.n() == 100
+    assert design["forwards"] == 4 * 100
+
+
+def test_a_variant_pair_decided_early_stops_while_the_other_goes_on():
+    """A cue in 8% of images, pointing at its own label: filling it costs no right answer (the centre gives
+    the same one), so the fill pair is excluded at the first look; a donor's cue misleads the model, an effect
+    near the threshold, so the swap pair goes on alone (2 forwards per image, not 4)."""
+    from analysis.evidence.sequential_interventions import run_trials
+
+    x, labels, corner, core = _cue_images(400, 0.08, seed=2)
+    (trial,), _, design = run_trials(_CoreReader(), x, labels, [{"name": "corner", "masks": corner}], core=core)
+    assert trial.n("fill") == 100 and trial.states["fill_accuracy_drop"] == "excluded"
+    assert trial.n("swap") > 100, trial.bounds
+    assert design["forwards"] == 2 * 100 + 2 * trial.n("swap")
+
+
 def test_a_swap_never_covers_the_recipients_core():
     images = torch.zeros(2, 3, 8, 8)
     images[1] = 1.0
@@ -205,7 +258,7 @@ def test_a_moving_cue_nobody_annotated_is_discovered_and_flagged_alongside_masks
 def test_a_clean_model_with_masks_gets_no_discovered_region_flag(lab):
     root, ws, _ = lab
     model, drop = _model(lab, 0.5)
-    assert drop <= 0.01, drop
+    assert drop <= 0.01 + 1e-9, drop  # 4 answers of 400: float 0.0100...09 on some CPUs
     for annotated in (True, False):
         data = power_audit.dataset(root, 0.5, N, patch_annotated=annotated)
         report = power_audit.audit(ws, model, ws.register_dataset(data), n=N)
@@ -232,7 +285,9 @@ def clean_audits(lab):
 @pytest.mark.timeout(1800)  # ten trainings and ten audits: minutes on a shared 2-core machine
 def test_clean_models_over_ten_seeds_never_flag_the_cue_and_state_their_power(clean_audits):
     drops, reports = clean_audits
-    assert max(drops) <= 0.01, drops  # clean: the cue carries no information, the model does not use it
+    # clean: the cue carries no information, the model does not use it. At most 1 point: 4 answers of 400, whose
+    # float rate is 0.010000000000000009 on some CPUs (training differs by its floating-point order).
+    assert max(drops) <= 0.01 + 1e-9, drops
     flagged = sum(any(f["region"] == "patch" for f in report["flags"]) for report in reports)
     assert flagged / 10 <= 0.05, flagged
     for report in reports:  # every unflagged cue says what its test could have detected

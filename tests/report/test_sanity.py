@@ -59,6 +59,32 @@ def test_gradcam_and_gradients_pass_guided_backprop_fails(trained):
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
 
 
+@pytest.mark.slow
+def test_rise_sanity_gives_randomised_models_the_masks_the_original_needed(trained):
+    """A randomised model's RISE map is noise and never converges: without a budget every stage ran to
+    n_masks. The cascade's stages now use the original maps' largest masks_used, so the forwards are bounded
+    by (stages + 1) x that budget, and RISE still passes (its maps depend on the weights)."""
+    from explainers.registry import make_explainer
+    from explainers.targets import ClassTarget
+
+    net, images = trained
+    targets = net(images).argmax(1)
+    original = make_explainer("rise", net, n_masks=2000).explain(images, ClassTarget(targets))
+    budget = int(original.extras["masks_used"].max())
+    assert budget < 2000  # the trained model's maps converge before the cap
+
+    seen = []
+    hook = net.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].shape[0]))
+    try:
+        result = model_randomisation(net, images, "rise", targets=targets, params={"n_masks": 2000})
+    finally:
+        hook.remove()
+    stages = len(result["stages"])
+    masked = sum(seen) - len(images) * (stages + 2)  # less the clean forwards (targets, each explain's own)
+    assert masked <= len(images) * budget * (stages + 1), (masked, budget, stages)
+    assert result["passed"], result["similarity"]
+
+
 def test_randomisable_layers_output_first():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
     assert randomisable_layers(net) == ["4", "0"]  # the BatchNorm goes with its conv
