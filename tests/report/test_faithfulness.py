@@ -68,3 +68,17 @@ def test_points_shared_by_every_curve_are_scored_once():
     out = deletion_insertion(CornerModel(), images, corner.float(), targets, steps=16, min_steps=None)
     # 4 curves x 15 inner points, plus the clean image and the two fills (black, blur), per image
     assert out["n_scored"] == (4 * 15 + 3) * len(images)
+
+
+def test_image_sample_grows_only_while_a_verdict_is_undecided():
+    images, corner, labels = _batch(n=32)
+    keep = labels == 0
+    images, corner = images[keep], corner[keep]
+    targets = torch.zeros(len(images), dtype=torch.long)
+    clear = deletion_insertion(CornerModel(), images, corner.float(), targets, steps=8, min_images=4)
+    assert clear["n"] == 4 and clear["n_available"] == len(images)  # the right map wins by far on 4 images
+    assert clear["gain_ci"]["deletion"][0] > 0.05
+    full = deletion_insertion(CornerModel(), images, corner.float(), targets, steps=8)
+    margin = full["random_deletion_auc"] - full["deletion_auc"]  # a margin the gain's interval always holds
+    grown = deletion_insertion(CornerModel(), images, corner.float(), targets, steps=8, min_images=4, margin=margin)
+    assert grown["n"] == len(images) and grown["deletion_auc"] == pytest.approx(full["deletion_auc"])
