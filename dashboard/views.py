@@ -443,8 +443,9 @@ def evidence_rows(flag: dict) -> list[tuple[str, str]]:
     if "control_accuracy_drop" in ev:
         control.append(f"lowers accuracy by {100 * ev['control_accuracy_drop']:.0f} points")
     if control:
-        kind = f" ({humanize(ev['control_kind'])})" if ev.get("control_kind") else ""
-        rows.append(("Control", f"Filling an area of the same size elsewhere{kind} " + " and ".join(control) + "."))
+        where = ("Filling the object (the core: no area of the same size avoids this region)"
+                 if ev.get("control_kind") == "core" else "Filling an area of the same size elsewhere")
+        rows.append(("Control", f"{where} " + " and ".join(control) + "."))
     if "net_effect" in ev:
         rows.append(("Effect beyond the control", percent(ev["net_effect"])))
     if "p_value" in ev:

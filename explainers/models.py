@@ -251,12 +251,35 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
         module.add_module("normalize", Normalize(card.mean, card.std))
     module.add_module("net", task.wrap(net))
     module = module.to(device).eval()
+    if kind in CHANNELS_LAST_FORMATS and task.name in CHANNELS_LAST_TASKS:
+        channels_last(module)
     loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind not in ("torchscript", "onnx"),
                          sha256=model_sha256(path), path=path, device=device)
     _check_probe(loaded)
     if card.target_layer and loaded.supports_hooks:
         loaded.layer(card.target_layer)
     return loaded
+
+
+CHANNELS_LAST_FORMATS = ("state_dict", "safetensors", "pt2", "hf_folder")  # eager modules we own the weights of
+# measured on classifiers (and taggers, the same networks); segmenters and detectors keep NCHW: their loading
+# tests hold our loader to the reference model bit for bit, and their heads were not measured
+CHANNELS_LAST_TASKS = ("classification", "multilabel")
+
+
+def channels_last(module: nn.Module) -> nn.Module:
+    """A CNN's conv weights in channels-last (NHWC) memory, in place; other models unchanged.
+
+    Why: oneDNN's (CPU) and cuDNN's fast convolution kernels are NHWC; with NCHW weights every conv pays a
+    layout conversion. A random-weight resnet18 at 224 px on 2 CPU cores, batch 32: forward 24 -> 16 ms per
+    image, forward + backward to the input 50 -> 30 ms; outputs equal to 7e-7, input gradients to 4e-9 (a
+    user's dozen-line loop gets this by accident when it permutes HWC arrays without `.contiguous()`).
+    Inputs stay NCHW: a conv with NHWC weights runs NHWC and its outputs follow. Only models with at least
+    two 4-D weights (conv kernels, also in an exported graph, which has no `Conv2d` modules; a ViT's one
+    patch-embedding conv gains nothing)."""
+    if sum(p.dim() == 4 for p in module.parameters()) >= 2:
+        module.to(memory_format=torch.channels_last)
+    return module
 
 
 def _load_pt2(path: Path, device: torch.device) -> nn.Module:

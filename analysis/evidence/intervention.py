@@ -28,7 +28,8 @@ cue is transplanted at the donor's place, so an image without the region still r
 a cue away is weak evidence (a model that uses the cue when present falls back on the core when it is
 gone); a cue that points at another class *misleads* a model that relies on it. The signature of a
 shortcut is a flip *towards the donor's class*; the control is the union mask rolled as above, swapped
-from the same donor, and the test is the exact McNemar on towards-donor flips.
+from the same donor (for a background, the core swap: the donor's object transplanted), and the test is
+the exact McNemar on towards-donor flips.
 
 Tests: per image, is the prediction still right under the region fill, under the control fill? The
 discordant pairs (the region fill makes it wrong and the control does not, or vice versa) go into an
@@ -247,13 +248,19 @@ def swap_donors(labels: np.ndarray, has_region: np.ndarray, *, seed: int = 0) ->
 
 
 def swap_variants(images: torch.Tensor, region: torch.Tensor, donors: np.ndarray, *, control_tries: int = 16,
-                  seed: int = 0, keep_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(swapped images, swapped control images, keep) for images (B, 3, H, W) and region (B, H, W) bool.
+                  seed: int = 0, keep_out: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """(swapped images, swapped control images, keep, control kind) for images (B, 3, H, W) and region (B, H, W).
 
     Pixels in region_i | region_donor come from the donor (see the module docstring); the control swaps
-    the same donor's pixels under the union mask rolled away from itself. `keep`: images with a donor and
-    a non-empty union. `keep_out` (B, H, W) bool (the recipient's core): never swapped, so a cue
+    the same donor's pixels under the union mask rolled away from itself ("equal-area"). `keep`: images with
+    a donor and a non-empty union. `keep_out` (B, H, W) bool (the recipient's core): never swapped, so a cue
     transplanted at the donor's place cannot cover the recipient's object (a flip would then be the core's).
+    When every roll of the union overlaps it by more than `MAX_CONTROL_OVERLAP` (a background) and the core
+    is known, the control is the *core swap* ("core": core_i | core_donor from the donor, the donor's object
+    transplanted): as the fill's core control, it asks whether predictions follow the donor's region more
+    than the donor's object, which a model that uses the object answers no; a rolled background would swap
+    mostly the same background and hide any effect.
     """
     has_donor = torch.as_tensor(donors >= 0)
     index = torch.as_tensor(np.where(donors >= 0, donors, np.arange(len(donors))))
@@ -261,10 +268,15 @@ def swap_variants(images: torch.Tensor, region: torch.Tensor, donors: np.ndarray
     union = (region | region[index]) & has_donor[:, None, None]
     if keep_out is not None:
         union &= ~keep_out.bool()
-    controls, _ = control_masks(union, tries=control_tries, seed=seed + 1)
+    controls, overlap = control_masks(union, tries=control_tries, seed=seed + 1)
+    keep = union.flatten(1).any(1)
+    kind = "equal-area"
+    if keep_out is not None and float(overlap[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP:
+        core = keep_out.bool()
+        controls, kind = (core | core[index]) & has_donor[:, None, None], "core"
     swapped = torch.where(union[:, None], donor_images, images)
     control = torch.where(controls[:, None], donor_images, images)
-    return swapped, control, union.flatten(1).any(1)
+    return swapped, control, keep, kind
 
 
 def towards_donor(base: np.ndarray, after: np.ndarray, donor_labels: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ class Trial:
         self.parts: dict[str, list[np.ndarray]] = {k: [] for k in (
             "fill_keep", "fill", "fill_control", "swap_keep", "swap", "swap_control", "donor_label")}
         self.overlap: list[np.ndarray] = []
-        self.control_kind = "equal-area"
+        self.control_kind = self.swap_control_kind = "equal-area"
         self.decision, self.bounds, self.looks = "undecided", {}, 0
         self.states: dict[str, str] = {m: "undecided" for m in DECISION_METRICS}
 
@@ -110,13 +110,14 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
         for j in active:
             groups = trials[j].active_groups()
             masks = regions[j]["masks"][r0:r1].bool()
-            values, overlap, kind = _variant_predictions(model, x, masks, labels[r0:r1], groups,
+            values, overlap, kinds = _variant_predictions(model, x, masks, labels[r0:r1], groups,
                                                          core=None if core is None else core[r0:r1], fill=fill,
                                                          mean_colour=mean_colour, seed=seed + look,
                                                          batch_size=batch_size)
             forwards += 2 * len(groups) * len(x)
-            if look == 0 and kind is not None:
-                trials[j].control_kind = kind
+            if look == 0:
+                trials[j].control_kind = kinds.get("fill", trials[j].control_kind)
+                trials[j].swap_control_kind = kinds.get("swap", trials[j].swap_control_kind)
             trials[j].add(np.arange(r0, r1), values, overlap)
             _decide(trials[j], base, labels, alpha_look, threshold)
     design = {"design": DESIGN, "bounds": BOUNDS, "chunk": chunk, "cap": cap, "planned_looks": n_looks,
@@ -127,27 +128,28 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
 
 def _variant_predictions(model, x, masks, labels, groups, *, core, fill, mean_colour, seed, batch_size):
     """Predictions under the variants of `groups` ("fill": fill and its control, "swap": swap and its control),
-    from one stream of forwards. Returns (values, fill control overlap or None, control kind or None)."""
-    stream, values, overlap, kind = [], {}, None, None
+    from one stream of forwards. Returns (values, fill control overlap or None, {pair: its control's kind})."""
+    stream, values, overlap, kinds = [], {}, None, {}
     if "fill" in groups:
         controls, overlap_t = control_masks(masks, seed=seed)
         keep = masks.flatten(1).any(1)
-        kind = "equal-area"
+        kinds["fill"] = "equal-area"
         if core is not None and float(overlap_t[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP:
-            controls, kind = core.bool() & ~masks, "core"
+            controls, kinds["fill"] = core.bool() & ~masks, "core"
         stream += [fill_region(x, masks, fill, mean_colour=mean_colour),
                    fill_region(x, controls, fill, mean_colour=mean_colour)]
         values["fill_keep"], overlap = keep.numpy(), overlap_t.numpy()
     if "swap" in groups:
         donors = swap_donors(labels, masks.flatten(1).any(1).numpy(), seed=seed)
-        swapped, swapped_control, swap_keep = swap_variants(x, masks, donors, seed=seed, keep_out=core)
+        swapped, swapped_control, swap_keep, swap_kind = swap_variants(x, masks, donors, seed=seed, keep_out=core)
         stream += [swapped, swapped_control]
         values["swap_keep"] = swap_keep.numpy()
+        kinds["swap"] = swap_kind
         values["donor_label"] = np.where(donors >= 0, labels[np.maximum(donors, 0)], -1)
     preds = predict(model, torch.cat(stream), batch_size)[0].numpy().reshape(len(stream), len(x))
     names = [name for g in ("fill", "swap") if g in groups for name in (g, f"{g}_control")]
     values.update({name: preds[k] for k, name in enumerate(names)})
-    return values, overlap, kind
+    return values, overlap, kinds
 
 
 def _counts(a: dict, base: np.ndarray, labels: np.ndarray) -> dict[str, tuple[int, int, int]]:
@@ -203,7 +205,8 @@ def summarise(trial: Trial, base: np.ndarray, labels: np.ndarray, slices: dict[s
                 "test": "exact one-sided McNemar on correct predictions lost (region fill vs control fill)"})
     swap = swap_effects(bs[s], a["swap"][s], a["swap_control"][s], ys[s], a["donor_label"][s], n_boot=n_boot,
                         seed=seed)
-    swap.update({"n_without_donor": int((~s).sum()), "p_value_raw": swap["p_value"],
+    swap.update({"n_without_donor": int((~s).sum()), "control_kind": trial.swap_control_kind,
+                 "p_value_raw": swap["p_value"],
                  "p_value": sequential_p(swap["p_value"], k)})
     out["swap"] = swap
     out["sequential"] = {"n": trial.n(), "n_fill": trial.n("fill"), "n_swap": trial.n("swap"),

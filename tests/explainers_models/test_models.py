@@ -123,6 +123,17 @@ def test_tiny_cnn_round_trip(tmp_path, filename, wrap, fmt):
     assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert not loaded.module.training and not loaded.net.training
     assert loaded.module[1] is loaded.net
+    # CNNs we own the weights of run channels-last (explainers.models.channels_last): same outputs, same gradients
+    kernels = [p for p in loaded.net.parameters() if p.dim() == 4]
+    if fmt != "torchscript":
+        assert len(kernels) == 2 and all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels), fmt
+        assert not kernels[0].is_contiguous()
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loaded.module(xg)[:, 1].sum(), xg)
+    xr = x.clone().requires_grad_(True)
+    mean, std = torch.tensor(card.mean).reshape(1, 3, 1, 1), torch.tensor(card.std).reshape(1, 3, 1, 1)
+    (reference,) = torch.autograd.grad(original((xr - mean) / std)[:, 1].sum(), xr)
+    torch.testing.assert_close(grad, reference, rtol=1e-5, atol=1e-6)
 
 
 def test_card_found_beside_model(tmp_path):

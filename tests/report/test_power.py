@@ -36,12 +36,12 @@ def test_swap_covers_own_cue_and_transplants_the_donors_at_its_place():
     region[0, :2, :2], region[1, 6:, 6:] = True, True
     donors = swap_donors(np.array([0, 1]), np.array([True, True]))
     assert donors.tolist() == [1, 0]
-    swapped, control, keep = swap_variants(images, region, donors)
-    assert keep.tolist() == [True, True]
+    swapped, control, keep, kind = swap_variants(images, region, donors)
+    assert keep.tolist() == [True, True] and kind == "equal-area"
     assert torch.equal(swapped[0], images[1]) and torch.equal(swapped[1], images[0])  # both places from the donor
     absent = region.clone()
     absent[1] = False  # image 1 lacks the region: it still receives image 0's cue
-    swapped, _, _ = swap_variants(images, absent, swap_donors(np.array([0, 1]), np.array([True, False])))
+    swapped, _, _, _ = swap_variants(images, absent, swap_donors(np.array([0, 1]), np.array([True, False])))
     assert torch.equal(swapped[1, :, :2, :2], torch.ones(3, 2, 2)) and swapped[1, 0, 6:, 6:].eq(0.5).all()
     changed = (control != images).any(1)
     assert changed[0].sum() <= 8 and not (changed[0] & (region[0] | region[1])).any()
@@ -153,6 +153,45 @@ def test_a_variant_pair_decided_early_stops_while_the_other_goes_on():
     assert design["forwards"] == 2 * 100 + 2 * trial.n("swap")
 
 
+class _BackgroundReader(torch.nn.Module):
+    """Reads the background's blue (a background shortcut): class 1 when it is bright."""
+
+    def forward(self, x):
+        logit = 20 * (x[:, 2, 0, 8] - 0.5)
+        return torch.stack([-logit, logit], 1)
+
+
+def _scenes_with_background(n, seed):
+    """Centre bright for class 1 (the object), background blue bright for class 1 (the shortcut)."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=gen)
+    x = torch.full((n, 3, 16, 16), 0.3)
+    x[:, 2] = torch.where(labels.bool(), 0.8, 0.2)[:, None, None]
+    x[:, 0, 6:10, 6:10] = torch.where(labels.bool(), 0.9, 0.1)[:, None, None]
+    core = torch.zeros(n, 16, 16, dtype=torch.bool)
+    core[:, 6:10, 6:10] = True
+    return x, labels.numpy(), ~core, core
+
+
+def test_a_background_swap_is_controlled_by_the_core_swap():
+    """Every roll of a background overlaps it by ~90%, so a rolled control swapped the same background and
+    hid the shortcut; the control is the core swap, as for the fill: a background reader follows the donor's
+    background (shown), an object reader follows the donor's object, so its background swap is excluded."""
+    from analysis.evidence.sequential_interventions import run_trials
+
+    x, labels, background, core = _scenes_with_background(300, seed=3)
+    swapped, control, keep, kind = swap_variants(x, background, swap_donors(labels, np.ones(300, bool)), keep_out=core)
+    assert kind == "core" and torch.equal((control != x).any(1) & ~core, torch.zeros_like(core))
+    results = {}
+    for name, model in (("background reader", _BackgroundReader()), ("object reader", _CoreReader())):
+        (trial,), _, _ = run_trials(model, x, labels, [{"name": "background", "masks": background}], core=core)
+        results[name] = trial
+    shortcut, clean = results["background reader"], results["object reader"]
+    assert shortcut.swap_control_kind == "core" and shortcut.states["swap_towards_donor"] == "shown"
+    assert shortcut.decision == "shown"
+    assert clean.states["swap_towards_donor"] == "excluded" and clean.decision == "excluded", clean.bounds
+
+
 def test_a_swap_never_covers_the_recipients_core():
     images = torch.zeros(2, 3, 8, 8)
     images[1] = 1.0
@@ -160,7 +199,7 @@ def test_a_swap_never_covers_the_recipients_core():
     region[1, 2:6, 2:6] = True  # the donor's cue sits where the recipient's object is
     core = torch.zeros(2, 8, 8, dtype=torch.bool)
     core[0, 3:5, 3:5] = True
-    swapped, _, keep = swap_variants(images, region, np.array([1, 0]), keep_out=core)
+    swapped, _, keep, _ = swap_variants(images, region, np.array([1, 0]), keep_out=core)
     assert keep[0] and swapped[0, :, 3:5, 3:5].eq(0).all() and swapped[0, :, 2, 2].eq(1).all()
 
 
