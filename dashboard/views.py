@@ -305,6 +305,8 @@ _VERSION_SUFFIX = re.compile(r"^(?P<base>.*?)[\s_/-]*(?P<version>v\d+[\w.]*)$", 
 def series_of(name: str | None, version: str | None) -> tuple[str, str]:
     """(series, version label): the given version, else a trailing "v2" of the name ("cage-v2" -> cage, v2)."""
     name = str(name or "unnamed model")
+    if isinstance(version, float) and math.isnan(version):  # a catalog row without a version (pandas NaN)
+        version = None
     if version not in (None, ""):
         return name, f"v{version}" if str(version).isdigit() else str(version)
     match = _VERSION_SUFFIX.match(name)

@@ -130,7 +130,7 @@ def _series(scenario: str, methods: tuple[str, ...], versions: tuple[int, ...], 
 
         return [Audit(MOVING_SCENARIO, version, method, moving_patch.WEIGHTS_DIR / version / "model.pt",
                       moving_patch.WEIGHTS_DIR / version / "model.json", partial(moving_dataset, n=n), n,
-                      f"{MOVING_SCENARIO} {version} {method}", extra=k > 0)
+                      f"{MOVING_SCENARIO} {version} {method}", shown_as=(MOVING_SCENARIO, version), extra=k > 0)
                 for version in moving_patch.DEMO_VERSIONS for k, method in enumerate(methods)]
     if scenario == DETECTION_SCENARIO:
         from sample_models.detection import WEIGHTS_DIR as DETECTION_WEIGHTS

@@ -261,7 +261,7 @@ def _lower_bound(intervention: dict | None, variant: str, alpha: float) -> float
 def _points(upper: float) -> str:
     """'changes accuracy by less than 3 points' (an upper bound at or below 0: no more than its control)."""
     if upper <= 0:
-        return "changes accuracy no more than its equal-area control does"
+        return "changes accuracy no more than its control does"
     return f"changes accuracy by less than {max(1, math.ceil(100 * upper))} points"
 
 

@@ -151,3 +151,18 @@ def test_model_series_orders_numbered_versions_whatever_order_they_were_audited_
     assert [v["version"] for v in entry["versions"]] == ["v1", "v2", "v3", "v5", "biased"]
     (entry,) = model_series(runs[runs.id != "rb"], reports.__getitem__)
     assert entry["versions"][-1]["run"] == "r5"
+
+
+def test_a_model_without_a_version_is_never_shown_as_nan():
+    """A catalog row without a version reaches the page as pandas NaN: the overview read "audited with gradcam:
+    nan" and "nan looks 2.7x more at ...". It is the model's name instead."""
+    from dashboard.views import model_series, series_of
+
+    runs = pd.DataFrame([{"id": "r1", "status": "done", "model_id": "m1", "model_name": "cue-net", "model_version": None,
+                          "dataset_id": "d", "dataset_name": "val", "method": "gradcam"},
+                         {"id": "r2", "status": "done", "model_id": "m2", "model_name": "cage", "model_version": "v2",
+                          "dataset_id": "d", "dataset_name": "val", "method": "gradcam"}])
+    assert runs.model_version.isna().iloc[0]
+    entries = model_series(runs, lambda run_id: {"flags": [], "regions": []})
+    assert sorted(v["version"] for e in entries for v in e["versions"]) == ["cue-net", "v2"]
+    assert series_of("cue-net", float("nan")) == ("cue-net", "cue-net")
