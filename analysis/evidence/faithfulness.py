@@ -195,7 +195,8 @@ def score_aucs(score, images: torch.Tensor, maps: torch.Tensor, *, steps: int = 
     done, n_scored, curve_steps, errors = 0, 0, None, {}
     while True:
         rows = slice(done, n)
-        paths = _Paths(score, images[rows], batch_size)
+        # `score` takes rows of the whole set (a target per image): this chunk's rows start at `done`
+        paths = _Paths(lambda batch, local, offset=done: score(batch, local + offset), images[rows], batch_size)
         named = {name: paths.path((random_maps if name.startswith("random_") else maps)[rows],
                                   name.replace("random_", ""), "zero" if name.endswith("deletion") else "blur")
                  for name in CURVES}

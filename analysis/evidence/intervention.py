@@ -248,7 +248,7 @@ def swap_donors(labels: np.ndarray, has_region: np.ndarray, *, seed: int = 0) ->
 
 
 def swap_variants(images: torch.Tensor, region: torch.Tensor, donors: np.ndarray, *, control_tries: int = 16,
-                  seed: int = 0, keep_out: torch.Tensor | None = None
+                  seed: int = 0, keep_out: torch.Tensor | None = None, control: str | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
     """(swapped images, swapped control images, keep, control kind) for images (B, 3, H, W) and region (B, H, W).
 
@@ -256,11 +256,14 @@ def swap_variants(images: torch.Tensor, region: torch.Tensor, donors: np.ndarray
     the same donor's pixels under the union mask rolled away from itself ("equal-area"). `keep`: images with
     a donor and a non-empty union. `keep_out` (B, H, W) bool (the recipient's core): never swapped, so a cue
     transplanted at the donor's place cannot cover the recipient's object (a flip would then be the core's).
-    When every roll of the union overlaps it by more than `MAX_CONTROL_OVERLAP` (a background) and the core
-    is known, the control is the *core swap* ("core": core_i | core_donor from the donor, the donor's object
+    When the least-overlapping roll still overlaps the union by more than `MAX_CONTROL_OVERLAP` on average over
+    the kept images (a background) and the core is known, the swapped pixels are those that are the region in
+    *both* images (the union would carry the donor's other regions, its cue among them, into the swap), and
+    the control is the *core swap* ("core": core_i | core_donor from the donor, the donor's object
     transplanted): as the fill's core control, it asks whether predictions follow the donor's region more
     than the donor's object, which a model that uses the object answers no; a rolled background would swap
-    mostly the same background and hide any effect.
+    mostly the same background and hide any effect. `control` ("equal-area" or "core") imposes the kind (a
+    later look of the sequential sample keeps the first look's).
     """
     has_donor = torch.as_tensor(donors >= 0)
     index = torch.as_tensor(np.where(donors >= 0, donors, np.arange(len(donors))))
@@ -271,7 +274,13 @@ def swap_variants(images: torch.Tensor, region: torch.Tensor, donors: np.ndarray
     controls, overlap = control_masks(union, tries=control_tries, seed=seed + 1)
     keep = union.flatten(1).any(1)
     kind = "equal-area"
-    if keep_out is not None and float(overlap[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP:
+    too_close = float(overlap[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP
+    if keep_out is not None and (control == "core" if control else too_close):
+        # a background: only the pixels that are background in both images. The union would take in the
+        # donor's other regions (its cue, where the recipient has background) and cover the recipient's:
+        # a swap of the scene around them that is really a swap of the cue.
+        union = region & region[index] & has_donor[:, None, None] & ~keep_out.bool()
+        keep = union.flatten(1).any(1)
         core = keep_out.bool()
         controls, kind = (core | core[index]) & has_donor[:, None, None], "core"
     swapped = torch.where(union[:, None], donor_images, images)

@@ -113,6 +113,9 @@ def model_randomisation(model: nn.Module, images: torch.Tensor, method: str, *, 
         with torch.no_grad():
             targets = model(images).argmax(dim=1)
     targets = torch.as_tensor(targets).long()
+    if not _stage_groups(model):  # a black box: not judged, and no explanation paid for
+        return randomisation_test(model, lambda: None, method=method, n=int(images.shape[0]), seed=seed,
+                                  threshold=threshold, max_stages=max_stages)
     first, used_params = _explained(model, images, targets, method, layer_name, params)
     params = _same_budget(first, used_params, params)
     return randomisation_test(model, lambda: _explained(model, images, targets, method, layer_name, params)[0].maps,

@@ -106,14 +106,16 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
         x = inputs[r0:r1]
         base[r0:r1] = (predict(model, x, batch_size)[0].numpy() if base_predictions is None
                        else np.asarray(base_predictions[r0:r1], dtype=np.int64))
+        forwards += len(x) if base_predictions is None else 0
         used = r1
         for j in active:
             groups = trials[j].active_groups()
             masks = regions[j]["masks"][r0:r1].bool()
+            fixed = None if look == 0 else {"fill": trials[j].control_kind, "swap": trials[j].swap_control_kind}
             values, overlap, kinds = _variant_predictions(model, x, masks, labels[r0:r1], groups,
                                                          core=None if core is None else core[r0:r1], fill=fill,
                                                          mean_colour=mean_colour, seed=seed + look,
-                                                         batch_size=batch_size)
+                                                         batch_size=batch_size, kinds=fixed)
             forwards += 2 * len(groups) * len(x)
             if look == 0:
                 trials[j].control_kind = kinds.get("fill", trials[j].control_kind)
@@ -126,22 +128,27 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
     return trials, base, design
 
 
-def _variant_predictions(model, x, masks, labels, groups, *, core, fill, mean_colour, seed, batch_size):
+def _variant_predictions(model, x, masks, labels, groups, *, core, fill, mean_colour, seed, batch_size,
+                         kinds=None):
     """Predictions under the variants of `groups` ("fill": fill and its control, "swap": swap and its control),
-    from one stream of forwards. Returns (values, fill control overlap or None, {pair: its control's kind})."""
-    stream, values, overlap, kinds = [], {}, None, {}
+    from one stream of forwards. `kinds`: each pair's control kind as the first look chose it (None at the first
+    look: chosen here from this chunk's overlaps), so one test never mixes two controls.
+    Returns (values, fill control overlap or None, {pair: its control's kind})."""
+    stream, values, overlap, fixed, kinds = [], {}, None, kinds, {}
     if "fill" in groups:
         controls, overlap_t = control_masks(masks, seed=seed)
         keep = masks.flatten(1).any(1)
         kinds["fill"] = "equal-area"
-        if core is not None and float(overlap_t[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP:
+        too_close = float(overlap_t[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP
+        if core is not None and (fixed["fill"] == "core" if fixed else too_close):
             controls, kinds["fill"] = core.bool() & ~masks, "core"
         stream += [fill_region(x, masks, fill, mean_colour=mean_colour),
                    fill_region(x, controls, fill, mean_colour=mean_colour)]
         values["fill_keep"], overlap = keep.numpy(), overlap_t.numpy()
     if "swap" in groups:
         donors = swap_donors(labels, masks.flatten(1).any(1).numpy(), seed=seed)
-        swapped, swapped_control, swap_keep, swap_kind = swap_variants(x, masks, donors, seed=seed, keep_out=core)
+        swapped, swapped_control, swap_keep, swap_kind = swap_variants(
+            x, masks, donors, seed=seed, keep_out=core, control=fixed["swap"] if fixed else None)
         stream += [swapped, swapped_control]
         values["swap_keep"] = swap_keep.numpy()
         kinds["swap"] = swap_kind

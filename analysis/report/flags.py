@@ -265,6 +265,14 @@ def _points(upper: float) -> str:
     return f"changes accuracy by less than {max(1, math.ceil(100 * upper))} points"
 
 
+def _against_core(intervention: dict) -> str:
+    """'; against the core' when a control was the core (a background): the bound is then on reliance on the
+    region *beyond* reliance on the object, not absolute."""
+    kinds = {intervention.get("control_kind"), (intervention.get("swap") or {}).get("control_kind")}
+    return "; measured against the core (filled or swapped) as the control, so beyond the object's own effect" \
+        if "core" in kinds else ""
+
+
 def _sample_size(seq: dict) -> str:
     """'n = 200', or 'n = 200 swapped, 100 filled' when one variant pair was decided (and stopped) earlier."""
     n_swap, n_fill = seq.get("n_swap"), seq.get("n_fill")
@@ -295,7 +303,7 @@ def power_statements(table: pd.DataFrame, evidence: dict | None, flags: list[dic
         text = (f"swapping `{region}` for another class's {_points(swap_up)} and moves at most "
                 f"{max(towards_up, 0):.0%} of predictions towards the donor's class; filling it, "
                 f"{_points(fill_up).replace('changes accuracy by ', '')} ({level:.0%} upper bounds, "
-                f"{_sample_size(seq)}, {seq.get('decision')})")
+                f"{_sample_size(seq)}, {seq.get('decision')}{_against_core(iv)})")
         out.append({"region": region, "n": seq.get("n"), "level": level, "decision": seq.get("decision"),
                     "swap_accuracy_drop_upper": swap_up, "swap_towards_donor_upper": towards_up,
                     "fill_accuracy_drop_upper": fill_up, "fill_flips_upper": bounds["fill_flips"][1],

@@ -237,7 +237,10 @@ def _interventions_section(report: dict) -> str:
     rows = []
     for region, iv in interventions.items():
         swap, seq = iv.get("swap") or {}, iv.get("sequential") or {}
-        rows.append([region, seq.get("n", iv.get("n")), _pct(iv.get("accuracy_drop")),
+        n = seq.get("n", iv.get("n"))
+        if seq.get("n_fill") is not None and seq.get("n_fill") != seq.get("n_swap"):
+            n = f"{seq['n_fill']} filled, {seq['n_swap']} swapped"
+        rows.append([region, n, _pct(iv.get("accuracy_drop")),
                      _pct((iv.get("control") or {}).get("accuracy_drop")), _p(iv.get("p_value")),
                      _pct(iv.get("flip_rate")), _pct((iv.get("control") or {}).get("flip_rate")),
                      _pct(swap.get("towards_donor_rate")), _pct((swap.get("control") or {}).get("towards_donor_rate")),

@@ -36,7 +36,8 @@ def test_right_map_beats_wrong_map_and_random_order():
     assert good["deletion_auc"] < 0.05 < good["random_deletion_auc"]
     assert bad["deletion_auc"] > 0.9
     assert good["insertion_auc"] > 0.9 > bad["insertion_auc"]
-    assert len(good["deletion_curve"]) == good["steps"] + 1 and good["steps"] in (4, 8, 16)
+    assert len(good["deletion_curve"]) == good["steps_per_curve"]["deletion"] + 1
+    assert good["steps"] in (4, 8, 16)
 
 
 def _smooth_cnn():
@@ -53,8 +54,8 @@ def test_adaptive_steps_match_the_step_by_step_reference_within_the_stated_error
     maps = torch.nn.functional.avg_pool2d(torch.rand(6, 1, 32, 32, generator=gen), 5, 1, 2)[:, 0]
     targets = torch.tensor([0, 1, 2, 0, 1, 2])
     reference = deletion_insertion(model, images, maps, targets, steps=64, min_steps=None)  # every 1/64
-    for tolerance in (0.02, 0.005):
-        fast = deletion_insertion(model, images, maps, targets, steps=64, min_steps=4, tolerance=tolerance)
+    for tolerance, min_steps in ((0.02, 4), (0.005, 4), (0.02, 2), (0.005, 2)):  # 2: the default
+        fast = deletion_insertion(model, images, maps, targets, steps=64, min_steps=min_steps, tolerance=tolerance)
         assert fast["auc_error"] <= tolerance or fast["steps"] == 64
         for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"):
             assert abs(fast[key] - reference[key]) <= fast["auc_error"] + 1e-9, (key, fast, reference)
@@ -82,3 +83,19 @@ def test_image_sample_grows_only_while_a_verdict_is_undecided():
     margin = full["random_deletion_auc"] - full["deletion_auc"]  # a margin the gain's interval always holds
     grown = deletion_insertion(CornerModel(), images, corner.float(), targets, steps=8, min_images=4, margin=margin)
     assert grown["n"] == len(images) and grown["deletion_auc"] == pytest.approx(full["deletion_auc"])
+
+
+def test_a_grown_sample_scores_every_image_against_its_own_target():
+    """The sample grows in chunks; each chunk's images must be scored with their own targets (a chunk once
+    looked up the first chunk's): grown or not, the AUCs are those of the whole set."""
+    model = _smooth_cnn()
+    gen = torch.Generator().manual_seed(3)
+    images = torch.rand(12, 3, 32, 32, generator=gen)
+    maps = torch.nn.functional.avg_pool2d(torch.rand(12, 1, 32, 32, generator=gen), 5, 1, 2)[:, 0]
+    targets = torch.tensor([0, 0, 1, 2, 2, 1, 0, 2, 1, 1, 2, 0])  # no chunk repeats the first chunk's targets
+    whole = deletion_insertion(model, images, maps, targets, steps=8)
+    # a NaN margin: no interval lies above or below it, so the sample doubles to every image (3, 6, 12)
+    grown = deletion_insertion(model, images, maps, targets, steps=8, min_images=3, margin=float("nan"))
+    assert grown["n"] == 12
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"):
+        assert grown[key] == pytest.approx(whole[key], abs=1e-6), key

@@ -137,7 +137,7 @@ def test_a_region_the_model_ignores_is_excluded_at_the_first_look_even_at_half_a
     assert 0.35 < (_CoreReader()(x).argmax(1).numpy() == labels).mean() < 0.65
     (trial,), _, design = run_trials(_CoreReader(), x, labels, [{"name": "corner", "masks": corner}], core=core)
     assert trial.decision == "excluded" and trial.n() == 100
-    assert design["forwards"] == 4 * 100
+    assert design["forwards"] == 4 * 100 + 100  # its 4 variants, and the clean forward (no main pass given)
 
 
 def test_a_variant_pair_decided_early_stops_while_the_other_goes_on():
@@ -150,7 +150,7 @@ def test_a_variant_pair_decided_early_stops_while_the_other_goes_on():
     (trial,), _, design = run_trials(_CoreReader(), x, labels, [{"name": "corner", "masks": corner}], core=core)
     assert trial.n("fill") == 100 and trial.states["fill_accuracy_drop"] == "excluded"
     assert trial.n("swap") > 100, trial.bounds
-    assert design["forwards"] == 2 * 100 + 2 * trial.n("swap")
+    assert design["forwards"] == 2 * 100 + 2 * trial.n("swap") + trial.n("swap")  # and the clean forwards
 
 
 class _BackgroundReader(torch.nn.Module):
@@ -190,6 +190,45 @@ def test_a_background_swap_is_controlled_by_the_core_swap():
     assert shortcut.swap_control_kind == "core" and shortcut.states["swap_towards_donor"] == "shown"
     assert shortcut.decision == "shown"
     assert clean.states["swap_towards_donor"] == "excluded" and clean.decision == "excluded", clean.bounds
+
+
+class _MovingCueReader(torch.nn.Module):
+    """Reads a cue painted in the top-left or the bottom-right corner: red-over-green -> class 0."""
+
+    def forward(self, x):
+        cue = sum(x[:, 0, a, b].mean((1, 2)) - x[:, 1, a, b].mean((1, 2))
+                  for a, b in ((slice(0, 3), slice(0, 3)), (slice(-3, None), slice(-3, None))))
+        logit = -100 * cue
+        return torch.stack([-logit, logit], 1)
+
+
+def test_a_background_swap_does_not_carry_the_donors_cue():
+    """The cue is annotated as its own region and moves between two corners; the background is the rest. A
+    union of the two images' backgrounds takes in the donor's cue (where the recipient has background) and
+    covers the recipient's: the 'background' swap was a swap of the cue, and flagged the background of a
+    cue reader (the calibration's rho = 1 models). A background swaps only what is background in both."""
+    from analysis.evidence.sequential_interventions import run_trials
+
+    gen = torch.Generator().manual_seed(4)
+    n = 200
+    labels = torch.randint(0, 2, (n,), generator=gen)
+    x = torch.full((n, 3, 16, 16), 0.3)
+    x[:, 2] = torch.rand(n, 16, 16, generator=gen)
+    patch = torch.zeros(n, 16, 16, dtype=torch.bool)
+    for i in range(n):
+        a, b = (slice(0, 3), slice(0, 3)) if i % 2 else (slice(-3, None), slice(-3, None))
+        patch[i, a, b] = True
+        x[i, int(labels[i]), a, b], x[i, 1 - int(labels[i]), a, b] = 1.0, 0.0
+    core = torch.zeros(n, 16, 16, dtype=torch.bool)
+    core[:, 6:10, 6:10] = True
+    background = ~(core | patch)
+    trials, _, _ = run_trials(_MovingCueReader(), x, labels.numpy(),
+                              [{"name": "background", "masks": background}, {"name": "patch", "masks": patch}],
+                              core=core)
+    found = {t.name: t for t in trials}
+    assert found["patch"].decision == "shown"
+    assert found["background"].swap_control_kind == "core"
+    assert found["background"].states["swap_towards_donor"] == "excluded", found["background"].bounds
 
 
 def test_a_swap_never_covers_the_recipients_core():
