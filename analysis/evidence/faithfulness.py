@@ -210,11 +210,10 @@ def score_aucs(score, images: torch.Tensor, maps: torch.Tensor, *, steps: int = 
             curve_sums[name] = total_curve if curve_sums[name] is None else curve_sums[name] + total_curve
         n_scored += len(paths.known) * (n - done)
         done = n
-        gains = _gains({k: np.concatenate(v) for k, v in per_image.items()})
-        if done >= total or all(_decided(g, margin) for g in gains.values()):
+        aucs = {k: np.concatenate(v) for k, v in per_image.items()}
+        if done >= total or all(_decided(g, margin) for g in _gains(aucs).values()):
             break
         n = min(total, 2 * done)
-    aucs = {k: np.concatenate(v) for k, v in per_image.items()}
     error = max(errors.values()) if errors else None
     out = {"n": done, "n_available": total, "steps": max(curve_steps["deletion"], curve_steps["insertion"]),
            "steps_per_curve": dict(curve_steps), "score_direction": SCORE_DIRECTION,

@@ -55,6 +55,13 @@ FILLS = ("mean", "blur", "shuffle")
 MAX_CONTROL_OVERLAP = 0.5  # above this, an equal-area control mostly re-tests the region itself
 
 
+def overlaps_itself(overlap, keep) -> bool:
+    """No equal-area roll avoids the region (a background): the least-overlapping roll still covers more than
+    `MAX_CONTROL_OVERLAP` of it, on average over the images `keep` that have it. Then the core is the control."""
+    overlap, keep = np.asarray(overlap, dtype=np.float64), np.asarray(keep, dtype=bool)
+    return bool(keep.any()) and float(overlap[keep].mean()) > MAX_CONTROL_OVERLAP
+
+
 def fill_colour(images: torch.Tensor, where: torch.Tensor, colour) -> torch.Tensor:
     """Images (B, 3, H, W) with the pixels of `where` (B, H, W) bool set to `colour`: one RGB triple in [0, 1], or
     one per image (B, 3). The one region fill of every task's intervention."""
@@ -155,7 +162,7 @@ def intervene(model: nn.Module, images: torch.Tensor, region: torch.Tensor, labe
         mean_colour = images.mean(dim=(0, 2, 3))
     controls, overlap = control_masks(region, tries=control_tries, seed=seed)
     control_kind = "equal-area"
-    if core is not None and float(overlap[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP:
+    if core is not None and overlaps_itself(overlap, keep):
         controls, control_kind = resize_masks(core.bool().cpu(), images.shape[-2:]) & ~region, "core"
     donors = images.roll(1, dims=0)
 
@@ -274,8 +281,7 @@ def swap_variants(images: torch.Tensor, region: torch.Tensor, donors: np.ndarray
     controls, overlap = control_masks(union, tries=control_tries, seed=seed + 1)
     keep = union.flatten(1).any(1)
     kind = "equal-area"
-    too_close = float(overlap[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP
-    if keep_out is not None and (control == "core" if control else too_close):
+    if keep_out is not None and (control == "core" if control else overlaps_itself(overlap, keep)):
         # a background: only the pixels that are background in both images. The union would take in the
         # donor's other regions (its cue, where the recipient has background) and cover the recipient's:
         # a swap of the scene around them that is really a swap of the cue.

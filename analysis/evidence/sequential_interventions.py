@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analysis.evidence.intervention import (MAX_CONTROL_OVERLAP, control_masks, effects, fill_region,
-                                            mcnemar_exact_greater, predict, swap_donors, swap_effects,
-                                            swap_variants, towards_donor)
+from analysis.evidence.intervention import (control_masks, effects, fill_region, mcnemar_exact_greater,
+                                            overlaps_itself, predict, swap_donors, swap_effects, swap_variants,
+                                            towards_donor)
 from analysis.stats.sequential import BOUNDS, DESIGN, decision, looks, net_rate_bounds, sequential_p
 
 METRICS = ("fill_flips", "fill_accuracy_drop", "swap_towards_donor", "swap_accuracy_drop")
@@ -115,7 +115,7 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
             values, overlap, kinds = _variant_predictions(model, x, masks, labels[r0:r1], groups,
                                                          core=None if core is None else core[r0:r1], fill=fill,
                                                          mean_colour=mean_colour, seed=seed + look,
-                                                         batch_size=batch_size, kinds=fixed)
+                                                         batch_size=batch_size, fixed_kinds=fixed)
             forwards += 2 * len(groups) * len(x)
             if look == 0:
                 trials[j].control_kind = kinds.get("fill", trials[j].control_kind)
@@ -129,18 +129,17 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
 
 
 def _variant_predictions(model, x, masks, labels, groups, *, core, fill, mean_colour, seed, batch_size,
-                         kinds=None):
+                         fixed_kinds=None):
     """Predictions under the variants of `groups` ("fill": fill and its control, "swap": swap and its control),
-    from one stream of forwards. `kinds`: each pair's control kind as the first look chose it (None at the first
-    look: chosen here from this chunk's overlaps), so one test never mixes two controls.
+    from one stream of forwards. `fixed_kinds`: each pair's control kind as the first look chose it (None at the
+    first look: chosen here from this chunk's overlaps), so one test never mixes two controls.
     Returns (values, fill control overlap or None, {pair: its control's kind})."""
-    stream, values, overlap, fixed, kinds = [], {}, None, kinds, {}
+    stream, values, overlap, kinds = [], {}, None, {}
     if "fill" in groups:
         controls, overlap_t = control_masks(masks, seed=seed)
         keep = masks.flatten(1).any(1)
         kinds["fill"] = "equal-area"
-        too_close = float(overlap_t[keep].mean() if keep.any() else 0) > MAX_CONTROL_OVERLAP
-        if core is not None and (fixed["fill"] == "core" if fixed else too_close):
+        if core is not None and (fixed_kinds["fill"] == "core" if fixed_kinds else overlaps_itself(overlap_t, keep)):
             controls, kinds["fill"] = core.bool() & ~masks, "core"
         stream += [fill_region(x, masks, fill, mean_colour=mean_colour),
                    fill_region(x, controls, fill, mean_colour=mean_colour)]
@@ -148,7 +147,7 @@ def _variant_predictions(model, x, masks, labels, groups, *, core, fill, mean_co
     if "swap" in groups:
         donors = swap_donors(labels, masks.flatten(1).any(1).numpy(), seed=seed)
         swapped, swapped_control, swap_keep, swap_kind = swap_variants(
-            x, masks, donors, seed=seed, keep_out=core, control=fixed["swap"] if fixed else None)
+            x, masks, donors, seed=seed, keep_out=core, control=fixed_kinds["swap"] if fixed_kinds else None)
         stream += [swapped, swapped_control]
         values["swap_keep"] = swap_keep.numpy()
         kinds["swap"] = swap_kind

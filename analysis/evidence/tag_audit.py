@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analysis.evidence.intervention import MAX_CONTROL_OVERLAP, control_masks, fill_region
+from analysis.evidence.intervention import control_masks, fill_region, overlaps_itself
 from analysis.evidence.paired_effects import paired_effect
 from analysis.evidence.stage import candidate_regions, core_masks, load_subset, region_masks, sample_images
 
@@ -56,7 +56,7 @@ def tag_interventions(loaded, dataset, store, *, threshold: float = 0.5, seed: i
         present = masks.flatten(1).any(1).numpy()
         controls, overlap = control_masks(masks, seed=seed)
         control_kind = "equal-area"
-        if core is not None and float(overlap[present].mean()) > MAX_CONTROL_OVERLAP:
+        if core is not None and overlaps_itself(overlap, present):
             controls, control_kind = core & ~masks, "core"
         filled = sigmoid_scores(loaded.module, fill_region(batch.inputs, masks, fill, mean_colour=mean_colour),
                                 batch_size).numpy()
