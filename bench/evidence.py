@@ -1,13 +1,18 @@
-"""`python -m bench.evidence [--n 1000] [--rounds 2]`: the evidence stage against the explainer pass, one process.
+"""`python -m bench.evidence [--n 1000] [--rounds 2] [--model resnet18|cage-v1]`: the evidence stage against the
+explainer pass, one process.
 
 The issue's budget: the evidence stage (fill and swap interventions with their controls on the sequential
 sample, discovered regions, second explainer, sanity, faithfulness) costs at most as much as the run's
 explainer pass (Grad-CAM) on 1,000 images. Both are timed on the same loaded model, interleaved over
 `--rounds` rounds after a warm-up, median reported: explainer = `explain` over the n images in batches of
 32 (images decoded beforehand, as the runner's prefetch thread does); evidence = `compute_evidence` on the
-finished run's store (its default cap, 400 images, 100 per look). Data: the cage sample at 64x64 and its
-committed v1 model (the shortcut model: regions are decided at the first looks only when the evidence is
-clear, so this is the typical, not the best, case). Prints the ratio and writes bench/results/evidence.json.
+finished run's store (its default cap, 400 images, 100 per look). Printed: evidence / explainer, and
+interventions / explainer (the part the issue added: swaps and the sequential sample).
+
+Models: `resnet18` (default): `bench.e2e`'s random-weight torchvision resnet18 at 224 px on the cage
+sample, where forwards are what costs. `cage-v1`: the committed shortcut model (a tiny CNN at 64 px): its
+Grad-CAM pass over 1,000 images takes ~0.1 s, less than decoding the evidence sample, so its ratio measures
+fixed costs, not forwards. Writes bench/results/evidence.json (or `--out` NAME.json).
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where the model, explainer and evidence run")
+    parser.add_argument("--model", choices=("resnet18", "cage-v1"), default="resnet18")
+    parser.add_argument("--out", default="evidence", help="results file name under bench/results (no suffix)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -42,10 +49,17 @@ def main(argv=None) -> dict:
 
     root = Path(tempfile.mkdtemp(prefix="bench-evidence-"))
     ws = Workspace(root / "ws")
-    data = ws.register_dataset(generate("cage", root / "cage", n=args.n, size=64, leak=0.9, seed=7))
-    folder = WEIGHTS_DIR / "cage" / "v1"
-    run_id = ws.create_run(ws.register_model(folder / "model.pt2", folder / "model.json"), data, "gradcam", {},
-                           n=args.n, seed=0)
+    data_folder = generate("cage", root / "cage", n=args.n, size=64, leak=0.9, seed=7)
+    if args.model == "resnet18":
+        from bench.e2e import make_model
+
+        classes = sorted({line.split(",")[1] for line in (data_folder / "manifest.csv").read_text().splitlines()[1:]})
+        model_path = make_model(root / "model", classes, "resnet18", 224)
+        model_id = ws.register_model(model_path, model_path.with_name("model.json"))
+    else:
+        folder = WEIGHTS_DIR / "cage" / "v1"
+        model_id = ws.register_model(folder / "model.pt2", folder / "model.json")
+    run_id = ws.create_run(model_id, ws.register_dataset(data_folder), "gradcam", {}, n=args.n, seed=0)
     execute_run(ws, run_id, device=args.device, progress=False)
     run = ws.run(run_id)
     prepared = task_of_run(ws, run).prepare(ws, run, args.device)
@@ -83,15 +97,20 @@ def main(argv=None) -> dict:
                 evidence = evidence_pass()
             times[name].append(time.perf_counter() - start)
     explain_s, evidence_s = statistics.median(times["explainer"]), statistics.median(times["evidence"])
-    result = {"n_images": len(batch.inputs), "explainer_s": explain_s, "evidence_s": evidence_s,
-              "ratio_evidence_over_explainer": evidence_s / explain_s, "rounds": times, "evidence_parts_s": parts,
+    interventions_s = statistics.median(p.get("evidence: interventions", 0.0) for p in parts)
+    result = {"n_images": len(batch.inputs), "model": args.model, "explainer_s": explain_s,
+              "evidence_s": evidence_s, "interventions_s": interventions_s,
+              "ratio_evidence_over_explainer": evidence_s / explain_s,
+              "ratio_interventions_over_explainer": interventions_s / explain_s, "rounds": times,
+              "evidence_parts_s": parts,
               "sequential": evidence["sequential"],
               "regions": {k: v["sequential"]["n"] for k, v in evidence["interventions"].items()}}
-    out = Path(__file__).resolve().parent / "results" / "evidence.json"
+    out = Path(__file__).resolve().parent / "results" / f"{args.out}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"explainer pass (gradcam, {len(batch.inputs)} images): {explain_s:.2f} s; evidence stage: "
-          f"{evidence_s:.2f} s; ratio evidence / explainer = {evidence_s / explain_s:.2f} "
+          f"{evidence_s:.2f} s; ratio evidence / explainer = {evidence_s / explain_s:.2f}, interventions / "
+          f"explainer = {interventions_s / explain_s:.2f} "
           f"(images used per region: {result['regions']})")
     print("evidence parts, seconds per round: " + "; ".join(
         ", ".join(f"{k[len('evidence: '):]} {v:.2f}" for k, v in round_parts.items()) for round_parts in parts))

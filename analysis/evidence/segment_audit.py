@@ -17,6 +17,7 @@ import torch
 from analysis.evidence.intervention import control_masks, fill_region, resize_masks
 from analysis.evidence.paired_effects import paired_effect
 from analysis.evidence.stage import candidate_regions, load_subset, region_masks, sample_images
+from explainers.models import folded_for_prediction
 
 MAX_IMAGES = 200
 FOUND = 0.5
@@ -51,7 +52,8 @@ def segment_interventions(loaded, dataset, store, *, seed: int = 0, batch_size: 
     truth = torch.cat([torch.as_tensor(np.asarray(dataset.load_target(by_id[int(i)]), np.int64))[None]
                        for i in batch.ids])
     truth = resize_masks(truth, batch.inputs.shape[-2:])
-    base = predict_maps(loaded.module, batch.inputs, batch_size)
+    model = folded_for_prediction(loaded.module, batch.inputs[:2])  # prediction-only forwards
+    base = predict_maps(model, batch.inputs, batch_size)
     truth = resize_masks(truth, base.shape[-2:])
     mean_colour = batch.inputs.mean(dim=(0, 2, 3))
     out = []
@@ -68,8 +70,8 @@ def segment_interventions(loaded, dataset, store, *, seed: int = 0, batch_size: 
             where, control = (masks & ~own)[rows], (rolled & ~own)[rows]
             overlap = float(((control & where).flatten(1).sum(1).float() / where.flatten(1).sum(1).clamp_min(1)).mean())
             x = batch.inputs[rows]
-            after = predict_maps(loaded.module, fill_region(x, where, fill, mean_colour=mean_colour), batch_size)
-            ctrl = predict_maps(loaded.module, fill_region(x, control, fill, mean_colour=mean_colour), batch_size)
+            after = predict_maps(model, fill_region(x, where, fill, mean_colour=mean_colour), batch_size)
+            ctrl = predict_maps(model, fill_region(x, control, fill, mean_colour=mean_colour), batch_size)
             t, b0 = truth[rows], base[rows]
             accuracy = [((p == c) & (t == c)).flatten(1).sum(1).float() / (t == c).flatten(1).sum(1).clamp_min(1)
                         for p in (b0, after, ctrl)]

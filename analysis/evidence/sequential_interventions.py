@@ -1,9 +1,10 @@
 """Fill and swap interventions on an evidence sample that grows until each region's effect is decided.
 
-Per chunk of images, the base predictions are the main pass's (or one forward); then, per region still
-undecided, the variants it still needs go through the model as one stream of batches: fill and fill
+At each look, every region still undecided takes the next chunk of rows its pairs can use (the fill pair:
+rows holding the region; the swap pair: every row), the base predictions are the main pass's (or one
+forward), and the variants it still needs go through the model as one stream of batches: fill and fill
 control while the fill's accuracy drop is undecided, swap and swap control while a swap metric is
-(`analysis.evidence.intervention`). After each chunk (a look of the sequential design,
+(`analysis.evidence.intervention`). After each look (of the sequential design,
 `analysis.stats.sequential`) every effect net of its control gets a simultaneous interval at alpha / K
 from its discordant pairs (`_counts`): fill flips, fill accuracy drop, swap flips towards the donor's
 class, swap accuracy drop. A region is *shown* once one interval of `DECISION_METRICS` lies above
@@ -50,17 +51,18 @@ class Trial:
         self.control_kind = self.swap_control_kind = "equal-area"
         self.decision, self.bounds, self.looks = "undecided", {}, 0
         self.states: dict[str, str] = {m: "undecided" for m in DECISION_METRICS}
+        self.exhausted: set[str] = set()  # pairs that have used every usable row of the sample
 
     def active_groups(self) -> list[str]:
         """The variant pairs this region still samples."""
         if self.decision != "undecided":
             return []
-        return [g for g, metrics in GROUPS.items() if any(self.states.get(m) == "undecided" for m in metrics)]
+        return [g for g, metrics in GROUPS.items()
+                if g not in self.exhausted and any(self.states.get(m) == "undecided" for m in metrics)]
 
-    def add(self, rows: np.ndarray, values: dict[str, np.ndarray], overlap: np.ndarray | None) -> None:
-        for group in GROUPS:
-            if f"{group}_keep" in values:
-                self.rows[group].append(rows)
+    def add(self, rows: dict[str, np.ndarray], values: dict[str, np.ndarray], overlap: np.ndarray | None) -> None:
+        for group, group_rows in rows.items():
+            self.rows[group].append(group_rows)
         for key, value in values.items():
             self.parts[key].append(value)
         if overlap is not None:
@@ -85,42 +87,55 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
                base_predictions: np.ndarray | None = None, on_look=None) -> tuple[list[Trial], np.ndarray, dict]:
     """Run the sequential sample. regions: [{name, masks (B, H, W) bool}] over the rows of `inputs`.
     `base_predictions`: the clean predictions of these rows when the main pass already made them (the
-    run's `pred_idx`), so a look costs only its variants' forwards; None: one clean forward per look.
+    run's `pred_idx`), so a look costs only its variants' forwards; None: one clean forward per row used.
     `on_look(look, planned looks, images so far, regions undecided)` is told when each look starts.
 
-    Returns (trials, base predictions for the rows forwarded, design dict)."""
+    Each pair reads the sample through its own cursor, `chunk` *usable* rows per look: the fill pair only
+    rows that hold the region (filling an absent region is the clean image: two forwards that test
+    nothing, and a look of 100 rows with 95 usable ones left a clean model's bound at 5.2 points, one look
+    short of excluding 5), the swap pair every row (a region absent from the recipient is transplanted from
+    the donor). Which rows a pair uses depends on the masks only, never on outcomes, so the looks' bounds
+    keep their level. Returns (trials, base predictions for the rows forwarded (-1 elsewhere), design)."""
     cap = len(inputs)
     n_looks = looks(cap, chunk)
     alpha_look = alpha / n_looks
     mean_colour = inputs.mean(dim=(0, 2, 3)) if cap else None
     trials = [Trial(r["name"]) for r in regions]
+    usable = {"fill": [r["masks"].flatten(1).any(1).numpy() for r in regions],
+              "swap": [np.ones(cap, dtype=bool)] * len(regions)}
+    cursors = {(j, g): 0 for j in range(len(trials)) for g in GROUPS}
     base = np.full(cap, -1, dtype=np.int64)
     used = forwards = 0
     for look in range(n_looks):
-        active = [j for j, t in enumerate(trials) if t.active_groups()]
-        if not active:
+        plan = {}
+        for j, trial in enumerate(trials):
+            for group in trial.active_groups():
+                rows, cursors[j, group] = _next_rows(usable[group][j], cursors[j, group], chunk)
+                if len(rows):
+                    plan.setdefault(j, {})[group] = rows
+                else:
+                    trial.exhausted.add(group)
+        if not plan:
             break
-        r0, r1 = look * chunk, min(cap, (look + 1) * chunk)
+        used = max(used, max(cursors.values()))
         if on_look is not None:
-            on_look(look + 1, n_looks, r1, len(active))
-        x = inputs[r0:r1]
-        base[r0:r1] = (predict(model, x, batch_size)[0].numpy() if base_predictions is None
-                       else np.asarray(base_predictions[r0:r1], dtype=np.int64))
-        forwards += len(x) if base_predictions is None else 0
-        used = r1
-        for j in active:
-            groups = trials[j].active_groups()
-            masks = regions[j]["masks"][r0:r1].bool()
+            on_look(look + 1, n_looks, used, len(plan))
+        needed = np.unique(np.concatenate([rows for groups in plan.values() for rows in groups.values()]))
+        missing = needed[base[needed] < 0]
+        if len(missing):
+            base[missing] = (predict(model, inputs[missing], batch_size)[0].numpy() if base_predictions is None
+                             else np.asarray(base_predictions, dtype=np.int64)[missing])
+            forwards += len(missing) if base_predictions is None else 0
+        for j, groups in plan.items():
             fixed = None if look == 0 else {"fill": trials[j].control_kind, "swap": trials[j].swap_control_kind}
-            values, overlap, kinds = _variant_predictions(model, x, masks, labels[r0:r1], groups,
-                                                         core=None if core is None else core[r0:r1], fill=fill,
-                                                         mean_colour=mean_colour, seed=seed + look,
-                                                         batch_size=batch_size, fixed_kinds=fixed)
-            forwards += 2 * len(groups) * len(x)
+            values, overlap, kinds = _variant_predictions(model, inputs, regions[j]["masks"], labels, groups,
+                                                         core=core, fill=fill, mean_colour=mean_colour,
+                                                         seed=seed + look, batch_size=batch_size, fixed_kinds=fixed)
+            forwards += 2 * sum(len(rows) for rows in groups.values())
             if look == 0:
                 trials[j].control_kind = kinds.get("fill", trials[j].control_kind)
                 trials[j].swap_control_kind = kinds.get("swap", trials[j].swap_control_kind)
-            trials[j].add(np.arange(r0, r1), values, overlap)
+            trials[j].add(groups, values, overlap)
             _decide(trials[j], base, labels, alpha_look, threshold)
     design = {"design": DESIGN, "bounds": BOUNDS, "chunk": chunk, "cap": cap, "planned_looks": n_looks,
               "alpha": alpha, "alpha_per_look": alpha_look, "threshold": threshold, "n_used": used,
@@ -128,33 +143,48 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
     return trials, base, design
 
 
-def _variant_predictions(model, x, masks, labels, groups, *, core, fill, mean_colour, seed, batch_size,
+def _next_rows(usable: np.ndarray, cursor: int, chunk: int) -> tuple[np.ndarray, int]:
+    """The next `chunk` usable rows from `cursor` (fewer at the end of the sample), and the cursor after them."""
+    rows = np.flatnonzero(usable[cursor:])[:chunk] + cursor
+    return rows, (int(rows[-1]) + 1 if len(rows) == chunk else len(usable))
+
+
+def _variant_predictions(model, inputs, masks, labels, groups, *, core, fill, mean_colour, seed, batch_size,
                          fixed_kinds=None):
-    """Predictions under the variants of `groups` ("fill": fill and its control, "swap": swap and its control),
-    from one stream of forwards. `fixed_kinds`: each pair's control kind as the first look chose it (None at the
-    first look: chosen here from this chunk's overlaps), so one test never mixes two controls.
-    Returns (values, fill control overlap or None, {pair: its control's kind})."""
+    """Predictions under the variants of `groups` ({"fill": rows, "swap": rows}: fill and its control, swap and
+    its control, each on its rows of `inputs`), from one stream of forwards. `fixed_kinds`: each pair's control
+    kind as the first look chose it (None at the first look: chosen here from this look's overlaps), so one
+    test never mixes two controls. Returns (values, fill control overlap or None, {pair: its control's kind})."""
     stream, values, overlap, kinds = [], {}, None, {}
     if "fill" in groups:
-        controls, overlap_t = control_masks(masks, seed=seed)
-        keep = masks.flatten(1).any(1)
+        rows = groups["fill"]
+        x, region = inputs[rows], masks[rows].bool()
+        controls, overlap_t = control_masks(region, seed=seed)
+        keep = region.flatten(1).any(1)
         kinds["fill"] = "equal-area"
         if core is not None and (fixed_kinds["fill"] == "core" if fixed_kinds else overlaps_itself(overlap_t, keep)):
-            controls, kinds["fill"] = core.bool() & ~masks, "core"
-        stream += [fill_region(x, masks, fill, mean_colour=mean_colour),
+            controls, kinds["fill"] = core[rows].bool() & ~region, "core"
+        stream += [fill_region(x, region, fill, mean_colour=mean_colour),
                    fill_region(x, controls, fill, mean_colour=mean_colour)]
         values["fill_keep"], overlap = keep.numpy(), overlap_t.numpy()
     if "swap" in groups:
-        donors = swap_donors(labels, masks.flatten(1).any(1).numpy(), seed=seed)
+        rows = groups["swap"]
+        x, region = inputs[rows], masks[rows].bool()
+        donors = swap_donors(labels[rows], region.flatten(1).any(1).numpy(), seed=seed)
         swapped, swapped_control, swap_keep, swap_kind = swap_variants(
-            x, masks, donors, seed=seed, keep_out=core, control=fixed_kinds["swap"] if fixed_kinds else None)
+            x, region, donors, seed=seed, keep_out=None if core is None else core[rows],
+            control=fixed_kinds["swap"] if fixed_kinds else None)
         stream += [swapped, swapped_control]
         values["swap_keep"] = swap_keep.numpy()
         kinds["swap"] = swap_kind
-        values["donor_label"] = np.where(donors >= 0, labels[np.maximum(donors, 0)], -1)
-    preds = predict(model, torch.cat(stream), batch_size)[0].numpy().reshape(len(stream), len(x))
-    names = [name for g in ("fill", "swap") if g in groups for name in (g, f"{g}_control")]
-    values.update({name: preds[k] for k, name in enumerate(names)})
+        values["donor_label"] = np.where(donors >= 0, labels[rows][np.maximum(donors, 0)], -1)
+    preds = predict(model, torch.cat(stream), batch_size)[0].numpy()
+    offset = 0
+    for group in ("fill", "swap"):
+        if group in groups:
+            n = len(groups[group])
+            values[group], values[f"{group}_control"] = preds[offset:offset + n], preds[offset + n:offset + 2 * n]
+            offset += 2 * n
     return values, overlap, kinds
 
 

@@ -7,6 +7,7 @@ fill_region`, the images' mean colour by default) and under the control fill (`c
 mask rolled to where it overlaps itself least; for a region so large that no shift avoids it, the core
 regions, as in the classifier's evidence), and whether the tag flips (its predicted state at `threshold`
 changes). `analysis.evidence.paired_effects` turns that into drops with CIs and the exact McNemar test.
+Forwards run on the BatchNorm-folded copy (`explainers.models.folded_for_prediction`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from analysis.evidence.intervention import control_masks, fill_region, overlaps_itself
 from analysis.evidence.paired_effects import paired_effect
 from analysis.evidence.stage import candidate_regions, core_masks, load_subset, region_masks, sample_images
+from explainers.models import folded_for_prediction
 
 MAX_IMAGES = 200
 
@@ -46,7 +48,8 @@ def tag_interventions(loaded, dataset, store, *, threshold: float = 0.5, seed: i
         if int(image_id) in row_of:
             is_target[row_of[int(image_id)], int(tag_idx)] = True
     mean_colour = batch.inputs.mean(dim=(0, 2, 3))
-    base = sigmoid_scores(loaded.module, batch.inputs, batch_size).numpy()
+    model = folded_for_prediction(loaded.module, batch.inputs[:2])
+    base = sigmoid_scores(model, batch.inputs, batch_size).numpy()
     core = core_masks(batch, regions)
     out = []
     for region in candidate_regions(images, regions):
@@ -58,10 +61,13 @@ def tag_interventions(loaded, dataset, store, *, threshold: float = 0.5, seed: i
         control_kind = "equal-area"
         if core is not None and overlaps_itself(overlap, present):
             controls, control_kind = core & ~masks, "core"
-        filled = sigmoid_scores(loaded.module, fill_region(batch.inputs, masks, fill, mean_colour=mean_colour),
-                                batch_size).numpy()
-        control = sigmoid_scores(loaded.module, fill_region(batch.inputs, controls, fill, mean_colour=mean_colour),
-                                 batch_size).numpy()
+        # only the images that hold the region: filling an absent one is the clean image
+        filled, control = base.copy(), base.copy()
+        x, where = batch.inputs[present], torch.as_tensor(present)
+        filled[present] = sigmoid_scores(model, fill_region(x, masks[where], fill, mean_colour=mean_colour),
+                                         batch_size).numpy()
+        control[present] = sigmoid_scores(model, fill_region(x, controls[where], fill, mean_colour=mean_colour),
+                                          batch_size).numpy()
         for j, tag in enumerate(names):
             rows = is_target[:, j] & present
             before, after, ctrl = base[rows, j], filled[rows, j], control[rows, j]

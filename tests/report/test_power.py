@@ -153,6 +153,25 @@ def test_a_variant_pair_decided_early_stops_while_the_other_goes_on():
     assert design["forwards"] == 2 * 100 + 2 * trial.n("swap") + trial.n("swap")  # and the clean forwards
 
 
+def test_the_fill_pair_reads_only_rows_that_hold_the_region():
+    """The region is in half the images. A look of 100 rows held it in ~50: two forwards each on the rest tested
+    nothing, and the clean model's bound at 50 pairs (15 points) needed three more looks to exclude 5. The
+    fill pair's look takes the next 100 rows that hold it; the swap pair (which transplants an absent region
+    from the donor) takes every row: both are excluded at the first look."""
+    from analysis.evidence.sequential_interventions import run_trials
+
+    x, labels, corner, core = _cue_images(400, 0.0, seed=5)
+    corner[1::2] = False
+    (trial,), base, design = run_trials(_CoreReader(), x, labels, [{"name": "corner", "masks": corner}], core=core)
+    fill_rows, swap_rows = trial.arrays()["fill_rows"], trial.arrays()["swap_rows"]
+    assert trial.decision == "excluded" and trial.looks == 1, trial.bounds
+    assert trial.n("fill") == 100 and corner[fill_rows].flatten(1).any(1).all() and fill_rows.max() == 198
+    assert np.array_equal(swap_rows, np.arange(100))
+    forwarded = np.union1d(fill_rows, swap_rows)
+    assert np.array_equal(np.flatnonzero(base >= 0), forwarded)
+    assert design["forwards"] == 2 * 100 + 2 * 100 + len(forwarded) and design["n_used"] == 199
+
+
 class _BackgroundReader(torch.nn.Module):
     """Reads the background's blue (a background shortcut): class 1 when it is bright."""
 
