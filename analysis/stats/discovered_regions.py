@@ -10,8 +10,8 @@ described by *where it sits* relative to the frame (distance of its centre from 
 from the nearest edge: the same for all four corners) and its size, then grouped across images SpRAy-style
 (`analysis.stats.clustering`: symmetric k-NN graph, k from the Laplacian eigengap, spectral clustering;
 clusters with near-identical mean descriptors are merged back).
-The uniformity of the pixels where the map peaks (share within 0.06 of their median colour) goes into
-the name only: a colour cue's two colours must not split it. A group found in at least `min_share` of the images is a candidate region with its own per-image masks
+The uniformity of what the map points at (the flat area of the image inside the component, `flat_areas`,
+as a share of the pixels the map peaks on, capped at 1) goes into the name only: a colour cue's two colours must not split it. A group found in at least `min_share` of the images is a candidate region with its own per-image masks
 (the union of that image's members; empty where the image has none). A candidate that stays inside one
 fixed region of comparable size (a grid cell, an annotated region) is that region, already tested, and is
 dropped. Its name says what is known ("small uniform patch, in one of 4 corners, 96% of images, all classes").
@@ -56,6 +56,7 @@ def salient_components(maps: np.ndarray, images: np.ndarray, core: np.ndarray, *
         top = m.max()
         if not top > 0:
             continue
+        flat = None  # computed for the first component kept
         labelled, count = ndimage.label(m >= level * top)
         total = m.sum()
         for c in range(1, count + 1):
@@ -75,7 +76,10 @@ def salient_components(maps: np.ndarray, images: np.ndarray, core: np.ndarray, *
             ys, xs = np.nonzero(mask)
             cy, cx = (ys.mean() + 0.5) / h, (xs.mean() + 0.5) / w
             centre = mask & (m >= 0.9 * m[peak])  # what the map peaks on: the cue, not the blur around it
-            uniformity = _uniformity(images[i][:, centre])
+            flat = flat_areas(images[i]) if flat is None else flat
+            # a flat area in the component at least as large as the map's peak (a coarse peak sits beside the
+            # cue as often as on it): capped at 1
+            uniformity = float(min(1.0, (flat & mask).sum() / max(1, centre.sum())))
             radial = float(np.hypot(cy - 0.5, cx - 0.5))
             edge = float(min(cy, cx, 1 - cy, 1 - cx))
             area = pixels / (h * w)
@@ -200,13 +204,28 @@ def describe(members: list[dict], rows: list[int], labels: np.ndarray, n: int, c
                          "position_counts": counts, "class_share": per_class}
 
 
-def _uniformity(pixels: np.ndarray, tolerance: float = 0.06) -> float:
-    """Share of the (3, k) pixels within `tolerance` of their median colour in every channel: a flat
-    patch scores ~1 even where the blob's edge takes in some background, noise or texture ~0."""
-    if pixels.shape[1] < 2:
-        return 0.0
-    median = np.median(pixels, axis=1, keepdims=True)
-    return float((np.abs(pixels - median) <= tolerance).all(axis=0).mean())
+def flat_areas(image: np.ndarray, *, tolerance: float = 0.06, min_pixels: int = 4) -> np.ndarray:
+    """(H, W) bool: the pixels of flat areas of `image` (3, H, W) in [0, 1]. A pixel is flat when its four
+    neighbours are within `tolerance` of it in every channel; flat pixels connected in groups of at least
+    `min_pixels`, grown by one pixel (the area's own rim, whose outer neighbours differ), are the areas.
+
+    Why not the spread of the peak's colours: a coarse map's peak (a 7x7 Grad-CAM cell upsampled) takes in
+    several times the cue's area and sits beside it as often as on it, so a flat 5x5 patch on a noisy
+    background was a minority of the peak's pixels and was named "textured" (uniformity 0.05); noise (two
+    neighbours 0.12 apart on average) has no flat area at all."""
+    from scipy import ndimage
+
+    padded = np.pad(image, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    h, w = image.shape[1:]
+    flat = np.ones((h, w), dtype=bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        flat &= (np.abs(padded[:, dy:dy + h, dx:dx + w] - image) <= tolerance).all(axis=0)
+    labelled, count = ndimage.label(flat)
+    if not count:
+        return flat
+    sizes = np.bincount(labelled.ravel(), minlength=count + 1)
+    kept = (sizes >= min_pixels)[labelled] & flat
+    return ndimage.binary_dilation(kept, structure=np.ones((3, 3), bool))
 
 
 def _inside_fixed(masks: np.ndarray, rows: list[int], fixed: dict[str, np.ndarray]) -> bool:

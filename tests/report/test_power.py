@@ -70,6 +70,34 @@ def test_discovery_groups_a_corner_blob_that_moves_and_names_it_by_position():
     assert discover_regions(maps, images, labels, core, fixed) == []
 
 
+def test_a_coarse_maps_blob_around_a_flat_patch_is_named_uniform_and_a_checkerboard_textured():
+    """A coarse map (a 7x7 Grad-CAM cell upsampled) peaks on a blob several times the cue's size, beside it as
+    often as on it: the peak's pixels were mostly noise, and a flat patch was named "textured" (0.05 on the
+    calibration's cue). Uniformity is now the flat area inside the component against the peak's size."""
+    from analysis.stats.discovered_regions import discover_regions
+
+    rng = np.random.default_rng(2)
+    n, s = 60, 32
+    core = np.zeros((n, s, s), dtype=bool)
+    core[:, 11:21, 11:21] = True
+    labels = np.arange(n) % 2
+    named = {}
+    for cue in ("flat", "checkerboard"):
+        maps = np.zeros((n, s, s), np.float32)
+        images = rng.uniform(0.3, 0.6, (n, 3, s, s)).astype(np.float32)
+        for i, c in enumerate(rng.integers(0, 4, n)):
+            y, x = (1 if c < 2 else s - 6), (1 if c % 2 == 0 else s - 6)
+            images[i, :, y:y + 5, x:x + 5] = 0.9 if cue == "flat" else 0.1 + 0.8 * (np.indices((5, 5)).sum(0) % 2)
+            by, bx = max(0, y - 3), max(0, x - 3)
+            maps[i, by:by + 11, bx:bx + 11] = 0.7  # the blob, 4.8x the cue's area
+            py, px = (y + 5, x + 5) if c == 0 else (max(0, y - 3), max(0, x - 3))
+            maps[i, py:py + 4, px:px + 4] = 1.0  # its peak, on the blob's rim beside the cue
+        (found,) = discover_regions(maps, images, labels, core, classes=["a", "b"])
+        named[cue] = found["description"]
+    assert named["flat"].startswith("small uniform patch, in one of 4 corners"), named
+    assert named["checkerboard"].startswith("small textured patch, in one of 4 corners"), named
+
+
 def test_alongside_masks_discovery_searches_the_scene_only_and_drops_the_objects_own_blob():
     from analysis.stats.discovered_regions import discover_regions, searchable_pixels
 
