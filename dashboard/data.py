@@ -348,6 +348,12 @@ def discovered_by_version(run_ids: tuple[str, ...], versions: tuple[str, ...], n
     return {name: report(r, v) for r, v, name in zip(run_ids, versions, names)}
 
 
+def discovered_tracks(reports: dict) -> list[list[str | None]]:
+    """The same discovered cue across the versions of `reports` (`analysis.report.compare.discovered_tracks`)."""
+    match = engine_function("analysis.report.compare", "discovered_tracks")
+    return match(list(reports.values())) if match is not None else []
+
+
 # --- exports ------------------------------------------------------------------------------------------
 def exporters(run_id: str, version: str) -> dict[str, object]:
     """Format -> a no-argument callable producing the file (run when the button is clicked), or None."""

@@ -554,15 +554,27 @@ def discovered_rows(report: dict) -> pd.DataFrame:
                                        "swap: towards donor (control)", "swap p", "verdict", "flagged", "exemplars"])
 
 
-def comparison_discovered(reports: dict[str, dict]) -> pd.DataFrame:
-    """Per version (label -> its report), the regions discovered in it with their attention, evidence and verdict;
-    discovered regions are per run (the same cue can be `discovered-2` in one version, `discovered-1` in the
-    next), so they are listed by version rather than matched."""
-    columns = ["version", "region", "flagged", "swap: towards donor (control)", "fill: flips (control)", "lift",
-               "images", "description"]
-    frames = [discovered_rows(report).assign(version=label) for label, report in reports.items()]
+def comparison_discovered(reports: dict[str, dict], tracks: list[list[str | None]] | None = None) -> pd.DataFrame:
+    """Per version (label -> its report), the regions discovered in it with their attention, evidence and verdict.
+    Discovered regions are numbered per audit (the same cue can be `discovered-2` in one version, `discovered-1`
+    in the next); `tracks` (`analysis.report.compare.discovered_tracks`, in the order of `reports`) gives each
+    cue one number across versions ("cue 1"), and the rows are grouped by cue, versions in order."""
+    columns = ["cue", "version", "region", "flagged", "swap: towards donor (control)", "fill: flips (control)",
+               "lift", "images", "description"]
+    labels = list(reports)
+    cue_of = {(labels[k], name): f"cue {t + 1}" for t, track in enumerate(tracks or [])
+              for k, name in enumerate(track) if name is not None and k < len(labels)}
+    frames = []
+    for k, (label, report) in enumerate(reports.items()):
+        rows = discovered_rows(report).assign(version=label, order=k)
+        rows["cue"] = [cue_of.get((label, name), "") for name in rows["region"]]
+        frames.append(rows)
     frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    table["first"] = table.groupby("cue")["order"].transform("min") if tracks else table["order"]
+    return table.sort_values(["first", "cue", "order"], kind="stable")[columns].reset_index(drop=True)
 
 
 def gallery_of_images(table: pd.DataFrame, image_ids: list[int]) -> pd.DataFrame:

@@ -6,7 +6,8 @@ on per-image mass. When the runs share images the test is paired (sign-flip perm
 differences, which is exact in distribution under "no change" for each image); otherwise an unpaired
 permutation of the pooled values. Maps of consecutive versions are compared image by image (Spearman rank
 correlation, IoU of the top-k% pixels), and subgroup accuracies are listed per version. `summary` says it
-in words, for the regions and subgroups that changed significantly.
+in words, for the regions and subgroups that changed significantly. Regions discovered from the maps are
+numbered per audit; `discovered_tracks` matches them across versions.
 """
 from __future__ import annotations
 
@@ -54,6 +55,46 @@ def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, 
     result = {"runs": names, "run_ids": ids, "regions": regions, "map_similarity": similarity, "accuracy": accuracy}
     result["summary"] = summarise(result, alpha=alpha)
     return result
+
+
+def discovered_tracks(reports: list[dict], *, min_score: float = 0.25) -> list[list[str | None]]:
+    """The same discovered cue across versions: per track, its region name in each report (None where that
+    version's audit did not discover it), in the order of `reports`.
+
+    Discovered regions are numbered per audit (a cue is `discovered-2` in v1 and `discovered-1` in v3), so
+    they are matched on what they hold: a track's latest region and a new one score the Jaccard overlap of
+    the images that hold them times the overlap of their position histograms (corners vs border vs centre);
+    pairs are taken best first, at least `min_score`, each region at most once. Audits of the same
+    validation sample (the compare page's case) share image ids; audits of disjoint samples match nothing."""
+    tracks: list[list[str | None]] = []
+    latest: list[dict] = []
+    for k, report in enumerate(reports):
+        found = list(report.get("discovered_regions") or [])
+        pairs = sorted(((_track_score(latest[t], d), t, j) for t in range(len(tracks)) for j, d in enumerate(found)),
+                       key=lambda p: -p[0])
+        taken_t, taken_j = set(), set()
+        for score, t, j in pairs:
+            if score >= min_score and t not in taken_t and j not in taken_j:
+                tracks[t][k], latest[t] = found[j]["name"], found[j]
+                taken_t.add(t)
+                taken_j.add(j)
+        for j, d in enumerate(found):
+            if j not in taken_j:
+                tracks.append([None] * len(reports))
+                tracks[-1][k] = d["name"]
+                latest.append(d)
+    return tracks
+
+
+def _track_score(a: dict, b: dict) -> float:
+    ids_a, ids_b = set(a.get("image_ids") or []), set(b.get("image_ids") or [])
+    if not ids_a or not ids_b:
+        return 0.0
+    jaccard = len(ids_a & ids_b) / len(ids_a | ids_b)
+    pa, pb = a.get("position_counts") or {}, b.get("position_counts") or {}
+    ta, tb = sum(pa.values()) or 1, sum(pb.values()) or 1
+    places = sum(min(pa.get(p, 0) / ta, pb.get(p, 0) / tb) for p in set(pa) | set(pb)) if pa and pb else 1.0
+    return jaccard * places
 
 
 def mass_change(ids_a, mass_a, ids_b, mass_b, *, n_perm: int = 4000, n_boot: int = 1000, seed: int = 0) -> dict:

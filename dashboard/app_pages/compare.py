@@ -92,16 +92,17 @@ if not accuracy.empty:
                                                "Accuracy per subgroup across versions", "accuracy (95% CI)"),
                     width="stretch", key="compare_accuracy_chart")
 
-discovered = views.comparison_discovered(data.discovered_by_version(tuple(chosen), versions,
-                                                                     tuple(labels[r] for r in chosen)))
+by_version = data.discovered_by_version(tuple(chosen), versions, tuple(labels[r] for r in chosen))
+discovered = views.comparison_discovered(by_version, data.discovered_tracks(by_version))
 st.subheader("Discovered regions")
 if discovered.empty:
     st.caption("No version's audit discovered a region from its maps (salient components away from the core "
                "that recur across images).")
 else:
     st.caption("Regions discovered from each version's maps (numbered per audit), with their attention and what "
-               "filling and swapping them did against an equal-area control. A cue retraining removed is "
-               "discovered in the earlier version only, or no longer flagged.")
+               "filling and swapping them did against an equal-area control. One cue keeps its number across "
+               "versions (matched on the images that hold it and where it sits). A cue retraining removed is "
+               "discovered in the earlier versions only, or no longer flagged.")
     st.dataframe(views.display_table(discovered), hide_index=True, width="stretch", key="compare_discovered_table")
 
 st.subheader("The same image under every version")

@@ -80,5 +80,6 @@ def test_compare_page_shows_each_versions_discovered_regions(app, planted):
     assert "Discovered regions" in [h.value for h in at.subheader]
     (frame,) = [f.value for f in at.dataframe if "flagged" in f.value.columns]
     assert frame["version"].tolist() == ["v1 (gradcam)", "v2 (gradcam)"]
+    assert frame["cue"].tolist() == ["cue 1", "cue 1"]  # the same images, the same place: one cue
     assert frame["flagged"].tolist() == ["yes (medium, swap, Holm p 2e-06)", "no"]
     assert frame["swap: towards donor (control)"].tolist() == ["75% (0%)", "0% (0%)"]

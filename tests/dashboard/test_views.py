@@ -166,3 +166,19 @@ def test_a_model_without_a_version_is_never_shown_as_nan():
     entries = model_series(runs, lambda run_id: {"flags": [], "regions": []})
     assert sorted(v["version"] for e in entries for v in e["versions"]) == ["cue-net", "v2"]
     assert series_of("cue-net", float("nan")) == ("cue-net", "cue-net")
+
+
+def test_discovered_regions_across_versions_are_grouped_by_cue():
+    from dashboard import views
+
+    def report(*names):
+        return {"discovered_regions": [{"name": n, "description": f"{n} cue", "image_ids": [0]} for n in names]}
+
+    reports = {"v1": report("discovered-1", "discovered-2"), "v2": report("discovered-1"), "v3": report("discovered-1")}
+    tracks = [["discovered-1", None, "discovered-1"], ["discovered-2", "discovered-1", None], [None, None, None]]
+    table = views.comparison_discovered(reports, tracks)
+    assert table[["cue", "version", "region"]].values.tolist() == [
+        ["cue 1", "v1", "discovered-1"], ["cue 1", "v3", "discovered-1"],
+        ["cue 2", "v1", "discovered-2"], ["cue 2", "v2", "discovered-1"]]
+    untracked = views.comparison_discovered(reports)
+    assert untracked["version"].tolist() == ["v1", "v1", "v2", "v3"] and set(untracked["cue"]) == {""}

@@ -82,3 +82,29 @@ def test_runs_are_identified_by_id_as_well_as_name():
     assert out["run_ids"] == ["r-aaa", "r-bbb"]
     assert [r["run_id"] for r in out["regions"]["patch"]["runs"]] == ["r-aaa", "r-bbb"]
     assert {row["run_id"] for row in out["accuracy"]} == {"r-aaa", "r-bbb"}
+
+
+def _found(name, ids, positions):
+    return {"name": name, "image_ids": list(ids), "position_counts": positions}
+
+
+def test_discovered_regions_are_matched_across_versions_on_their_images_and_places():
+    """Each audit numbers its discoveries by size: the corner cue is discovered-1 in v1, discovered-2 in v2, gone
+    in v3 (retraining removed it) and back in v4; a border strip in the same images is a different cue."""
+    from analysis.report.compare import discovered_tracks
+
+    corners = {"top-left": 30, "top-right": 25, "bottom-left": 25, "bottom-right": 20}
+    border = {"top-centre": 20, "middle-left": 20}
+    reports = [
+        {"discovered_regions": [_found("discovered-1", range(100), corners), _found("discovered-2", range(40), border)]},
+        {"discovered_regions": [_found("discovered-1", range(0, 45), border), _found("discovered-2", range(10, 70), corners)]},
+        {"discovered_regions": []},
+        {"discovered_regions": [_found("discovered-1", range(20, 60), corners),
+                                _found("discovered-2", range(500, 540), border)]},  # other images: a new cue
+    ]
+    assert discovered_tracks(reports) == [
+        ["discovered-1", "discovered-2", None, "discovered-1"],
+        ["discovered-2", "discovered-1", None, None],
+        [None, None, None, "discovered-2"],
+    ]
+    assert discovered_tracks([{"discovered_regions": []}]) == []
