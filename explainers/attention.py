@@ -20,7 +20,11 @@ probabilities are captured from the user's own modules, with their own weights:
 - torchvision `nn.MultiheadAttention` (ViT `EncoderBlock`): called with `need_weights=False`, so the
   block's attention is recomputed from the module's own projections with the probabilities exposed, and
   that output replaces the module's (checked equal to it: a configuration this does not reproduce, such as
-  masks, is refused rather than explained).
+  masks, is refused rather than explained);
+- Hugging Face attention (`ViTAttention`, `DeiTAttention`: `q_proj`, `k_proj`, `v_proj`, `o_proj`):
+  with the default `sdpa` implementation no probabilities exist, so the block is recomputed from its own
+  projections the same way, checked equal to its output (BEiT's relative position bias, for one, is not
+  reproduced: refused), and returned in its place with the probabilities.
 Window attention (Swin) mixes local windows only: rollout over it is not defined, and it is refused.
 """
 from __future__ import annotations
@@ -41,9 +45,10 @@ from explainers.registry import register
 from explainers.targets import as_target
 from explainers.tokens import grid_layout, prefix_token_count
 
-NOT_A_VIT = ("needs a Vision Transformer with global self-attention (timm ViT/DeiT `Attention` or torchvision "
-             "`nn.MultiheadAttention` blocks, loaded from a state dict with \"architecture\" in the card); for "
-             "other models use gradcam (it finds a transformer's last block) or a gradient method")
+NOT_A_VIT = ("needs a Vision Transformer with global self-attention (timm ViT/DeiT `Attention`, torchvision "
+             "`nn.MultiheadAttention` or Hugging Face ViT/DeiT attention blocks, loaded from a state dict "
+             "with \"architecture\" in the card or a Hugging Face folder); for other models use gradcam (it finds "
+             "a transformer's last block) or a gradient method")
 
 
 class AttentionCapture:
@@ -59,7 +64,8 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The self-attention modules whose probabilities can be captured; an InputError for other models."""
     if any("Window" in type(m).__name__ for m in model.modules()):
         raise InputError(f"{type(model).__name__} uses window attention (Swin): attention methods {NOT_A_VIT}")
-    modules = [m for m in model.modules() if _is_timm_attention(m) or isinstance(m, nn.MultiheadAttention)]
+    modules = [m for m in model.modules()
+               if _is_timm_attention(m) or _is_hf_attention(m) or isinstance(m, nn.MultiheadAttention)]
     if not modules:
         raise InputError(f"{type(model).__name__}: attention methods {NOT_A_VIT}")
     return modules
@@ -75,6 +81,8 @@ def captured_attention(model: nn.Module) -> Iterator[AttentionCapture]:
         for module in modules:
             if isinstance(module, nn.MultiheadAttention):
                 handles.append(module.register_forward_hook(_multihead_hook(capture), with_kwargs=True))
+            elif _is_hf_attention(module):
+                handles.append(module.register_forward_hook(_hf_attention_hook(capture), with_kwargs=True))
             else:
                 fused.append((module, module.fused_attn))
                 module.fused_attn = False
@@ -93,6 +101,14 @@ def captured_attention(model: nn.Module) -> Iterator[AttentionCapture]:
 
 def _is_timm_attention(module: nn.Module) -> bool:
     return (all(hasattr(module, a) for a in ("fused_attn", "qkv", "attn_drop", "num_heads"))
+            and "Window" not in type(module).__name__)
+
+
+def _is_hf_attention(module: nn.Module) -> bool:
+    """A transformers self-attention block with separate q/k/v/o projections (ViT, DeiT; others of the same
+    shape run too, and the recomputation check refuses those it does not reproduce, BEiT's biased one)."""
+    return (all(isinstance(getattr(module, a, None), nn.Linear) for a in ("q_proj", "k_proj", "v_proj", "o_proj"))
+            and all(hasattr(module, a) for a in ("num_attention_heads", "head_dim", "scaling"))
             and "Window" not in type(module).__name__)
 
 
@@ -133,6 +149,27 @@ def _multihead_hook(capture: AttentionCapture):
             raise InputError(f"could not reproduce this nn.MultiheadAttention's output; {NOT_A_VIT}")
         capture.attentions.append(attention)
         return (out, *output[1:])
+    return hook
+
+
+def _hf_attention_hook(capture: AttentionCapture):
+    def hook(module: nn.Module, args, kwargs, output):
+        x = args[0] if args else kwargs.get("hidden_states")
+        mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
+        if mask is not None or not isinstance(x, torch.Tensor) or x.dim() != 3:
+            raise InputError(f"attention methods support unmasked self-attention only ({type(module).__name__}); "
+                             f"{NOT_A_VIT}")
+        batch, tokens, _ = x.shape
+        shape = (batch, tokens, -1, module.head_dim)
+        q, k, v = (proj(x).view(shape).transpose(1, 2) for proj in (module.q_proj, module.k_proj, module.v_proj))
+        attention = (q @ k.transpose(-2, -1) * module.scaling).softmax(dim=-1)
+        out = module.o_proj((attention @ v).transpose(1, 2).reshape(batch, tokens, -1))
+        original = output[0] if isinstance(output, tuple) else output
+        if not torch.allclose(out, original, rtol=1e-3, atol=1e-4 * float(original.detach().abs().max()) + 1e-6):
+            raise InputError(f"could not reproduce this {type(module).__name__}'s output (a relative position "
+                             f"bias?); {NOT_A_VIT}")
+        capture.attentions.append(attention)
+        return (out, attention, *output[2:]) if isinstance(output, tuple) else out
     return hook
 
 
@@ -184,8 +221,10 @@ class AttentionMethod(Explainer):
 
 
 def _readout_rows(model: nn.Module, prefix: int) -> list[int]:
-    """The tokens the head reads: the class token, and DeiT's distillation token beside it."""
-    distilled = any(getattr(m, "dist_token", None) is not None for m in model.modules())
+    """The tokens the head reads: the class token, and DeiT's distillation token beside it (timm's distilled
+    DeiT; Hugging Face's only `...WithTeacher`, whose plain `DeiTForImageClassification` reads the class token)."""
+    distilled = any(getattr(m, "dist_token", None) is not None or type(m).__name__.endswith("WithTeacher")
+                    for m in model.modules())
     return [0, 1] if distilled and prefix >= 2 else [0]
 
 

@@ -130,6 +130,76 @@ def test_torchvision_rollout_matches_need_weights_attention():
     assert torch.isfinite(chefer.maps).all() and (chefer.maps > 0).all()
 
 
+def hf_vit(model_type="vit"):
+    import transformers
+    from explainers.hf_loader import LogitsOf
+
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.for_model(model_type.split("-")[0], image_size=32, patch_size=8, hidden_size=16,
+                                               num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                               num_labels=3)
+    classes = {"vit": transformers.ViTForImageClassification, "deit": transformers.DeiTForImageClassification,
+               "deit-teacher": transformers.DeiTForImageClassificationWithTeacher}
+    model = classes[model_type](config)
+    for head in ("classifier", "cls_classifier", "distillation_classifier"):
+        if hasattr(model, head):
+            torch.nn.init.normal_(getattr(model, head).weight, std=0.5)
+    return LogitsOf(model.eval())
+
+
+def hf_eager_attention_and_grads(model, x, t):
+    """The probabilities Hugging Face itself returns (`output_attentions` on its eager path), their gradients by
+    retain_grad: an independent capture of what our hook recomputes from the projections."""
+    config = model.model.config
+    before = config._attn_implementation
+    config._attn_implementation = "eager"
+    try:
+        out = model.model(pixel_values=x, output_attentions=True)
+        for a in out.attentions:
+            a.retain_grad()
+        out.logits.gather(1, t[:, None]).sum().backward()
+    finally:
+        config._attn_implementation = before
+        model.zero_grad()
+    return [a.detach() for a in out.attentions], [a.grad for a in out.attentions], out.logits.detach()
+
+
+@pytest.mark.parametrize("model_type, prefix, readout", [("vit", 1, [0]), ("deit", 2, [0]),
+                                                          ("deit-teacher", 2, [0, 1])])
+def test_hugging_face_vits_match_their_own_eager_attentions(model_type, prefix, readout):
+    """DeiT's class head reads the class token only; with its teacher head the prediction averages both."""
+    model = hf_vit(model_type)
+    assert model.model.config._attn_implementation == "sdpa"  # the default path exposes no probabilities
+    torch.manual_seed(5)
+    x, t = torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])
+    attentions, grads, logits = hf_eager_attention_and_grads(model, x, t)
+    rollout = AttentionRollout(model).explain(x, t)
+    torch.testing.assert_close(rollout.maps, upsampled(reference_rollout(attentions, readout, prefix, (4, 4))),
+                               rtol=1e-4, atol=1e-6)
+    chefer = TransformerAttribution(model).explain(x, t)
+    torch.testing.assert_close(chefer.maps, upsampled(reference_chefer(attentions, grads, readout, prefix, (4, 4))),
+                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(chefer.scores, logits.gather(1, t[:, None])[:, 0], rtol=1e-4, atol=1e-5)
+    other = TransformerAttribution(model).explain(x, torch.tensor([1, 2, 0]))
+    assert not torch.allclose(other.maps, chefer.maps), "the gradient-weighted rollout is class-specific"
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), logits, rtol=1e-4, atol=1e-5)  # hooks gone, outputs as before
+
+
+def test_a_hugging_face_block_with_a_relative_position_bias_is_refused():
+    """BEiT adds a learned bias to the attention logits, which the recomputation does not: refused, not explained."""
+    import transformers
+    from explainers.hf_loader import LogitsOf
+
+    config = transformers.BeitConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32, num_labels=3,
+                                     use_relative_position_bias=True)
+    torch.manual_seed(0)
+    beit = transformers.BeitForImageClassification(config).eval()
+    with pytest.raises(InputError, match="self-attention"):
+        TransformerAttribution(LogitsOf(beit)).explain(torch.rand(2, 3, 32, 32), torch.tensor([0, 1]))
+
+
 @pytest.mark.parametrize("cls", [AttentionRollout, TransformerAttribution])
 def test_models_without_global_attention_are_refused_with_the_fix(cls):
     with pytest.raises(InputError, match="Vision Transformer with global self-attention.*use gradcam"):

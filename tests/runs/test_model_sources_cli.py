@@ -121,6 +121,18 @@ def test_hugging_face_vit_folder_with_gradcam_at_its_token_layer(tmp_path, data,
     assert "artifact_tokens" in images.columns and images["artifact_tokens"].notna().all()
 
 
+def test_hugging_face_vit_folder_with_transformer_attribution(tmp_path, data, capsys):
+    """Chefer's gradient-weighted rollout on a transformers ViT as saved by save_pretrained (sdpa attention:
+    the probabilities are recomputed from the blocks' own projections, `explainers.attention`)."""
+    _, folder = write_hf_vit(tmp_path / "vit_hf", size=32, classes=CLASSES)
+    ws = tmp_path / "ws"
+    run_id, report, _ = audit(capsys, ws, folder, data, "transformer_attribution")
+    check_audit(report, ws, run_id, Workspace(ws).model(Workspace(ws).run(run_id)["model_id"])["abspath"], data,
+                "transformer_attribution")
+    ids, maps = Workspace(ws).store(run_id).maps()
+    assert len(ids) == N and (maps >= 0).all() and maps.reshape(len(ids), -1).std(1).min() > 0
+
+
 def test_torchvision_resnet_with_lrp(tmp_path, data, capsys):
     torch.manual_seed(0)
     net = torchvision.models.resnet18(weights=None, num_classes=len(CLASSES)).eval()
