@@ -220,6 +220,9 @@ def print_table(result: dict) -> None:
         for stage, seconds in result["stages_seconds"].items():
             print(f"| {stage} | {seconds:.1f} | {seconds / result['ours_wall_seconds']:.0%} |")
         print(f"| same command again (cache) | {result['second_run_seconds']:.1f} | |")
+        stages = result["stages_seconds"]
+        print(f"evidence / main pass (the audit's explainer pass) = {stages['evidence'] / stages['main pass']:.2f}; "
+              f"interventions / main pass = {stages['evidence: interventions'] / stages['main pass']:.2f}")
         print(f"evidence sample: {json.dumps(result['evidence_sample'])}")
     if "n_files" in result:
         print(f"\nregistration of {result['n_files']} files ({result['megabytes']:.0f} MB): sha256sum "

@@ -17,9 +17,12 @@ more than `tolerance` (a random order's smooth curve stops at 4 steps, a map's s
 `auc_error` is the largest last halving's change |T(h) - T(2h)|, a conservative estimate of the
 trapezoid error (Richardson's is a third of it), and the test holds the AUCs to the step-by-step
 reference within it. With `min_images` the image sample starts small and doubles only while a verdict
-(the map beats the random order by the margin) is undecided.
+(the map beats the random order by the margin) is undecided; the gain's t-interval (`gain_ci`) is taken at
+1 - 0.05 / L for the L looks the doubling can make (`gain_level`), so it stays valid after the stop.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -184,12 +187,17 @@ def score_aucs(score, images: torch.Tensor, maps: torch.Tensor, *, steps: int = 
     random order's curve is smooth and stops early, a sharp map's goes on. `auc_error` is the largest last
     change. Images: with `min_images`, the first `min_images` decide the steps, then the sample doubles (at
     the same steps) while a verdict (`verdicts`: the map beats the random order by `margin`) is undecided,
-    i.e. the 95% t-interval of the per-image gain contains `margin`; `n` says how many were used.
+    i.e. the t-interval of the per-image gain (at `gain_level`, see the module docstring) contains `margin`;
+    `n` says how many were used.
     """
     gen = torch.Generator().manual_seed(seed)
     random_maps = torch.rand(tuple(maps.shape), generator=gen)
     total = int(images.shape[0])
     n = total if not min_images else min(int(min_images), total)
+    # the doubling looks at the gain's interval up to `looks` times: each look at 1 - 0.05 / looks (Bonferroni),
+    # so the interval that stops the sample, and the one reported, hold whatever look it stopped at
+    looks = 1 + max(0, math.ceil(math.log2(total / n))) if n else 1
+    level = 1 - 0.05 / looks
     per_image = {name: [] for name in CURVES}
     curve_sums = {name: None for name in CURVES}
     done, n_scored, curve_steps, errors = 0, 0, None, {}
@@ -211,14 +219,15 @@ def score_aucs(score, images: torch.Tensor, maps: torch.Tensor, *, steps: int = 
         n_scored += len(paths.known) * (n - done)
         done = n
         aucs = {k: np.concatenate(v) for k, v in per_image.items()}
-        if done >= total or all(_decided(g, margin) for g in _gains(aucs).values()):
+        if done >= total or all(_decided(g, margin, level) for g in _gains(aucs).values()):
             break
         n = min(total, 2 * done)
     error = max(errors.values()) if errors else None
     out = {"n": done, "n_available": total, "steps": max(curve_steps["deletion"], curve_steps["insertion"]),
            "steps_per_curve": dict(curve_steps), "score_direction": SCORE_DIRECTION,
            "auc_error": None if error is None else float(error), "n_scored": n_scored,
-           "gain_ci": {m: [float(v) for v in _t_interval(g)] for m, g in _gains(aucs).items()}}
+           "gain_ci": {m: [float(v) for v in _t_interval(g, level)] for m, g in _gains(aucs).items()},
+           "gain_level": level}
     for name in CURVES:
         out[f"{name}_auc"] = float(aucs[name].mean())
         if not name.startswith("random_"):
@@ -262,8 +271,8 @@ def _t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def _decided(gains: np.ndarray, margin: float) -> bool:
-    low, high = _t_interval(gains)
+def _decided(gains: np.ndarray, margin: float, level: float = 0.95) -> bool:
+    low, high = _t_interval(gains, level)
     return len(gains) >= 2 and (low > margin or high < margin)
 
 
