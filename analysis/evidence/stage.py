@@ -327,8 +327,8 @@ def second_explainer_lifts(loaded, batch: Subset, regions: pd.DataFrame, method:
     mass, area = np.zeros((limit, len(names))), np.zeros((limit, len(names)))
     n, stats = 0, None
     while n < limit:
-        x = batch.inputs[n:n + batch_size].to(device)
-        maps = explainer.explain(x, ClassTarget(targets[n:n + batch_size])).maps.detach().cpu()
+        x = batch.inputs[n:min(n + batch_size, limit)].to(device)
+        maps = explainer.explain(x, ClassTarget(targets[n:n + len(x)])).maps.detach().cpu()
         for i in range(len(x)):
             if stack is not None:
                 mass[n + i, cols], area[n + i, cols] = masked_shares(maps[i], stack)

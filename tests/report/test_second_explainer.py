@@ -52,3 +52,10 @@ def test_clear_lifts_stop_at_32_images_and_lifts_near_1_take_the_limit():
     assert near["n"] == 64
     lo, hi = near["regions"]["tag"]["lift_ci"]
     assert lo <= 1 <= hi and abs(near["regions"]["tag"]["lift"] - 1) < 0.2
+
+
+def test_a_limit_that_is_not_a_multiple_of_the_batch_size_stops_at_the_limit():
+    flat = torch.ones(8, 8)
+    out = second_explainer_lifts(_Loaded(_ReadsWeights(flat)), _batch(96, seed=0), REGIONS, "saliency", seed=0,
+                                 limit=40, batch_size=16)
+    assert out["n"] == 40
