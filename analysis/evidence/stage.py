@@ -10,9 +10,9 @@ Run in the worker after the maps (the model is already loaded there). For a subs
   does not rest on one method's quirks;
 - the run's explainer goes through the model-randomisation sanity check (`analysis.evidence.sanity`) on a few images;
 - deletion / insertion AUC of the run's stored maps (`analysis.evidence.faithfulness`);
-the prediction-only forwards (interventions, faithfulness) run on a BatchNorm-folded copy of the model
-(`explainers.models.folded_for_prediction`, 14% faster on a resnet);
 - opt-in (`region_shapley=N`): region-level Shapley values on N images (`analysis.evidence.region_shapley`).
+The prediction-only forwards (interventions, faithfulness) run on a BatchNorm-folded copy of the model
+(`explainers.models.folded_for_prediction`, 14% faster on a resnet).
 The result is JSON-able; the store writes it as evidence.json and `analysis.report.flags` reads it.
 """
 from __future__ import annotations
@@ -324,6 +324,7 @@ def second_explainer_lifts(loaded, batch: Subset, regions: pd.DataFrame, method:
     grid = dict(grid_regions(h, w)) if any(ids[name] < 0 for name in names) else None
     cols = [j for j, name in enumerate(names) if grid is None or name in grid]
     stack = np.stack([grid[names[j]] for j in cols]) if grid is not None and cols else None
+    region_ids = [int(ids[name]) for name in names]
     mass, area = np.zeros((limit, len(names))), np.zeros((limit, len(names)))
     n, stats = 0, None
     while n < limit:
@@ -333,11 +334,12 @@ def second_explainer_lifts(loaded, batch: Subset, regions: pd.DataFrame, method:
             if stack is not None:
                 mass[n + i, cols], area[n + i, cols] = masked_shares(maps[i], stack)
             elif grid is None and batch.masks is not None:
-                mass[n + i], area[n + i] = region_shares(maps[i], batch.masks[n + i].numpy(),
-                                                         [int(ids[name]) for name in names])
+                mass[n + i], area[n + i] = region_shares(maps[i], batch.masks[n + i].numpy(), region_ids)
         n += len(x)
+        if n < first and n < limit:  # no look before `first`: no bootstrap either
+            continue
         stats = slice_stats(mass[:n], area[:n], n_boot=500, seed=seed)
-        if n >= first and not any(lo <= 1.0 <= hi for lo, hi in zip(stats["lift_ci_low"], stats["lift_ci_high"])
+        if not any(lo <= 1.0 <= hi for lo, hi in zip(stats["lift_ci_low"], stats["lift_ci_high"])
                                   if np.isfinite(lo) and np.isfinite(hi)):
             break
     if stats is None:
