@@ -6,10 +6,10 @@ stderr); bad input exits 2 with one line on stderr and no traceback; `check --fa
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -307,8 +307,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from sample_models.demo import DemoIncomplete, build_demo, demo_plan, is_built
-    from sample_models.demo_status import read_status, write_status
+    from analysis.demo.build import DemoIncomplete, build_demo, demo_plan, is_built
+    from analysis.demo.status import read_status, write_status
 
     workspace = _workspace(args)
     if is_built(workspace, demo_plan(**_demo_choice(args))):  # nothing registered again, nothing computed
@@ -347,19 +347,19 @@ def _demo_arguments(args) -> list[str]:
 def cmd_dashboard(args) -> int:
     workspace = _workspace(args)
     if args.demo:  # the builder finds a finished demo in seconds and exits; the dashboard does not wait
-        from sample_models.demo_status import LOG_FILE, start_build
+        from analysis.demo.status import LOG_FILE, start_build
 
         pid = start_build(workspace.root, _demo_arguments(args))
         print(f"demo: checked and built in the background (pid {pid}, log {workspace.root / LOG_FILE}); "
               "the dashboard shows its progress", file=sys.stderr)
-    try:
-        from dashboard.launch import APP, streamlit_command
-    except ImportError as exc:
-        raise InputError(f"dashboard not available in this installation ({exc}); reinstall with `pip install .`")
-    if not APP.is_file():
-        raise InputError(f"dashboard not available: {APP} is missing from this installation")
+    if importlib.util.find_spec("dashboard") is None:
+        raise InputError("dashboard not available in this installation; reinstall with `pip install .`")
     env = {**os.environ, ENV_VAR: str(workspace.root.resolve())}
-    return subprocess.call(streamlit_command(args.port), env=env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The dashboard is its own program (the layer above this one): this process becomes it, so a SIGTERM
+    # sent to `saliency-audit dashboard` reaches Streamlit itself.
+    os.execve(sys.executable, [sys.executable, "-m", "dashboard.launch", "--port", str(args.port)], env)
 
 
 # -- helpers ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ def inspect(model_path: str, card_path: str | None = None) -> dict:
     """A model file, a Hugging Face folder, or a zip of one (unpacked safely into a temporary folder)."""
     from pathlib import Path
 
-    from explainers.model_files import hf_folder_in_zip
+    from explainers.loading.model_files import hf_folder_in_zip
 
     inner = hf_folder_in_zip(Path(model_path)) if Path(model_path).is_file() else None
     if inner is None:
@@ -33,7 +33,7 @@ def inspect(model_path: str, card_path: str | None = None) -> dict:
 
 def _inspect(model_path: str, card_path: str | None) -> dict:
     from explainers.layers import spatial_layers
-    from explainers.models import load_model, read_card
+    from explainers.loading.models import load_model, read_card
 
     card = read_card(model_path, card_path) if card_path else None
     loaded = load_model(model_path, card=card, device="cpu")

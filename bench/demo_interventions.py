@@ -23,7 +23,7 @@ def cpu_seconds() -> float:
 def main(argv: list[str] | None = None) -> None:
     from analysis.runs.engine import execute_run
     from analysis.store.workspace import Workspace
-    from sample_models.demo import WEIGHTS_DIR, demo_dataset
+    from analysis.demo.build import WEIGHTS_DIR, demo_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)

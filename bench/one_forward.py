@@ -21,7 +21,7 @@ import torch
 def main(argv: list[str] | None = None) -> dict:
     from analysis.runs.tasks.classification import forward_and_explain
     from bench.e2e import make_model
-    from explainers.models import load_model
+    from explainers.loading.models import load_model
     from explainers.registry import make_explainer
 
     parser = argparse.ArgumentParser(description=__doc__)

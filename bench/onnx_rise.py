@@ -1,7 +1,7 @@
 """`python -m bench.onnx_rise`: the same RISE audit through ONNX Runtime and through PyTorch.
 
 One network, saved twice (torch.export `.pt2` and ONNX, dynamic batch), each loaded with
-`explainers.models.load_model` exactly as a run loads it (card normalisation in front), and explained by the
+`explainers.loading.models.load_model` exactly as a run loads it (card normalisation in front), and explained by the
 same `RISE` object parameters (same seed, same masks). Gate before any ratio: per image cosine >= 0.9999
 between the two maps. Then interleaved rounds (the order rotates), masked images per second = images x masks
 / seconds, median and best; ratio = ONNX Runtime / PyTorch. Both sides get the same thread count
@@ -33,12 +33,12 @@ def _card(size: int, classes: int) -> dict:
 
 def model_pair(name: str, folder: Path) -> tuple[Path, Path]:
     """(.pt2, .onnx) of the same weights, each with its model.json."""
-    from explainers.models import load_model
+    from explainers.loading.models import load_model
 
     if name == "tiny_cnn":  # the committed .pt2 and the same weights from its state dict
         from sample_models.train import WEIGHTS_DIR
 
-        from explainers.architectures import build_architecture
+        from explainers.loading.architectures import build_architecture
 
         pt2 = WEIGHTS_DIR / "cage" / "v1" / "model.pt2"
         card = load_model(pt2).card.to_dict()
@@ -67,7 +67,7 @@ def model_pair(name: str, folder: Path) -> tuple[Path, Path]:
 
 def bench_rise(name: str, pair: tuple[Path, Path], n_images: int, n_masks: int, chunk: int, repeats: int,
                log=print) -> dict:
-    from explainers.models import load_model
+    from explainers.loading.models import load_model
     from explainers.registry import make_explainer
     from explainers.targets import ClassTarget
 
@@ -85,7 +85,7 @@ def bench_rise(name: str, pair: tuple[Path, Path], n_images: int, n_masks: int, 
 
 def bench_drise(n_images: int, n_masks: int, repeats: int, log=print) -> dict:
     from explainers.drise import DRISE
-    from explainers.models import load_model
+    from explainers.loading.models import load_model
     from sample_models.detection import WEIGHTS_DIR, make_scenes
 
     loaded = {"pytorch": load_model(WEIGHTS_DIR / "biased" / "model.safetensors"),

@@ -37,7 +37,7 @@ def model_and_images(case: str, n_images: int):
     scenes, or `resnet18` (random weights) on the watermark scenes, upsampled past 64 px."""
     import torch.nn.functional as F
 
-    from explainers.models import load_model
+    from explainers.loading.models import load_model
     from sample_models.scenes import SCENARIOS, render
 
     name, size = case.split("@")

@@ -389,15 +389,15 @@ def cancel_run(run_id: str) -> None:
 
 
 def demo_status() -> dict | None:
-    """Where the demo build stands (`sample_models.demo_status`); None when this workspace never built one."""
-    from sample_models.demo_status import read_status
+    """Where the demo build stands (`analysis.demo.status`); None when this workspace never built one."""
+    from analysis.demo.status import read_status
 
     return read_status(state.workspace_root())
 
 
 def resume_demo() -> int:
     """Start the demo builder again with the options it had; finished audits are kept, the rest resume."""
-    from sample_models.demo_status import start_build
+    from analysis.demo.status import start_build
 
     status = demo_status() or {}
     return start_build(state.workspace_root(), status.get("arguments") or [])

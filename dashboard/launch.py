@@ -8,6 +8,8 @@ above every config file.
 """
 from __future__ import annotations
 
+import argparse
+import os
 import socket
 import sys
 import time
@@ -54,3 +56,20 @@ def wait_until_serving(port: int, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.5)
     raise RuntimeError(f"the dashboard did not open port {port} within {timeout:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m dashboard.launch --port N` (what `saliency-audit dashboard` becomes): this process turns into
+    `streamlit run`, so signals sent to it reach Streamlit and no child is left serving the port."""
+    parser = argparse.ArgumentParser(prog="saliency-audit dashboard")
+    parser.add_argument("--port", type=int, default=8501)
+    args = parser.parse_args(argv)
+    if not APP.is_file():
+        sys.exit(f"saliency-audit: dashboard not available: {APP} is missing from this installation; "
+                 "reinstall with `pip install .`")
+    command = streamlit_command(args.port)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Saliency methods and model loading. Never imports `analysis` or `streamlit`.
 
-The re-exports are lazy (PEP 562): `explainers.errors` and `explainers.model_files` are imported by the
+The re-exports are lazy (PEP 562): `explainers.errors` and `explainers.loading.model_files` are imported by the
 dashboard's process, which reads results and must not pay for importing torch to do so.
 """
 from importlib import import_module

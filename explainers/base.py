@@ -1,7 +1,7 @@
 """What every explainer is: keyword parameters at construction, one call on a batch.
 
 `explain(inputs, targets) -> SaliencyBatch`. Inputs are images in [0, 1] (B, C, H, W) on the model's
-device; the model owns its normalisation (see `explainers.models`), so perturbation baselines and fills
+device; the model owns its normalisation (see `explainers.loading.models`), so perturbation baselines and fills
 live in pixel space. Maps are raw, signed float32 at input resolution, never min-max normalised per image:
 dataset-level comparison needs the magnitudes.
 """

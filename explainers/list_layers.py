@@ -1,13 +1,13 @@
 """`python -m explainers.list_layers MODEL_PATH [--card model.json]`: the layers CAM methods can use (name,
 output shape, and how it maps onto the image: a CNN map, or patch tokens with their prefix and grid), the
-default CAM layer marked. Its own module: it loads models (`explainers.models`), which
+default CAM layer marked. Its own module: it loads models (`explainers.loading.models`), which
 use `explainers.layers`; the layer probing itself does not need the loader.
 """
 from __future__ import annotations
 
 from explainers.errors import InputError
 from explainers.layers import layer_layouts
-from explainers.models import ModelCard, load_model
+from explainers.loading.models import ModelCard, load_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ instead of being counted twice). We start the backward pass from the target logi
 logit), so the map is in logit units: under conservative rules its sum is the target logit, minus what
 the biases and stabilisers absorb. Summed over colour channels; signed.
 
-The model's own `Normalize` (explainers.models) passes relevance through unchanged (zennit's `Pass` rule):
+The model's own `Normalize` (explainers.loading.models) passes relevance through unchanged (zennit's `Pass` rule):
 it is an affine map of the pixels, not a layer whose inputs compete for relevance.
 
 Scope: networks built from convolutions, linear layers, batch norm, activations and pooling. A layer that
@@ -31,7 +31,7 @@ from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
 from explainers.gradients import indices_for
 from explainers.hooks import frozen
-from explainers.models import Normalize
+from explainers.loading.models import Normalize
 from explainers.registry import register
 
 # zennit's composites that need no input bounds (EpsilonGammaBox needs the pixel range in normalised space).

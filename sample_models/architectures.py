@@ -1,7 +1,8 @@
 """Small architectures for the sample models: name -> factory(num_classes) -> nn.Module.
 
-A leaf module (torch only): `explainers.architectures` imports it to rebuild state dicts. The layer names
-are part of the model cards (`target_layer`), so keep them stable.
+A leaf module (torch only), published as the `saliency_audit.architectures` entry point (pyproject.toml), which
+`explainers.loading.architectures` reads to rebuild state dicts. The layer names are part of the model cards (`target_layer`), so keep them
+stable.
 """
 from __future__ import annotations
 

@@ -199,6 +199,16 @@ def detection_loss(raw: torch.Tensor, obj: torch.Tensor, box: torch.Tensor, cls:
     return loss
 
 
+def build_grid_detector(num_classes: int) -> tuple[TinyGridNet, GridDetector]:
+    """(the net a state dict fills, the same net decoded for D-RISE): the `tiny_grid_detector` card name."""
+    net = TinyGridNet(num_classes)
+    return net, GridDetector(net)
+
+
+# Published to the model loader as the `saliency_audit.detectors` entry point (pyproject.toml).
+DETECTORS = {"tiny_grid_detector": build_grid_detector}
+
+
 def train_detector(biased: bool, n_train: int = 1500, epochs: int = 12, seed: int = 0) -> TinyGridNet:
     """Deterministic CPU training (fixed seeds, fixed data order)."""
     torch.manual_seed(seed)
@@ -318,7 +328,7 @@ class DecodedGrid(nn.Module):
 
 def export_onnx(version: str = "biased", root: Path = WEIGHTS_DIR) -> Path:
     """`<version>_onnx/model.onnx` + card: the detector as a black box (ONNX Runtime, no Python), whose outputs
-    `explainers.onnx_model` post-processes exactly as `GridDetector` does (score >= 0.01, NMS at 0.5)."""
+    `explainers.loading.onnx_model` post-processes exactly as `GridDetector` does (score >= 0.01, NMS at 0.5)."""
     folder = Path(root) / f"{version}_onnx"
     folder.mkdir(parents=True, exist_ok=True)
     net = load_detector(version, root).net.eval()

@@ -116,3 +116,26 @@ def test_no_private_name_is_imported_from_another_module(package):
             if imported and imported.startswith("_") and not imported.startswith("__") and module != name:
                 offenders.append(f"{path.relative_to(ROOT)}:{line}: from {module} import {imported}")
     assert not offenders, "\n".join(offenders)
+
+
+# The layers, lowest first: a package may import its own layer and those below it, never one above.
+LAYERS = ("explainers", "sample_models", "analysis", "dashboard")
+
+
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    rank = {package: i for i, package in enumerate(LAYERS)}
+    return sorted(f"{source} -> {target}" for source, targets in graph.items() for target in targets
+                  if rank[target.split(".")[0]] > rank[source.split(".")[0]])
+
+
+def test_the_layer_checker_sees_an_upward_import():
+    assert _upward_imports({"explainers.a": {"sample_models.b"}, "analysis.c": {"explainers.a"}}) == [
+        "explainers.a -> sample_models.b"]
+
+
+def test_no_package_imports_a_layer_above_it():
+    """explainers < sample_models < analysis < dashboard, function-level imports included; the CLI starts the
+    dashboard as a program (`python -m dashboard.launch`), the model loader finds the sample networks through
+    entry points."""
+    upward = _upward_imports(_edges())
+    assert not upward, "imports up the layers:\n" + "\n".join(upward)

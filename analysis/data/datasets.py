@@ -40,8 +40,8 @@ from analysis.data.detection_data import is_detection_folder, open_detection_dat
 from analysis.data.images import ImageError, MaskError, image_header, read_image_and_orientation, read_mask
 from analysis.data.types import MAX_LISTED_PROBLEMS, DatasetError, Item, Region  # noqa: F401 (the readers' types)
 from explainers.errors import InputError
-from explainers.model_files import file_sha256
-from explainers.model_tasks import MODEL_TASKS
+from explainers.loading.model_files import file_sha256
+from explainers.loading.model_tasks import MODEL_TASKS
 
 MANIFEST = "manifest.csv"
 REGIONS = "regions.json"

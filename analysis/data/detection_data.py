@@ -25,7 +25,7 @@ from PIL import Image
 from analysis.data.coco import CocoDataset, box_pixels, read_coco, segmentation_mask
 from analysis.data.types import MAX_LISTED_PROBLEMS, DatasetError, Item, Region
 from analysis.data.images import ImageError, image_header, read_image_and_orientation
-from explainers.model_files import file_sha256
+from explainers.loading.model_files import file_sha256
 
 INSTANCES = "instances.json"
 CONTEXT = "context.json"

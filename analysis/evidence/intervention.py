@@ -144,41 +144,6 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> tup
     return torch.cat(preds), torch.cat(probs)
 
 
-def intervene(model: nn.Module, images: torch.Tensor, region: torch.Tensor, labels: torch.Tensor, *,
-              fill: str = "mean", mean_colour: torch.Tensor | None = None, batch_size: int = 64,
-              seed: int = 0, n_boot: int = 1000, control_tries: int = 16,
-              core: torch.Tensor | None = None) -> dict:
-    """Fill `region` (B, H, W) bool (resized to the images with nearest when needed) and its control;
-    returns a JSON-able dict of effects (see module docstring). `core`: (B, H, W) bool, the fallback
-    control when no equal-area one can avoid the region."""
-    if images.ndim != 4 or region.ndim != 3 or images.shape[0] != region.shape[0]:
-        raise InputError(f"intervention needs images (B,3,H,W) and region masks (B,h,w); got "
-                         f"{tuple(images.shape)} and {tuple(region.shape)}")
-    images = images.float().cpu()
-    region = resize_masks(region.bool().cpu(), images.shape[-2:])
-    labels = torch.as_tensor(labels).long().cpu()
-    keep = region.flatten(1).any(1)
-    if mean_colour is None:
-        mean_colour = images.mean(dim=(0, 2, 3))
-    controls, overlap = control_masks(region, tries=control_tries, seed=seed)
-    control_kind = "equal-area"
-    if core is not None and overlaps_itself(overlap, keep):
-        controls, control_kind = resize_masks(core.bool().cpu(), images.shape[-2:]) & ~region, "core"
-    donors = images.roll(1, dims=0)
-
-    base, _ = predict(model, images, batch_size)
-    filled, _ = predict(model, fill_region(images, region, fill, mean_colour=mean_colour, donors=donors),
-                        batch_size)
-    control, _ = predict(model, fill_region(images, controls, fill, mean_colour=mean_colour, donors=donors),
-                         batch_size)
-    k = keep.numpy()
-    result = effects(base.numpy()[k], filled.numpy()[k], control.numpy()[k], labels.numpy()[k],
-                     n_boot=n_boot, seed=seed)
-    result.update({"fill": fill, "n_without_region": int((~keep).sum()), "control_kind": control_kind,
-                   "control_overlap": float(overlap[keep].mean()) if k.any() else None})
-    return result
-
-
 def effects(base: np.ndarray, region: np.ndarray, control: np.ndarray, labels: np.ndarray, *,
             n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Accuracy drop, flip rate, their CIs, for the region and the control, plus the paired exact test."""

@@ -19,7 +19,7 @@ import torch
 
 from analysis.stats.aggregate import bootstrap_means
 from analysis.stats.regions import GRID_NAMES, grid_regions
-from explainers.model_tasks import MODEL_TASKS
+from explainers.loading.model_tasks import MODEL_TASKS
 
 PARAM = "region_shapley"
 

@@ -17,7 +17,7 @@ import torch
 from analysis.evidence.intervention import control_masks, fill_region, resize_masks
 from analysis.evidence.paired_effects import paired_effect
 from analysis.evidence.stage import candidate_regions, load_subset, region_masks, sample_images
-from explainers.models import folded_for_prediction
+from explainers.loading.models import folded_for_prediction
 
 MAX_IMAGES = 200
 FOUND = 0.5

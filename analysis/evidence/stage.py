@@ -12,7 +12,7 @@ Run in the worker after the maps (the model is already loaded there). For a subs
 - deletion / insertion AUC of the run's stored maps (`analysis.evidence.faithfulness`);
 - opt-in (`region_shapley=N`): region-level Shapley values on N images (`analysis.evidence.region_shapley`).
 The prediction-only forwards (interventions, faithfulness) run on a BatchNorm-folded copy of the model
-(`explainers.models.folded_for_prediction`, 14% faster on a resnet).
+(`explainers.loading.models.folded_for_prediction`, 14% faster on a resnet).
 The result is JSON-able; the store writes it as evidence.json and `analysis.report.flags` reads it.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from analysis.stats.discovered_regions import discover_regions, searchable_pixel
 from analysis.stats.regions import grid_regions, masked_shares, region_shares
 from analysis.evidence.sanity import model_randomisation
 from explainers.base import is_black_box
-from explainers.models import folded_for_prediction
+from explainers.loading.models import folded_for_prediction
 
 CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
 

@@ -7,7 +7,7 @@ fill_region`, the images' mean colour by default) and under the control fill (`c
 mask rolled to where it overlaps itself least; for a region so large that no shift avoids it, the core
 regions, as in the classifier's evidence), and whether the tag flips (its predicted state at `threshold`
 changes). `analysis.evidence.paired_effects` turns that into drops with CIs and the exact McNemar test.
-Forwards run on the BatchNorm-folded copy (`explainers.models.folded_for_prediction`).
+Forwards run on the BatchNorm-folded copy (`explainers.loading.models.folded_for_prediction`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 from analysis.evidence.intervention import control_masks, fill_region, overlaps_itself
 from analysis.evidence.paired_effects import paired_effect
 from analysis.evidence.stage import candidate_regions, core_masks, load_subset, region_masks, sample_images
-from explainers.models import folded_for_prediction
+from explainers.loading.models import folded_for_prediction
 
 MAX_IMAGES = 200
 

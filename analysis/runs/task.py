@@ -69,7 +69,7 @@ class Decoded:
 class Prepared:
     """What `Task.prepare` loads once per worker: the model, the dataset, the explainer, and the task's own
     settings. `target_layer` is recorded in the catalog (None for methods without a layer)."""
-    loaded: Any  # explainers.models.LoadedModel
+    loaded: Any  # explainers.loading.models.LoadedModel
     dataset: Any
     explainer: Any  # explainers.base.Explainer
     target_layer: str | None = None
@@ -149,6 +149,3 @@ class Task(Protocol):
     def compare(self, stores: list, names: list[str], **options) -> dict:
         """The comparison of several runs of this task (versions of a model on one dataset), oldest first;
         `options`: `n_boot`, `n_perm`, `seed` where the task's statistics take them."""
-
-    def summarise_comparison(self, result: dict) -> str:
-        """A few lines of text for the CLI's `compare` (the output of `compare`)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from explainers.errors import InputError
-from explainers.model_files import (companion_files, embedded_card, file_sha256, hf_folder_in_zip, sniff_format,
+from explainers.loading.model_files import (companion_files, embedded_card, file_sha256, hf_folder_in_zip, sniff_format,
                                      tree_sha256)
 
 ENV_VAR = "SALIENCY_AUDIT_WORKSPACE"
@@ -272,7 +272,7 @@ class Workspace:
         """A Hugging Face folder, or a zip of one, registers as one model: hashed over the folder's files
         (so the folder and its zip get the same id), copied in with its card written inside as model.json."""
         from analysis.data.archive import safe_extract
-        from explainers.hf_card import hf_card_dict
+        from explainers.loading.hf_card import hf_card_dict
 
         if path.is_dir():
             sniff_format(path)  # InputError for a folder that holds no model

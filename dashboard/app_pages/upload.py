@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import data, state, views
 from explainers.errors import InputError
-from explainers.model_tasks import TASK_NAMES
+from explainers.loading.model_tasks import TASK_NAMES
 
 TASKS = list(TASK_NAMES)
 CARD_EXTRA = "upload_card_extra"

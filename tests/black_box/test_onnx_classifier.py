@@ -9,7 +9,7 @@ from analysis.cli import main
 from analysis.report.build import cached_report
 from analysis.store.workspace import Workspace
 from explainers.errors import InputError
-from explainers.models import load_model
+from explainers.loading.models import load_model
 from explainers.registry import make_explainer
 from explainers.targets import ClassTarget
 from tests.runs.helpers import write_dataset

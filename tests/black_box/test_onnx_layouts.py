@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from explainers.errors import InputError
-from explainers.models import load_model
-from explainers.onnx_model import OnnxDetector
+from explainers.loading.models import load_model
+from explainers.loading.onnx_model import OnnxDetector
 from tests.black_box.onnx_graphs import (CARD, WEIGHT, classifier_graph, end2end_layout_graph, save,
                                          torchvision_layout_graph)
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from sample_models.demo_status import read_status, write_status
+from analysis.demo.status import read_status, write_status
 from tests.dashboard.apptest import app_opener
 
 DEAD_PID = 2 ** 22 + 12345  # above Linux's pid_max default: never a live process
@@ -70,7 +70,7 @@ def test_a_builder_that_died_reads_as_stopped(app):
 def test_start_build_says_building_at_once_but_leaves_a_finished_demo_done(app, monkeypatch):
     """The dashboard opens while the builder starts: on a fresh workspace the page says the build is
     starting; on a built one the builder only checks (and exits), so the page shows no progress."""
-    from sample_models.demo_status import start_build
+    from analysis.demo.status import start_build
 
     root, make = app
     monkeypatch.setattr("analysis.store.jobs.spawn_cli", lambda arguments, log: os.getpid())

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from dashboard.launch import free_port, wait_until_serving
-from sample_models.demo_status import read_status
+from analysis.demo.status import read_status
 
 from tests.dashboard.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO
 

@@ -9,7 +9,7 @@ import torchvision
 from analysis.runs.tasks import check_method
 from explainers.detection import TorchvisionDetector
 from explainers.errors import InputError
-from explainers.models import ModelCard, load_model
+from explainers.loading.models import ModelCard, load_model
 from sample_models.detection import WEIGHTS_DIR, GridDetector, load_detector
 
 

@@ -9,8 +9,8 @@ import torch
 from analysis.report.build import cached_report
 from analysis.store.workspace import Workspace
 from detection_helpers import cli, run_args
-from explainers.models import load_model
-from explainers.onnx_model import OnnxDetector
+from explainers.loading.models import load_model
+from explainers.loading.onnx_model import OnnxDetector
 from sample_models.detection import WEIGHTS_DIR, make_scenes
 
 ONNX = WEIGHTS_DIR / "biased_onnx" / "model.onnx"

@@ -10,8 +10,8 @@ import torch
 from analysis.store.workspace import Workspace
 from detection_helpers import cli
 from explainers.errors import InputError
-from explainers.models import load_model
-from explainers.yolo import CONF, IOU, YoloDetector, yolo_detections
+from explainers.loading.models import load_model
+from explainers.loading.yolo import CONF, IOU, YoloDetector, yolo_detections
 from sample_models.detection import make_scenes
 
 pytestmark = pytest.mark.slow  # builds, saves and exports a YOLOv8n once per session (about 40 s)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from explainers.yolo import import_ultralytics
+from explainers.loading.yolo import import_ultralytics
 from sample_models.detection import CLASSES, SIZE
 
 CLASS_BIAS = 1.0  # a random head proposes nothing (Ultralytics starts class logits near -9); this makes it detect

@@ -132,7 +132,7 @@ def test_torchvision_rollout_matches_need_weights_attention():
 
 def hf_vit(model_type="vit"):
     import transformers
-    from explainers.hf_loader import LogitsOf
+    from explainers.loading.hf_loader import LogitsOf
 
     torch.manual_seed(0)
     config = transformers.AutoConfig.for_model(model_type.split("-")[0], image_size=32, patch_size=8, hidden_size=16,
@@ -189,7 +189,7 @@ def test_hugging_face_vits_match_their_own_eager_attentions(model_type, prefix, 
 def test_a_hugging_face_block_with_a_relative_position_bias_is_refused():
     """BEiT adds a learned bias to the attention logits, which the recomputation does not: refused, not explained."""
     import transformers
-    from explainers.hf_loader import LogitsOf
+    from explainers.loading.hf_loader import LogitsOf
 
     config = transformers.BeitConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
                                      num_attention_heads=2, intermediate_size=32, num_labels=3,

@@ -12,7 +12,7 @@ from zennit.torchvision import ResNetCanonizer
 
 from analysis.evidence.sanity import model_randomisation
 from explainers.errors import InputError
-from explainers.models import Normalize
+from explainers.loading.models import Normalize
 from explainers.registry import make_explainer
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -82,7 +82,7 @@ def hf_vit():
     tutorial wraps it the same way, then explains `vit.encoder.layer[-1].layernorm_before`)."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    from explainers.hf_loader import LogitsOf
+    from explainers.loading.hf_loader import LogitsOf
 
     torch.manual_seed(0)
     config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-import explainers.architectures as architectures
+import explainers.loading.architectures as architectures
 
 
 class TinyCNN(nn.Module):

@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-from explainers.models import channels_last, folded_for_prediction
+from explainers.loading.models import channels_last, folded_for_prediction
 
 
 def _resnet():

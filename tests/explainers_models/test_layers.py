@@ -9,7 +9,7 @@ from torch import nn
 from explainers.errors import InputError
 from explainers.hooks import capture_layer, frozen
 from explainers.layers import detect_target_layer, spatial_layers
-from explainers.models import ModelCard, load_model
+from explainers.loading.models import ModelCard, load_model
 
 from .conftest import TinyCNN, export_pt2
 

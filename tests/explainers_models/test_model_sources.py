@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from analysis.store.workspace import Workspace
 from explainers.errors import InputError
-from explainers.models import ModelCard, load_model
+from explainers.loading.models import ModelCard, load_model
 from tests.explainers_models.sources import CLASSES, write_hf_vit, write_timm, zip_folder
 
 
@@ -127,7 +127,7 @@ def test_torchvision_families_load_from_state_dicts(tmp_path, name, size):
 def test_which_zips_hold_a_hugging_face_folder(tmp_path, names, folder):
     import zipfile
 
-    from explainers.model_files import hf_folder_in_zip
+    from explainers.loading.model_files import hf_folder_in_zip
 
     with zipfile.ZipFile(tmp_path / "m.zip", "w") as archive:
         for name in names:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from explainers.errors import InputError
-from explainers.models import IMAGENET_MEAN, IMAGENET_STD, ModelCard, find_card, load_model
+from explainers.loading.models import IMAGENET_MEAN, IMAGENET_STD, ModelCard, find_card, load_model
 
 from .conftest import TinyCNN, export_pt2, write_card
 
@@ -123,7 +123,7 @@ def test_tiny_cnn_round_trip(tmp_path, filename, wrap, fmt):
     assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert not loaded.module.training and not loaded.net.training
     assert loaded.module[1] is loaded.net
-    # CNNs we own the weights of run channels-last (explainers.models.channels_last): same outputs, same gradients
+    # CNNs we own the weights of run channels-last (explainers.loading.models.channels_last): same outputs, same gradients
     kernels = [p for p in loaded.net.parameters() if p.dim() == 4]
     if fmt != "torchscript":
         assert len(kernels) == 2 and all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels), fmt

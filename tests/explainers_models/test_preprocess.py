@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from explainers.architectures import build_architecture
+from explainers.loading.architectures import build_architecture
 from explainers.errors import InputError
-from explainers.models import ModelCard
+from explainers.loading.models import ModelCard
 from explainers.preprocess import to_batch, to_input
 
 

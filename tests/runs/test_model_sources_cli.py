@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from analysis.cli import main
 from analysis.store.workspace import Workspace
-from explainers.models import load_model
+from explainers.loading.models import load_model
 from explainers.preprocess import to_input
 from tests.explainers_models.sources import write_hf_vit, write_timm, zip_folder
 from tests.runs.helpers import CLASSES, write_dataset

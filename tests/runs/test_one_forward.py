@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from analysis.runs.tasks.classification import forward_and_explain
-from explainers.models import load_model
+from explainers.loading.models import load_model
 from explainers.registry import make_explainer
 from tests.runs.helpers import write_model
 

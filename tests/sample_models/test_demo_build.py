@@ -2,9 +2,9 @@
 found again without registering, a failing audit that does not stop the others."""
 import pytest
 
-import sample_models.demo as demo
+import analysis.demo.build as demo
 from analysis.store.workspace import Workspace
-from sample_models.demo_status import read_status
+from analysis.demo.status import read_status
 
 
 def test_the_plan_puts_one_whole_series_first_then_every_series_ends_then_the_rest():

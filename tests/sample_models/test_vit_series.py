@@ -100,7 +100,7 @@ def test_attention_rollout_ignores_the_head():
 
 
 def test_the_default_demo_includes_the_vit_series():
-    from sample_models.demo import DEFAULT_SCENARIOS, VIT_DEMO, demo_plan
+    from analysis.demo.build import DEFAULT_SCENARIOS, VIT_DEMO, demo_plan
 
     assert VIT_DEMO in DEFAULT_SCENARIOS
     vit = [a for a in demo_plan() if a.model_file.parent.parent == VIT_WEIGHTS_DIR / VIT_SCENARIO]
@@ -113,7 +113,7 @@ def test_the_demo_path_flags_the_watermark_on_vit_v1_and_nothing_on_v5(tmp_path)
     """As `saliency-audit demo` builds it (registration, engine, evidence, cached report), fewer images."""
     from analysis.report.build import cached_report
     from analysis.store.workspace import Workspace
-    from sample_models.demo import VIT_DEMO, build_demo
+    from analysis.demo.build import VIT_DEMO, build_demo
 
     workspace = Workspace(tmp_path / "ws")
     v1, v5 = build_demo(workspace, scenarios=(VIT_DEMO,), versions=(1, 5), n=48, log=lambda _: None)

@@ -10,9 +10,9 @@ from onnx import helper
 
 from analysis.cli import main
 from analysis.store.workspace import Workspace
-from explainers import onnx_files
+from explainers.loading import onnx_files
 from explainers.errors import InputError
-from explainers.models import load_model
+from explainers.loading.models import load_model
 from tests.black_box.onnx_graphs import WEIGHT, classifier_graph, save, with_external_weight
 
 

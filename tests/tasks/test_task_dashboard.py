@@ -5,7 +5,7 @@ import pytest
 from dashboard.state import RUNS_PARAM
 from dashboard.task_views import per_target
 from dashboard.task_views.multilabel import WORDS as TAG_WORDS
-from sample_models.demo import build_task_demo
+from analysis.demo.build import build_task_demo
 from tests.dashboard.apptest import app_opener
 
 

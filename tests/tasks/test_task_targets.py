@@ -11,7 +11,7 @@ from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
 from explainers.cam import GradCAM
 from explainers.errors import InputError
-from explainers.models import load_model
+from explainers.loading.models import load_model
 from explainers.targets import MultiLabelTargets, SegmentationTarget, TagTarget, segmentation_logits
 from sample_models.architectures import TinySegNet
 from sample_models.segmenting import WEIGHTS_DIR, scenes_for
@@ -91,7 +91,7 @@ def test_multilabel_targets_from_given_tags_match_a_gather():
 
 @pytest.mark.parametrize("architecture", ["fcn_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"])
 def test_torchvision_segmenter_loads_by_name_from_a_state_dict(tmp_path, architecture):
-    from explainers.architectures import build_segmenter
+    from explainers.loading.architectures import build_segmenter
 
     torch.manual_seed(0)
     net = build_segmenter(architecture, 4).eval()

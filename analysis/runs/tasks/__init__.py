@@ -12,12 +12,12 @@ from analysis.runs.methods import check_method_kind, methods_of_kind
 from analysis.runs.task import Task
 from analysis.runs.tasks import classification, detection, multilabel, segmentation
 from explainers.errors import InputError
-from explainers.model_tasks import TASK_NAMES
+from explainers.loading.model_tasks import TASK_NAMES
 
 _MODULES = (classification, detection, segmentation, multilabel)
 TASKS: dict[str, Task] = {module.TASK.name: module.TASK for module in _MODULES}
 DEFAULT_TASK = "classification"  # a card without `task`
-CARD_TASKS = TASK_NAMES  # what a card may say (`explainers.model_tasks`: the model side of the same tasks)
+CARD_TASKS = TASK_NAMES  # what a card may say (`explainers.loading.model_tasks`: the model side of the same tasks)
 
 
 def get_task(name: str | None) -> Task:

@@ -114,7 +114,7 @@ class ClassificationTask:
     def prepare(self, workspace, run: dict, device: str) -> Prepared:
         from analysis.runs.methods import check_method_kind
         from explainers.base import refuse_black_box
-        from explainers.models import load_model
+        from explainers.loading.models import load_model
         from explainers.registry import METHODS, make_explainer
 
         params = dict(run["params"])
@@ -236,11 +236,6 @@ class ClassificationTask:
         from analysis.report.compare import compare_runs
 
         return compare_runs(stores, names, **options)
-
-    def summarise_comparison(self, result: dict) -> str:
-        from analysis.report.compare import summarise
-
-        return summarise(result)
 
 
 def forward_and_explain(inputs, label_idx, loaded, explainer, target_mode):

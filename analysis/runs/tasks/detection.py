@@ -78,7 +78,7 @@ def prepare(workspace, run: dict, device: str = "cpu") -> Prepared:
     """The loaded model, detection dataset, D-RISE explainer and `settings`; InputError before any compute."""
     from analysis.data.detection_data import DetectionDataset
     from analysis.runs.methods import check_method_kind
-    from explainers.models import load_model
+    from explainers.loading.models import load_model
     from explainers.registry import make_explainer
 
     check_method_kind(run["method"], DetectionTask.model_kind)
@@ -264,7 +264,7 @@ def detection_faithfulness(detector, images: torch.Tensor, targets: list, maps: 
 
 
 def class_names(loaded) -> list[str]:
-    from explainers.architectures import detector_class_names
+    from explainers.loading.architectures import detector_class_names
 
     return detector_class_names(loaded.card.architecture, loaded.card.classes)
 
@@ -335,11 +335,6 @@ class DetectionTask:
         from analysis.report.detection_compare import compare_detection_runs
 
         return compare_detection_runs(stores, names, **options)
-
-    def summarise_comparison(self, result: dict) -> str:
-        from analysis.report.detection_compare import summarise
-
-        return summarise(result)
 
 
 TASK = DetectionTask()

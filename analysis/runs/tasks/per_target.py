@@ -46,7 +46,7 @@ def prepare_targets(task_name: str, workspace, run: dict, device: str, options: 
                     run_params: tuple[str, ...]) -> Prepared:
     """Load the run's model and dataset (validated for `task_name`) and its explainer, once the task has checked
     its own parameters (`options`) and the method; the card's classes go into the options as `classes_key`."""
-    from explainers.models import load_model
+    from explainers.loading.models import load_model
 
     model_row = workspace.model(run["model_id"])
     loaded = load_model(model_row["abspath"], device=device)
@@ -172,8 +172,3 @@ class PerTargetTask:
         from analysis.report.target_compare import compare_target_runs
 
         return compare_target_runs(stores, names, self.target_findings, self.target_key, section=self.name, **options)
-
-    def summarise_comparison(self, result: dict) -> str:
-        from analysis.report.target_compare import summarise
-
-        return summarise(result)

@@ -4,7 +4,7 @@ YOLO's head decodes to (B, 4 + C, N): per anchor a box (cx, cy, w, h in input pi
 class probabilities (sigmoids). `yolo_detections` keeps anchors whose best class probability reaches
 `conf`, applies per-class NMS (torchvision's `batched_nms`, as Ultralytics does) and returns boxes, scores,
 the full probability vectors and labels: so D-RISE's cosine term compares real class distributions. The same
-decoding serves the ONNX export (`explainers.onnx_model`) and the checkpoint (`YoloDetector`), so an audit of
+decoding serves the ONNX export (`explainers.loading.onnx_model`) and the checkpoint (`YoloDetector`), so an audit of
 either gives the same detections. NMS-free (end-to-end) heads export (B, max_det, 6) = box, score, class:
 `end2end_detections` turns them into one-hot probability vectors.
 

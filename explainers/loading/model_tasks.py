@@ -1,7 +1,7 @@
 """The model side of each card task: which file formats load, which network a state dict builds, how the output
 is wrapped and what the probe forward must return, how scores are read and what the labels look like.
 
-The one place in `explainers/` that knows the tasks: `explainers.models` and `explainers.onnx_model` look a card's
+The one place in `explainers/` that knows the tasks: `explainers.loading.models` and `explainers.loading.onnx_model` look a card's
 task up here instead of comparing task strings, and the run engine's registry (`analysis.runs.tasks`, which
 `explainers` cannot import) takes the task names from `TASK_NAMES`. A new task is one `ModelTask` row here and
 one module there.
@@ -34,7 +34,7 @@ def _check_logits(loaded, output: Any) -> None:
 
 def _check_detections(loaded, output: Any) -> None:
     """A detector must answer in the D-RISE format, with one probability column per class it names."""
-    from explainers.architectures import detector_class_names
+    from explainers.loading.architectures import detector_class_names
 
     names = detector_class_names(loaded.card.architecture, loaded.card.classes)
     if (not isinstance(output, (list, tuple)) or len(output) != 1 or not isinstance(output[0], Mapping)
@@ -57,21 +57,21 @@ def _check_class_maps(loaded, output: Any) -> None:
 
 
 def _build_classifier(architecture: str, num_classes: int, input_size: tuple[int, int]):
-    from explainers.architectures import build_architecture
+    from explainers.loading.architectures import build_architecture
 
     net = build_architecture(architecture, num_classes=num_classes, input_size=input_size)
     return net, net
 
 
 def _build_segmenter(architecture: str, num_classes: int, input_size: tuple[int, int]):
-    from explainers.architectures import build_segmenter
+    from explainers.loading.architectures import build_segmenter
 
     net = build_segmenter(architecture, num_classes=num_classes)
     return net, net
 
 
 def _build_detector(architecture: str, num_classes: int, input_size: tuple[int, int]):
-    from explainers.architectures import build_detector
+    from explainers.loading.architectures import build_detector
 
     return build_detector(architecture, num_classes=num_classes)  # the bare network; D-RISE gets it wrapped
 
@@ -83,21 +83,21 @@ def _wrap_segmenter(net):
 
 
 def _detector_normalises_inside(architecture: str | None) -> bool:
-    from explainers.architectures import TORCHVISION_DETECTORS
+    from explainers.loading.architectures import TORCHVISION_DETECTORS
 
     return architecture in TORCHVISION_DETECTORS  # torchvision's detectors normalise their input themselves
 
 
 def _detector_formats_hint() -> str:
-    from explainers.architectures import SAMPLE_DETECTORS, TORCHVISION_DETECTORS
+    from explainers.loading.architectures import detector_names
 
     return ("detection models load from a state dict (.pt/.pth or .safetensors) with \"architecture\" in the model "
-            f"card ({', '.join(SAMPLE_DETECTORS + TORCHVISION_DETECTORS)}); save "
+            f"card ({', '.join(detector_names())}); save "
             "torch.save(model.state_dict(), 'model.pt')")
 
 
 def _detector_head_hint(architecture: str | None, num_classes: int, mismatched: list[str]) -> str:
-    from explainers.architectures import TORCHVISION_DETECTORS
+    from explainers.loading.architectures import TORCHVISION_DETECTORS
 
     background = " plus background" if architecture in TORCHVISION_DETECTORS else ""
     return (f"the detector's head does not fit the {num_classes} classes{background} that model.json lists "
@@ -110,7 +110,7 @@ class ModelTask:
     """One card task, model side. `output`: what the wrapped module returns ("logits" (B, C), "detections" (D-RISE's
     per-image dicts), "class_maps" (B, C, H, W)); `labels`: a dataset's ground truth for it ("class", "tags" joined
     by `|`, "class_map" (the manifest's `target` PNGs), "boxes" (COCO)); `scores`: how logits become probabilities
-    ("softmax", "sigmoid"); `formats`: the model files (`explainers.model_files.sniff_format`) it loads from."""
+    ("softmax", "sigmoid"); `formats`: the model files (`explainers.loading.model_files.sniff_format`) it loads from."""
 
     name: str
     output: str

@@ -8,12 +8,12 @@ Formats (docs/FORMATS.md), recognised by content, never by unpickling to find ou
   called as modules.) The export must have a dynamic batch dimension. `torch.export.load` itself unpickles
   some members unrestricted (it runs a crafted payload), so those members are checked first and refused.
 - state dict `.pt`/`.pth` (`torch.load(weights_only=True)` only: a pickled full model is refused, never
-  executed) or `.safetensors`, plus the card's `architecture` (`explainers.architectures`).
+  executed) or `.safetensors`, plus the card's `architecture` (`explainers.loading.architectures`).
 - TorchScript `.ts` (or a `.pt` that is a TorchScript archive): no layer hooks. `torch.jit.load` runs
   the archive's TorchScript code, so it is only ever called in the worker process, never in Streamlit.
-- ONNX `.onnx` (`explainers.onnx_model`): onnxruntime, black-box methods only; no Python runs.
-- Ultralytics YOLO checkpoints (`explainers.yolo`): pickles, loaded only with the card's `"trust_pickle": true`.
-- a Hugging Face `save_pretrained` folder (`explainers.hf_card`, `explainers.hf_loader`): the card comes
+- ONNX `.onnx` (`explainers.loading.onnx_model`): onnxruntime, black-box methods only; no Python runs.
+- Ultralytics YOLO checkpoints (`explainers.loading.yolo`): pickles, loaded only with the card's `"trust_pickle": true`.
+- a Hugging Face `save_pretrained` folder (`explainers.loading.hf_card`, `explainers.loading.hf_loader`): the card comes
   from its config, safetensors weights only.
 """
 from __future__ import annotations
@@ -35,9 +35,9 @@ from torch import nn
 
 from explainers.errors import InputError
 from explainers.layers import LIST_LAYERS_HINT, detect_target_layer
-from explainers.hf_card import hf_card_dict, is_hf_folder
-from explainers.model_files import model_sha256, sniff_format
-from explainers.model_tasks import MODEL_TASKS, TASK_NAMES, check_loads_from
+from explainers.loading.hf_card import hf_card_dict, is_hf_folder
+from explainers.loading.model_files import model_sha256, sniff_format
+from explainers.loading.model_tasks import MODEL_TASKS, TASK_NAMES, check_loads_from
 
 logger = logging.getLogger(__name__)
 
@@ -227,11 +227,11 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
     check_loads_from(task, kind, path.name)
     takes_raw_pixels = task.normalises_inside(card.architecture)
     if kind == "onnx":
-        from explainers.onnx_model import load_onnx
+        from explainers.loading.onnx_model import load_onnx
 
         net, takes_raw_pixels = load_onnx(path, card, device)
     elif kind == "ultralytics":
-        from explainers.yolo import load_ultralytics
+        from explainers.loading.yolo import load_ultralytics
 
         net, takes_raw_pixels = load_ultralytics(path, card.trust_pickle, device), True  # YOLO takes [0, 1] images
     elif kind == "pt2":
@@ -239,7 +239,7 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
     elif kind == "torchscript":
         net = _load_torchscript(path, device)
     elif kind == "hf_folder":
-        from explainers.hf_loader import load_hf_classifier
+        from explainers.loading.hf_loader import load_hf_classifier
 
         net = load_hf_classifier(path, device)
     else:

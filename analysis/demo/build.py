@@ -10,7 +10,7 @@ object planted as its class's shortcut), each with its v1..v5 series and one Gra
 
 It is what a new user sees first, so it is built from the committed weights (no training) and the same
 engine a user's audit goes through (registration, `execute_run`, evidence), in a worker process while the
-dashboard already shows what has finished (`sample_models.demo_status`). The most instructive audits come
+dashboard already shows what has finished (`analysis.demo.status`). The most instructive audits come
 first (`demo_plan`). Idempotent: models and datasets are registered by content hash and a run is identified
 by its inputs, so a second call finds everything done and computes nothing; a finished build is recorded, so
 a later start does not even register again (`is_built`).
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from explainers.errors import InputError
-from sample_models.demo_status import read_status, write_status
+from analysis.demo.status import read_status, write_status
 from sample_models.scenes import SCENARIOS, generate
 from sample_models.train import VIT_SCENARIO, VIT_WEIGHTS_DIR, WEIGHTS_DIR
 
@@ -178,7 +178,7 @@ def build_demo(workspace, *, scenarios: tuple[str, ...] | None = None, methods: 
 
     Each dataset and model is registered once per build, a finished run is skipped, and a failed audit does
     not stop the others (DemoIncomplete at the end names them). `record`: keep the status file
-    (`sample_models.demo_status`) the dashboard shows progress from."""
+    (`analysis.demo.status`) the dashboard shows progress from."""
     from analysis.runs.engine import execute_run
 
     plan = demo_plan(scenarios, methods=methods, versions=versions, n=n)

@@ -1,4 +1,4 @@
-"""Load a Hugging Face image classifier folder (`explainers.hf_card` says what it is) with no pickle.
+"""Load a Hugging Face image classifier folder (`explainers.loading.hf_card` says what it is) with no pickle.
 
 Only safetensors weights are read (`use_safetensors=True`, `local_files_only`, no remote code), in float32.
 The network is wrapped so that it returns `.logits`, a plain (B, classes) tensor like every other classifier
@@ -14,7 +14,7 @@ from torch import nn
 
 from explainers.errors import InputError
 from explainers.extras import require
-from explainers.hf_card import refuse_pickled_weights
+from explainers.loading.hf_card import refuse_pickled_weights
 
 
 class LogitsOf(nn.Module):

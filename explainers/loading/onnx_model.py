@@ -5,11 +5,11 @@ ONNX Runtime runs a graph of standard operators and no Python, which is why a te
 black-box method runs on them batched and unchanged; they are `explainers.base.BlackBox`es, so gradient and
 CAM methods refuse them, with the fix, in one place (`refuse_black_box`).
 
-Before a session is created the file is checked from its protobuf alone (`explainers.onnx_files`).
+Before a session is created the file is checked from its protobuf alone (`explainers.loading.onnx_files`).
 
 Inputs: one float image input (B, 3, H, W) (or float16: cast). A dynamic batch dimension is used as is; a
 fixed batch of b runs in chunks of b (the last one padded). The card's mean/std are applied in front
-(`explainers.models.Normalize`), except for the detector exports below that normalise inside.
+(`explainers.loading.models.Normalize`), except for the detector exports below that normalise inside.
 
 Output contract (`task` from the model card):
 - classification / multilabel: the first output, (B, classes) logits.
@@ -17,7 +17,7 @@ Output contract (`task` from the model card):
   `probs` (B, K, classes); per image, proposals with score >= 0.01 are kept and de-duplicated by NMS at IoU 0.5
   (the sample detector's post-processing).
 - detection, Ultralytics YOLO exports (`yolo export format=onnx dynamic=True`): one output (B, 4 + classes, N)
-  (segmentation exports: plus mask coefficients and a prototype output), decoded by `explainers.yolo`; or the
+  (segmentation exports: plus mask coefficients and a prototype output), decoded by `explainers.loading.yolo`; or the
   NMS-free (B, K, 6). They take [0, 1] images: the card's mean/std are not applied.
 - detection, torchvision detector exports (`torch.onnx.export(model, ([image],), ...)`): boxes (K, 4), labels
   (K,) int64 with 1..classes (0 is background), scores (K,), one image per call; probs are one-hot x score. They
@@ -34,8 +34,8 @@ from torchvision.ops import nms
 
 from explainers.base import BlackBox
 from explainers.errors import InputError, first_line
-from explainers.model_tasks import MODEL_TASKS
-from explainers.onnx_files import EXPORT_HINT, check_onnx_file, require
+from explainers.loading.model_tasks import MODEL_TASKS
+from explainers.loading.onnx_files import EXPORT_HINT, check_onnx_file, require
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class OnnxDetector(BlackBox):
         return self.layout != "contract"
 
     def forward(self, images: torch.Tensor) -> list[dict]:
-        from explainers import yolo
+        from explainers.loading import yolo
 
         if self.layout == "torchvision":
             return [self._torchvision(*(outs[i] for i in self.order)) for outs in self.session.run_each(images)]

@@ -3,7 +3,7 @@
 The card comes from the folder itself: classes from `id2label`, input size and normalisation from
 preprocessor_config.json (else `image_size` in config.json), multilabel when `problem_type` says so; a
 model.json in the folder overrides any of those fields. Torch-free: the workspace catalog and
-the dashboard read cards without importing torch or transformers (loading is `explainers.hf_loader`).
+the dashboard read cards without importing torch or transformers (loading is `explainers.loading.hf_loader`).
 A folder whose weights are only a pickle (`pytorch_model.bin`) is refused here, before anything loads it.
 """
 from __future__ import annotations

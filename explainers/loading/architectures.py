@@ -1,10 +1,15 @@
 """Architecture name -> a freshly built network, so a bare state dict has something to load into.
 
-Names are the project's sample models (`sample_models.architectures.ARCHITECTURES`, checked first),
-torchvision's classification models (resnets, ViT, Swin, ConvNeXt, EfficientNet, MobileNet, ...) and timm
-models as `timm:NAME` (`explainers.timm_models`). Weights are never downloaded: the user's state dict
+Names are plug-ins first, then torchvision's classification models (resnets, ViT, Swin, ConvNeXt, EfficientNet, MobileNet, ...) and timm
+models as `timm:NAME` (`explainers.loading.timm_models`). Weights are never downloaded: the user's state dict
 supplies them. torchvision's ViTs get the card's (square) input size as `image_size`: their position
 embeddings depend on it.
+
+Plug-ins are entry points of the installed distributions, so a team can name its own network in a card
+without the loader importing its code by path (and without `explainers` importing the packages above it):
+group `saliency_audit.architectures` (each entry point is a mapping name -> factory(num_classes) -> nn.Module;
+the sample models register theirs in pyproject.toml) and `saliency_audit.detectors` (name -> factory(num_classes)
+-> (net whose state dict the file holds, the net wrapped in the D-RISE detector format)).
 
 Detectors (`build_detector`) come already wrapped in the D-RISE format (`explainers.detection`): the sample
 `tiny_grid_detector` as a `GridDetector`, torchvision's detection models as a `TorchvisionDetector`. The
@@ -17,8 +22,8 @@ from typing import Callable
 from torch import nn
 
 from explainers.errors import InputError
-from explainers.timm_models import PREFIX as TIMM_PREFIX
-from explainers.timm_models import build_timm
+from explainers.loading.timm_models import PREFIX as TIMM_PREFIX
+from explainers.loading.timm_models import build_timm
 
 
 def build_architecture(name: str, num_classes: int, input_size: tuple[int, int] | None = None) -> nn.Module:
@@ -49,7 +54,6 @@ def build_architecture(name: str, num_classes: int, input_size: tuple[int, int] 
 
 TORCHVISION_DETECTORS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "retinanet_resnet50_fpn",
                          "fcos_resnet50_fpn", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large")
-SAMPLE_DETECTORS = ("tiny_grid_detector",)
 
 
 def build_detector(name: str, num_classes: int) -> tuple[nn.Module, nn.Module]:
@@ -57,11 +61,9 @@ def build_detector(name: str, num_classes: int) -> tuple[nn.Module, nn.Module]:
 
     `num_classes` is the card's count, without background.
     """
-    if name == "tiny_grid_detector":
-        from sample_models.detection import GridDetector, TinyGridNet
-
-        net = TinyGridNet(num_classes)
-        return net, GridDetector(net)
+    plugins = plugin_detectors()
+    if name in plugins:
+        return plugins[name](num_classes)
     if name in TORCHVISION_DETECTORS:
         import torchvision
 
@@ -71,7 +73,7 @@ def build_detector(name: str, num_classes: int) -> tuple[nn.Module, nn.Module]:
         return net, TorchvisionDetector(net, num_classes=num_classes + 1)
     raise InputError(
         f"unknown detection architecture {name!r} in the model card; use one of "
-        f"{', '.join(SAMPLE_DETECTORS + TORCHVISION_DETECTORS)}, or wrap your detector in "
+        f"{', '.join(detector_names())}, or wrap your detector in "
         "explainers.detection.CallableDetector from Python"
     )
 
@@ -104,13 +106,28 @@ def architecture_names() -> list[str]:
     return sorted(_sample_architectures()) + sorted(_torchvision_names())
 
 
+def detector_names() -> list[str]:
+    return sorted(plugin_detectors()) + list(TORCHVISION_DETECTORS)
+
+
 def _sample_architectures() -> dict[str, Callable[[int], nn.Module]]:
-    """Imported lazily: `sample_models` is optional at runtime (a leaf package, torch only)."""
-    try:
-        from sample_models.architectures import ARCHITECTURES
-    except ImportError:
-        return {}
-    return dict(ARCHITECTURES)
+    """Architectures registered under the `saliency_audit.architectures` entry point group."""
+    return _plugins("saliency_audit.architectures")
+
+
+def plugin_detectors() -> dict[str, Callable[[int], tuple[nn.Module, nn.Module]]]:
+    """Detectors registered under the `saliency_audit.detectors` entry point group."""
+    return _plugins("saliency_audit.detectors")
+
+
+def _plugins(group: str) -> dict[str, Callable]:
+    """Every mapping published under `group`, merged (read at each call: a test may patch a mapping)."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, Callable] = {}
+    for point in entry_points(group=group):
+        found.update(point.load())
+    return found
 
 
 def _torchvision_names() -> set[str]:

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 from explainers.errors import InputError
-from explainers.hf_card import CONFIG as HF_CONFIG
+from explainers.loading.hf_card import CONFIG as HF_CONFIG
 
 
 def file_sha256(path: str | Path) -> str:
@@ -26,7 +26,7 @@ def companion_files(path: Path, fmt: str) -> list[Path]:
     """Files a model needs beside itself (an ONNX model's external weights), inside its folder; else []."""
     if fmt != "onnx":
         return []
-    from explainers.onnx_files import external_data_files
+    from explainers.loading.onnx_files import external_data_files
 
     return external_data_files(path)
 
@@ -35,7 +35,7 @@ def embedded_card(path: Path) -> dict | None:
     """The model card an Ultralytics ONNX export carries in its metadata (classes, image size), else None."""
     if path.suffix.lower() != ".onnx":
         return None
-    from explainers.onnx_files import ultralytics_card
+    from explainers.loading.onnx_files import ultralytics_card
 
     return ultralytics_card(path)
 
