@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis.runs.task import Decoded, Prepared, Tables, attribute_columns
-from analysis.runs.tasks.per_target import PerTargetTask, TargetRows, TargetTables, prepare_targets
+from analysis.runs.tasks.per_target import PerTargetTask, TargetRows, TargetTables, explainer_params, prepare_targets
 from explainers.errors import InputError
 
 RUN_PARAMS = ("target", "layer", "threshold")  # the task's own parameters; the rest go to the explainer
@@ -119,11 +119,15 @@ class MultilabelTask(PerTargetTask):
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
         from analysis.evidence.tag_audit import tag_interventions
+        from analysis.evidence.target_sanity import target_sanity
 
         return {"task": self.name, "settings": {k: prepared.options[k] for k in ("target", "threshold")},
                 "interventions": tag_interventions(prepared.loaded, prepared.dataset, store,
                                                    threshold=prepared.options["threshold"], seed=int(run["seed"]),
-                                                   batch_size=batch_size)}
+                                                   batch_size=batch_size),
+                "sanity": target_sanity(prepared.loaded, prepared.dataset, store, run["method"],
+                                        prepared.target_layer, explainer_params(run, RUN_PARAMS), task=self.name,
+                                        seed=int(run["seed"]))}
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         from analysis.report.tag_report import tag_findings

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.runs.task import Decoded, Prepared, Tables, attribute_columns
-from analysis.runs.tasks.per_target import PerTargetTask, TargetRows, TargetTables, prepare_targets
+from analysis.runs.tasks.per_target import PerTargetTask, TargetRows, TargetTables, explainer_params, prepare_targets
 from explainers.errors import InputError
 
 RUN_PARAMS = ("target", "layer")
@@ -145,10 +145,14 @@ class SegmentationTask(PerTargetTask):
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
         from analysis.evidence.segment_audit import segment_interventions
+        from analysis.evidence.target_sanity import target_sanity
 
         return {"task": self.name, "settings": {"target": prepared.options["target"]},
                 "interventions": segment_interventions(prepared.loaded, prepared.dataset, store,
-                                                       seed=int(run["seed"]), batch_size=batch_size)}
+                                                       seed=int(run["seed"]), batch_size=batch_size),
+                "sanity": target_sanity(prepared.loaded, prepared.dataset, store, run["method"],
+                                        prepared.target_layer, explainer_params(run, RUN_PARAMS), task=self.name,
+                                        seed=int(run["seed"]))}
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         from analysis.report.segment_report import segment_findings
