@@ -340,7 +340,12 @@ def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple
 
     if task not in TASKS:
         return None
-    return TASKS[task].compare([_store(r) for r in run_ids], list(names))
+    from analysis.report.build import cached_report
+    from analysis.report.verdict import with_verdicts
+
+    stores = [_store(r) for r in run_ids]
+    return with_verdicts(TASKS[task].compare(stores, list(names)), list(names),
+                         [cached_report(s, ws()) for s in stores])
 
 
 def discovered_by_version(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...]) -> dict:
@@ -487,44 +492,7 @@ def register_dataset(path: Path, name: str | None = None) -> str:
 
 
 def trust(report: dict) -> list[dict]:
-    """Per explainer: {method, verdict (trustworthy / doubtful / not checked), checks [{name, passed, text}]}.
+    """Per explainer, how far to trust it (`analysis.report.trust.explainer_trust`: decided there, shown here)."""
+    from analysis.report.trust import explainer_trust
 
-    The sanity check's own pass mark and `analysis.evidence.faithfulness.verdicts` (each AUC beside a random order's)
-    decide; this only gathers them per method."""
-    from analysis.evidence.faithfulness import verdicts
-
-    methods: dict[str, list[dict]] = {}
-    for check, result in (report.get("sanity") or {}).items():
-        if not isinstance(result, dict):
-            continue
-        method = result.get("method") or (report.get("run") or {}).get("method") or "explainer"
-        similarity, threshold = result.get("similarity"), result.get("threshold")
-        numbers = (f" (similarity {similarity:.2f}, must be below {threshold:.2f})"
-                   if isinstance(similarity, (int, float)) and isinstance(threshold, (int, float)) else "")
-        passed = result.get("passed")
-        text = ("its maps change when the model's weights are randomised" if passed else
-                "its maps barely change when the model's weights are randomised: they show the image, not the "
-                "model" if passed is not None else "the randomisation check was not judged") + numbers
-        methods.setdefault(method, []).append({"name": check.replace("_", " "), "passed": passed, "text": text})
-    faithfulness = report.get("faithfulness") or {}
-    if isinstance(faithfulness, dict) and faithfulness:
-        method = faithfulness.get("method") or (report.get("run") or {}).get("method") or "explainer"
-        for v in verdicts(faithfulness):
-            text = (f"{v['measure']} score {v['score']:.3f} against {v['random']:.3f} for a random pixel order "
-                    f"({v['direction']}): " + ("better than random" if v["better_than_random"]
-                                               else "no better than random"))
-            methods.setdefault(method, []).append({"name": v["measure"], "passed": v["better_than_random"],
-                                                   "text": text})
-    second = report.get("second_explainer") or {}
-    if second.get("method") and second.get("regions"):
-        lifts = ", ".join(f"{region} {entry.get('lift'):.2f}" for region, entry in second["regions"].items()
-                          if isinstance((entry or {}).get("lift"), (int, float)))
-        methods.setdefault(second["method"], []).append(
-            {"name": "second explainer", "passed": None,
-             "text": f"used to cross-check the flags; its lift per region: {lifts or 'none measured'}"})
-    out = []
-    for method, checks in methods.items():
-        judged = [c["passed"] for c in checks if c["passed"] is not None]
-        verdict = "not checked" if not judged else "trustworthy" if all(judged) else "doubtful"
-        out.append({"method": method, "verdict": verdict, "checks": checks})
-    return out
+    return explainer_trust(report)
