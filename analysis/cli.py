@@ -1,7 +1,8 @@
 """`saliency-audit`: the command line over the same engine the dashboard uses.
 
 Contract (docs/FORMATS.md): `run` prints the run id alone on the last stdout line (progress goes to
-stderr); bad input exits 2 with one line on stderr and no traceback; `check --fail-on-flags` exits 3.
+stderr); bad input exits 2 with one line on stderr and no traceback; `check --fail-on-flags` exits 3 when
+flagged, 4 when the audit cannot judge, 0 only when clear.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from analysis.store.workspace import ENV_VAR
 from explainers.errors import InputError
 
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_FLAGGED = 0, 2, 3
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FLAGGED, EXIT_CANNOT_JUDGE = 0, 2, 3, 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--format", choices=["json", "html"], default="json")
     compare.add_argument("--out")
 
-    check = command("check", cmd_check, "shortcut flags of a run; exit 3 with --fail-on-flags")
+    check = command("check", cmd_check, "the verdict of a run; with --fail-on-flags exit 3 flagged, 4 cannot judge")
     check.add_argument("run")
     check.add_argument("--fail-on-flags", action="store_true")
 
@@ -228,7 +229,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from analysis.report.build import cached_report
     from analysis.report.html import render_comparison_page
+    from analysis.report.verdict import with_verdicts
     from analysis.runs.tasks import task_of_run
 
     workspace = _workspace(args)
@@ -251,7 +254,8 @@ def cmd_compare(args) -> int:
     names = labels or [run["name"] or run["id"] for run in runs]
     if len(set(names)) < len(names):  # two runs with one name: tell them apart by id
         names = [f"{name} ({run['id']})" for name, run in zip(names, runs)]
-    result = tasks[0].compare([workspace.store(run["id"]) for run in runs], names)
+    stores = [workspace.store(run["id"]) for run in runs]
+    result = with_verdicts(tasks[0].compare(stores, names), names, [cached_report(s, workspace) for s in stores])
     if args.format == "html":
         _emit(render_comparison_page(result), args.out)
     else:
@@ -294,16 +298,29 @@ def _registered_runs(workspace, args) -> tuple[list[str], list[str]]:
 
 
 def cmd_check(args) -> int:
+    """The verdict as a CI gate: one line with the verdict, a line per finding or reason, then what a clear
+    verdict could not see. With --fail-on-flags: exit 3 flagged, 4 cannot judge, 0 only when clear."""
     from analysis.report.build import cached_report
+    from analysis.report.records import Report
 
-    report = cached_report(args.run, _workspace(args))
-    flags = report.get("flags", [])
-    for flag in flags:
-        print(f"{flag.get('severity', '?')}: {flag.get('kind', 'shortcut')} on region {flag.get('region')!r}"
-              f"{' (class ' + str(flag['class']) + ')' if flag.get('class') else ''}, lift {flag.get('lift')}")
-    if not flags:
+    report = Report.from_json(cached_report(args.run, _workspace(args)))
+    verdict = report.verdict
+    print(f"verdict: {verdict.label.lower()}")
+    for finding in report.findings:
+        lift = f", lift {finding.lift:.2f}" if finding.lift is not None else ""
+        print(f"{finding.severity}: {finding.kind} on {'property' if finding.kind == 'property' else 'region'} "
+              f"{finding.subject!r}{' (class ' + finding.slice.target + ')' if finding.slice.target else ''}"
+              f"{lift}: {finding.headline}")
+    if not report.findings:
         print("no shortcut flagged")
-    return EXIT_FLAGGED if flags and args.fail_on_flags else EXIT_OK
+    if verdict.status != "flagged":
+        for reason in verdict.reasons:
+            print(f"  {reason}")
+    for blind in verdict.not_tested:
+        print(f"  not tested: {blind}")
+    if not args.fail_on_flags:
+        return EXIT_OK
+    return {"flagged": EXIT_FLAGGED, "cannot_judge": EXIT_CANNOT_JUDGE}.get(verdict.status, EXIT_OK)
 
 
 def cmd_demo(args) -> int:

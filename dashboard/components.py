@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, state
+from analysis.report.records import Finding, Report
+from dashboard import data, state, views
 
 
 def run_picker(key: str, current: str | None, statuses: tuple[str, ...] | None = None) -> str | None:
@@ -68,3 +69,29 @@ def _demo_building(shown: int) -> None:
                 text=f"Demo: {done} of {total} audits done{current}" if total else "Demo: starting the build")
     for failure in status.get("failed") or []:
         st.warning(f"Demo: {failure['audit']} failed: {failure['error']}")
+
+
+VERDICT_BOX = {"flagged": st.error, "cannot_judge": st.warning, "clear": st.success}
+
+
+def verdict_box(report: dict) -> None:
+    """The run's verdict first, for every task: its word, what it means, the reasons, what it could not see."""
+    verdict = Report.from_json(report).verdict
+    if verdict is None:
+        return
+    reasons = "".join(f"\n- {views.plain(reason)}" for reason in verdict.reasons)
+    VERDICT_BOX[verdict.status](f"**Verdict: {verdict.label}.** {verdict.summary}{reasons}")
+    if verdict.not_tested:
+        st.caption("What this audit could not see: " + "; ".join(views.plain(r) for r in verdict.not_tested) + ".")
+
+
+def finding_panel(flag: dict, label: dict | None = None) -> None:
+    """One finding: its severity and headline, then its evidence in the report's own words
+    (`Finding.evidence_lines`: the deciding test first, the other tests, the checks, the notes)."""
+    finding = Finding.from_json(flag)
+    with st.container(border=True):
+        st.markdown(f"**{views.plain(finding.severity.upper())}** · {views.plain(finding.headline)}.")
+        if label is not None:
+            st.info(views.plain(label["text"]) + (f" ({views.plain(label['note'])})" if label.get("note") else ""))
+        for line in finding.evidence_lines():
+            st.markdown("- " + views.plain(line))

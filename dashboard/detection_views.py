@@ -17,24 +17,6 @@ BOX_COLORS = [(255, 64, 64), (255, 220, 0), (64, 200, 255), (200, 100, 255), (80
 GALLERY_SIZE = 24
 
 
-def flag_title(flag: dict) -> str:
-    return (f"{str(flag.get('severity', '')).upper()} context shortcut: class {flag.get('class')} "
-            f"relies on {flag.get('region')}")
-
-
-def flag_sentence(flag: dict) -> str:
-    """The evidence of one context flag in one plain sentence."""
-    ev = flag.get("evidence") or {}
-    low, high = (ev.get("excess_drop_ci") or [float("nan"), float("nan")])[:2]
-    return (f"{100 * ev.get('mass_outside', float('nan')):.0f}% of its D-RISE mass lies outside its boxes "
-            f"({100 * ev.get('mass_region', float('nan')):.0f}% on {flag.get('region')}); filling "
-            f"{flag.get('region')} with the rest of the scene's colour lowers its detection score by "
-            f"{ev.get('score_drop', float('nan')):.2f} (an equal-area control fill elsewhere: "
-            f"{ev.get('control_drop', float('nan')):.2f}; excess 95% CI [{low:.2f}, {high:.2f}]) and its recall "
-            f"from {100 * ev.get('recall_before', float('nan')):.0f}% to {100 * ev.get('recall_after', float('nan')):.0f}% "
-            f"({ev.get('n', '?')} detections).")
-
-
 def class_mass_rows(report: dict) -> pd.DataFrame:
     """Per-class region rows (box and each context region) with CI bounds as columns."""
     rows = [r for r in report.get("regions") or [] if r.get("class") is not None]
@@ -151,10 +133,7 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
             st.success("No context shortcut flagged: no class loses score when a context region is filled, "
                        "beyond what filling an equal area elsewhere costs.")
         for flag in flags:
-            with st.container(border=True):
-                st.markdown("**" + views.plain(flag_title(flag)) + "**")
-                st.markdown(views.plain(flag_sentence(flag)))
-                st.json(flag.get("evidence") or {}, expanded=False)
+            components.finding_panel(flag)
         table = intervention_rows(report)
         st.subheader("Context fill per class and region")
         st.caption("Score drop when the region is filled with the rest of the scene's colour, when an equal "

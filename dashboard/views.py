@@ -12,6 +12,9 @@ from typing import Callable
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis.report.records import Finding, Report
+from analysis.report.verdict import explainer_agreement
+
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 STAGE_TEXT = {"explaining": "explaining images", "interventions": "testing regions (interventions)",
               "second explainer": "cross-checking with a second explainer", "sanity": "sanity check",
@@ -315,38 +318,6 @@ def series_of(name: str | None, version: str | None) -> tuple[str, str]:
     return name, name
 
 
-def flag_sentence(flag: dict, who: str) -> str:
-    """"v1 looks 6.6x more at watermark than its size explains; hiding it flips 84% of predictions"."""
-    region = flag.get("region", "a region")
-    where = (f" for class {flag['class']}" if flag.get("class") not in (None, "") else
-             f" for {flag['group']}" if flag.get("group") not in (None, "") else "")
-    evidence = flag.get("evidence") or {}
-    lift = flag.get("lift")
-    effect = None
-    if evidence.get("flip_rate") is not None:
-        effect = f"hiding it flips {percent(evidence['flip_rate'])} of predictions"
-    elif evidence.get("accuracy_drop") is not None:
-        effect = f"hiding it lowers accuracy by {100 * evidence['accuracy_drop']:.0f} points"
-    elif evidence.get("score_drop") is not None:
-        effect = f"filling it lowers detection scores by {percent(evidence['score_drop'])}"
-    if flag.get("description"):  # discovered from the maps: its lift is high by construction, not a finding
-        text = f"{who} relies on {region} ({flag['description']}){where}" + (f": {effect}" if effect else "")
-        if evidence.get("shown_by") == "swap" and (evidence.get("swap") or {}).get("towards_donor_rate") is not None:
-            text += (f"; swapping it for another class's moves {percent(evidence['swap']['towards_donor_rate'])} "
-                     "of predictions towards that class")
-    elif lift is None or not isinstance(lift, (int, float)) or math.isnan(lift):
-        text = f"{who} depends on {region}{where}" + (f": {effect}" if effect else "")
-    elif flag.get("basis") == "intervention" or lift < 1.5:
-        text = (f"{who} relies on {region}{where}" + (f": {effect}" if effect else "") +
-                f", although its attention there is only {lift:.1f}x what its size explains")
-    else:
-        text = (f"{who} looks {lift:.1f}x more at {region}{where} than its size explains" +
-                (f"; {effect}" if effect else "; no intervention tested it yet"))
-    if flag.get("confidence") == "low" and flag.get("reasons"):
-        text += f" (low confidence: {flag['reasons'][0]})"
-    return text
-
-
 def open_findings(report: dict) -> list[dict]:
     """The report's flags minus those on regions a person labelled legitimate."""
     legitimate = {label["region"] for label in report.get("labels") or [] if label.get("verdict") == "legitimate"}
@@ -360,11 +331,28 @@ def overall_lift(report: dict, region: str) -> float | None:
     return None
 
 
-def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[dict]:
-    """Finished audits grouped by (model series, dataset, explainer), one entry per version (its latest run).
+GLOSSARY = """
+- **Flagged**: an intervention showed that the model uses a region or an image property that is not what the
+  label is about: hiding or swapping it changed the predictions more than an equal change elsewhere.
+- **Clear**: every candidate was tested and an effect of the stated size ruled out, with a model and an
+  explainer that could be judged. It says nothing about what the audit could not see (listed in the report).
+- **Cannot judge**: the audit cannot answer, and says why: the model's answers do not depend on the image or
+  are at chance, the saliency maps are empty or the same for every image, the explainer failed its sanity
+  check, or too few images to rule anything out.
+- **Severity**: how much the predictions moved when the cue was removed or swapped, net of the control
+  (high: 20 points or more, medium: 10 or more).
+- **Attention relative to size** (lift): the share of the saliency a region gets divided by the share of the
+  image it covers; 1 means "as much as its size explains".
+"""
 
-    Each entry: series, dataset, method, versions [{version, run, report}], findings (sentences for the
-    latest version), labels (the latest version's label checks), trend [{region, points [(version, lift)]}].
+
+def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[dict]:
+    """Finished audits grouped by (model series, dataset), one entry per version across explainers.
+
+    Each entry: series, dataset, methods (most versions first: the first is the one the box speaks for),
+    versions [{version, run, runs {method: run id}, report, verdict}], verdict (the latest version's),
+    agreement (one line on whether the explainers' verdicts agree), findings (the latest version's open
+    findings as sentences with their effect), labels, trend [{region, points [(version, lift)]}].
     """
     if runs.empty or "status" not in runs:
         return []
@@ -372,27 +360,46 @@ def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[d
     groups: dict[tuple, dict] = {}
     for run in done.to_dict("records"):
         series, version = series_of(run.get("model_name"), run.get("model_version"))
-        key = (series, run.get("dataset_id"), run.get("method"))
-        entry = groups.setdefault(key, {"series": series, "dataset": run.get("dataset_name") or "deleted dataset",
-                                        "dataset_id": run.get("dataset_id"), "method": run.get("method"),
-                                        "versions": {}})
-        entry["versions"][run["model_id"]] = {"version": version, "run": run["id"]}  # later runs replace earlier
+        entry = groups.setdefault((series, run.get("dataset_id")), {
+            "series": series, "dataset": run.get("dataset_name") or "deleted dataset",
+            "dataset_id": run.get("dataset_id"), "versions": {}})
+        slot = entry["versions"].setdefault(run["model_id"], {"version": version, "runs": {}})
+        slot["runs"][run.get("method")] = run["id"]  # later runs of a method replace earlier ones
     out = []
     for entry in groups.values():
         versions = sorted(entry["versions"].values(), key=_version_number)  # v1..v5, whatever order they ran in
+        counts: dict[str, int] = {}
         for v in versions:
-            v["report"] = report_of(v["run"])
+            for method in v["runs"]:
+                counts[method] = counts.get(method, 0) + 1
+        methods = sorted(counts, key=lambda m: (-counts[m], m != "gradcam", str(m)))
+        for v in versions:
+            primary = next(m for m in methods if m in v["runs"])
+            v["run"], v["method"] = v["runs"][primary], primary
+            v["reports"] = {m: report_of(r) for m, r in v["runs"].items()}
+            v["report"] = v["reports"][primary]
+            v["verdict"] = Report.from_json(v["report"]).verdict
         latest = versions[-1]
-        findings = [{"text": flag_sentence(f, latest["version"]), "severity": f.get("severity"),
-                     "region": f.get("region")} for f in open_findings(latest["report"])]
+        findings = [{"text": f"{latest['version']}: {f.headline}", "severity": f.severity, "region": f.region,
+                     "effect": f.effect}
+                    for f in open_typed_findings(latest["report"]) if f.effect is not None]
         regions = list(dict.fromkeys(f["region"] for v in versions for f in open_findings(v["report"])))
         regions += [label["region"] for label in latest["report"].get("labels") or []
                     if label.get("verdict") == "shortcut" and label["region"] not in regions]
         trend = [{"region": region, "points": [(v["version"], overall_lift(v["report"], region)) for v in versions]}
                  for region in regions]
-        out.append({**entry, "versions": versions, "findings": findings, "trend": trend,
-                    "labels": latest["report"].get("labels") or []})
-    return sorted(out, key=lambda e: (-len(e["findings"]), e["series"]))
+        verdicts = {m: Report.from_json(r).verdict for m, r in latest["reports"].items()}
+        out.append({**entry, "methods": methods, "method": latest["method"], "versions": versions,
+                    "verdict": latest["verdict"], "agreement": explainer_agreement(verdicts),
+                    "findings": findings, "trend": trend, "labels": latest["report"].get("labels") or []})
+    order = {"flagged": 0, "cannot_judge": 1, "clear": 2}
+    return sorted(out, key=lambda e: (order.get(e["verdict"].status if e["verdict"] else "", 3),
+                                      -len(e["findings"]), e["series"]))
+
+
+def open_typed_findings(report: dict) -> list:
+    """The report's findings (typed) minus those on regions a person labelled legitimate."""
+    return [Finding.from_json(f) for f in open_findings(report)]
 
 
 def _version_number(version: dict) -> float:
@@ -415,68 +422,6 @@ def exemplar_image(table: pd.DataFrame, region: str) -> int | None:
 
 
 # --- flag evidence as a panel ---------------------------------------------------------------------------
-_EVIDENCE_KNOWN = {"flip_rate", "flip_rate_ci", "accuracy_drop", "accuracy_drop_ci", "fill", "control_flip_rate",
-                   "control_accuracy_drop", "control_kind", "p_value", "n", "net_effect", "second_explainer",
-                   "second_explainer_lift", "sanity_passed"}
-
-
-def evidence_rows(flag: dict) -> list[tuple[str, str]]:
-    """(what, the finding in words) for every piece of evidence the flag carries; keys this page does not know
-    (added by a later engine) still show, in words, never as JSON."""
-    ev = {k: v for k, v in (flag.get("evidence") or {}).items() if value_text(v) is not None}
-    rows = []
-    region = flag.get("region", "the region")
-    fill = f" with a {humanize(ev['fill'])} fill" if ev.get("fill") else ""
-    effects = []
-    if "flip_rate" in ev:
-        ci = value_text(ev.get("flip_rate_ci"), percent=True)
-        effects.append(f"flips {percent(ev['flip_rate'])} of predictions" + (f" (95% CI {ci})" if ci and " to " in ci else ""))
-    if "accuracy_drop" in ev:
-        ci = value_text([100 * x for x in ev["accuracy_drop_ci"]] if isinstance(ev.get("accuracy_drop_ci"), list)
-                        and all(isinstance(x, (int, float)) for x in ev["accuracy_drop_ci"]) else None)
-        effects.append(f"lowers accuracy by {100 * ev['accuracy_drop']:.0f} points" +
-                       (f" (95% CI {ci})" if ci and " to " in ci else ""))
-    if effects:
-        rows.append(("Fill effect", f"Filling {region}{fill} " + " and ".join(effects) +
-                     (f", over {ev['n']} images" if "n" in ev else "") + "."))
-    control = []
-    if "control_flip_rate" in ev:
-        control.append(f"flips {percent(ev['control_flip_rate'])}")
-    if "control_accuracy_drop" in ev:
-        control.append(f"lowers accuracy by {100 * ev['control_accuracy_drop']:.0f} points")
-    if control:
-        where = ("Filling the object (the core: no area of the same size avoids this region)"
-                 if ev.get("control_kind") == "core" else "Filling an area of the same size elsewhere")
-        rows.append(("Control", f"{where} " + " and ".join(control) + "."))
-    if "net_effect" in ev:
-        rows.append(("Effect beyond the control", percent(ev["net_effect"])))
-    if "p_value" in ev:
-        rows.append(("p-value", f"{ev['p_value']:.2g} (how likely an effect this large is if the region did not "
-                                "matter)"))
-    if "second_explainer" in ev or "second_explainer_lift" in ev:
-        lift = ev.get("second_explainer_lift")
-        verdict = "" if lift is None else (" agrees" if lift > 1 else " disagrees") + f" (lift {lift:.2f})"
-        rows.append(("Second explainer", f"{ev.get('second_explainer', 'another method')}{verdict}"))
-    elif "n" in ev or effects:
-        rows.append(("Second explainer", "not run"))
-    if "sanity_passed" in ev:
-        rows.append(("Sanity check", "the explainer passed the model-randomisation check" if ev["sanity_passed"]
-                     else "the explainer failed the model-randomisation check: its maps barely depend on the model"))
-    grouped: dict[str, list[str]] = {}
-    for key, value in ev.items():
-        if key in _EVIDENCE_KNOWN:
-            continue
-        head, _, rest = key.partition("_")
-        prefix = head if head in ("swap", "power") and rest else None
-        name = {"swap": "Swap effect", "power": "Power"}.get(prefix or key, humanize(key).capitalize())
-        rate = any(word in key for word in ("rate", "drop", "share"))
-        text = value_text(value, percent=rate and isinstance(value, (int, float, list)))
-        grouped.setdefault(name, []).append(f"{humanize(rest)} {text}" if prefix else text)
-    rows.extend((name, "; ".join(parts)) for name, parts in grouped.items())
-    for reason in flag.get("reasons") or []:
-        rows.append(("Caveat", str(reason)))
-    return rows
-
 
 def power_lines(report: dict) -> tuple[list[str], str | None]:
     """(what each unflagged region's test could have detected, the multiple-testing sentence) from the report."""

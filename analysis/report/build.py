@@ -13,12 +13,15 @@ import os
 from typing import Any
 
 from analysis.evidence.region_shapley import shapley_table
+from analysis.report.records import Finding
+from analysis.report.verdict import prediction_summary, run_verdict
 from analysis.runs.tasks import DEFAULT_TASK, task_of_store
 from analysis.store.run_store import RunStore
 from analysis.store.workspace import Workspace
 
 CSV_TABLES = ("regions", "accuracy", "flags")
-REPORT_FORMAT = 3  # bump when build_report's output changes: cached reports are rebuilt
+VERDICT_MAPS = 256  # the maps check reads this many stored maps, not the whole run
+REPORT_FORMAT = 4  # bump when build_report's output changes: cached reports are rebuilt
 
 
 def cached_report(store_or_run: RunStore | str, workspace: Workspace | None = None) -> dict[str, Any]:
@@ -109,6 +112,9 @@ def build_report(store_or_run: RunStore | str, workspace: Workspace | None = Non
         report["region_shapley"] = {"score": shapley["score"], "n": shapley["n"],
                                     "rows": shapley_table(shapley, n_boot=n_boot, seed=int(run.get("seed") or 0))}
     report["skipped"] = [{"image": str(r["image"]), "reason": str(r["reason"])} for r in skipped.to_dict("records")]
+    if "pred" in images:  # one predicted class / tag set per image: what the verdict's prediction check reads
+        report["predictions"] = prediction_summary(images, "label", "pred")
+    report["verdict"] = run_verdict(report, task.name, store.maps_sample(VERDICT_MAPS)).to_json()
     return report
 
 
@@ -116,13 +122,28 @@ def to_csv(report: dict[str, Any], table: str = "regions") -> str:
     """One of the report's tidy tables as CSV (list-valued cells such as CIs become two columns)."""
     if table not in CSV_TABLES:
         raise ValueError(f"unknown table {table!r}; choose one of {', '.join(CSV_TABLES)}")
-    rows = [_flat(row) for row in report.get(table) or []]
+    rows = [_flat(_finding_row(Finding.from_json(row)) if table == "flags" else row)
+            for row in report.get(table) or []]
     columns = list(dict.fromkeys(key for row in rows for key in row))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+def _finding_row(finding: Finding) -> dict[str, Any]:
+    """A finding as one CSV row: what it is, its deciding test, then the task's evidence numbers."""
+    test = finding.deciding_test
+    return {"region": finding.region, "class": finding.slice.target, "kind": finding.kind,
+            "severity": finding.severity, "confidence": finding.confidence, "group": finding.slice.group,
+            "property": finding.subject if finding.kind == "property" else None, "lift": finding.lift,
+            "effect": finding.effect, "headline": finding.headline, "test": test.name if test else None,
+            "test_slice": test.slice.words() if test else None,
+            "interval": list(test.interval) if test and test.interval else [None, None],
+            "p_value": test.p_value if test else None,
+            "p_value_corrected": test.p_value_corrected if test else None, "n": test.n if test else None,
+            "evidence": finding.evidence}
 
 
 def _flat(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:

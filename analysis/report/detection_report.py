@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.report.records import Finding, Slice, TestResult
 from analysis.stats.aggregate import wilson_interval
 from analysis.evidence.detection_audit import MIN_DROP, OUTSIDE_THRESHOLD, bootstrap_ci, class_summary, table_flags
 
@@ -66,11 +67,22 @@ def detection_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str,
         for f in table_flags(summary, interventions,
                                outside_threshold=float(options.get("outside_threshold", OUTSIDE_THRESHOLD)),
                                min_drop=float(options.get("min_drop", MIN_DROP))):
-            flags.append({"region": f["region"], "class": f["class"], "kind": "context", "severity": f["severity"],
-                          "lift": lifts.get((f["class"], f["region"])),
-                          "evidence": {k: f[k] for k in ("score_drop", "score_drop_ci", "control_drop",
-                                                         "excess_drop", "excess_drop_ci", "recall_before",
-                                                         "recall_after", "mass_outside", "mass_region", "n")}})
+            ci = f["excess_drop_ci"]
+            test = TestResult(name="context fill", description="the class's detection score with the region "
+                              "filled vs an equal-area control fill, paired bootstrap interval",
+                              effect=float(f["excess_drop"]), interval=(ci[0], ci[1]), n=int(f["n"]),
+                              slice=Slice(f["class"]), decision="shown")
+            finding = Finding(
+                kind="context", subject=f["region"], slice=Slice(f["class"]), severity=f["severity"],
+                confidence="high", effect=float(f["excess_drop"]), tests=(test,),
+                headline=(f"Detections of {f['class']} depend on {f['region']}: filling it lowers their score by "
+                          f"{f['excess_drop']:.0%} more than an equal-area fill (interval [{ci[0]:.0%}, "
+                          f"{ci[1]:.0%}], n = {f['n']} detections)"),
+                lift=lifts.get((f["class"], f["region"])),
+                evidence={k: f[k] for k in ("score_drop", "score_drop_ci", "control_drop", "excess_drop",
+                                            "excess_drop_ci", "recall_before", "recall_after", "mass_outside",
+                                            "mass_region", "n")})
+            flags.append(finding.to_json())
     flags.sort(key=lambda f: -f["evidence"]["excess_drop"])
     return {"metrics": metrics, "regions": rows, "flags": flags, "sanity": evidence.get("sanity") or {},
             "faithfulness": evidence.get("faithfulness") or {},

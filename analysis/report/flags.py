@@ -46,7 +46,8 @@ import math
 
 import pandas as pd
 
-SEVERITIES = ("low", "medium", "high")
+from analysis.report.records import SEVERITIES, CheckResult, Finding, Slice, TestResult
+
 GRID_ASSUMED_CORE = ("centre", "middle-centre")
 
 
@@ -124,20 +125,89 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_th
                 severity = SEVERITIES[max(0, SEVERITIES.index(severity) - 1)]
             confidence = "low"
         ev.update(robustness_evidence(region, evidence))
-        flag = {
-            "region": region, "class": top["class"], "group": top["group"], "kind": "shortcut",
-            "severity": severity, "confidence": confidence, "lift": top["lift"],
-            "lift_ci": [top["lift_ci_low"], top["lift_ci_high"]], "mass_mean": top["mass_mean"],
-            "slices": [{"class": h["class"], "group": h["group"], "lift": h["lift"],
-                        "lift_ci_low": h["lift_ci_low"]} for h in hits],
-            "evidence": ev, "reasons": reasons, "basis": basis,
-        }
+        extra = {"slices": [{"class": h["class"], "group": h["group"], "lift": h["lift"],
+                             "lift_ci_low": h["lift_ci_low"]} for h in hits]}
         if region in discovered:
-            flag.update({"description": discovered[region]["description"],
-                         "exemplars": discovered[region].get("exemplars", [])})
-        flags.append(flag)
+            extra.update({"description": discovered[region]["description"],
+                          "exemplars": discovered[region].get("exemplars", [])})
+        tests = region_tests(intervention, family.get(region, []), best, alpha=alpha, min_effect=min_effect)
+        checks = robustness_checks(region, evidence)
+        finding = Finding(kind="shortcut", subject=region, slice=Slice(top["class"], top["group"]),
+                          severity=severity, confidence=confidence,
+                          headline=headline(region, tests[0] if best else None, top),
+                          effect=ev.get("net_effect"), tests=tuple(tests), checks=tuple(checks),
+                          reasons=tuple(reasons), basis=basis, lift=top["lift"],
+                          lift_ci=(top["lift_ci_low"], top["lift_ci_high"]), mass_mean=top["mass_mean"],
+                          evidence=ev, extra=extra)
+        flags.append(finding.to_json())
     flags.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), f["region"] in discovered, -(f["lift"] or 0)))
     return flags
+
+
+def region_tests(intervention: dict | None, tests: list[dict], best: dict | None, *, alpha: float,
+                 min_effect: float) -> list[TestResult]:
+    """A region's tests as records, the deciding one first: each with its slice, its net effect, the
+    sequential sample's interval (whole-sample tests), its Holm-corrected p-value and its decision."""
+    if not intervention:
+        return []
+    seq = intervention.get("sequential") or {}
+    bounds, states = seq.get("bounds") or {}, seq.get("states") or {}
+    keys = {"fill": ("fill_accuracy_drop",), "swap": ("swap_towards_donor", "swap_accuracy_drop")}
+    ordered = ([best] if best else []) + [t for t in tests if t is not best]
+    out = []
+    for t in ordered:
+        whole = t.get("class") is None and t.get("group") is None
+        interval, decision = None, "undecided"
+        if whole and bounds:
+            key = max((k for k in keys[t["variant"]] if k in bounds), key=lambda k: bounds[k][0], default=None)
+            interval = tuple(bounds[key]) if key else None
+            found = [states.get(k) for k in keys[t["variant"]] if states.get(k)]
+            decision = "shown" if "shown" in found else "excluded" if found and all(
+                d == "excluded" for d in found) else "undecided"
+        if t is best or (t["p_holm"] < alpha and t["effect"] >= min_effect):
+            decision = "shown"
+        control = (intervention.get("swap") or {}).get("control_kind") if t["variant"] == "swap" \
+            else intervention.get("control_kind")
+        out.append(TestResult(name=t["variant"], description=_test_name(t["variant"]), effect=t["effect"],
+                              interval=interval, p_value=t.get("p_value"), p_value_corrected=t["p_holm"],
+                              correction="Holm over the run's tests", n=t.get("n"),
+                              slice=Slice(t.get("class"), t.get("group")), decision=decision, control=control))
+    return out
+
+
+def headline(region: str, test: TestResult | None, top: dict) -> str:
+    """The finding in one sentence: which images, which region, what the deciding test showed."""
+    who = f"Predictions of class {test.slice.target}" if test and test.slice.target else \
+        f"Predictions for {test.slice.group}" if test and test.slice.group else "Predictions"
+    if test is None:
+        return (f"{who} may depend on {region}: it draws {top['lift']:.1f}x its area's share of attention, "
+                f"but no intervention tested it")
+    what = {"fill": f"filling {region} costs {test.effect:.0%} of right answers more than filling an equal area "
+                    f"elsewhere",
+            "swap": f"swapping {region} for another class's changes {test.effect:.0%} more predictions (towards "
+                    f"that class, or away from the right one) than a control swap"}[test.name]
+    return f"{who} depend on {region}: {what} (corrected p = {_p(test.p_value_corrected)}, n = {test.n})"
+
+
+def _p(p: float | None) -> str:
+    return "?" if p is None else f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def robustness_checks(region: str, evidence: dict) -> list[CheckResult]:
+    """The trust checks that qualify a region's finding: the second explainer's lift, the sanity check."""
+    second = evidence.get("second_explainer") or {}
+    lift = ((second.get("regions") or {}).get(region) or {}).get("lift")
+    checks = [CheckResult("second explainer", "not_run", "no second explainer was run on this region")
+              if lift is None else
+              CheckResult("second explainer", "passed" if lift > 1.0 else "failed",
+                          f"{second.get('method')} gives {region} lift {lift:.2f}", lift)]
+    sanity = (evidence.get("sanity") or {}).get("model_randomization") or {}
+    passed = sanity.get("passed")
+    checks.append(CheckResult("model randomisation", "not_run" if not sanity else "not_applicable"
+                              if passed is None else "passed" if passed else "failed",
+                              f"{sanity.get('method')}: similarity {sanity.get('similarity')}" if sanity
+                              else "not run", sanity.get("similarity")))
+    return checks
 
 
 def _artifact_driven(strong: dict, artifact_free: pd.DataFrame | None, lift_threshold: float) -> dict[str, str]:

@@ -14,12 +14,14 @@ from html import escape
 
 import numpy as np
 
+from analysis.report.records import Report, Verdict
 from analysis.runs.tasks import view_of
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
-th{background:#f3f3f3}.high{color:#b00020;font-weight:600}.medium{color:#c76b00;font-weight:600}.low{color:#555}
+th{background:#f3f3f3}.verdict-flagged{color:#b00020}.verdict-clear{color:#1b7f3b}.verdict-cannot_judge{color:#c76b00}
+.high{color:#b00020;font-weight:600}.medium{color:#c76b00;font-weight:600}.low{color:#555}
 .muted{color:#777;font-size:.85rem}figure{display:inline-block;margin:.5rem;text-align:center}
 figure img{width:160px;height:160px;image-rendering:pixelated;border:1px solid #ccc}
 """
@@ -36,8 +38,11 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
     name = title or f"Saliency audit: {run.get('name') or run.get('id') or 'run'}"
     parts = [f"<h1>{escape(str(name))}</h1>", _run_summary(report)]
     view = view_of(run.get("task"))
+    typed = Report.from_json(report)
+    if typed.verdict is not None:
+        parts.append(_verdict_section(typed.verdict))
     flags, sections = VIEW_SECTIONS.get(view, (_report_flags, None))
-    parts.append("<h2>Shortcut flags</h2>" + flags(report))
+    parts.append("<h2>Shortcut flags</h2>" + _findings(typed.findings) + flags(report))
     if sections is not None:
         parts.append(sections(report))
     if report.get("labels"):
@@ -209,6 +214,28 @@ def _run_summary(report: dict) -> str:
             rows.append([column.replace("_", " ") + " per image",
                          f"median {used['median']:.0f}, p90 {used['p90']:.0f}, max {used['max']:.0f}"])
     return _table(["", ""], rows)
+
+
+def _verdict_section(verdict: Verdict) -> str:
+    """The run's verdict first: its word, what it means, why, what a clear one could not see, the checks."""
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in verdict.reasons)
+    blind = "".join(f"<li>{escape(r)}</li>" for r in verdict.not_tested)
+    words = {"passed": "passed", "failed": "failed", "not_applicable": "not applicable", "not_run": "not run"}
+    checks = _table(["check", "result", "detail"], [[c.name, words[c.status], c.detail] for c in verdict.checks])
+    return (f"<h2>Verdict: <span class='verdict-{verdict.status}'>{escape(verdict.label)}</span></h2>"
+            f"<p>{escape(verdict.summary)}</p><ul>{reasons}</ul>"
+            + (f"<p class='muted'>What this audit could not see:</p><ul class='muted'>{blind}</ul>" if blind else "")
+            + checks)
+
+
+def _findings(findings) -> str:
+    """Each finding as its headline and its evidence lines (`Finding.evidence_lines`, the dashboard's words)."""
+    out = []
+    for f in findings:
+        lines = "".join(f"<li>{escape(line)}</li>" for line in f.evidence_lines())
+        out.append(f"<div class='finding'><p><span class='{escape(f.severity)}'>{escape(f.severity.upper())}</span> "
+                   f"{escape(f.headline)}</p><ul class='muted'>{lines}</ul></div>")
+    return "".join(out)
 
 
 def _flags_table(flags: list[dict]) -> str:

@@ -5,8 +5,8 @@
 - `regions`: per tag (`class` = the tag) and overall (`class` null, the images' summed target maps): mean
   share of the map's positive mass per region with a bootstrap 95% CI, mean area, lift, n maps;
 - `flags`: per (tag, non-core region) whose fill changes the tag more than its control: `kind: "shortcut"`
-  when the exact McNemar test on the flips gives p < `ALPHA` and the excess probability drop is at least
-  `MIN_DROP` with its CI above 0 (`severity` "high" from `HIGH_DROP`), evidence = the intervention record;
+  when the exact McNemar test on the flips gives p < `ALPHA` after Holm's correction over the run's tests and
+  the excess probability drop is at least `MIN_DROP` with its CI above 0 (`severity` "high" from `HIGH_DROP`), evidence = the intervention record;
 - `multilabel`: the tags, the run's settings and the intervention table, for the HTML and dashboard views.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.report.records import Finding, Slice, TestResult
 from analysis.stats.aggregate import region_matrix, slice_stats, wilson_interval
 
 ALPHA, MIN_DROP, HIGH_DROP = 0.01, 0.05, 0.2
@@ -38,16 +39,34 @@ def region_rows(frame: pd.DataFrame, image_ids, cls, *, n_boot: int, seed: int) 
 
 
 def shortcut_flags(interventions: list[dict], lifts: dict, key: str) -> list[dict]:
-    """Flags from per-(target, region) intervention records (`key`: "tag" or "class"); see the module doc."""
+    """Findings from per-(target, region) intervention records (`key`: "tag" or "class"), in report-JSON
+    shape. The exact McNemar p-values are Holm-corrected over every record of the run (the family the
+    classification audit uses too); a record is flagged when its corrected p < `ALPHA`, its excess drop is
+    at least `MIN_DROP` and the drop's interval lies above 0."""
+    from analysis.stats.sequential import holm
+
+    tested = [rec for rec in interventions if rec.get("p_value") is not None]
+    corrected = dict(zip(map(id, tested), holm([rec["p_value"] for rec in tested]))) if tested else {}
     flags = []
-    for rec in interventions:
-        excess, ci, p = rec.get("excess_drop"), rec.get("excess_drop_ci") or [None, None], rec.get("p_value")
-        if excess is None or p is None or ci[0] is None or not (p < ALPHA and excess >= MIN_DROP and ci[0] > 0):
+    for rec in tested:
+        excess, ci, p = rec.get("excess_drop"), rec.get("excess_drop_ci") or [None, None], corrected[id(rec)]
+        if excess is None or ci[0] is None or not (p < ALPHA and excess >= MIN_DROP and ci[0] > 0):
             continue
-        flags.append({"region": rec["region"], "class": rec[key], "kind": "shortcut",
-                      "severity": "high" if excess >= HIGH_DROP else "medium",
-                      "lift": lifts.get((rec[key], rec["region"])),
-                      "evidence": {k: rec[k] for k in EVIDENCE_KEYS if k in rec}})
+        what = "tag" if key == "tag" else "class"
+        test = TestResult(name="fill", description=rec.get("test") or "exact one-sided McNemar on flips, region "
+                          "fill vs equal-area control fill", effect=float(excess), interval=(ci[0], ci[1]),
+                          p_value=float(rec["p_value"]), p_value_corrected=float(p),
+                          correction=f"Holm over the run's {len(tested)} tests", n=rec.get("n"),
+                          slice=Slice(rec[key]), decision="shown", control=rec.get("control_kind"))
+        finding = Finding(
+            kind="shortcut", subject=rec["region"], slice=Slice(rec[key]),
+            severity="high" if excess >= HIGH_DROP else "medium", confidence="high",
+            headline=(f"The {what} {rec[key]} depends on {rec['region']}: filling it lowers the {what}'s "
+                      f"{'probability' if key == 'tag' else 'pixels found'} by {excess:.0%} more than filling an "
+                      f"equal area elsewhere (corrected p = {p:.2g}, n = {rec.get('n')})"),
+            effect=float(excess), tests=(test,), lift=lifts.get((rec[key], rec["region"])),
+            evidence={**{k: rec[k] for k in EVIDENCE_KEYS if k in rec}, "p_value_holm": float(p)})
+        flags.append(finding.to_json())
     return sorted(flags, key=lambda f: -f["evidence"]["excess_drop"])
 
 

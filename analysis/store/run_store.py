@@ -151,6 +151,19 @@ class RunStore:
             return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float16)
         return np.concatenate(ids), np.concatenate(maps)
 
+    def maps_sample(self, limit: int) -> np.ndarray:
+        """Up to `limit` stored maps, from the first shards on (a check of the maps need not read them all)."""
+        parts, count = [], 0
+        for d in self.shard_dirs():
+            if count >= limit:
+                break
+            with np.load(d / "maps.npz") as data:
+                maps = data["maps"][: limit - count]
+            if len(maps):
+                parts.append(maps)
+                count += len(maps)
+        return np.concatenate(parts) if parts else np.zeros((0, 0, 0), np.float16)
+
     def table(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
         """A table over the recorded shards that have it (`images`, `regions`, `skipped`, or a task's extra
         table from `write_shard(extra=...)`). Concatenated as Arrow tables and converted to pandas once: a

@@ -1,5 +1,7 @@
-"""Overview: per model series, its open findings in sentences, a picture that shows them, and the trend
-across versions. Ids, hashes and every table sit in the details below."""
+"""Overview, a manager's page: per model series, the latest version's verdict first (flagged, clear, cannot
+judge), whether the explainers agree, each open finding as one sentence with its effect, a picture that
+shows it, and the trend across versions. Words of the trade sit behind "What does this mean?"; ids, hashes
+and every table in the details below."""
 import streamlit as st
 
 from dashboard import data, overlay, state, views
@@ -24,19 +26,22 @@ elif runs.empty:
     st.info("No audit yet. Upload a model and a dataset, then start one under **New audit**.")
 elif not series:
     st.info("No audit has finished yet: follow them under **New audit**.")
+VERDICT_BOX = {"flagged": st.error, "cannot_judge": st.warning, "clear": st.success}
 for k, entry in enumerate(series):
     latest = entry["versions"][-1]
+    verdict = entry["verdict"]
     with st.container(border=True):
         st.markdown(f"#### {views.plain(entry['series'])} on {views.plain(entry['dataset'])}")
         text, picture = st.columns([3, 1])
+        if verdict is not None:
+            reasons = "" if verdict.status == "flagged" else "".join(
+                f"\n- {views.plain(reason)}" for reason in verdict.reasons[:3])
+            VERDICT_BOX[verdict.status](f"**{latest['version']}: {verdict.label}.** {verdict.summary}{reasons}")
         versions = ", ".join(v["version"] for v in entry["versions"])
-        text.caption(f"{len(entry['versions'])} version(s) audited with {entry['method']}: {views.plain(versions)}")
-        if entry["findings"]:
-            for finding in entry["findings"]:
-                text.markdown(f"- **{views.plain(str(finding['severity'] or '').upper())}** "
-                              f"{views.plain(finding['text'])}.")
-        else:
-            text.success(f"No open shortcut finding on {latest['version']}.")
+        text.caption(f"{len(entry['versions'])} version(s) audited with {', '.join(entry['methods'])}: "
+                     f"{views.plain(versions)}" + (f". {views.plain(entry['agreement'])}." if entry["agreement"] else ""))
+        for finding in entry["findings"]:
+            text.markdown(f"- **{views.plain(str(finding['severity'] or '').upper())}** {views.plain(finding['text'])}.")
         for label in entry["labels"]:
             text.markdown(f"- *Your label:* {views.plain(label['text'])}" +
                           (f" ({views.plain(label['note'])})" if label.get("note") else ""))
@@ -58,6 +63,9 @@ for k, entry in enumerate(series):
                     image = overlay.blend(image, maps[position[image_id]], 0.6, data.map_scale(run_id, version))
                 picture.image(image, width="stretch", caption=f"{latest['version']}: the image with the most "
                                                               f"attention on {region}")
+
+with st.expander("What does this mean?"):
+    st.markdown(views.GLOSSARY)
 
 with st.expander("Details: every audit, model and dataset, with ids and hashes"):
     for heading, table in (("Audits", views.run_table(runs)), ("Models", views.model_table(models)),

@@ -19,6 +19,7 @@ if info["status"] != "done":
 
 report = data.report(run_id, version)
 meta = report.get("run", {})
+components.verdict_box(report)
 own_body = task_views.REPORT_BODIES.get(data.report_view(report))  # a task view's own body
 if own_body is not None:  # detection: boxes, context regions, D-RISE
     own_body(report, run_id, version, info)
@@ -65,16 +66,8 @@ with tab_flags:
     if not flags:
         st.success("No shortcut flagged: no non-core region draws more attention than its area explains "
                    "with supporting evidence.")
-    for k, flag in enumerate(sorted(flags, key=lambda f: (views.SEVERITY_ORDER.get(f.get("severity"), 9),
-                                                          -(f.get("lift") or 0)))):
-        with st.container(border=True):
-            st.markdown(f"**{views.plain(str(flag.get('severity', '')).upper())}** · "
-                        f"{views.plain(views.flag_sentence(flag, data.model_name(info['model_id'])))}.")
-            label = label_of.get(flag["region"])
-            if label is not None:
-                st.info(views.plain(label["text"]) + (f" ({views.plain(label['note'])})" if label["note"] else ""))
-            for what, text in views.evidence_rows(flag):
-                st.markdown(f"**{views.plain(what)}**: {views.plain(text)}")
+    for flag in sorted(flags, key=lambda f: (views.SEVERITY_ORDER.get(f.get("severity"), 9), -(f.get("lift") or 0))):
+        components.finding_panel(flag, label_of.get(flag["region"]))
 
     power, testing = views.power_lines(report)
     if power or testing:

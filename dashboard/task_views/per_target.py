@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, overlay, views
+from dashboard import components, data, overlay, views
 
 
 @dataclass(frozen=True)
@@ -19,15 +19,6 @@ class Wording:
     score: str  # what the intervention measures, in words
     maps: str  # the run's per-target maps table
     index: str  # its target index array
-
-
-def flag_sentence(flag: dict, words: Wording) -> str:
-    e = flag.get("evidence") or {}
-    return (f"{words.noun.capitalize()} **{views.plain(flag['class'])}** depends on region "
-            f"**{views.plain(flag['region'])}**: filling it lowers the {words.score} by {e.get('drop', 0):.0%}, "
-            f"an equal-area fill by {e.get('control_drop', 0):.0%} (excess {e.get('excess_drop', 0):.0%}, 95% CI "
-            f"{_interval(e.get('excess_drop_ci'))}); it flips on {e.get('flip_rate', 0):.0%} of {e.get('n')} images "
-            f"against {e.get('control_flip_rate', 0):.0%} for the control (exact McNemar p = {e.get('p_value', 1):.2g}).")
 
 
 def intervention_rows(report: dict, words: Wording) -> pd.DataFrame:
@@ -78,8 +69,7 @@ def render(report: dict, run_id: str, version: str, info: dict, words: Wording, 
             st.success(f"No shortcut flagged: no {words.noun} changes under a region fill more than under an "
                        "equal-area control.")
         for flag in flags:
-            with st.container(border=True):
-                st.markdown(f"**{views.plain(flag['severity']).upper()}** " + flag_sentence(flag, words))
+            components.finding_panel(flag)
     with tab_attention:
         rows = views.region_rows(report, "class")
         if rows.empty:

@@ -96,7 +96,11 @@ def test_compare_page_draws_both_versions(app, planted):
     from analysis.store.workspace import Workspace
 
     workspace = Workspace(planted[0])
-    expected = compare_runs([workspace.store(r) for r in planted[1]["runs"]], ["v1 (gradcam)", "v2 (gradcam)"])["summary"]
+    from analysis.report.build import cached_report
+    from analysis.report.verdict import with_verdicts
+
+    stores, names = [workspace.store(r) for r in planted[1]["runs"]], ["v1 (gradcam)", "v2 (gradcam)"]
+    expected = with_verdicts(compare_runs(stores, names), names, [cached_report(s, workspace) for s in stores])["summary"]
     assert any(m.value.replace("\\", "") == expected for m in at.markdown), expected
 
 

@@ -65,33 +65,26 @@ def test_accuracy_chart_has_one_bar_per_slice_and_no_class_nan():
     assert "nan" not in shown.to_string().lower() and "none" not in shown.to_string().lower()
 
 
-def test_flag_sentence_and_evidence_panel_read_as_words_with_unknown_keys():
-    from dashboard.views import evidence_rows, flag_sentence
+def test_a_findings_panel_reads_as_words_deciding_test_first_and_names_its_slice():
+    """The panel read "class ellipse" over a test of has_tag=no, a fill's p beside a swap's Holm p, and raw keys:
+    now the headline names the test's slice, the deciding test comes first, every line is a sentence."""
+    from analysis.report.flags import shortcut_flags
+    from analysis.report.records import Finding
+    from analysis.stats.aggregate import region_table
+    from tests.report.synthetic import planted_frames
+    from tests.report.test_flags import _evidence
 
-    flag = {"region": "watermark", "class": None, "group": None, "lift": 6.6, "severity": "high",
-            "confidence": "high", "lift_ci": [5.9, 7.4],
-            "evidence": {"flip_rate": 0.84, "flip_rate_ci": [0.8, 0.88], "accuracy_drop": 0.5, "p_value": 1e-5,
-                         "control_flip_rate": 0.02, "control_accuracy_drop": None, "fill": "mean", "n": 120,
-                         "second_explainer": "saliency", "second_explainer_lift": 3.1, "sanity_passed": True,
-                         "swap_flip_rate": 0.7, "swap_p_value": 0.001, "power": "80% power to see a 10-point effect",
-                         "new_thing": {"a": 1, "b": None}}}
-    assert flag_sentence(flag, "v1") == ("v1 looks 6.6x more at watermark than its size explains; hiding it flips "
-                                         "84% of predictions")
-    rows = dict(evidence_rows(flag))
-    assert rows["Fill effect"] == ("Filling watermark with a mean fill flips 84% of predictions (95% CI 80% to 88%) and "
-                                   "lowers accuracy by 50 points, over 120 images.")
-    assert rows["Control"] == "Filling an area of the same size elsewhere flips 2%."
-    assert rows["Second explainer"] == "saliency agrees (lift 3.10)"
-    assert rows["Swap effect"] == "flip rate 70%; p value 0.001"
-    assert rows["Power"] == "80% power to see a 10-point effect"
-    assert rows["New thing"] == "a 1"
-    text = " ".join(f"{k} {v}" for k, v in rows.items())
-    assert "None" not in text and "nan" not in text and "{" not in text
-    low = dict(flag, confidence="low", reasons=["no second explainer was run on this region"], evidence={},
-               basis="intervention", lift=1.06, **{"class": "square"})
-    assert flag_sentence(low, "v2") == ("v2 relies on watermark for class square, although its attention there is "
-                                        "only 1.1x what its size explains (low confidence: no second explainer was "
-                                        "run on this region)")
+    images, regions = planted_frames(n=60)
+    flags = shortcut_flags(region_table(images, regions, n_boot=50), _evidence())
+    finding = Finding.from_json(flags[0])
+    lines = finding.evidence_lines()
+    test = finding.deciding_test
+    assert test.decision == "shown" and lines[0] == f"Shown by: {test.sentence()}"
+    assert finding.headline.startswith("Predictions") and f"n = {test.n}" in finding.headline
+    if test.slice.target:
+        assert f"class {test.slice.target}" in finding.headline
+    text = " ".join(lines)
+    assert "None" not in text and "nan" not in text and "{" not in text and "_" not in text.replace("not_run", "")
 
 
 def test_power_statements_and_the_multiple_testing_method_read_as_sentences():

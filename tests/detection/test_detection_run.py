@@ -44,7 +44,9 @@ def test_debiased_detector_is_not_flagged(detection_runs, capsys):
     boat_water = next(r for r in report["detection"]["interventions"] if (r["class"], r["region"]) == ("boat", "water"))
     assert boat_water["excess_drop_ci"][0] < 0.1
     code, out, _ = cli(capsys, "check", detection_runs["debiased"], "--workspace", detection_runs["ws"], "--fail-on-flags")
-    assert code == 0 and "no shortcut flagged" in out
+    # not flagged; a small sample may leave a candidate undecided (exit 4, named), never a broken model
+    assert code in (0, 4) and "no shortcut flagged" in out, out
+    assert code == 0 or "neither shows an effect" in out or "at least 20 are needed" in out, out
     biased = _report(detection_runs, "biased")
     mass = {name: next(r["mass_mean"] for r in _report(detection_runs, name)["regions"]
                        if (r["class"], r["region"]) == ("boat", "water")) for name in ("biased", "debiased")}

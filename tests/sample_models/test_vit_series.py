@@ -67,7 +67,10 @@ def test_cli_run_finds_the_token_layer_and_flags_the_watermark_on_v1_only(tmp_pa
         flags[version] = main(["check", run_id, "--workspace", str(tmp_path / "ws"), "--fail-on-flags"])
         flags[version] = (flags[version], capsys.readouterr().out)
     assert flags[1][0] == 3 and "region 'watermark'" in flags[1][1], flags[1]
-    assert flags[5][0] == 0 and "no shortcut flagged" in flags[5][1], flags[5]
+    # v5 is not flagged; 40 images may be too few to rule an effect out (exit 4, with the candidate it could not
+    # decide), never a broken model or explainer
+    assert flags[5][0] in (0, 4) and "no shortcut flagged" in flags[5][1], flags[5]
+    assert flags[5][0] == 0 or "is not ruled out" in flags[5][1] or "neither shows" in flags[5][1], flags[5]
 
 
 def randomisation(method: str) -> dict:
