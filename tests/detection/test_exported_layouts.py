@@ -4,6 +4,7 @@ Ultralytics' own converter, boxes and polygons) and as Pascal VOC, each read to 
 as the COCO folder, and audited by the CLI to the same region masses, recall and flags."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,3 +156,34 @@ def test_images_root_errors_name_the_users_files(layouts, tmp_path, capsys):
                        "--images", empty, "--workspace", ws, "--no-progress")
     assert code == 2 and "00000.png" in err and str(json_path) in err
     assert not any((ws / "datasets").glob("d-*"))  # nothing registered
+
+
+@pytest.mark.parametrize("kind", ["yolo_polygons", "voc", "cvat"])
+def test_a_zip_of_each_layout_is_a_detection_dataset(layouts, tmp_path, kind):
+    """Zipped with their folder at the top (as a download is): told apart by names, opened to the same items."""
+    import shutil
+
+    from analysis.data.detection_data import is_detection_dataset
+    from analysis.runs.tasks import task_of_dataset
+
+    archive = Path(shutil.make_archive(str(tmp_path / kind), "zip", layouts[kind].parent, layouts[kind].name))
+    assert is_detection_dataset(archive) and task_of_dataset(archive).name == "detection"
+    opened = open_dataset(archive, workdir=tmp_path / "work")
+    assert_same_contents(contents(opened), contents(open_dataset(layouts[kind])), regions=kind != "cvat")
+
+
+def test_bad_yolo_and_voc_files_are_one_line_naming_the_file(layouts, tmp_path, capsys):
+    import shutil
+
+    yolo = tmp_path / "yolo"
+    shutil.copytree(layouts["yolo_boxes"], yolo)
+    label = sorted((yolo / "labels" / "val").glob("*.txt"))[2]
+    label.write_text(label.read_text() + "7 0.5 0.5 0.1 0.1\n")
+    voc = tmp_path / "voc"
+    shutil.copytree(layouts["voc"], voc)
+    (voc / "Annotations" / "00001.xml").write_text("<annotation><filename>00001.png</filename></annotation>")
+    for data, expected in ((yolo, f"{label.name} line"), (voc, "00001.xml: no <size>")):
+        code, _, err = cli(capsys, "run", "--model", WEIGHTS_DIR / "biased" / "model.safetensors", "--data", data,
+                           "--workspace", tmp_path / "ws", "--no-progress")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not any((tmp_path / "ws" / "datasets").glob("d-*"))
