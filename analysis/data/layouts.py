@@ -18,6 +18,8 @@ YAML_SUFFIXES = (".yaml", ".yml")
 def layout_of_names(names: list[PurePosixPath]) -> str | None:
     """`coco`, `yolo`, `voc` or None, for paths relative to the dataset's top folder."""
     top = {n.name for n in names if len(n.parts) == 1}
+    if "manifest.csv" in top:  # the manifest layout wins (`open_dataset` reads it first), whatever sits beside it
+        return None
     if any(name in top for name in COCO_NAMES) or any(
             len(n.parts) == 2 and n.parts[0] == "annotations" and n.suffix == ".json" for n in names):
         return "coco"

@@ -10,11 +10,11 @@ labels/val/*.txt one line per object: `class cx cy w h` (boxes) or `class x1 y1 
 ```
 The audited split is `val`, else `test`, else `train`: a folder, a list of folders, or a .txt of image paths,
 relative to the yaml's folder (Roboflow's `../valid/images` resolves as Ultralytics resolves it: without the
-`../`). An image's label file is found by Ultralytics' own rule (`img2label_paths`, the last `images` folder
-of the path becomes `labels`; its copy here when Ultralytics is not installed). Ultralytics' dataset class is
-not used to parse: it verifies every image and writes a `labels.cache` into the user's folder. Classes named
-under `context` become region masks (polygons rasterised by pycocotools, boxes as boxes), category = region;
-the rest are the objects.
+`../`). An image's label file is found by Ultralytics' rule (`label_paths`). Ultralytics itself is not
+imported to read: its dataset class verifies every image and writes a `labels.cache` into the user's folder,
+and importing it patches PIL process-wide; the tests check this reader against Ultralytics' own functions.
+Classes named under `context` become region masks (polygons rasterised by pycocotools, boxes as boxes),
+category = region; the rest are the objects.
 """
 from __future__ import annotations
 
@@ -111,13 +111,12 @@ def _inside(base: Path, entry: str, root: Path, where: Path, split: str) -> Path
 
 
 def label_paths(images: list[Path]) -> list[Path]:
-    """Ultralytics' image -> label file rule (its own function where installed)."""
-    try:
-        from ultralytics.data.utils import img2label_paths
-    except ImportError:
-        sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-        return [Path(sb.join(str(p).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt") for p in images]
-    return [Path(p) for p in img2label_paths([str(p) for p in images])]
+    """Ultralytics' image -> label file rule (`ultralytics.data.utils.img2label_paths`: the last `images` folder
+    of the path becomes `labels`, the suffix `.txt`), restated rather than imported: importing Ultralytics
+    replaces PIL's `Image.open` process-wide with one that tries to pip-install a HEIF plugin on an
+    unreadable file, and one bad image must stay one skipped image. The tests hold the two rules equal."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return [Path(sb.join(str(p).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt") for p in images]
 
 
 def read_labels(path: Path, n_classes: int) -> list[tuple[int, np.ndarray, bool]]:
@@ -165,7 +164,8 @@ def open_yolo_dataset(root: Path, name: str) -> DetectionDataset:
         raise DatasetError(f"{yaml_path}: the split lists no images; put the images under images/val")
     region_ids = {i for i, n in enumerate(names) if n in context}
     objects, regions = [], []
-    for image_id, (image, labels) in enumerate(zip(images, label_paths(images))):
+    labels_of = label_paths(images)
+    for image_id, (image, labels) in enumerate(zip(images, labels_of)):
         try:
             (width, height), _ = image_header(image)
         except (ImageError, OSError):
@@ -184,7 +184,7 @@ def open_yolo_dataset(root: Path, name: str) -> DetectionDataset:
         objects.append(obj)
         regions.append(reg)
     object_names = {i: n for i, n in enumerate(names) if i not in region_ids}
-    label_files = [p for p in label_paths(images) if p.is_file()]
+    label_files = [p for p in labels_of if p.is_file()]
     return DetectionDataset(
         root, name, CocoDataset(yaml_path, object_names, objects, root),
         CocoDataset(yaml_path, {i: names[i] for i in sorted(region_ids)}, regions, root) if region_ids else None,

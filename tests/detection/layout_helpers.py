@@ -72,6 +72,10 @@ def yolo_layout(reference: Path, folder: Path, polygons: bool) -> Path:
     """An Ultralytics dataset made by Ultralytics' converter from the reference's objects and regions (one
     category list: boat, car, water, road), data.yaml naming the regions under `context`."""
     import yaml
+
+    from explainers.yolo import import_ultralytics
+
+    import_ultralytics()  # offline, and PIL's Image.open left as it was
     from ultralytics.data.converter import convert_coco
 
     objects, context = (json.loads((reference / n).read_text()) for n in ("instances.json", "context.json"))

@@ -83,11 +83,15 @@ def test_yolo_and_voc_read_as_the_coco_layout_of_the_same_images(layouts):
 
 
 def test_yolo_labels_parse_as_ultralytics_parses_them(layouts):
-    """Our reader against Ultralytics' own label check, file by file."""
-    from ultralytics.data.utils import verify_image_label
+    """Our reader against Ultralytics' own label path rule and label check, file by file."""
+    from ultralytics.data.utils import img2label_paths, verify_image_label
+
+    from analysis.data.yolo_data import label_paths
 
     folder = layouts["yolo_polygons"]
     dataset = open_dataset(folder)
+    images = [str(folder / item.image) for item in dataset.items] + ["/x/images/a/images/b.c.jpg", "/x/y.png"]
+    assert [str(p) for p in label_paths([Path(i) for i in images])] == img2label_paths(images)
     for item in dataset.items[:4]:
         image = folder / item.image
         label = folder / "labels" / "val" / (image.stem + ".txt")
@@ -187,3 +191,41 @@ def test_bad_yolo_and_voc_files_are_one_line_naming_the_file(layouts, tmp_path, 
                            "--workspace", tmp_path / "ws", "--no-progress")
         assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
     assert not any((tmp_path / "ws" / "datasets").glob("d-*"))
+
+
+def test_a_corrupt_image_in_a_yolo_dataset_is_skipped_not_fatal(layouts, tmp_path):
+    """Reading a YOLO folder does not import Ultralytics, whose import swaps PIL's Image.open (process-wide) for
+    one that tries to install a HEIF plugin on an unidentifiable file: in a fresh process (this one has
+    imported Ultralytics to write the labels), the broken image is one skipped row."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    yolo = tmp_path / "yolo"
+    shutil.copytree(layouts["yolo_boxes"], yolo)
+    (yolo / "images" / "val" / "00003.png").write_bytes(b"not an image at all")
+    command = ["run", "--model", WEIGHTS_DIR / "biased" / "model.safetensors", "--data", yolo, "--n", 6, "--param",
+               "n_masks=32", "--param", "sanity_images=0", "--workspace", tmp_path / "ws", "--batch-size", 8,
+               "--no-progress"]
+    done = subprocess.run([sys.executable, "-c", "import sys; from analysis.cli import main; sys.exit(main())",
+                           *map(str, command)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    skipped = Workspace(tmp_path / "ws").store(done.stdout.strip().splitlines()[-1]).skipped()
+    assert skipped["image"].tolist() == ["images/val/00003.png"]
+
+
+def test_a_coco_json_given_alone_is_gathered_with_its_images(layouts, tmp_path):
+    """--data annotations/instances_default.json (CVAT) or --data labels.json --images ROOT: the JSON and the
+    images it lists are copied in as the folder layout; the same items, boxes and regions as the reference."""
+    ws = Workspace(tmp_path / "ws")
+    want = contents(open_dataset(layouts["reference"]))
+    cvat = ws.register_dataset(layouts["cvat"] / "annotations" / "instances_default.json")
+    assert_same_contents(contents(ws.open_dataset(cvat)), want, regions=False)
+    json_path, images = layouts["json"]
+    apart = ws.register_dataset(json_path, images=images)
+    assert_same_contents(contents(ws.open_dataset(apart)), want)  # context.json beside the JSON came along
+    assert ws.dataset(apart)["source"] == f"{json_path} with images under {images}"
+    assert ws.register_dataset(json_path, images=images) == apart  # the same files: the same dataset
+    assert not list((tmp_path / "ws" / "datasets").glob(".gather*"))  # the staging folder is gone

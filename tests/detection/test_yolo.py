@@ -172,3 +172,18 @@ def test_cli_audits_an_ultralytics_export_made_without_onnxslim(coco_scenes, tmp
         torch.testing.assert_close(g["probs"], w["probs"], atol=1e-3, rtol=1e-3)
     with pytest.raises(InputError, match="2 classes.*lists 3"):  # the symbol's value, checked against the card
         load_model(path, card=read_card(path, card(["boat", "car", "bus"])))
+
+
+def test_importing_ultralytics_leaves_a_corrupt_image_an_image_error(tmp_path):
+    """Ultralytics swaps PIL's Image.open on import (a HEIF fallback that pip-installs); once imported through
+    `import_ultralytics`, an unidentifiable file is still the ImageError the runner skips."""
+    from analysis.data.images import ImageError, read_image
+    from explainers.yolo import import_ultralytics
+
+    import_ultralytics()
+    import ultralytics.utils.patches  # noqa: F401  (already imported: no second swap)
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ImageError):
+        read_image(bad)
