@@ -383,6 +383,13 @@ def _fixed_batch(path: Path, program: Any) -> int | None:
     return None
 
 
+def hooks_fix(fmt: str) -> str:
+    """What gives a model of format `fmt` hookable layers, in the user's own tool."""
+    if fmt == "pt2":  # only a fixed-batch-1 export lacks them
+        return f"re-export it with a dynamic batch: {EXPORT_HINT} (MLflow: {MLFLOW_BATCH_HINT})"
+    return "export the model with torch.export (.pt2)"
+
+
 class OneAtATime(nn.Module):
     """A program exported for batch 1, run on each image of a batch and the outputs concatenated: it serves
     every method that does not hook a layer (a hook would see one image per call), at one forward per image."""
