@@ -229,3 +229,31 @@ def test_a_coco_json_given_alone_is_gathered_with_its_images(layouts, tmp_path):
     assert ws.dataset(apart)["source"] == f"{json_path} with images under {images}"
     assert ws.register_dataset(json_path, images=images) == apart  # the same files: the same dataset
     assert not list((tmp_path / "ws" / "datasets").glob(".gather*"))  # the staging folder is gone
+
+
+def test_roboflow_yolo_splits_and_cvat_colour_masks(layouts, tmp_path):
+    """Roboflow's YOLO export (train/ valid/ folders, data.yaml with ../valid/images) and CVAT's VOC masks (RGB in
+    labelmap.txt's colours instead of a palette) read as the layouts above."""
+    import shutil
+
+    import yaml
+    from PIL import Image
+
+    roboflow = tmp_path / "roboflow"
+    source = layouts["yolo_polygons"]
+    shutil.copytree(source / "images" / "val", roboflow / "valid" / "images")
+    shutil.copytree(source / "labels" / "val", roboflow / "valid" / "labels")
+    doc = yaml.safe_load((source / "data.yaml").read_text())
+    names = [doc["names"][k] for k in sorted(doc["names"])]
+    (roboflow / "data.yaml").write_text(yaml.safe_dump({"train": "../train/images", "val": "../valid/images",
+                                                        "nc": len(names), "names": names,
+                                                        "context": doc["context"]}))
+    want = contents(open_dataset(source))
+    got = contents(open_dataset(roboflow))
+    assert [g[0] for g in got] == [w[0] for w in want]
+    assert_same_contents(got, want)
+    voc = tmp_path / "voc"
+    shutil.copytree(layouts["voc"], voc)
+    for png in (voc / "SegmentationClass").glob("*.png"):
+        Image.open(png).convert("RGB").save(png)  # each class in its labelmap colour
+    assert_same_contents(contents(open_dataset(voc)), contents(open_dataset(layouts["voc"])))
