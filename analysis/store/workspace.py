@@ -404,13 +404,12 @@ class Workspace:
         json_path = annotation_file(path) if path.is_dir() else path
         shown = source or (f"{json_path} with images under {images}" if images is not None else str(json_path))
         staging = self.root / "datasets" / f".gather.tmp-{os.getpid()}"
-        (self.root / "datasets").mkdir(parents=True, exist_ok=True)
-        remove_dead_temps(self.root / "datasets")
+        if staging.parent.is_dir():
+            remove_dead_temps(staging.parent)
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            folder = gather(json_path, Path(images) if images is not None else None,
-                            staging / (name or json_path.parent.name or "coco").strip())
-            return self.register_dataset(folder, source=shown, name=name or folder.name)
+            folder = gather(json_path, Path(images) if images is not None else None, staging / "coco")
+            return self.register_dataset(folder, source=shown, name=name or json_path.parent.name or "coco")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
