@@ -86,8 +86,8 @@ def read_coco(json_path: str | Path, images_root: str | Path | None = None, *,
             raise InputError(f"{json_path}: image entry {entry!r} needs id, file_name, width, height") from None
         path = (root / name).resolve()
         if Path(name).is_absolute() or not path.is_relative_to(resolved_root):
-            raise InputError(f"{json_path}: image {name!r} points outside {resolved_root}; use a path relative to "
-                             f"{root}")
+            raise InputError(f"{json_path}: image {name!r} points outside {within if within is not None else root}; "
+                             "use a path relative to that folder")
         if image_id in images:
             raise InputError(f"{json_path}: image id {image_id} appears twice")
         images[image_id] = CocoImage(image_id, path, width, height)
