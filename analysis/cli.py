@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="model file (.pt2/.pt/.safetensors/.ts/.onnx), registered model id, or an "
                                      "MLflow registry version models:/NAME/VERSION or models:/NAME@ALIAS")
     run.add_argument("--mlflow-uri", help="MLflow tracking URI for models:/ (default $MLFLOW_TRACKING_URI)")
-    run.add_argument("--data", help="dataset folder / .zip or registered dataset id")
+    run.add_argument("--data", help="dataset folder / .zip / COCO .json, or registered dataset id")
+    run.add_argument("--images", help="with a COCO --data: the folder its file_name paths start from (default: "
+                                      "the JSON's folder, or images/ or data/ beside it)")
     run.add_argument("--card", help="model card JSON (default: model.json beside the model)")
     run.add_argument("--method", default=None,
                      help="explainer (default: gradcam for classifiers, drise for detection models)")
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--registered", metavar="NAME",
                          help="an MLflow registered model: audit (or reuse the audits of) every version, in order")
     compare.add_argument("--data", help="with --registered: the dataset to audit each version on")
+    compare.add_argument("--images", help="with a COCO --data: the folder its file_name paths start from")
     compare.add_argument("--method", default=None, help="with --registered: the explainer (default as for run)")
     compare.add_argument("--n", type=int, default=200, help="with --registered: sample size per version")
     compare.add_argument("--seed", type=int, default=0)
@@ -150,7 +153,7 @@ def cmd_run(args) -> int:
         method = args.method or task.default_method
         check_method(method, task.name)
         params = task.new_run_params(params)
-        dataset_id = workspace.resolve_dataset(args.data)
+        dataset_id = workspace.resolve_dataset(args.data, images=args.images)
         run_id = workspace.create_run(model_id, dataset_id, method, params, args.n, args.seed, args.name)
     if args.backend == "ray":
         from analysis.runs.ray_backend import run_with_ray
@@ -272,7 +275,7 @@ def _registered_runs(workspace, args) -> tuple[list[str], list[str]]:
 
     registry = mlflow_registry.client(args.mlflow_uri)
     found = mlflow_registry.versions(registry, args.registered)
-    dataset_id = workspace.resolve_dataset(args.data) if args.data else None
+    dataset_id = workspace.resolve_dataset(args.data, images=args.images) if args.data else None
     run_ids, labels = [], []
     for version in found:
         model_id = mlflow_registry.register(workspace, registry, version)

@@ -52,13 +52,15 @@ class CocoDataset:
     source: Path
     categories: dict  # id -> name
     images: list  # list[CocoImage]
+    images_root: Path | None = None  # the folder `file_name`s were resolved against
 
 
-def read_coco(json_path: str | Path, images_root: str | Path | None = None) -> CocoDataset:
-    """Read and validate a COCO JSON file. Image paths are relative to `images_root` (default: the JSON's folder)
-    and may not escape it."""
+def read_coco(json_path: str | Path, images_root: str | Path | None = None, *,
+              within: str | Path | None = None) -> CocoDataset:
+    """Read and validate a COCO JSON file. Image paths (`file_name`) are relative to `images_root`; without it,
+    to the folder among `image_roots` that holds them (exporters differ); none may leave `within` (default:
+    the images root)."""
     json_path = Path(json_path)
-    root = Path(images_root) if images_root is not None else json_path.parent
     try:
         data = json.loads(json_path.read_text())
     except FileNotFoundError:
@@ -72,7 +74,10 @@ def read_coco(json_path: str | Path, images_root: str | Path | None = None) -> C
     except (KeyError, TypeError, ValueError):
         raise InputError(f"{json_path}: every category needs an integer 'id' and a 'name'") from None
     images: dict[int, CocoImage] = {}
-    resolved_root = root.resolve()
+    root = Path(images_root) if images_root is not None else \
+        pick_image_root(json_path, [str(e.get("file_name", "")) for e in data["images"] if isinstance(e, dict)],
+                        within)
+    resolved_root = Path(within if within is not None else root).resolve()
     for entry in data["images"]:
         try:
             image_id, name = int(entry["id"]), str(entry["file_name"])
@@ -81,7 +86,8 @@ def read_coco(json_path: str | Path, images_root: str | Path | None = None) -> C
             raise InputError(f"{json_path}: image entry {entry!r} needs id, file_name, width, height") from None
         path = (root / name).resolve()
         if Path(name).is_absolute() or not path.is_relative_to(resolved_root):
-            raise InputError(f"{json_path}: image {name!r} points outside {root}; use a path relative to that folder")
+            raise InputError(f"{json_path}: image {name!r} points outside {within if within is not None else root}; "
+                             "use a path relative to that folder")
         if image_id in images:
             raise InputError(f"{json_path}: image id {image_id} appears twice")
         images[image_id] = CocoImage(image_id, path, width, height)
@@ -102,7 +108,30 @@ def read_coco(json_path: str | Path, images_root: str | Path | None = None) -> C
         img.category_ids = [a[1] for a in anns]
         img.labels = [categories[a[1]] for a in anns]
         img.segmentations = [a[2] for a in anns]
-    return CocoDataset(json_path, categories, list(images.values()))
+    return CocoDataset(json_path, categories, list(images.values()), root)
+
+
+def image_roots(json_path: Path, within: str | Path | None = None) -> list[Path]:
+    """Where exporters put the images a COCO file names, in the order tried: the JSON's folder (Roboflow, COCO
+    itself), `images/` beside it (Label Studio), `data/` beside it (FiftyOne), `images/` beside the JSON's
+    folder (CVAT: annotations/instances_default.json + images/). Only folders inside `within`."""
+    folder = json_path.parent
+    limit = Path(within if within is not None else folder).resolve()
+    candidates = [folder, folder / "images", folder / "data", folder.parent / "images"]
+    return [c for c in candidates if c.is_dir() and c.resolve().is_relative_to(limit)] or [folder]
+
+
+def pick_image_root(json_path: Path, names: list[str], within: str | Path | None = None) -> Path:
+    """The first of `image_roots` holding every listed file, else the one holding the most (so a missing file
+    is reported against the folder that holds the others)."""
+    best, best_found = None, -1
+    for root in image_roots(json_path, within):
+        found = sum((root / name).is_file() for name in names if name and not Path(name).is_absolute())
+        if found == len(names):
+            return root
+        if found > best_found:
+            best, best_found = root, found
+    return best
 
 
 def _xyxy(ann: dict, img: CocoImage, where: str) -> list[float]:

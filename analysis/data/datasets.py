@@ -37,6 +37,9 @@ from PIL import Image
 
 from analysis.data.archive import entry_parts, safe_extract
 from analysis.data.detection_data import is_detection_folder, open_detection_dataset
+from analysis.data.layouts import folder_layout
+from analysis.data.voc_data import open_voc_dataset
+from analysis.data.yolo_data import open_yolo_dataset
 from analysis.data.images import ImageError, MaskError, image_header, read_image_and_orientation, read_mask
 from analysis.data.types import MAX_LISTED_PROBLEMS, DatasetError, Item, Region  # noqa: F401 (the readers' types)
 from explainers.errors import InputError
@@ -339,8 +342,13 @@ def open_dataset(path: str | os.PathLike, *, workdir: str | os.PathLike | None =
     manifest = root / MANIFEST
     if manifest.is_file():
         return _from_manifest(root, name, manifest)
-    if is_detection_folder(root):  # COCO detection layout: instances.json [+ context.json]
+    layout = folder_layout(root)  # detection layouts: COCO, Ultralytics YOLO, Pascal VOC
+    if layout == "coco":
         return open_detection_dataset(root, name)
+    if layout == "yolo":
+        return open_yolo_dataset(root, name)
+    if layout == "voc":
+        return open_voc_dataset(root, name)
     return _from_image_folder(root, name)
 
 
@@ -452,13 +460,13 @@ def _extract(zip_path: Path, workdir) -> Path:
 
 def _unwrap(root: Path) -> Path:
     """The dataset root inside an extracted zip that holds one top folder."""
-    if (root / MANIFEST).is_file() or (root / "instances.json").is_file():
+    if (root / MANIFEST).is_file() or is_detection_folder(root):
         return root
     entries = [p for p in root.iterdir() if _visible(p.name)]
     if len(entries) == 1 and entries[0].is_dir():
         inner = entries[0]
         inner_entries = [p for p in inner.iterdir() if _visible(p.name)]
-        if (inner / MANIFEST).is_file() or (inner / "instances.json").is_file() or (inner_entries and all(p.is_dir() for p in inner_entries)):
+        if (inner / MANIFEST).is_file() or is_detection_folder(inner) or (inner_entries and all(p.is_dir() for p in inner_entries)):
             return inner
     return root
 

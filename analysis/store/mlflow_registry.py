@@ -126,8 +126,9 @@ def model_files(folder: Path, version: RegisteredVersion) -> tuple[Path, dict]:
     exported = sorted(folder.rglob("*.pt2"))  # mlflow.pytorch's serialization_format="pt2": a torch.export file
     if flavour and not exported:
         raise InputError(f"{version.uri} is an mlflow.pytorch model: a pickle of the whole module, which runs code "
-                         "when loaded; log the weights instead (mlflow.log_artifact of model.safetensors or a "
-                         "torch.export model.pt2, with model.json beside it) and register that folder")
+                         "when loaded; log it again with mlflow.pytorch.log_model(model, ..., serialization_format="
+                         "'pt2', input_example=x) with x a batch of 2 images (a dynamic batch), or log the weights "
+                         "(mlflow.log_artifact of model.safetensors, with model.json beside it) and register that")
     candidates = exported if flavour else [
         path for suffix in MODEL_SUFFIXES for path in sorted(folder.rglob(f"*{suffix}"))]
     if not candidates:

@@ -337,7 +337,7 @@ class Workspace:
 
     # -- datasets -------------------------------------------------------------------------------------
     def register_dataset(self, path: str | os.PathLike, *, source: str | None = None,
-                         name: str | None = None) -> str:
+                         name: str | None = None, images: str | os.PathLike | None = None) -> str:
         """Check a dataset folder or .zip where the user has it, then copy it in under its content hash.
 
         Validation runs first, on the user's own files, so every message names their paths and a broken
@@ -348,6 +348,8 @@ class Workspace:
         path = Path(path)
         if not path.exists():
             raise InputError(f"dataset not found: {path}; pass --data PATH to a dataset folder or .zip")
+        if images is not None or (path.is_file() and path.suffix.lower() == ".json"):
+            return self._register_coco_file(path, images, source=source, name=name)
         source = source or str(path)
         hashes = HashCache(self, under=[path])
         sha = tree_sha256(path, hashes) if path.is_dir() else hashes(path)
@@ -394,6 +396,23 @@ class Workspace:
             db.execute("INSERT OR IGNORE INTO dataset_sources VALUES (?,?)", (dataset_id, source))
         return dataset_id
 
+    def _register_coco_file(self, path: Path, images, *, source: str | None, name: str | None) -> str:
+        """A COCO JSON (or a folder holding one) whose images sit elsewhere (`images`, else where its exporter
+        put them): gathered into the folder layout (`coco_layouts.gather`), then registered as a folder."""
+        from analysis.data.coco_layouts import annotation_file, gather
+
+        json_path = annotation_file(path) if path.is_dir() else path
+        shown = source or (f"{json_path} with images under {images}" if images is not None else str(json_path))
+        staging = self.root / "datasets" / f".gather.tmp-{os.getpid()}"
+        if staging.parent.is_dir():
+            remove_dead_temps(staging.parent)
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            folder = gather(json_path, Path(images) if images is not None else None, staging / "coco")
+            return self.register_dataset(folder, source=shown, name=name or json_path.parent.name or "coco")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
     @staticmethod
     def open_dataset_at(path: Path, workdir: Path):
         from analysis.data.datasets import open_dataset
@@ -419,13 +438,16 @@ class Workspace:
     def datasets(self) -> list[dict]:
         return [self.dataset(r["id"]) for r in self._conn.execute("SELECT id FROM datasets ORDER BY created")]
 
-    def resolve_dataset(self, path_or_id: str) -> str:
+    def resolve_dataset(self, path_or_id: str, images: str | None = None) -> str:
+        """A registered id, or a path registered on first use (`images`: where a COCO file's images are)."""
         if self.dataset(str(path_or_id)) is not None:
+            if images is not None:
+                raise InputError(f"--images goes with --data PATH (a COCO .json); {path_or_id} is already registered")
             return str(path_or_id)
         if not Path(path_or_id).exists():
             raise InputError(f"--data {path_or_id}: no such file or folder and no registered dataset with "
                              f"that id")
-        return self.register_dataset(path_or_id)
+        return self.register_dataset(path_or_id, images=images)
 
     # -- runs -----------------------------------------------------------------------------------------
     def create_run(self, model_id: str, dataset_id: str, method: str, params: dict | None = None,

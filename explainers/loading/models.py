@@ -5,7 +5,8 @@ Formats (docs/FORMATS.md), recognised by content, never by unpickling to find ou
   the original submodule tree (`layer4`, `features.3`, ...) as modules whose forward hooks fire and
   through which gradients flow, so CAM methods work exactly as on the original network. (`ep.module()`
   also runs, but drops modules that own no parameters, e.g. resnet's `relu`, and its leaves are not
-  called as modules.) The export must have a dynamic batch dimension. `torch.export.load` itself unpickles
+  called as modules.) A dynamic batch dimension is best; one exported for batch 1 (mlflow.pytorch's default
+  input example) runs image by image without layer hooks, a larger fixed batch is refused. `torch.export.load` itself unpickles
   some members unrestricted (it runs a crafted payload), so those members are checked first and refused.
 - state dict `.pt`/`.pth` (`torch.load(weights_only=True)` only: a pickled full model is refused, never
   executed) or `.safetensors`, plus the card's `architecture` (`explainers.loading.architectures`).
@@ -50,6 +51,8 @@ MINIMAL_CARD = ('{"task": "classification", "classes": ["cat", "dog"], "input_si
                 '"architecture": "resnet18"}')
 EXPORT_HINT = ("export it with torch.export.save(torch.export.export(model.eval(), (x,), "
                "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}), 'model.pt2')")
+MLFLOW_BATCH_HINT = ("mlflow.pytorch.log_model(model, ..., serialization_format='pt2', input_example=x) with x "
+                     "a batch of 2 images, so the export's batch stays dynamic")
 
 
 @dataclass(frozen=True)
@@ -189,10 +192,12 @@ class LoadedModel:
         """The submodule `name` of `net`; an InputError with the closest names when there is none."""
         if not self.supports_hooks:
             kind, methods = (("ONNX", "occlusion, rise or drise") if self.format == "onnx"
+                             else ("batch-1 .pt2", "a gradient or perturbation method") if self.format == "pt2"
                              else ("TorchScript", "a gradient or perturbation method"))
+            fix = f"{EXPORT_HINT} (MLflow: {MLFLOW_BATCH_HINT})" if self.format == "pt2" else EXPORT_HINT
             raise InputError(
                 f"{self.path.name}: {kind} models have no hookable layers, so layer {name!r} cannot be "
-                f"used; use {methods}, or {EXPORT_HINT}"
+                f"used; use {methods}, or {fix}"
             )
         modules = dict(self.net.named_modules())
         modules.pop("", None)
@@ -253,7 +258,8 @@ def load_model(path: str | Path, card: ModelCard | None = None, device: str | to
     module = module.to(device).eval()
     if kind in CHANNELS_LAST_FORMATS and task.name in CHANNELS_LAST_TASKS:
         channels_last(module)
-    loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=kind not in ("torchscript", "onnx"),
+    hookable = kind not in ("torchscript", "onnx") and not isinstance(net, OneAtATime)
+    loaded = LoadedModel(module=module, net=net, card=card, format=kind, supports_hooks=hookable,
                          sha256=model_sha256(path), path=path, device=device)
     _check_probe(loaded)
     if card.target_layer and loaded.supports_hooks:
@@ -316,12 +322,18 @@ def _load_pt2(path: Path, device: torch.device) -> nn.Module:
         program = torch.export.load(str(path))
     except Exception as exc:  # a damaged or foreign archive: report, don't crash
         raise InputError(f"{path.name}: not a loadable torch.export program ({_first_line(exc)}); {EXPORT_HINT}") from exc
-    _require_dynamic_batch(path, program)
+    fixed = _fixed_batch(path, program)
     if device.type != "cpu":
         from torch.export.passes import move_to_device_pass
 
         program = move_to_device_pass(program, device)
-    return torch.export.unflatten(program)
+    net = torch.export.unflatten(program)
+    if fixed is None:
+        return net
+    logger.warning("%s: exported with a fixed batch size of 1; running it image by image (slower than one "
+                   "batched forward, and no layer hooks: CAM methods need a dynamic batch). For speed: %s "
+                   "(MLflow: %s)", path.name, EXPORT_HINT, MLFLOW_BATCH_HINT)
+    return OneAtATime(net)
 
 
 def _refuse_pickled_pt2_members(path: Path) -> None:
@@ -354,17 +366,45 @@ def _refuse_pickled_pt2_members(path: Path) -> None:
                     raise refuse(member) from None
 
 
-def _require_dynamic_batch(path: Path, program: Any) -> None:
-    """Explainers tile and chunk batches freely, so a program exported for one batch size cannot serve."""
+def _fixed_batch(path: Path, program: Any) -> int | None:
+    """The batch size a program was exported for, None when its batch is dynamic. Explainers tile and chunk
+    batches freely: a fixed batch of 1 runs image by image (`OneAtATime`); a larger one is refused."""
     user_inputs = set(program.graph_signature.user_inputs)
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name in user_inputs:
             value = node.meta.get("val")
             if isinstance(value, torch.Tensor) and value.dim() > 0 and isinstance(value.shape[0], int):
-                raise InputError(
-                    f"{path.name}: exported with a fixed batch size of {value.shape[0]}; re-export with a "
-                    f"dynamic batch dimension: {EXPORT_HINT}"
-                )
+                if value.shape[0] != 1:
+                    raise InputError(
+                        f"{path.name}: exported with a fixed batch size of {value.shape[0]}; re-export with a "
+                        f"dynamic batch dimension: {EXPORT_HINT} (MLflow: {MLFLOW_BATCH_HINT})"
+                    )
+                return 1
+    return None
+
+
+def hooks_fix(fmt: str) -> str:
+    """What gives a model of format `fmt` hookable layers, in the user's own tool."""
+    if fmt == "pt2":  # only a fixed-batch-1 export lacks them
+        return f"re-export it with a dynamic batch: {EXPORT_HINT} (MLflow: {MLFLOW_BATCH_HINT})"
+    return "export the model with torch.export (.pt2)"
+
+
+class OneAtATime(nn.Module):
+    """A program exported for batch 1, run on each image of a batch and the outputs concatenated: it serves
+    every method that does not hook a layer (a hook would see one image per call), at one forward per image."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor):
+        outputs = [self.net(image[None]) for image in images]
+        if all(isinstance(o, torch.Tensor) for o in outputs):
+            return torch.cat(outputs)
+        if all(isinstance(o, dict) for o in outputs):
+            return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+        return [o for out in outputs for o in out]  # detectors: one list entry per image
 
 
 def _load_torchscript(path: Path, device: torch.device) -> nn.Module:

@@ -18,7 +18,8 @@ Output contract (`task` from the model card):
   (the sample detector's post-processing).
 - detection, Ultralytics YOLO exports (`yolo export format=onnx dynamic=True`): one output (B, 4 + classes, N)
   (segmentation exports: plus mask coefficients and a prototype output), decoded by `explainers.loading.yolo`; or the
-  NMS-free (B, K, 6). They take [0, 1] images: the card's mean/std are not applied.
+  NMS-free (B, K, 6). They take [0, 1] images: the card's mean/std are not applied. Exported without onnxslim,
+  the channel size is a symbol (`Concatoutput0_dim_1`): the class count then comes from the metadata's `names`.
 - detection, torchvision detector exports (`torch.onnx.export(model, ([image],), ...)`): boxes (K, 4), labels
   (K,) int64 with 1..classes (0 is background), scores (K,), one image per call; probs are one-hot x score. They
   normalise inside: the card's mean/std are not applied.
@@ -146,6 +147,9 @@ class OnnxDetector(BlackBox):
             return [self._torchvision(*(outs[i] for i in self.order)) for outs in self.session.run_each(images)]
         outputs = self.session.run(images)
         if self.layout == "yolo":
+            if outputs[0].shape[1] < 4 + self.num_classes:  # a symbolic size, checked on the first real output
+                raise InputError(f"{self.source}: the export outputs {outputs[0].shape[1] - 4} classes but the "
+                                 f"model card lists {self.num_classes}; fix 'classes' in the model card")
             return yolo.yolo_detections(outputs[0][:, :4 + self.num_classes], images.shape[-2:])
         if self.layout == "yolo_end2end":
             return yolo.end2end_detections(outputs[0], self.num_classes)
@@ -178,6 +182,8 @@ def detector_layout(session: OnnxSession, num_classes: int) -> tuple[str, tuple[
             raise InputError(f"{path}: boxes/scores/probs outputs need a batched (B, 3, H, W) input")
         return "contract", tuple(names.index(n) for n in ("boxes", "scores", "probs"))
     first = list(outs[0].shape)
+    if session.batched and len(first) == 3 and not isinstance(first[1], int):
+        first[1] = exported_channels(session.path)  # an export without onnxslim: the size is a symbol
     if session.batched and len(first) == 3 and (len(outs) == 1 or len(outs) == 2 and len(outs[1].shape) == 4):
         if first[1] == 4 + num_classes or (len(outs) == 2 and isinstance(first[1], int) and first[1] > 4 + num_classes):
             return "yolo", (0,)
@@ -196,6 +202,16 @@ def detector_layout(session: OnnxSession, num_classes: int) -> tuple[str, tuple[
             return "torchvision", (box, label, score)
     described = ", ".join(f"{o.name} {list(o.shape)}" for o in outs)
     raise InputError(f"{path}: outputs {described}: {DETECTOR_OUTPUTS}")
+
+
+def exported_channels(path: Path) -> int | None:
+    """4 + classes of an Ultralytics detection export, from the `names` in its metadata: exported without
+    onnxslim (`simplify=False`, or offline where Ultralytics cannot install it), the output's channel size is a
+    symbol (`Concatoutput0_dim_1`), not a number; None for other files."""
+    from explainers.loading.onnx_files import ultralytics_card
+
+    card = ultralytics_card(path)
+    return 4 + len(card["classes"]) if card else None
 
 
 def load_onnx(path: Path, card, device: torch.device) -> tuple[BlackBox, bool]:

@@ -99,7 +99,23 @@ def import_ultralytics():
     except ModuleNotFoundError:
         raise InputError("Ultralytics YOLO models need the yolo extra: pip install '.[yolo]' (or audit the ONNX "
                          f"export, which needs only the onnx extra: {ONNX_EXPORT})") from None
+    _restore_pil_open()
     return ultralytics
+
+
+def _restore_pil_open() -> None:
+    """Importing Ultralytics replaces PIL's `Image.open` for the whole process with one that, on a file PIL
+    cannot identify, tries to pip-install a HEIF plugin and raises when it cannot (offline): one corrupt
+    image would then end a run instead of being skipped. The tool reads no HEIF, so PIL's own is put back."""
+    from PIL import Image
+
+    try:
+        from ultralytics.utils import patches
+    except ImportError:
+        return
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is getattr(patches, "image_open", None):
+        Image.open = original
 
 
 def load_ultralytics(path: Path, trusted: bool, device: torch.device) -> YoloDetector:

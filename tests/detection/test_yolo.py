@@ -1,8 +1,10 @@
 """Ultralytics YOLO through D-RISE: the adapter keeps what Ultralytics' own NMS keeps (with every class
 probability), the checkpoint loads only with the card's opt-in and then only through the restricted loader,
 and a YOLO built from its yaml is audited end to end by the CLI, as a checkpoint and as its ONNX export."""
+import json
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from analysis.store.workspace import Workspace
 from detection_helpers import cli
 from explainers.errors import InputError
-from explainers.loading.models import load_model
+from explainers.loading.models import load_model, read_card
 from explainers.loading.yolo import CONF, IOU, YoloDetector, yolo_detections
 from sample_models.detection import make_scenes
 
@@ -126,3 +128,62 @@ def test_cli_takes_the_card_from_an_ultralytics_onnx_export(yolo_files, coco_sce
     (registered,) = Workspace(ws).models()
     assert registered["card"]["classes"] == ["boat", "car"] and registered["card"]["input_size"] == [64, 64]
     assert registered["format"] == "onnx"
+
+
+def test_cli_audits_an_ultralytics_export_made_without_onnxslim(coco_scenes, tmp_path, capsys, monkeypatch):
+    """`model.export(format="onnx", dynamic=True, simplify=False)`, by Ultralytics itself (offline): the output is
+    (batch, Concatoutput0_dim_1, anchors), a symbol where the class count would be; the metadata's names give it."""
+    import onnx
+    from yolo_helpers import build_yolo
+    from ultralytics import YOLO
+
+    monkeypatch.chdir(tmp_path)  # Ultralytics writes the export beside the yaml's name, in the working folder
+    yolo = YOLO("yolov8n.yaml")
+    net = build_yolo()
+    net.args, net.task, net.names = yolo.model.args, yolo.model.task, {0: "boat", 1: "car"}
+    yolo.model = net
+    path = Path(yolo.export(format="onnx", dynamic=True, simplify=False, imgsz=64, verbose=False))
+    exported = onnx.load(str(path))
+    (output,) = exported.graph.output
+    dims = [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim]
+    assert isinstance(dims[1], str) and not dims[1].isdigit(), dims  # the layout this test is about
+    ws = tmp_path / "ws"
+    code, out, err = cli(capsys, "run", "--model", path, "--data", coco_scenes[1], "--n", 6, "--param", "n_masks=64",
+                         "--param", "cells=8", "--workspace", ws, "--batch-size", 3, "--no-progress")
+    assert code == 0, err
+    run_id = out.strip().splitlines()[-1]
+    (registered,) = Workspace(ws).models()
+    assert registered["card"]["classes"] == ["boat", "car"] and registered["format"] == "onnx"
+    detections = Workspace(ws).store(run_id).table("detections")
+    assert len(detections) > 0 and set(detections["class"]) <= {"boat", "car"}
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def card(classes):
+        out = tmp_path / f"card{len(classes)}.json"
+        out.write_text(json.dumps({"task": "detection", "classes": classes, "input_size": [64, 64],
+                                   "mean": [0, 0, 0], "std": [1, 1, 1]}))
+        return out
+    with torch.no_grad():  # the network it was exported from, decoded the same way
+        got = load_model(path, card=read_card(path, card(["boat", "car"]))).module(images)
+        want = yolo_detections(net(images)[0], (64, 64))
+    assert [len(d["boxes"]) for d in got] == [len(d["boxes"]) for d in want] and len(got[0]["boxes"]) > 0
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g["boxes"], w["boxes"], atol=1e-2, rtol=1e-3)
+        torch.testing.assert_close(g["probs"], w["probs"], atol=1e-3, rtol=1e-3)
+    with pytest.raises(InputError, match="2 classes.*lists 3"):  # the symbol's value, checked against the card
+        load_model(path, card=read_card(path, card(["boat", "car", "bus"])))
+
+
+def test_importing_ultralytics_leaves_a_corrupt_image_an_image_error(tmp_path):
+    """Ultralytics swaps PIL's Image.open on import (a HEIF fallback that pip-installs); once imported through
+    `import_ultralytics`, an unidentifiable file is still the ImageError the runner skips."""
+    from analysis.data.images import ImageError, read_image
+    from explainers.loading.yolo import import_ultralytics
+
+    import_ultralytics()
+    import ultralytics.utils.patches  # noqa: F401  (already imported: no second swap)
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ImageError):
+        read_image(bad)

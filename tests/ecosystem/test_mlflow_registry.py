@@ -152,4 +152,5 @@ def test_a_pickled_mlflow_pytorch_model_is_refused(registry, cage_data, tmp_path
     code, _, err = _cli(capsys, "run", "--model", "models:/pickled/1", "--data", cage_data, "--mlflow-uri", uri,
                         "--workspace", tmp_path / "ws", "--no-progress")
     assert code == 2 and "mlflow.pytorch model" in err and "runs code" in err
+    assert "serialization_format='pt2'" in err and "batch of 2" in err  # the fix, in MLflow's own terms
     assert not (tmp_path / "ws" / "models").exists() or not any((tmp_path / "ws" / "models").iterdir())

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from explainers.errors import InputError
 from explainers.loading.models import IMAGENET_MEAN, IMAGENET_STD, ModelCard, find_card, load_model
+from explainers.registry import make_explainer
 
 from .conftest import TinyCNN, export_pt2, write_card
 
@@ -290,6 +291,29 @@ def test_static_batch_export_is_refused_with_fix(tmp_path):
     path = export_pt2(TinyCNN(3), tmp_path / "model.pt2", dynamic=False)
     with pytest.raises(InputError, match="fixed batch size of 2; re-export with a dynamic batch dimension"):
         load_model(path, card=ModelCard.from_dict(CARD))
+
+
+def test_batch_one_export_runs_image_by_image_with_a_note(tmp_path, caplog):
+    """mlflow.pytorch.log_model's default input example is one image: its .pt2 has a fixed batch of 1."""
+    torch.manual_seed(0)
+    original = TinyCNN(3).eval()
+    path = tmp_path / "model.pt2"
+    torch.export.save(torch.export.export(original, (torch.rand(1, 3, 16, 16),)), str(path))
+    card = ModelCard.from_dict(CARD)
+    with caplog.at_level("WARNING", logger="explainers.loading.models"):
+        loaded = load_model(path, card=card)
+    assert "image by image" in caplog.text and "serialization_format='pt2'" in caplog.text
+    x = torch.rand(5, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module(x), normalized(original, card, x), atol=1e-5, rtol=1e-5)
+    saliency = make_explainer("saliency", loaded.module).explain(x, [0, 1, 2, 0, 1]).maps
+    inputs = x.clone().requires_grad_(True)
+    mean, std = torch.tensor(card.mean).reshape(1, 3, 1, 1), torch.tensor(card.std).reshape(1, 3, 1, 1)
+    original((inputs - mean) / std)[torch.arange(5), torch.tensor([0, 1, 2, 0, 1])].sum().backward()
+    torch.testing.assert_close(saliency, inputs.grad.abs().amax(1), atol=1e-5, rtol=1e-4)
+    assert not loaded.supports_hooks
+    with pytest.raises(InputError, match=r"batch-1 \.pt2.*input_example=x\) with x a batch of 2"):
+        loaded.layer("block")
 
 
 def test_unknown_target_layer_suggests_close_name(tmp_path):

@@ -169,6 +169,36 @@ def test_cam_on_torchscript_asks_for_pt2(tmp_path, files, capsys):
     assert code == 2 and ".pt2" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_batch_one_pt2_audits_image_by_image_to_the_dynamic_exports_numbers(tmp_path, files, capsys):
+    """mlflow.pytorch.log_model's default (one-image) input example fixes the export's batch at 1: it runs, one
+    image per forward, to the same region table; CAM methods, which hook a layer, are refused with the fix."""
+    import torch
+
+    from tests.runs.helpers import RedChannelNet, SIZE
+
+    folder = tmp_path / "batch1"
+    folder.mkdir()
+    model = folder / "model.pt2"
+    torch.export.save(torch.export.export(RedChannelNet().eval(), (torch.rand(1, 3, SIZE, SIZE),)), model)
+    (folder / "model.json").write_text((files["model"].parent / "model.json").read_text())
+    ws = tmp_path / "ws"
+    code, _, err = run_cli(capsys, "run", "--model", model, "--data", files["data"], "--workspace", ws,
+                           "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "dynamic batch" in err and "input_example" in err and "--method saliency" in err
+    tables = []
+    for path in (model, files["model"]):
+        code, out, err = run_cli(capsys, "run", "--model", path, "--data", files["data"], "--method", "saliency",
+                                 "--n", 50, "--workspace", ws, "--batch-size", 4, "--no-progress")
+        assert code == 0, err
+        code, report, _ = run_cli(capsys, "report", out.strip().splitlines()[-1], "--workspace", ws)
+        tables.append({(r["region"], r["class"], r["group"]): (r["mass_mean"], r["area_mean"])
+                       for r in json.loads(report)["regions"]})
+    assert set(tables[0]) == set(tables[1]) and len(tables[0]) >= 3
+    for key, values in tables[1].items():
+        np.testing.assert_allclose(tables[0][key], values, rtol=1e-5, atol=1e-7, err_msg=str(key))
+
+
 def test_report_of_unknown_run_and_missing_pieces_exit_2(tmp_path, capsys):
     code, _, err = run_cli(capsys, "report", "r-nope", "--workspace", tmp_path / "ws")
     assert code == 2 and "r-nope" in err

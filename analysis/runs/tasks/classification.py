@@ -114,7 +114,7 @@ class ClassificationTask:
     def prepare(self, workspace, run: dict, device: str) -> Prepared:
         from analysis.runs.methods import check_method_kind
         from explainers.base import refuse_black_box
-        from explainers.loading.models import load_model
+        from explainers.loading.models import hooks_fix, load_model
         from explainers.registry import METHODS, make_explainer
 
         params = dict(run["params"])
@@ -136,8 +136,8 @@ class ClassificationTask:
         if METHODS[run["method"]].needs_layer:
             if not loaded.supports_hooks:
                 raise InputError(f"{model_row['path']}: method {run['method']!r} hooks an internal layer, which a "
-                                 f"{loaded.format} model does not expose; export the model with torch.export "
-                                 f"(.pt2) or use a gradient/perturbation method (e.g. --method saliency)")
+                                 f"{loaded.format} model does not expose; {hooks_fix(loaded.format)}, or use a "
+                                 f"gradient/perturbation method (e.g. --method saliency)")
             layer_name = params.get("layer") or loaded.target_layer_name()
             source = ("given" if params.get("layer") else
                       "card" if getattr(loaded.card, "target_layer", None) else "detected")

@@ -27,6 +27,7 @@ def explainer_params(run: dict, run_params: tuple[str, ...]) -> dict:
 
 def make_cam_or_plain_explainer(run: dict, loaded, model_row: dict, run_params: tuple[str, ...]):
     """(explainer, layer name) for the run's method on `loaded.module`."""
+    from explainers.loading.models import hooks_fix
     from explainers.registry import METHODS, make_explainer
 
     params = run.get("params") or {}
@@ -34,8 +35,8 @@ def make_cam_or_plain_explainer(run: dict, loaded, model_row: dict, run_params: 
         return make_explainer(run["method"], loaded.module, **explainer_params(run, run_params)), None
     if not loaded.supports_hooks:
         raise InputError(f"{model_row['path']}: method {run['method']!r} hooks an internal layer, which a "
-                         f"{loaded.format} model does not expose; export the model with torch.export (.pt2) "
-                         "or use a gradient/perturbation method (e.g. --method saliency)")
+                         f"{loaded.format} model does not expose; {hooks_fix(loaded.format)}, or use a "
+                         "gradient/perturbation method (e.g. --method saliency)")
     layer_name = params.get("layer") or loaded.target_layer_name()
     layer = loaded.layer(layer_name)
     print(f"target layer: {layer_name}", file=sys.stderr)
