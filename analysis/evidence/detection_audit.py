@@ -37,12 +37,13 @@ import torch
 from torchvision.ops import box_iou
 
 from analysis.evidence.intervention import fill_colour
+from analysis.report.policy import policy_of
 from analysis.stats.aggregate import bootstrap_means
 from explainers.detection import DetectionTarget, detection_similarity, detections_above
 
 NEUTRAL_FILL = (0.35, 0.55, 0.25)  # grass green: neither water nor road nor sky
 OUTSIDE_THRESHOLD = 0.5
-MIN_DROP = 0.1
+MIN_DROP = policy_of("detection").min_effect  # analysis/report/policy.py
 
 
 @dataclass
@@ -222,7 +223,7 @@ def table_flags(summary: pd.DataFrame, interventions: pd.DataFrame, reference: D
         excess_lo = float(r["excess_drop_ci"][0]) - baseline
         if cls_row["mass_outside"] > outside_threshold and excess_lo > min_drop:
             flags.append({"class": r["class"], "region": r["region"], "kind": "context",
-                          "severity": "high" if excess_lo > 3 * min_drop else "medium",
+                          "severity": policy_of("detection").severity(float(r["excess_drop"]) - baseline),
                           "mass_outside": float(cls_row["mass_outside"]),
                           "mass_region": float(cls_row[f"mass.{r['region']}"]),
                           "score_drop": float(r["score_drop"]), "score_drop_ci": list(r["score_drop_ci"]),

@@ -46,9 +46,11 @@ import math
 
 import pandas as pd
 
+from analysis.report.policy import policy_of
 from analysis.report.records import SEVERITIES, CheckResult, Finding, Slice, TestResult
 
 GRID_ASSUMED_CORE = ("centre", "middle-centre")
+POLICY = policy_of("classification")  # thresholds and severity scale (analysis/report/policy.py)
 
 
 def effective_roles(names, roles) -> list:
@@ -59,8 +61,9 @@ def effective_roles(names, roles) -> list:
     return ["core" if name in GRID_ASSUMED_CORE else role for name, role in zip(names, roles)]
 
 
-def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
-                   alpha: float = 0.01, min_effect: float = 0.05,
+def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *,
+                   lift_threshold: float = POLICY.lift_threshold, alpha: float = POLICY.alpha,
+                   min_effect: float = POLICY.min_effect,
                    artifact_free: pd.DataFrame | None = None) -> list[dict]:
     """Flags in the report-JSON shape (docs/FORMATS.md), most severe first.
 
@@ -381,8 +384,9 @@ def power_statements(table: pd.DataFrame, evidence: dict | None, flags: list[dic
     return out
 
 
-def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *, lift_threshold: float = 1.5,
-                       alpha: float = 0.01, min_effect: float = 0.05,
+def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *,
+                       lift_threshold: float = POLICY.lift_threshold, alpha: float = POLICY.alpha,
+                   min_effect: float = POLICY.min_effect,
                        artifact_free: pd.DataFrame | None = None) -> list[dict]:
     """Non-core regions with high lift whose intervention did *not* move predictions: worth a look, not a flag."""
     flagged = {f["region"] for f in shortcut_flags(table, evidence, lift_threshold=lift_threshold,
@@ -445,7 +449,7 @@ def net_effect(intervention: dict) -> float:
 
 
 def severity_of(effect: float) -> str:
-    return "high" if effect >= 0.2 else "medium" if effect >= 0.1 else "low"
+    return POLICY.severity(effect)
 
 
 def robustness(region: str, evidence: dict) -> tuple[bool, list[str]]:
@@ -510,8 +514,8 @@ def _missing(value) -> bool:
 
 
 def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict | None = None, *,
-                    maps=None, n_boot: int = 1000, seed: int = 0, lift_threshold: float = 1.5,
-                    alpha: float = 0.01, min_effect: float = 0.05) -> dict:
+                    maps=None, n_boot: int = 1000, seed: int = 0, lift_threshold: float = POLICY.lift_threshold,
+                    alpha: float = POLICY.alpha, min_effect: float = POLICY.min_effect) -> dict:
     """Everything a run's report adds on top of its identity, in report-JSON shape (one call for report.py).
 
     Keys: regions (rows with CIs), accuracy (per slice, Wilson), flags, attention, subgroups, sanity,

@@ -5,8 +5,9 @@
 - `regions`: per class (`class` = the segment class) and overall (summed maps): region mass shares with
   bootstrap 95% CIs, area, lift (`analysis.report.tag_report.region_rows`);
 - `flags`: per (class, non-core region) whose fill costs the class its pixels more than its control
-  (`analysis.report.tag_report.shortcut_flags`: exact McNemar p < ALPHA on "the class is found", excess
-  pixel-accuracy drop >= MIN_DROP with its CI above 0), `kind: "shortcut"` (the class depends on context);
+  (`analysis.report.tag_report.shortcut_flags`: exact McNemar p, Holm-corrected, below the policy's alpha on
+  "the class is found", excess pixel-accuracy drop >= its min_effect with its CI above 0), `kind: "shortcut"`
+  (the class depends on context);
 - `segmentation`: the classes, the settings and the intervention table (IoU before / after / control).
 """
 from __future__ import annotations

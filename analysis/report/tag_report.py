@@ -5,8 +5,9 @@
 - `regions`: per tag (`class` = the tag) and overall (`class` null, the images' summed target maps): mean
   share of the map's positive mass per region with a bootstrap 95% CI, mean area, lift, n maps;
 - `flags`: per (tag, non-core region) whose fill changes the tag more than its control: `kind: "shortcut"`
-  when the exact McNemar test on the flips gives p < `ALPHA` after Holm's correction over the run's tests and
-  the excess probability drop is at least `MIN_DROP` with its CI above 0 (`severity` "high" from `HIGH_DROP`), evidence = the intervention record;
+  when the exact McNemar test on the flips gives p < the policy's `alpha` after Holm's correction over the
+  run's tests and the excess probability drop is at least its `min_effect` with its CI above 0 (severity from
+  the net effect, `analysis.report.policy`), evidence = the intervention record;
 - `multilabel`: the tags, the run's settings and the intervention table, for the HTML and dashboard views.
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.report.policy import policy_of
 from analysis.report.records import Finding, Slice, TestResult
 from analysis.stats.aggregate import region_matrix, slice_stats, wilson_interval
 
-ALPHA, MIN_DROP, HIGH_DROP = 0.01, 0.05, 0.2
+POLICY = policy_of("multilabel")  # taggers and segmenters share it (analysis/report/policy.py)
 EVIDENCE_KEYS = ("drop", "drop_ci", "control_drop", "excess_drop", "excess_drop_ci", "flip_rate", "flip_rate_ci",
                  "control_flip_rate", "discordant", "p_value", "n", "control_kind")
 
@@ -41,8 +43,8 @@ def region_rows(frame: pd.DataFrame, image_ids, cls, *, n_boot: int, seed: int) 
 def shortcut_flags(interventions: list[dict], lifts: dict, key: str) -> list[dict]:
     """Findings from per-(target, region) intervention records (`key`: "tag" or "class"), in report-JSON
     shape. The exact McNemar p-values are Holm-corrected over every record of the run (the family the
-    classification audit uses too); a record is flagged when its corrected p < `ALPHA`, its excess drop is
-    at least `MIN_DROP` and the drop's interval lies above 0."""
+    classification audit uses too); a record is flagged when its corrected p < `POLICY.alpha`, its excess drop is
+    at least `POLICY.min_effect` and the drop's interval lies above 0."""
     from analysis.stats.sequential import holm
 
     tested = [rec for rec in interventions if rec.get("p_value") is not None]
@@ -50,7 +52,7 @@ def shortcut_flags(interventions: list[dict], lifts: dict, key: str) -> list[dic
     flags = []
     for rec in tested:
         excess, ci, p = rec.get("excess_drop"), rec.get("excess_drop_ci") or [None, None], corrected[id(rec)]
-        if excess is None or ci[0] is None or not (p < ALPHA and excess >= MIN_DROP and ci[0] > 0):
+        if excess is None or ci[0] is None or not (p < POLICY.alpha and excess >= POLICY.min_effect and ci[0] > 0):
             continue
         what = "tag" if key == "tag" else "class"
         test = TestResult(name="fill", description=rec.get("test") or "exact one-sided McNemar on flips, region "
@@ -60,7 +62,7 @@ def shortcut_flags(interventions: list[dict], lifts: dict, key: str) -> list[dic
                           slice=Slice(rec[key]), decision="shown", control=rec.get("control_kind"))
         finding = Finding(
             kind="shortcut", subject=rec["region"], slice=Slice(rec[key]),
-            severity="high" if excess >= HIGH_DROP else "medium", confidence="high",
+            severity=POLICY.severity(excess), confidence="high",
             headline=(f"The {what} {rec[key]} depends on {rec['region']}: filling it lowers the {what}'s "
                       f"{'probability' if key == 'tag' else 'pixels found'} by {excess:.0%} more than filling an "
                       f"equal area elsewhere (corrected p = {p:.2g}, n = {rec.get('n')})"),

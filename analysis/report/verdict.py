@@ -22,33 +22,20 @@ when no property test ran, regions no intervention reached.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from analysis.report.policy import FlagPolicy, policy_of
 from analysis.report.records import CheckResult, Finding, Verdict
 
 MIN_IMAGES = 20
 
-
-@dataclass(frozen=True)
-class VerdictPolicy:
-    """What a task's verdict asks for, as data: `exclude` is the net effect a clear verdict rules out (the upper
-    bound of every candidate's effect must lie below it: 10 points, the same for every task, read from the
-    sequential sample's simultaneous bounds for classifiers and from the excess drop's interval for the
-    per-target and detection interventions), `alpha` the level of the chance-prediction test."""
-    exclude: float
-    alpha: float = 0.01
-
-
-POLICIES = {task: VerdictPolicy(exclude=0.10) for task in ("classification", "multilabel", "segmentation", "detection")}
 
 NOT_TESTED_ALWAYS = ("cues inside the core region (the object itself) other than the image properties measured",)
 
 
 def run_verdict(report: dict, task: str, maps: np.ndarray | None) -> Verdict:
     """The verdict of one report (`task`: the task's registry name; `maps`: a sample of the run's stored maps)."""
-    policy = POLICIES.get(task, POLICIES["classification"])
+    policy = policy_of(task)
     findings = [Finding.from_json(f) for f in report.get("flags") or []]
     shown = [f for f in findings if f.deciding_test is not None and f.deciding_test.decision == "shown"]
     predictions = prediction_check(report, task, policy)
@@ -82,7 +69,7 @@ def run_verdict(report: dict, task: str, maps: np.ndarray | None) -> Verdict:
     return Verdict("clear", tuple(reasons), tuple(not_tested), checks)
 
 
-def prediction_check(report: dict, task: str, policy: VerdictPolicy) -> CheckResult:
+def prediction_check(report: dict, task: str, policy: FlagPolicy) -> CheckResult:
     """Do the model's answers carry information about the images? (per task: what 'constant' means)"""
     metrics = report.get("metrics") or {}
     summary = report.get("predictions") or {}
@@ -115,7 +102,7 @@ def prediction_check(report: dict, task: str, policy: VerdictPolicy) -> CheckRes
 
         p = binomtest(int(correct), int(n), float(majority), alternative="greater").pvalue
         accuracy = correct / n
-        if p > policy.alpha:
+        if p > policy.chance_alpha:
             return CheckResult("predictions", "failed", f"accuracy {accuracy:.0%} is not better than always "
                                f"answering the most common {what} ({majority:.0%}; exact binomial p = {p:.2g}, "
                                f"n = {n})", float(accuracy))
@@ -195,7 +182,7 @@ def _more_images(report: dict, seq: dict) -> str:
     return ""
 
 
-def candidate_decisions(report: dict, task: str, policy: VerdictPolicy) -> dict[str, tuple[str, str]]:
+def candidate_decisions(report: dict, task: str, policy: FlagPolicy) -> dict[str, tuple[str, str]]:
     """Per tested candidate ('region' or 'class / region'): (shown | excluded | undecided, why in words)."""
     out: dict[str, tuple[str, str]] = {}
     if task == "classification":

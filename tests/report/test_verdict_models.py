@@ -3,7 +3,7 @@
 A model whose output ignores its input and one that answers a single class used to get "No shortcut
 flagged" and `check --fail-on-flags` exit 0; an explainer that is an edge detector passed as evidence. Each
 now reads "cannot judge" in the report, the HTML, `check` (exit 4) and the dashboard's words, while the clean
-watermark v5 stays clear (exit 0) and the biased v1 flagged (exit 3)."""
+doctor/nurse v5 stays clear (exit 0) and the biased v1 (it reads the hair) flagged (exit 3)."""
 import json
 
 import pytest
@@ -23,8 +23,9 @@ from sample_models.architectures import ARCHITECTURES
 from sample_models.scenes import generate
 from sample_models.train import WEIGHTS_DIR
 
-pytestmark = pytest.mark.slow  # five 100-image audits with their evidence
-N = 100
+pytestmark = pytest.mark.slow  # two 200-image and three 60-image audits with their evidence
+N, N_BROKEN = 200, 60  # a clear verdict needs its candidates ruled out; a broken model shows at any size
+SCENARIO = "doctor_nurse"
 
 
 class EdgeDetector(Explainer):
@@ -42,8 +43,8 @@ class EdgeDetector(Explainer):
 
 
 def _broken(folder, kind):
-    """watermark v5 with its head replaced: constant logits (maps all zero), or a bias that answers one class."""
-    source = WEIGHTS_DIR / "watermark" / "v5"
+    """The clean v5 with its head replaced: constant logits (maps all zero), or a bias that answers one class."""
+    source = WEIGHTS_DIR / SCENARIO / "v5"
     card = json.loads((source / "model.json").read_text())
     net = ARCHITECTURES[card["architecture"]](len(card["classes"]))
     net.load_state_dict(torch.load(source / "model.pt", weights_only=True))
@@ -54,25 +55,24 @@ def _broken(folder, kind):
             net.fc.bias.copy_(torch.tensor([100.0, 0.0]))
     folder.mkdir()
     torch.save(net.state_dict(), folder / "model.pt")
-    (folder / "model.json").write_text(json.dumps({**card, "name": f"watermark {kind}"}))
+    (folder / "model.json").write_text(json.dumps({**card, "name": f"{SCENARIO} {kind}"}))
     return folder / "model.pt"
 
 
 @pytest.fixture(scope="module")
 def audits(tmp_path_factory):
     root = tmp_path_factory.mktemp("verdicts")
-    data = generate("watermark", root / "data", n=N, seed=11)
-    models = {"clean": WEIGHTS_DIR / "watermark" / "v5" / "model.pt",
-              "biased": WEIGHTS_DIR / "watermark" / "v1" / "model.pt",
+    data = generate(SCENARIO, root / "data", n=N, seed=11)
+    models = {"clean": WEIGHTS_DIR / SCENARIO / "v5" / "model.pt", "biased": WEIGHTS_DIR / SCENARIO / "v1" / "model.pt",
               "constant": _broken(root / "constant", "constant"), "one class": _broken(root / "one", "one class")}
     ws = Workspace(root / "ws")
     dataset = ws.register_dataset(data)
-    runs = {name: ws.create_run(ws.register_model(path), dataset, "gradcam", n=N, seed=0)
-            for name, path in models.items()}
+    runs = {name: ws.create_run(ws.register_model(path), dataset, "gradcam", n=N if name in ("clean", "biased")
+                                else N_BROKEN, seed=0) for name, path in models.items()}
     METHODS[EdgeDetector.name] = EdgeDetector
     try:
-        runs["edge detector"] = ws.create_run(ws.register_model(models["clean"]), dataset, EdgeDetector.name, n=N,
-                                              seed=0)
+        runs["edge detector"] = ws.create_run(ws.register_model(models["clean"]), dataset, EdgeDetector.name,
+                                              n=N_BROKEN, seed=0)
         for run_id in runs.values():
             execute_run(ws, run_id, progress=False)
         yield ws, runs, {name: build_report(run_id, ws) for name, run_id in runs.items()}
@@ -87,7 +87,7 @@ def _check(ws, run_id, capsys):
 
 @pytest.mark.parametrize("name, status, code, words", [
     ("clean", "clear", 0, "ruled out"),
-    ("biased", "flagged", 3, "depend on watermark"),
+    ("biased", "flagged", 3, "depend on hair"),
     ("constant", "cannot_judge", 4, "predicts the same class for every image"),
     ("one class", "cannot_judge", 4, "predicts the same class for every image"),
     ("edge detector", "cannot_judge", 4, "barely change when the model's weights are randomised"),
