@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +22,36 @@ from explainers.errors import InputError
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FLAGGED = 0, 2, 3
 
 
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+
+
+class Terminated(SystemExit):
+    """SIGTERM outside a run: unwinds like an exception, so registrations remove their temp copies."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line. Called as the program (`argv` None), a SIGTERM ends it within moments: cleanup
+    runs as the exception unwinds, then the process leaves without the interpreter's teardown, which after
+    a D-RISE batch took seconds (everything worth keeping is committed and fsynced by then)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    previous = _terminate_on_sigterm()
+    try:
+        code = _dispatch(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if argv is None and code == EXIT_TERMINATED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _dispatch(args) -> int:
     try:
         return args.handler(args) or EXIT_OK
     except InputError as exc:
@@ -35,11 +60,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("saliency-audit: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("saliency-audit: terminated; run the same command again to resume", file=sys.stderr)
+        return EXIT_TERMINATED
     except BaseException as exc:
         if type(exc).__name__ != "Cancelled":  # analysis.runs.engine.Cancelled: SIGTERM from cancel_job
             raise
         print("saliency-audit: run cancelled; run it again to resume", file=sys.stderr)
-        return 143
+        return EXIT_TERMINATED
+
+
+def _terminate_on_sigterm():
+    """SIGTERM raises `Terminated` (the run engine installs its own, recording the run as cancelled)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(_signum, _frame):
+        raise Terminated(EXIT_TERMINATED)
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,7 +400,33 @@ def cmd_dashboard(args) -> int:
     if not APP.is_file():
         raise InputError(f"dashboard not available: {APP} is missing from this installation")
     env = {**os.environ, ENV_VAR: str(workspace.root.resolve())}
-    return subprocess.call(streamlit_command(args.port), env=env)
+    return _serve(streamlit_command(args.port), env)
+
+
+def _serve(command: list[str], env: dict) -> int:
+    """Run Streamlit as a child and pass SIGTERM / SIGINT / SIGHUP on to it: whoever stops this process (a
+    service manager, `kill`, a closed terminal) stops the server too, instead of leaving it on the port."""
+    child = subprocess.Popen(command, env=env)
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in forwarded}
+    try:
+        code = child.wait()
+        return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child.poll() is None:  # this process is leaving for another reason: do not orphan the server
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 # -- helpers ------------------------------------------------------------------------------------------
