@@ -45,7 +45,7 @@ def publish(tmp: Path, dest: Path) -> bool:
                 return False
             os.rename(tmp, dest)
         else:
-            os.link(tmp, dest)
+            _link_or_rename(tmp, dest)
         return True
     except OSError as exc:
         if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
@@ -53,6 +53,19 @@ def publish(tmp: Path, dest: Path) -> bool:
         raise
     finally:
         remove(tmp)
+
+
+def _link_or_rename(tmp: Path, dest: Path) -> None:
+    """link(2), which refuses an existing `dest`; on a file system without hard links (some network and FAT
+    mounts), a rename after checking `dest` is absent (a narrower window, same content either way)."""
+    try:
+        os.link(tmp, dest)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        if dest.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(dest)) from None
+        os.rename(tmp, dest)
 
 
 def remove(path: Path) -> None:

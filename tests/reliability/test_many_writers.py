@@ -161,3 +161,32 @@ def test_any_interleaving_keeps_the_catalog_sound(tmp_path_factory, writers, inp
 
     interleave()
     assert len(examples) == 12 and min(examples) >= 5  # every example really wrote to the catalog
+
+
+def test_threads_sharing_one_workspace_write_at_once(tmp_path, inputs):
+    """Dashboard sessions are threads sharing one cached `Workspace`: with one SQLite connection between
+    them, two `BEGIN IMMEDIATE` collided ("cannot start a transaction within a transaction")."""
+    ws = Workspace(tmp_path / "ws")
+    dataset_id = ws.register_dataset(inputs["data"][1])
+    model_id = ws.register_model(inputs["models"][0])
+    barrier, failures = threading.Barrier(6), []
+
+    def session(k: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(15):
+                ws.set_label(dataset_id, f"region{k}-{i % 3}", "shortcut" if i % 2 else "legitimate")
+                ws.rename_dataset(dataset_id, f"name {k}.{i}")
+                ws.create_run(model_id, dataset_id, "gradcam", n=4, seed=k * 100 + i)
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever a session raised
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=session, args=(k,)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    assert len(ws.labels(dataset_id)) == 18 and len(ws.runs()) == 90
+    ws.close()
+    assert_catalog_invariants(tmp_path / "ws")
