@@ -165,7 +165,7 @@ class Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "catalog.sqlite"
         self._local = threading.local()  # one connection per thread: dashboard sessions share this object
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         sweep(self.root)  # temps of writers killed (SIGKILL, power loss) since the last start
         with self._write() as db:
             for statement in SCHEMA.split(";"):
@@ -179,9 +179,13 @@ class Workspace:
     @property
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (WAL, 30 s busy timeout). A shared one would let two threads' `BEGIN
-        IMMEDIATE` collide ("cannot start a transaction within a transaction") or commit each other's work."""
+        IMMEDIATE` collide ("cannot start a transaction within a transaction") or commit each other's work.
+        Streamlit runs every rerun in a new thread, so the connections of finished threads are closed here."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            for thread, old in [pair for pair in self._connections if not pair[0].is_alive()]:
+                old.close()
+                self._connections.remove((thread, old))
             conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             with self._disk_full_is_one_line():  # opening creates the -wal/-shm files
@@ -189,7 +193,7 @@ class Workspace:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
-            self._connections.append(conn)
+            self._connections.append((threading.current_thread(), conn))
         return conn
 
     @contextmanager
@@ -235,7 +239,7 @@ class Workspace:
         return dict(row) if row is not None else None
 
     def close(self) -> None:
-        for conn in self._connections:
+        for _thread, conn in self._connections:
             conn.close()
         self._connections.clear()
         self._local = threading.local()

@@ -190,3 +190,22 @@ def test_threads_sharing_one_workspace_write_at_once(tmp_path, inputs):
     assert len(ws.labels(dataset_id)) == 18 and len(ws.runs()) == 90
     ws.close()
     assert_catalog_invariants(tmp_path / "ws")
+
+
+def test_connections_of_finished_threads_are_closed(tmp_path):
+    """Streamlit runs each rerun of a page in a new thread: a connection per thread must not pile up."""
+    ws = Workspace(tmp_path / "ws")
+    for _ in range(20):
+        thread = threading.Thread(target=ws.runs)
+        thread.start()
+        thread.join()
+    ws.runs()  # this thread's connection; the finished threads' are closed on the way
+    assert len(ws._connections) <= 2
+    open_files = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the descriptor listdir itself used
+            pass
+    assert sum(path == str(tmp_path / "ws" / "catalog.sqlite") for path in open_files) <= 2
+    ws.close()
