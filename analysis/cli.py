@@ -45,10 +45,19 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if argv is None and code == EXIT_TERMINATED:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        _leave_now(code)
     return code
+
+
+def _leave_now(code: int) -> None:
+    """Exit without the interpreter's teardown; a local Ray instance this process started is stopped first
+    (its atexit hook would not run)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        ray.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _dispatch(args) -> int:
