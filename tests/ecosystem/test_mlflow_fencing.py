@@ -130,3 +130,29 @@ def test_the_cli_refuses_in_one_line_with_exit_2(server, tmp_path, capsys):
     ws = Workspace(tmp_path / "ws")
     _assert_left_nothing(ws)
     assert ws.runs() == []
+
+
+def test_a_local_backend_reads_its_runs_own_folder_but_no_link_out_of_it(tmp_path, monkeypatch):
+    """No server: a SQLite tracking store whose artifacts live in a local folder. The version's run folder is
+    the artifact store, so its plain files are read; a symbolic link planted in it is refused."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.sqlite'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("local", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(experiment)
+    model = write_model(tmp_path / "model")
+    client.log_artifact(run.info.run_id, str(model), "model")
+    client.log_artifact(run.info.run_id, str(model.parent / "model.json"), "model")
+    client.create_registered_model("local")
+    client.create_model_version("local", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    registry = mlflow_registry.client(uri)
+    ws = Workspace(tmp_path / "ws")
+    model_id = mlflow_registry.register(ws, registry, mlflow_registry.resolve(registry, "models:/local/1"))
+    assert ws.model(model_id)["sha256"] == ws.model(ws.register_model(model))["sha256"]
+
+    (tmp_path / "artifacts" / run.info.run_id / "artifacts" / "model" / "extra").symlink_to("/etc")
+    client.create_model_version("local", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    other = Workspace(tmp_path / "ws2")
+    with pytest.raises(InputError, match="extra in its source .* is a symbolic link"):
+        mlflow_registry.register(other, registry, mlflow_registry.resolve(registry, "models:/local/2"))
+    _assert_left_nothing(other)
