@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -22,12 +23,45 @@ from explainers.errors import InputError
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FLAGGED, EXIT_CANNOT_JUDGE = 0, 2, 3, 4
 
 
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+
+
+class Terminated(SystemExit):
+    """SIGTERM outside a run: unwinds like an exception, so registrations remove their temp copies."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line. Called as the program (`argv` None), a SIGTERM ends it within moments: cleanup
+    runs as the exception unwinds, then the process leaves without the interpreter's teardown, which after
+    a D-RISE batch took seconds (everything worth keeping is committed and fsynced by then)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    previous = _terminate_on_sigterm()
+    try:
+        code = _dispatch(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if argv is None and code == EXIT_TERMINATED:
+        _leave_now(code)
+    return code
+
+
+def _leave_now(code: int) -> None:
+    """Exit without the interpreter's teardown; a local Ray instance this process started is stopped first
+    (its atexit hook would not run)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        ray.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _dispatch(args) -> int:
     try:
         return args.handler(args) or EXIT_OK
     except InputError as exc:
@@ -36,11 +70,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("saliency-audit: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("saliency-audit: terminated; run the same command again to resume", file=sys.stderr)
+        return EXIT_TERMINATED
     except BaseException as exc:
         if type(exc).__name__ != "Cancelled":  # analysis.runs.engine.Cancelled: SIGTERM from cancel_job
             raise
         print("saliency-audit: run cancelled; run it again to resume", file=sys.stderr)
-        return 143
+        return EXIT_TERMINATED
+
+
+def _terminate_on_sigterm():
+    """SIGTERM raises `Terminated` (the run engine installs its own, recording the run as cancelled)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(_signum, _frame):
+        raise Terminated(EXIT_TERMINATED)
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:

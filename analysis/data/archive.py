@@ -13,6 +13,7 @@ removed. Nothing is written outside `dest`.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -69,10 +70,16 @@ def safe_extract(
     with archive:
         plan = _plan(zip_path, archive.infolist(), max_total_bytes, max_entries, max_ratio)
         dest.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+        # named like every workspace temp (`.NAME.tmp-PID-TOKEN`), so a later start removes a killed one's
+        staging = Path(tempfile.mkdtemp(prefix=f".extract.tmp-{os.getpid()}-", dir=dest))
         try:
             _extract(zip_path, archive, plan, staging, max_total_bytes)
             os.rename(staging, target)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):  # a concurrent extraction finished first
+                raise FileExistsError(target) from None
+            raise
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

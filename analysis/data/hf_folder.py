@@ -19,10 +19,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
+from analysis.store.temps import publish, remove, temp_beside
 from explainers.errors import InputError
 
 SPLITS = ("validation", "test", "train")
@@ -55,8 +55,18 @@ def to_manifest_folder(root: Path, workdir: Path | None) -> Path:
     raw = table.cast_column(image_col, datasets.Image(decode=False))
     if mask_col:
         raw = raw.cast_column(mask_col, datasets.Image(decode=False))
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_beside(out)  # its own name: two registrations of one folder may write at once
+    try:
+        _write_manifest_folder(tmp, raw, root, split_root, image_col, label_col, mask_col, attributes, tag_names)
+    except BaseException:
+        remove(tmp)
+        raise
+    publish(tmp, out)  # the loser of a race drops its copy and reads the winner's (same content)
+    return out
+
+
+def _write_manifest_folder(tmp: Path, raw, root: Path, split_root: Path, image_col: str, label_col: str,
+                           mask_col: str | None, attributes: list, tag_names) -> None:
     (tmp / "images").mkdir(parents=True)
     if mask_col:
         (tmp / "masks").mkdir()
@@ -75,8 +85,6 @@ def to_manifest_folder(root: Path, workdir: Path | None) -> Path:
             writer.writerow(cells + ["" if row[a] is None else str(row[a]) for a in attributes])
     if mask_col:
         (tmp / "regions.json").write_text(json.dumps(_regions(root, split_root, mask_col)))
-    tmp.rename(out)
-    return out
 
 
 def _split(root: Path) -> Path:

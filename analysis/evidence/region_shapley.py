@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
 from analysis.stats.aggregate import bootstrap_means
 from analysis.stats.regions import GRID_NAMES, grid_regions
@@ -27,6 +26,8 @@ PARAM = "region_shapley"
 def shapley_evidence(loaded, batch, regions: pd.DataFrame, *, n_images: int, seed: int = 0,
                      batch_size: int = 64) -> dict:
     """{"score", "n", "regions", "roles", "image_ids", "labels", "values" (n x R)} for the evidence file."""
+    import torch  # here: the report reads `shapley_table` in the dashboard's process, which has no torch
+
     from explainers.region_shapley import region_shapley
 
     n = min(int(n_images), len(batch.inputs))
@@ -51,6 +52,8 @@ def shapley_evidence(loaded, batch, regions: pd.DataFrame, *, n_images: int, see
 
 def players(batch, regions: pd.DataFrame, n: int) -> tuple[list[str], list, torch.Tensor | None]:
     """Region names, roles and (n, R, H, W) masks: annotated regions, else the grid cells."""
+    import torch
+
     first = regions.drop_duplicates("region")
     h, w = batch.inputs.shape[-2:]
     if len(first) and (first["region_id"] >= 0).all():

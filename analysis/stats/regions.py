@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 GRID_NAMES = [f"{row}-{col}" for row in ("top", "middle", "bottom") for col in ("left", "centre", "right")]
 BORDER_FRACTION = 1 / 6
@@ -19,6 +17,9 @@ BORDER_FRACTION = 1 / 6
 
 def resize_map(saliency, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a (H, W) map to `size` (h, w), as float64 numpy (exact sums downstream)."""
+    import torch  # here, not at the top: the dashboard reads GRID_NAMES without computing a tensor
+    import torch.nn.functional as F
+
     tensor = torch.as_tensor(np.asarray(saliency) if not isinstance(saliency, torch.Tensor) else saliency)
     tensor = tensor.detach().to("cpu", torch.float32)
     if tensor.ndim != 2:

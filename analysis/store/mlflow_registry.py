@@ -12,6 +12,15 @@ it runs code, so it is refused with the fix (log a state dict or a .pt2); one sa
 file and loads like any .pt2 (its card then comes from the tag). Downloading files runs
 nothing; the model is loaded later, in the worker, with the same format rules as a file.
 
+Sources are fenced (`fetch_version`): a version is read through the registry's artifact repository into the
+workspace's own temp area (`<workspace>/tmp`, removed afterwards, swept after a kill -9), at most
+`SALIENCY_AUDIT_MLFLOW_MAX_BYTES` (default 2 GiB; checked on the listing before anything is fetched). A
+source that is a path on this machine (`file:///etc`, `/proc/self`, `file:///`, or a run whose artifacts
+live in a local folder) is read only when it lies inside the artifact store: the version's run's artifact
+folder, a local tracking store's folder, or a folder named in `SALIENCY_AUDIT_MLFLOW_ARTIFACT_ROOTS`; and only
+when every entry under it is a plain file or folder (a symlink, device or /proc file is refused). Each
+refusal comes before the first byte is copied.
+
 Results go back idempotently: the report (JSON and HTML) as artifacts under `saliency_audit/` of the version's
 run (overwritten on a new audit), the flag count and the top region lifts as metrics of that run (logged once
 per audit, keyed by the audit's run id), and tags on the version (`saliency_audit.flags`,
@@ -23,16 +32,24 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import stat
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.store.temps import temp_folder
 from explainers.errors import InputError
 
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
 CARD_TAG = "saliency_audit.card"
 MODEL_SUFFIXES = (".pt2", ".onnx", ".safetensors", ".pt", ".pth")  # preference order in one version's files
 INSTALL_HINT = "pip install 'saliency-audit[mlflow]'"
+MAX_BYTES_ENV = "SALIENCY_AUDIT_MLFLOW_MAX_BYTES"
+DEFAULT_MAX_BYTES = 2 * 1024 ** 3
+ROOTS_ENV = "SALIENCY_AUDIT_MLFLOW_ARTIFACT_ROOTS"  # extra local artifact stores, os.pathsep-separated
+REMOTE_TRACKING = ("http", "https", "databricks", "databricks-uc", "uc")
 
 
 @dataclass(frozen=True)
@@ -101,16 +118,14 @@ def versions(mlflow_client, name: str) -> list[RegisteredVersion]:
                   key=lambda v: v.version)
 
 
-def register(workspace, mlflow_client, version: RegisteredVersion) -> str:
-    """Download a version's model and card, register them in the workspace, remember where they came from."""
-    with tempfile.TemporaryDirectory(prefix="mlflow-") as tmp:
-        try:
-            folder = Path(_download(mlflow_client, version, tmp))
-        except Exception as exc:
-            raise InputError(f"{version.uri}: could not download its files ({_mlflow_message(exc)})") from None
+def register(workspace, mlflow_client, version: RegisteredVersion, *, max_bytes: int | None = None) -> str:
+    """Fetch a version's model and card (fenced: `fetch_version`), register them in the workspace, remember
+    where they came from."""
+    with temp_folder(workspace.root / "tmp", "mlflow") as tmp:
+        folder = fetch_version(mlflow_client, version, tmp / "files", max_bytes=max_bytes)
         model_file, card = model_files(folder, version)
         card = {**card, "name": version.label.split(" @")[0]}
-        card_file = Path(tmp) / "saliency-audit-card.json"
+        card_file = tmp / "saliency-audit-card.json"
         card_file.write_text(json.dumps(card))
         model_id = workspace.register_model(model_file, card_file)
     workspace.set_model_source(model_id, {"uri": version.uri, "tracking_uri": version.tracking_uri,
@@ -181,12 +196,177 @@ def log_results(mlflow_client, source: dict, report: dict, html: str) -> None:
         mlflow_client.set_model_version_tag(name, version, key, value)
 
 
-def _download(mlflow_client, version: RegisteredVersion, dest: str) -> str:
-    """The version's files, through the registry this client talks to (never a default local registry)."""
-    from mlflow.artifacts import download_artifacts
+def max_download_bytes(max_bytes: int | None = None) -> int:
+    """The cap on one version's files: `max_bytes`, else `$SALIENCY_AUDIT_MLFLOW_MAX_BYTES`, else 2 GiB."""
+    if max_bytes is not None:
+        return int(max_bytes)
+    value = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_BYTES
+    try:
+        return int(float(value))
+    except ValueError:
+        raise InputError(f"{MAX_BYTES_ENV}={value!r} is not a number of bytes; set it to e.g. 4e9") from None
 
-    location = mlflow_client.get_model_version_download_uri(version.name, str(version.version))
-    return download_artifacts(artifact_uri=location, dst_path=dest, tracking_uri=version.tracking_uri)
+
+def fetch_version(mlflow_client, version: RegisteredVersion, dest: Path, *, max_bytes: int | None = None) -> Path:
+    """Copy the version's files into `dest` (created; inside the workspace's temp area), fenced.
+
+    A local source is checked whole (inside an artifact store, plain files only, under the cap) and then
+    copied by us, file by file, never following a link; any other source goes through MLflow's artifact
+    repository for it (the server fences its own store), its listing checked against the cap first."""
+    cap = max_download_bytes(max_bytes)
+    try:
+        location = _underlying(mlflow_client, mlflow_client.get_model_version_download_uri(
+            version.name, str(version.version)), version.tracking_uri)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{version.uri}: could not find its files ({_mlflow_message(exc)})") from None
+    local = _local_path(location)
+    dest.mkdir(parents=True)
+    if local is not None:
+        files = _fenced_listing(local, _artifact_roots(mlflow_client, version), version, location, cap)
+        _copy_plain_files(files, local, dest, version, cap)
+        return dest
+    try:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repo = get_artifact_repository(location, tracking_uri=version.tracking_uri)
+        total = _listed_bytes(repo, "")
+        if total > cap:
+            raise InputError(_too_big(version, total, cap))
+        repo.download_artifacts("", dst_path=str(dest))
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{version.uri}: could not download its files ({_mlflow_message(exc)})") from None
+    got = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    if got > cap:  # a listing without sizes, or files that grew since
+        raise InputError(_too_big(version, got, cap))
+    return dest
+
+
+def _underlying(mlflow_client, location: str, tracking_uri: str) -> str:
+    """`runs:/` and logged-model `models:/m-ID` locations as the artifact URI they stand for, so a local
+    folder behind them is fenced like any local source."""
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    for _ in range(4):
+        scheme = urllib.parse.urlparse(location).scheme
+        if scheme == "runs":
+            location = RunsArtifactRepository.get_underlying_uri(location, tracking_uri)
+        elif scheme == "models":
+            match = re.match(r"^models:/(m-[0-9a-f]+)(/.*)?$", location)
+            if match is None:
+                raise InputError(f"source {location}: a registry version pointing at another registry entry; "
+                                 "register the model from a run's artifacts instead")
+            location = mlflow_client.get_logged_model(match[1]).artifact_location.rstrip("/") + (match[2] or "")
+        else:
+            return location
+    raise InputError(f"source {location}: too many levels of indirection; register the run's artifacts directly")
+
+
+def _local_path(location: str) -> Path | None:
+    """The path a `file:` or scheme-less location names on this machine, else None (a remote store)."""
+    parsed = urllib.parse.urlparse(location)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            return None
+        return Path(urllib.parse.unquote(parsed.path) or "/")
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(location)
+    return None
+
+
+def _artifact_roots(mlflow_client, version: RegisteredVersion) -> list[Path]:
+    """Real paths of the local folders that are this registry's artifact store."""
+    roots = [Path(p) for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    tracking = urllib.parse.urlparse(version.tracking_uri)
+    if tracking.scheme in ("", "file"):  # a local `mlruns` folder: the store is that folder
+        roots.append(_local_path(version.tracking_uri))
+    if tracking.scheme not in REMOTE_TRACKING and version.run_id:  # a local backend's run folder
+        try:
+            run_root = _local_path(mlflow_client.get_run(version.run_id).info.artifact_uri)
+        except Exception:
+            run_root = None
+        if run_root is not None:
+            roots.append(run_root)
+    return [Path(os.path.realpath(r)) for r in roots]
+
+
+def _fenced_listing(local: Path, roots: list[Path], version: RegisteredVersion, location: str,
+                    cap: int) -> list[Path]:
+    """Every file under the local source, relative to it, after checking the whole tree: inside an artifact
+    store root, only plain files and folders (never followed links), at most `cap` bytes."""
+    real = Path(os.path.realpath(local))
+    if not any(real == root or root in real.parents for root in roots):
+        where = ", ".join(str(r) for r in roots) or "none on this machine"
+        raise InputError(f"{version.uri}: refused: its source {location} is a path on this machine outside the "
+                         f"registry's artifact store ({where}); nothing was copied. Register the version from a "
+                         f"run's logged artifacts, or, if {real} really is an artifact store, add it to "
+                         f"{ROOTS_ENV}")
+    files, total = [], 0
+
+    def refuse(path: Path, what: str):
+        raise InputError(f"{version.uri}: refused: {path} in its source {location} is {what}, not a plain file; "
+                         "nothing was copied. Log the model's files themselves as artifacts")
+
+    def check(path: Path) -> os.stat_result:
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            raise InputError(f"{version.uri}: its source {path} cannot be read ({exc.strerror}); check the "
+                             "version's source") from None
+        if stat.S_ISLNK(st.st_mode):
+            refuse(path, "a symbolic link")
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            refuse(path, "a device, socket or pipe")
+        return st
+
+    if stat.S_ISREG(check(local).st_mode):
+        return [Path(local.name)]
+    for folder, dirs, names in os.walk(local):
+        for name in sorted(dirs) + sorted(names):
+            path = Path(folder) / name
+            st = check(path)
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+                if total > cap:
+                    raise InputError(_too_big(version, total, cap, "at least "))
+                files.append(path.relative_to(local))
+    return files
+
+
+def _copy_plain_files(files: list[Path], local: Path, dest: Path, version: RegisteredVersion, cap: int) -> None:
+    """Copy the checked files, opening each without following links and refusing one that changed kind or
+    grew past the cap since the check."""
+    base = local.parent if local.is_file() else local
+    total = 0
+    for relative in files:
+        source, target = base / relative, dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as src:
+            if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+                raise InputError(f"{version.uri}: refused: {source} is no longer a plain file; check the source")
+            with open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+                total += out.tell()
+        if total > cap:
+            raise InputError(_too_big(version, total, cap, "at least "))
+
+
+def _listed_bytes(repo, path: str) -> int:
+    total = 0
+    for info in repo.list_artifacts(path):
+        total += _listed_bytes(repo, info.path) if info.is_dir else int(info.file_size or 0)
+    return total
+
+
+def _too_big(version: RegisteredVersion, size: int, cap: int, prefix: str = "") -> str:
+    return (f"{version.uri}: refused: its files are {prefix}{size:,} bytes, over the download cap of {cap:,} "
+            f"bytes; nothing was kept. Raise the cap with {MAX_BYTES_ENV}=BYTES if the model really is that big")
 
 
 def _results_run(mlflow_client, name: str, version: str) -> str:

@@ -15,16 +15,19 @@ and the copy made on the first registration is recorded under the hashes of its 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from analysis.store.temps import publish, remove, remove_dead_temps, sweep, temp_beside, temp_name
 from explainers.errors import InputError
 from explainers.loading.model_files import (companion_files, embedded_card, file_sha256, hf_folder_in_zip, sniff_format,
                                      tree_sha256)
@@ -161,12 +164,9 @@ class Workspace:
         self.root = Path(root) if root is not None else default_root()
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "catalog.sqlite"
-        self._conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn.row_factory = sqlite3.Row
-        with self._disk_full_is_one_line():  # opening creates the -wal/-shm files
-            self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._local = threading.local()  # one connection per thread: dashboard sessions share this object
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        sweep(self.root)  # temps of writers killed (SIGKILL, power loss) since the last start
         with self._write() as db:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -176,6 +176,41 @@ class Workspace:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     # -- plumbing -------------------------------------------------------------------------------------
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (WAL, 30 s busy timeout). A shared one would let two threads' `BEGIN
+        IMMEDIATE` collide ("cannot start a transaction within a transaction") or commit each other's work.
+        Streamlit runs every rerun in a new thread, so the connections of finished threads are closed here."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            for thread, old in [pair for pair in self._connections if not pair[0].is_alive()]:
+                old.close()
+                self._connections.remove((thread, old))
+            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            with self._disk_full_is_one_line():  # opening creates the -wal/-shm files
+                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            self._connections.append((threading.current_thread(), conn))
+        return conn
+
+    @contextmanager
+    def _entry_lock(self, table: str, entry_id: str) -> Iterator[None]:
+        """Exclusive hold on one content-addressed entry (`models/ID`, `datasets/ID`) across processes and
+        threads, for its registration (check, copy, insert) and its deletion (rows, then files): without it
+        a registration could find the folder a concurrent delete is about to remove. flock: released by the
+        kernel when a holder dies, SIGKILL included."""
+        folder = self.root / "locks"
+        folder.mkdir(exist_ok=True)
+        with open(folder / f"{table}-{entry_id}.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
@@ -204,7 +239,10 @@ class Workspace:
         return dict(row) if row is not None else None
 
     def close(self) -> None:
-        self._conn.close()
+        for _thread, conn in self._connections:
+            conn.close()
+        self._connections.clear()
+        self._local = threading.local()
 
     def integrity_check(self) -> str:
         return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
@@ -236,19 +274,20 @@ class Workspace:
         companions = companion_files(path, fmt)  # an ONNX model's external weight files, checked
         identity = sha + "".join(file_sha256(c) for c in companions)
         model_id, name, version = _model_identity(identity, card, path, name, version)
-        if (existing := self._known_model(model_id, name, version)) is not None:
-            return existing
-        dest_dir = self.root / "models" / model_id
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        remove_dead_temps(dest_dir)
-        dest = dest_dir / path.name
-        _copy_atomic(path, dest)
-        for companion in companions:
-            target = dest_dir / companion.relative_to(path.parent.resolve())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _copy_atomic(companion, target)
-        (dest_dir / "model.json").write_text(json.dumps(card, indent=1))
-        return self._insert_model(model_id, name, dest, sha, card, fmt, version)
+        with self._entry_lock("models", model_id):
+            if (existing := self._known_model(model_id, name, version)) is not None:
+                return existing
+            dest_dir = self.root / "models" / model_id
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            remove_dead_temps(dest_dir)
+            dest = dest_dir / path.name
+            _copy_atomic(path, dest)
+            for companion in companions:
+                target = dest_dir / companion.relative_to(path.parent.resolve())
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy_atomic(companion, target)
+            _write_atomic(dest_dir / "model.json", json.dumps(card, indent=1))
+            return self._insert_model(model_id, name, dest, sha, card, fmt, version)
 
     def _known_model(self, model_id: str, name: str, version: str) -> str | None:
         """The id of an already registered model (renamed when given another name or version), else None."""
@@ -281,7 +320,7 @@ class Workspace:
             folder = path
             if path.is_file():
                 (self.root / "models").mkdir(parents=True, exist_ok=True)
-                unpacked = safe_extract(path, self.root / "models", name=f".unpack-{os.getpid()}-{time.time_ns()}")
+                unpacked = safe_extract(path, self.root / "models", name=temp_name("unpack"))
                 inner = hf_folder_in_zip(path)
                 folder = unpacked / inner if inner else unpacked
             override = None
@@ -294,21 +333,26 @@ class Workspace:
             sha = tree_sha256(folder)
             shown = folder if folder != unpacked else path.with_suffix("")
             model_id, name, version = _model_identity(sha, card, shown, name, version)
-            if (existing := self._known_model(model_id, name, version)) is not None:
-                return existing
-            dest_dir = self.root / "models" / model_id
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            remove_dead_temps(dest_dir)
-            dest, tmp = dest_dir / shown.name, dest_dir / f".{shown.name}.tmp-{os.getpid()}"
-            if not dest.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(folder, tmp)
-                (tmp / "model.json").write_text(json.dumps(card, indent=1))
-                os.replace(tmp, dest)
+            with self._entry_lock("models", model_id):
+                if (existing := self._known_model(model_id, name, version)) is not None:
+                    return existing
+                dest_dir = self.root / "models" / model_id
+                dest_dir.mkdir(parents=True, exist_ok=True)
+                remove_dead_temps(dest_dir)
+                dest = dest_dir / shown.name
+                if not dest.exists():
+                    tmp = temp_beside(dest)
+                    try:
+                        shutil.copytree(folder, tmp)
+                        (tmp / "model.json").write_text(json.dumps(card, indent=1))
+                    except BaseException:
+                        remove(tmp)
+                        raise
+                    publish(tmp, dest)
+                return self._insert_model(model_id, name, dest, sha, card, "hf_folder", version)
         finally:
             if unpacked is not None:
                 shutil.rmtree(unpacked, ignore_errors=True)
-        return self._insert_model(model_id, name, dest, sha, card, "hf_folder", version)
 
     def set_model_source(self, model_id: str, source: dict) -> None:
         """Where a model came from beyond a file (an MLflow registry version: `analysis.store.mlflow_registry`)."""
@@ -356,6 +400,11 @@ class Workspace:
         hashes.flush()
         dataset_id = "d-" + sha[:12]
         name = (name or "").strip() or path.stem
+        with self._entry_lock("datasets", dataset_id):  # a concurrent registration of it waits, then reuses it
+            return self._register_dataset_locked(path, dataset_id, sha, hashes, source, name)
+
+    def _register_dataset_locked(self, path: Path, dataset_id: str, sha: str, hashes: HashCache, source: str,
+                                 name: str) -> str:
         if (existing := self.dataset(dataset_id)) is not None:
             if name != existing["name"] and name != path.stem:
                 self.rename_dataset(dataset_id, name)
@@ -369,17 +418,20 @@ class Workspace:
                 dataset.shown_as = source
                 dataset.validate()
             except BaseException:
-                shutil.rmtree(dest_dir, ignore_errors=True)
+                shutil.rmtree(dest_dir, ignore_errors=True)  # we hold the entry: nobody else's files
                 raise
-            tmp = dest_dir / f".{path.name}.tmp-{os.getpid()}"
             dest_dir.mkdir(parents=True, exist_ok=True)
             remove_dead_temps(dest_dir)
-            shutil.rmtree(tmp, ignore_errors=True)
-            if path.is_dir():
-                shutil.copytree(path, tmp, copy_function=shutil.copyfile)  # no copystat per file
-            else:
-                shutil.copy2(path, tmp)
-            os.replace(tmp, dest)
+            tmp = temp_beside(dest)
+            try:
+                if path.is_dir():
+                    shutil.copytree(path, tmp, copy_function=shutil.copyfile)  # no copystat per file
+                else:
+                    shutil.copy2(path, tmp)
+            except BaseException:
+                remove(tmp)
+                raise
+            publish(tmp, dest)
             hashes.record_copy(path, dest)
         dataset = self.open_dataset_at(dest, dest_dir)
         if hasattr(dataset, "hash_file"):
@@ -462,12 +514,17 @@ class Workspace:
         identity = canonical_json([model["id"], dataset["sha256"], method, params, int(n), int(seed)])
         run_id = "r-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
         now = time.time()
-        with self._write() as db:
+        with self._write() as db:  # inserted only while both still exist: a concurrent delete wins cleanly
             db.execute(
                 "INSERT OR IGNORE INTO runs (id, name, model_id, dataset_id, method, params, n, seed, status, "
-                "n_total, n_done, n_skipped, created, updated) VALUES (?,?,?,?,?,?,?,?,'pending',NULL,0,0,?,?)",
+                "n_total, n_done, n_skipped, created, updated) SELECT ?,?,?,?,?,?,?,?,'pending',NULL,0,0,?,? "
+                "WHERE EXISTS (SELECT 1 FROM models WHERE id=?) AND EXISTS (SELECT 1 FROM datasets WHERE id=?)",
                 (run_id, name or f"{model['name']}/{method}", model_id, dataset_id, method,
-                 canonical_json(params), int(n), int(seed), now, now))
+                 canonical_json(params), int(n), int(seed), now, now, model_id, dataset_id))
+            created = db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
+        if not created:
+            raise InputError(f"model {model_id} or dataset {dataset_id} was deleted while the audit was being "
+                             "created; register it again")
         return run_id
 
     def run(self, run_id: str) -> dict:
@@ -522,39 +579,49 @@ class Workspace:
 
     def delete_run(self, run_id: str) -> None:
         """Remove an audit and its results; refused while its worker runs (cancel it first)."""
-        self.run(run_id)  # InputError for an unknown id
-        self._refuse_while_active(run_id=run_id)
-        with self._write() as db:
-            db.execute("DELETE FROM shards WHERE run_id=?", (run_id,))
-            db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+        with self._write() as db:  # checked and deleted in one transaction: no claim can slip in between
+            if db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
+                raise InputError(f"no run with id {run_id!r}; list runs with `saliency-audit runs`")
+            self._refuse_while_active(db, "id", run_id)
+            _delete_runs(db, [run_id])
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def delete_model(self, model_id: str) -> list[str]:
         """Remove a model, its file and its audits (returned); refused while one of its audits runs."""
-        return self._delete_with_runs("models", model_id, model_id=model_id)
+        return self._delete_with_runs("models", model_id, "model_id")
 
     def delete_dataset(self, dataset_id: str) -> list[str]:
         """Remove a dataset, its copy, its labels and its audits (returned); refused while one of them runs."""
-        removed = self._delete_with_runs("datasets", dataset_id, dataset_id=dataset_id)
-        with self._write() as db:
-            db.execute("DELETE FROM labels WHERE dataset_id=?", (dataset_id,))
-        return removed
+        return self._delete_with_runs("datasets", dataset_id, "dataset_id")
 
-    def _delete_with_runs(self, table: str, row_id: str, **owner: str) -> list[str]:
-        if self._one(f"SELECT id FROM {table} WHERE id=?", (row_id,)) is None:
-            raise InputError(f"no registered {table[:-1]} with id {row_id}")
-        self._refuse_while_active(**owner)
-        (column, value), = owner.items()
-        run_ids = [r["id"] for r in self._conn.execute(f"SELECT id FROM runs WHERE {column}=?", (value,))]
-        for run_id in run_ids:
-            self.delete_run(run_id)
-        with self._write() as db:
-            db.execute(f"DELETE FROM {table} WHERE id=?", (row_id,))
-        shutil.rmtree(self.root / table / row_id, ignore_errors=True)
+    def _delete_with_runs(self, table: str, row_id: str, column: str) -> list[str]:
+        """Rows (entry, runs, shards, labels, source) in one transaction, then files, all under the entry's
+        lock, so a registration of the same content waits and then copies it in afresh."""
+        with self._entry_lock(table, row_id):
+            with self._write() as db:
+                if db.execute(f"SELECT 1 FROM {table} WHERE id=?", (row_id,)).fetchone() is None:
+                    raise InputError(f"no registered {table[:-1]} with id {row_id}")
+                self._refuse_while_active(db, column, row_id)
+                run_ids = [r[0] for r in db.execute(f"SELECT id FROM runs WHERE {column}=?", (row_id,))]
+                _delete_runs(db, run_ids)
+                db.execute(f"DELETE FROM {table} WHERE id=?", (row_id,))
+                if table == "datasets":
+                    db.execute("DELETE FROM labels WHERE dataset_id=?", (row_id,))
+                    db.execute("DELETE FROM dataset_sources WHERE dataset_id=?", (row_id,))
+                else:
+                    db.execute("DELETE FROM model_sources WHERE model_id=?", (row_id,))
+            for run_id in run_ids:
+                shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+            shutil.rmtree(self.root / table / row_id, ignore_errors=True)
         return run_ids
 
-    def _refuse_while_active(self, **which: str) -> None:
-        if active := self.active_runs(**which):
+    @staticmethod
+    def _refuse_while_active(db: sqlite3.Connection, column: str, value: str) -> None:
+        """InputError when a run of `column = value` is pending or has a live worker (read in `db`'s
+        transaction)."""
+        rows = db.execute(f"SELECT id, status, pid FROM runs WHERE {column}=? AND status IN "
+                          f"({','.join('?' * len(ACTIVE_STATUSES))})", (value, *ACTIVE_STATUSES)).fetchall()
+        if active := [r["id"] for r in rows if _seen_alive(dict(r))["status"] in ACTIVE_STATUSES]:
             raise InputError(f"audit {', '.join(active)} is still running; cancel it (or wait for it to finish) "
                              f"before deleting")
 
@@ -564,9 +631,9 @@ class Workspace:
         """A person's verdict on a region of a dataset (shortcut or legitimate), kept for every later audit."""
         if verdict not in LABEL_VERDICTS:
             raise InputError(f"label {verdict!r}: choose one of {', '.join(LABEL_VERDICTS)}")
-        if self.dataset(dataset_id) is None:
-            raise InputError(f"no registered dataset with id {dataset_id}")
-        with self._write() as db:
+        with self._write() as db:  # only onto a dataset that exists at commit time (a delete may race it)
+            if db.execute("SELECT 1 FROM datasets WHERE id=?", (dataset_id,)).fetchone() is None:
+                raise InputError(f"no registered dataset with id {dataset_id}")
             db.execute("INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?,?,?)",
                        (dataset_id, str(region), verdict, str(note or ""), run_id, model_id, time.time()))
 
@@ -632,6 +699,12 @@ class Workspace:
             'SELECT * FROM shards WHERE run_id=? ORDER BY "index"', (run_id,))]
 
 
+def _delete_runs(db: sqlite3.Connection, run_ids: list[str]) -> None:
+    for run_id in run_ids:
+        db.execute("DELETE FROM shards WHERE run_id=?", (run_id,))
+        db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+
+
 def _card_beside(path: Path) -> Path | None:
     for candidate in (path.with_suffix(".json"), path.parent / "model.json"):
         if candidate.is_file():
@@ -679,21 +752,23 @@ def _seen_alive(row: dict) -> dict:
     return row
 
 
-def remove_dead_temps(folder: Path) -> list[str]:
-    """Delete `.NAME.tmp-PID` copies whose process is gone: a registration killed mid-copy leaves one, and a
-    dataset copy can be gigabytes. A live PID's temp is left alone (another registration may be writing it)."""
-    from analysis.store.processes import job_alive
-
-    removed = []
-    for path in folder.glob(".*.tmp-*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not job_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-            removed.append(path.name)
-    return removed
-
-
 def _copy_atomic(src: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.copy2(src, tmp)
-    os.replace(tmp, dest)
+    """Copy `src` to `dest` through a temp beside it; an existing `dest` (same content) is kept."""
+    tmp = temp_beside(dest)
+    try:
+        shutil.copy2(src, tmp)
+    except BaseException:
+        remove(tmp)
+        raise
+    publish(tmp, dest)
+
+
+def _write_atomic(dest: Path, text: str) -> None:
+    """Write `dest` whole or not at all (a reader never sees half a card); an existing `dest` is kept."""
+    tmp = temp_beside(dest)
+    try:
+        tmp.write_text(text)
+    except BaseException:
+        remove(tmp)
+        raise
+    publish(tmp, dest)

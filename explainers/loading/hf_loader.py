@@ -31,6 +31,7 @@ class LogitsOf(nn.Module):
 def load_hf_classifier(folder: Path, device: torch.device) -> nn.Module:
     """The folder's image classifier, float32, eval mode, returning logits."""
     refuse_pickled_weights(folder)
+    _refuse_damaged_weights(folder)
     transformers = require("transformers", "hf", f"{folder.name} (a Hugging Face folder)")
     try:
         model = transformers.AutoModelForImageClassification.from_pretrained(
@@ -42,3 +43,12 @@ def load_hf_classifier(folder: Path, device: torch.device) -> nn.Module:
                          f"the folder must come from AutoModelForImageClassification.save_pretrained") from exc
     return LogitsOf(model).to(device).eval()
 
+
+
+def _refuse_damaged_weights(folder: Path) -> None:
+    """A damaged model.safetensors (or shard) named with its tensor and offset, before transformers reads it."""
+    from explainers.safetensors_check import damage, message
+
+    for weights in sorted(folder.glob("*.safetensors")):
+        if damage(weights) is not None:
+            raise InputError(f"{folder.name}/{message(weights)}")

@@ -127,8 +127,12 @@ def sniff_format(path: Path) -> str:
             return "torchscript"
         if "data.pkl" in inner:
             return "ultralytics" if _pickle_imports_ultralytics(path, members) else "state_dict"
-    elif suffix == ".safetensors" and _looks_like_safetensors(head, path):
-        return "safetensors"
+    elif suffix == ".safetensors":
+        if _looks_like_safetensors(head, path):
+            return "safetensors"
+        from explainers.safetensors_check import message
+
+        raise InputError(message(path))
     elif suffix in (".pt", ".pth") and head[:1] == b"\x80":  # legacy (non-zip) torch.save pickle
         return "state_dict"
     raise InputError(

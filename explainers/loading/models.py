@@ -447,7 +447,9 @@ def _read_safetensors(path: Path) -> Mapping[str, torch.Tensor]:
     try:
         return load_file(str(path))  # loaded on CPU; moved with the network afterwards
     except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"{path.name}: damaged safetensors file ({_first_line(exc)})") from exc
+        from explainers.safetensors_check import message
+
+        raise InputError(message(path, _first_line(exc))) from exc
 
 
 def _build_with_state(path: Path, card: ModelCard, state: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -44,3 +44,41 @@ def assert_same_results(a: Workspace, run_a: str, b: Workspace, run_b: str) -> N
     skipped_a = sa.skipped().sort_values("image_id").reset_index(drop=True)
     skipped_b = sb.skipped().sort_values("image_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(skipped_a, skipped_b)
+
+
+def assert_catalog_invariants(root) -> None:
+    """What any interleaving of writers must leave: a sound catalog whose rows point at existing rows and
+    files, one folder per registered entry and none for a deleted one, and no temp file anywhere."""
+    from pathlib import Path
+
+    from analysis.store.temps import TEMP_NAME
+    from explainers.loading.model_files import file_sha256
+
+    root = Path(root)
+    ws = Workspace(root)
+    try:
+        assert ws.integrity_check() == "ok"
+        db = ws._conn
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        models = {r["id"]: dict(r) for r in db.execute("SELECT * FROM models")}
+        datasets = {r["id"]: dict(r) for r in db.execute("SELECT * FROM datasets")}
+        runs = {r["id"]: dict(r) for r in db.execute("SELECT * FROM runs")}
+        for run in runs.values():
+            assert run["model_id"] in models and run["dataset_id"] in datasets, f"orphan run {run}"
+        for (run_id,) in db.execute("SELECT run_id FROM shards"):
+            assert run_id in runs, f"shard of deleted run {run_id}"
+        for (dataset_id,) in db.execute("SELECT dataset_id FROM labels"):
+            assert dataset_id in datasets, f"label on deleted dataset {dataset_id}"
+        for model in models.values():
+            assert file_sha256(root / model["path"]) == model["sha256"], f"model {model['id']} file damaged"
+        for dataset in datasets.values():
+            assert (root / dataset["path"]).exists(), f"dataset {dataset['id']} has no files"
+            assert ws.open_dataset(dataset["id"]).items
+        on_disk = {p.name for p in (root / "models").iterdir()} if (root / "models").is_dir() else set()
+        assert on_disk == set(models), f"model folders {sorted(on_disk)} vs rows {sorted(models)}"
+        on_disk = {p.name for p in (root / "datasets").iterdir()} if (root / "datasets").is_dir() else set()
+        assert on_disk == set(datasets), f"dataset folders {sorted(on_disk)} vs rows {sorted(datasets)}"
+        temps = [str(p.relative_to(root)) for p in root.rglob("*") if TEMP_NAME.match(p.name)]
+        assert temps == [], f"temp files left: {temps}"
+    finally:
+        ws.close()

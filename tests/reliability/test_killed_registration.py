@@ -1,4 +1,4 @@
-"""A registration killed (SIGKILL) mid-copy leaves a `.tmp-PID` copy; the next registration removes it."""
+"""A registration killed (SIGKILL) mid-copy leaves a `.tmp-PID-TOKEN` copy; the next start removes it."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.store.workspace import Workspace, remove_dead_temps
+from analysis.store.temps import remove_dead_temps
+from analysis.store.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,19 +41,20 @@ def test_a_killed_registration_leaves_nothing_after_the_next_one(tmp_path, data_
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
     leftovers = list((root / "datasets").glob("*/.*.tmp-*"))
-    assert [p.name for p in leftovers] == [f".{data_12.name}.tmp-{child.pid}"]
+    assert [p.name.rsplit("-", 1)[0] for p in leftovers] == [f".{data_12.name}.tmp-{child.pid}"]
     assert len(list(leftovers[0].rglob("*.png"))) >= 4  # a real partial copy
 
     workspace = Workspace(root)
+    assert not leftovers[0].exists()  # opening the workspace is enough
     dataset_id = workspace.register_dataset(data_12)
     assert list((root / "datasets").glob("*/.*.tmp-*")) == []
     assert workspace.open_dataset(dataset_id).items  # registered and readable
 
 
 def test_a_live_process_keeps_its_temp(tmp_path):
-    live = tmp_path / f".model.pt2.tmp-{os.getpid()}"
+    live = tmp_path / f".model.pt2.tmp-{os.getpid()}-0a1b"
     dead_pid = _dead_pid()
-    dead = tmp_path / f".model.pt2.tmp-{dead_pid}"
+    dead = tmp_path / f".model.pt2.tmp-{dead_pid}-2c3d"
     live.write_bytes(b"x")
     dead.mkdir()
     assert remove_dead_temps(tmp_path) == [dead.name]

@@ -36,11 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
-from analysis.evidence.detection_audit import (OUTSIDE_THRESHOLD, MIN_DROP, detection_rows, fill_effects, gt_found,
-                                               own_detections, summarize_interventions)
+# torch, torchvision and the D-RISE evidence are imported where a run computes: the task registry (and with it
+# this module) is read by the dashboard's process, which never computes a tensor on its pages' first render
 from analysis.runs.decoding import prefetched
 from analysis.runs.task import SKIPPED_COLUMNS, Prepared, Tables, skip_row
 from analysis.store.run_store import REGION_COLUMNS, pool_maps
@@ -58,6 +56,8 @@ GROUND_TRUTH_COLUMNS = ["image_id", "object", "class", "x0", "y0", "x1", "y1", "
 
 def settings(run: dict) -> dict:
     """The runner's own parameters, with defaults (also what the report shows)."""
+    from analysis.evidence.detection_audit import MIN_DROP, OUTSIDE_THRESHOLD
+
     params = run.get("params") or {}
     fill = params.get("fill", "surround")
     if not (fill == "surround" or (isinstance(fill, (list, tuple)) and len(fill) == 3
@@ -108,6 +108,8 @@ def small_model_threads(loaded, device: str, max_pixels: int = 128 * 128):
     over a few boxes): on a 64x64 model those are tiny ops, where extra threads only add synchronisation
     (measured on 2 busy cores: 0.7 ms per masked image with one thread, 3.4 ms with two).
     """
+    import torch
+
     h, w = loaded.card.input_size
     if torch.device(device).type != "cpu" or h * w > max_pixels:
         yield
@@ -122,6 +124,10 @@ def small_model_threads(loaded, device: str, max_pixels: int = 128 * 128):
 
 def explain_batch(prepared: Prepared, batch, device: str) -> Tables:
     """One decoded batch (every image decoded) -> the shard's tables (see the module docstring)."""
+    import torch
+
+    from analysis.evidence.detection_audit import detection_rows, gt_found
+
     loaded, explainer, dataset, options = prepared.loaded, prepared.explainer, prepared.dataset, prepared.options
     classes = class_names(loaded)
     region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())}
@@ -182,6 +188,10 @@ def evidence(store, run: dict, prepared: Prepared, device: str, batch_size: int)
     """The context-fill intervention over every explained image and D-RISE's sanity and faithfulness checks
     (`evidence.json`); the engine runs it under `compute_scope`, the shard loop's thread setting, so a Ray
     driver's evidence has the same float sums as a local run's."""
+    import torch
+
+    from analysis.evidence.detection_audit import fill_effects, own_detections, summarize_interventions
+
     loaded, dataset, explainer, options = prepared.loaded, prepared.dataset, prepared.explainer, prepared.options
     classes = class_names(loaded)
     region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())}
@@ -234,6 +244,8 @@ def detection_sanity(detector, explainer, images: torch.Tensor, targets: list, *
                      max_stages: int = SANITY_STAGES, original: torch.Tensor | None = None) -> dict:
     """`analysis.evidence.sanity.randomisation_test` on D-RISE: the maps of the original detections (one per detection),
     recomputed while the detector's layers are re-initialised. `explainer` must wrap `detector` itself."""
+    import torch
+
     from analysis.evidence.sanity import randomisation_test
 
     return randomisation_test(detector, lambda: torch.cat(explainer.explain_detections(images, targets)),
@@ -245,6 +257,8 @@ def detection_faithfulness(detector, images: torch.Tensor, targets: list, maps: 
                            max_detections: int = FAITHFULNESS_DETECTIONS, steps: int = 16) -> dict:
     """Deletion / insertion AUC of D-RISE maps (`analysis.evidence.faithfulness.score_aucs`), one row per detection
     (its image, its map), scored by the D-RISE similarity of the detector's output to that detection."""
+    import torch
+
     from analysis.evidence.faithfulness import score_aucs
     from explainers.detection import DetectionTarget
 
@@ -271,6 +285,9 @@ def class_names(loaded) -> list[str]:
 
 def input_regions(masks: list, size, device) -> torch.Tensor:
     """(B, H, W) long context label maps at the model's input size (nearest), -1 where none."""
+    import torch
+    import torch.nn.functional as F
+
     h, w = size
     out = []
     for mask in masks:
@@ -285,6 +302,10 @@ def input_regions(masks: list, size, device) -> torch.Tensor:
 
 
 def _detect_and_explain(inputs: torch.Tensor, loaded, explainer, score_threshold: float) -> list:
+    import torch
+
+    from analysis.evidence.detection_audit import own_detections
+
     with torch.no_grad():
         clean = loaded.module(inputs)
     targets, scores = own_detections(clean, score_threshold)
