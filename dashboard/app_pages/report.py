@@ -12,7 +12,7 @@ if run_id is None:
 info = data.run_info(run_id)
 version = data.version(run_id)
 if info["status"] != "done":
-    done, total, status = data.progress(run_id)
+    done, total, status, _ = data.progress(run_id)
     st.warning(f"This audit is {status}: {done} of {total or '?'} images explained. "
                "The report appears when it has finished (see **New audit** to follow it).")
     st.stop()

@@ -197,3 +197,23 @@ def test_report_page_names_register_artifacts_in_one_line(tmp_path, monkeypatch)
     (line,) = [i.value.replace("\\", "") for i in at.info if "artifact" in i.value]  # unescaped markdown
     assert "register-like artifact tokens" in line and "on 100% of images" in line
     assert "mostly in region background (100% of their area)" in line
+
+
+def test_report_page_of_an_unfinished_audit_says_so(tmp_path, monkeypatch):
+    """The page unpacked three of `data.progress`'s four values and raised on any run not done."""
+    from analysis.store.workspace import Workspace
+
+    root = tmp_path / "workspace"
+    source = build_workspace(root)
+    ws = Workspace(root)
+    run = ws.run(source["runs"][0])
+    pending = ws.create_run(run["model_id"], run["dataset_id"], "saliency", n=N_IMAGES, seed=1)
+    at = app_opener(root, monkeypatch)("app_pages/report.py", run=pending)
+    assert not at.exception
+    assert any(f"0 of {N_IMAGES} images explained" in w.value for w in at.warning)
+
+
+def test_the_report_page_leads_with_the_verdict(app, planted):
+    at = app("app_pages/report.py", run=planted[1]["runs"][0])
+    boxes = [b.value for b in [*at.error, *at.warning, *at.success]]
+    assert any(str(b).startswith("**Verdict: ") for b in boxes), boxes
