@@ -32,11 +32,11 @@ for k, entry in enumerate(series):
     verdict = entry["verdict"]
     with st.container(border=True):
         st.markdown(f"#### {views.plain(entry['series'])} on {views.plain(entry['dataset'])}")
-        text, picture = st.columns([3, 1])
-        if verdict is not None:
+        if verdict is not None:  # the verdict first: what a manager reads before anything else
             reasons = "" if verdict.status == "flagged" else "".join(
                 f"\n- {views.plain(reason)}" for reason in verdict.reasons[:3])
             VERDICT_BOX[verdict.status](f"**{latest['version']}: {verdict.label}.** {verdict.summary}{reasons}")
+        text, picture = st.columns([3, 1])
         versions = ", ".join(v["version"] for v in entry["versions"])
         text.caption(f"{len(entry['versions'])} version(s) audited with {', '.join(entry['methods'])}: "
                      f"{views.plain(versions)}" + (f". {views.plain(entry['agreement'])}." if entry["agreement"] else ""))
