@@ -14,7 +14,8 @@ API
     warmth      mean red minus mean blue (colour cast: warm > 0 > cool)
     tint        mean green minus the mean of red and blue (green > 0 > magenta)
     noise       Immerkaer's noise sigma made robust: 1.4826 x the median absolute response of the
-                Laplacian-difference kernel (which cancels smooth image content), over its norm 6
+                Laplacian-difference kernel (which cancels smooth image content), over its norm 6, per
+                channel, averaged over the channels
 - `file_properties(path) -> dict[str, float]`: from the file as stored, before any resize: `width`, `height`,
   `aspect_ratio` (width / height), `jpeg_quality` (NaN unless a JPEG with readable quantisation tables:
   the libjpeg quality whose scaled standard luminance table has the same sum; exact for files libjpeg wrote)
@@ -77,7 +78,8 @@ def pixel_properties(images, names=PIXEL_PROPERTIES) -> dict[str, np.ndarray]:
         "contrast": lambda: luma.flatten(1).std(dim=1),
         "warmth": lambda: channel[:, 0] - channel[:, 2],
         "tint": lambda: channel[:, 1] - 0.5 * (channel[:, 0] + channel[:, 2]),
-        "noise": lambda: 1.4826 * F.conv2d(luma, _NOISE_KERNEL.view(1, 1, 3, 3)).flatten(1).abs().median(dim=1).values / 6.0,
+        "noise": lambda: (1.4826 / 6.0) * F.conv2d(x.reshape(-1, 1, *x.shape[-2:]), _NOISE_KERNEL.view(1, 1, 3, 3))
+        .reshape(len(x), 3, -1).abs().median(dim=2).values.mean(dim=1),
     }
     return {k: compute[k]().double().numpy() for k in names}
 
