@@ -36,7 +36,8 @@ API
   sample (N, 3, H, W) in [0, 1]; `labels` (N,) class indices; `classes` their names.
 - `candidates`: `Candidate(property, class_idx, direction)`s; default: every moved property x class x
   direction (`all_candidates`), or with `screen` given, its flagged associations plus the rest.
-- `PropertyInterventions.results`: one `PropertyEvidence` per candidate (fields below), `.flagged`,
+- `PropertyInterventions.results`: one `PropertyEvidence` per candidate (fields below; flagged ones first,
+  by net effect, then by p-value), `.flagged`,
   `.design` (dict: design, bounds, chunk, planned_looks, alpha, alpha_per_look, alpha_holm, threshold,
   n_tests (the towards family), correction, forwards, n_images).
 - `PropertyEvidence`: property, class_name, direction, cue ("blur"), amount, amount_source, towards and
@@ -233,7 +234,8 @@ def property_interventions(model, images: torch.Tensor, labels, classes: list[st
             by_plan.setdefault(i, {})[variant] = replace(t, p_value_holm=float(p_holm))
     results = [_evidence(plan, by_plan.get(i, {}), variants[plan["arms"]["towards"].key].shift, classes, n_looks,
                          alpha_holm) for i, plan in enumerate(plans)]
-    results.sort(key=lambda r: (not r.flagged, r.p_value_holm, -r.effect))
+    # flagged first, largest net effect first (p-values saturate for strong cues), then the rest by p-value
+    results.sort(key=lambda r: (not r.flagged, -r.effect if r.flagged else r.p_value_holm, r.p_value_holm))
     design = {"design": DESIGN, "bounds": BOUNDS, "chunk": chunk, "planned_looks": n_looks, "alpha": alpha,
               "alpha_per_look": alpha_look, "alpha_holm": alpha_holm, "threshold": threshold,
               "n_tests": n_tests, "correction": "Holm", "forwards": forwards, "n_images": len(images)}
