@@ -21,6 +21,9 @@ API
   the libjpeg quality whose scaled standard luminance table has the same sum; exact for files libjpeg wrote)
 - `attribute_properties(attributes) -> dict[str, np.ndarray]`: the manifest's per-image attribute columns
   whose every non-empty value is a number, as `attr.<name>` (NaN where empty)
+- `image_properties(images, paths=None, attributes=None) -> dict[str, np.ndarray]`: all of the above for one
+  sample (pixel properties, then file properties when `paths` are given, then the numeric attributes): the
+  screen's input
 - `WORDS[name] -> (word when higher, word when lower)`: "class h images are blurrier"; `describe(name, higher)`.
 """
 from __future__ import annotations
@@ -116,4 +119,16 @@ def attribute_properties(attributes: list[dict[str, str]]) -> dict[str, np.ndarr
             continue  # a categorical column: a subgroup, not a property
         if np.isfinite(column).any():
             out[f"attr.{name}"] = column
+    return out
+
+
+def image_properties(images, paths=None, attributes=None) -> dict[str, np.ndarray]:
+    """Every property of a sample: pixels (B, 3, H, W) in [0, 1], the files as stored (`paths`, one per image),
+    the manifest's numeric columns (`attributes`, one dict per image)."""
+    out = pixel_properties(images)
+    if paths is not None:
+        files = [file_properties(p) for p in paths]
+        out.update({name: np.array([f[name] for f in files], dtype=np.float64) for name in FILE_PROPERTIES})
+    if attributes is not None:
+        out.update(attribute_properties(list(attributes)))
     return out

@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 
 from analysis.evidence.property_moves import gaussian_blur
+from analysis.evidence.property_screen import screen
 from analysis.stats.image_properties import (PIXEL_PROPERTIES, attribute_properties, describe, file_properties,
-                                             pixel_properties)
+                                             image_properties, pixel_properties)
 from sample_models import property_shortcut as ps
 
 
@@ -67,3 +68,24 @@ def test_numeric_manifest_attributes_become_properties_and_categories_do_not():
 def test_words():
     assert describe("sharpness", higher=False) == "blurrier"
     assert describe("attr.iso", higher=True) == "higher in attr.iso"
+
+
+def test_a_sample_gets_pixel_file_and_attribute_properties_and_the_screen_reads_them(tmp_path):
+    """Class b's files are JPEGs saved at quality 40, class a's at 95: the screen names the compression."""
+    rng = np.random.default_rng(1)
+    labels = np.arange(40) % 2
+    paths, attributes = [], []
+    for i, label in enumerate(labels):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(path, quality=40 if label else 95)
+        paths.append(path)
+        attributes.append({"iso": str(100 * (1 + i % 3))})
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255).permute(2, 0, 1) for p in paths])
+    props = image_properties(x, paths, attributes)
+    assert set(props) == set(PIXEL_PROPERTIES) | {"width", "height", "aspect_ratio", "jpeg_quality", "attr.iso"}
+    result = screen(props, labels, ["a", "b"])
+    assert "width" in result.not_tested  # every file is 24 px wide
+    compressed = result.find("jpeg_quality", "b")
+    assert compressed.flagged and compressed.separation == 1.0
+    assert compressed.sentence.startswith("class b images are more compressed (lower JPEG quality)")
+    assert not result.find("attr.iso", "b").flagged
