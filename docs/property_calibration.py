@@ -136,6 +136,14 @@ every class (rho = 0.5, one per kind): the planted property flagged by the inter
 {rate(r['intervention_flag'] for r in rows if r['rho'] == 0.5 and r['kind'] != 'clean')}, by the screen
 {rate(r['screen_flag'] for r in rows if r['rho'] == 0.5 and r['kind'] != 'clean')}.
 
+"Other intervention flags" are findings beside the planted one, on the same models; they are true of the
+model, not of its data, and rank below the planted one (flags are ordered by net effect): a blur model
+is also "predicted from low contrast" for h (lowering the contrast damps the noise, which is what it reads
+as blur), and a net that learned "brighter: h" or "warmer: h" extrapolates beyond the range its data
+had, so darkening or cooling images sends them to box. The same happens to one of the three rho = 0.5
+models: brightening images already brightened in training sends them to box (the default step moves
+past the data's range). The intervention measures dependence, not where it was learned.
+
 What it cannot see: properties other than the six measured (and the numeric manifest columns); a cue moved
 only by a property the interventions do not move (tint, noise, JPEG quality and size are screened, not
 moved). Per model: `docs/property_calibration.csv`. Tests: `tests/properties/` (the slow ones train the
