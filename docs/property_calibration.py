@@ -137,7 +137,7 @@ every class (rho = 0.5, one per kind): the planted property flagged by the inter
 {rate(r['screen_flag'] for r in rows if r['rho'] == 0.5 and r['kind'] != 'clean')}.
 
 "Other intervention flags" are findings beside the planted one, on the same models; they are true of the
-model, not of its data, and rank below the planted one (flags are ordered by net effect): a blur model
+model, not of its data (flags are ordered by net effect; the tests check the planted one comes first): a blur model
 is also "predicted from low contrast" for h (lowering the contrast damps the noise, which is what it reads
 as blur), and a net that learned "brighter: h" or "warmer: h" extrapolates beyond the range its data
 had, so darkening or cooling images sends them to box. The same happens to one of the three rho = 0.5
