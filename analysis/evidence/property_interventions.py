@@ -20,7 +20,8 @@ median; away: the rest's median), else `property_moves.DEFAULT_STEP` (a model tr
 hold a cue the audit's images do not show).
 
 Statistics, as for regions (`analysis.stats.sequential`): the images are taken in chunks of `chunk` per
-test and look, up to all those given (K planned looks, Bonferroni alpha-spending, alpha / K per look);
+test and look, up to all those the test can use (K = ceil(its rows / chunk) planned looks, fixed by the
+labels before any outcome; Bonferroni alpha-spending, alpha / K per look);
 at each look the net effect (move rate - control rate) gets the simultaneous interval of the difference of
 exact Clopper-Pearson bounds on the discordant pairs; a candidate stops sampling once its towards test is
 decided against the threshold (shown / excluded). The p-value is the exact one-sided McNemar test on the
@@ -38,7 +39,7 @@ API
   direction (`all_candidates`), or with `screen` given, its flagged associations plus the rest.
 - `PropertyInterventions.results`: one `PropertyEvidence` per candidate (fields below; flagged ones first,
   by net effect, then by p-value), `.flagged`,
-  `.design` (dict: design, bounds, chunk, planned_looks, alpha, alpha_per_look, alpha_holm, threshold,
+  `.design` (dict: design, bounds, chunk, planned_looks (the most any test has), alpha, alpha_holm, threshold,
   n_tests (the towards family), correction, forwards, n_images).
 - `PropertyEvidence`: property, class_name, direction, cue ("blur"), amount, amount_source, towards and
   away (`PropertyTest`: variant, moved ("blurring the other classes' images"), n, rate, control_rate,
@@ -133,8 +134,9 @@ def all_candidates(n_classes: int, properties=moves.MOVED_PROPERTIES) -> list[Ca
 class _Arm:
     """One test of one candidate: its rows (in sample order), and per row used the hit under move and control."""
 
-    def __init__(self, variant: str, rows: np.ndarray, key: tuple):
+    def __init__(self, variant: str, rows: np.ndarray, key: tuple, chunk: int):
         self.variant, self.rows, self.key, self.cursor = variant, rows, key, 0
+        self.planned_looks = looks(len(rows), chunk)  # fixed by the labels, before any outcome
         self.hit, self.hit_control = [], []
         self.state, self.interval = "undecided", (-1.0, 1.0)
 
@@ -182,7 +184,6 @@ def property_interventions(model, images: torch.Tensor, labels, classes: list[st
     if candidates is None:
         candidates = all_candidates(len(classes))
     n_looks = looks(len(images), chunk)
-    alpha_look = alpha / n_looks
     base = (np.asarray(base_predictions, dtype=np.int64) if base_predictions is not None
             else predict(model, images, batch_size)[0].numpy())
     forwards = 0 if base_predictions is not None else len(images)
@@ -194,8 +195,8 @@ def property_interventions(model, images: torch.Tensor, labels, classes: list[st
                 "away": (cand.property, moves.opposite(cand.direction), amount_away)}
         for key in keys.values():
             variants.setdefault(key, _Variants(key, len(images), seed, len(variants)))
-        arms = {"towards": _Arm("towards", np.flatnonzero(labels != cand.class_idx), keys["towards"]),
-                "away": _Arm("away", np.flatnonzero(labels == cand.class_idx), keys["away"])}
+        arms = {"towards": _Arm("towards", np.flatnonzero(labels != cand.class_idx), keys["towards"], chunk),
+                "away": _Arm("away", np.flatnonzero(labels == cand.class_idx), keys["away"], chunk)}
         plans.append({"cand": cand, "amounts": {"towards": amount_towards, "away": amount_away}, "source": source,
                       "arms": arms, "looks": 0, "decision": "undecided"})
     for _ in range(n_looks):
@@ -220,24 +221,24 @@ def property_interventions(model, images: torch.Tensor, labels, classes: list[st
                     arm.hit.append(pm != labels[rows])
                     arm.hit_control.append(pc != labels[rows])
                 b, c, _, _, n = arm.counts()
-                arm.interval = net_rate_bounds(b, c, n, alpha_look) if n else (-1.0, 1.0)
+                arm.interval = net_rate_bounds(b, c, n, alpha / arm.planned_looks) if n else (-1.0, 1.0)
                 arm.state = decision(arm.interval, threshold)
             plan["looks"] += 1
             plan["decision"] = plan["arms"]["towards"].state
     by_plan: dict[int, dict[str, PropertyTest]] = {}
     n_tests = 0
     for variant in ("towards", "away"):  # Holm within each family: towards decides, away describes
-        tests = [(i, _test(plan["arms"][variant], cand_verb(plan["cand"], variant, classes), n_looks))
+        tests = [(i, _test(plan["arms"][variant], cand_verb(plan["cand"], variant, classes)))
                  for i, plan in enumerate(plans) if plan["arms"][variant].counts()[4]]
         n_tests = n_tests or len(tests)
         for (i, t), p_holm in zip(tests, holm([t.p_value for _, t in tests])):
             by_plan.setdefault(i, {})[variant] = replace(t, p_value_holm=float(p_holm))
-    results = [_evidence(plan, by_plan.get(i, {}), variants[plan["arms"]["towards"].key].shift, classes, n_looks,
-                         alpha_holm) for i, plan in enumerate(plans)]
+    results = [_evidence(plan, by_plan.get(i, {}), variants[plan["arms"]["towards"].key].shift, classes, alpha_holm)
+               for i, plan in enumerate(plans)]
     # flagged first, largest net effect first (p-values saturate for strong cues), then the rest by p-value
     results.sort(key=lambda r: (not r.flagged, -r.effect if r.flagged else r.p_value_holm, r.p_value_holm))
-    design = {"design": DESIGN, "bounds": BOUNDS, "chunk": chunk, "planned_looks": n_looks, "alpha": alpha,
-              "alpha_per_look": alpha_look, "alpha_holm": alpha_holm, "threshold": threshold,
+    design = {"design": DESIGN, "bounds": BOUNDS, "chunk": chunk, "planned_looks": n_looks,
+              "planned_looks_per_test": "ceil(the test's rows / chunk)", "alpha": alpha, "alpha_holm": alpha_holm, "threshold": threshold,
               "n_tests": n_tests, "correction": "Holm", "forwards": forwards, "n_images": len(images)}
     return PropertyInterventions(results, design)
 
@@ -262,17 +263,16 @@ def cand_verb(cand: Candidate, variant: str, classes: list[str]) -> str:
     return f"{moves.VERBS[cand.property, moves.opposite(cand.direction)]} class {classes[cand.class_idx]}'s images"
 
 
-def _test(arm: _Arm, moved: str, n_looks: int) -> PropertyTest:
+def _test(arm: _Arm, moved: str) -> PropertyTest:
     b, c, hits, hits_control, n = arm.counts()
     p_raw = mcnemar_exact_greater(b, c)
     return PropertyTest(variant=arm.variant, moved=moved, n=n, rate=hits / n, control_rate=hits_control / n,
                         effect=(hits - hits_control) / n, interval=tuple(float(v) for v in arm.interval),
-                        discordant=(b, c), p_value_raw=p_raw, p_value=sequential_p(p_raw, n_looks),
+                        discordant=(b, c), p_value_raw=p_raw, p_value=sequential_p(p_raw, arm.planned_looks),
                         p_value_holm=float("nan"), test=TESTS[arm.variant])
 
 
-def _evidence(plan: dict, tests: dict[str, PropertyTest], shift, classes, n_looks: int,
-              alpha_holm: float) -> PropertyEvidence:
+def _evidence(plan: dict, tests: dict[str, PropertyTest], shift, classes, alpha_holm: float) -> PropertyEvidence:
     cand = plan["cand"]
     towards, away = tests.get("towards"), tests.get("away")
     shown = [towards] if towards is not None and plan["arms"]["towards"].state == "shown" else []
@@ -287,7 +287,7 @@ def _evidence(plan: dict, tests: dict[str, PropertyTest], shift, classes, n_look
         interval=lead.interval if lead else (-1.0, 1.0), test=lead.test if lead else "",
         p_value=lead.p_value if lead else 1.0, p_value_holm=lead.p_value_holm if lead else 1.0,
         n=lead.n if lead else 0, flagged=flagged, move_shift=move_shift, control_shift=control_shift,
-        looks=plan["looks"], planned_looks=n_looks, sentence="")
+        looks=plan["looks"], planned_looks=plan["arms"]["towards"].planned_looks, sentence="")
     return replace(evidence, sentence=sentence(evidence))
 
 

@@ -53,7 +53,9 @@ def test_a_shortcut_learned_elsewhere_is_flagged_on_audit_data_without_it(shortc
     assert not found.flagged
     hit = result.find(prop, "h", direction)
     assert hit.flagged and hit.amount_source == "default step"
-    assert hit.towards.rate >= 0.3 and hit.towards.control_rate <= 0.1
+    # the control can send some images too (a net that never saw a cast vary reads the ramp's warmer half):
+    # it costs power, never validity
+    assert hit.towards.rate >= 0.3 and hit.effect >= 0.25
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -85,4 +87,6 @@ def test_the_towards_test_counts_exactly():
     expected = int((levels + 0.08 > 0.5).sum())  # brightened past 0.5; the control keeps every mean
     assert towards.n == 100 and towards.discordant == (expected, 0)
     assert towards.rate == expected / 100 and towards.control_rate == 0.0
+    assert result.results[0].planned_looks == 1 and towards.p_value == towards.p_value_raw  # 100 rows: one look
+    assert towards.p_value_raw == pytest.approx(0.5 ** expected)  # exact McNemar: b of b + 0 discordant pairs
     assert result.results[0].away is None  # no image of class h in the sample
