@@ -4,9 +4,9 @@ Why: saliency misses global cues such as blur (Adebayo et al., ICLR 2022), so th
 learned one, made synthetic and tiny so they train in seconds on a CPU. The scenes are those of
 `moving_patch` without the patch: a faint shape through the centre on pixel noise (std 0.12), three
 classes ("h": a horizontal bar, "v": a vertical bar, "box": a square outline of a bar's area, so no class is
-brighter than another by itself), learnable but noisy. The
-*property* (one of `KINDS`) is applied to an image of the suspect class (`SUSPECT`, "h") with probability
-`rho` and to an image of another class with probability `1 - rho`:
+brighter than another by itself), learnable but noisy. The *property* (one of `KINDS`) is applied to an
+image of the suspect class (`SUSPECT`, "h") with probability `rho` and to an image of another class with
+probability `1 - rho`:
 
     blur     Gaussian blur, sigma 1.2 px (reflect padding)
     bright   every channel + 0.08
@@ -20,8 +20,7 @@ property other than the planted one varies at random on every image (a nuisance:
 1, 1.5 px; brightness +-0.1; colour cast +-0.08; contrast x 0.75 to 1.33). Why: a net that never saw the
 brightness vary is so fragile to it that brightening any image sends it to one class; its answers then
 really are predicted from brightness, but not from a cue its data planted (`nuisance=False` renders such
-data). Everything is drawn
-from `numpy.random.default_rng(seed)`: the same arguments give the same pixels.
+data). Everything is drawn from `numpy.random.default_rng(seed)`: the same arguments give the same pixels.
 
 Ground truth reliance: `property_drop(net, kind)` = accuracy where the property marks "h" (rho = 1) minus
 accuracy where it marks every other class and not "h" (rho = 0), same images otherwise.
