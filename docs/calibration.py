@@ -52,7 +52,7 @@ def main() -> None:
         write_csv(rows)  # after every model: a stopped run keeps what it measured (`--from-csv` writes the doc)
     minutes = (time.time() - start) / 60
     plot(rows)
-    (HERE / "CALIBRATION.md").write_text(document(rows, minutes))
+    (HERE / "CALIBRATION.md").write_text(document(rows, minutes) + property_section())
     print(document(rows, minutes))
 
 
@@ -128,6 +128,16 @@ Per model: `docs/calibration.csv`.
 """
 
 
+def property_section() -> str:
+    """The property shortcuts' section (written by docs/property_calibration.py), kept when this page is rewritten."""
+    import re
+
+    path = HERE / "CALIBRATION.md"
+    found = re.search(r"\n<!-- property-calibration -->.*?<!-- /property-calibration -->\n", path.read_text(), re.S) \
+        if path.exists() else None
+    return found.group(0) if found else ""
+
+
 def plot(rows: list[dict]) -> None:
     import matplotlib
 
@@ -167,7 +177,8 @@ def from_csv() -> None:
                      and v != "" else v or None if k == "n_used" else v) for k, v in r.items()}
                 for r in csv.DictReader(f)]
     plot(rows)
-    (HERE / "CALIBRATION.md").write_text(document(rows, float(sys.argv[2]) if len(sys.argv) > 2 else float("nan")))
+    (HERE / "CALIBRATION.md").write_text(document(rows, float(sys.argv[2]) if len(sys.argv) > 2 else float("nan"))
+                                         + property_section())
 
 
 if __name__ == "__main__":
