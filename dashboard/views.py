@@ -383,7 +383,8 @@ def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[d
         findings = [{"text": f"{latest['version']}: {f.headline}", "severity": f.severity, "region": f.region,
                      "effect": f.effect}
                     for f in open_typed_findings(latest["report"]) if f.effect is not None]
-        regions = list(dict.fromkeys(f["region"] for v in versions for f in open_findings(v["report"])))
+        regions = list(dict.fromkeys(f["region"] for v in versions for f in open_findings(v["report"])
+                                     if f.get("region") is not None))
         regions += [label["region"] for label in latest["report"].get("labels") or []
                     if label.get("verdict") == "shortcut" and label["region"] not in regions]
         trend = [{"region": region, "points": [(v["version"], overall_lift(v["report"], region)) for v in versions]}

@@ -10,6 +10,10 @@ Run in the worker after the maps (the model is already loaded there). For a subs
   does not rest on one method's quirks;
 - the run's explainer goes through the model-randomisation sanity check (`analysis.evidence.sanity`) on a few images;
 - deletion / insertion AUC of the run's stored maps (`analysis.evidence.faithfulness`);
+- image properties (`analysis.evidence.property_stage`): the model-free screen of sharpness, brightness,
+  contrast, colour cast, noise and the manifest's numeric columns against the labels, and property
+  interventions (blur / brighten / warm the other classes' images against equal-size controls); run
+  parameter `properties=false` skips them;
 - opt-in (`region_shapley=N`): region-level Shapley values on N images (`analysis.evidence.region_shapley`).
 The prediction-only forwards (interventions, faithfulness) run on a BatchNorm-folded copy of the model
 (`explainers.loading.models.folded_for_prediction`, 14% faster on a resnet).
@@ -26,6 +30,7 @@ from analysis.evidence.faithfulness import deletion_insertion
 from analysis.report.flags import effective_roles
 from analysis.evidence import intervention_cache
 from analysis.evidence.intervention import resize_masks
+from analysis.evidence.property_stage import property_evidence
 from analysis.evidence.region_shapley import shapley_evidence
 from analysis.evidence.sequential_interventions import run_trials, summarise
 from analysis.stats.discovered_regions import discover_regions, searchable_pixels
@@ -42,7 +47,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
                      faithfulness_steps: int = 8, batch_size: int = 32, n_boot: int = 1000, alpha: float = 0.05,
                      threshold: float = 0.05, discover: bool = True, on_stage=None, region_shapley: int = 0,
-                     cache_dir=None, model_key: str | None = None) -> dict:
+                     cache_dir=None, model_key: str | None = None, properties: bool = True) -> dict:
     """Evidence dict (keys: interventions, discovered_regions, sequential, second_explainer, sanity,
     faithfulness, config; region_shapley when `region_shapley` > 0 images are asked for). `max_images` caps
     the sequential sample (run parameter `evidence_images`).
@@ -111,6 +116,15 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
                                                          "sequential": design})
         for d in out["discovered_regions"]:
             out["interventions"][d["name"]]["discovered"] = True
+
+    if properties and len(batch.inputs) and len(set(labels.tolist())) > 1:
+        on_stage("image properties")
+        frame = batch.images_frame
+        attributes = [{c[len("attr."):]: str(v) for c, v in row.items()}
+                      for row in frame[[c for c in frame.columns if c.startswith("attr.")]].to_dict("records")]
+        out["properties"] = property_evidence(predictor, batch.inputs, labels, list(loaded.card.classes),
+                                              attributes=attributes, base_predictions=clean_predictions(batch),
+                                              seed=seed, batch_size=batch_size)
 
     second = second_method(method, loaded)
     on_stage("second explainer")

@@ -47,6 +47,7 @@ import math
 import pandas as pd
 
 from analysis.report.policy import policy_of
+from analysis.report.property_report import property_findings
 from analysis.report.records import SEVERITIES, CheckResult, Finding, Slice, TestResult
 
 GRID_ASSUMED_CORE = ("centre", "middle-centre")
@@ -548,6 +549,9 @@ def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict 
     }
     if artifact_free is not None:
         out["artifacts"] = artifact_summary(images, regions, table, artifact_free)
+    if evidence.get("properties"):  # image properties as cues (`analysis.evidence.property_stage`)
+        out["properties"] = evidence["properties"]
+        out["flags"] += property_findings(evidence["properties"])
     out["power"] = power_statements(table, evidence, out["flags"])
     out["multiple_testing"] = {"method": "Holm", "alpha": alpha, "family": "regions x (fill, swap) x (whole "
                                "sample, classes, subgroups)", "n_tests": sum(

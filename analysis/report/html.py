@@ -242,7 +242,7 @@ def _flags_table(flags: list[dict]) -> str:
     if not flags:
         return "<p>No shortcut flagged.</p>"
     rows = []
-    for f in flags:
+    for f in (f for f in flags if f.get("kind") != "property"):  # property findings: their headline and tests
         ev = f.get("evidence") or {}
         where = f.get("class") or f.get("group") or "all images"
         reasons = "; ".join([*([f["description"]] if f.get("description") else []), *(f.get("reasons") or [])])

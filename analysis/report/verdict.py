@@ -48,8 +48,13 @@ def run_verdict(report: dict, task: str, maps: np.ndarray | None) -> Verdict:
     candidates = candidate_decisions(report, task, policy)
     checks = (predictions, images, map_check, sanity)
     not_tested = list(NOT_TESTED_ALWAYS)
-    if not report.get("properties"):
+    properties = report.get("properties") or {}
+    if not properties:
         not_tested.append("global image properties (blur, brightness, colour cast, noise) as cues")
+    elif properties.get("not_moved"):
+        not_tested.append("image properties screened in the data but not moved on the model: "
+                          + ", ".join(properties["not_moved"]))
+    candidates.update(property_decisions(properties, policy))
     failed = [c.detail for c in checks if c.status == "failed"]
     if predictions.status == "failed":  # no finding means anything about a model that ignores its input
         return Verdict("cannot_judge", tuple(failed), tuple(not_tested), checks)
@@ -222,6 +227,31 @@ def candidate_decisions(report: dict, task: str, policy: FlagPolicy) -> dict[str
             low = "?" if ci[0] is None else f"{ci[0]:.0%}"
             out[name] = ("undecided", f"the excess drop's interval [{low}, {ci[1]:.0%}] at n = {rec.get('n')} "
                                       f"neither shows an effect of {policy.exclude:.0%} nor rules it out{test}")
+    return out
+
+
+def property_decisions(properties: dict, policy: FlagPolicy) -> dict[str, tuple[str, str]]:
+    """The property candidates the data carries (the screen associated the property with the class): each
+    shown (flagged), excluded (the towards move's effect below `policy.exclude`) or undecided. Properties the
+    screen found no association for were moved too, at a default step; they are reported, not required."""
+    screened = {(a["property"], a["class_name"]) for a in (properties.get("screen") or {}).get("associations", [])
+                if a.get("flagged")}
+    out = {}
+    for r in properties.get("interventions") or []:
+        key = (r["property"], r["class_name"])
+        if key not in screened and not r.get("flagged"):
+            continue
+        name = f"{r['property']} / class {r['class_name']}"
+        upper = r["interval"][1]
+        if r.get("flagged"):
+            out[name] = ("shown", r["sentence"])
+        elif upper < policy.exclude:
+            out.setdefault(name, ("excluded", f"{r['cue']} sends at most {_points(upper)} of the other classes' "
+                                              f"images to it (n = {r['n']}): effects of {policy.exclude:.0%} or more "
+                                              "ruled out"))
+        else:
+            out[name] = ("undecided", f"{r['cue']} could send up to {_points(upper)} of the other classes' images "
+                                      f"to it at n = {r['n']}: an effect of {policy.exclude:.0%} is not ruled out")
     return out
 
 

@@ -26,7 +26,8 @@ from analysis.stats.artifacts import REGION_ARTIFACT_COLUMNS
 from analysis.store.run_store import REGION_COLUMNS, pool_maps
 from explainers.errors import InputError
 
-RUN_PARAMS = ("target", "layer", "region_shapley", "evidence_images")  # the task's; the rest go to the explainer
+# the task's own parameters; the rest go to the explainer
+RUN_PARAMS = ("target", "layer", "region_shapley", "evidence_images", "properties")
 IMAGE_COLUMNS = ["image_id", "image", "label", "label_idx", "pred", "pred_idx", "confidence", "correct",
                  "target_idx", "score"]
 
@@ -121,6 +122,9 @@ class ClassificationTask:
         target_mode = params.get("target", "pred")
         if target_mode not in ("pred", "label"):
             raise InputError(f"parameter target={target_mode!r}: use 'pred' (predicted class) or 'label'")
+        if not isinstance(params.get("properties", True), bool):
+            raise InputError(f"parameter properties={params['properties']!r}: use true (test image properties such "
+                             "as blur and brightness as cues, the default) or false")
         shapley_images = params.get("region_shapley", 0)
         if not isinstance(shapley_images, int) or isinstance(shapley_images, bool) or shapley_images < 0:
             raise InputError(f"parameter region_shapley={shapley_images!r}: give the number of images whose region "
@@ -219,7 +223,7 @@ class ClassificationTask:
         return compute_evidence(prepared.loaded, prepared.dataset, store, method=run["method"],
                                 layer_name=prepared.target_layer, seed=int(run["seed"]), params=explainer_params(run),
                                 on_stage=stage, region_shapley=int(run["params"].get("region_shapley", 0)),
-                                **extra)
+                                properties=bool(params.get("properties", True)), **extra)
 
     def findings(self, store, run: dict, *, n_boot: int, seed: int) -> dict:
         from analysis.report.flags import report_findings
