@@ -21,6 +21,7 @@ from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
 from explainers.hooks import frozen
 from explainers.registry import register
+from explainers.relu_modules import refuse_torchscript, relu_modules
 from explainers.targets import class_indices
 
 
@@ -161,9 +162,12 @@ class SmoothGrad(InputGradientMethod):
 
 @register
 class GuidedBackprop(InputGradientMethod):
-    """Springenberg et al. 2015: gradients through ReLU modules keep only positive signal; summed over channels.
+    """Springenberg et al. 2015: gradients through ReLUs keep only positive signal; summed over channels.
 
-    Only `nn.ReLU` modules are modified (Captum's rule); functional relu calls behave as plain gradients.
+    Captum modifies `nn.ReLU` modules only. A `.pt2`'s relus are functional calls in its graphs, so they are
+    made `nn.ReLU` modules for the call (`explainers.relu_modules`): the same map as on the eager model.
+    TorchScript is refused (its relus cannot be reached); functional relus in a user's eager `forward` stay
+    plain gradients (Captum's rule).
     """
 
     name = "guided_backprop"
@@ -171,9 +175,10 @@ class GuidedBackprop(InputGradientMethod):
     first_forward_is_clean = True
 
     def __init__(self, model: nn.Module):
+        refuse_torchscript(model, self.name, "changes the backward pass of the model's ReLU modules")
         super().__init__(model)
 
     def attribute(self, model, inputs, indices):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), relu_modules(model):
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
             return CaptumGuidedBackprop(model).attribute(inputs, target=indices)
