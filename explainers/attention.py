@@ -176,6 +176,7 @@ def _hf_attention_hook(capture: AttentionCapture):
 class AttentionMethod(Explainer):
     """Base of the attention-flow methods: capture, then `block_weights` per block, then the rollout."""
 
+    family = "attention"
     needs_attention: ClassVar[bool] = True
     uses_gradients: ClassVar[bool] = False
 

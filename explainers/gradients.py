@@ -20,6 +20,7 @@ from torch import nn
 from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
 from explainers.hooks import frozen
+from explainers.params import Param
 from explainers.registry import register
 from explainers.relu_modules import refuse_torchscript, relu_modules
 from explainers.targets import class_indices
@@ -28,6 +29,7 @@ from explainers.targets import class_indices
 class InputGradientMethod(Explainer):
     """Shared call: class indices in, Captum attribution (B, C, H, W) out, reduced over channels by `reduction`."""
 
+    family = "gradient"
     reduction: ClassVar[str]  # "max_abs" or "sum"
     first_forward_is_clean: ClassVar[bool] = False  # Captum's first forward sees the clean inputs
 
@@ -107,6 +109,8 @@ class IntegratedGradients(InputGradientMethod):
 
     name = "integrated_gradients"
     reduction = "sum"
+    schema = (Param("baseline", float, low=0, high=1), Param("n_steps", int, low=1),
+              Param("internal_batch_size", int, low=1))
 
     def __init__(self, model: nn.Module, *, baseline: float = 0.0, n_steps: int = 32,
                  internal_batch_size: int = 64):
@@ -137,6 +141,8 @@ class SmoothGrad(InputGradientMethod):
 
     name = "smoothgrad"
     reduction = "max_abs"
+    schema = (Param("nt_samples", int, low=1), Param("stdevs", float, low=0), Param("seed", int),
+              Param("nt_samples_batch_size", int, low=1))
 
     def __init__(self, model: nn.Module, *, nt_samples: int = 16, stdevs: float = 0.15, seed: int = 0,
                  nt_samples_batch_size: int = 8):

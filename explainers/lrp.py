@@ -36,6 +36,7 @@ from explainers.errors import InputError
 from explainers.gradients import indices_for
 from explainers.hooks import frozen
 from explainers.models import Normalize
+from explainers.params import Param
 from explainers.registry import register
 from explainers.relu_modules import is_exported_graph, refuse_torchscript
 
@@ -50,6 +51,9 @@ class LRP(Explainer):
     ResNet / VGG canonizer for torchvision resnets / VGGs and SequentialMergeBatchNorm otherwise."""
 
     name = "lrp"
+    family = "lrp"
+    schema = (Param("composite", str, choices=COMPOSITE_NAMES), Param("canonizer", str, choices=CANONIZERS),
+              Param("epsilon", float, low=0, open_low=True))
 
     def __init__(self, model: nn.Module, *, composite: str = "epsilon_plus_flat", canonizer: str = "auto",
                  epsilon: float = 1e-6):

@@ -13,6 +13,7 @@ from analysis.runs.task import Task
 from analysis.runs.tasks import classification, detection, multilabel, segmentation
 from explainers.errors import InputError
 from explainers.model_tasks import TASK_NAMES
+from explainers.registry import check_params
 
 _MODULES = (classification, detection, segmentation, multilabel)
 TASKS: dict[str, Task] = {module.TASK.name: module.TASK for module in _MODULES}
@@ -75,6 +76,15 @@ def task_of_dataset(path: Path) -> Task:
 def methods_for(task_name: str | None) -> list[str]:
     """Explainer names that explain models of the task."""
     return methods_of_kind(get_task(task_name).model_kind)
+
+
+def check_run_params(task: Task, method: str, params: dict) -> dict:
+    """The run's `params` checked before the run is created, the same way for every task: the task's own
+    (`task.run_params`, their values by `task.check_settings`) and the method's (its declared schema).
+    One-line InputError naming the parameter and the accepted ones; the checked params otherwise."""
+    checked = check_params(method, params, also=task.run_params)
+    task.check_settings(method, checked)
+    return checked
 
 
 def check_method(method: str, task_name: str | None = DEFAULT_TASK, *, any_task: bool = False) -> None:
