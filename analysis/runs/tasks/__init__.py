@@ -13,7 +13,6 @@ from analysis.runs.task import Task
 from analysis.runs.tasks import classification, detection, multilabel, segmentation
 from explainers.errors import InputError
 from explainers.model_tasks import TASK_NAMES
-from explainers.registry import check_params
 
 _MODULES = (classification, detection, segmentation, multilabel)
 TASKS: dict[str, Task] = {module.TASK.name: module.TASK for module in _MODULES}
@@ -82,6 +81,8 @@ def check_run_params(task: Task, method: str, params: dict) -> dict:
     """The run's `params` checked before the run is created, the same way for every task: the task's own
     (`task.run_params`, their values by `task.check_settings`) and the method's (its declared schema).
     One-line InputError naming the parameter and the accepted ones; the checked params otherwise."""
+    from explainers.registry import check_params
+
     checked = check_params(method, params, also=task.run_params)
     task.check_settings(method, checked)
     return checked
