@@ -1,7 +1,8 @@
 """`python -m explainers.list_layers MODEL_PATH [--card model.json]`: the layers CAM methods can use (name,
 output shape, and how it maps onto the image: a CNN map, or patch tokens with their prefix and grid), the
 default CAM layer marked; when no default can be chosen the candidates are still listed (the reason on stderr),
-since that is when the user needs them to set `target_layer`. Its own module: it loads models (`explainers.models`), which
+since that is when the user needs them to set `target_layer`. Its own module: it loads models
+(`explainers.models`), which
 use `explainers.layers`; the layer probing itself does not need the loader.
 """
 from __future__ import annotations

@@ -56,7 +56,9 @@ class Param:
             if not checked:
                 raise self._error(method, value)
             return checked
-        return self._number(method, value, value, self.kind) if self.kind in (int, float) else self._plain(method, value)
+        if self.kind in (int, float):
+            return self._number(method, value, value, self.kind)
+        return self._plain(method, value)
 
     def _plain(self, method: str, value: Any) -> Any:
         if not isinstance(value, self.kind) or (self.choices and value not in self.choices):
@@ -64,9 +66,9 @@ class Param:
         return value
 
     def _number(self, method: str, whole: Any, value: Any, kind: type) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self._error(method, whole)
-        if not math.isfinite(value):
+        if kind is int and not isinstance(value, int):
             raise self._error(method, whole)
         low_bad = self.low is not None and (value <= self.low if self.open_low else value < self.low)
         high_bad = self.high is not None and (value >= self.high if self.open_high else value > self.high)

@@ -26,8 +26,9 @@ def task_files(tmp_path_factory):
 
 
 CASES = [  # (task, method or None: the task's default, --param, what the line must say)
-    ("classification", "rise", "n_sample=50", "--param n_sample: not a parameter; rise takes n_masks, cells, p, seed, "
-                                              "chunk, tolerance, min_masks, control_variate; the run takes target, layer"),
+    ("classification", "rise", "n_sample=50",
+     "--param n_sample: not a parameter; rise takes n_masks, cells, p, seed, chunk, tolerance, min_masks, "
+     "control_variate; the run takes target, layer"),
     ("classification", "integrated_gradients", "n_steps=abc",
      "--param n_steps=abc: integrated_gradients takes n_steps as a whole number >= 1"),
     ("classification", "integrated_gradients", "steps=abc", "not a parameter (did you mean n_steps?)"),
@@ -40,7 +41,8 @@ CASES = [  # (task, method or None: the task's default, --param, what the line m
                                           "takes target, layer"),
     ("segmentation", None, "target=3", "parameter target=3"),
     ("segmentation", "saliency", "target=pred", "method 'saliency' does not take a segmentation target"),
-    ("detection", "drise", "n_mask=200", "--param n_mask: not a parameter (did you mean n_masks?); drise takes n_masks"),
+    ("detection", "drise", "n_mask=200",
+     "--param n_mask: not a parameter (did you mean n_masks?); drise takes n_masks"),
     ("detection", "drise", "n_masks=abc", "--param n_masks=abc: drise takes n_masks as a whole number >= 1"),
     ("detection", None, "score_threshold=2", "parameter score_threshold=2.0"),
 ]
