@@ -109,3 +109,27 @@ def test_lrp_on_a_pt2_is_refused_with_the_reason(tmp_path):
     with pytest.raises(InputError, match=r"'lrp' assigns its rules by layer type .*\.pt2 export keeps the layer tree "
                                          r"but not the types.*state dict.*architecture"):
         make_explainer("lrp", loaded.module)
+
+
+class FunctionalRelus(nn.Module):
+    """The same network as SmallReluCNN with functional relus (one in place), as a user's fx-traced model has."""
+
+    def __init__(self, twin: SmallReluCNN):
+        super().__init__()
+        self.conv1, self.conv2, self.conv3, self.head = twin.conv1, twin.conv2, twin.conv3, twin.head
+
+    def forward(self, x):
+        x = torch.nn.functional.relu(self.conv2(torch.nn.functional.relu(self.conv1(x), inplace=True)))
+        return self.head(torch.relu(self.conv3(x)).mean(dim=(2, 3)))
+
+
+def test_guided_backprop_on_an_fx_graph_module_with_functional_relus():
+    torch.manual_seed(0)
+    twin = SmallReluCNN().eval()
+    traced = torch.fx.symbolic_trace(FunctionalRelus(twin))
+    code = traced.code
+    x, t = torch.rand(2, 3, 16, 16), torch.tensor([1, 2])
+    ours = make_explainer("guided_backprop", traced).explain(x, t).maps
+    expected = CaptumGuidedBackprop(twin).attribute(x.clone().requires_grad_(True), target=t).sum(dim=1)
+    assert float((ours - expected).abs().max()) <= 1e-6 * float(expected.abs().max())
+    assert traced.code == code and not any(isinstance(m, nn.ReLU) for m in traced.modules())  # put back
