@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explainers.module_types import type_name
 from explainers.registry import make_explainer
 from explainers.targets import ClassTarget
 
@@ -45,6 +46,8 @@ SIMILARITY_SIDE = 64
 
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+NORM_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "LayerNorm",
+              "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"}  # the same, exported (`module_types.type_name`)
 
 
 def randomisable_layers(model: nn.Module) -> list[str]:
@@ -62,7 +65,7 @@ def _stage_groups(model: nn.Module) -> list[list[str]]:
     for name, module in model.named_modules():
         if not any(True for _ in module.parameters(recurse=False)):
             continue
-        if isinstance(module, NORM_LAYERS) and groups:
+        if (isinstance(module, NORM_LAYERS) or type_name(module) in NORM_NAMES) and groups:
             groups[-1].append(name)
         else:
             groups.append([name])

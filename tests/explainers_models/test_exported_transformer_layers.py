@@ -87,3 +87,12 @@ def test_list_layers_lists_the_candidates_when_none_can_be_chosen(tmp_path, caps
     assert "<- target layer" not in out
     assert err.startswith("no default target layer: no layer that CAM methods can hook was found (3 tried")
     assert err.count("\n") == 1 and len(err) < 400
+
+
+def test_attention_methods_on_an_exported_vit_say_why_not(tmp_path):
+    from explainers.errors import InputError
+
+    torch.manual_seed(0)
+    loaded = load_model(exported(vit(), tmp_path / "vit"))
+    with pytest.raises(InputError, match=r"a \.pt2 export turns into graph calls.*state dict.*gradcam"):
+        make_explainer("attention_rollout", loaded.module)
