@@ -181,7 +181,7 @@ def demo_options(parser: argparse.ArgumentParser) -> None:
 # -- commands -----------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
     from analysis.runs.engine import execute_run
-    from analysis.runs.tasks import check_method, task_of_model
+    from analysis.runs.tasks import check_method, check_run_params, task_of_model
 
     workspace = _workspace(args)
     if args.resume_id:
@@ -190,19 +190,24 @@ def cmd_run(args) -> int:
     else:
         if not args.model or not args.data:
             raise InputError("run needs --model PATH|ID and --data PATH|ID (or --resume-id RUN)")
-        if args.method:
-            check_method(args.method, any_task=True)  # fail fast on a misspelt name, before copying files in
         params: dict[str, Any] = {"target": args.target}
         if args.layer:
             params["layer"] = args.layer
         params.update(_parse_params(args.param))
+        # fail fast on a misspelt method or parameter, before copying files in (a model file's card names its task)
+        early = _task_of_model_file(args.model, args.card)
+        if early is not None:
+            check_method(args.method or early.default_method, early.name)
+            check_run_params(early, args.method or early.default_method, early.new_run_params(params))
+        elif args.method:
+            check_method(args.method, any_task=True)
         if args.n <= 0:
             raise InputError(f"--n {args.n}: the sample size must be a positive number of images")
         model_id = _resolve_model(workspace, args.model, args.card, args.mlflow_uri)
         task = task_of_model(workspace.model(model_id))  # InputError for a task this version does not run
         method = args.method or task.default_method
         check_method(method, task.name)
-        params = task.new_run_params(params)
+        params = check_run_params(task, method, task.new_run_params(params))
         dataset_id = workspace.resolve_dataset(args.data, images=args.images)
         run_id = workspace.create_run(model_id, dataset_id, method, params, args.n, args.seed, args.name)
     if args.backend == "ray":
@@ -217,6 +222,21 @@ def cmd_run(args) -> int:
     _write_back(workspace, run_id)
     print(run_id)
     return EXIT_OK
+
+
+def _task_of_model_file(model: str, card: str | None):
+    """The task a local model file's card names, read without registering anything; None when the model is
+    an id, a registry URI or a file whose card cannot be read here (registration then says why)."""
+    from analysis.runs.tasks import get_task
+    from explainers.loading.models import read_card
+
+    path = Path(model)
+    if not path.exists():
+        return None
+    try:
+        return get_task(read_card(path, card).task)
+    except (InputError, OSError, ValueError):
+        return None
 
 
 def _resolve_model(workspace, model: str, card: str | None, mlflow_uri: str | None) -> str:

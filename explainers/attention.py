@@ -41,7 +41,9 @@ from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
 from explainers.hooks import frozen
 from explainers.registers import artifact_tokens
+from explainers.module_types import type_name
 from explainers.registry import register
+from explainers.relu_modules import graph_modules
 from explainers.targets import as_target
 from explainers.tokens import grid_layout, prefix_token_count
 
@@ -66,6 +68,11 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
         raise InputError(f"{type(model).__name__} uses window attention (Swin): attention methods {NOT_A_VIT}")
     modules = [m for m in model.modules()
                if _is_timm_attention(m) or _is_hf_attention(m) or isinstance(m, nn.MultiheadAttention)]
+    if not modules and any("Attention" in type_name(m) for m in graph_modules(model)):
+        raise InputError("attention methods read the attention probabilities inside the attention modules, which a "
+                         ".pt2 export turns into graph calls that never expose them; give the model as a state dict "
+                         "with \"architecture\" in its card, or use gradcam (it finds the exported transformer's "
+                         "last block) or a gradient method")
     if not modules:
         raise InputError(f"{type(model).__name__}: attention methods {NOT_A_VIT}")
     return modules
@@ -176,6 +183,7 @@ def _hf_attention_hook(capture: AttentionCapture):
 class AttentionMethod(Explainer):
     """Base of the attention-flow methods: capture, then `block_weights` per block, then the rollout."""
 
+    family = "attention"
     needs_attention: ClassVar[bool] = True
     uses_gradients: ClassVar[bool] = False
 

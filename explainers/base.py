@@ -14,7 +14,10 @@ import torch
 from torch import nn
 
 from explainers.errors import InputError
+from explainers.params import Param
 from explainers.targets import Target
+
+FAMILIES = ("cam", "gradient", "perturbation", "lrp", "attention")
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,14 @@ class Explainer:
     and refuses other models with an `InputError`.
     `black_box`: the method needs nothing but the model's outputs (perturbation methods); only such methods
     accept a model that runs outside autograd (a `BlackBox`, e.g. ONNX Runtime), see `refuse_black_box`.
+    `family` (one of `FAMILIES`): what kind of evidence the map is; the evidence's second explainer is taken
+    from another family. `schema`: the keyword parameters (`explainers.params.Param`), checked before a run
+    is created (`explainers.registry.check_params`).
     """
 
     name: ClassVar[str]
+    family: ClassVar[str]
+    schema: ClassVar[tuple[Param, ...]] = ()
     needs_layer: ClassVar[bool] = False
     needs_attention: ClassVar[bool] = False
     black_box: ClassVar[bool] = False
@@ -57,6 +65,13 @@ class Explainer:
 
     def explain(self, inputs: torch.Tensor, targets: Target | torch.Tensor) -> SaliencyBatch:
         raise NotImplementedError
+
+    @classmethod
+    def needs(cls) -> tuple[str, ...]:
+        """What the method needs of a model: "layer" (a hookable layer), "attention" (a ViT's attention),
+        "weights" (gradients or parameters: not a black box)."""
+        return (("layer",) * cls.needs_layer + ("attention",) * cls.needs_attention
+                + ("weights",) * (not cls.black_box))
 
     def config(self) -> dict[str, Any]:
         """Hashable, JSON-able description of this explainer: the cache key and what the run records."""

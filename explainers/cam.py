@@ -19,6 +19,7 @@ from explainers.errors import InputError
 from explainers.hooks import capture_layer, frozen
 from explainers.layers import LIST_LAYERS_HINT
 from explainers.registers import artifact_tokens, reads_residual_input
+from explainers.params import Param
 from explainers.registry import register
 from explainers.targets import Target, as_target
 from explainers.tokens import GridLayout, grid_layout, prefix_token_count
@@ -31,6 +32,7 @@ class ActivationCAM(Explainer):
     `torch.autograd.grad` for the whole batch, so the backward runs through the head only.
     """
 
+    family = "cam"
     needs_layer: ClassVar[bool] = True
     uses_gradients: ClassVar[bool] = True
     observes_clean_output: ClassVar[bool] = True  # `explain` scores the clean forward first
@@ -176,6 +178,7 @@ class ScoreCAM(ActivationCAM):
 
     name = "scorecam"
     uses_gradients = False
+    schema = (Param("batch_size", int, low=1),)
 
     def __init__(self, model: nn.Module, *, layer: nn.Module, batch_size: int = 64):
         if batch_size < 1:

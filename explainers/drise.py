@@ -28,6 +28,7 @@ from explainers.base import Explainer, SaliencyBatch
 from explainers.detection import (DetectionTarget, Detections, detection_similarity, similarities,
                                   targets_from_classes)
 from explainers.errors import InputError
+from explainers.params import Param
 from explainers.registry import register
 from explainers.rise import mask_chunks
 
@@ -43,7 +44,11 @@ class DRISE(Explainer):
     """
 
     name = "drise"
+    family = "perturbation"
     black_box = True
+    schema = (Param("n_masks", int, low=1), Param("cells", int, low=1),
+              Param("p", float, low=0, high=1, open_low=True, open_high=True), Param("seed", int),
+              Param("chunk", int, low=1), Param("batch_size", int, low=1), Param("center", bool))
     model_kind = "detector"
 
     def __init__(self, model: Detector, *, n_masks: int = 5000, cells: int = 16, p: float = 0.5, seed: int = 0,

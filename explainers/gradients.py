@@ -20,13 +20,16 @@ from torch import nn
 from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
 from explainers.hooks import frozen
+from explainers.params import Param
 from explainers.registry import register
+from explainers.relu_modules import refuse_torchscript, relu_modules
 from explainers.targets import class_indices
 
 
 class InputGradientMethod(Explainer):
     """Shared call: class indices in, Captum attribution (B, C, H, W) out, reduced over channels by `reduction`."""
 
+    family = "gradient"
     reduction: ClassVar[str]  # "max_abs" or "sum"
     first_forward_is_clean: ClassVar[bool] = False  # Captum's first forward sees the clean inputs
 
@@ -106,6 +109,8 @@ class IntegratedGradients(InputGradientMethod):
 
     name = "integrated_gradients"
     reduction = "sum"
+    schema = (Param("baseline", float, low=0, high=1), Param("n_steps", int, low=1),
+              Param("internal_batch_size", int, low=1))
 
     def __init__(self, model: nn.Module, *, baseline: float = 0.0, n_steps: int = 32,
                  internal_batch_size: int = 64):
@@ -136,6 +141,8 @@ class SmoothGrad(InputGradientMethod):
 
     name = "smoothgrad"
     reduction = "max_abs"
+    schema = (Param("nt_samples", int, low=1), Param("stdevs", float, low=0), Param("seed", int),
+              Param("nt_samples_batch_size", int, low=1))
 
     def __init__(self, model: nn.Module, *, nt_samples: int = 16, stdevs: float = 0.15, seed: int = 0,
                  nt_samples_batch_size: int = 8):
@@ -161,9 +168,12 @@ class SmoothGrad(InputGradientMethod):
 
 @register
 class GuidedBackprop(InputGradientMethod):
-    """Springenberg et al. 2015: gradients through ReLU modules keep only positive signal; summed over channels.
+    """Springenberg et al. 2015: gradients through ReLUs keep only positive signal; summed over channels.
 
-    Only `nn.ReLU` modules are modified (Captum's rule); functional relu calls behave as plain gradients.
+    Captum modifies `nn.ReLU` modules only. A `.pt2`'s relus are functional calls in its graphs, so they are
+    made `nn.ReLU` modules for the call (`explainers.relu_modules`): the same map as on the eager model.
+    TorchScript is refused (its relus cannot be reached); functional relus in a user's eager `forward` stay
+    plain gradients (Captum's rule).
     """
 
     name = "guided_backprop"
@@ -171,9 +181,10 @@ class GuidedBackprop(InputGradientMethod):
     first_forward_is_clean = True
 
     def __init__(self, model: nn.Module):
+        refuse_torchscript(model, self.name, "changes the backward pass of the model's ReLU modules")
         super().__init__(model)
 
     def attribute(self, model, inputs, indices):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), relu_modules(model):
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
             return CaptumGuidedBackprop(model).attribute(inputs, target=indices)

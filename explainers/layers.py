@@ -35,6 +35,7 @@ from torch import nn
 
 from explainers.errors import InputError
 from explainers.hooks import capture_layer, frozen
+from explainers.module_types import type_name
 from explainers.tokens import GridLayout, grid_layout, prefix_token_count
 
 logger = logging.getLogger(__name__)
@@ -96,9 +97,9 @@ def detect_target_layer(net: nn.Module, input_size: Sequence[int], device: str |
             return name
         failures.append(f"{name} ({problem})")
     raise InputError(
-        "could not find a layer that CAM methods can hook: tried " + "; ".join(failures)
-        + "; set \"target_layer\" in the model card (" + LIST_LAYERS_HINT + ")"
-    )
+        f"no layer that CAM methods can hook was found ({len(failures)} tried from the output side; the first: "
+        f"{failures[0]}); "
+        f"set \"target_layer\" in the model card ({LIST_LAYERS_HINT})")
 
 
 def _layouts(net: nn.Module, calls: list[_Call], input_size: Sequence[int]) -> dict[int, GridLayout]:
@@ -134,12 +135,13 @@ def _last_block_first_norm(modules: dict[str, nn.Module], calls: list[_Call], en
 
 
 def _is_attention_block(module: nn.Module) -> bool:
+    """A block with an attention child and a norm child (by the class each had before export, if exported)."""
     children = list(module.children())
-    return any("Attention" in type(c).__name__ for c in children) and any(_is_norm(c) for c in children)
+    return any("Attention" in type_name(c) for c in children) and any(_is_norm(c) for c in children)
 
 
 def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.LayerNorm) or "Norm" in type(module).__name__
+    return isinstance(module, nn.LayerNorm) or "Norm" in type_name(module)
 
 
 def _probe(net: nn.Module, input_size: Sequence[int], device) -> tuple[list[_Call], list[str]]:

@@ -1,9 +1,13 @@
 """`python -m explainers.list_layers MODEL_PATH [--card model.json]`: the layers CAM methods can use (name,
 output shape, and how it maps onto the image: a CNN map, or patch tokens with their prefix and grid), the
-default CAM layer marked. Its own module: it loads models (`explainers.loading.models`), which
+default CAM layer marked; when no default can be chosen the candidates are still listed (the reason on stderr),
+since that is when the user needs them to set `target_layer`. Its own module: it loads models
+(`explainers.loading.models`), which
 use `explainers.layers`; the layer probing itself does not need the loader.
 """
 from __future__ import annotations
+
+import sys
 
 from explainers.errors import InputError
 from explainers.layers import layer_layouts
@@ -22,12 +26,18 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_model(args.model, card=card)
         if not loaded.supports_hooks:
             raise InputError(f"{args.model}: TorchScript models have no hookable layers; export a .pt2")
-        default = loaded.target_layer_name()
-        for name, shape, layout in layer_layouts(loaded.net, loaded.card.input_size, loaded.device):
+        try:
+            default, why = loaded.target_layer_name(), None
+        except InputError as exc:
+            default, why = None, exc
+        rows = layer_layouts(loaded.net, loaded.card.input_size, loaded.device)
+        if not rows:
+            raise why or InputError(f"{args.model}: no layer has a spatial output")
+        for name, shape, layout in rows:
             print(f"{name}\t{tuple(shape[1:])}\t{layout.describe()}" + ("\t<- target layer" if name == default else ""))
+        if why is not None:
+            print(f"no default target layer: {why}", file=sys.stderr)
     except InputError as exc:
-        import sys
-
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -10,6 +10,10 @@ the biases and stabilisers absorb. Summed over colour channels; signed.
 The model's own `Normalize` (explainers.loading.models) passes relevance through unchanged (zennit's `Pass` rule):
 it is an affine map of the pixels, not a layer whose inputs compete for relevance.
 
+Exported `.pt2` graphs and TorchScript are refused: their layers keep no types (an unflattened `.pt2`
+layer is a graph module whose convolution is a function call), so no rule would be assigned and the
+"relevance" would be a plain gradient times input under LRP's name.
+
 Scope: networks built from convolutions, linear layers, batch norm, activations and pooling. A layer that
 owns parameters but has no rule (LayerNorm, GroupNorm, attention, a layer-scale vector: ConvNeXt, ViT,
 Swin) is refused with the alternatives, since plain gradients through it would silently break conservation.
@@ -32,7 +36,9 @@ from explainers.errors import InputError
 from explainers.gradients import indices_for
 from explainers.hooks import frozen
 from explainers.loading.models import Normalize
+from explainers.params import Param
 from explainers.registry import register
+from explainers.relu_modules import is_exported_graph, refuse_torchscript
 
 # zennit's composites that need no input bounds (EpsilonGammaBox needs the pixel range in normalised space).
 COMPOSITE_NAMES = ("epsilon_plus_flat", "epsilon_plus", "epsilon_alpha2_beta1", "epsilon_alpha2_beta1_flat")
@@ -45,6 +51,9 @@ class LRP(Explainer):
     ResNet / VGG canonizer for torchvision resnets / VGGs and SequentialMergeBatchNorm otherwise."""
 
     name = "lrp"
+    family = "lrp"
+    schema = (Param("composite", str, choices=COMPOSITE_NAMES), Param("canonizer", str, choices=CANONIZERS),
+              Param("epsilon", float, low=0, open_low=True))
 
     def __init__(self, model: nn.Module, *, composite: str = "epsilon_plus_flat", canonizer: str = "auto",
                  epsilon: float = 1e-6):
@@ -54,6 +63,8 @@ class LRP(Explainer):
             raise InputError(f"lrp canonizer {canonizer!r}: choose one of {', '.join(CANONIZERS)}")
         if not epsilon > 0:
             raise InputError(f"lrp epsilon must be > 0, got {epsilon}")
+        refuse_torchscript(model, self.name, "assigns its rules by layer type (Conv2d, Linear, BatchNorm)")
+        refuse_exported_graph(model)
         refuse_unruled_layers(model)
         super().__init__(model, composite=composite, canonizer=canonizer, epsilon=float(epsilon))
 
@@ -98,6 +109,14 @@ def canonizers_for(model: nn.Module, choice: str) -> list:
             choice = "sequential_merge_batchnorm"
     return [{"resnet": ResNetCanonizer, "vgg": VGGCanonizer,
              "sequential_merge_batchnorm": SequentialMergeBatchNorm}[choice]()]
+
+
+def refuse_exported_graph(model: nn.Module) -> None:
+    if is_exported_graph(model):
+        raise InputError(
+            "method 'lrp' assigns its rules by layer type (Conv2d, Linear, BatchNorm), and a .pt2 export keeps the "
+            "layer tree but not the types (each layer is a graph of function calls); give the model as a state "
+            "dict with \"architecture\" in its card, or use integrated_gradients or gradient_shap")
 
 
 def refuse_unruled_layers(model: nn.Module) -> None:

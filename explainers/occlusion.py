@@ -28,6 +28,7 @@ from torch import nn
 from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
 from explainers.gradients import KeepsFirstOutput, indices_for
+from explainers.params import Param
 from explainers.registry import register
 from explainers.rise import relative_change
 
@@ -37,7 +38,11 @@ class Occlusion(Explainer):
     """`window`/`stride` in pixels; None means 1/8 of each side and half the window (sensible at 64 and 224)."""
 
     name = "occlusion"
+    family = "perturbation"
     black_box = True
+    schema = (Param("window", int, low=1, optional=True), Param("stride", int, low=1, optional=True),
+              Param("fill", float, low=0, high=1), Param("perturbations_per_eval", int, low=1),
+              Param("tolerance", float, low=0))
 
     def __init__(self, model: nn.Module, *, window: int | None = None, stride: int | None = None,
                  fill: float = 0.5, perturbations_per_eval: int = 16, tolerance: float = 0.0):

@@ -47,6 +47,7 @@ from torch import nn
 
 from explainers.base import Explainer, SaliencyBatch, check_images
 from explainers.errors import InputError
+from explainers.params import Param
 from explainers.registry import register
 from explainers.targets import ClassTarget, as_target
 
@@ -61,7 +62,11 @@ class RISE(Explainer):
     """
 
     name = "rise"
+    family = "perturbation"
     black_box = True
+    schema = (Param("n_masks", int, low=1), Param("cells", int, low=1), Param("p", float, low=0, high=1, open_low=True),
+              Param("seed", int), Param("chunk", int, low=1), Param("tolerance", float, low=0),
+              Param("min_masks", int, low=1), Param("control_variate", bool))
 
     def __init__(self, model: nn.Module, *, n_masks: int = 4000, cells: int = 7, p: float = 0.5, seed: int = 0,
                  chunk: int = 32, tolerance: float = 0.3, min_masks: int = 250, control_variate: bool = True):

@@ -22,6 +22,7 @@ from torch import nn
 
 from explainers.errors import InputError
 from explainers.gradients import InputGradientMethod
+from explainers.params import Param
 from explainers.registry import register
 
 
@@ -29,6 +30,8 @@ from explainers.registry import register
 class GradientShap(InputGradientMethod):
     name = "gradient_shap"
     reduction = "sum"
+    schema = (Param("baselines", list, low=0, high=1), Param("n_samples", int, low=1), Param("stdevs", float, low=0),
+              Param("seed", int))
 
     def __init__(self, model: nn.Module, *, baselines: tuple[float, ...] | list[float] = (0.0, 0.5, 1.0),
                  n_samples: int = 16, stdevs: float = 0.0, seed: int = 0):

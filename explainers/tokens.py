@@ -26,6 +26,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from explainers.module_types import is_layer_norm, normalized_shape, type_name
+
 MAX_PREFIX_TOKENS = 32  # class + distillation + registers; Darcet et al. use at most 16 registers
 
 
@@ -58,7 +60,7 @@ def grid_layout(shape: Sequence[int], input_size: Sequence[int], *, prefix_token
     shape = tuple(int(v) for v in shape)
     if len(shape) == 4:
         first, second = shape[2:], shape[1:3]
-        last_normalised = isinstance(layer, nn.LayerNorm) and tuple(layer.normalized_shape) == shape[3:]
+        last_normalised = layer is not None and is_layer_norm(layer) and normalized_shape(layer) == shape[3:]
         if _tiles(second, input_size) and (not _tiles(first, input_size) or last_normalised):
             return GridLayout("channels_last", second)
         if _plausible_map(first, input_size):
@@ -83,7 +85,7 @@ def prefix_token_count(model: nn.Module) -> int | None:
         count = getattr(module, "num_prefix_tokens", None)
         if isinstance(count, int) and not isinstance(count, bool):
             return count
-        if type(module).__name__ == "VisionTransformer" and hasattr(module, "class_token"):
+        if type_name(module) == "VisionTransformer" and hasattr(module, "class_token"):
             return 1  # torchvision: one class token
     return None
 

@@ -31,11 +31,14 @@ the paper's curve is read per block anyway (its Inception blocks); `max_stages` 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from explainers.module_types import type_name
 from explainers.registry import make_explainer
 from explainers.targets import ClassTarget
 
@@ -43,6 +46,8 @@ SIMILARITY_SIDE = 64
 
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+NORM_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "LayerNorm",
+              "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"}  # the same, exported (`module_types.type_name`)
 
 
 def randomisable_layers(model: nn.Module) -> list[str]:
@@ -60,7 +65,7 @@ def _stage_groups(model: nn.Module) -> list[list[str]]:
     for name, module in model.named_modules():
         if not any(True for _ in module.parameters(recurse=False)):
             continue
-        if isinstance(module, NORM_LAYERS) and groups:
+        if (isinstance(module, NORM_LAYERS) or type_name(module) in NORM_NAMES) and groups:
             groups[-1].append(name)
         else:
             groups.append([name])
@@ -86,16 +91,53 @@ def cascade_blocks(model: nn.Module, min_blocks: int = MIN_BLOCKS) -> list[list[
 
 
 def reinitialise(module: nn.Module, generator_seed: int) -> None:
-    """Fresh random parameters, seeded: the layer's own init when it has one (torch layers), else a
-    zero-mean Gaussian with the trained tensor's standard deviation (keeps the scale; exported graphs)."""
+    """Fresh random parameters, seeded: the layer's own init when it has one (torch layers); in an exported
+    graph (a `.pt2`'s layers are graph modules without `reset_parameters`) the same init torch gives the
+    layer its graph computes (convolution / linear: Kaiming uniform, a = sqrt(5), bias uniform in
+    +-1/sqrt(fan_in); a norm: weight 1, bias 0, running statistics reset), so a `.pt2` is randomised exactly
+    as its eager model; else a zero-mean Gaussian with the trained tensor's standard deviation. Draws are
+    made in contiguous memory, so channels-last weights get the same values."""
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(generator_seed)
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
-        else:
-            for p in module.parameters(recurse=False):
+            return
+        kind = _graph_layer_kind(module)
+        fan_in = None
+        for name, p in module.named_parameters(recurse=False):
+            fresh = torch.empty(p.shape, dtype=p.dtype, device=p.device)
+            if kind == "affine" and name == "weight" and p.dim() >= 2:
+                nn.init.kaiming_uniform_(fresh, a=math.sqrt(5))
+                fan_in = nn.init._calculate_fan_in_and_fan_out(fresh)[0]
+            elif kind == "affine" and name == "bias" and fan_in:
+                nn.init.uniform_(fresh, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+            elif kind == "norm" and name in ("weight", "bias"):
+                fresh.fill_(1.0 if name == "weight" else 0.0)
+            else:
                 std = float(p.std()) if p.numel() > 1 else 0.0
-                p.copy_(torch.randn_like(p) * (std or 0.02))
+                fresh.normal_(0.0, std or 0.02)
+            p.copy_(fresh)
+        if kind == "norm":
+            for name, buffer in module.named_buffers(recurse=False):
+                if name in ("running_mean", "running_var", "num_batches_tracked"):
+                    buffer.fill_(1 if name == "running_var" else 0)
+
+
+_AFFINE_OPS = {"conv1d", "conv2d", "conv3d", "convolution", "linear"}
+_NORM_OPS = {"batch_norm", "_native_batch_norm_legit_no_training", "layer_norm", "group_norm"}
+
+
+def _graph_layer_kind(module: nn.Module) -> str | None:
+    """"affine" / "norm" for a graph module whose first parameterised op is a conv / linear or a norm."""
+    graph = getattr(module, "graph", None)
+    for node in getattr(graph, "nodes", ()):
+        if node.op == "call_function":
+            op = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+            if op in _AFFINE_OPS:
+                return "affine"
+            if op in _NORM_OPS:
+                return "norm"
+    return None
 
 
 def model_randomisation(model: nn.Module, images: torch.Tensor, method: str, *, layer_name: str | None = None,

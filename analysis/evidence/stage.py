@@ -39,9 +39,6 @@ from analysis.evidence.sanity import model_randomisation
 from explainers.base import is_black_box
 from explainers.loading.models import folded_for_prediction
 
-CAM_METHODS = {"gradcam", "gradcam_pp", "layercam", "scorecam"}
-
-
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
                      max_images: int = 400, chunk: int = 100, params: dict | None = None, fill: str = "mean",
                      second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
@@ -308,14 +305,19 @@ def region_masks(batch: Subset, region: dict) -> torch.Tensor | None:
 
 
 def second_method(method: str, loaded) -> str | None:
-    """Another family: CAM -> plain gradients; anything else -> Grad-CAM (when layers are reachable)."""
-    if method in CAM_METHODS:
-        return "saliency"
-    if is_black_box(loaded.module):  # outputs only (ONNX): the other perturbation method
+    """An explainer of another family (the method's declared `family`): a CAM -> plain gradients; anything
+    else -> Grad-CAM when layers are reachable; without layers (TorchScript) a gradient method -> occlusion,
+    anything else -> plain gradients. A black box (ONNX) runs only perturbation methods: the other one."""
+    from explainers.registry import method_class
+
+    family = method_class(method).family
+    if is_black_box(loaded.module):  # outputs only: no other family can run
         return "rise" if method == "occlusion" else "occlusion"
+    if family == "cam":
+        return "saliency"
     if getattr(loaded, "supports_hooks", True):
         return "gradcam"
-    return "integrated_gradients" if method != "integrated_gradients" else "saliency"
+    return "occlusion" if family == "gradient" else "saliency"
 
 
 def second_explainer_lifts(loaded, batch: Subset, regions: pd.DataFrame, method: str, *, seed: int,

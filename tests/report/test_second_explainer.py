@@ -1,6 +1,7 @@
 """The second explainer is sized by need: 32 images when every region's lift CI is clear of 1, more while one
 is not (the robustness verdict reads lift > 1)."""
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 
@@ -59,3 +60,39 @@ def test_a_limit_that_is_not_a_multiple_of_the_batch_size_stops_at_the_limit():
     out = second_explainer_lifts(_Loaded(_ReadsWeights(flat)), _batch(96, seed=0), REGIONS, "saliency", seed=0,
                                  limit=40, batch_size=16)
     assert out["n"] == 40
+
+
+class _Hooks:
+    """A loaded model with reachable layers (an eager or .pt2 network) or without (TorchScript)."""
+
+    def __init__(self, supports_hooks=True):
+        self.module = torch.nn.Linear(2, 2)
+        self.supports_hooks = supports_hooks
+
+
+def test_the_second_explainer_is_of_another_declared_family(monkeypatch):
+    """A CAM registered by a user (`@register`) gets plain gradients, not Grad-CAM (its own family): the
+    choice reads the method's declared family, not a list of names."""
+    from analysis.evidence.stage import second_method
+    from explainers import registry
+    from explainers.base import Explainer
+    from explainers.cam import GradCAM
+
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    registry.load_builtin_methods()
+
+    @registry.register
+    class EigenishCAM(GradCAM):
+        name = "my_cam"
+
+    assert second_method("my_cam", _Hooks()) == "saliency"
+    families = {name: cls.family for name, cls in registry.METHODS.items()}
+    for method, family in families.items():
+        for hooks in (True, False):
+            second = second_method(method, _Hooks(hooks))
+            assert families[second] != family, (method, hooks, second)
+
+    with pytest.raises(TypeError, match="set `family`"):
+        @registry.register
+        class NoFamily(Explainer):
+            name = "no_family"

@@ -199,6 +199,16 @@ def test_a_batch_one_pt2_audits_image_by_image_to_the_dynamic_exports_numbers(tm
         np.testing.assert_allclose(tables[0][key], values, rtol=1e-5, atol=1e-7, err_msg=str(key))
 
 
+@pytest.mark.parametrize("method", ["guided_backprop", "lrp"])
+def test_module_type_methods_on_torchscript_ask_for_pt2(tmp_path, files, capsys, method):
+    """Guided backprop and LRP change the backward pass of layers by type; TorchScript hides the types, so they
+    would silently be something else: refused in one line naming the fix."""
+    model = write_model(tmp_path / "ts", torchscript=True)
+    code, _, err = run_cli(capsys, "run", "--model", model, "--data", files["data"], "--method", method,
+                           "--workspace", tmp_path / "ws", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"method '{method}'" in err and "TorchScript" in err and "as a .pt2" in err
+
 def test_report_of_unknown_run_and_missing_pieces_exit_2(tmp_path, capsys):
     code, _, err = run_cli(capsys, "report", "r-nope", "--workspace", tmp_path / "ws")
     assert code == 2 and "r-nope" in err

@@ -77,6 +77,17 @@ def methods_for(task_name: str | None) -> list[str]:
     return methods_of_kind(get_task(task_name).model_kind)
 
 
+def check_run_params(task: Task, method: str, params: dict) -> dict:
+    """The run's `params` checked before the run is created, the same way for every task: the task's own
+    (`task.run_params`, their values by `task.check_settings`) and the method's (its declared schema).
+    One-line InputError naming the parameter and the accepted ones; the checked params otherwise."""
+    from explainers.registry import check_params
+
+    checked = check_params(method, params, also=task.run_params)
+    task.check_settings(method, checked)
+    return checked
+
+
 def check_method(method: str, task_name: str | None = DEFAULT_TASK, *, any_task: bool = False) -> None:
     """InputError unless `method` explains models of the task (`any_task`: unless it is a known method)."""
     check_method_kind(method, None if any_task else get_task(task_name).model_kind)

@@ -39,6 +39,25 @@ class RegionSpec:
     roles: list[str | None]
 
 
+def settings(params: dict) -> dict:
+    """The task's own parameters with defaults; InputError naming the fix for a bad value."""
+    target_mode = params.get("target", "pred")
+    if target_mode not in ("pred", "label"):
+        raise InputError(f"parameter target={target_mode!r}: use 'pred' (predicted class) or 'label'")
+    shapley_images = params.get("region_shapley", 0)
+    if not isinstance(shapley_images, int) or isinstance(shapley_images, bool) or shapley_images < 0:
+        raise InputError(f"parameter region_shapley={shapley_images!r}: give the number of images whose region "
+                         "Shapley values the evidence stage computes, e.g. --param region_shapley=32 (0: off)")
+    evidence_images = params.get("evidence_images", 1)
+    if not isinstance(evidence_images, int) or isinstance(evidence_images, bool) or evidence_images < 1:
+        raise InputError(f"parameter evidence_images={evidence_images!r}: the most images the evidence stage "
+                         "tests, a whole number >= 1, e.g. --param evidence_images=400")
+    if not isinstance(params.get("properties", True), bool):
+        raise InputError(f"parameter properties={params['properties']!r}: use true (test image properties such "
+                         "as blur and brightness as cues, the default) or false")
+    return {"target": target_mode, "region_shapley": shapley_images}
+
+
 def explainer_params(run: dict) -> dict:
     return {k: v for k, v in (run.get("params") or {}).items() if k not in RUN_PARAMS}
 
@@ -103,6 +122,11 @@ class ClassificationTask:
     extra_tables: tuple[str, ...] = ()
     own_dataset_format = True
     dataset_hint = ""
+    run_params = RUN_PARAMS  # the task's own; the rest are the method's (`explainers.registry.check_params`)
+
+    def check_settings(self, method: str, params: dict) -> None:
+        """InputError for a bad value of the task's own parameters, before a run is created."""
+        settings(params)
 
     def takes_dataset(self, path: Path) -> bool:
         from analysis.data.detection_data import is_detection_dataset
@@ -119,16 +143,7 @@ class ClassificationTask:
         from explainers.registry import METHODS, make_explainer
 
         params = dict(run["params"])
-        target_mode = params.get("target", "pred")
-        if target_mode not in ("pred", "label"):
-            raise InputError(f"parameter target={target_mode!r}: use 'pred' (predicted class) or 'label'")
-        if not isinstance(params.get("properties", True), bool):
-            raise InputError(f"parameter properties={params['properties']!r}: use true (test image properties such "
-                             "as blur and brightness as cues, the default) or false")
-        shapley_images = params.get("region_shapley", 0)
-        if not isinstance(shapley_images, int) or isinstance(shapley_images, bool) or shapley_images < 0:
-            raise InputError(f"parameter region_shapley={shapley_images!r}: give the number of images whose region "
-                             "Shapley values the evidence stage computes, e.g. --param region_shapley=32 (0: off)")
+        target_mode = settings(params)["target"]
         check_method_kind(run["method"], self.model_kind)
         model_row = workspace.model(run["model_id"])
         loaded = load_model(model_row["abspath"], device=device)

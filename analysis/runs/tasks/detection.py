@@ -322,6 +322,10 @@ class DetectionTask:
     extra_tables = EXTRA_TABLES
     own_dataset_format = True
     dataset_hint = "register a COCO folder (images/, instances.json)"
+    run_params = RUN_PARAMS + ("layer",)  # `layer` is ignored: D-RISE needs none
+
+    def check_settings(self, method: str, params: dict) -> None:
+        settings({"params": params})
 
     def takes_dataset(self, path: Path) -> bool:
         from analysis.data.detection_data import is_detection_dataset

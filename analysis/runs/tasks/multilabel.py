@@ -60,6 +60,10 @@ class MultilabelTask(PerTargetTask):
     own_dataset_format = False  # a classifier's manifest (labels joined by "|"): never how a dataset is recognised
     tables = TABLES
     target_key = "tag"
+    run_params = RUN_PARAMS
+
+    def check_settings(self, method: str, params: dict) -> None:
+        settings({"params": params})
 
     def takes_dataset(self, path: Path) -> bool:
         from analysis.data.detection_data import is_detection_dataset

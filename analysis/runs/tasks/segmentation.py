@@ -52,6 +52,12 @@ def settings(run: dict) -> dict:
     return {"target": target}
 
 
+def check_segmentation_method(method: str) -> None:
+    if method not in METHODS:
+        raise InputError(f"method {method!r} does not take a segmentation target (a class's logits summed over its "
+                         f"pixels); use one of {', '.join(METHODS)}")
+
+
 def class_maps_at(dataset, items, size):
     """(B, h, w) long ground-truth class maps of `items`, resized (nearest) to the logits' `size`."""
     import torch
@@ -71,6 +77,11 @@ class SegmentationTask(PerTargetTask):
     own_dataset_format = True
     tables = TABLES
     target_key = "class"
+    run_params = RUN_PARAMS
+
+    def check_settings(self, method: str, params: dict) -> None:
+        settings({"params": params})
+        check_segmentation_method(method)
 
     def takes_dataset(self, path: Path) -> bool:
         """A manifest with a `target` column (read from the header line only)."""
@@ -94,9 +105,7 @@ class SegmentationTask(PerTargetTask):
 
         options = settings(run)
         check_method_kind(run["method"], self.model_kind)
-        if run["method"] not in METHODS:
-            raise InputError(f"method {run['method']!r} does not take a segmentation target (a class's logits "
-                             f"summed over its pixels); use one of {', '.join(METHODS)}")
+        check_segmentation_method(run["method"])
         return prepare_targets(self.name, workspace, run, device, options, "classes", RUN_PARAMS)
 
     def explain_batch(self, prepared: Prepared, batch: Decoded, device: str) -> Tables:
