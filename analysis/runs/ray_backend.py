@@ -123,7 +123,7 @@ def run_with_ray(workspace: Workspace, run_id: str, address: str | None = None, 
     if num_workers < 1:
         raise InputError(f"num_workers must be >= 1, got {num_workers}")
     if not ray.is_initialized():  # before the claim: a wrong address leaves the run as it was
-        _init(ray, address, num_workers)
+        init_ray(ray, address, num_workers)
     with claimed(workspace, run_id, device) as run:
         workspace.update_run(run_id, stage="explaining")
         task = task_of_run(workspace, run)
@@ -157,7 +157,8 @@ def run_with_ray(workspace: Workspace, run_id: str, address: str | None = None, 
     return finish_run(workspace, run_id, progress=progress)
 
 
-def _init(ray, address: str | None, num_workers: int) -> None:
+def init_ray(ray, address: str | None, num_workers: int) -> None:
+    """Start a local instance (address None) or join the cluster at `address`; InputError with the fix."""
     if address is None:
         # Local actors must import this checkout even when it is not pip-installed.
         project_root = str(Path(__file__).resolve().parents[2])

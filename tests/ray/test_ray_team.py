@@ -18,7 +18,7 @@ import pytest
 
 import ray
 from analysis.runs.engine import Plan
-from analysis.runs.ray_backend import ShardRecorder, Written, _init
+from analysis.runs.ray_backend import ShardRecorder, Written, init_ray
 from analysis.store.workspace import Workspace
 from dashboard.launch import free_port
 from tests.runs.helpers import write_dataset, write_model
@@ -99,7 +99,7 @@ def _stop_head(head, temp: Path) -> None:
 
 def test_a_head_started_by_the_tool_listens_on_loopback_only():
     assert not ray.is_initialized()
-    _init(ray, None, 1)
+    init_ray(ray, None, 1)
     try:
         host, port = ray.get_runtime_context().gcs_address.rsplit(":", 1)
         assert host == "127.0.0.1"
