@@ -5,8 +5,9 @@ failure guard, the catalog, the progress bar and the evidence stage are the loca
 per-batch work moves to the actors: each actor prepares the run's task once (model, dataset, explainer),
 turns the batches it is handed into their tables (decode, explain, per-image retry) and writes each batch
 as an atomic shard into the workspace itself (which therefore sits on a filesystem every node mounts at the
-same path). The driver receives a few counts per shard and records it in the catalog, so its memory does
-not grow with the image count. Shard indexes follow the batch order, so a Ray run's store holds exactly
+same path); the catalog rows it needs come from the driver (`CatalogRows`), so only the driver opens
+SQLite. The driver receives a few counts per shard and records it in the catalog, so its memory does not
+grow with the image count. Shard indexes follow the batch order, so a Ray run's store holds exactly
 what a local run's store holds. A crash loses at most the batches in flight (a shard written but not yet
 recorded is written again), and `execute_run` or this function resumes.
 
@@ -48,20 +49,48 @@ class Written:
     failed: list  # skip rows of the images that raised (already in the shard's skipped table)
 
 
+class CatalogRows:
+    """The catalog rows a worker's `task.prepare` reads (run, model, dataset), sent by the driver: workers never
+    open the SQLite catalog, whose WAL index lives in shared memory that does not cross hosts."""
+
+    def __init__(self, root: str, run: dict, model: dict, dataset: dict):
+        self.root, self.run_row, self._model, self._dataset = Path(root), run, model, dataset
+
+    @classmethod
+    def of(cls, workspace: Workspace, run: dict) -> "CatalogRows":
+        return cls(str(Path(workspace.root).resolve()), run, workspace.model(run["model_id"]),
+                   workspace.dataset(run["dataset_id"]))
+
+    def model(self, model_id: str) -> dict | None:
+        return self._model if self._model["id"] == model_id else None
+
+    def dataset(self, dataset_id: str) -> dict | None:
+        return self._dataset if self._dataset["id"] == dataset_id else None
+
+    def open_dataset(self, dataset_id: str):
+        row = self.dataset(dataset_id)
+        if row is None:
+            raise InputError(f"no registered dataset with id {dataset_id}")
+        dataset = Workspace.open_dataset_at(self.root / row["path"], self.root / "datasets" / dataset_id)
+        dataset.shown_as = row["source"] or dataset.shown_as
+        return dataset
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+
 class ShardWorker:
     """A Ray actor: the run's task prepared once; explains whole batches and writes each as a shard."""
 
-    def __init__(self, workspace_root: str, run_id: str, device: str, threads: int):
+    def __init__(self, catalog: CatalogRows, device: str, threads: int):
         import torch
 
         torch.set_num_threads(threads)
-        workspace = Workspace(workspace_root)
-        run = workspace.run(run_id)
-        self.task, self.device = task_of_run(workspace, run), device
-        self.prepared = self.task.prepare(workspace, run, device)
+        run = catalog.run_row
+        self.task, self.device = task_of_run(catalog, run), device
+        self.prepared = self.task.prepare(catalog, run, device)
         self.items = {int(item.image_id): item for item in self.prepared.dataset.items}
-        self.store = RunStore(workspace.run_dir(run_id))
-        workspace.close()
+        self.store = RunStore(catalog.run_dir(run["id"]))
 
     def explain(self, index: int, image_ids: list[int]) -> Written:
         batch = decode(self.prepared.dataset, self.prepared.loaded.card, [self.items[i] for i in image_ids])
@@ -132,8 +161,8 @@ def run_with_ray(workspace: Workspace, run_id: str, address: str | None = None, 
         batches = deque((index, [int(item.image_id) for item in items])
                         for index, items in plan.batches(batch_size))
         actor = ray.remote(num_cpus=threads_per_worker, num_gpus=1 if device == "cuda" else 0)(ShardWorker)
-        root = str(Path(workspace.root).resolve())
-        workers = [actor.remote(root, run_id, device, threads_per_worker)
+        catalog = CatalogRows.of(workspace, run)
+        workers = [actor.remote(catalog, device, threads_per_worker)
                    for _ in range(min(num_workers, len(batches)))]  # none when everything is done
         recorder = ShardRecorder(workspace, run_id, plan, progress)
         try:

@@ -18,7 +18,8 @@ import pytest
 
 import ray
 from analysis.runs.engine import Plan
-from analysis.runs.ray_backend import ShardRecorder, Written, init_ray
+from analysis.runs.ray_backend import CatalogRows, ShardRecorder, ShardWorker, Written, init_ray
+from analysis.store.run_store import RunStore
 from analysis.store.workspace import Workspace
 from dashboard.launch import free_port
 from tests.runs.helpers import write_dataset, write_model
@@ -164,3 +165,22 @@ def test_undecodable_images_alone_are_recorded_at_once():
     recorder.add(Written(0, "shard-00000", 0, 4, 0, []))  # corrupt files: decode skips, not model failures
     recorder.finish()
     assert catalog.recorded == [(0, 0, 0, 4)]
+
+
+def test_a_worker_prepares_and_writes_its_shard_without_opening_the_catalog(files, tmp_path):
+    """What a worker on another node does: the driver's rows in, a shard folder out; no SQLite involved."""
+    workspace = Workspace(tmp_path / "ws")
+    run_id = workspace.create_run(workspace.resolve_model(str(files / "model" / "model.pt2")),
+                                  workspace.resolve_dataset(str(files / "data")), "gradcam", {"target": "pred"},
+                                  n=12, seed=0)
+    rows = CatalogRows.of(workspace, workspace.run(run_id))
+    workspace.close()
+    for path in (tmp_path / "ws").glob("*.sqlite*"):
+        path.rename(path.with_name("moved-" + path.name))  # any catalog access would now fail or start empty
+    worker = ShardWorker(rows, "cpu", 1)
+    written = worker.explain(3, [0, 1, 2, 5])
+    assert (written.index, written.path, written.n_rows, written.n_skipped, written.failed) == (
+        3, "shard-00003", 4, 0, [])
+    assert not (tmp_path / "ws" / "catalog.sqlite").exists()  # nothing recreated a catalog
+    shard = RunStore(tmp_path / "ws" / "runs" / run_id)
+    assert sorted(shard.images()["image_id"]) == [0, 1, 2, 5] and len(shard.maps()[0]) == 4
