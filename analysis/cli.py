@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--backend", choices=["local", "ray"], default="local",
                      help="ray: shard the sample over Ray actors (pip install .[ray])")
-    run.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
+    run.add_argument("--ray-address", help="Ray cluster to join: the head's host:port, ray://host:10001 or auto "
+                     "(default: start a local one on 127.0.0.1); token auth: RAY_AUTH_MODE=token + RAY_AUTH_TOKEN")
     run.add_argument("--workers", type=int, default=2, help="Ray actors (one model each)")
 
     runs = command("runs", cmd_runs, "list runs")
@@ -214,7 +215,7 @@ def cmd_run(args) -> int:
         from analysis.runs.ray_backend import run_with_ray
 
         final = run_with_ray(workspace, run_id, args.ray_address, args.workers, device=args.device,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, progress=not args.no_progress)
     else:
         final = execute_run(workspace, run_id, device=args.device, batch_size=args.batch_size,
                             progress=not args.no_progress)

@@ -137,7 +137,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
         params=params or {}, seed=seed, max_stages=8)}
 
     on_stage("faithfulness")
-    ids, maps = store.maps()
+    ids, maps = store.maps(batch.ids)  # the evidence sample's maps only
     if len(ids):
         where = {int(i): j for j, i in enumerate(ids)}
         rows = [r for r in range(len(batch.ids)) if int(batch.ids[r]) in where][:faithfulness_images]
@@ -184,7 +184,7 @@ def discovered_regions(batch: "Subset", store, regions: pd.DataFrame, core: torc
     can flag it."""
     import torch.nn.functional as F
 
-    ids, maps = store.maps()
+    ids, maps = store.maps(batch.ids)  # the evidence sample's maps only
     h, w = batch.inputs.shape[-2:]
     where = {int(i): j for j, i in enumerate(ids)}
     stack = np.zeros((len(batch.ids), h, w), np.float32)

@@ -199,6 +199,15 @@ class FailureGuard:
                            f"(not one bad image; nothing was recorded for them): {self.held[0]['reason']}")
 
 
+def skipped_frame(rows: list[dict], tables: Tables):
+    """A shard's skipped table: undecodable and raising images (`rows`), then the task's own skips."""
+    import pandas as pd
+
+    from analysis.runs.task import SKIPPED_COLUMNS
+
+    return pd.DataFrame(rows + tables.skipped.to_dict("records"), columns=SKIPPED_COLUMNS)
+
+
 class ShardSink:
     """Where explained batches go, for both backends: the failure guard, then one atomic shard per batch
     (written in a background thread, recorded in the catalog on this thread once complete), and progress."""
@@ -211,14 +220,9 @@ class ShardSink:
         self.writer = ShardWriter(workspace.store(run_id).write_shard)
 
     def add(self, index: int, explained: Explained) -> None:
-        import pandas as pd
-
-        from analysis.runs.task import SKIPPED_COLUMNS
-
         tables = explained.tables
         released = self.guard.admit(explained.n_explained, explained.failed)
-        skipped = pd.DataFrame(explained.decode_skipped + released + tables.skipped.to_dict("records"),
-                               columns=SKIPPED_COLUMNS)
+        skipped = skipped_frame(explained.decode_skipped + released, tables)
         self.n_done += len(tables.images)
         self.n_skipped += len(skipped)
         n_rows, n_done, n_skipped, n_items = len(tables.images), self.n_done, self.n_skipped, len(tables.images) + len(skipped)

@@ -21,11 +21,15 @@ folder, a local tracking store's folder, or a folder named in `SALIENCY_AUDIT_ML
 when every entry under it is a plain file or folder (a symlink, device or /proc file is refused). Each
 refusal comes before the first byte is copied.
 
-Results go back idempotently: the report (JSON and HTML) as artifacts under `saliency_audit/` of the version's
-run (overwritten on a new audit), the flag count and the top region lifts as metrics of that run (logged once
-per audit, keyed by the audit's run id), and tags on the version (`saliency_audit.flags`,
-`saliency_audit.run`, `saliency_audit.flagged_regions`), so the registry page shows which versions carry a
-flagged shortcut.
+Each audit goes back as its own record: a run nested under the version's run (a version registered without
+one gets a results run in experiment `saliency-audit`), named `method · dataset · n=N`, with the method, dataset
+name and hash, n, seed and run parameters as params, the report (JSON and HTML) under `saliency_audit/`, and
+metrics named `saliency_audit.<method>.*`, linked to the version's MLflow 3 LoggedModel and the dataset when
+there is one. So a second audit (another method, dataset or n) sits beside the first instead of overwriting
+it, and a team filters audits with `params.method = 'gradcam'`. The version's tags summarise the latest audit
+per method (`saliency_audit.<method>.flags`, `.flagged_regions`, `.verdict`, `.run`, `.mlflow_run`) and of any
+method (`saliency_audit.flags`, ...), so the registry page shows which versions carry a flagged shortcut.
+The record is keyed by the audit's workspace run id: a reused audit finds its finished record and logs nothing.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,32 +173,113 @@ def model_files(folder: Path, version: RegisteredVersion) -> tuple[Path, dict]:
     return candidates[0], card
 
 
-def log_results(mlflow_client, source: dict, report: dict, html: str) -> None:
-    """The audit's report, metrics and tags on the model version it audited; a second call changes nothing."""
+def log_results(mlflow_client, source: dict, report: dict, html: str) -> str:
+    """One MLflow run per audit, nested under the version's run; returns its id. A second call with the same
+    audit finds that run finished and logs nothing (reused audits do not append metric history)."""
     name, version = source["name"], str(source["version"])
-    audit_id = report["run"]["id"]
+    found = mlflow_client.get_model_version(name, version)
+    parent = source.get("run_id") or _results_run(mlflow_client, name, version)
+    audit = _audit_record(report)
+    record = _find_record(mlflow_client, parent, audit["id"])
+    if record is not None and record.info.status == "FINISHED":
+        return record.info.run_id
+    if record is None:
+        record = mlflow_client.create_run(
+            mlflow_client.get_run(parent).info.experiment_id, run_name=audit["name"],
+            tags={"mlflow.parentRunId": parent, AUDIT_TAG: audit["id"], "saliency_audit.model": source["uri"],
+                  **({"saliency_audit.verdict": audit["verdict"]} if audit["verdict"] else {})})
+    record_id = record.info.run_id
+    model_id = _logged_model_id(found)
+    _log_record(mlflow_client, record_id, audit, report, html, model_id, set(record.data.metrics))
+    mlflow_client.set_terminated(record_id)
+    for key, value in _version_tags(audit, record_id).items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+    return record_id
+
+
+AUDIT_TAG = "saliency_audit.audit_id"
+
+
+def _audit_record(report: dict) -> dict:
+    """What names, keys and summarises one audit: from the report, as the lead's report dict holds it today."""
+    run = report["run"]
+    dataset = run.get("dataset") or {}
+    method = str(run.get("method") or "unknown")
     flags = report.get("flags", [])
-    run_id = source.get("run_id") or _results_run(mlflow_client, name, version)
+    n = int(run.get("n_images") or report.get("metrics", {}).get("n_images") or 0)
+    verdict = (report.get("verdict") or {}).get("status") if isinstance(report.get("verdict"), dict) else None
+    return {"id": run["id"], "method": method, "n": n, "seed": run.get("seed"),
+            "dataset": dataset.get("name") or "dataset", "dataset_hash": dataset.get("sha256") or "",
+            "name": f"{method} · {dataset.get('name') or 'dataset'} · n={n}", "flags": flags,
+            "flagged": ",".join(sorted({str(f.get("region")) for f in flags})) or "none", "verdict": verdict}
+
+
+def _logged_model_id(found) -> str | None:
+    """The version's MLflow 3 LoggedModel: `model_id` where the registry keeps it, else its `models:/m-...` source
+    (what `mlflow.register_model(model_info.model_uri, ...)` and `log_model(registered_model_name=)` record)."""
+    match = re.match(r"^models:/(m-[0-9a-f]+)/?$", str(getattr(found, "source", "") or ""))
+    return getattr(found, "model_id", None) or (match[1] if match else None)
+
+
+def _find_record(mlflow_client, parent: str, audit_id: str):
+    """The run already holding this audit under `parent`, or None."""
+    experiment = mlflow_client.get_run(parent).info.experiment_id
+    runs = mlflow_client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{parent}' and tags.`{AUDIT_TAG}` = '{audit_id}'", max_results=1)
+    return runs[0] if runs else None
+
+
+def _log_record(mlflow_client, run_id: str, audit: dict, report: dict, html: str, model_id: str | None,
+                already: set) -> None:
+    """Params, dataset input, report artifacts and metrics of one audit run. Metrics carry the method in their
+    names, the audited dataset, and the version's LoggedModel so its page lists them."""
+    from mlflow.entities import Dataset, DatasetInput, LoggedModelInput, Metric, Param
+
+    params = {"method": audit["method"], "dataset": audit["dataset"], "dataset_hash": audit["dataset_hash"],
+              "n": str(audit["n"]), "seed": str(audit["seed"]), "audit_id": audit["id"],
+              **{f"param.{k}": json.dumps(v) if not isinstance(v, str) else v
+                 for k, v in sorted((report["run"].get("params") or {}).items())}}
+    digest = audit["dataset_hash"][:16] or None  # MLflow keeps dataset digests short
+    dataset_name = audit["dataset"] if digest else None
+    mlflow_client.log_inputs(
+        run_id, datasets=[DatasetInput(Dataset(audit["dataset"], digest, "local", json.dumps(
+            {"sha256": audit["dataset_hash"]})))] if digest else None,
+        models=[LoggedModelInput(model_id)] if model_id else None)
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0, model_id=model_id, dataset_name=dataset_name, dataset_digest=digest)
+               for key, value in _metrics(audit, report).items() if key not in already]
+    mlflow_client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     with tempfile.TemporaryDirectory(prefix="saliency-audit-") as tmp:
         folder = Path(tmp) / "saliency_audit"
         folder.mkdir()
         (folder / "report.json").write_text(json.dumps(report, indent=1, default=str))
         (folder / "report.html").write_text(html)
         mlflow_client.log_artifacts(run_id, str(folder), "saliency_audit")
-    current = mlflow_client.get_model_version(name, version).tags
-    if current.get("saliency_audit.run") != audit_id:  # metrics once per audit: re-runs do not append history
-        metrics = {"saliency_audit.flags": float(len(flags))}
-        for row in report.get("regions", []):
-            if row.get("class") is None and row.get("group") is None and row.get("lift") is not None \
-                    and row.get("role") != "core":
-                metrics[f"saliency_audit.lift.{_metric_name(row['region'])}"] = float(row["lift"])
-        for key, value in metrics.items():
-            mlflow_client.log_metric(run_id, key, value)
-    tags = {"saliency_audit.flags": str(len(flags)), "saliency_audit.run": audit_id,
-            "saliency_audit.flagged_regions": ",".join(sorted({str(f.get("region")) for f in flags})) or "none",
-            "saliency_audit.method": report["run"].get("method", "")}
-    for key, value in tags.items():
-        mlflow_client.set_model_version_tag(name, version, key, value)
+
+
+def _metrics(audit: dict, report: dict) -> dict[str, float]:
+    """`saliency_audit.<method>.flags`, `.accuracy` and `.lift.<region>` (overall rows, non-core regions)."""
+    prefix = f"saliency_audit.{_metric_name(audit['method'])}"
+    metrics = {f"{prefix}.flags": float(len(audit["flags"]))}
+    accuracy = (report.get("metrics") or {}).get("accuracy")
+    if isinstance(accuracy, (int, float)):
+        metrics[f"{prefix}.accuracy"] = float(accuracy)
+    for row in report.get("regions", []):
+        if row.get("class") is None and row.get("group") is None and row.get("lift") is not None \
+                and row.get("role") != "core":
+            metrics[f"{prefix}.lift.{_metric_name(row['region'])}"] = float(row["lift"])
+    return metrics
+
+
+def _version_tags(audit: dict, record_id: str) -> dict[str, str]:
+    """The latest audit per method (`saliency_audit.<method>.*`) and the latest audit of any method."""
+    summary = {"flags": str(len(audit["flags"])), "flagged_regions": audit["flagged"], "run": audit["id"],
+               "mlflow_run": record_id, "dataset": audit["dataset"], "n": str(audit["n"])}
+    if audit["verdict"]:
+        summary["verdict"] = audit["verdict"]
+    method = _metric_name(audit["method"])
+    return {**{f"saliency_audit.{method}.{k}": v for k, v in summary.items()},
+            **{f"saliency_audit.{k}": v for k, v in summary.items()}, "saliency_audit.method": audit["method"]}
 
 
 def max_download_bytes(max_bytes: int | None = None) -> int:

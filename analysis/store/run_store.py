@@ -139,14 +139,18 @@ class RunStore:
     def skipped(self) -> pd.DataFrame:
         return self.table("skipped", SKIPPED_COLUMNS)
 
-    def maps(self) -> tuple[np.ndarray, np.ndarray]:
-        """(image_ids, float16 maps (N, h, w)) over all recorded shards."""
+    def maps(self, image_ids=None) -> tuple[np.ndarray, np.ndarray]:
+        """(image_ids, float16 maps (N, h, w)) over all recorded shards; only those of `image_ids` when given,
+        so a sample's maps cost the sample's memory, not the run's (8 KiB an image at 64x64)."""
+        wanted = None if image_ids is None else np.asarray(image_ids, dtype=np.int64)
         ids, maps = [], []
         for d in self.shard_dirs():
             with np.load(d / "maps.npz") as data:
-                if len(data["image_ids"]):
-                    ids.append(data["image_ids"])
-                    maps.append(data["maps"])
+                shard_ids = data["image_ids"]
+                keep = slice(None) if wanted is None else np.isin(shard_ids, wanted)
+                if len(shard_ids) and (wanted is None or keep.any()):
+                    ids.append(shard_ids[keep])
+                    maps.append(data["maps"][keep])
         if not ids:
             return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float16)
         return np.concatenate(ids), np.concatenate(maps)

@@ -77,13 +77,16 @@ def test_flags_and_report_are_on_each_version(registry, compared):
         report = cached_report(run_id, ws)
         assert version.tags["saliency_audit.run"] == run_id
         assert version.tags["saliency_audit.flags"] == str(len(report["flags"]))
-        artifacts = {a.path for a in client.list_artifacts(version.run_id, "saliency_audit")}
+        record = version.tags["saliency_audit.mlflow_run"]  # the audit's own run, nested under the version's
+        assert client.get_run(record).data.tags["mlflow.parentRunId"] == version.run_id
+        artifacts = {a.path for a in client.list_artifacts(record, "saliency_audit")}
         assert artifacts == {"saliency_audit/report.json", "saliency_audit/report.html"}
         logged = json.loads(open(mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path="saliency_audit/report.json",
+            run_id=record, artifact_path="saliency_audit/report.json",
             tracking_uri=client.tracking_uri)).read())
         assert logged["run"]["id"] == run_id and logged["flags"] == report["flags"]
-        assert client.get_run(version.run_id).data.metrics["saliency_audit.flags"] == len(report["flags"])
+        method = report["run"]["method"]
+        assert client.get_run(record).data.metrics[f"saliency_audit.{method}.flags"] == len(report["flags"])
     v1, v3 = client.get_model_version("cage", "1"), client.get_model_version("cage", "3")
     assert int(v1.tags["saliency_audit.flags"]) >= 1 and "cage" in v1.tags["saliency_audit.flagged_regions"]
     assert v3.tags["saliency_audit.flags"] == "0" and v3.tags["saliency_audit.flagged_regions"] == "none"
@@ -98,7 +101,10 @@ def test_auditing_again_duplicates_nothing(registry, compared, cage_data, capsys
     assert json.loads(out)["run_ids"] == result["run_ids"]  # the audits are reused, not redone
     assert "auditing" not in err
     version = client.get_model_version("cage", "1")
-    assert len(client.get_metric_history(version.run_id, "saliency_audit.flags")) == 1
+    record = version.tags["saliency_audit.mlflow_run"]
+    assert len(client.get_metric_history(record, f"saliency_audit.{version.tags['saliency_audit.method']}.flags")) == 1
+    experiment = client.get_run(version.run_id).info.experiment_id
+    assert len(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{version.run_id}'")) == 1
 
 
 def test_run_takes_an_alias_and_reuses_the_registered_model(registry, compared, cage_data, capsys):

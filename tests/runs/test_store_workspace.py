@@ -196,3 +196,18 @@ def test_second_registration_reads_no_file_and_a_changed_file_is_rehashed(tmp_pa
     # the workspace's own copy was recorded with its source's hashes: its content hash cost no reads
     copy = Path(ws.dataset(changed)["abspath"])
     assert len(list(copy.rglob("*.png"))) == 12 and reads == [image.absolute()]
+
+
+def test_maps_of_some_images_reads_only_theirs(tmp_path):
+    """The evidence stage asks for its sample's maps: the same rows as the full read, nothing else held."""
+    store = RunStore(tmp_path / "run")  # no catalog: every shard folder counts
+    first = pool_maps(torch.rand(2, 16, 16))
+    second = pool_maps(torch.rand(1, 16, 16))
+    store.write_shard(0, *_frames([3, 1]), first)
+    store.write_shard(1, *_frames([5]), second)
+    ids, maps = store.maps([5, 3, 99])
+    assert ids.tolist() == [3, 5] and np.array_equal(maps, np.concatenate([first[:1], second]))
+    all_ids, all_maps = store.maps()
+    assert all_ids.tolist() == [3, 1, 5] and np.array_equal(all_maps[[0, 2]], maps)
+    none_ids, none_maps = store.maps([99])
+    assert len(none_ids) == 0 and len(none_maps) == 0
