@@ -201,17 +201,20 @@ AUDIT_TAG = "saliency_audit.audit_id"
 
 
 def _audit_record(report: dict) -> dict:
-    """What names, keys and summarises one audit: from the report, as the lead's report dict holds it today."""
-    run = report["run"]
+    """What names, keys and summarises one audit, read through the report's typed records
+    (`analysis.report.records.Report`: its findings and its verdict)."""
+    from analysis.report.records import Report
+
+    typed = Report.from_json(report)
+    run = typed.run
     dataset = run.get("dataset") or {}
     method = str(run.get("method") or "unknown")
-    flags = report.get("flags", [])
-    n = int(run.get("n_images") or report.get("metrics", {}).get("n_images") or 0)
-    verdict = (report.get("verdict") or {}).get("status") if isinstance(report.get("verdict"), dict) else None
+    n = int(run.get("n_images") or (report.get("metrics") or {}).get("n_images") or 0)
     return {"id": run["id"], "method": method, "n": n, "seed": run.get("seed"),
             "dataset": dataset.get("name") or "dataset", "dataset_hash": dataset.get("sha256") or "",
-            "name": f"{method} · {dataset.get('name') or 'dataset'} · n={n}", "flags": flags,
-            "flagged": ",".join(sorted({str(f.get("region")) for f in flags})) or "none", "verdict": verdict}
+            "name": f"{method} · {dataset.get('name') or 'dataset'} · n={n}", "flags": typed.findings,
+            "flagged": ",".join(sorted({f.subject for f in typed.findings})) or "none",
+            "verdict": typed.verdict.status if typed.verdict else None}
 
 
 def _logged_model_id(found) -> str | None:
