@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out")
 
     compare = command("compare", cmd_compare, "compare runs (model versions)")
-    compare.add_argument("runs", nargs="*", help="run ids, oldest version first")
+    compare.add_argument("runs", nargs="*", help="run ids (compared in their models' version order, oldest first)")
     compare.add_argument("--registered", metavar="NAME",
                          help="an MLflow registered model: audit (or reuse the audits of) every version, in order")
     compare.add_argument("--data", help="with --registered: the dataset to audit each version on")
@@ -228,7 +228,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from analysis.report.build import cached_report
+    from analysis.report.compare import with_flags
     from analysis.report.html import render_comparison_page
+    from analysis.report.version_order import in_version_order
     from analysis.runs.tasks import task_of_run
 
     workspace = _workspace(args)
@@ -238,20 +241,24 @@ def cmd_compare(args) -> int:
         run_ids, labels = _registered_runs(workspace, args)
     else:
         if len(args.runs) < 1:
-            raise InputError("compare needs run ids (oldest version first) or --registered NAME")
+            raise InputError("compare needs run ids or --registered NAME")
         run_ids, labels = args.runs, None
     runs = [workspace.run(run_id) for run_id in run_ids]  # InputError for an unknown id
+    label_of = dict(zip(run_ids, labels or [None] * len(run_ids)))
+    runs = in_version_order(runs)  # v1, v2, ..., v10 whatever order they were given in
+    labels = [label_of[run["id"]] for run in runs] if labels else None
     tasks = [task_of_run(workspace, run) for run in runs]
     if len({task.name for task in tasks}) > 1:
         by_task = {task.name: [run["id"] for run, t in zip(runs, tasks) if t.name == task.name] for task in tasks}
         kinds = "; ".join(f"{', '.join(ids)} audit {name} models" for name, ids in by_task.items())
         raise InputError(f"compare runs of one task: {kinds}; compare each task separately")
     if len(set(run_ids)) < len(run_ids):
-        raise InputError("compare: a run is given twice; give each run once, oldest version first")
+        raise InputError("compare: a run is given twice; give each run once")
     names = labels or [run["name"] or run["id"] for run in runs]
     if len(set(names)) < len(names):  # two runs with one name: tell them apart by id
         names = [f"{name} ({run['id']})" for name, run in zip(names, runs)]
     result = tasks[0].compare([workspace.store(run["id"]) for run in runs], names)
+    result = with_flags(result, [cached_report(run["id"], workspace) for run in runs])
     if args.format == "html":
         _emit(render_comparison_page(result), args.out)
     else:

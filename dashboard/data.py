@@ -331,16 +331,37 @@ def engine_function(module: str, name: str):
         return None
 
 
+def in_version_order(run_ids: list[str]) -> list[str]:
+    """`run_ids` ordered by their model's version, oldest first (`analysis.report.version_order`)."""
+    from analysis.report.version_order import in_version_order as ordered
+
+    rows = {r["id"]: r for r in ws().runs()}
+    return [r["id"] for r in ordered(rows[i] for i in run_ids if i in rows)]
+
+
+def same_series(run_ids: list[str], dataset_id: str) -> list[str]:
+    """The audits on `dataset_id` of the models and explainers of `run_ids`, in version order."""
+    from analysis.report.version_order import same_series as matching
+
+    rows = ws().runs()
+    chosen = [r for r in rows if r["id"] in set(run_ids)]
+    return [r["id"] for r in matching(chosen, [r for r in rows if r["dataset_id"] == dataset_id
+                                                and r["status"] == "done"])]
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...],
                task: str = "classification") -> dict | None:
-    """The task's comparison (`Task.compare`: per-region numbers per run, accuracy or recall, a summary);
-    None if this engine cannot compare runs of that task."""
+    """The task's comparison (`Task.compare`: per-region numbers per run, accuracy or recall, a summary), with
+    the versions each run's report flags (`analysis.report.compare.with_flags`); None if this engine cannot
+    compare runs of that task."""
+    from analysis.report.compare import with_flags
     from analysis.runs.tasks import TASKS
 
     if task not in TASKS:
         return None
-    return TASKS[task].compare([_store(r) for r in run_ids], list(names))
+    result = TASKS[task].compare([_store(r) for r in run_ids], list(names))
+    return with_flags(result, [report(r, v) for r, v in zip(run_ids, versions)])
 
 
 def discovered_by_version(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...]) -> dict:

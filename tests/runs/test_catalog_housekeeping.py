@@ -173,3 +173,21 @@ def test_the_worker_starts_from_the_checkout_root():
     from analysis.store.jobs import PROJECT_ROOT
 
     assert (PROJECT_ROOT / "analysis" / "cli.py").is_file()
+
+
+def test_cli_compare_orders_by_version_and_names_the_flagged_ones(planted, capsys, monkeypatch):
+    """Given newest first, and with v10 audited before v9, `compare` still reads v9 -> v10 (natural sort)."""
+    from analysis.cli import main
+
+    ws, ids = planted
+    first, second = ids["runs"]  # planted v1 looks at the cage (flagged), v2 does not
+    ws.rename_model(ws.run(first)["model_id"], "pets-net", "v9")
+    ws.rename_model(ws.run(second)["model_id"], "pets-net", "v10")
+    ws.rename_run(first, "older")
+    ws.rename_run(second, "newer")
+    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(ws.root))
+    assert main(["compare", second, first]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["runs"] == ["older", "newer"] and result["run_ids"] == [first, second]
+    assert result["flagged"] == {"older": ["cage"], "newer": []}
+    assert result["summary"].endswith("flagged: older (cage); no flag: newer")
