@@ -126,6 +126,7 @@ def demo_options(parser: argparse.ArgumentParser) -> None:
 
 # -- commands -----------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
+    from analysis.report.labels import model_label
     from analysis.runs.engine import execute_run
     from analysis.runs.tasks import check_method, task_of_model
 
@@ -144,7 +145,17 @@ def cmd_run(args) -> int:
         params.update(_parse_params(args.param))
         if args.n <= 0:
             raise InputError(f"--n {args.n}: the sample size must be a positive number of images")
+        card = _checked_card(workspace, args.model, args.card)  # a model file's card, before anything is copied
+        if card is not None:
+            task = task_of_model({"card": card})
+            check_method(args.method or task.default_method, task.name)
+            task.new_run_params(dict(params))
+        known = {model["id"] for model in workspace.models()}
         model_id = _resolve_model(workspace, args.model, args.card, args.mlflow_uri)
+        if model_id in known:  # the same content again: its registered name and version stay
+            model = workspace.model(model_id)
+            print(f"using the registered model {model_label(model['name'], model.get('version'))} ({model_id})",
+                  file=sys.stderr)
         task = task_of_model(workspace.model(model_id))  # InputError for a task this version does not run
         method = args.method or task.default_method
         check_method(method, task.name)
@@ -163,6 +174,22 @@ def cmd_run(args) -> int:
     _write_back(workspace, run_id)
     print(run_id)
     return EXIT_OK
+
+
+def _checked_card(workspace, model: str, card: str | None) -> dict | None:
+    """The card of a model file not registered yet, checked against the card schema (its ignored fields named
+    on stderr, with the card file given); None for a registered id, a registry URI or a model folder."""
+    from analysis.store import mlflow_registry
+
+    path = Path(model)
+    if workspace.model(str(model)) is not None or mlflow_registry.is_registry_uri(model) or not path.is_file():
+        return None
+    from explainers.model_files import hf_folder_in_zip
+
+    if hf_folder_in_zip(path) is not None:
+        return None
+    return workspace.model_card(path, card, on_warning=lambda line: print(f"saliency-audit: warning: {line}",
+                                                                          file=sys.stderr))[1]
 
 
 def _resolve_model(workspace, model: str, card: str | None, mlflow_uri: str | None) -> str:

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from explainers.card import ModelCard, card_warnings
 from explainers.errors import InputError
 from explainers.model_files import (companion_files, embedded_card, file_sha256, hf_folder_in_zip, sniff_format,
                                      tree_sha256)
@@ -211,32 +212,31 @@ class Workspace:
 
     # -- models ---------------------------------------------------------------------------------------
     def register_model(self, path: str | os.PathLike, card_path: str | os.PathLike | None = None, *,
-                       name: str | None = None, version: str | None = None) -> str:
+                       name: str | None = None, version: str | None = None, on_warning=None) -> str:
         """Copy a model file (and its card, as `model.json` beside it) in; same content -> same id.
 
         `name` (else the card's `name`, else the file's own name) and `version` (else the card's) are what
-        every page, export and listing shows; registering the same content again with a name renames it."""
+        every page, export and listing shows; registering the same content again renames it only when `name`
+        or `version` is given (a name a person gave is never replaced by a file's). The card is checked
+        against the one schema (`explainers.card`) before anything is copied; `on_warning(line)` hears of the
+        fields it ignores."""
         path = Path(path)
         if path.is_dir() or (path.is_file() and hf_folder_in_zip(path) is not None):
             return self._register_model_folder(path, card_path, name=name, version=version)
         if not path.is_file():
             raise InputError(f"model file not found: {path}; pass --model PATH to a .pt2/.pt/.safetensors/.ts file")
-        card_file = Path(card_path) if card_path else _card_beside(path)
-        card = embedded_card(path) if card_file is None else None  # a YOLO ONNX export names classes and size
-        if card is None and (card_file is None or not card_file.is_file()):
-            raise InputError(f"no model card for {path}: put model.json beside it or pass --card PATH")
-        try:
-            card = card if card is not None else json.loads(card_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
+        card_file, card = self.model_card(path, card_path, on_warning)
         fmt = sniff_format(path)  # InputError for a file that is no model, before anything is copied
         hashes = HashCache(self, under=[path])
         sha = hashes(path)
         hashes.flush()
         companions = companion_files(path, fmt)  # an ONNX model's external weight files, checked
         identity = sha + "".join(file_sha256(c) for c in companions)
+        given = (name, version)
         model_id, name, version = _model_identity(identity, card, path, name, version)
-        if (existing := self._known_model(model_id, name, version)) is not None:
+        if not companions:  # the same file and card, named elsewhere (an ONNX model's weights: by identity only)
+            model_id = self._twin_model(sha, card) or model_id
+        if (existing := self._known_model(model_id, *given)) is not None:
             return existing
         dest_dir = self.root / "models" / model_id
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -250,12 +250,44 @@ class Workspace:
         (dest_dir / "model.json").write_text(json.dumps(card, indent=1))
         return self._insert_model(model_id, name, dest, sha, card, fmt, version)
 
-    def _known_model(self, model_id: str, name: str, version: str) -> str | None:
-        """The id of an already registered model (renamed when given another name or version), else None."""
+    def model_card(self, path: Path, card_path: str | os.PathLike | None = None, on_warning=None) -> tuple:
+        """(the card file, the card as a dict) of a model file: `card_path`, else the card beside the file, else
+        one embedded in it; checked against the card schema, errors naming the card file the user gave."""
+        card_file = Path(card_path) if card_path else _card_beside(path)
+        card = embedded_card(path) if card_file is None else None  # a YOLO ONNX export names classes and size
+        if card is None and (card_file is None or not card_file.is_file()):
+            raise InputError(f"no model card for {path}: put model.json beside it or pass --card PATH")
+        try:
+            card = card if card is not None else json.loads(card_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
+        source = card_file if card_file is not None else f"{path.name} (its embedded card)"
+        ModelCard.from_dict(card, source=source)
+        for line in card_warnings(card, source) if on_warning is not None else []:
+            on_warning(line)
+        return card_file, card
+
+    def _twin_model(self, sha: str, card: dict) -> str | None:
+        """A registered model with these bytes whose card says the same about the model (task, classes, size,
+        normalisation, layer, architecture) and differs at most in name, version, description or ignored fields:
+        the Upload form's card and the file's own card for one model file are one model."""
+        same = _card_meaning(card)
+        for row in self._conn.execute("SELECT id, card FROM models WHERE sha256=? ORDER BY created", (sha,)):
+            try:
+                if _card_meaning(json.loads(row["card"])) == same:
+                    return row["id"]
+            except InputError:
+                continue
+        return None
+
+    def _known_model(self, model_id: str, name: str | None, version: str | None) -> str | None:
+        """The id of an already registered model, else None; renamed only to a `name` / `version` given here."""
         if (existing := self.model(model_id)) is None:
             return None
-        if name != existing["name"] or (version and version != existing.get("version")):
-            self.rename_model(model_id, name, version or existing.get("version"))
+        name = (name or "").strip() or existing["name"]
+        version = (str(version).strip() if version is not None else "") or existing.get("version")
+        if name != existing["name"] or version != existing.get("version"):
+            self.rename_model(model_id, name, version)
         return existing["id"]
 
     def _insert_model(self, model_id: str, name: str, dest: Path, sha: str, card: dict, fmt: str,
@@ -291,10 +323,12 @@ class Workspace:
                 except (OSError, json.JSONDecodeError) as exc:
                     raise InputError(f"model card {card_path} is not valid JSON ({exc}); fix the file") from exc
             card = hf_card_dict(folder, override)
+            ModelCard.from_dict(card, source=Path(card_path) if card_path else f"{path.name} (its config.json)")
             sha = tree_sha256(folder)
             shown = folder if folder != unpacked else path.with_suffix("")
+            given = (name, version)
             model_id, name, version = _model_identity(sha, card, shown, name, version)
-            if (existing := self._known_model(model_id, name, version)) is not None:
+            if (existing := self._known_model(model_id, *given)) is not None:
                 return existing
             dest_dir = self.root / "models" / model_id
             dest_dir.mkdir(parents=True, exist_ok=True)
@@ -624,6 +658,12 @@ def _model_identity(content_sha: str, card: dict, shown: Path, name: str | None,
     name = (name or "").strip() or _model_name(shown, card)
     version = (str(version).strip() if version is not None else "") or _card_version(card)
     return model_id, name, version
+
+
+def _card_meaning(card: dict) -> dict:
+    """What a card says about the model itself: the schema's reading, without the names shown."""
+    meaning = ModelCard.from_dict(card).to_dict()
+    return {k: v for k, v in meaning.items() if k not in ("name", "version", "description")}
 
 
 def _model_name(path: Path, card: dict) -> str:

@@ -27,9 +27,12 @@ def test_a_staged_file_named_model_takes_the_name_given_never_its_temp_folder(tm
     model_id = ws.register_model(staged, card, name="cage-net", version="v1")
     row = ws.model(model_id)
     assert (row["name"], row["version"]) == ("cage-net", "v1")
-    # The card's own name and version are the defaults.
+    # The same file again with a card that names it otherwise: the name a person gave stays.
     card.write_text(json.dumps({**json.loads(card.read_text()), "name": "carded", "version": 3}))
-    other = ws.model(ws.register_model(staged, card))
+    assert ws.register_model(staged, card) == model_id and ws.model(model_id)["name"] == "cage-net"
+    # The card's own name and version are the defaults of a model registered without one.
+    other_file = write_model(tmp_path / "other")
+    other = ws.model(ws.register_model(other_file, card))
     assert (other["name"], other["version"]) == ("carded", "3")
     assert model_label(other["name"], other["version"]) == "carded v3"  # a bare number reads as a version
     assert model_label("net-v2", "v2") == "net-v2"
