@@ -333,8 +333,10 @@ def cmd_check(args) -> int:
     report = cached_report(args.run, _workspace(args))
     flags = report.get("flags", [])
     for flag in flags:
+        lift = flag.get("lift")
+        lift = f"{lift:.2f}" if isinstance(lift, (int, float)) and math.isfinite(lift) else "not measured"
         print(f"{flag.get('severity', '?')}: {flag.get('kind', 'shortcut')} on region {flag.get('region')!r}"
-              f"{' (class ' + str(flag['class']) + ')' if flag.get('class') else ''}, lift {flag.get('lift')}")
+              f"{' (class ' + str(flag['class']) + ')' if flag.get('class') else ''}, lift {lift}")
     if not flags:
         print("no shortcut flagged")
     return EXIT_FLAGGED if flags and args.fail_on_flags else EXIT_OK

@@ -42,7 +42,13 @@ def ws():
 
 
 def _frame(rows: Any) -> pd.DataFrame:
-    return pd.DataFrame([dict(row) if not isinstance(row, dict) else row for row in rows])
+    """Catalog rows as a frame whose text columns keep None for "nothing" (pandas would make it NaN, which is
+    true in `if run.get("error")` and reads "nan" on a page); numeric columns stay numeric."""
+    frame = pd.DataFrame([dict(row) if not isinstance(row, dict) else row for row in rows])
+    for column in frame.columns:
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column].dtype):
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
 
 
 # --- catalog ------------------------------------------------------------------------------------------

@@ -170,7 +170,8 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
         else:
             st.caption("D-RISE recomputed for the same detections while the detector's layers are re-initialised "
                        "from the output side: maps that stay similar would not be reading the detector.")
-            st.dataframe(sanity, hide_index=True, width="stretch")
+            st.dataframe(sanity, hide_index=True, width="stretch",
+                         column_config={"criterion": st.column_config.TextColumn("criterion", width=620)})
 
     with tab_classes:
         rows = class_mass_rows(report)

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS labels (
   PRIMARY KEY (dataset_id, region));
 """
 # Columns added after the first release: (table, column, type). Older catalogs gain them on open.
+UPLOADS = "uploads"  # the dashboard stages uploaded files here until they pass the checks
 ADDED_COLUMNS = (("models", "version", "TEXT"), ("runs", "stage", "TEXT"))
 LABEL_VERDICTS = ("shortcut", "legitimate")
 ACTIVE_STATUSES = ("pending", "running")
@@ -439,8 +440,17 @@ class Workspace:
         if row is None:
             raise InputError(f"no registered dataset with id {dataset_id}")
         dataset = self.open_dataset_at(self.root / row["path"], self.root / "datasets" / dataset_id)
-        dataset.shown_as = row["source"] or dataset.shown_as
+        dataset.shown_as = self._shown_source(row) or dataset.shown_as
         return dataset
+
+    def _shown_source(self, row: dict) -> str | None:
+        """How messages name a registered dataset: the path the user gave, but its name when that path was a
+        staging copy of an upload (`<workspace>/uploads/tmpXXXX/...`, gone once registered)."""
+        source = row.get("source")
+        uploads = (self.root / UPLOADS).resolve()
+        if source and (uploads == Path(source).resolve() or uploads in Path(source).resolve().parents):
+            return row["name"]
+        return source
 
     def dataset(self, dataset_id: str) -> dict | None:
         row = self._one("SELECT d.*, s.source FROM datasets d LEFT JOIN dataset_sources s ON s.dataset_id = d.id "

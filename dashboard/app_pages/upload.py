@@ -113,7 +113,7 @@ if model_file is not None and model_file.name.lower().endswith(".onnx"):
 card_file = st.file_uploader("Model card (model.json), optional: it fills the form below",
                              type=["json"], key="upload_card", on_change=fill_form_from_card)
 field_error("card")
-for line in st.session_state.get(CARD_WARNINGS) or [] if card_file is not None else []:
+for line in (st.session_state.get(CARD_WARNINGS) or []) if card_file is not None else []:
     st.warning(views.plain(line))
 n1, n2 = st.columns([3, 1])
 default_name = views.default_model_name(model_file.name if model_file is not None else None)
@@ -221,6 +221,8 @@ if st.button("Check and register the model", type="primary", key="register_model
             except InputError as exc:
                 errors["model"] = str(exc)
             else:
+                st.session_state[state.UPLOADED_MODELS] = [m for m in st.session_state[state.UPLOADED_MODELS]
+                                                           if m != model_id] + [model_id]  # New audit starts on it
                 st.session_state[REGISTERED] = (f"Registered model {data.model_name(model_id)} ({result['format']}, "
                                                 f"{len(result['layers'])} spatial layers).")
     elif not errors:
@@ -258,6 +260,8 @@ if st.button("Check and register the dataset", type="primary", key="register_dat
     except InputError as exc:
         errors["dataset"] = str(exc)
     else:
+        st.session_state[state.UPLOADED_DATASETS] = [d for d in st.session_state[state.UPLOADED_DATASETS]
+                                                     if d != dataset_id] + [dataset_id]
         st.session_state[DATASET_RESULT] = (data.dataset_name(dataset_id), size, unreadable)
 field_error("dataset")
 dataset_result = st.session_state.pop(DATASET_RESULT, None)  # said once, as the model's

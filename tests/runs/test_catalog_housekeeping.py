@@ -1,5 +1,6 @@
 """Names, versions, rename, delete and human labels in the catalog; labels re-checked on a report."""
 import json
+import re
 import sqlite3
 
 import pytest
@@ -194,3 +195,14 @@ def test_cli_compare_orders_by_version_and_names_the_flagged_ones(planted, capsy
     assert result["runs"] == ["older", "newer"] and result["run_ids"] == [first, second]
     assert result["flagged"] == {"older": ["cage"], "newer": []}
     assert result["summary"].endswith("flagged: older (cage); no flag: newer")
+
+
+def test_cli_check_prints_the_lift_rounded(planted, capsys, monkeypatch):
+    from analysis.cli import main
+
+    ws, ids = planted
+    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(ws.root))
+    assert main(["check", ids["runs"][0], "--fail-on-flags"]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(re.search(r", lift (\d+\.\d\d|not measured)$", line) for line in lines), lines
+    assert any("on region 'cage'" in line and "lift 5.6" in line for line in lines), lines
