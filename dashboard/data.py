@@ -3,13 +3,12 @@
 Pages never compute: every number comes from an `analysis` function called here. Caching follows the
 run store's immutability: a run's tables only change when a shard is added, so `st.cache_data` is keyed by
 (run id, number of complete shards) and a finished run is read once.
-No model file is ever loaded here: layer listing runs `analysis.inspect_model` in a subprocess.
+No model file is ever loaded here: layer listing runs `analysis.inspect_model` in a child of the warm checker
+process (`analysis.warm_inspector`).
 """
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -430,23 +429,24 @@ def resume_demo() -> int:
     return start_build(state.workspace_root(), status.get("arguments") or [])
 
 
-def inspect_model(model_path: Path, card_path: Path | None, timeout: float = 120) -> dict:
-    """Layers and format of a model file, found by a subprocess (the model is never loaded in this one).
+@st.cache_resource
+def _inspector():
+    """One warm model checker per dashboard process (`analysis.warm_inspector`): torch imported once."""
+    from analysis.warm_inspector import WarmInspector
 
-    Returns `{"layers": [...], "target_layer": ..., "format": ...}` or `{"error": "<one line>"}`.
-    """
-    command = [sys.executable, "-m", "analysis.inspect_model", str(model_path), "--format", "json"]
-    if card_path is not None:
-        command += ["--card", str(card_path)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              cwd=Path(__file__).resolve().parent.parent)
-    except subprocess.TimeoutExpired:
-        return {"error": f"inspecting the model took longer than {timeout:.0f} s"}
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        return {"error": lines[-1] if lines else f"inspection failed (exit code {done.returncode})"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return WarmInspector()
+
+
+def warm_model_check() -> None:
+    """Start the model checker's imports now (the Upload page opens), so the first check does not wait for them."""
+    _inspector().start()
+
+
+def inspect_model(model_path: Path, card_path: Path | None, timeout: float = 120) -> dict:
+    """Layers and format of a model file, found in a child of the warm checker process (the model is never
+    loaded in this one). Returns `{"layers": [...], "target_layer": ..., "format": ...}` or
+    `{"error": "<one line>"}`."""
+    return _inspector().inspect(model_path, card_path, timeout)
 
 
 # --- display helpers backed by the engine -------------------------------------------------------------

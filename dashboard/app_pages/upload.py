@@ -20,6 +20,7 @@ CONFIRM_DELETE, MANAGE_MESSAGE = "manage_confirm_delete", "manage_message"  # ke
 IMAGENET_MEAN, IMAGENET_STD = "0.485, 0.456, 0.406", "0.229, 0.224, 0.225"
 
 st.title("Upload")
+data.warm_model_check()  # the checker imports torch now, while the files are being chosen
 st.caption(f"Files up to {st.get_option('server.maxUploadSize')} MB each (`server.maxUploadSize` in "
            "dashboard/.streamlit/config.toml). A larger dataset need not pass through the browser: "
            "`saliency-audit run --data FOLDER` registers it from disk.")
