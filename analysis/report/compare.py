@@ -64,8 +64,11 @@ def flagged_versions(names: list[str], reports: list[dict]) -> dict[str, list[st
 
 
 def flags_sentence(flagged: dict[str, list[str]]) -> str:
-    """"flagged: v1 (cage, background), v2 (cage); no flag: v3, v4"; empty for no versions."""
-    marked = [f"{name} ({', '.join(regions)})" for name, regions in flagged.items() if regions]
+    """"flagged: v1 on cage and background, v2 on cage; no flag: v3, v4"; empty for no versions."""
+    def listed(regions: list[str]) -> str:
+        return regions[0] if len(regions) == 1 else f"{', '.join(regions[:-1])} and {regions[-1]}"
+
+    marked = [f"{name} on {listed(regions)}" for name, regions in flagged.items() if regions]
     clear = [name for name, regions in flagged.items() if not regions]
     parts = ([f"flagged: {', '.join(marked)}"] if marked else []) + ([f"no flag: {', '.join(clear)}"] if clear else [])
     return "; ".join(parts)

@@ -113,9 +113,10 @@ if model_file is not None and model_file.name.lower().endswith(".onnx"):
             "explain it; gradient and CAM methods need a .pt2 export.")
 card_file = st.file_uploader("Model card (model.json), optional: it fills the form below",
                              type=["json"], key="upload_card", on_change=fill_form_from_card)
-field_error("card")
-for line in (st.session_state.get(CARD_WARNINGS) or []) if card_file is not None else []:
-    st.warning(views.plain(line))
+with st.container():  # one fixed slot: the form below keeps its place when the card's messages come and go
+    field_error("card")
+    for line in (st.session_state.get(CARD_WARNINGS) or []) if card_file is not None else []:
+        st.warning(views.plain(line))
 n1, n2 = st.columns([3, 1])
 default_name = views.default_model_name(model_file.name if model_file is not None else None)
 model_name = n1.text_input("Name", key="model_name", placeholder=default_name or "the model's name",

@@ -98,7 +98,7 @@ def test_compare_page_draws_both_versions(app, planted):
     workspace = Workspace(planted[0])
     expected = compare_runs([workspace.store(r) for r in planted[1]["runs"]], ["v1 (gradcam)", "v2 (gradcam)"])["summary"]
     summary = [m.value.replace("\\", "") for m in at.markdown if m.value.replace("\\", "").startswith(expected)]
-    assert summary == [f"{expected}; flagged: v1 (gradcam) (cage); no flag: v2 (gradcam)"]  # the flagged version named
+    assert summary == [f"{expected}; flagged: v1 (gradcam) on cage; no flag: v2 (gradcam)"]  # the flagged version named
 
 
 def test_trust_page_explains_checks(app, planted):
@@ -226,7 +226,7 @@ def test_compare_orders_versions_not_audits_and_keeps_the_series_on_another_data
     ticks = chart["layout"]["xaxis"]["ticktext"]
     assert "flagged: cage" in ticks[0] and ticks[1] == "v10 (gradcam)"
     summary = " ".join(m.value.replace("\\", "") for m in at.markdown)
-    assert "flagged: v9 (gradcam) (cage); no flag: v10 (gradcam)" in summary
+    assert "flagged: v9 (gradcam) on cage; no flag: v10 (gradcam)" in summary
 
     at.selectbox(key="compare_dataset").set_value(dataset_b).run()
     assert not at.exception

@@ -50,7 +50,7 @@ def test_flagged_versions_end_the_summary():
     out = with_flags(result, reports)
     assert out["flagged"] == {"v1": ["cage", "watermark"], "v2": ["cage"], "v3": []}
     assert out["summary"] == ("attention on cage fell from 60% to 10% between v1 and v3; "
-                              "flagged: v1 (cage, watermark), v2 (cage); no flag: v3")
+                              "flagged: v1 on cage and watermark, v2 on cage; no flag: v3")
     lines = with_flags({"runs": [{"name": "v1"}], "summary": "1 runs: v1\nno run is flagged"}, [{"flags": []}])
     assert lines["summary"] == "1 runs: v1\nno run is flagged\nno flag: v1"
     assert flags_sentence({}) == ""

@@ -194,7 +194,7 @@ def test_cli_compare_orders_by_version_and_names_the_flagged_ones(planted, capsy
     result = json.loads(capsys.readouterr().out)
     assert result["runs"] == ["older", "newer"] and result["run_ids"] == [first, second]
     assert result["flagged"] == {"older": ["cage"], "newer": []}
-    assert result["summary"].endswith("flagged: older (cage); no flag: newer")
+    assert result["summary"].endswith("flagged: older on cage; no flag: newer")
 
 
 def test_cli_check_prints_the_lift_rounded(planted, capsys, monkeypatch):
