@@ -151,7 +151,8 @@ def cmd_run(args) -> int:
             check_method(args.method or task.default_method, task.name)
             task.new_run_params(dict(params))
         known = {model["id"] for model in workspace.models()}
-        model_id = _resolve_model(workspace, args.model, args.card, args.mlflow_uri)
+        model_id = _resolve_model(workspace, args.model, args.card, args.mlflow_uri,
+                                  warn=card is None)  # a model folder's card: its ignored fields named here
         if model_id in known:  # the same content again: its registered name and version stay
             model = workspace.model(model_id)
             print(f"using the registered model {model_label(model['name'], model.get('version'))} ({model_id})",
@@ -188,15 +189,18 @@ def _checked_card(workspace, model: str, card: str | None) -> dict | None:
 
     if hf_folder_in_zip(path) is not None:
         return None
-    return workspace.model_card(path, card, on_warning=lambda line: print(f"saliency-audit: warning: {line}",
-                                                                          file=sys.stderr))[1]
+    return workspace.model_card(path, card, on_warning=_warn)[1]
 
 
-def _resolve_model(workspace, model: str, card: str | None, mlflow_uri: str | None) -> str:
+def _warn(line: str) -> None:
+    print(f"saliency-audit: warning: {line}", file=sys.stderr)
+
+
+def _resolve_model(workspace, model: str, card: str | None, mlflow_uri: str | None, warn: bool = False) -> str:
     from analysis.store import mlflow_registry
 
     if not mlflow_registry.is_registry_uri(model):
-        return workspace.resolve_model(model, card)
+        return workspace.resolve_model(model, card, on_warning=_warn if warn else None)
     registry = mlflow_registry.client(mlflow_uri)
     return mlflow_registry.register(workspace, registry, mlflow_registry.resolve(registry, model))
 

@@ -223,11 +223,11 @@ class Workspace:
         fields it ignores."""
         path = Path(path)
         if path.is_dir() or (path.is_file() and hf_folder_in_zip(path) is not None):
-            return self._register_model_folder(path, card_path, name=name, version=version)
+            return self._register_model_folder(path, card_path, name=name, version=version, on_warning=on_warning)
         if not path.is_file():
             raise InputError(f"model file not found: {path}; pass --model PATH to a .pt2/.pt/.safetensors/.ts file")
-        card_file, card = self.model_card(path, card_path, on_warning)
         fmt = sniff_format(path)  # InputError for a file that is no model, before anything is copied
+        card_file, card = self.model_card(path, card_path, on_warning)
         hashes = HashCache(self, under=[path])
         sha = hashes(path)
         hashes.flush()
@@ -301,7 +301,7 @@ class Workspace:
         return model_id
 
     def _register_model_folder(self, path: Path, card_path: str | os.PathLike | None, *, name: str | None,
-                               version: str | None) -> str:
+                               version: str | None, on_warning=None) -> str:
         """A Hugging Face folder, or a zip of one, registers as one model: hashed over the folder's files
         (so the folder and its zip get the same id), copied in with its card written inside as model.json."""
         from analysis.data.archive import safe_extract
@@ -325,6 +325,10 @@ class Workspace:
                     raise InputError(f"model card {card_path} is not valid JSON ({exc}); fix the file") from exc
             card = hf_card_dict(folder, override)
             ModelCard.from_dict(card, source=Path(card_path) if card_path else f"{path.name} (its config.json)")
+            inside = folder / "model.json"
+            for given, source in ((override, card_path), (_json_or_none(inside), f"{path.name}/model.json")):
+                for line in card_warnings(given, source) if on_warning is not None and given else []:
+                    on_warning(line)
             sha = tree_sha256(folder)
             shown = folder if folder != unpacked else path.with_suffix("")
             given = (name, version)
@@ -362,13 +366,13 @@ class Workspace:
     def models(self) -> list[dict]:
         return [self.model(r["id"]) for r in self._conn.execute("SELECT id FROM models ORDER BY created")]
 
-    def resolve_model(self, path_or_id: str, card_path: str | None = None) -> str:
+    def resolve_model(self, path_or_id: str, card_path: str | None = None, on_warning=None) -> str:
         if self.model(str(path_or_id)) is not None:
             return str(path_or_id)
         if not Path(path_or_id).exists():
             raise InputError(f"--model {path_or_id}: no such file and no registered model with that id "
                              f"(see `saliency-audit runs`)")
-        return self.register_model(path_or_id, card_path)
+        return self.register_model(path_or_id, card_path, on_warning=on_warning)
 
     # -- datasets -------------------------------------------------------------------------------------
     def register_dataset(self, path: str | os.PathLike, *, source: str | None = None,
@@ -668,6 +672,13 @@ def _model_identity(content_sha: str, card: dict, shown: Path, name: str | None,
     name = (name or "").strip() or _model_name(shown, card)
     version = (str(version).strip() if version is not None else "") or _card_version(card)
     return model_id, name, version
+
+
+def _json_or_none(path: Path):
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _card_meaning(card: dict) -> dict:
