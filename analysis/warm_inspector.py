@@ -39,9 +39,13 @@ class WarmInspector:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the helper unless it runs; its imports go on in the background."""
-        with self._lock:
-            self._ensure()
+        """Start the helper unless it runs; its imports go on in the background. Never waits: while a check
+        holds the helper (another tab's), the helper is up anyway."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._ensure()
+            finally:
+                self._lock.release()
 
     def _ensure(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:

@@ -46,3 +46,18 @@ def test_a_check_past_its_timeout_is_stopped_and_the_next_one_starts_a_new_helpe
     assert inspector._process is None  # killed with whatever child it had
     answer = inspector.inspect(model, card)
     assert answer["format"] == "pt2" and inspector._process.pid != first_helper
+
+
+def test_start_never_waits_for_a_check_in_progress(inspector):
+    import threading
+
+    inspector._lock.acquire()  # another tab's check holds the helper
+    try:
+        opening = threading.Thread(target=inspector.start, daemon=True)  # the Upload page of a second tab
+        opening.start()
+        opening.join(timeout=60)  # a hang detector, not a timing: a start that waited would still be blocked
+        assert not opening.is_alive()
+    finally:
+        inspector._lock.release()
+    inspector.start()
+    assert inspector._process is not None and inspector._process.poll() is None
