@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out")
 
     compare = command("compare", cmd_compare, "compare runs (model versions)")
-    compare.add_argument("runs", nargs="*", help="run ids, oldest version first")
+    compare.add_argument("runs", nargs="*", help="run ids (compared in their models' version order, oldest first)")
     compare.add_argument("--registered", metavar="NAME",
                          help="an MLflow registered model: audit (or reuse the audits of) every version, in order")
     compare.add_argument("--data", help="with --registered: the dataset to audit each version on")
@@ -181,6 +181,7 @@ def demo_options(parser: argparse.ArgumentParser) -> None:
 
 # -- commands -----------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
+    from analysis.report.labels import model_label
     from analysis.runs.engine import execute_run
     from analysis.runs.tasks import check_method, check_run_params, task_of_model
 
@@ -195,16 +196,24 @@ def cmd_run(args) -> int:
         if args.layer:
             params["layer"] = args.layer
         params.update(_parse_params(args.param))
-        # fail fast on a misspelt method or parameter, before copying files in (a model file's card names its task)
-        early = _task_of_model_file(args.model, args.card)
+        if args.n <= 0:
+            raise InputError(f"--n {args.n}: the sample size must be a positive number of images")
+        # fail fast on a bad card, a misspelt method or parameter, before copying files in: a model file's card
+        # is checked against the schema (ignored fields named), a model folder's card names its task
+        card = _checked_card(workspace, args.model, args.card)
+        early = task_of_model({"card": card}) if card is not None else _task_of_model_file(args.model, args.card)
         if early is not None:
             check_method(args.method or early.default_method, early.name)
             check_run_params(early, args.method or early.default_method, early.new_run_params(params))
         elif args.method:
             check_method(args.method, any_task=True)
-        if args.n <= 0:
-            raise InputError(f"--n {args.n}: the sample size must be a positive number of images")
-        model_id = _resolve_model(workspace, args.model, args.card, args.mlflow_uri)
+        known = {model["id"] for model in workspace.models()}
+        model_id = _resolve_model(workspace, args.model, args.card, args.mlflow_uri,
+                                  warn=card is None)  # a model folder's card: its ignored fields named here
+        if model_id in known:  # the same content again: its registered name and version stay
+            model = workspace.model(model_id)
+            print(f"using the registered model {model_label(model['name'], model.get('version'))} ({model_id})",
+                  file=sys.stderr)
         task = task_of_model(workspace.model(model_id))  # InputError for a task this version does not run
         method = args.method or task.default_method
         check_method(method, task.name)
@@ -240,11 +249,31 @@ def _task_of_model_file(model: str, card: str | None):
         return None
 
 
-def _resolve_model(workspace, model: str, card: str | None, mlflow_uri: str | None) -> str:
+
+def _checked_card(workspace, model: str, card: str | None) -> dict | None:
+    """The card of a model file not registered yet, checked against the card schema (its ignored fields named
+    on stderr, with the card file given); None for a registered id, a registry URI or a model folder."""
+    from analysis.store import mlflow_registry
+
+    path = Path(model)
+    if workspace.model(str(model)) is not None or mlflow_registry.is_registry_uri(model) or not path.is_file():
+        return None
+    from explainers.loading.model_files import hf_folder_in_zip
+
+    if hf_folder_in_zip(path) is not None:
+        return None
+    return workspace.model_card(path, card, on_warning=_warn)[1]
+
+
+def _warn(line: str) -> None:
+    print(f"saliency-audit: warning: {line}", file=sys.stderr)
+
+
+def _resolve_model(workspace, model: str, card: str | None, mlflow_uri: str | None, warn: bool = False) -> str:
     from analysis.store import mlflow_registry
 
     if not mlflow_registry.is_registry_uri(model):
-        return workspace.resolve_model(model, card)
+        return workspace.resolve_model(model, card, on_warning=_warn if warn else None)
     registry = mlflow_registry.client(mlflow_uri)
     return mlflow_registry.register(workspace, registry, mlflow_registry.resolve(registry, model))
 
@@ -304,8 +333,10 @@ def cmd_report(args) -> int:
 
 def cmd_compare(args) -> int:
     from analysis.report.build import cached_report
+    from analysis.report.compare import with_flags
     from analysis.report.html import render_comparison_page
     from analysis.report.verdict import with_verdicts
+    from analysis.report.version_order import in_version_order
     from analysis.runs.tasks import task_of_run
 
     workspace = _workspace(args)
@@ -315,21 +346,25 @@ def cmd_compare(args) -> int:
         run_ids, labels = _registered_runs(workspace, args)
     else:
         if len(args.runs) < 1:
-            raise InputError("compare needs run ids (oldest version first) or --registered NAME")
+            raise InputError("compare needs run ids or --registered NAME")
         run_ids, labels = args.runs, None
     runs = [workspace.run(run_id) for run_id in run_ids]  # InputError for an unknown id
+    label_of = dict(zip(run_ids, labels or [None] * len(run_ids)))
+    runs = in_version_order(runs)  # v1, v2, ..., v10 whatever order they were given in
+    labels = [label_of[run["id"]] for run in runs] if labels else None
     tasks = [task_of_run(workspace, run) for run in runs]
     if len({task.name for task in tasks}) > 1:
         by_task = {task.name: [run["id"] for run, t in zip(runs, tasks) if t.name == task.name] for task in tasks}
         kinds = "; ".join(f"{', '.join(ids)} audit {name} models" for name, ids in by_task.items())
         raise InputError(f"compare runs of one task: {kinds}; compare each task separately")
     if len(set(run_ids)) < len(run_ids):
-        raise InputError("compare: a run is given twice; give each run once, oldest version first")
+        raise InputError("compare: a run is given twice; give each run once")
     names = labels or [run["name"] or run["id"] for run in runs]
     if len(set(names)) < len(names):  # two runs with one name: tell them apart by id
         names = [f"{name} ({run['id']})" for name, run in zip(names, runs)]
     stores = [workspace.store(run["id"]) for run in runs]
-    result = with_verdicts(tasks[0].compare(stores, names), names, [cached_report(s, workspace) for s in stores])
+    reports = [cached_report(s, workspace) for s in stores]
+    result = with_verdicts(with_flags(tasks[0].compare(stores, names), reports), names, reports)
     if args.format == "html":
         _emit(render_comparison_page(result), args.out)
     else:

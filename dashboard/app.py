@@ -20,10 +20,12 @@ state.init_defaults()
 _PAGES = _REPO / "dashboard" / "app_pages"
 pages = {
     "Audit": [
-        st.Page(_PAGES / "overview.py", title="Overview", url_path="overview", default=True),
+        st.Page(_PAGES / "overview.py", title="Overview", url_path="home", default=True),
         st.Page(_PAGES / "report.py", title="Bias report", url_path="report"),
         st.Page(_PAGES / "compare.py", title="Compare versions", url_path="compare"),
         st.Page(_PAGES / "trust.py", title="Explainer trust", url_path="trust"),
+        # Streamlit serves the default page at "/" only; /overview opens it too (not "Page not found").
+        st.Page(_PAGES / "overview.py", title="Overview", url_path="overview", visibility="hidden"),
     ],
     "Work": [
         st.Page(_PAGES / "new_audit.py", title="New audit", url_path="new-audit"),

@@ -3,13 +3,12 @@
 Pages never compute: every number comes from an `analysis` function called here. Caching follows the
 run store's immutability: a run's tables only change when a shard is added, so `st.cache_data` is keyed by
 (run id, number of complete shards) and a finished run is read once.
-No model file is ever loaded here: layer listing runs `analysis.inspect_model` in a subprocess.
+No model file is ever loaded here: layer listing runs `analysis.inspect_model` in a child of the warm checker
+process (`analysis.warm_inspector`).
 """
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,13 @@ def ws():
 
 
 def _frame(rows: Any) -> pd.DataFrame:
-    return pd.DataFrame([dict(row) if not isinstance(row, dict) else row for row in rows])
+    """Catalog rows as a frame whose text columns keep None for "nothing" (pandas would make it NaN, which is
+    true in `if run.get("error")` and reads "nan" on a page); numeric columns stay numeric."""
+    frame = pd.DataFrame([dict(row) if not isinstance(row, dict) else row for row in rows])
+    for column in frame.columns:
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column].dtype):
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
 
 
 # --- catalog ------------------------------------------------------------------------------------------
@@ -331,21 +336,40 @@ def engine_function(module: str, name: str):
         return None
 
 
+def in_version_order(run_ids: list[str]) -> list[str]:
+    """`run_ids` ordered by their model's version, oldest first (`analysis.report.version_order`)."""
+    from analysis.report.version_order import in_version_order as ordered
+
+    rows = {r["id"]: r for r in ws().runs()}
+    return [r["id"] for r in ordered(rows[i] for i in run_ids if i in rows)]
+
+
+def same_series(run_ids: list[str], dataset_id: str) -> list[str]:
+    """The audits on `dataset_id` of the models and explainers of `run_ids`, in version order."""
+    from analysis.report.version_order import same_series as matching
+
+    rows = ws().runs()
+    chosen = [r for r in rows if r["id"] in set(run_ids)]
+    return [r["id"] for r in matching(chosen, [r for r in rows if r["dataset_id"] == dataset_id
+                                                and r["status"] == "done"])]
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...],
                task: str = "classification") -> dict | None:
-    """The task's comparison (`Task.compare`: per-region numbers per run, accuracy or recall, a summary);
-    None if this engine cannot compare runs of that task."""
+    """The task's comparison (`Task.compare`: per-region numbers per run, accuracy or recall, a summary), with
+    the versions each run's report flags (`analysis.report.compare.with_flags`); None if this engine cannot
+    compare runs of that task."""
+    from analysis.report.compare import with_flags
     from analysis.runs.tasks import TASKS
 
     if task not in TASKS:
         return None
-    from analysis.report.build import cached_report
     from analysis.report.verdict import with_verdicts
 
-    stores = [_store(r) for r in run_ids]
-    return with_verdicts(TASKS[task].compare(stores, list(names)), list(names),
-                         [cached_report(s, ws()) for s in stores])
+    reports = [report(r, v) for r, v in zip(run_ids, versions)]
+    result = TASKS[task].compare([_store(r) for r in run_ids], list(names))
+    return with_verdicts(with_flags(result, reports), list(names), reports)
 
 
 def discovered_by_version(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple[str, ...]) -> dict:
@@ -408,23 +432,24 @@ def resume_demo() -> int:
     return start_build(state.workspace_root(), status.get("arguments") or [])
 
 
-def inspect_model(model_path: Path, card_path: Path | None, timeout: float = 120) -> dict:
-    """Layers and format of a model file, found by a subprocess (the model is never loaded in this one).
+@st.cache_resource
+def _inspector():
+    """One warm model checker per dashboard process (`analysis.warm_inspector`): torch imported once."""
+    from analysis.warm_inspector import WarmInspector
 
-    Returns `{"layers": [...], "target_layer": ..., "format": ...}` or `{"error": "<one line>"}`.
-    """
-    command = [sys.executable, "-m", "analysis.inspect_model", str(model_path), "--format", "json"]
-    if card_path is not None:
-        command += ["--card", str(card_path)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              cwd=Path(__file__).resolve().parent.parent)
-    except subprocess.TimeoutExpired:
-        return {"error": f"inspecting the model took longer than {timeout:.0f} s"}
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        return {"error": lines[-1] if lines else f"inspection failed (exit code {done.returncode})"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return WarmInspector()
+
+
+def warm_model_check() -> None:
+    """Start the model checker's imports now (the Upload page opens), so the first check does not wait for them."""
+    _inspector().start()
+
+
+def inspect_model(model_path: Path, card_path: Path | None, timeout: float = 120) -> dict:
+    """Layers and format of a model file, found in a child of the warm checker process (the model is never
+    loaded in this one). Returns `{"layers": [...], "target_layer": ..., "format": ...}` or
+    `{"error": "<one line>"}`."""
+    return _inspector().inspect(model_path, card_path, timeout)
 
 
 # --- display helpers backed by the engine -------------------------------------------------------------

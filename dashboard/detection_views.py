@@ -149,7 +149,8 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
         else:
             st.caption("D-RISE recomputed for the same detections while the detector's layers are re-initialised "
                        "from the output side: maps that stay similar would not be reading the detector.")
-            st.dataframe(sanity, hide_index=True, width="stretch")
+            st.dataframe(sanity, hide_index=True, width="stretch",
+                         column_config={"criterion": st.column_config.TextColumn("criterion", width=620)})
 
     with tab_classes:
         rows = class_mass_rows(report)
@@ -220,8 +221,9 @@ def render_comparison(comparison: dict, run_ids: list[str], versions: tuple[str,
     """The Compare page body for detection runs (the page has drawn the picker and the summary)."""
     import streamlit as st
 
-    from dashboard import data, views
+    from dashboard import data, version_marks, views
 
+    names, flags = list(comparison.get("runs") or []), comparison.get("flagged") or {}
     st.subheader("Context dependence per version")
     st.caption("Excess score drop: what filling the region with the rest of the scene's colour costs a class's "
                "detections beyond an equal-area control fill elsewhere (95% bootstrap CI). A flag that goes away "
@@ -234,15 +236,14 @@ def render_comparison(comparison: dict, run_ids: list[str], versions: tuple[str,
         cls = st.selectbox("Class", classes, key="det_compare_class",
                            index=classes.index(flagged[0]) if flagged else 0)
         rows = views.comparison_regions({"runs": comparison["runs"], "regions": comparison["classes"][cls]})
-        st.plotly_chart(views.version_lines_figure(rows, "region", "mass_mean", "mass_ci_low", "mass_ci_high",
-                                                   f"Where {cls} detections look, across versions",
-                                                   "share of D-RISE mass (95% CI)"),
-                        width="stretch", key="det_compare_regions_chart")
+        st.plotly_chart(version_marks.mark_flagged(views.version_lines_figure(
+            rows, "region", "mass_mean", "mass_ci_low", "mass_ci_high", f"Where {cls} detections look, across versions",
+            "share of D-RISE mass (95% CI)"), names, flags), width="stretch", key="det_compare_regions_chart")
     recall = comparison_recall_rows(comparison)
     if not recall.empty:
-        st.plotly_chart(views.version_lines_figure(recall, "class", "recall", "ci_low", "ci_high",
-                                                   "Recall per class across versions", "recall (95% Wilson CI)"),
-                        width="stretch", key="det_compare_recall_chart")
+        st.plotly_chart(version_marks.mark_flagged(views.version_lines_figure(
+            recall, "class", "recall", "ci_low", "ci_high", "Recall per class across versions",
+            "recall (95% Wilson CI)"), names, flags), width="stretch", key="det_compare_recall_chart")
 
     st.subheader("The same image under every version")
     first = run_ids[0]

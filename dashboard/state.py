@@ -31,6 +31,8 @@ UPLOAD_ERRORS = "upload_errors"
 UPLOAD_LAYERS = "upload_layers"
 UPLOAD_PENDING_LAYER = "upload_pending_layer"
 UPLOAD_INSPECTED = "upload_inspected"
+UPLOADED_MODELS = "uploaded_models"  # ids registered from this tab's Upload page, oldest first
+UPLOADED_DATASETS = "uploaded_datasets"
 
 
 def workspace_root() -> Path:
@@ -78,6 +80,8 @@ def init_defaults() -> None:
         SUBMITTED_RUNS: [],
         UPLOAD_ERRORS: {},
         UPLOAD_LAYERS: None,
+        UPLOADED_MODELS: [],
+        UPLOADED_DATASETS: [],
     }
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)

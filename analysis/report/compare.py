@@ -57,6 +57,34 @@ def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, 
     return result
 
 
+def flagged_versions(names: list[str], reports: list[dict]) -> dict[str, list[str]]:
+    """Per version (by its name in the comparison), the regions its audit's report flags, in report order."""
+    return {name: list(dict.fromkeys(str(f.get("region")) for f in (report.get("flags") or [])))
+            for name, report in zip(names, reports)}
+
+
+def flags_sentence(flagged: dict[str, list[str]]) -> str:
+    """"flagged: v1 on cage and background, v2 on cage; no flag: v3, v4"; empty for no versions."""
+    def listed(regions: list[str]) -> str:
+        return regions[0] if len(regions) == 1 else f"{', '.join(regions[:-1])} and {regions[-1]}"
+
+    marked = [f"{name} on {listed(regions)}" for name, regions in flagged.items() if regions]
+    clear = [name for name, regions in flagged.items() if not regions]
+    parts = ([f"flagged: {', '.join(marked)}"] if marked else []) + ([f"no flag: {', '.join(clear)}"] if clear else [])
+    return "; ".join(parts)
+
+
+def with_flags(result: dict, reports: list[dict]) -> dict:
+    """A comparison with `flagged` (region names per version, from each run's report) and its summary ending
+    in which versions are flagged; `reports` in the order of `result["runs"]`."""
+    names = [run["name"] if isinstance(run, dict) else run for run in result.get("runs", [])]
+    flagged = flagged_versions(names, reports)
+    sentence = flags_sentence(flagged)
+    summary = result.get("summary") or ""
+    joint = "\n" if "\n" in summary else "; "  # a summary of lines gains a line, a sentence a clause
+    return {**result, "flagged": flagged, "summary": joint.join(part for part in (summary, sentence) if part)}
+
+
 def discovered_tracks(reports: list[dict], *, min_score: float = 0.25) -> list[list[str | None]]:
     """The same discovered cue across versions: per track, its region name in each report (None where that
     version's audit did not discover it), in the order of `reports`.

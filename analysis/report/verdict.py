@@ -280,8 +280,5 @@ def with_verdicts(comparison: dict, names: list[str], reports: list[dict]) -> di
         if row["status"] == "cannot_judge":
             why = row["reasons"][0] if row["reasons"] else "see its report"
             lines.append(f"{row['run']} cannot be judged ({why}): its changes in attention are no evidence of a fix")
-    flagged = [row["run"] for row in rows if row["status"] == "flagged"]
-    if flagged:
-        lines.append(f"flagged: {', '.join(flagged)}")
     summary = comparison.get("summary") or ""
     return {**comparison, "verdicts": rows, "summary": "; ".join([*lines, summary] if summary else lines)}

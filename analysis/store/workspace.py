@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from analysis.store.temps import publish, remove, remove_dead_temps, sweep, temp_beside, temp_name
+from explainers.loading.card import ModelCard, card_warnings
 from explainers.errors import InputError
 from explainers.loading.model_files import (companion_files, embedded_card, file_sha256, hf_folder_in_zip, sniff_format,
                                      tree_sha256)
@@ -59,6 +60,7 @@ CREATE TABLE IF NOT EXISTS labels (
   PRIMARY KEY (dataset_id, region));
 """
 # Columns added after the first release: (table, column, type). Older catalogs gain them on open.
+UPLOADS = "uploads"  # the dashboard stages uploaded files here until they pass the checks
 ADDED_COLUMNS = (("models", "version", "TEXT"), ("runs", "stage", "TEXT"))
 LABEL_VERDICTS = ("shortcut", "legitimate")
 ACTIVE_STATUSES = ("pending", "running")
@@ -249,33 +251,32 @@ class Workspace:
 
     # -- models ---------------------------------------------------------------------------------------
     def register_model(self, path: str | os.PathLike, card_path: str | os.PathLike | None = None, *,
-                       name: str | None = None, version: str | None = None) -> str:
+                       name: str | None = None, version: str | None = None, on_warning=None) -> str:
         """Copy a model file (and its card, as `model.json` beside it) in; same content -> same id.
 
         `name` (else the card's `name`, else the file's own name) and `version` (else the card's) are what
-        every page, export and listing shows; registering the same content again with a name renames it."""
+        every page, export and listing shows; registering the same content again renames it only when `name`
+        or `version` is given (a name a person gave is never replaced by a file's). The card is checked
+        against the one schema (`explainers.loading.card`) before anything is copied; `on_warning(line)` hears of the
+        fields it ignores."""
         path = Path(path)
         if path.is_dir() or (path.is_file() and hf_folder_in_zip(path) is not None):
-            return self._register_model_folder(path, card_path, name=name, version=version)
+            return self._register_model_folder(path, card_path, name=name, version=version, on_warning=on_warning)
         if not path.is_file():
             raise InputError(f"model file not found: {path}; pass --model PATH to a .pt2/.pt/.safetensors/.ts file")
-        card_file = Path(card_path) if card_path else _card_beside(path)
-        card = embedded_card(path) if card_file is None else None  # a YOLO ONNX export names classes and size
-        if card is None and (card_file is None or not card_file.is_file()):
-            raise InputError(f"no model card for {path}: put model.json beside it or pass --card PATH")
-        try:
-            card = card if card is not None else json.loads(card_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
         fmt = sniff_format(path)  # InputError for a file that is no model, before anything is copied
+        card_file, card = self.model_card(path, card_path, on_warning)
         hashes = HashCache(self, under=[path])
         sha = hashes(path)
         hashes.flush()
         companions = companion_files(path, fmt)  # an ONNX model's external weight files, checked
         identity = sha + "".join(file_sha256(c) for c in companions)
+        given = (name, version)
         model_id, name, version = _model_identity(identity, card, path, name, version)
+        if not companions:  # the same file and card, named elsewhere (an ONNX model's weights: by identity only)
+            model_id = self._twin_model(sha, card) or model_id
         with self._entry_lock("models", model_id):
-            if (existing := self._known_model(model_id, name, version)) is not None:
+            if (existing := self._known_model(model_id, *given)) is not None:
                 return existing
             dest_dir = self.root / "models" / model_id
             dest_dir.mkdir(parents=True, exist_ok=True)
@@ -289,12 +290,44 @@ class Workspace:
             _write_atomic(dest_dir / "model.json", json.dumps(card, indent=1))
             return self._insert_model(model_id, name, dest, sha, card, fmt, version)
 
-    def _known_model(self, model_id: str, name: str, version: str) -> str | None:
-        """The id of an already registered model (renamed when given another name or version), else None."""
+    def model_card(self, path: Path, card_path: str | os.PathLike | None = None, on_warning=None) -> tuple:
+        """(the card file, the card as a dict) of a model file: `card_path`, else the card beside the file, else
+        one embedded in it; checked against the card schema, errors naming the card file the user gave."""
+        card_file = Path(card_path) if card_path else _card_beside(path)
+        card = embedded_card(path) if card_file is None else None  # a YOLO ONNX export names classes and size
+        if card is None and (card_file is None or not card_file.is_file()):
+            raise InputError(f"no model card for {path}: put model.json beside it or pass --card PATH")
+        try:
+            card = card if card is not None else json.loads(card_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"model card {card_file} is not valid JSON ({exc}); fix the file") from exc
+        source = card_file if card_file is not None else f"{path.name} (its embedded card)"
+        ModelCard.from_dict(card, source=source)
+        for line in card_warnings(card, source) if on_warning is not None else []:
+            on_warning(line)
+        return card_file, card
+
+    def _twin_model(self, sha: str, card: dict) -> str | None:
+        """A registered model with these bytes whose card says the same about the model (task, classes, size,
+        normalisation, layer, architecture) and differs at most in name, version, description or ignored fields:
+        the Upload form's card and the file's own card for one model file are one model."""
+        same = _card_meaning(card)
+        for row in self._conn.execute("SELECT id, card FROM models WHERE sha256=? ORDER BY created", (sha,)):
+            try:
+                if _card_meaning(json.loads(row["card"])) == same:
+                    return row["id"]
+            except InputError:
+                continue
+        return None
+
+    def _known_model(self, model_id: str, name: str | None, version: str | None) -> str | None:
+        """The id of an already registered model, else None; renamed only to a `name` / `version` given here."""
         if (existing := self.model(model_id)) is None:
             return None
-        if name != existing["name"] or (version and version != existing.get("version")):
-            self.rename_model(model_id, name, version or existing.get("version"))
+        name = (name or "").strip() or existing["name"]
+        version = (str(version).strip() if version is not None else "") or existing.get("version")
+        if name != existing["name"] or version != existing.get("version"):
+            self.rename_model(model_id, name, version)
         return existing["id"]
 
     def _insert_model(self, model_id: str, name: str, dest: Path, sha: str, card: dict, fmt: str,
@@ -307,7 +340,7 @@ class Workspace:
         return model_id
 
     def _register_model_folder(self, path: Path, card_path: str | os.PathLike | None, *, name: str | None,
-                               version: str | None) -> str:
+                               version: str | None, on_warning=None) -> str:
         """A Hugging Face folder, or a zip of one, registers as one model: hashed over the folder's files
         (so the folder and its zip get the same id), copied in with its card written inside as model.json."""
         from analysis.data.archive import safe_extract
@@ -330,11 +363,17 @@ class Workspace:
                 except (OSError, json.JSONDecodeError) as exc:
                     raise InputError(f"model card {card_path} is not valid JSON ({exc}); fix the file") from exc
             card = hf_card_dict(folder, override)
+            ModelCard.from_dict(card, source=Path(card_path) if card_path else f"{path.name} (its config.json)")
+            inside = folder / "model.json"
+            for given, source in ((override, card_path), (_json_or_none(inside), f"{path.name}/model.json")):
+                for line in card_warnings(given, source) if on_warning is not None and given else []:
+                    on_warning(line)
             sha = tree_sha256(folder)
             shown = folder if folder != unpacked else path.with_suffix("")
+            given = (name, version)
             model_id, name, version = _model_identity(sha, card, shown, name, version)
             with self._entry_lock("models", model_id):
-                if (existing := self._known_model(model_id, name, version)) is not None:
+                if (existing := self._known_model(model_id, *given)) is not None:
                     return existing
                 dest_dir = self.root / "models" / model_id
                 dest_dir.mkdir(parents=True, exist_ok=True)
@@ -371,13 +410,13 @@ class Workspace:
     def models(self) -> list[dict]:
         return [self.model(r["id"]) for r in self._conn.execute("SELECT id FROM models ORDER BY created")]
 
-    def resolve_model(self, path_or_id: str, card_path: str | None = None) -> str:
+    def resolve_model(self, path_or_id: str, card_path: str | None = None, on_warning=None) -> str:
         if self.model(str(path_or_id)) is not None:
             return str(path_or_id)
         if not Path(path_or_id).exists():
             raise InputError(f"--model {path_or_id}: no such file and no registered model with that id "
                              f"(see `saliency-audit runs`)")
-        return self.register_model(path_or_id, card_path)
+        return self.register_model(path_or_id, card_path, on_warning=on_warning)
 
     # -- datasets -------------------------------------------------------------------------------------
     def register_dataset(self, path: str | os.PathLike, *, source: str | None = None,
@@ -476,8 +515,17 @@ class Workspace:
         if row is None:
             raise InputError(f"no registered dataset with id {dataset_id}")
         dataset = self.open_dataset_at(self.root / row["path"], self.root / "datasets" / dataset_id)
-        dataset.shown_as = row["source"] or dataset.shown_as
+        dataset.shown_as = self._shown_source(row) or dataset.shown_as
         return dataset
+
+    def _shown_source(self, row: dict) -> str | None:
+        """How messages name a registered dataset: the path the user gave, but its name when that path was a
+        staging copy of an upload (`<workspace>/uploads/tmpXXXX/...`, gone once registered)."""
+        source = row.get("source")
+        uploads = (self.root / UPLOADS).resolve()
+        if source and (uploads == Path(source).resolve() or uploads in Path(source).resolve().parents):
+            return row["name"]
+        return source
 
     def dataset(self, dataset_id: str) -> dict | None:
         row = self._one("SELECT d.*, s.source FROM datasets d LEFT JOIN dataset_sources s ON s.dataset_id = d.id "
@@ -719,6 +767,19 @@ def _model_identity(content_sha: str, card: dict, shown: Path, name: str | None,
     name = (name or "").strip() or _model_name(shown, card)
     version = (str(version).strip() if version is not None else "") or _card_version(card)
     return model_id, name, version
+
+
+def _json_or_none(path: Path):
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _card_meaning(card: dict) -> dict:
+    """What a card says about the model itself: the schema's reading, without the names shown."""
+    meaning = ModelCard.from_dict(card).to_dict()
+    return {k: v for k, v in meaning.items() if k not in ("name", "version", "description")}
 
 
 def _model_name(path: Path, card: dict) -> str:

@@ -3,10 +3,11 @@ import os
 
 import streamlit as st
 
-from dashboard import data, overlay, state, task_views, views
+from dashboard import data, overlay, state, task_views, version_marks, views
 
 st.title("Compare versions")
-st.caption("Pick the audits of successive model versions on one dataset, oldest first.")
+st.caption("Pick the audits of successive model versions on one dataset: they are shown in version order, oldest "
+           "first (v1, v2, ..., v10), whatever order you pick them in.")
 runs = data.runs()
 done = runs[runs.status == "done"] if not runs.empty else runs
 if len(done) < 2:
@@ -40,18 +41,20 @@ if st.radio("Versions from", ["audits in this workspace", "an MLflow model regis
     if not preset:
         st.stop()
     series_key = f"_{registered}"
+preset = data.in_version_order(preset)
 dataset_ids = list(dict.fromkeys(done["dataset_id"]))
 start = dataset_ids.index(by_id.loc[preset[0], "dataset_id"]) if preset else len(dataset_ids) - 1
 dataset_id = st.selectbox("Dataset", dataset_ids, index=start, format_func=data.dataset_name, key="compare_dataset")
 on_dataset = done[done["dataset_id"] == dataset_id]
-ids = on_dataset["id"].tolist()
+ids = data.in_version_order(on_dataset["id"].tolist())
 labels_of = {r["id"]: views.version_label(r) for r in on_dataset.to_dict("records")}
-chosen = st.multiselect("Versions, oldest first", ids, default=[r for r in preset if r in ids],
-                        format_func=lambda r: labels_of.get(r, r), key=f"compare_runs_{dataset_id}{series_key}",
-                        placeholder="choose two audits or more")
+kept = [r for r in preset if r in ids] or data.same_series(preset, dataset_id)  # another dataset: the same series
+chosen = st.multiselect("Versions", ids, default=kept, format_func=lambda r: labels_of.get(r, r),
+                        key=f"compare_runs_{dataset_id}{series_key}", placeholder="choose two audits or more")
+chosen = data.in_version_order(chosen)
 state.set_compared_runs(chosen)
 if len(chosen) < 2:
-    st.info("Choose two audits or more of this dataset: the versions of one model, oldest first.")
+    st.info("Choose two audits or more of this dataset: the versions of one model.")
     st.stop()
 for warning in views.series_warnings(by_id.loc[chosen].reset_index()):
     st.warning(warning)
@@ -78,19 +81,22 @@ if own_body is not None:
     own_body(comparison, chosen, versions, labels)
     st.stop()
 
+names, flagged = [labels[r] for r in chosen], comparison.get("flagged") or {}
 regions = views.comparison_regions(comparison)
-st.plotly_chart(views.version_lines_figure(regions, "region", "mass_mean", "mass_ci_low", "mass_ci_high",
-                                           "Share of saliency per region across versions",
-                                           "share of saliency mass (95% CI)"),
-                width="stretch", key="compare_regions_chart")
+st.plotly_chart(version_marks.mark_flagged(
+    views.version_lines_figure(regions, "region", "mass_mean", "mass_ci_low", "mass_ci_high",
+                               "Share of saliency per region across versions", "share of saliency mass (95% CI)"),
+    names, flagged), width="stretch", key="compare_regions_chart")
 st.caption("Lines: mean share of saliency mass per region in each version, bands: 95% bootstrap intervals. "
-           "A shortcut region whose line falls means retraining moved attention off it.")
+           "A shortcut region whose line falls means retraining moved attention off it. Versions in red are "
+           "flagged by their own audit, with the regions flagged.")
 
 accuracy = views.comparison_accuracy(comparison)
 if not accuracy.empty:
-    st.plotly_chart(views.version_lines_figure(accuracy, "slice", "accuracy", "ci_low", "ci_high",
-                                               "Accuracy per subgroup across versions", "accuracy (95% CI)"),
-                    width="stretch", key="compare_accuracy_chart")
+    st.plotly_chart(version_marks.mark_flagged(
+        views.version_lines_figure(accuracy, "slice", "accuracy", "ci_low", "ci_high",
+                                   "Accuracy per subgroup across versions", "accuracy (95% CI)"),
+        names, flagged), width="stretch", key="compare_accuracy_chart")
 
 by_version = data.discovered_by_version(tuple(chosen), versions, tuple(labels[r] for r in chosen))
 discovered = views.comparison_discovered(by_version, data.discovered_tracks(by_version))

@@ -5,7 +5,7 @@ is read back from the catalog every two seconds, so reloading or closing the tab
 """
 import streamlit as st
 
-from dashboard import data, state, views
+from dashboard import audit_defaults, data, state, views
 
 st.title("New audit")
 models = data.models()
@@ -15,8 +15,11 @@ if models.empty or datasets.empty:
     st.stop()
 
 model_names = dict(zip(models["id"], models["label"]))
-chosen_models = st.multiselect("Model version(s)", list(model_names), default=list(model_names)[-1:],
-                               format_func=lambda m: model_names[m], key="audit_models")
+all_runs = data.runs()
+chosen_models = st.multiselect("Model version(s)", list(model_names), format_func=lambda m: model_names[m],
+                               default=audit_defaults.default_model(models, all_runs,
+                                                                    st.session_state[state.UPLOADED_MODELS]),
+                               key="audit_models")
 tasks = sorted({data.model_task(m) for m in chosen_models}) or ["classification"]
 if len(tasks) > 1:
     st.error("Choose detection models or classifiers, not both: they take different explainers.")
@@ -33,6 +36,8 @@ if fitting.empty:
     st.stop()
 dataset_names = dict(zip(fitting["id"], fitting["name"]))
 dataset_id = st.selectbox("Dataset", list(dataset_names), format_func=lambda d: dataset_names[d],
+                          index=audit_defaults.default_dataset(fitting, all_runs, chosen_models,
+                                                               st.session_state[state.UPLOADED_DATASETS], models),
                           key="audit_dataset")
 offered = data.methods(tasks[0])
 methods = st.multiselect("Explainer(s)", offered, default=[m for m in [task["default_method"]] if m in offered],

@@ -9,16 +9,18 @@ import json
 import streamlit as st
 
 from dashboard import data, state, views
+from explainers.loading.card import card_warnings
 from explainers.errors import InputError
 from explainers.loading.model_tasks import TASK_NAMES
 
 TASKS = list(TASK_NAMES)
-CARD_EXTRA = "upload_card_extra"
+CARD_EXTRA, CARD_WARNINGS = "upload_card_extra", "upload_card_warnings"
 REGISTERED, DATASET_RESULT = "upload_registered", "upload_dataset_result"
 CONFIRM_DELETE, MANAGE_MESSAGE = "manage_confirm_delete", "manage_message"  # keys of an uploaded card the form has no field for (kept as they are)
 IMAGENET_MEAN, IMAGENET_STD = "0.485, 0.456, 0.406", "0.229, 0.224, 0.225"
 
 st.title("Upload")
+data.warm_model_check()  # the checker imports torch now, while the files are being chosen
 st.caption(f"Files up to {st.get_option('server.maxUploadSize')} MB each (`server.maxUploadSize` in "
            "dashboard/.streamlit/config.toml). A larger dataset need not pass through the browser: "
            "`saliency-audit run --data FOLDER` registers it from disk.")
@@ -62,6 +64,7 @@ def fill_form_from_card() -> None:
         st.session_state[state.UPLOAD_ERRORS].pop(field)  # a new card: the last check's problems are moot
     uploaded = st.session_state.get("upload_card")
     st.session_state[CARD_EXTRA] = {}
+    st.session_state[CARD_WARNINGS] = []
     if uploaded is None:
         return
     try:
@@ -74,6 +77,7 @@ def fill_form_from_card() -> None:
         st.session_state[state.UPLOAD_ERRORS]["card"] = (f"{uploaded.name} must be a JSON object with task, "
                                                          "classes, input_size, mean, std.")
         return
+    st.session_state[CARD_WARNINGS] = card_warnings(card, uploaded.name)  # the CLI's words for the same card
     known = {"task": "card_task", "architecture": "card_arch", "name": "model_name", "version": "model_version"}
     for key, widget in known.items():
         if card.get(key) is not None and (key != "task" or card[key] in TASKS):
@@ -109,7 +113,10 @@ if model_file is not None and model_file.name.lower().endswith(".onnx"):
             "explain it; gradient and CAM methods need a .pt2 export.")
 card_file = st.file_uploader("Model card (model.json), optional: it fills the form below",
                              type=["json"], key="upload_card", on_change=fill_form_from_card)
-field_error("card")
+with st.container():  # one fixed slot: the form below keeps its place when the card's messages come and go
+    field_error("card")
+    for line in (st.session_state.get(CARD_WARNINGS) or []) if card_file is not None else []:
+        st.warning(views.plain(line))
 n1, n2 = st.columns([3, 1])
 default_name = views.default_model_name(model_file.name if model_file is not None else None)
 model_name = n1.text_input("Name", key="model_name", placeholder=default_name or "the model's name",
@@ -216,14 +223,17 @@ if st.button("Check and register the model", type="primary", key="register_model
             except InputError as exc:
                 errors["model"] = str(exc)
             else:
+                st.session_state[state.UPLOADED_MODELS] = [m for m in st.session_state[state.UPLOADED_MODELS]
+                                                           if m != model_id] + [model_id]  # New audit starts on it
                 st.session_state[REGISTERED] = (f"Registered model {data.model_name(model_id)} ({result['format']}, "
                                                 f"{len(result['layers'])} spatial layers).")
     elif not errors:
         errors["model"] = "The model card is incomplete: fill the fields above."
     st.rerun()
 errors_here()
-if st.session_state.get(REGISTERED) and not any(v for k, v in errors.items() if k != "dataset"):
-    st.success(views.plain(st.session_state[REGISTERED]))
+registered = st.session_state.pop(REGISTERED, None)  # said once, right after the click: not beside later prompts
+if registered and not any(v for k, v in errors.items() if k != "dataset"):
+    st.success(views.plain(registered))
 
 st.header("Dataset")
 dataset_file = st.file_uploader("Dataset (.zip of a folder with manifest.csv, images/, masks/, regions.json; "
@@ -252,10 +262,13 @@ if st.button("Check and register the dataset", type="primary", key="register_dat
     except InputError as exc:
         errors["dataset"] = str(exc)
     else:
+        st.session_state[state.UPLOADED_DATASETS] = [d for d in st.session_state[state.UPLOADED_DATASETS]
+                                                     if d != dataset_id] + [dataset_id]
         st.session_state[DATASET_RESULT] = (data.dataset_name(dataset_id), size, unreadable)
 field_error("dataset")
-if st.session_state.get(DATASET_RESULT) and not errors.get("dataset"):
-    name, size, unreadable = st.session_state[DATASET_RESULT]
+dataset_result = st.session_state.pop(DATASET_RESULT, None)  # said once, as the model's
+if dataset_result and not errors.get("dataset"):
+    name, size, unreadable = dataset_result
     st.success(views.plain(f"Registered dataset {name} with {size} images"
                            f"{f', of which {size - len(unreadable)} can be audited' if unreadable else ''}."))
     if unreadable:
@@ -310,6 +323,6 @@ else:
             if c2.button("Keep it", key="manage_keep"):
                 st.session_state.pop(CONFIRM_DELETE)
                 st.rerun()
-message = st.session_state.get(MANAGE_MESSAGE)
+message = st.session_state.pop(MANAGE_MESSAGE, None)
 if message:
     (st.error if message[0] == "error" else st.success)(views.plain(message[1]))

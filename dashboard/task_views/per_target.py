@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import components, data, overlay, views
+from dashboard import components, data, overlay, version_marks, views
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,9 @@ def render_comparison(comparison: dict, words: Wording) -> None:
         st.info("No interventions recorded in these runs.")
         return
     rows["series"] = rows[words.key].astype(str) + " / " + rows["region"].astype(str)
-    st.plotly_chart(views.version_lines_figure(rows, "series", "excess_drop",
-                                               "ci_low", "ci_high", f"Excess {words.score} drop under a region fill",
-                                               "region fill minus equal-area fill (95% CI)"),
-                    width="stretch", key=f"{words.section}_compare_chart")
+    names = [r["name"] if isinstance(r, dict) else r for r in comparison.get("runs") or []]
+    st.plotly_chart(version_marks.mark_flagged(views.version_lines_figure(
+        rows, "series", "excess_drop", "ci_low", "ci_high", f"Excess {words.score} drop under a region fill",
+        "region fill minus equal-area fill (95% CI)"), names, comparison.get("flagged") or {}),
+        width="stretch", key=f"{words.section}_compare_chart")
     st.dataframe(rows.drop(columns=["series"]), hide_index=True, width="stretch")

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -192,6 +193,43 @@ def test_an_upload_one_byte_over_the_limit_is_refused(server, page, tmp_path):
     assert status_at in (200, 204) and status_over == 413
 
 
+PAGES = {"overview": "Findings", "report": "Bias report", "compare": "Compare versions", "trust": "Explainer trust",
+         "new-audit": "New audit", "upload": "Upload"}
+
+
+def test_every_page_opens_at_its_own_url(server, page):
+    url, ids, _ = server
+    for path, heading in PAGES.items():
+        page.goto(f"{url}/{path}?run={ids['runs'][0]}", timeout=60_000)
+        expect(page.get_by_role("heading", name=heading).first).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(500)
+        assert page.get_by_text("Page not found").count() == 0, path
+        _no_exception(page)
+
+
+def test_compare_reads_versions_in_order_whatever_order_they_were_audited(server, page):
+    """The planted v1 (looks at the cage, flagged) is renamed v9 and audited first, v2 renamed v10: the page
+    reads v9 -> v10 even when the URL lists them newest first, and marks v9 as flagged."""
+    url, ids, root = server
+    from analysis.store.workspace import Workspace
+
+    workspace = Workspace(root)
+    older, newer = ids["runs"]
+    workspace.rename_model(workspace.run(older)["model_id"], "pets-net", "v9")
+    workspace.rename_model(workspace.run(newer)["model_id"], "pets-net", "v10")
+    workspace.close()
+    page.goto(f"{url}/compare?runs={newer},{older}", timeout=60_000)
+    ticks = page.locator(".st-key-compare_regions_chart .xtick text")
+    expect(ticks.first).to_be_visible(timeout=60_000)
+    assert [t.strip() for t in ticks.all_text_contents() if t.strip()] == [
+        "v9 (gradcam)flagged: cage", "v10 (gradcam)"]  # the flagged version's tick: name, then its regions
+    text = _main_text(page)
+    assert "flagged: v9 (gradcam) on cage; no flag: v10 (gradcam)" in text
+    _no_exception(page)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "24-compare-versions-in-order.png"), full_page=True)
+
+
 # --- the walk of a user who brings their own model ---------------------------------------------------
 RAW_TEXT = re.compile(r"\bNone\b|\bnan\b|\bNaN\b|\{\"|\"evidence\"|\[(\d+\.\d+), \1\]|tmp[a-z0-9_]{8}")
 
@@ -210,6 +248,9 @@ def own_files(tmp_path_factory):
     files["card"] = folder / "v1" / "model.json"
     files["wrong_card"] = folder / "wrong.json"
     files["wrong_card"].write_text(json.dumps({**card, "classes": ["circle", "square", "triangle"]}))
+    files["v2_card"] = folder / "tagnet-v2-card.json"  # a team's card: a version and a field of their own
+    files["v2_card"].write_text(json.dumps({**json.loads((folder / "v2" / "model.json").read_text()),
+                                            "version": "v2", "owner": "vision team"}))
     data = write_tag_dataset(folder / "shapes")
     files["zip"] = folder / "shapes.zip"
     with zipfile.ZipFile(files["zip"], "w") as archive:
@@ -252,7 +293,7 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
-def _upload_model(page, url, model, card, name, version, wrong_card=None):
+def _upload_model(page, url, model, card, name, version, wrong_card=None, warning=None):
     page.goto(f"{url}/upload", timeout=60_000)
     expect(page.get_by_text("Model file", exact=False).first).to_be_visible(timeout=60_000)
     inputs = page.locator("input[type='file']")
@@ -268,6 +309,9 @@ def _upload_model(page, url, model, card, name, version, wrong_card=None):
         _shot(page, "11-wrong-card.png")
     inputs.nth(1).set_input_files(str(card))
     expect(page.get_by_label("Classes, one per line", exact=False)).to_have_value("circle\nsquare", timeout=30_000)
+    if warning is not None:
+        expect(page.get_by_text(warning, exact=False)).to_be_visible(timeout=30_000)
+        _shot(page, "24b-card-with-extra-fields.png")
     page.get_by_label("Name", exact=True).fill(name)
     page.get_by_label("Version (optional)").fill(version)
     page.get_by_label("Version (optional)").press("Enter")
@@ -276,9 +320,13 @@ def _upload_model(page, url, model, card, name, version, wrong_card=None):
     expect(page.get_by_text(f"Registered model {name} {version}", exact=False)).to_be_visible(timeout=120_000)
 
 
-def _audit(page, url, n):
+def _audit(page, url, n, model=None, dataset=None):
     page.goto(f"{url}/new-audit", timeout=60_000)
     expect(page.get_by_text("Estimated time")).to_be_visible(timeout=60_000)
+    if model is not None:  # what the page starts on: the model and dataset this tab uploaded
+        expect(page.locator(".st-key-audit_models").get_by_text(model, exact=True)).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("combobox", name="Dataset")).to_have_value(dataset)
+        _shot(page, "25-new-audit-defaults.png")
     number = page.get_by_label("Images to sample")
     number.fill(str(n))
     number.press("Enter")
@@ -292,6 +340,7 @@ def _audit(page, url, n):
                                "cross-checking", "faithfulness") if s in text}
         silent = [m[0] for m in re.finditer(r"(\d+) / (\d+) images(.*)", text) if m[1] == m[2] and not m[3].strip()]
         assert not (silent and "· running" in text), text  # a full bar of a running audit names its stage
+        assert not re.search(r"\bnan\b|\bNone\b", text), text  # a running audit has no error to show
         if page.get_by_role("link", name="Open report").count():
             break
         page.wait_for_timeout(500)
@@ -373,8 +422,10 @@ def test_a_user_walks_from_upload_to_a_label_carried_across_versions(empty_serve
     _readable(page, "trust")
     _shot(page, "20-trust.png")
 
-    _upload_model(page, url, own_files["v2"], own_files["v2"].parent / "model.json", "tagnet", "v2")
-    stages_v2 = _audit(page, url, 26)
+    _upload_model(page, url, own_files["v2"], own_files["v2_card"], "tagnet", "v2",
+                  warning="tagnet-v2-card.json: unknown field 'owner' is ignored")
+    assert "unknown field 'version'" not in _main_text(page)
+    stages_v2 = _audit(page, url, 26, model="tagnet v2", dataset="shapes")
     # a person sees the stages go by, and every snapshot of a running audit's full bar named its stage (checked in
     # `_audit`); which stages a 500 ms poll catches depends on speed: 26 images take about a second in all
     assert stages_v1 and stages_v2, (stages_v1, stages_v2)
@@ -412,3 +463,26 @@ def test_a_user_walks_from_upload_to_a_label_carried_across_versions(empty_serve
     timings["report_s"] = time.monotonic() - started
     (ARTIFACTS / "first-visit-times.json").write_text(json.dumps(timings))
     print("first visits:", timings)
+
+    # a rename on the Upload page, then the CLI on the same file: the name given in the UI stays
+    page.goto(f"{url}/upload", timeout=60_000)
+    expect(page.get_by_role("button", name="Rename")).to_be_visible(timeout=60_000)
+    page.get_by_label("New name").fill("tagnet-prod")
+    page.get_by_label("New name").press("Enter")
+    page.wait_for_timeout(800)
+    page.get_by_role("button", name="Rename").click()
+    expect(page.get_by_text("Renamed to tagnet-prod")).to_be_visible(timeout=30_000)
+    done = subprocess.run([sys.executable, "-m", "analysis.cli", "run", "--model", str(own_files["v1"]), "--data",
+                           str(own_files["zip"]), "--n", "8", "--no-progress"], capture_output=True, text=True,
+                          cwd=REPO, env=dict(os.environ, SALIENCY_AUDIT_WORKSPACE=str(root), PYTHONPATH=str(REPO)),
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "using the registered model tagnet-prod v1" in done.stderr, done.stderr
+    from analysis.store.workspace import Workspace
+
+    assert sorted((m["name"], m["version"]) for m in Workspace(root).models()) == [("tagnet", "v2"),
+                                                                                   ("tagnet-prod", "v1")]
+    cli_run = done.stdout.strip().splitlines()[-1]
+    page.goto(f"{url}/report?run={cli_run}", timeout=60_000)
+    expect(page.get_by_text("Model tagnet-prod v1 · dataset shapes")).to_be_visible(timeout=60_000)  # the UI's name
+    _readable(page, "report of the CLI run")

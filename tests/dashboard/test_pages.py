@@ -100,8 +100,12 @@ def test_compare_page_draws_both_versions(app, planted):
     from analysis.report.verdict import with_verdicts
 
     stores, names = [workspace.store(r) for r in planted[1]["runs"]], ["v1 (gradcam)", "v2 (gradcam)"]
-    expected = with_verdicts(compare_runs(stores, names), names, [cached_report(s, workspace) for s in stores])["summary"]
-    assert any(m.value.replace("\\", "") == expected for m in at.markdown), expected
+    expected = compare_runs(stores, names)["summary"]
+    summary = [m.value.replace("\\", "") for m in at.markdown if expected in m.value.replace("\\", "")]
+    assert len(summary) == 1 and summary[0].endswith(f"{expected}; flagged: v1 (gradcam) on cage; no flag: v2 (gradcam)")
+    verdicts = with_verdicts({}, names, [cached_report(s, workspace) for s in stores])["verdicts"]
+    for row in verdicts:  # a version that cannot be judged is named first, with why
+        assert (f"{row['run']} cannot be judged" in summary[0]) == (row["status"] == "cannot_judge")
 
 
 def test_trust_page_explains_checks(app, planted):
@@ -217,3 +221,40 @@ def test_the_report_page_leads_with_the_verdict(app, planted):
     at = app("app_pages/report.py", run=planted[1]["runs"][0])
     boxes = [b.value for b in [*at.error, *at.warning, *at.success]]
     assert any(str(b).startswith("**Verdict: ") for b in boxes), boxes
+
+
+def test_compare_orders_versions_not_audits_and_keeps_the_series_on_another_dataset(tmp_path, monkeypatch):
+    """Audited v10 first, then v9: the page compares v9 -> v10, marks the flagged v9 on the chart and in the
+    summary, and a second dataset with audits of the same models opens on the same two versions."""
+    import json
+
+    from analysis.store.workspace import Workspace
+    from workspace_builder import write_dataset, write_finished_run
+
+    root = tmp_path / "workspace"
+    first, second = build_workspace(root)["runs"]  # planted v1 (looks at the cage) audited first, then v2
+    workspace = Workspace(root)
+    workspace.rename_model(workspace.run(first)["model_id"], "pets-net", "v9")  # the flagged one: older
+    workspace.rename_model(workspace.run(second)["model_id"], "pets-net", "v10")
+    other = write_dataset(tmp_path / "sources" / "pets-again")
+    (other / "regions.json").write_text(json.dumps({"regions": {**json.loads((other / "regions.json").read_text())[
+        "regions"]}, "note": "a second copy"}))  # other bytes: another dataset
+    dataset_b = workspace.register_dataset(other, name="pets-again")
+    b10 = write_finished_run(workspace, workspace.run(second)["model_id"], dataset_b, 2, "b v10")
+    b9 = write_finished_run(workspace, workspace.run(first)["model_id"], dataset_b, 1, "b v9")
+    dataset_a = workspace.run(first)["dataset_id"]
+    workspace.close()
+
+    at = app_opener(root, monkeypatch)("app_pages/compare.py", runs=f"{second},{first}")
+    assert at.selectbox(key="compare_dataset").value == dataset_a
+    assert at.multiselect(key=f"compare_runs_{dataset_a}").value == [first, second]  # v9 before v10
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["layout"]["xaxis"]["categoryarray"] == ["v9 (gradcam)", "v10 (gradcam)"]
+    ticks = chart["layout"]["xaxis"]["ticktext"]
+    assert "flagged: cage" in ticks[0] and ticks[1] == "v10 (gradcam)"
+    summary = " ".join(m.value.replace("\\", "") for m in at.markdown)
+    assert "flagged: v9 (gradcam) on cage; no flag: v10 (gradcam)" in summary
+
+    at.selectbox(key="compare_dataset").set_value(dataset_b).run()
+    assert not at.exception
+    assert at.multiselect(key=f"compare_runs_{dataset_b}").value == [b9, b10]  # the same series, kept

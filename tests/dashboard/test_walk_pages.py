@@ -153,3 +153,64 @@ def test_trust_gives_a_verdict_per_method_with_the_random_baseline(app, planted)
     assert "Doubtful" in text
     assert "deletion score 0.639 against 0.650 for a random pixel order (lower is better): no better than random" in text
     assert "insertion score 0.800 against 0.500" in text and "better than random" in text
+
+
+def test_a_running_audit_shows_no_nan_and_a_failed_one_names_the_uploaded_dataset(tmp_path, monkeypatch):
+    """A running audit beside a failed one (pandas made the running one's missing error NaN: a red "nan" box);
+    the failed one's message names the dataset as registered from an upload, not the staging path."""
+    import os
+
+    from analysis.store.workspace import Workspace
+    from workspace_builder import write_model
+
+    root = tmp_path / "workspace"
+    ids = build_workspace(root)
+    workspace = Workspace(root)
+    staged = root / "uploads" / "tmpw0xdwdgm" / "shapes_masks.zip"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(_zip_of(write_dataset(tmp_path / "shapes_masks")))
+    dataset_id = workspace.register_dataset(staged, name="my shapes")
+    model_id = workspace.run(ids["runs"][0])["model_id"]
+    with pytest.raises(Exception) as failure:  # what a worker's prepare meets: labels the card does not name
+        workspace.open_dataset(dataset_id).validate(["circle", "square"])
+    assert str(failure.value).startswith("dataset my shapes has") and "tmpw0xdwdgm" not in str(failure.value)
+    failed = workspace.create_run(model_id, dataset_id, "saliency", {}, n=12, seed=0, name="broken")
+    workspace.update_run(failed, status="failed", error=str(failure.value).splitlines()[0])
+    running = workspace.create_run(model_id, ids["dataset"], "saliency", {}, n=12, seed=1, name="going")
+    workspace.update_run(running, status="running", pid=os.getpid(), n_total=12)
+    other = workspace.register_model(write_model(tmp_path / "later"), name="later-net")  # newest, not uploaded here
+    workspace.close()
+
+    at = app_opener(root, monkeypatch)("app_pages/new_audit.py", run=failed)
+    errors = [e.value for e in at.error]
+    assert errors == ["dataset my shapes has 2 problem(s); fix them and retry:"], errors  # no "nan" box
+    assert "going" in " ".join(t.value for t in at.text)
+    assert at.multiselect(key="audit_models").value == [other]  # the newest model no audit has used yet
+    at.session_state["uploaded_models"] = [model_id]
+    at.session_state["uploaded_datasets"] = [dataset_id]
+    at.multiselect(key="audit_models").set_value([model_id]).run()
+    assert at.selectbox(key="audit_dataset").value == dataset_id  # the dataset this tab uploaded
+
+
+def test_new_audit_starts_on_the_model_and_dataset_this_tab_uploaded(tmp_path, monkeypatch):
+    from analysis.store.workspace import Workspace
+    from workspace_builder import write_model
+
+    root = tmp_path / "workspace"
+    ids = build_workspace(root)
+    workspace = Workspace(root)
+    planted_name = workspace.model(workspace.run(ids["runs"][0])["model_id"])["name"]
+    mine = workspace.register_model(write_model(tmp_path / "mine"), name=planted_name, version="v3")  # its v3
+    demo = workspace.register_model(write_model(tmp_path / "demo"), name="demo-net")  # registered after mine
+    other = write_dataset(tmp_path / "other")
+    (other / "regions.json").write_text(json.dumps({"regions": json.loads((other / "regions.json").read_text())[
+        "regions"], "copy": 2}))
+    demo_data = workspace.register_dataset(other, name="demo-data")
+    done = workspace.create_run(demo, demo_data, "gradcam", {}, n=12, seed=0)
+    workspace.update_run(done, status="done", n_total=12)  # the demo audits what it registers
+    workspace.close()
+
+    make = app_opener(root, monkeypatch)
+    at = make("app_pages/new_audit.py")
+    assert at.multiselect(key="audit_models").value == [mine]  # not the newer, audited demo model
+    assert at.selectbox(key="audit_dataset").value == ids["dataset"]  # where its v1 and v2 were audited

@@ -96,6 +96,21 @@ def run_tables(version: int, artifacts: bool = False) -> tuple[pd.DataFrame, pd.
     return pd.DataFrame(images), pd.DataFrame(regions), pool_maps(np.stack(maps))
 
 
+def write_finished_run(workspace: Workspace, model_id: str, dataset_id: str, version: int, name: str,
+                       artifacts: bool = False) -> str:
+    """A finished gradcam run of the planted tables of `version` (1 looks at the cage), in two shards."""
+    run_id = workspace.create_run(model_id, dataset_id, "gradcam", {}, n=N_IMAGES, seed=0, name=name)
+    store = workspace.store(run_id)
+    images, regions, maps = run_tables(version, artifacts)
+    for shard, part in enumerate((slice(0, 6), slice(6, 12))):
+        ids_part = images.image_id.iloc[part]
+        path = store.write_shard(shard, images.iloc[part].reset_index(drop=True),
+                                 regions[regions.image_id.isin(ids_part)].reset_index(drop=True), maps[part])
+        workspace.record_shard(run_id, shard, len(ids_part), path, n_done=int(ids_part.max()) + 1)
+    workspace.update_run(run_id, status="done", n_total=N_IMAGES)
+    return run_id
+
+
 def build_workspace(root: Path, *, artifacts: bool = False) -> dict:
     """The workspace with one dataset, two model versions and a finished run of each; returns the ids."""
     source = root.parent / "sources"
@@ -109,16 +124,7 @@ def build_workspace(root: Path, *, artifacts: bool = False) -> dict:
         card["version"] = version  # different card -> different model id
         (model_path.parent / "model.json").write_text(json.dumps(card))
         model_id = workspace.register_model(model_path)
-        run_id = workspace.create_run(model_id, dataset_id, "gradcam", {}, n=N_IMAGES, seed=0, name=f"v{version}")
-        store = workspace.store(run_id)
-        images, regions, maps = run_tables(version, artifacts)
-        for shard, part in enumerate((slice(0, 6), slice(6, 12))):
-            ids_part = images.image_id.iloc[part]
-            path = store.write_shard(shard, images.iloc[part].reset_index(drop=True),
-                                     regions[regions.image_id.isin(ids_part)].reset_index(drop=True), maps[part])
-            workspace.record_shard(run_id, shard, len(ids_part), path, n_done=int(ids_part.max()) + 1)
-        workspace.update_run(run_id, status="done", n_total=N_IMAGES)
-        ids["runs"].append(run_id)
+        ids["runs"].append(write_finished_run(workspace, model_id, dataset_id, version, f"v{version}", artifacts))
     workspace.close()
     return ids
 

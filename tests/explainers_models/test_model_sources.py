@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from analysis.store.workspace import Workspace
 from explainers.errors import InputError
-from explainers.loading.models import ModelCard, load_model
+from explainers.loading.models import CARD_KEYS, ModelCard, load_model
 from tests.explainers_models.sources import CLASSES, write_hf_vit, write_timm, zip_folder
 
 
@@ -64,9 +64,12 @@ def test_model_json_in_the_folder_overrides(tmp_path):
     loaded = load_model(folder)
     assert loaded.card.classes == ("kitten", "puppy", "chick") and loaded.card.name == "pets"
     assert loaded.card.input_size == (32, 32)
-    (folder / "model.json").write_text(json.dumps({"clases": ["x"]}))
-    with pytest.raises(InputError, match="did you mean 'classes'"):
-        load_model(folder)
+    (folder / "model.json").write_text(json.dumps({"clases": ["x"]}))  # a typo: warned about, not an error
+    assert load_model(folder).card.classes == tuple(CLASSES)  # config.json's id2label stands
+    heard = []
+    Workspace(tmp_path / "ws").register_model(folder, on_warning=heard.append)
+    assert heard == [f"model.json: unknown field 'clases' (did you mean 'classes'?) is ignored; known fields: "
+                     f"{', '.join(CARD_KEYS)}"]
 
 
 def test_pickled_hugging_face_weights_are_refused_with_the_fix(tmp_path):

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from explainers.errors import InputError
-from explainers.loading.models import IMAGENET_MEAN, IMAGENET_STD, ModelCard, find_card, load_model
+from explainers.loading.models import CARD_KEYS, IMAGENET_MEAN, IMAGENET_STD, ModelCard, find_card, load_model
 from explainers.registry import make_explainer
 
 from .conftest import TinyCNN, export_pt2, write_card
@@ -43,7 +43,6 @@ def test_card_defaults_and_round_trip():
     ({"input_size": [224]}, "'input_size' must be [height, width]"),
     ({"mean": [0.5, 0.5]}, "'mean' must be a list of 3 numbers"),
     ({"std": [0.2, 0.0, 0.2]}, "'std' values must be positive"),
-    ({"target-layer": "layer4"}, "unknown field 'target-layer' (did you mean 'target_layer'?)"),
     ({"architecture": 18}, "'architecture' must be a non-empty string"),
 ])
 def test_card_validation_names_file_and_field(change, message):
@@ -51,6 +50,20 @@ def test_card_validation_names_file_and_field(change, message):
         ModelCard.from_dict({**CARD, **change}, source="/some/dir/model.json")
     assert message in str(info.value)
     assert str(info.value).startswith("model.json: ")
+
+
+def test_an_unknown_card_field_is_a_warning_naming_the_file_given():
+    from explainers.loading.card import card_warnings
+
+    data = {**CARD, "target-layer": "layer4", "version": "v2", "owner": "vision team"}
+    card = ModelCard.from_dict(data, source="/some/dir/tagnet-card.json")  # no error: a card that works elsewhere
+    assert card.version == "v2" and card.target_layer is None
+    assert card_warnings(data, "/some/dir/tagnet-card.json") == [
+        f"tagnet-card.json: unknown field 'target-layer' (did you mean 'target_layer'?) is ignored; known fields: "
+        f"{', '.join(CARD_KEYS)}",
+        f"tagnet-card.json: unknown field 'owner' is ignored; known fields: {', '.join(CARD_KEYS)}"]
+    with pytest.raises(InputError, match="tagnet-card.json: 'version' must be a version"):
+        ModelCard.from_dict({**CARD, "version": ["v2"]}, source="/some/dir/tagnet-card.json")
 
 
 def test_card_missing_input_size_and_invalid_json(tmp_path):

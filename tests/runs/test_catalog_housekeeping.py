@@ -1,5 +1,6 @@
 """Names, versions, rename, delete and human labels in the catalog; labels re-checked on a report."""
 import json
+import re
 import sqlite3
 
 import pytest
@@ -27,9 +28,12 @@ def test_a_staged_file_named_model_takes_the_name_given_never_its_temp_folder(tm
     model_id = ws.register_model(staged, card, name="cage-net", version="v1")
     row = ws.model(model_id)
     assert (row["name"], row["version"]) == ("cage-net", "v1")
-    # The card's own name and version are the defaults.
+    # The same file again with a card that names it otherwise: the name a person gave stays.
     card.write_text(json.dumps({**json.loads(card.read_text()), "name": "carded", "version": 3}))
-    other = ws.model(ws.register_model(staged, card))
+    assert ws.register_model(staged, card) == model_id and ws.model(model_id)["name"] == "cage-net"
+    # The card's own name and version are the defaults of a model registered without one.
+    other_file = write_model(tmp_path / "other")
+    other = ws.model(ws.register_model(other_file, card))
     assert (other["name"], other["version"]) == ("carded", "3")
     assert model_label(other["name"], other["version"]) == "carded v3"  # a bare number reads as a version
     assert model_label("net-v2", "v2") == "net-v2"
@@ -173,3 +177,32 @@ def test_the_worker_starts_from_the_checkout_root():
     from analysis.store.jobs import PROJECT_ROOT
 
     assert (PROJECT_ROOT / "analysis" / "cli.py").is_file()
+
+
+def test_cli_compare_orders_by_version_and_names_the_flagged_ones(planted, capsys, monkeypatch):
+    """Given newest first, and with v10 audited before v9, `compare` still reads v9 -> v10 (natural sort)."""
+    from analysis.cli import main
+
+    ws, ids = planted
+    first, second = ids["runs"]  # planted v1 looks at the cage (flagged), v2 does not
+    ws.rename_model(ws.run(first)["model_id"], "pets-net", "v9")
+    ws.rename_model(ws.run(second)["model_id"], "pets-net", "v10")
+    ws.rename_run(first, "older")
+    ws.rename_run(second, "newer")
+    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(ws.root))
+    assert main(["compare", second, first]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["runs"] == ["older", "newer"] and result["run_ids"] == [first, second]
+    assert result["flagged"] == {"older": ["cage"], "newer": []}
+    assert result["summary"].endswith("flagged: older on cage; no flag: newer")
+
+
+def test_cli_check_prints_the_lift_rounded(planted, capsys, monkeypatch):
+    from analysis.cli import main
+
+    ws, ids = planted
+    monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(ws.root))
+    assert main(["check", ids["runs"][0], "--fail-on-flags"]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(re.search(r", lift (\d+\.\d\d|not measured)$", line) for line in lines), lines
+    assert any("on region 'cage'" in line and "lift 5.6" in line for line in lines), lines

@@ -333,3 +333,53 @@ def test_run_on_cuda_gives_the_cpu_region_table(tmp_path, files, capsys):
     assert set(tables["cpu"]) == set(tables["cuda"])
     for name, value in tables["cpu"].items():
         assert tables["cuda"][name] == pytest.approx(value, abs=1e-4), name
+
+
+def test_a_card_with_extra_fields_runs_and_its_own_name_is_in_the_warning(tmp_path, files, capsys):
+    """The card the user names (not the workspace's model.json copy) is in the one warning line per extra
+    field; the audit runs; nothing is registered for a card that cannot be used."""
+    card = json.loads((files["model"].parent / "model.json").read_text())
+    extra = tmp_path / "tagnet-card.json"
+    extra.write_text(json.dumps({**card, "version": "v3", "owner": "vision team"}))
+    ws = tmp_path / "ws"
+    code, out, err = run_cli(capsys, "run", "--model", files["model"], "--card", extra, "--data", files["data"],
+                             "--n", 6, "--workspace", ws, "--no-progress")
+    assert code == 0, err
+    assert "saliency-audit: warning: tagnet-card.json: unknown field 'owner' is ignored" in err
+    assert "version" not in err.split("known fields")[0] and "model.json" not in err
+    (run,) = Workspace(ws).runs()
+    assert run["status"] == "done" and run["model_version"] == "v3"
+
+    broken = tmp_path / "broken-card.json"
+    broken.write_text(json.dumps({**card, "classes": []}))
+    empty = tmp_path / "ws-empty"
+    code, _, err = run_cli(capsys, "run", "--model", files["model"], "--card", broken, "--data", files["data"],
+                           "--workspace", empty, "--no-progress")
+    assert code == 2 and err.strip() == ("saliency-audit: error: broken-card.json: 'classes' must be a non-empty "
+                                         "list of names")
+    assert Workspace(empty).models() == [] and Workspace(empty).runs() == [] and Workspace(empty).datasets() == []
+    assert not (empty / "models").exists() or not any((empty / "models").iterdir())
+
+    code, _, err = run_cli(capsys, "run", "--model", files["model"], "--data", files["data"], "--method", "drise",
+                           "--workspace", empty, "--no-progress")
+    assert code == 2 and "explains detectors" in err
+    assert Workspace(empty).models() == []  # a method the model's task cannot take: refused before registering
+
+
+def test_a_cli_run_after_a_rename_keeps_the_name_and_says_which_model_it_used(tmp_path, files, capsys):
+    ws = tmp_path / "ws"
+    workspace = Workspace(ws)
+    ui_card = {**json.loads((files["model"].parent / "model.json").read_text()), "mean": [0.5, 0.5, 0.5]}
+    staged = tmp_path / "uploads" / "tmpab12cd34" / files["model"].name  # what Upload registers
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(files["model"].read_bytes())
+    (staged.parent / "model.json").write_text(json.dumps({**ui_card, "mean": [0.5, 0.5, 0.5]}, indent=1))
+    file_card = tmp_path / "card.json"
+    file_card.write_text(json.dumps({**ui_card, "mean": [0.5, 0.5, 0.5], "name": "file-name", "version": 1}))
+    model_id = workspace.register_model(staged, staged.parent / "model.json", name="cage-net", version="v7")
+    code, out, err = run_cli(capsys, "run", "--model", files["model"], "--card", file_card, "--data",
+                             files["data"], "--n", 6, "--workspace", ws, "--no-progress")
+    assert code == 0, err
+    assert f"using the registered model cage-net v7 ({model_id})" in err
+    assert [(m["id"], m["name"], m["version"]) for m in Workspace(ws).models()] == [(model_id, "cage-net", "v7")]
+    assert Workspace(ws).runs()[0]["model_id"] == model_id
