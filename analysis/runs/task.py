@@ -113,6 +113,11 @@ class Task(Protocol):
     own_dataset_format: bool  # False when the task reads another task's format (a tagger: a classifier's manifest),
     #                           so `task_of_dataset` never names it for a dataset (its `takes_dataset` still offers it)
     dataset_hint: str  # how to register a dataset this task reads, where it is not the default manifest ("" otherwise)
+    run_params: tuple[str, ...]  # the task's own run parameters; every other `--param` is the method's
+
+    def check_settings(self, method: str, params: dict) -> None:
+        """InputError for a bad value of the task's own parameters (`run_params`), before a run is created; the
+        method's parameters are checked against its declared schema (`explainers.registry.check_params`)."""
 
     def takes_dataset(self, path: Path) -> bool:
         """Whether the dataset at `path` (a folder or zip, as registered) is in this task's format. Cheap: it

@@ -122,7 +122,8 @@ with tab_flags:
     if sanity.empty:
         st.caption("No sanity check recorded for this run.")
     else:
-        st.dataframe(views.display_table(sanity), hide_index=True, width="stretch")
+        st.dataframe(views.display_table(sanity), hide_index=True, width="stretch",
+                     column_config={"criterion": st.column_config.TextColumn("criterion", width=620)})
 
 with tab_accuracy:
     table = data.accuracy(run_id, version)
