@@ -209,8 +209,8 @@ def robustness_checks(region: str, evidence: dict) -> list[CheckResult]:
     passed = sanity.get("passed")
     checks.append(CheckResult("model randomisation", "not_run" if not sanity else "not_applicable"
                               if passed is None else "passed" if passed else "failed",
-                              f"{sanity.get('method')}: similarity {sanity.get('similarity')}" if sanity
-                              else "not run", sanity.get("similarity")))
+                              f"{sanity.get('method')}: similarity {float(sanity.get('similarity') or 0):.2f}"
+                              if sanity else "not run", sanity.get("similarity")))
     return checks
 
 

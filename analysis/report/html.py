@@ -1,9 +1,8 @@
 """One self-contained HTML file for a run's report (and optionally a version comparison).
 
-Self-contained so it can be attached to a ticket or mailed: plotly's JS is inlined once (the first chart),
-overlays are base64 PNGs, no external requests. Every name in it (regions, classes, subgroups, runs, image
-paths) comes from a user's upload, so every one goes through `html.escape`, in tables and in chart labels
-(plotly renders its labels as a small HTML dialect; it shows entities as the characters they stand for).
+Self-contained so it can be attached to a ticket or mailed: the charts are inline SVG, overlays are base64
+PNGs, no script and no external requests. Every name in it (regions, classes, subgroups, runs, image
+paths) comes from a user's upload, so every one goes through `html.escape`, in tables and in chart labels.
 """
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ from html import escape
 import numpy as np
 
 from analysis.report.records import Report, Verdict
+from analysis.report.svg_charts import region_bars, version_lines
 from analysis.runs.tasks import view_of
 
 STYLE = """
@@ -125,50 +125,28 @@ def _detection_comparison(comparison: dict) -> str:
 
 
 class _Charts:
-    """Plotly figures as HTML fragments; the first one carries plotly.js, the rest reuse it."""
-
-    def __init__(self):
-        self.included = False
-
-    def _html(self, fig) -> str:
-        fragment = fig.to_html(full_html=False, include_plotlyjs=not self.included)
-        self.included = True
-        return fragment
+    """The report's charts as inline SVG (`analysis.report.svg_charts`): kilobytes, no script."""
 
     def region_mass(self, rows: list[dict]) -> str:
-        import plotly.graph_objects as go
-
         overall = [r for r in rows if r.get("class") is None and r.get("group") is None]
         if not overall:
             return "<p class='muted'>No region rows.</p>"
-        names = [escape(str(r["region"])) for r in overall]
         mass = [r["mass_mean"] or 0 for r in overall]
-        lo = [max(0.0, (r["mass_mean"] or 0) - (r["mass_ci"][0] or 0)) for r in overall]
-        hi = [max(0.0, (r["mass_ci"][1] or 0) - (r["mass_mean"] or 0)) for r in overall]
-        area = [r.get("area_mean") or 0 for r in overall]
-        fig = go.Figure([
-            go.Bar(name="saliency mass", x=names, y=mass,
-                   error_y={"type": "data", "array": hi, "arrayminus": lo, "symmetric": False}),
-            go.Bar(name="area", x=names, y=area, opacity=0.5),
-        ])
-        fig.update_layout(barmode="group", yaxis_title="share of the image / of saliency", height=380,
-                          margin={"t": 30})
-        return self._html(fig)
+        ci = [r.get("mass_ci") or [None, None] for r in overall]
+        return region_bars([str(r["region"]) for r in overall], mass,
+                           [c[0] if c[0] is not None else m for c, m in zip(ci, mass)],
+                           [c[1] if c[1] is not None else m for c, m in zip(ci, mass)],
+                           [r.get("area_mean") or 0 for r in overall])
 
     def comparison(self, comparison: dict) -> str:
-        import plotly.graph_objects as go
-
-        fig = go.Figure()
+        runs = [str(r) for r in comparison.get("runs") or []]
+        series = {}
         for region, entry in (comparison.get("regions") or {}).items():
-            runs = [r for r in entry["runs"] if r is not None]
-            fig.add_trace(go.Scatter(
-                name=escape(str(region)), x=[escape(str(r["run"])) for r in runs],
-                y=[r["mass_mean"] for r in runs], mode="lines+markers",
-                error_y={"type": "data", "symmetric": False,
-                         "array": [(r["mass_ci"][1] or 0) - r["mass_mean"] for r in runs],
-                         "arrayminus": [r["mass_mean"] - (r["mass_ci"][0] or 0) for r in runs]}))
-        fig.update_layout(yaxis_title="saliency mass", height=380, margin={"t": 30})
-        return self._html(fig)
+            series[str(region)] = [None if r is None or r.get("mass_mean") is None else
+                                   (r["mass_mean"], (r.get("mass_ci") or [None, None])[0] or r["mass_mean"],
+                                    (r.get("mass_ci") or [None, None])[1] or r["mass_mean"])
+                                   for r in entry["runs"]]
+        return version_lines(runs, series) if runs and series else ""
 
 
 def overlay_png(image, saliency, alpha: float = 0.5) -> str:
