@@ -3,15 +3,13 @@
 `mass_r = sum(S+ * M_r) / sum(S+)` and `area_r = |M_r| / |image|`, computed at the mask's own resolution
 (the map is resized bilinearly to it), so thin regions are not blurred away by a downsampled mask.
 One `bincount` over the mask gives every region at once: cost is one pass over the pixels, whatever the
-number of regions.
+number of regions. torch (for the resize) is imported when a map is resized, not by readers of the grid.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 GRID_NAMES = [f"{row}-{col}" for row in ("top", "middle", "bottom") for col in ("left", "centre", "right")]
 BORDER_FRACTION = 1 / 6
@@ -19,6 +17,9 @@ BORDER_FRACTION = 1 / 6
 
 def resize_map(saliency, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a (H, W) map to `size` (h, w), as float64 numpy (exact sums downstream)."""
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.as_tensor(np.asarray(saliency) if not isinstance(saliency, torch.Tensor) else saliency)
     tensor = tensor.detach().to("cpu", torch.float32)
     if tensor.ndim != 2:
