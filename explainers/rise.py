@@ -190,6 +190,11 @@ class MaskSums:
         covariance = (self.total[rows] - mean[:, None, None] * self.mask_sum) / (max(count - 1, 1) * p)
         return (self.shift[rows] + mean)[:, None, None] + covariance
 
+    def centred(self, rows: torch.Tensor, count: int, p: float) -> torch.Tensor:
+        """(len(rows), H, W) sum (s - mean s) M / (count p): D-RISE's centred map (control variate only)."""
+        mean = self.score_sum[rows] / count
+        return (self.total[rows] - mean[:, None, None] * self.mask_sum) / (count * p)
+
 
 def checkpoints(n: int, every: int) -> list[int]:
     """Mask counts at which convergence is checked: every `every` masks, then `n` (always the last)."""
