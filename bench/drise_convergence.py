@@ -4,7 +4,8 @@ efficiency against the detector alone, and the ratio to vision-explanation-metho
 Detectors: the sample grid detector (64 px), a random-weight torchvision `fasterrcnn_mobilenet_v3_large_320_fpn`
 (`--frcnn-size` px) and an Ultralytics YOLOv8n built from its yaml (random weights, offline; the head made to
 fire as in `tests/detection/yolo_helpers.py`: class logits biased up, box sides peaked at one stride).
-Targets: per image the clean image's top detection. Ours: `DRISE` defaults (tolerance, ceiling `n_masks`),
+Targets: per image the clean image's top detection. Ours: `DRISE` at its default tolerance with an audit's
+defaults (`analysis.runs.tasks.detection.DRISE_DEFAULTS`: 8x8 cells, ceiling 1000 masks, batch 250);
 `cells` = VEM's `mask_res`.
 
 - **Efficiency**: ours' seconds against the detector alone on as many images as ours sent through it (the sum
@@ -16,7 +17,9 @@ Targets: per image the clean image's top detection. Ours: `DRISE` defaults (tole
   masks to our pipeline with the same stopping rule. VEM has no stopping rule: one call takes one `N` for all
   its images, so at equal error it runs the largest of those counts (the row also gives the sum over images
   of each image's count: an oracle that knew each image's count in advance). Its seconds per mask (one
-  detector call over the images per mask) are timed in the same rounds at `--vem-masks` masks.
+  detector call over the images per mask) are timed in the same rounds at `--vem-masks` masks. Where VEM's
+  masks reach the ceiling still above the tolerance, its count is extrapolated as n (error / tolerance)^2
+  (the error of a mean falls as 1 / sqrt(n)) and marked so.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from analysis.runs.tasks.detection import DRISE_DEFAULTS
 from bench.drise import VEMWrapper, grid_detector, top_detections, torchvision_detector
 from bench.harness import seconds, write_results
 
@@ -73,19 +77,29 @@ def vem_masks(n: int, cells: int, size: tuple[int, int], seed: int) -> torch.Ten
     return torch.stack([vem.generate_mask((cells, cells), size, padding, "cpu")[0] for _ in range(n)])
 
 
-def bench(name: str, detector, images: torch.Tensor, *, cells: int, repeats: int, vem_n: int, log=print) -> dict:
+def needed(result, tolerance: float) -> list[float]:
+    """Per image the masks its last detection needed; past the ceiling, n (error / tolerance)^2."""
+    out = []
+    for used, error in zip(result.masks_used, result.estimated_error):
+        counts = [float(u) if not e >= tolerance else float(u) * (float(e) / tolerance) ** 2
+                  for u, e in zip(used, error)]
+        out.append(max(counts))
+    return out
+
+
+def bench(name: str, detector, images: torch.Tensor, *, cells: int, ceiling: int, batch_size: int, repeats: int,
+          vem_n: int, log=print) -> dict:
     from vision_explanation_methods.explanations import drise as vem
 
     from explainers.drise import DRISE
 
     targets, records = top_detections(detector, images)
-    drise = DRISE(detector, cells=cells)
+    drise = DRISE(detector, cells=cells, n_masks=ceiling, batch_size=batch_size)
     run = drise.explain_detections_with_counts(images, targets)
     used = [int(u.max()) for u in run.masks_used]  # per image: what its last detection needed
     size = tuple(images.shape[-2:])
-    theirs = DRISE(detector, cells=cells, n_masks=drise.n_masks).explain_detections_with_counts(
-        images, targets, masks=vem_masks(drise.n_masks, cells, size, seed=1))
-    vem_used = [int(u.max()) for u in theirs.masks_used]
+    theirs = drise.explain_detections_with_counts(images, targets, masks=vem_masks(ceiling, cells, size, seed=1))
+    vem_used = needed(theirs, drise.tolerance)
     batch = drise.batch_size
     x = images.repeat(-(-batch // len(images)), 1, 1, 1)[:batch] * 0.5
     total = sum(used)
@@ -111,7 +125,9 @@ def bench(name: str, detector, images: torch.Tensor, *, cells: int, repeats: int
               "tolerance": drise.tolerance, "ceiling": drise.n_masks, "min_masks": drise.min_masks,
               "masks_used": [u.tolist() for u in run.masks_used],
               "estimated_error": [e.tolist() for e in run.estimated_error],
-              "vem_masks_needed": [u.tolist() for u in theirs.masks_used], "seconds": timings, "load": load,
+              "vem_masks_needed": [round(u) for u in vem_used],
+              "vem_extrapolated": [bool((e >= drise.tolerance).any()) for e in theirs.estimated_error],
+              "seconds": timings, "load": load,
               "efficiency": med["detector alone"] / med["ours"],
               "vem_fixed_n": max(vem_used), "vem_equal_error_s": vem_per_mask * max(vem_used),
               "vem_oracle_s": vem_per_mask * sum(vem_used) / len(images)}
@@ -127,14 +143,16 @@ def bench(name: str, detector, images: torch.Tensor, *, cells: int, repeats: int
 def markdown(results: list[dict], machine: dict) -> str:
     lines = [f"D-RISE at convergence, {machine['threads']} threads, {machine['cpu_count']} cores (shared); median "
              f"of {machine['repeats']} interleaved rounds.", "",
-             "| detector | images | masks used per detection (ceiling) | ours s | detector alone s | efficiency | "
+             "| detector | images | masks used per detection (ceiling) | estimated error | ours s | detector alone s | efficiency | "
              "VEM masks for equal error | ours ÷ VEM at equal error (oracle) | load |",
-             "|---|---:|---|---:|---:|---:|---|---:|---|"]
+             "|---|---:|---|---|---:|---:|---:|---|---:|---|"]
     for r in results:
         lines.append(f"| {r['detector']} {r['size']}px | {r['images']} | {r['masks_used']} ({r['ceiling']}) | "
+                     f"{[[round(e, 2) for e in image] for image in r['estimated_error']]} | "
                      f"{statistics.median(r['seconds']['ours']):.2f} | "
                      f"{statistics.median(r['seconds']['detector alone']):.2f} | {r['efficiency']:.2f} | "
-                     f"{r['vem_masks_needed']} | {r['ours_over_vem_equal_error']:.1f}x "
+                     f"{r['vem_masks_needed']}{' (extrapolated)' if any(r['vem_extrapolated']) else ''} | "
+                     f"{r['ours_over_vem_equal_error']:.1f}x "
                      f"({r['ours_over_vem_oracle']:.1f}x) | {r['load'][0]:.1f}-{r['load'][1]:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -143,10 +161,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", nargs="+", default=["grid", "frcnn", "yolo"])
     parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--cells", type=int, default=16)
+    parser.add_argument("--cells", type=int, default=DRISE_DEFAULTS["cells"])
+    parser.add_argument("--ceiling", type=int, default=DRISE_DEFAULTS["n_masks"], help="D-RISE n_masks")
+    parser.add_argument("--batch-size", type=int, default=DRISE_DEFAULTS["batch_size"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vem-masks", type=int, default=50, help="masks per timed VEM call (its rate is linear)")
-    parser.add_argument("--frcnn-size", type=int, default=96)
+    parser.add_argument("--frcnn-size", type=int, default=64)
     parser.add_argument("--yolo-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="drise-convergence")
@@ -160,8 +180,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = []
     for key in args.detectors:
         detector, make_images, _ = makers[key]()
-        results.append(bench(names[key], detector, make_images(args.images), cells=args.cells,
-                             repeats=args.repeats, vem_n=args.vem_masks))
+        results.append(bench(names[key], detector, make_images(args.images), cells=args.cells, ceiling=args.ceiling,
+                             batch_size=args.batch_size, repeats=args.repeats, vem_n=args.vem_masks))
     write_results(RESULTS, args.out, machine, results, markdown(results, machine))
     return results
 
