@@ -136,7 +136,7 @@ def explain_batch(prepared: Prepared, batch, device: str) -> Tables:
         outputs = _detect_and_explain(inputs, loaded, explainer, options["score_threshold"])
         h, w = inputs.shape[-2:]
         for k, item in enumerate(batch.items):
-            clean, target, score, maps = outputs[k]
+            clean, target, score, maps, used = outputs[k]
             if not bool(torch.isfinite(maps).all()):
                 skipped.append(skip_row(item, f"{explainer.name} returned a non-finite map (NaN/inf)"))
                 continue
@@ -144,7 +144,8 @@ def explain_batch(prepared: Prepared, batch, device: str) -> Tables:
             sx, sy = width / w, height / h
             rows = detection_rows([target], [score], [maps], regions[k:k + 1], region_names, classes,
                                   image_keys=[int(item.image_id)])
-            for row in rows:
+            for row, n_masks in zip(rows, used.tolist()):
+                row["masks_used"] = n_masks  # D-RISE's stopping rule: the masks this detection's map used
                 row["image_id"] = row.pop("image")
                 row["image"] = str(item.image)
                 row.update(x0=row["x0"] * sx, x1=row["x1"] * sx, y0=row["y0"] * sy, y1=row["y1"] * sy)
@@ -295,8 +296,9 @@ def _detect_and_explain(inputs: torch.Tensor, loaded, explainer, score_threshold
     with torch.no_grad():
         clean = loaded.module(inputs)
     targets, scores = own_detections(clean, score_threshold)
-    maps = explainer.explain_detections(inputs, targets)
-    return [(c, t, s.cpu(), m.float().cpu()) for c, t, s, m in zip(clean, targets, scores, maps)]
+    explained = explainer.explain_detections_with_counts(inputs, targets)
+    return [(c, t, s.cpu(), m.float().cpu(), u) for c, t, s, m, u in
+            zip(clean, targets, scores, explained.maps, explained.masks_used)]
 
 
 class DetectionTask:
