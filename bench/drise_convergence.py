@@ -9,8 +9,9 @@ defaults (`analysis.runs.tasks.detection.DRISE_DEFAULTS`: 8x8 cells, ceiling 100
 `cells` = VEM's `mask_res`.
 
 - **Efficiency**: ours' seconds against the detector alone on as many images as ours sent through it (the sum
-  over images of the masks their last detection used), at our detector batch, timed in the same interleaved
-  rounds (A B A B: the load drifts on this shared machine).
+  over images of the masks their last detection used), at our detector batch, on masked images (one batch of
+  the images under D-RISE masks, called repeatedly: a detector's NMS cost depends on what it sees), timed
+  in the same interleaved rounds (A B A B: the load drifts on this shared machine).
 - **Equal error**: VEM draws its own masks (binary grids, nearest-neighbour upsampled, randomly cropped: its
   `generate_mask`), whose noise per mask differs from ours. On the same masks the two pipelines give the same
   maps (`bench.drise`'s gate), so the masks VEM needs for our estimated error are found by feeding VEM's own
@@ -92,6 +93,7 @@ def bench(name: str, detector, images: torch.Tensor, *, cells: int, ceiling: int
     from vision_explanation_methods.explanations import drise as vem
 
     from explainers.drise import DRISE
+    from explainers.rise import mask_chunks
 
     targets, records = top_detections(detector, images)
     drise = DRISE(detector, cells=cells, n_masks=ceiling, batch_size=batch_size)
@@ -101,7 +103,8 @@ def bench(name: str, detector, images: torch.Tensor, *, cells: int, ceiling: int
     theirs = drise.explain_detections_with_counts(images, targets, masks=vem_masks(ceiling, cells, size, seed=1))
     vem_used = needed(theirs, drise.tolerance)
     batch = drise.batch_size
-    x = images.repeat(-(-batch // len(images)), 1, 1, 1)[:batch] * 0.5
+    masks = next(mask_chunks(batch, cells, drise.p, 0, size, "cpu", batch))  # the work the detector does inside
+    x = images.repeat(-(-batch // len(images)), 1, 1, 1)[:batch] * masks[:, None]
     total = sum(used)
 
     def alone():
