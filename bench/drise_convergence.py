@@ -78,12 +78,13 @@ def vem_masks(n: int, cells: int, size: tuple[int, int], seed: int) -> torch.Ten
     return torch.stack([vem.generate_mask((cells, cells), size, padding, "cpu")[0] for _ in range(n)])
 
 
-def needed(result, tolerance: float) -> list[float]:
-    """Per image the masks its last detection needed; past the ceiling, n (error / tolerance)^2."""
+def needed(result, ours, tolerance: float) -> list[float]:
+    """Per image the masks its last detection needed for the error ours reached (the tolerance, or above it
+    where ours stopped at the ceiling); past the ceiling, n (error / that error)^2."""
     out = []
-    for used, error in zip(result.masks_used, result.estimated_error):
-        counts = [float(u) if not e >= tolerance else float(u) * (float(e) / tolerance) ** 2
-                  for u, e in zip(used, error)]
+    for used, error, reached in zip(result.masks_used, result.estimated_error, ours.estimated_error):
+        goals = [max(tolerance, float(r)) for r in reached]
+        counts = [float(u) if not e >= g else float(u) * (float(e) / g) ** 2 for u, e, g in zip(used, error, goals)]
         out.append(max(counts))
     return out
 
@@ -101,7 +102,7 @@ def bench(name: str, detector, images: torch.Tensor, *, cells: int, ceiling: int
     used = [int(u.max()) for u in run.masks_used]  # per image: what its last detection needed
     size = tuple(images.shape[-2:])
     theirs = drise.explain_detections_with_counts(images, targets, masks=vem_masks(ceiling, cells, size, seed=1))
-    vem_used = needed(theirs, drise.tolerance)
+    vem_used = needed(theirs, run, drise.tolerance)
     batch = drise.batch_size
     masks = next(mask_chunks(batch, cells, drise.p, 0, size, "cpu", batch))  # the work the detector does inside
     x = images.repeat(-(-batch // len(images)), 1, 1, 1)[:batch] * masks[:, None]
