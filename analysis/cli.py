@@ -319,7 +319,6 @@ def cmd_runs(args) -> int:
 
 def cmd_report(args) -> int:
     from analysis.report.build import cached_report, to_csv
-    from analysis.report.html import render_html
 
     report = cached_report(args.run, _workspace(args))
     if args.format == "json":
@@ -327,6 +326,8 @@ def cmd_report(args) -> int:
     elif args.format == "csv":
         _emit(to_csv(report, args.table), args.out)
     else:
+        from analysis.report.html import render_html  # plotly and the page's scripts: only for the page
+
         _emit(render_html(report), args.out)
     return EXIT_OK
 

@@ -92,7 +92,8 @@ class VEMWrapper:
 def ours_fn(detector, targets, n_masks: int, cells: int, batch_size: int):
     from explainers.drise import DRISE
 
-    drise = DRISE(detector, n_masks=n_masks, cells=cells, p=0.5, seed=0, batch_size=batch_size, center=True)
+    drise = DRISE(detector, n_masks=n_masks, cells=cells, p=0.5, seed=0, batch_size=batch_size, center=True,
+                  tolerance=0)  # equal masks: every one of them (bench.drise_convergence: at convergence)
     return lambda images, masks=None: drise.explain_detections(images, targets, masks=masks)
 
 

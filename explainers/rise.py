@@ -149,24 +149,28 @@ class MaskSums:
             self.mask_squares = zeros(height, width) if errors else None
 
     def add(self, rows: torch.Tensor, scores: torch.Tensor, masks: torch.Tensor) -> None:
-        """Masks (k, H, W) and the scores (k, len(rows)) of the images `rows` under them."""
-        coverage = masks.mean(dim=(1, 2))  # (k,)
+        """Masks (k, H, W) and the scores (k, len(rows)) of the images `rows` under them. Matrix products over
+        the flattened masks, their square taken once, accumulated with `index_add_` (D-RISE adds its chunks
+        at hundreds of masks per call: einsum and gather / scatter of the rows were a sixth of its time)."""
+        flat = masks.flatten(1)  # (k, H*W)
+        squares = flat.square() if self.errors else None
+        coverage = flat.mean(dim=1)  # (k,)
         if self.control_variate:
             new = self.shift[rows].isnan()
             if new.any():
                 self.shift[rows[new]] = scores.mean(dim=0)[new]
             scores = scores - self.shift[rows]
             self.score_sum[rows] += scores.sum(dim=0)
-            self.mask_sum += masks.sum(dim=0)
+            self.mask_sum += flat.sum(dim=0).view_as(self.mask_sum)
             if self.errors:
-                self.cross[rows] += torch.einsum("kb,khw->bhw", scores, masks.square())
-                self.mask_squares += masks.square().sum(dim=0)
+                _add_rows(self.cross, rows, scores.T @ squares)
+                self.mask_squares += squares.sum(dim=0).view_as(self.mask_squares)
                 self.spatial_cross[rows] += coverage.square() @ scores
                 self.coverage_sum += coverage.sum()
                 self.coverage_squares += coverage.square().sum()
-        self.total[rows] += torch.einsum("kb,khw->bhw", scores, masks)
+        _add_rows(self.total, rows, scores.T @ flat)
         if self.errors:
-            self.squares[rows] += torch.einsum("kb,khw->bhw", scores.square(), masks.square())
+            _add_rows(self.squares, rows, scores.square().T @ squares)
             self.spatial_total[rows] += coverage @ scores
             self.spatial_squares[rows] += coverage.square() @ scores.square()
 
@@ -194,6 +198,16 @@ class MaskSums:
         mean = self.score_sum[rows] / count
         covariance = (self.total[rows] - mean[:, None, None] * self.mask_sum) / (max(count - 1, 1) * p)
         return (self.shift[rows] + mean)[:, None, None] + covariance
+
+    def centred(self, rows: torch.Tensor, count: int, p: float) -> torch.Tensor:
+        """(len(rows), H, W) sum (s - mean s) M / (count p): D-RISE's centred map (control variate only)."""
+        mean = self.score_sum[rows] / count
+        return (self.total[rows] - mean[:, None, None] * self.mask_sum) / (count * p)
+
+
+def _add_rows(sums: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """sums[rows] += values for (B, H, W) sums and (len(rows), H*W) values, in place."""
+    sums.view(sums.shape[0], -1).index_add_(0, rows, values)
 
 
 def checkpoints(n: int, every: int) -> list[int]:

@@ -10,15 +10,21 @@ enumeration up to 10 regions, KernelSHAP beyond.
 The report aggregates them like the maps: per region, overall and per class, the mean value and the mean
 share, share = phi_r / sum_r |phi_r| of the image (signed; a region that pushes the prediction down has a
 negative share), each with a bootstrap CI over images (`analysis.stats.aggregate.bootstrap_means`).
+torch and pandas are imported where they are used: a reader of a cached report imports this module
+(through the report builder) and needs neither.
 """
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from analysis.stats.aggregate import bootstrap_means
+import numpy as np
+
 from analysis.stats.regions import GRID_NAMES, grid_regions
 from explainers.loading.model_tasks import MODEL_TASKS
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
 PARAM = "region_shapley"
 
@@ -69,6 +75,8 @@ def players(batch, regions: pd.DataFrame, n: int) -> tuple[list[str], list, torc
 
 def shapley_table(evidence: dict, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[dict]:
     """Rows per (class, region): value_mean / share_mean with bootstrap CIs; class None = all images."""
+    from analysis.stats.aggregate import bootstrap_means
+
     if not evidence or not evidence.get("values"):
         return []
     values = np.asarray(evidence["values"], dtype=np.float64)

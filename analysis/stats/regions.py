@@ -3,7 +3,7 @@
 `mass_r = sum(S+ * M_r) / sum(S+)` and `area_r = |M_r| / |image|`, computed at the mask's own resolution
 (the map is resized bilinearly to it), so thin regions are not blurred away by a downsampled mask.
 One `bincount` over the mask gives every region at once: cost is one pass over the pixels, whatever the
-number of regions.
+number of regions. torch (for the resize) is imported when a map is resized, not by readers of the grid.
 """
 from __future__ import annotations
 

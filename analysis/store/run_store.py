@@ -9,6 +9,9 @@ Per shard: `images.parquet`, `regions.parquet` (long: image x region), `skipped.
 `maps.npz` (float16 maps adaptively pooled to at most 64x64, with their image ids). A task may add its own
 tables to the same atomic shard (`extra`: a DataFrame becomes `<name>.parquet`, a dict of arrays
 `<name>.npz`); detection runs add `detections`, `ground_truth` and `detection_maps`.
+
+pandas and pyarrow are imported by the methods that read or write tables: a reader of the run's cached
+report (`saliency-audit report / check`) opens the store without them.
 """
 from __future__ import annotations
 
@@ -16,12 +19,12 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 MAP_SIDE = 64
@@ -64,6 +67,8 @@ class RunStore:
     def write_shard(self, index: int, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,
                     skipped: pd.DataFrame | None = None, *, extra: dict[str, Any] | None = None) -> str:
         """Write one batch's shard atomically; returns its folder name (record it in the catalog after)."""
+        import pandas as pd
+
         self.run_dir.mkdir(parents=True, exist_ok=True)
         name = f"shard-{index:05d}"
         final = self.run_dir / name
@@ -93,6 +98,8 @@ class RunStore:
     @staticmethod
     def _write_tables(tmp: Path, images: pd.DataFrame, regions: pd.DataFrame, maps: np.ndarray,
                       skipped: pd.DataFrame | None) -> None:
+        import pandas as pd
+
         skipped = skipped if skipped is not None else pd.DataFrame(columns=SKIPPED_COLUMNS)
         image_ids = images["image_id"].to_numpy(dtype=np.int64) if len(images) else np.zeros(0, np.int64)
         maps = np.asarray(maps, dtype=np.float16)
@@ -172,6 +179,10 @@ class RunStore:
         """A table over the recorded shards that have it (`images`, `regions`, `skipped`, or a task's extra
         table from `write_shard(extra=...)`). Concatenated as Arrow tables and converted to pandas once: a
         frame per shard made a 5,000-image run's first read take seconds."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         paths = [d / f"{name}.parquet" for d in self.shard_dirs()]
         tables = [t for t in (pq.read_table(p) for p in paths if p.is_file()) if t.num_rows]
         if not tables:

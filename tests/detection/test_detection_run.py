@@ -12,7 +12,7 @@ from analysis.report.build import build_report, cached_report, to_csv
 from analysis.report.html import render_html
 from analysis.store.workspace import Workspace
 from sample_models.detection import CLASSES, load_detector, recall
-from detection_helpers import N_IMAGES, cli, run_args
+from detection_helpers import N_IMAGES, N_MASKS, cli, run_args
 
 pytestmark = pytest.mark.slow  # two D-RISE runs of 24 images (shared per session)
 
@@ -100,6 +100,7 @@ def test_stored_tables_per_detection(detection_runs):
                    "mass_outside", "mass.water", "area.water", "mass.road", "area.road"):
         assert column in dets, column
     assert (dets["score"] >= 0.5).all() and ((dets["mass_box"] + dets["mass_outside"]).round(6) <= 1).all()
+    assert (dets["masks_used"] == N_MASKS).all()  # the run's n_masks is below the first convergence check
     assert ((dets["x1"] > dets["x0"]) & (dets["x0"] >= 0) & (dets["x1"] <= 64)).all()
     maps = store.arrays("detection_maps")
     assert len(maps["maps"]) == len(dets) and maps["maps"].shape[1:] == (64, 64)

@@ -3,19 +3,59 @@
 The one place that knows which tasks exist: the CLI, the engine, both backends, the report, the HTML report
 and the dashboard ask it instead of comparing task strings. A new task is a module here with a `TASK`
 object, added to `_MODULES`. A task a card may name but no module implements is refused here, with the fix.
+
+A task's module is imported the first time its task is asked for: the task modules import torch, and a
+reader of a finished audit's cached report (`saliency-audit report / check`) needs none of them.
 """
 from __future__ import annotations
 
+import importlib
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from analysis.runs.methods import check_method_kind, methods_of_kind
-from analysis.runs.task import Task
-from analysis.runs.tasks import classification, detection, multilabel, segmentation
 from explainers.errors import InputError
 from explainers.loading.model_tasks import TASK_NAMES
 
-_MODULES = (classification, detection, segmentation, multilabel)
-TASKS: dict[str, Task] = {module.TASK.name: module.TASK for module in _MODULES}
+if TYPE_CHECKING:
+    from analysis.runs.task import Task
+
+_MODULES = ("classification", "detection", "segmentation", "multilabel")  # modules here; each names its task
+
+
+class TaskRegistry(MutableMapping):
+    """task name -> `Task`, in `_MODULES` order; a module is imported when its task is first read."""
+
+    def __init__(self, names):
+        self._tasks: dict[str, Task | None] = dict.fromkeys(names)
+
+    def __getitem__(self, name: str) -> Task:
+        task = self._tasks[name]  # KeyError for a task no module implements
+        if task is None:
+            task = importlib.import_module(f"{__name__}.{name}").TASK
+            if task.name != name:
+                raise RuntimeError(f"{__name__}.{name} holds the task {task.name!r}; name the module after it")
+            self._tasks[name] = task
+        return task
+
+    def __setitem__(self, name: str, task: Task) -> None:
+        self._tasks[name] = task
+
+    def __delitem__(self, name: str) -> None:
+        del self._tasks[name]
+
+    def __contains__(self, name) -> bool:  # without importing (Mapping's would read the task)
+        return name in self._tasks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+TASKS: MutableMapping[str, Task] = TaskRegistry(_MODULES)
 DEFAULT_TASK = "classification"  # a card without `task`
 CARD_TASKS = TASK_NAMES  # what a card may say (`explainers.loading.model_tasks`: the model side of the same tasks)
 
