@@ -1,0 +1,213 @@
+"""Calibration of the tagger, segmenter and detector flags on their committed series.
+
+Series: the tagger v1..v5 (`sample_models.tagging`: the water strip leaks the boat tag at 1.0 down to 0.5),
+the segmenter v1..v5 (`sample_models.segmenting`: an object sits on its home band at 1.0 down to 0.5) and the
+detector biased / debiased (`sample_models.detection`). Each is audited through the real engine on freshly
+generated data (`N` images, one dataset per data seed in `DATA_SEEDS`), Grad-CAM for the tagger and the
+segmenter, D-RISE for the detector, and its true reliance on the cue is measured on other fresh scenes:
+- tagger: a tag's accuracy with the water where it was trained (leak 1) minus with the water flipped against
+  the boat on every image (`tagging.tag_accuracy(..., flip=True)`), 400 scenes;
+- segmenter: a class's IoU with every object on its home band minus with every object on the other band
+  (`segmenting.class_ious`), 200 scenes;
+- detector: a class's recall (score >= 0.5, IoU >= 0.5) on its home band minus on the other band, 200 scenes.
+The cue of boat is the water, of car the road (the tagger's car has no cue: any flag on it is a false
+positive). Writes docs/target_calibration.csv after every audit; `--from-csv` writes the tables for
+docs/CALIBRATION.md to stdout. Run from the repository root: PYTHONPATH=. python docs/target_calibration.py
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+N = 200
+DATA_SEEDS = (31, 32)
+RELIANCE_SEED = 900
+DRISE_MASKS = 500  # half D-RISE's default: the CPU budget of this calibration
+CUES = {"tagger": {"boat": "water"}, "segmenter": {"boat": "water", "car": "road"},
+        "detector": {"boat": "water", "car": "road"}}
+TARGETS = ("boat", "car")
+HERE = Path(__file__).resolve().parent
+CSV = HERE / "target_calibration.csv"
+
+
+def tagger_reliance(version: int) -> dict:
+    import torch
+
+    from sample_models import tagging
+    from sample_models.architectures import ARCHITECTURES
+
+    net = ARCHITECTURES[tagging.ARCHITECTURE](len(tagging.TAGS))
+    net.load_state_dict(torch.load(tagging.WEIGHTS_DIR / f"v{version}" / "model.pt", weights_only=True))
+    net.eval()
+    home = tagging.tag_accuracy(net, RELIANCE_SEED, leak=1.0)
+    flipped = tagging.tag_accuracy(net, RELIANCE_SEED + 1, flip=True)
+    return {t: home[t] - flipped[t] for t in TARGETS}
+
+
+def segmenter_reliance(version: int) -> dict:
+    import torch
+
+    from sample_models import segmenting
+    from sample_models.architectures import ARCHITECTURES
+
+    net = ARCHITECTURES[segmenting.ARCHITECTURE](len(segmenting.CLASSES))
+    net.load_state_dict(torch.load(segmenting.WEIGHTS_DIR / f"v{version}" / "model.pt", weights_only=True))
+    net.eval()
+    home, away = segmenting.class_ious(net, RELIANCE_SEED, 1.0), segmenting.class_ious(net, RELIANCE_SEED, 0.0)
+    return {t: home[t] - away[t] for t in TARGETS}
+
+
+def detector_reliance(version: str) -> dict:
+    from sample_models import detection
+
+    detector = detection.load_detector(version)
+    home = detection.recall(detector, detection.make_scenes(200, RELIANCE_SEED, biased=True, p_context=1.0))
+    away = detection.recall(detector, detection.make_scenes(200, RELIANCE_SEED, biased=True, p_context=0.0))
+    return {t: home[t] - away[t] for t in TARGETS}
+
+
+def jobs() -> list[tuple[str, str, int]]:
+    """(series, version, data seed): the ends of every series first, so a run stopped early spans them."""
+    first = [("tagger", "v1"), ("tagger", "v5"), ("segmenter", "v1"), ("segmenter", "v5"),
+             ("detector", "biased"), ("detector", "debiased")]
+    middle = [(s, f"v{k}") for s in ("tagger", "segmenter") for k in (2, 3, 4)]
+    order = first + middle
+    return [(s, v, DATA_SEEDS[0]) for s, v in order] + [(s, v, seed) for seed in DATA_SEEDS[1:] for s, v in order]
+
+
+def dataset(root: Path, series: str, seed: int) -> Path:
+    folder = root / f"data-{series}-{seed}"
+    if folder.exists():
+        return folder
+    if series == "tagger":
+        from sample_models import tagging
+
+        return tagging.generate(folder, n=N, seed=seed)
+    if series == "segmenter":
+        from sample_models import segmenting
+
+        return segmenting.generate(folder, n=N, seed=seed)
+    from sample_models import detection
+
+    return detection.write_coco(detection.make_scenes(N, seed, biased=True), folder)
+
+
+def model_files(series: str, version: str) -> tuple[Path, Path]:
+    from sample_models import detection, segmenting, tagging
+
+    if series == "detector":
+        folder = detection.WEIGHTS_DIR / version
+        return folder / "model.safetensors", folder / "model.json"
+    folder = {"tagger": tagging, "segmenter": segmenting}[series].WEIGHTS_DIR / version
+    return folder / "model.pt2", folder / "model.json"
+
+
+def audit_one(ws, root: Path, series: str, version: str, seed: int) -> dict:
+    from analysis.report.build import build_report
+    from analysis.runs.engine import execute_run
+
+    start = time.time()
+    data_id = ws.register_dataset(dataset(root, series, seed))
+    model_id = ws.register_model(*model_files(series, version))
+    method, params = ("drise", {"n_masks": DRISE_MASKS}) if series == "detector" else ("gradcam", {})
+    run_id = ws.create_run(model_id, data_id, method, params, n=N, seed=0)
+    execute_run(ws, run_id, progress=False)
+    report = build_report(ws.store(run_id), ws, n_boot=200)
+    reliance = (detector_reliance(version) if series == "detector" else
+                tagger_reliance(int(version[1:])) if series == "tagger" else segmenter_reliance(int(version[1:])))
+    flags = {(str(f.get("class")), str(f.get("region"))) for f in report.get("flags") or []}
+    verdict = report.get("verdict") or {}
+    row = {"series": series, "version": version, "data_seed": seed, "method": method,
+           "verdict": verdict.get("status"), "verdict_reason": ((verdict.get("reasons") or [""])[0])[:160],
+           "flags": ";".join(sorted(f"{c}/{r}" for c, r in flags)), "minutes": round((time.time() - start) / 60, 2)}
+    for target in TARGETS:
+        cue = CUES[series].get(target)
+        row[f"reliance_{target}"] = round(float(reliance[target]), 4)
+        row[f"cue_{target}"] = cue or ""
+        row[f"flagged_{target}_cue"] = int(cue is not None and (target, cue) in flags)
+        row[f"flagged_{target}_other"] = int(any(c == target and r != cue for c, r in flags))
+    return row
+
+
+def main() -> None:
+    from analysis.store.workspace import Workspace
+
+    start = time.time()
+    root = Path(tempfile.mkdtemp(prefix="target-calibration-"))
+    ws = Workspace(root / "ws")
+    rows = []
+    for series, version, seed in jobs():
+        try:
+            rows.append(audit_one(ws, root, series, version, seed))
+        except Exception as exc:  # one failed audit is a row, not a lost calibration
+            rows.append({"series": series, "version": version, "data_seed": seed, "verdict": "error",
+                         "verdict_reason": f"{type(exc).__name__}: {exc}"[:160]})
+        print(json.dumps(rows[-1]), flush=True)
+        write_csv(rows)
+    print(f"total {(time.time() - start) / 60:.1f} minutes", flush=True)
+    print(tables(rows))
+
+
+def write_csv(rows: list[dict]) -> None:
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    with open(CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _pct(values) -> str:
+    values = [v for v in values if v not in ("", None)]
+    return f"{100 * np.mean([float(v) for v in values]):.0f}%" if values else "-"
+
+
+def _points(values) -> str:
+    values = [100 * float(v) for v in values if v not in ("", None)]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.1f}" if len(values) == 1 or max(values) - min(values) < 0.05 else \
+        f"{np.mean(values):.1f} ({min(values):.1f} to {max(values):.1f})"
+
+
+def tables(rows: list[dict]) -> str:
+    """Per series: a row per version with true reliance, the cue's flag rate, other flags and the verdicts."""
+    out = []
+    for series in ("tagger", "segmenter", "detector"):
+        sel = [r for r in rows if r["series"] == series and r.get("verdict") != "error"]
+        if not sel:
+            continue
+        cues = CUES[series]
+        head = " | ".join(f"{t} reliance (points) | {t} on {cues[t]} flagged" if t in cues else
+                          f"{t} reliance (points) | {t} flagged (any region)" for t in TARGETS)
+        out += [f"**{series}**", "", f"| version | audits | {head} | verdicts |",
+                "|---|---|" + "---|---|" * len(TARGETS) + "---|"]
+        for version in dict.fromkeys(r["version"] for r in sel):
+            part = [r for r in sel if r["version"] == version]
+            cells = []
+            for t in TARGETS:
+                flagged = [int(r[f"flagged_{t}_cue"]) if t in cues else
+                           int(r[f"flagged_{t}_other"]) for r in part]
+                cells += [_points(r[f"reliance_{t}"] for r in part), f"{sum(flagged)}/{len(flagged)}"]
+            verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in part)}"
+                                 for v in ("flagged", "clear", "cannot_judge") if any(r["verdict"] == v for r in part))
+            out.append(f"| {version} | {len(part)} | {' | '.join(cells)} | {verdicts} |")
+        out.append("")
+    errors = [r for r in rows if r.get("verdict") == "error"]
+    if errors:
+        out.append(f"Audits that failed: {len(errors)} ({'; '.join(r['verdict_reason'] for r in errors[:3])}).")
+    return "\n".join(out)
+
+
+def from_csv() -> None:
+    with open(CSV) as f:
+        print(tables(list(csv.DictReader(f))))
+
+
+if __name__ == "__main__":
+    sys.exit(from_csv() if sys.argv[1:2] == ["--from-csv"] else main())
