@@ -118,8 +118,9 @@ class MultilabelTask(PerTargetTask):
         return out.tables()
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
-        from analysis.evidence.tag_audit import tag_interventions
+        from analysis.evidence.tag_audit import MAX_IMAGES, tag_interventions
         from analysis.evidence.target_sanity import target_sanity
+        from analysis.evidence.target_second_explainer import target_second_explainer
 
         return {"task": self.name, "settings": {k: prepared.options[k] for k in ("target", "threshold")},
                 "interventions": tag_interventions(prepared.loaded, prepared.dataset, store,
@@ -127,7 +128,11 @@ class MultilabelTask(PerTargetTask):
                                                    batch_size=batch_size),
                 "sanity": target_sanity(prepared.loaded, prepared.dataset, store, run["method"],
                                         prepared.target_layer, explainer_params(run, RUN_PARAMS), task=self.name,
-                                        seed=int(run["seed"]))}
+                                        seed=int(run["seed"])),
+                "second_explainer": target_second_explainer(
+                    prepared.loaded, prepared.dataset, store, run["method"], prepared.options["regions"],
+                    task=self.name, seed=int(run["seed"]), max_images=MAX_IMAGES,
+                    layer_name=(run.get("params") or {}).get("layer"), batch_size=batch_size)}
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         from analysis.report.tag_report import tag_findings

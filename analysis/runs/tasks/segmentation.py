@@ -144,15 +144,21 @@ class SegmentationTask(PerTargetTask):
         return out.tables()
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
-        from analysis.evidence.segment_audit import segment_interventions
+        from analysis.evidence.segment_audit import MAX_IMAGES, segment_interventions
         from analysis.evidence.target_sanity import target_sanity
+        from analysis.evidence.target_second_explainer import target_second_explainer
 
         return {"task": self.name, "settings": {"target": prepared.options["target"]},
                 "interventions": segment_interventions(prepared.loaded, prepared.dataset, store,
                                                        seed=int(run["seed"]), batch_size=batch_size),
                 "sanity": target_sanity(prepared.loaded, prepared.dataset, store, run["method"],
                                         prepared.target_layer, explainer_params(run, RUN_PARAMS), task=self.name,
-                                        seed=int(run["seed"]))}
+                                        seed=int(run["seed"])),
+                "second_explainer": target_second_explainer(
+                    prepared.loaded, prepared.dataset, store, run["method"], prepared.options["regions"],
+                    task=self.name, seed=int(run["seed"]), max_images=MAX_IMAGES,
+                    source=prepared.options["target"], layer_name=(run.get("params") or {}).get("layer"),
+                    batch_size=batch_size)}
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         from analysis.report.segment_report import segment_findings
