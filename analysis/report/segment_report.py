@@ -40,5 +40,6 @@ def segment_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, A
     lifts = {(r["class"], r["region"]): r["lift"] for r in rows if r["class"] is not None}
     return {"metrics": metrics, "regions": rows, "flags": shortcut_flags(interventions, lifts, "class", evidence),
             "sanity": evidence.get("sanity") or {}, "second_explainer": evidence.get("second_explainer") or {},
+            "faithfulness": evidence.get("faithfulness") or {},
             "segmentation": {"classes": names, "settings": evidence.get("settings") or {},
                              "interventions": interventions}}

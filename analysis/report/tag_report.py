@@ -12,6 +12,8 @@
   explainer's lift on the (target, region) (`analysis.evidence.target_second_explainer`) and the run's
   model-randomisation check; when either failed or did not run, the finding stays, one severity level lower,
   with confidence "low" and the reason (the classifier's rule, `analysis.report.flags.robustness`);
+- `second_explainer`, `faithfulness`: the evidence's (`analysis.evidence.target_second_explainer`,
+  `analysis.evidence.target_faithfulness`: deletion / insertion AUCs of the stored tag maps, reported only);
 - `multilabel`: the tags, the run's settings and the intervention table, for the HTML and dashboard views.
 """
 from __future__ import annotations
@@ -121,5 +123,6 @@ def tag_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     lifts = {(r["class"], r["region"]): r["lift"] for r in rows if r["class"] is not None}
     return {"metrics": metrics, "regions": rows, "flags": shortcut_flags(interventions, lifts, "tag", evidence),
             "sanity": evidence.get("sanity") or {}, "second_explainer": evidence.get("second_explainer") or {},
+            "faithfulness": evidence.get("faithfulness") or {},
             "multilabel": {"tags": names, "settings": evidence.get("settings") or {},
                            "interventions": interventions}}

@@ -75,6 +75,8 @@ def assert_checks_pass(flag, target, report):
     second = report["second_explainer"]
     assert second["method"] == "saliency" and second["n"] >= 16
     assert second["targets"][target][target if report["run"]["task"] == "multilabel" else "object"]["lift"] > 1
+    faithful = report["faithfulness"]  # the stored maps, put back first, restore the score faster than chance
+    assert faithful["n"] >= 8 and faithful["insertion_auc"] > faithful["random_insertion_auc"] + 0.03
 
 
 @pytest.mark.parametrize("scenario, task, target", [("tagger", "multilabel", "boat"), ("segmenter", "segmentation", "boat")])
