@@ -95,6 +95,8 @@ def target_second_explainer(loaded, dataset, store, method: str, regions, *, tas
     if second is None or images.empty:
         return {}
     batch = load_subset(loaded, dataset, sample_images(images, seed, max_images).head(n_images))
+    if regions is not None and batch.masks is None:  # annotated regions, but a mask could not be read
+        return {}
     targets = explained_targets(store, task, batch.ids)
     if not targets:
         return {}
