@@ -52,7 +52,7 @@ def main() -> None:
         write_csv(rows)  # after every model: a stopped run keeps what it measured (`--from-csv` writes the doc)
     minutes = (time.time() - start) / 60
     plot(rows)
-    (HERE / "CALIBRATION.md").write_text(document(rows, minutes) + property_section())
+    write_document(document(rows, minutes))
     print(document(rows, minutes))
 
 
@@ -177,8 +177,16 @@ def from_csv() -> None:
                      and v != "" else v or None if k == "n_used" else v) for k, v in r.items()}
                 for r in csv.DictReader(f)]
     plot(rows)
-    (HERE / "CALIBRATION.md").write_text(document(rows, float(sys.argv[2]) if len(sys.argv) > 2 else float("nan"))
-                                         + property_section())
+    write_document(document(rows, float(sys.argv[2]) if len(sys.argv) > 2 else float("nan")))
+
+
+def write_document(text: str) -> None:
+    """docs/CALIBRATION.md: this calibration, then the sections other scripts write, kept: the property
+    shortcuts' (`docs/property_calibration.py`) and the other tasks' (`docs/target_calibration.py`)."""
+    path, marker = HERE / "CALIBRATION.md", "## Taggers, segmenters and detectors"
+    old = path.read_text() if path.exists() else ""
+    kept = marker + old.split(marker, 1)[1] if marker in old else ""
+    path.write_text(text + property_section() + ("\n" + kept if kept else ""))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 - `flags`: per (class, non-core region) whose fill costs the class its pixels more than its control
   (`analysis.report.tag_report.shortcut_flags`: exact McNemar p, Holm-corrected, below the policy's alpha on
   "the class is found", excess pixel-accuracy drop >= its min_effect with its CI above 0), `kind: "shortcut"`
-  (the class depends on context);
+  (the class depends on context), each with its second-explainer and sanity checks (one severity level
+  lower and confidence "low" when either failed or did not run, as the classifier's);
 - `segmentation`: the classes, the settings and the intervention table (IoU before / after / control).
 """
 from __future__ import annotations
@@ -37,7 +38,8 @@ def segment_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, A
         rows += region_rows(part, part["image_id"].unique() if len(part) else [], name, n_boot=n_boot, seed=seed)
     interventions = evidence.get("interventions") or []
     lifts = {(r["class"], r["region"]): r["lift"] for r in rows if r["class"] is not None}
-    return {"metrics": metrics, "regions": rows, "flags": shortcut_flags(interventions, lifts, "class"),
-            "sanity": evidence.get("sanity") or {},
+    return {"metrics": metrics, "regions": rows, "flags": shortcut_flags(interventions, lifts, "class", evidence),
+            "sanity": evidence.get("sanity") or {}, "second_explainer": evidence.get("second_explainer") or {},
+            "faithfulness": evidence.get("faithfulness") or {},
             "segmentation": {"classes": names, "settings": evidence.get("settings") or {},
                              "interventions": interventions}}

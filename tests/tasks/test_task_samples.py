@@ -43,6 +43,7 @@ def test_tagger_v1_is_flagged_on_the_water_for_boat_and_v5_is_not(audited):
     assert flag["evidence"]["excess_drop"] > 0.5 and flag["evidence"]["p_value"] < 1e-6
     assert flag["evidence"]["flip_rate"] > 0.8 > 0.1 > flag["evidence"]["control_flip_rate"]
     assert flags_of(v5) == set()
+    assert_checks_pass(flag, "boat", v1)
     boat_water = next(r for r in v5["multilabel"]["interventions"] if (r["tag"], r["region"]) == ("boat", "water"))
     assert abs(boat_water["excess_drop"]) < 0.1 and boat_water["p_value"] > 0.05
     assert v5["metrics"]["tags"]["boat"]["tag_accuracy"] > 0.85
@@ -58,9 +59,24 @@ def test_segmenter_v1_is_flagged_on_the_water_for_boats_and_v5_is_not(audited):
     record = next(r for r in v1["segmentation"]["interventions"] if (r["class"], r["region"]) == ("boat", "water"))
     assert record["iou_after"] < 0.5 * record["iou_before"] and record["iou_control"] > 0.8 * record["iou_before"]
     assert flags_of(v5) == set()
+    assert_checks_pass(flag, "boat", v1)
     assert v5["metrics"]["classes"]["boat"]["iou"] > v1["metrics"]["classes"]["boat"]["iou"]
     rows = {(r["class"], r["region"]) for r in v1["regions"] if r["class"] is not None}
     assert {("boat", "water"), ("boat", "object"), ("car", "road")} <= rows
+
+
+def assert_checks_pass(flag, target, report):
+    """The finding carries the second explainer (plain gradients: another family than Grad-CAM) and the sanity
+    check, both passed, so its confidence stays high; the second explainer also sees the core."""
+    checks = {c["name"]: c for c in flag["checks"]}
+    assert checks["second explainer"]["status"] == "passed" and checks["second explainer"]["value"] > 1.1
+    assert checks["model randomisation"]["status"] == "passed"
+    assert flag["confidence"] == "high" and flag["severity"] == "high"
+    second = report["second_explainer"]
+    assert second["method"] == "saliency" and second["n"] >= 16
+    assert second["targets"][target][target if report["run"]["task"] == "multilabel" else "object"]["lift"] > 1
+    faithful = report["faithfulness"]  # the stored maps, put back first, restore the score faster than chance
+    assert faithful["n"] >= 8 and faithful["insertion_auc"] > faithful["random_insertion_auc"] + 0.03
 
 
 @pytest.mark.parametrize("scenario, task, target", [("tagger", "multilabel", "boat"), ("segmenter", "segmentation", "boat")])

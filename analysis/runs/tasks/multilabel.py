@@ -16,7 +16,10 @@ Shard tables:
 
 Evidence (`analysis.evidence.tag_audit`): per (tag, non-core region), the change of the tag's probability and
 its flips (positive -> negative) under a fill of the region against an equal-area control, with an exact
-McNemar test on the flips. Findings and flags: `analysis.report.tag_report`; comparison across versions:
+McNemar test on the flips; the model-randomisation sanity check (`analysis.evidence.target_sanity`); a second
+explainer of another family per (tag, region) (`analysis.evidence.target_second_explainer`); deletion /
+insertion of the stored tag maps against a random order, on the tag's probability
+(`analysis.evidence.target_faithfulness`). Findings and flags: `analysis.report.tag_report`; comparison across versions:
 `analysis.report.target_compare`.
 """
 from __future__ import annotations
@@ -122,8 +125,10 @@ class MultilabelTask(PerTargetTask):
         return out.tables()
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
-        from analysis.evidence.tag_audit import tag_interventions
+        from analysis.evidence.tag_audit import MAX_IMAGES, tag_interventions
         from analysis.evidence.target_sanity import target_sanity
+        from analysis.evidence.target_faithfulness import target_faithfulness
+        from analysis.evidence.target_second_explainer import target_second_explainer
 
         return {"task": self.name, "settings": {k: prepared.options[k] for k in ("target", "threshold")},
                 "interventions": tag_interventions(prepared.loaded, prepared.dataset, store,
@@ -131,7 +136,14 @@ class MultilabelTask(PerTargetTask):
                                                    batch_size=batch_size),
                 "sanity": target_sanity(prepared.loaded, prepared.dataset, store, run["method"],
                                         prepared.target_layer, explainer_params(run, RUN_PARAMS), task=self.name,
-                                        seed=int(run["seed"]))}
+                                        seed=int(run["seed"])),
+                "second_explainer": target_second_explainer(
+                    prepared.loaded, prepared.dataset, store, run["method"], prepared.options["regions"],
+                    task=self.name, seed=int(run["seed"]), max_images=MAX_IMAGES,
+                    layer_name=(run.get("params") or {}).get("layer"), batch_size=batch_size),
+                "faithfulness": target_faithfulness(
+                    prepared.loaded, prepared.dataset, store, run["method"], task=self.name, seed=int(run["seed"]),
+                    max_images=MAX_IMAGES, batch_size=batch_size)}
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         from analysis.report.tag_report import tag_findings

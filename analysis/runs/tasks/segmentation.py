@@ -18,7 +18,10 @@ Shard tables:
 
 Evidence (`analysis.evidence.segment_audit`): per (class, non-core region), the class's pixel accuracy and
 IoU under a fill of the region against an equal-area control, with an exact McNemar test on whether the
-class keeps at least half its pixels. Report: `analysis.report.segment_report`.
+class keeps at least half its pixels; the sanity check (`analysis.evidence.target_sanity`); a second explainer
+(plain gradients of the class's pixel-summed logits, `analysis.evidence.target_second_explainer`) per (class,
+region); deletion / insertion of the stored class maps on the class's mean probability over those pixels (`analysis.evidence.target_faithfulness`).
+Report: `analysis.report.segment_report`.
 """
 from __future__ import annotations
 
@@ -153,15 +156,25 @@ class SegmentationTask(PerTargetTask):
         return out.tables()
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
-        from analysis.evidence.segment_audit import segment_interventions
+        from analysis.evidence.segment_audit import MAX_IMAGES, segment_interventions
         from analysis.evidence.target_sanity import target_sanity
+        from analysis.evidence.target_faithfulness import target_faithfulness
+        from analysis.evidence.target_second_explainer import target_second_explainer
 
         return {"task": self.name, "settings": {"target": prepared.options["target"]},
                 "interventions": segment_interventions(prepared.loaded, prepared.dataset, store,
                                                        seed=int(run["seed"]), batch_size=batch_size),
                 "sanity": target_sanity(prepared.loaded, prepared.dataset, store, run["method"],
                                         prepared.target_layer, explainer_params(run, RUN_PARAMS), task=self.name,
-                                        seed=int(run["seed"]))}
+                                        seed=int(run["seed"])),
+                "second_explainer": target_second_explainer(
+                    prepared.loaded, prepared.dataset, store, run["method"], prepared.options["regions"],
+                    task=self.name, seed=int(run["seed"]), max_images=MAX_IMAGES,
+                    source=prepared.options["target"], layer_name=(run.get("params") or {}).get("layer"),
+                    batch_size=batch_size),
+                "faithfulness": target_faithfulness(
+                    prepared.loaded, prepared.dataset, store, run["method"], task=self.name, seed=int(run["seed"]),
+                    max_images=MAX_IMAGES, source=prepared.options["target"], batch_size=batch_size)}
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         from analysis.report.segment_report import segment_findings

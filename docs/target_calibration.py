@@ -1,0 +1,270 @@
+"""Calibration of the tagger, segmenter and detector flags on their committed series.
+
+Series: the tagger v1..v5 (`sample_models.tagging`: the water strip leaks the boat tag at 1.0 down to 0.5),
+the segmenter v1..v5 (`sample_models.segmenting`: an object sits on its home band at 1.0 down to 0.5) and the
+detector biased / debiased (`sample_models.detection`). Each is audited through the real engine on freshly
+generated data (`N` images, one dataset per data seed in `DATA_SEEDS`), Grad-CAM for the tagger and the
+segmenter, D-RISE for the detector, and its true reliance on the cue is measured on other fresh scenes:
+- tagger: a tag's accuracy with the water where it was trained (leak 1) minus with the water flipped against
+  the boat on every image (`tagging.tag_accuracy(..., flip=True)`), 400 scenes;
+- segmenter: a class's IoU with every object on its home band minus with every object on the other band
+  (`segmenting.class_ious`), 200 scenes;
+- detector: a class's recall (score >= 0.5, IoU >= 0.5) on its home band minus on the other band, 200 scenes.
+The cue of boat is the water, of car the road (the tagger's car has no cue: any flag on it is a false
+positive). Writes docs/target_calibration.csv after every audit, then its section of docs/CALIBRATION.md
+(everything from `MARKER` on; `--from-csv [MINUTES]` writes it again from the CSV). Run from the repository
+root: PYTHONPATH=. python docs/target_calibration.py
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+N = 200
+DATA_SEEDS = (31, 32)
+RELIANCE_SEED = 900
+DRISE_MASKS = 500  # half D-RISE's default: the CPU budget of this calibration
+CUES = {"tagger": {"boat": "water"}, "segmenter": {"boat": "water", "car": "road"},
+        "detector": {"boat": "water", "car": "road"}}
+TARGETS = ("boat", "car")
+HERE = Path(__file__).resolve().parent
+CSV = HERE / "target_calibration.csv"
+MARKER = "## Taggers, segmenters and detectors"
+
+
+def tagger_reliance(version: int) -> dict:
+    import torch
+
+    from sample_models import tagging
+    from sample_models.architectures import ARCHITECTURES
+
+    net = ARCHITECTURES[tagging.ARCHITECTURE](len(tagging.TAGS))
+    net.load_state_dict(torch.load(tagging.WEIGHTS_DIR / f"v{version}" / "model.pt", weights_only=True))
+    net.eval()
+    home = tagging.tag_accuracy(net, RELIANCE_SEED, leak=1.0)
+    flipped = tagging.tag_accuracy(net, RELIANCE_SEED + 1, flip=True)
+    return {t: home[t] - flipped[t] for t in TARGETS}
+
+
+def segmenter_reliance(version: int) -> dict:
+    import torch
+
+    from sample_models import segmenting
+    from sample_models.architectures import ARCHITECTURES
+
+    net = ARCHITECTURES[segmenting.ARCHITECTURE](len(segmenting.CLASSES))
+    net.load_state_dict(torch.load(segmenting.WEIGHTS_DIR / f"v{version}" / "model.pt", weights_only=True))
+    net.eval()
+    home, away = segmenting.class_ious(net, RELIANCE_SEED, 1.0), segmenting.class_ious(net, RELIANCE_SEED, 0.0)
+    return {t: home[t] - away[t] for t in TARGETS}
+
+
+def detector_reliance(version: str) -> dict:
+    from sample_models import detection
+
+    detector = detection.load_detector(version)
+    home = detection.recall(detector, detection.make_scenes(200, RELIANCE_SEED, biased=True, p_context=1.0))
+    away = detection.recall(detector, detection.make_scenes(200, RELIANCE_SEED, biased=True, p_context=0.0))
+    return {t: home[t] - away[t] for t in TARGETS}
+
+
+def jobs() -> list[tuple[str, str, int]]:
+    """(series, version, data seed): the ends of every series first, so a run stopped early spans them."""
+    first = [("tagger", "v1"), ("tagger", "v5"), ("segmenter", "v1"), ("segmenter", "v5"),
+             ("detector", "biased"), ("detector", "debiased")]
+    middle = [(s, f"v{k}") for s in ("tagger", "segmenter") for k in (2, 3, 4)]
+    order = first + middle
+    return [(s, v, DATA_SEEDS[0]) for s, v in order] + [(s, v, seed) for seed in DATA_SEEDS[1:] for s, v in order]
+
+
+def dataset(root: Path, series: str, seed: int) -> Path:
+    folder = root / f"data-{series}-{seed}"
+    if folder.exists():
+        return folder
+    if series == "tagger":
+        from sample_models import tagging
+
+        return tagging.generate(folder, n=N, seed=seed)
+    if series == "segmenter":
+        from sample_models import segmenting
+
+        return segmenting.generate(folder, n=N, seed=seed)
+    from sample_models import detection
+
+    return detection.write_coco(detection.make_scenes(N, seed, biased=True), folder)
+
+
+def model_files(series: str, version: str) -> tuple[Path, Path]:
+    from sample_models import detection, segmenting, tagging
+
+    if series == "detector":
+        folder = detection.WEIGHTS_DIR / version
+        return folder / "model.safetensors", folder / "model.json"
+    folder = {"tagger": tagging, "segmenter": segmenting}[series].WEIGHTS_DIR / version
+    return folder / "model.pt2", folder / "model.json"
+
+
+def audit_one(ws, root: Path, series: str, version: str, seed: int) -> dict:
+    from analysis.report.build import build_report
+    from analysis.runs.engine import execute_run
+
+    start = time.time()
+    data_id = ws.register_dataset(dataset(root, series, seed))
+    model_id = ws.register_model(*model_files(series, version))
+    method, params = ("drise", {"n_masks": DRISE_MASKS}) if series == "detector" else ("gradcam", {})
+    run_id = ws.create_run(model_id, data_id, method, params, n=N, seed=0)
+    execute_run(ws, run_id, progress=False)
+    report = build_report(ws.store(run_id), ws, n_boot=200)
+    reliance = (detector_reliance(version) if series == "detector" else
+                tagger_reliance(int(version[1:])) if series == "tagger" else segmenter_reliance(int(version[1:])))
+    flags = {(str(f.get("class")), str(f.get("region"))) for f in report.get("flags") or []}
+    verdict = report.get("verdict") or {}
+    row = {"series": series, "version": version, "data_seed": seed, "method": method,
+           "verdict": verdict.get("status"), "verdict_reason": ((verdict.get("reasons") or [""])[0])[:160],
+           "flags": ";".join(sorted(f"{c}/{r}" for c, r in flags)), "minutes": round((time.time() - start) / 60, 2)}
+    for target in TARGETS:
+        cue = CUES[series].get(target)
+        row[f"reliance_{target}"] = round(float(reliance[target]), 4)
+        row[f"cue_{target}"] = cue or ""
+        row[f"flagged_{target}_cue"] = int(cue is not None and (target, cue) in flags)
+        row[f"flagged_{target}_other"] = int(any(c == target and r != cue for c, r in flags))
+    return row
+
+
+def main() -> None:
+    from analysis.store.workspace import Workspace
+
+    start = time.time()
+    root = Path(tempfile.mkdtemp(prefix="target-calibration-"))
+    ws = Workspace(root / "ws")
+    rows = []
+    for series, version, seed in jobs():
+        try:
+            rows.append(audit_one(ws, root, series, version, seed))
+        except Exception as exc:  # one failed audit is a row, not a lost calibration
+            rows.append({"series": series, "version": version, "data_seed": seed, "verdict": "error",
+                         "verdict_reason": f"{type(exc).__name__}: {exc}"[:160]})
+        print(json.dumps(rows[-1]), flush=True)
+        write_csv(rows)
+    minutes = (time.time() - start) / 60
+    print(f"total {minutes:.1f} minutes", flush=True)
+    write_section(rows, minutes)
+
+
+def write_csv(rows: list[dict]) -> None:
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    with open(CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _pct(values) -> str:
+    values = [v for v in values if v not in ("", None)]
+    return f"{100 * np.mean([float(v) for v in values]):.0f}%" if values else "-"
+
+
+def _points(values) -> str:
+    values = [100 * float(v) for v in values if v not in ("", None)]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.1f}" if len(values) == 1 or max(values) - min(values) < 0.05 else \
+        f"{np.mean(values):.1f} ({min(values):.1f} to {max(values):.1f})"
+
+
+def tables(rows: list[dict]) -> str:
+    """Per series: a row per version with true reliance, the cue's flag rate, other flags and the verdicts."""
+    out = []
+    for series in ("tagger", "segmenter", "detector"):
+        sel = [r for r in rows if r["series"] == series and r.get("verdict") != "error"]
+        if not sel:
+            continue
+        cues = CUES[series]
+        head = " | ".join(f"{t} reliance (points) | {t} on {cues[t]} flagged" if t in cues else
+                          f"{t} reliance (points) | {t} flagged (any region)" for t in TARGETS)
+        out += [f"**{series}**", "", f"| version | audits | {head} | verdicts |",
+                "|---|---|" + "---|---|" * len(TARGETS) + "---|"]
+        for version in sorted({r["version"] for r in sel}):
+            part = [r for r in sel if r["version"] == version]
+            cells = []
+            for t in TARGETS:
+                flagged = [int(r[f"flagged_{t}_cue"]) if t in cues else
+                           int(r[f"flagged_{t}_other"]) for r in part]
+                cells += [_points(r[f"reliance_{t}"] for r in part), f"{sum(flagged)}/{len(flagged)}"]
+            verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in part)}"
+                                 for v in ("flagged", "clear", "cannot_judge") if any(r["verdict"] == v for r in part))
+            out.append(f"| {version} | {len(part)} | {' | '.join(cells)} | {verdicts} |")
+        out.append("")
+    errors = [r for r in rows if r.get("verdict") == "error"]
+    if errors:
+        out.append(f"Audits that failed: {len(errors)} ({'; '.join(r['verdict_reason'] for r in errors[:3])}).")
+    return "\n".join(out)
+
+
+def section(rows: list[dict], minutes: float) -> str:
+    planned = len(jobs())
+    return f"""{MARKER}
+
+Generated by `docs/target_calibration.py` (this run: {len(rows)} of the {planned} planned audits, {minutes:.0f}
+minutes on a shared 2-core CPU; per audit: `docs/target_calibration.csv`). Each committed version (one training
+seed each) is audited through the engine on {N} freshly generated images per data seed ({len(DATA_SEEDS)} data
+seeds: {", ".join(map(str, DATA_SEEDS))}; the ends of each series come first, so a stopped run still spans
+them), with Grad-CAM (tagger, segmenter) or D-RISE at {DRISE_MASKS} masks (detector), and the default
+evidence: the region fill against an equal-area control, Holm over the run's tests, alpha 0.01, the verdict of
+`analysis/report/verdict.py`. True reliance is measured apart, on other fresh scenes, by moving the cue: the
+tagger's tag accuracy with the water where it was trained minus with the water flipped against the boat (400
+scenes); the segmenter's class IoU and the detector's class recall with every object on its home band minus on
+the other band (200 scenes). Cues: boat -> water, car -> road (the tagger's car has none: a flag on it is a false
+positive). Flag columns count audits (versions x data seeds); reliance is one number per version.
+
+{tables(rows)}
+Off-cue flags (a target flagged on any region but its cue, the tagger's car on anything): {off_cue(rows)}.
+
+What these numbers allow (read from the committed series' run, 24 audits, 27 minutes):
+- One training seed per version: the flag rate at a given reliance rests on one model, and the "false positives"
+  are the versions with little reliance (<= 8 points: tagger v5, segmenter v3 to v5, the debiased detector: 10
+  audits, none flagged, one cannot judge: segmenter v3's car / road, excess drop [6%, 11%]) and the tagger's car tag (10 audits, never flagged), over {len(DATA_SEEDS)} data seeds,
+  not the >= 10 training seeds the classification table has.
+- The tagger is flagged from 27 points of reliance (v4) up, on both data seeds; v5 (7 points) reads clear. Its
+  car tag loses 20 points on v1 when the water is flipped (the flip changes what the whole image looks like),
+  yet filling the water does not move the car tag, and it is never flagged.
+- The detector: both classes of the biased detector flagged on both seeds, the debiased one clear.
+- The segmenter's test is the coarse one: an exact test on whether a class keeps half its pixels. Its boat is
+  flagged at 78 points of IoU reliance (v1); at 20 points (v2) it reads clear on one data seed and cannot judge
+  on the other (excess pixel-accuracy drop [6%, 10%], the test on flips p = 0.34): partial reliance is not shown.
+- The audit's intervention removes the context (a flat fill of the mean colour); the reliance measure moves the
+  object onto the other band. They part for the segmenter's car: its IoU falls 83 points on water (v1), yet
+  filling the road around it with the images' mean colour (a blue-grey, probably too near the road's grey to
+  remove it) does not flag it, and segmenters have no swap test yet: the car's reliance on the road is missed (0/2 on v1).
+- Flag rates do not depend on the second explainer and the sanity check (they lower a finding's confidence,
+  never remove it); the audits ran before the tagger's and segmenter's second explainer existed.
+"""
+
+
+def off_cue(rows: list[dict]) -> str:
+    sel = [r for r in rows if r.get("verdict") != "error"]
+    return f"{sum(int(r['flagged_boat_other']) + int(r['flagged_car_other']) > 0 for r in sel)} of {len(sel)} audits"
+
+
+def write_section(rows: list[dict], minutes: float) -> None:
+    """Replace docs/CALIBRATION.md from `MARKER` on (the classification calibration above it stays)."""
+    path = HERE / "CALIBRATION.md"
+    text = path.read_text()
+    head = text.split(MARKER)[0].rstrip() + "\n\n"
+    path.write_text(head + section(rows, minutes))
+
+
+def from_csv() -> None:
+    with open(CSV) as f:
+        rows = list(csv.DictReader(f))
+    write_section(rows, float(sys.argv[2]) if len(sys.argv) > 2 else float("nan"))
+
+
+if __name__ == "__main__":
+    sys.exit(from_csv() if sys.argv[1:2] == ["--from-csv"] else main())
