@@ -27,7 +27,7 @@ N = 1000
 HERE = Path(__file__).resolve().parent
 CSV = HERE / "calibration_power.csv"
 FIELDS = ("mode", "rho", "seed", "shuffle_drop", "cue_flagged", "any_flag", "flags", "cue_rank", "median_n",
-          "cue_n", "shown_by", "minutes")
+          "cue_n", "shown_by", "described", "minutes")
 
 
 def cue_regions(report: dict, mode: str) -> set[str]:
@@ -55,7 +55,7 @@ def shapes(n: int = N) -> None:
     ws = Workspace(root / "ws")
     path = HERE / "calibration_shapes.csv"
     fields = ("case", "rho", "seed", "accuracy", "shuffle_drop", "cue_flagged", "any_flag", "flags", "cue_rank",
-              "first_severity", "verdict", "median_n", "minutes")
+              "first_severity", "verdict", "median_n", "described", "minutes")
     new = not path.exists()
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
@@ -75,11 +75,16 @@ def shapes(n: int = N) -> None:
                    "cue_rank": names.index(hit[0]["region"]) + 1 if hit else "",
                    "first_severity": report["flags"][0]["severity"] if names else "",
                    "verdict": (report.get("verdict") or {}).get("status"),
-                   "median_n": (report.get("sequential") or {}).get("median_n"),
+                   "median_n": (report.get("sequential") or {}).get("median_n"), "described": described(report),
                    "minutes": round((time.time() - start) / 60, 2)}
             writer.writerow(row)
             f.flush()
             print(row, flush=True)
+
+
+def described(report: dict) -> str:
+    """The flagged regions as the report names them (discovered ones by their description)."""
+    return "; ".join(f"{fl['region']}: {fl.get('description') or fl['severity']}" for fl in report["flags"])
 
 
 def main(modes: list[str]) -> None:
@@ -111,7 +116,7 @@ def main(modes: list[str]) -> None:
                        "cue_rank": names.index(hit[0]["region"]) + 1 if hit else "",
                        "median_n": (report.get("sequential") or {}).get("median_n"), "cue_n": cue_n,
                        "shown_by": hit[0]["evidence"].get("shown_by", "") if hit else "",
-                       "minutes": round((time.time() - start) / 60, 2)}
+                       "described": described(report), "minutes": round((time.time() - start) / 60, 2)}
                 writer.writerow(row)
                 f.flush()
                 print(row, flush=True)

@@ -91,6 +91,10 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
         trials += [{"name": d["name"], "masks": torch.as_tensor(d["masks"])} for d in found]
     if trials:
         slices = evidence_slices(batch.images_frame)
+        appearance = {}
+        if not annotated:  # no masks: is each candidate the object (where the model looks) or a cue beside it?
+            appearance = {t["name"]: cue_test(batch.inputs.numpy(), t["masks"].numpy(), labels,
+                                              clean_predictions(batch), seed=seed) for t in trials}
         key = cached = None
         if cache_dir is not None and model_key:
             arrays = {"inputs": batch.inputs, "labels": labels, **{f"slice {k}": v for k, v in slices.items()},
@@ -101,28 +105,22 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
             cached = intervention_cache.load(cache_dir, key)
         if cached is not None:
             out["interventions"] = cached["interventions"]
-            out["sequential"] = {**cached["sequential"], **median_n(out["interventions"])}
+            out["sequential"] = cached["sequential"]
         else:
-            results, base, design = run_trials(predictor, batch.inputs, labels, trials, core=core, fill=fill,
-                                               chunk=chunk, alpha=alpha, threshold=threshold, seed=seed,
-                                               batch_size=batch_size, base_predictions=clean_predictions(batch),
-                                               on_look=lambda k, n, used, active: on_stage(
-                                                   f"interventions, look {k} of {n} ({used} images, {active} "
-                                                   f"region(s) undecided)"))
-            for trial in results:
-                out["interventions"][trial.name] = summarise(trial, base, labels, slices, design, fill=fill,
-                                                             n_boot=n_boot, seed=seed)
-            out["sequential"] = {**design, **median_n(out["interventions"])}
+            out["interventions"], design = intervene(
+                predictor, batch, labels, trials, appearance, slices, core=core, fill=fill, chunk=chunk,
+                alpha=alpha, threshold=threshold, seed=seed, batch_size=batch_size, n_boot=n_boot,
+                on_look=lambda k, n, used, active: on_stage(
+                    f"interventions, look {k} of {n} ({used} images, {active} region(s) undecided)"))
+            out["sequential"] = design
             if key is not None:
                 intervention_cache.save(cache_dir, key, {"interventions": out["interventions"],
                                                          "sequential": design})
         for d in out["discovered_regions"]:
             out["interventions"][d["name"]]["discovered"] = True
-        if not annotated:  # no masks: is each candidate the object (where the model looks) or a cue beside it?
-            predictions = clean_predictions(batch)
-            for t in trials:
-                out["interventions"][t["name"]]["appearance"] = cue_test(
-                    batch.inputs.numpy(), t["masks"].numpy(), labels, predictions, seed=seed)
+        for name, found in appearance.items():
+            out["interventions"][name]["appearance"] = found
+        out["sequential"] = {**out["sequential"], **median_n(out["interventions"])}
 
     discovered_names = {d["name"] for d in out["discovered_regions"]}
     second = second_method(method, loaded)
@@ -157,10 +155,42 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     return out
 
 
+def intervene(predictor, batch: "Subset", labels: np.ndarray, trials: list[dict], appearance: dict, slices: dict,
+              *, core, fill, chunk, alpha, threshold, seed, batch_size, n_boot, on_look) -> tuple[dict, dict]:
+    """Each region's summarised interventions and the sequential design. Candidates are sampled until decided;
+    a mask-free area whose look does not name the class (`appearance[name]["cue"]` False: the object's area)
+    gets one look of `chunk` images, which says what removing it costs and is never tested for a flag:
+    sampling the object until its (real) effect is decided cost every clean audit its whole sample."""
+    base_predictions = clean_predictions(batch)
+    out, design = {}, None
+    cues = [t for t in trials if (appearance.get(t["name"]) or {}).get("cue", True)]
+    areas = [t for t in trials if t not in cues]
+    if cues:
+        results, base, design = run_trials(predictor, batch.inputs, labels, cues, core=core, fill=fill, chunk=chunk,
+                                           alpha=alpha, threshold=threshold, seed=seed, batch_size=batch_size,
+                                           base_predictions=base_predictions, on_look=on_look)
+        for trial in results:
+            out[trial.name] = summarise(trial, base, labels, slices, design, fill=fill, n_boot=n_boot, seed=seed)
+    if areas:
+        k = min(chunk, len(batch.inputs))
+        results, base, first = run_trials(
+            predictor, batch.inputs[:k], labels[:k], [{"name": t["name"], "masks": t["masks"][:k]} for t in areas],
+            core=None if core is None else core[:k], fill=fill, chunk=chunk, alpha=alpha, threshold=threshold,
+            seed=seed, batch_size=batch_size, base_predictions=None if base_predictions is None else
+            base_predictions[:k])
+        for trial in results:
+            out[trial.name] = summarise(trial, base, labels[:k], {name: v[:k] for name, v in slices.items()}, first,
+                                        fill=fill, n_boot=n_boot, seed=seed)
+        design = {**first, "object_areas": [t["name"] for t in areas]} if design is None else \
+            {**design, "forwards": design["forwards"] + first["forwards"], "object_areas": [t["name"] for t in areas]}
+    return out, design
+
+
 def median_n(interventions: dict) -> dict:
-    """The median (and largest) number of images a region's interventions used: what the sequential sample
-    cost in practice, beside the cap it was allowed."""
-    used = [int((iv.get("sequential") or {}).get("n") or 0) for iv in interventions.values()]
+    """The median (and largest) number of images a candidate's interventions used: what the sequential sample
+    cost in practice, beside the cap it was allowed (the object's areas, one look each, left out)."""
+    used = [int((iv.get("sequential") or {}).get("n") or 0) for iv in interventions.values()
+            if (iv.get("appearance") or {}).get("cue", True)]
     return {"median_n": float(np.median(used)) if used else None, "max_n": max(used) if used else None}
 
 

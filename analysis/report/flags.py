@@ -76,7 +76,7 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *, lift_th
     interventions = evidence.get("interventions") or {}
     discovered = {d["name"]: d for d in evidence.get("discovered_regions") or []}
     non_core = set(table.loc[~_is_core(table), "region"]) if not table.empty else set()
-    tested = [r for r in interventions if r in non_core or r in discovered]
+    tested = [r for r in interventions if (r in non_core or r in discovered) and not object_area(interventions[r])]
     family = _corrected_tests(interventions, tested)
     for region in dict.fromkeys([*weak, *tested]):
         intervention = interventions.get(region)
