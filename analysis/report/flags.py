@@ -37,8 +37,10 @@ Severity comes from the deciding test's effect net of the control (fill: `accura
 accuracy_drop`; swap: the larger of its net towards-donor rate and net accuracy drop): high >= 0.2,
 medium >= 0.1, else low. Core regions are never
 flagged: attending to what the label is about is the point. Without masks (grid regions, no region marked
-core) the grid's centre cells (`GRID_ASSUMED_CORE`) are assumed to hold the object and treated as core,
-so a mask-free audit flags corners and borders, never the middle of the image.
+core) the grid's centre cells (`GRID_ASSUMED_CORE`) are assumed to hold the object and treated as core; an
+object that moves lies elsewhere too, so a mask-free candidate whose look does not name the class
+(`object_area`: `analysis.stats.cue_appearance`) is attention on the object, never a shortcut, and stays
+out of the Holm family and the power statements. Flags of one severity are ranked by net effect.
 """
 from __future__ import annotations
 
