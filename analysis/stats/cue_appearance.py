@@ -4,7 +4,7 @@ Without masks nothing says where the object is: a grid cell or a region discover
 object itself (a shape that moves about the image), and filling or swapping it costs right answers because it
 *is* the label's evidence. A cue beside the object (a tag, a watermark) is different in kind: a repeated
 pattern whose appearance predicts the class. So each mask-free candidate is described by its appearance in
-each image that holds it (the mean colour inside the region: a tag is one colour per class it points at,
+each image that holds it (the mean colour inside the region against the rest of the image: a tag is one colour per class it points at,
 an object's area varies with the object and the scene) and asked: does that appearance predict the class,
 the image's label or the model's answer? Five-fold cross-validated nearest-centroid accuracy, balanced over
 classes, as a share of the way from chance to perfect (`gain`). A candidate whose gain stays below
@@ -20,7 +20,10 @@ MIN_GAIN = 0.5  # halfway from chance to perfect: a 2-class cue right in >= 75% 
 
 
 def appearance(inputs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, 3): the mean of each channel inside the region, present (N,) bool).
+    """(features (N, 3): the mean of each channel inside the region minus its mean over the rest of the image,
+    present (N,) bool). Against the rest of the image, because a cue is seen against its scene: a white
+    watermark on three skin tones was no class's colour in absolute terms (gain -0.04) but always lighter
+    than the skin around it.
 
     inputs (N, 3, H, W) in [0, 1]; masks (N, H, W) bool. The colour's spread is left out on purpose: inside a
     blob cut from the maps it measures how much of the blob the object fills (a filled rectangle against a
@@ -32,7 +35,8 @@ def appearance(inputs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.nd
     flat = np.asarray(inputs, dtype=np.float64).reshape(len(masks), 3, -1)
     m = masks.reshape(len(masks), 1, -1)
     mean = (flat * m).sum(2) / np.maximum(count, 1)[:, None]
-    return mean, present
+    rest = (flat * ~m).sum(2) / np.maximum(m.shape[2] - count, 1)[:, None]
+    return mean - rest, present
 
 
 def predictive_gain(features: np.ndarray, targets: np.ndarray, *, folds: int = 5, seed: int = 0) -> float | None:
