@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-MIN_GAIN = 0.5  # halfway from chance to perfect: a 2-class cue right in >= 75% of images (balanced)
+# 60% of the way from chance to perfect (a 2-class cue right in >= 80% of images, balanced). At 0.5 a clean
+# model of 66% accuracy had its cross-shaped object's area at 0.51 (its answers follow the shape's contrast);
+# the tags, the samples' watermark and biased models' answers sit at 0.67 and above
+MIN_GAIN = 0.6
 
 
 def appearance(inputs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
