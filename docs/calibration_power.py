@@ -32,10 +32,11 @@ FIELDS = ("mode", "rho", "seed", "shuffle_drop", "cue_flagged", "any_flag", "fla
 
 def cue_regions(report: dict, mode: str) -> set[str]:
     """The regions that hold the cue: `patch` with masks; without, the discovered regions named as a corner
-    patch (the grid cells are where the model looks, never a shortcut on their own)."""
+    patch and the grid's `border` ring (it holds the corner patch in every image)."""
     if mode == "masks":
         return {"patch"}
-    return {d["name"] for d in report.get("discovered_regions") or [] if "corner" in d.get("description", "")}
+    return {"border"} | {d["name"] for d in report.get("discovered_regions") or []
+                         if "corner" in d.get("description", "")}
 
 
 SHAPES_JOBS = ([("clean: tag uncorrelated, shape moving", 0.5, True, s) for s in CLEAN_SEEDS]
@@ -209,6 +210,18 @@ object-or-cue test (README, "Without masks") the shape's areas were flagged on c
 a shortcut only when its colour against the rest of the image predicts the label or the model's answer.
 
 {shapes_table()}
+
+What this run shows and where it falls short (measured {time.strftime("%Y-%m-%d")}, 2-core CPU shared with other
+work, about 40 minutes for the three series):
+- With masks, every model with >= 5 points of true reliance was flagged on `patch` and no clean model on any
+  region. Only 3 models fall in the 5-10 point bin, so the 90% goal there rests on few models.
+- Without masks, the moving patch is flagged in 9 of 11 models with >= 5 points (82%, short of the 90% goal):
+  at 5.0 points (rho 0.8 seed 0) discovery formed no corner-patch region, and at 5.0 points (rho 0.9 seed 1)
+  the corner region stayed undecided at 700 images. At rho 0.9 seed 0 a "textured patch along the border, mostly
+  v" ranked above the corner patch: the ends of the vertical bar outside the middle cell, the object itself. A
+  flat-coloured object whose presence is the class passes the colour test like a tag does; masks or boxes are
+  the remedy there. No clean model was flagged (0/10), and on the shapes series 0/20 clean models were flagged,
+  with every biased one flagged on the corner tag and ranked first (HIGH for rho 1).
 """
 
 
