@@ -125,7 +125,16 @@ models (shuffle drop <= 1 point each) never flag `patch`
 the time (`test_clean_models_over_ten_seeds_are_flagged_at_most_five_percent_on_any_region`).
 
 Per model: `docs/calibration.csv`.
-"""
+
+{power_section()}"""
+
+
+def power_section() -> str:
+    """docs/calibration_power.py's section (1,000 images, with and without masks), when it has been run."""
+    sys.path.insert(0, str(HERE))
+    from calibration_power import section
+
+    return section()
 
 
 def property_section() -> str:

@@ -37,8 +37,10 @@ Severity comes from the deciding test's effect net of the control (fill: `accura
 accuracy_drop`; swap: the larger of its net towards-donor rate and net accuracy drop): high >= 0.2,
 medium >= 0.1, else low. Core regions are never
 flagged: attending to what the label is about is the point. Without masks (grid regions, no region marked
-core) the grid's centre cells (`GRID_ASSUMED_CORE`) are assumed to hold the object and treated as core,
-so a mask-free audit flags corners and borders, never the middle of the image.
+core) the grid's centre cells (`GRID_ASSUMED_CORE`) are assumed to hold the object and treated as core; an
+object that moves lies elsewhere too, so a mask-free candidate whose look does not name the class
+(`object_area`: `analysis.stats.cue_appearance`) is attention on the object, never a shortcut, and stays
+out of the Holm family and the power statements. Flags of one severity are ranked by net effect.
 """
 from __future__ import annotations
 
@@ -80,10 +82,12 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *,
     interventions = evidence.get("interventions") or {}
     discovered = {d["name"]: d for d in evidence.get("discovered_regions") or []}
     non_core = set(table.loc[~_is_core(table), "region"]) if not table.empty else set()
-    tested = [r for r in interventions if r in non_core or r in discovered]
+    tested = [r for r in interventions if (r in non_core or r in discovered) and not object_area(interventions[r])]
     family = _corrected_tests(interventions, tested)
     for region in dict.fromkeys([*weak, *tested]):
         intervention = interventions.get(region)
+        if object_area(intervention):  # no masks, and its look does not name the class: where the model looks
+            continue
         best = _best_test(family.get(region, []), alpha, min_effect)
         reasons = []
         basis = "attention+intervention"
@@ -144,8 +148,17 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *,
                           lift_ci=(top["lift_ci_low"], top["lift_ci_high"]), mass_mean=top["mass_mean"],
                           evidence=ev, extra=extra)
         flags.append(finding.to_json())
-    flags.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), f["region"] in discovered, -(f["lift"] or 0)))
+    # the largest effect first: a moving cue found without masks (44 points) ranked below a grid cell's smaller
+    # one when discovered regions went last
+    flags.sort(key=lambda f: (-SEVERITIES.index(f["severity"]), -((f.get("evidence") or {}).get("net_effect") or 0),
+                              -(f["lift"] or 0)))
     return flags
+
+
+def object_area(intervention: dict | None) -> bool:
+    """A mask-free candidate whose appearance does not predict the class (`analysis.stats.cue_appearance`): the
+    object's area, where the model looks for the label's evidence. Reported as attention, never a shortcut."""
+    return ((intervention or {}).get("appearance") or {}).get("cue") is False
 
 
 def region_tests(intervention: dict | None, tests: list[dict], best: dict | None, *, alpha: float,
@@ -368,7 +381,8 @@ def power_statements(table: pd.DataFrame, evidence: dict | None, flags: list[dic
     for region, iv in (evidence.get("interventions") or {}).items():
         seq = iv.get("sequential") or {}
         bounds = seq.get("bounds") or {}
-        if region in flagged or not bounds or (region not in non_core and region not in discovered):
+        if region in flagged or not bounds or (region not in non_core and region not in discovered) \
+                or object_area(iv):
             continue
         swap_up = bounds["swap_accuracy_drop"][1]
         fill_up = bounds["fill_accuracy_drop"][1]
@@ -393,17 +407,44 @@ def attention_findings(table: pd.DataFrame, evidence: dict | None = None, *,
     flagged = {f["region"] for f in shortcut_flags(table, evidence, lift_threshold=lift_threshold,
                                                     alpha=alpha, min_effect=min_effect, artifact_free=artifact_free)}
     out = []
-    for region, hits in _attention_hits(table, lift_threshold).items():
+    interventions = (evidence or {}).get("interventions") or {}
+    hits_of = _attention_hits(table, lift_threshold)
+    for region, hits in hits_of.items():
         if region in flagged:
             continue
-        intervention = ((evidence or {}).get("interventions") or {}).get(region) or {}
+        intervention = interventions.get(region) or {}
+        if object_area(intervention):
+            out.append(looked_at(region, intervention, hits[0]))
+            continue
         out.append({"region": region, "kind": "attention", "class": hits[0]["class"],
                     "group": hits[0]["group"], "lift": hits[0]["lift"],
                     "p_value": intervention.get("p_value"), "flip_rate": intervention.get("flip_rate"),
                     "text": f"high attention on {region} (lift {hits[0]['lift']:.1f}) but filling it did not "
                             f"cost more right answers than its control, nor did swapping it move more "
                             f"predictions towards the donor's class"})
+    discovered = {d["name"]: d for d in (evidence or {}).get("discovered_regions") or []}
+    for region, found in discovered.items():  # areas cut from the maps that hold the object, not a cue
+        if region not in flagged and object_area(interventions.get(region)):
+            attention = found.get("attention") or {}
+            out.append(looked_at(region, interventions[region], {"class": None, "group": None,
+                                                                 "lift": attention.get("lift")},
+                                 description=found.get("description")))
     return out
+
+
+def looked_at(region: str, intervention: dict, top: dict, *, description: str | None = None) -> dict:
+    """Attention on the object's area without masks: where the model looks, with what removing it costs."""
+    lift = top.get("lift")
+    what = f"{region} ({description})" if description else region
+    cost = intervention.get("accuracy_drop")
+    control = (intervention.get("control") or {}).get("accuracy_drop") or 0.0
+    costs = "" if cost is None else f"; filling it costs {cost - control:.0%} of right answers net of its control"
+    return {"region": region, "kind": "attention", "class": top.get("class"), "group": top.get("group"),
+            "lift": lift, "p_value": intervention.get("p_value"), "flip_rate": intervention.get("flip_rate"),
+            "object_area": True, "appearance": intervention.get("appearance"),
+            "text": f"the model looks at {what}" + (f" (lift {lift:.1f})" if lift is not None else "") +
+                    f", where the label's evidence is: {intervention['appearance']['text']}{costs}. Without "
+                    f"masks this is attention on the object, not a shortcut"}
 
 
 def subgroup_findings(table: pd.DataFrame, accuracy: pd.DataFrame | None = None, *,

@@ -194,7 +194,7 @@ def candidate_decisions(report: dict, task: str, policy: FlagPolicy) -> dict[str
         for region, iv in (report.get("interventions") or {}).items():
             seq = iv.get("sequential") or {}
             bounds = seq.get("bounds") or {}
-            if not bounds:
+            if not bounds or (iv.get("appearance") or {}).get("cue") is False:  # no masks: the object's area
                 continue
             upper = max(bounds[k][1] for k in RULED_OUT if k in bounds)
             if seq.get("decision") == "shown":

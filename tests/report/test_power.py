@@ -456,3 +456,21 @@ def test_committed_demo_versions_are_partly_and_fully_reliant_on_the_moving_patc
         net = moving_patch.load_version(name)
         drop = moving_patch.shuffle_drop(net, moving_patch.render(400, rho, seed=500))
         assert (0.10 <= drop <= 0.15) if name == "partly_biased" else drop >= 0.4, (name, drop)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_moderate_reliance_is_flagged_at_1000_images_as_the_sample_grows_past_the_old_cap(lab):
+    """Five to seven points of true reliance (rho 0.8, seeds 0 and 2): flagged on `patch` at 1,000 images. The
+    evidence sample grows towards the run's images while the patch is undecided; seed 0 needed all 1,000 and
+    a fixed cap of 400 left such a model undecided (issue 25: a 7.8-point decoy missed at 300)."""
+    root, ws, _ = lab
+    used = []
+    for seed in (0, 2):
+        model, drop = _model(lab, 0.8, seed)
+        assert 0.04 <= drop <= 0.08, drop
+        report = power_audit.audit(ws, model, ws.register_dataset(power_audit.dataset(root, 0.8, 1000)), n=1000)
+        assert "patch" in {f["region"] for f in report["flags"]}, report["power"]
+        used.append(report["interventions"]["patch"]["sequential"]["n"])
+        assert report["sequential"]["cap"] == 1000 and report["sequential"]["median_n"] >= 100
+    assert max(used) > 400, used
