@@ -198,7 +198,9 @@ class Finding:
         the deciding test, the other tests, then the checks and the reasons that qualify it."""
         lines = []
         if self.tests:
-            lines.append(f"Shown by: {self.tests[0].sentence()}")
+            first = self.tests[0]
+            lines.append(f"Shown by: {first.sentence()}" + (f"; the test: {first.description}" if first.description
+                                                             else ""))
             lines.extend(f"Also tested: {t.sentence()}" for t in self.tests[1:])
         else:
             lines.append("No intervention tested this region: attention alone, not evidence of use")

@@ -79,7 +79,7 @@ def test_a_findings_panel_reads_as_words_deciding_test_first_and_names_its_slice
     finding = Finding.from_json(flags[0])
     lines = finding.evidence_lines()
     test = finding.deciding_test
-    assert test.decision == "shown" and lines[0] == f"Shown by: {test.sentence()}"
+    assert test.decision == "shown" and lines[0] == f"Shown by: {test.sentence()}; the test: {test.description}"
     assert finding.headline.startswith("Predictions") and f"n = {test.n}" in finding.headline
     if test.slice.target:
         assert f"class {test.slice.target}" in finding.headline

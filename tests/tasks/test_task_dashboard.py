@@ -26,8 +26,8 @@ def markdown(at) -> str:
 def test_tagger_report_says_which_tag_depends_on_which_region(workspace_runs, monkeypatch):
     root, runs = workspace_runs
     at = app_opener(root, monkeypatch)("app_pages/report.py", run=runs["tagger"][0])
-    text = markdown(at)
-    assert "Tag **boat** depends on region **water**" in text and "McNemar" in text
+    text = markdown(at).replace("\\", "")  # markdown escapes (water\\: -> water:)
+    assert "The tag boat depends on water: filling it lowers the tag's probability by" in text and "McNemar" in text
     assert [m.label for m in at.metric][:3] == ["Images explained", "Exact tag sets", "Shortcut flags"]
     assert at.metric[2].value == "1"
     assert at.selectbox[-1].options == ["boat", "car"]  # the gallery's tag picker
@@ -38,7 +38,8 @@ def test_segmenter_report_opens_with_its_own_metrics(workspace_runs, monkeypatch
     root, runs = workspace_runs
     at = app_opener(root, monkeypatch)("app_pages/report.py", run=runs["segmenter"][0])
     assert [m.label for m in at.metric][1] == "Mean IoU"
-    assert "The class boat depends on water: filling it lowers the class's pixels found by" in markdown(at)
+    assert ("The class boat depends on water: filling it lowers the class's pixels found by"
+            in markdown(at).replace("\\", ""))
 
 
 def test_compare_page_shows_the_tagger_shift(workspace_runs, monkeypatch):
