@@ -143,6 +143,7 @@ class Sessions:
         """The script has run to its end; no exception on the page."""
         from playwright.async_api import expect
 
+        await page.wait_for_timeout(300)  # a rerun just asked for has started
         await expect(page.locator("[data-testid='stApp']")).to_have_attribute(
             "data-test-script-state", "notRunning", timeout=WAIT_MS)
         await page.wait_for_timeout(300)
@@ -160,6 +161,17 @@ class Sessions:
         await self.settled(page, who, path)
         self.loads[path] = self.loads.get(path, 0) + 1
         self.visited.add((who, path))
+
+    async def upload(self, page, who: str, index: int, path: Path) -> None:
+        """A file into the page's `index`th uploader, once the page is idle (a file chosen while the page
+        redraws after the previous one is dropped by the browser, as a person choosing that fast would see)."""
+        from playwright.async_api import expect
+
+        await self.settled(page, who, f"upload: before {path.name}")
+        await page.locator("input[type='file']").nth(index).set_input_files(str(path))
+        uploader = page.locator("[data-testid='stFileUploader']").nth(index)
+        await expect(uploader.get_by_text(path.name)).to_be_visible(timeout=WAIT_MS)
+        await self.settled(page, who, f"upload: {path.name}")
 
     def finished_run(self) -> str | None:
         runs = list(self.cli.finished.values())
@@ -186,10 +198,8 @@ class Sessions:
         from playwright.async_api import expect
 
         await self.visit(page, "uploader", "upload")
-        inputs = page.locator("input[type='file']")
-        await inputs.nth(0).set_input_files(str(self.files["model"]))
-        await expect(page.get_by_text(self.files["model"].name).first).to_be_visible(timeout=WAIT_MS)
-        await inputs.nth(1).set_input_files(str(self.files["card"]))
+        await self.upload(page, "uploader", 0, self.files["model"])
+        await self.upload(page, "uploader", 1, self.files["card"])
         await expect(page.get_by_label("Classes, one per line", exact=False)).to_have_value("cat\ndog",
                                                                                          timeout=WAIT_MS)
         await page.get_by_label("Name", exact=True).fill("soaknet")
@@ -202,9 +212,7 @@ class Sessions:
         self.actions.append("uploaded a model")
         self.model_registered.set()
 
-        await page.locator("input[type='file']").nth(2).set_input_files(str(self.files["zip"]))
-        await expect(page.get_by_text(self.files["zip"].name).first).to_be_visible(timeout=WAIT_MS)
-        await self.settled(page, "uploader", "upload: zip")
+        await self.upload(page, "uploader", 2, self.files["zip"])
         await page.get_by_role("button", name="Check and register the dataset").click()
         await expect(page.get_by_text(f"Registered dataset pets16 with {N_DASHBOARD} images")).to_be_visible(
             timeout=WAIT_MS)
@@ -270,9 +278,7 @@ class Sessions:
         from playwright.async_api import expect
 
         await self.visit(page, "manager", "upload")
-        await page.locator("input[type='file']").nth(2).set_input_files(str(self.files["spare"]))
-        await expect(page.get_by_text(self.files["spare"].name).first).to_be_visible(timeout=WAIT_MS)
-        await self.settled(page, "manager", "upload: zip")
+        await self.upload(page, "manager", 2, self.files["spare"])
         await page.get_by_role("button", name="Check and register the dataset").click()
         await expect(page.get_by_text("Registered dataset spare with 8 images")).to_be_visible(timeout=WAIT_MS)
         await self.settled(page, "manager", "upload: dataset")
@@ -295,9 +301,12 @@ class Sessions:
         await self.settled(page, "manager", "manage: models")
         await choose(page, "Which", "soaknet")
         await self.settled(page, "manager", "manage: soaknet")
-        await page.get_by_label("New name").fill("soaknet-renamed")
-        await page.get_by_label("New name").press("Enter")
+        new_name = page.get_by_label("New name")
+        await expect(new_name).to_have_value("soaknet", timeout=WAIT_MS)  # the chosen model's own field
+        await new_name.fill("soaknet-renamed")
+        await new_name.press("Enter")
         await self.settled(page, "manager", "manage: name")
+        await expect(new_name).to_have_value("soaknet-renamed", timeout=WAIT_MS)
         await page.get_by_role("button", name="Rename").click()
         await expect(page.get_by_text("Renamed to soaknet-renamed.")).to_be_visible(timeout=WAIT_MS)
         await self.settled(page, "manager", "manage: renamed")
@@ -327,10 +336,13 @@ class Sessions:
 
 async def choose(page, label: str, option: str) -> None:
     """Pick `option` in the selectbox labelled `label`: type to filter, Enter to take the first match."""
+    from playwright.async_api import expect
+
     box = page.locator("[data-testid='stSelectbox']").filter(has=page.get_by_text(label, exact=True))
     await box.locator("input").click()
     await page.keyboard.type(option)
     await page.keyboard.press("Enter")
+    await expect(box).to_contain_text(option, timeout=WAIT_MS)
 
 
 def _zip(folder: Path, target: Path) -> Path:
