@@ -190,7 +190,7 @@ class Workspace:
             conn.row_factory = sqlite3.Row
             with self._disk_full_is_one_line():  # opening creates the -wal/-shm files
                 conn.execute("PRAGMA busy_timeout=30000")
-                conn.execute("PRAGMA journal_mode=WAL")
+                _set_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             self._connections.append((threading.current_thread(), conn))
@@ -697,6 +697,22 @@ class Workspace:
     def shards(self, run_id: str) -> list[dict]:
         return [dict(r) for r in self._conn.execute(
             'SELECT * FROM shards WHERE run_id=? ORDER BY "index"', (run_id,))]
+
+
+def _set_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while another process holds the lock it needs: SQLite answers it
+    "database is locked" at once, without the busy handler, when the switch (or, on a WAL database, the read
+    of the mode) meets a writer mid-upgrade or a connection recovering the WAL; seen when several CLI runs and
+    dashboard sessions open the catalog together."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _delete_runs(db: sqlite3.Connection, run_ids: list[str]) -> None:
