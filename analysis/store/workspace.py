@@ -166,6 +166,7 @@ class Workspace:
         self.db_path = self.root / "catalog.sqlite"
         self._local = threading.local()  # one connection per thread: dashboard sessions share this object
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._connections_lock = threading.Lock()  # sessions' threads open and sweep connections at once
         sweep(self.root)  # temps of writers killed (SIGKILL, power loss) since the last start
         with self._write() as db:
             for statement in SCHEMA.split(";"):
@@ -183,9 +184,10 @@ class Workspace:
         Streamlit runs every rerun in a new thread, so the connections of finished threads are closed here."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            for thread, old in [pair for pair in self._connections if not pair[0].is_alive()]:
-                old.close()
-                self._connections.remove((thread, old))
+            with self._connections_lock:
+                for thread, old in [pair for pair in self._connections if not pair[0].is_alive()]:
+                    old.close()
+                    self._connections.remove((thread, old))
             conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             with self._disk_full_is_one_line():  # opening creates the -wal/-shm files
@@ -193,7 +195,8 @@ class Workspace:
                 _set_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
-            self._connections.append((threading.current_thread(), conn))
+            with self._connections_lock:
+                self._connections.append((threading.current_thread(), conn))
         return conn
 
     @contextmanager
@@ -239,9 +242,10 @@ class Workspace:
         return dict(row) if row is not None else None
 
     def close(self) -> None:
-        for _thread, conn in self._connections:
-            conn.close()
-        self._connections.clear()
+        with self._connections_lock:
+            for _thread, conn in self._connections:
+                conn.close()
+            self._connections.clear()
         self._local = threading.local()
 
     def integrity_check(self) -> str:

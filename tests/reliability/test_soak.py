@@ -170,7 +170,7 @@ class Sessions:
         await self.settled(page, who, f"upload: before {path.name}")
         await page.locator("input[type='file']").nth(index).set_input_files(str(path))
         uploader = page.locator("[data-testid='stFileUploader']").nth(index)
-        await expect(uploader.get_by_text(path.name)).to_be_visible(timeout=WAIT_MS)
+        await expect(uploader.get_by_text(path.name, exact=True)).to_be_visible(timeout=WAIT_MS)
         await self.settled(page, who, f"upload: {path.name}")
 
     def finished_run(self) -> str | None:
