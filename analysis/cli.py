@@ -210,16 +210,16 @@ def cmd_run(args) -> int:
         known = {model["id"] for model in workspace.models()}
         model_id = _resolve_model(workspace, args.model, args.card, args.mlflow_uri,
                                   warn=card is None)  # a model folder's card: its ignored fields named here
-        if model_id in known:  # the same content again: its registered name and version stay
-            model = workspace.model(model_id)
-            print(f"using the registered model {model_label(model['name'], model.get('version'))} ({model_id})",
-                  file=sys.stderr)
         task = task_of_model(workspace.model(model_id))  # InputError for a task this version does not run
         method = args.method or task.default_method
         check_method(method, task.name)
         params = check_run_params(task, method, task.new_run_params(params))
         dataset_id = workspace.resolve_dataset(args.data, images=args.images)
         run_id = workspace.create_run(model_id, dataset_id, method, params, args.n, args.seed, args.name)
+        if model_id in known:  # the same content again: its registered name and version stay (said once the
+            model = workspace.model(model_id)  # run exists, so a refusal stays the one line on stderr)
+            print(f"using the registered model {model_label(model['name'], model.get('version'))} ({model_id})",
+                  file=sys.stderr)
     if args.backend == "ray":
         from analysis.runs.ray_backend import run_with_ray
 
@@ -417,7 +417,8 @@ def cmd_check(args) -> int:
     verdict = report.verdict
     print(f"verdict: {verdict.label.lower()}")
     for finding in report.findings:
-        lift = f", lift {finding.lift:.2f}" if finding.lift is not None else ""
+        lift = ("" if finding.kind == "property" else ", lift not measured" if finding.lift is None
+                else f", lift {finding.lift:.2f}")
         print(f"{finding.severity}: {finding.kind} on {'property' if finding.kind == 'property' else 'region'} "
               f"{finding.subject!r}{' (class ' + finding.slice.target + ')' if finding.slice.target else ''}"
               f"{lift}: {finding.headline}")

@@ -485,6 +485,16 @@ def stage(name: str, payload: bytes) -> Path:
     return path
 
 
+def unstage(path: Path) -> None:
+    """Remove the staging folder `stage` made for `path` (once checked and registered, or refused): the workspace
+    keeps its own copy, and nothing uploaded stays behind in uploads/."""
+    import shutil
+
+    folder = Path(path).parent
+    if folder.parent.resolve() == staging_dir().resolve():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def register_model(model_path: Path, card: dict, name: str, version: str | None = None) -> str:
     """Write the card beside the staged model and register both (the workspace copies them in by hash)."""
     card_path = model_path.parent / "model.json"

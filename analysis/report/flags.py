@@ -142,7 +142,8 @@ def shortcut_flags(table: pd.DataFrame, evidence: dict | None = None, *,
         checks = robustness_checks(region, evidence)
         finding = Finding(kind="shortcut", subject=region, slice=Slice(top["class"], top["group"]),
                           severity=severity, confidence=confidence,
-                          headline=headline(region, tests[0] if best else None, top),
+                          headline=headline(region, tests[0] if best else None, top,
+                                            (discovered.get(region) or {}).get("description")),
                           effect=ev.get("net_effect"), tests=tuple(tests), checks=tuple(checks),
                           reasons=tuple(reasons), basis=basis, lift=top["lift"],
                           lift_ci=(top["lift_ci_low"], top["lift_ci_high"]), mass_mean=top["mass_mean"],
@@ -192,18 +193,19 @@ def region_tests(intervention: dict | None, tests: list[dict], best: dict | None
     return out
 
 
-def headline(region: str, test: TestResult | None, top: dict) -> str:
-    """The finding in one sentence: which images, which region, what the deciding test showed."""
+def headline(region: str, test: TestResult | None, top: dict, description: str | None = None) -> str:
+    """The finding in one sentence: which images, which region (what it is, for a discovered one), what the
+    deciding test showed."""
     who = f"Predictions of class {test.slice.target}" if test and test.slice.target else \
         f"Predictions for {test.slice.group}" if test and test.slice.group else "Predictions"
+    named = f"{region} ({description})" if description else region
     if test is None:
-        return (f"{who} may depend on {region}: it draws {top['lift']:.1f}x its area's share of attention, "
+        return (f"{who} may depend on {named}: it draws {top['lift']:.1f}x its area's share of attention, "
                 f"but no intervention tested it")
-    what = {"fill": f"filling {region} costs {test.effect:.0%} of right answers more than filling an equal area "
-                    f"elsewhere",
-            "swap": f"swapping {region} for another class's changes {test.effect:.0%} more predictions (towards "
-                    f"that class, or away from the right one) than a control swap"}[test.name]
-    return f"{who} depend on {region}: {what} (corrected p = {_p(test.p_value_corrected)}, n = {test.n})"
+    what = {"fill": f"filling it costs {test.effect:.0%} of right answers more than filling an equal area elsewhere",
+            "swap": f"swapping it for another class's changes {test.effect:.0%} more predictions (towards that "
+                    f"class, or away from the right one) than a control swap"}[test.name]
+    return f"{who} depend on {named}: {what} (corrected p = {_p(test.p_value_corrected)}, n = {test.n})"
 
 
 def _p(p: float | None) -> str:

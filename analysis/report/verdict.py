@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.report.policy import FlagPolicy, policy_of
+from analysis.report.property_report import corroborated
 from analysis.report.records import CheckResult, Finding, Verdict
 
 MIN_IMAGES = 20
@@ -243,8 +244,11 @@ def property_decisions(properties: dict, policy: FlagPolicy) -> dict[str, tuple[
             continue
         name = f"{r['property']} / class {r['class_name']}"
         upper = r["interval"][1]
-        if r.get("flagged"):
+        if corroborated(r):
             out[name] = ("shown", r["sentence"])
+        elif r.get("flagged"):
+            out[name] = ("undecided", f"{r['sentence']}; but the opposite move on the class's own images does not cost "
+                                      "its answers, so reliance on the property is not established")
         elif upper < policy.exclude:
             out.setdefault(name, ("excluded", f"{r['cue']} sends at most {_points(upper)} of the other classes' "
                                               f"images to it (n = {r['n']}): effects of {policy.exclude:.0%} or more "

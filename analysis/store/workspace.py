@@ -168,6 +168,7 @@ class Workspace:
         self.db_path = self.root / "catalog.sqlite"
         self._local = threading.local()  # one connection per thread: dashboard sessions share this object
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._connections_lock = threading.Lock()  # sessions' threads open and sweep connections at once
         sweep(self.root)  # temps of writers killed (SIGKILL, power loss) since the last start
         with self._write() as db:
             for statement in SCHEMA.split(";"):
@@ -185,17 +186,19 @@ class Workspace:
         Streamlit runs every rerun in a new thread, so the connections of finished threads are closed here."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            for thread, old in [pair for pair in self._connections if not pair[0].is_alive()]:
-                old.close()
-                self._connections.remove((thread, old))
+            with self._connections_lock:
+                for thread, old in [pair for pair in self._connections if not pair[0].is_alive()]:
+                    old.close()
+                    self._connections.remove((thread, old))
             conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             with self._disk_full_is_one_line():  # opening creates the -wal/-shm files
                 conn.execute("PRAGMA busy_timeout=30000")
-                conn.execute("PRAGMA journal_mode=WAL")
+                _set_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
-            self._connections.append((threading.current_thread(), conn))
+            with self._connections_lock:
+                self._connections.append((threading.current_thread(), conn))
         return conn
 
     @contextmanager
@@ -241,9 +244,10 @@ class Workspace:
         return dict(row) if row is not None else None
 
     def close(self) -> None:
-        for _thread, conn in self._connections:
-            conn.close()
-        self._connections.clear()
+        with self._connections_lock:
+            for _thread, conn in self._connections:
+                conn.close()
+            self._connections.clear()
         self._local = threading.local()
 
     def integrity_check(self) -> str:
@@ -745,6 +749,22 @@ class Workspace:
     def shards(self, run_id: str) -> list[dict]:
         return [dict(r) for r in self._conn.execute(
             'SELECT * FROM shards WHERE run_id=? ORDER BY "index"', (run_id,))]
+
+
+def _set_wal(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+    """`PRAGMA journal_mode=WAL`, retried while another process holds the lock it needs: SQLite answers it
+    "database is locked" at once, without the busy handler, when the switch (or, on a WAL database, the read
+    of the mode) meets a writer mid-upgrade or a connection recovering the WAL; seen when several CLI runs and
+    dashboard sessions open the catalog together."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _delete_runs(db: sqlite3.Connection, run_ids: list[str]) -> None:

@@ -197,7 +197,8 @@ if list_layers and model_file is not None:
     card = card_from_inputs()
     if card is not None:
         with st.spinner("Loading the model in a separate process…"):
-            _, result = inspected(card)
+            staged, result = inspected(card)
+        data.unstage(staged)
         st.session_state[state.UPLOAD_LAYERS] = result
         if result is not None:
             st.session_state[state.UPLOAD_PENDING_LAYER] = result.get("target_layer")
@@ -216,17 +217,20 @@ if st.button("Check and register the model", type="primary", key="register_model
     if card is not None:
         with st.spinner("Checking the model in a separate process…"):
             staged, result = inspected(card)
-        if result is not None:
-            name = model_name.strip() or default_name or staged.stem
-            try:
+        try:
+            if result is not None:
+                name = model_name.strip() or default_name or staged.stem
                 model_id = data.register_model(staged, card, name, model_version.strip() or None)
-            except InputError as exc:
-                errors["model"] = str(exc)
-            else:
+        except InputError as exc:
+            errors["model"] = str(exc)
+        else:
+            if result is not None:
                 st.session_state[state.UPLOADED_MODELS] = [m for m in st.session_state[state.UPLOADED_MODELS]
                                                            if m != model_id] + [model_id]  # New audit starts on it
                 st.session_state[REGISTERED] = (f"Registered model {data.model_name(model_id)} ({result['format']}, "
                                                 f"{len(result['layers'])} spatial layers).")
+        finally:
+            data.unstage(staged)
     elif not errors:
         errors["model"] = "The model card is incomplete: fill the fields above."
     st.rerun()
@@ -265,6 +269,8 @@ if st.button("Check and register the dataset", type="primary", key="register_dat
         st.session_state[state.UPLOADED_DATASETS] = [d for d in st.session_state[state.UPLOADED_DATASETS]
                                                      if d != dataset_id] + [dataset_id]
         st.session_state[DATASET_RESULT] = (data.dataset_name(dataset_id), size, unreadable)
+    finally:
+        data.unstage(staged)
 field_error("dataset")
 dataset_result = st.session_state.pop(DATASET_RESULT, None)  # said once, as the model's
 if dataset_result and not errors.get("dataset"):

@@ -52,9 +52,10 @@ def test_report_page_lists_the_discovered_region_with_its_evidence_and_verdict(a
     assert row["lift"].startswith("4.20 [3.10, 5.60]") and row["images"] == "50% (6 of 12)"
     assert row["fill: flips (control)"] == "50% (0%)" and row["swap: towards donor (control)"] == "75% (0%)"
     assert row["verdict"].startswith("flagged") and "swap" in row["verdict"] and "Holm p" in row["verdict"]
-    sentences = [m.value for m in at.markdown if "relies on discovered" in m.value]
-    assert sentences and "small uniform patch, in one of 4 corners" in sentences[0]
-    assert "moves 75% of predictions towards that class" in sentences[0]
+    sentences = [m.value.replace("\\", "") for m in at.markdown if "depend on discovered" in m.value]
+    assert sentences and "depend on discovered-1 (small uniform patch, in one of 4 corners" in sentences[0]
+    assert "swapping it for another class's changes 75% more predictions (towards that class, or away from the " \
+        "right one) than a control swap" in sentences[0]
     assert [b.key for b in at.button if b.label == "Open"] == [f"exemplar_discovered-1_{i}" for i in (3, 0, 5)]
 
 

@@ -50,8 +50,10 @@ def test_report_evidence_is_a_panel_and_the_header_names_the_model(app, planted)
     at = app("app_pages/report.py", run=planted[1]["runs"][0])
     text = _texts(at)
     assert "Model pets-net v1 · dataset pets" in text
-    assert "looks 5.6x more at cage" in text and "no intervention tested it yet" in text
-    assert "Caveat" in text
+    text = text.replace("\\", "")
+    assert "draws 5.6x its area's share of attention, but no intervention tested it" in text
+    assert "No intervention tested this region: attention alone, not evidence of use" in text
+    assert "Note: no intervention evidence was computed for this region" in text
     assert at.get("json") == [] or len(at.get("json")) == 0
     assert not RAW.search("\n".join(m.value for m in at.markdown))
 

@@ -204,5 +204,7 @@ def test_cli_check_prints_the_lift_rounded(planted, capsys, monkeypatch):
     monkeypatch.setenv("SALIENCY_AUDIT_WORKSPACE", str(ws.root))
     assert main(["check", ids["runs"][0], "--fail-on-flags"]) == 3
     lines = capsys.readouterr().out.splitlines()
-    assert lines and all(re.search(r", lift (\d+\.\d\d|not measured)$", line) for line in lines), lines
-    assert any("on region 'cage'" in line and "lift 5.6" in line for line in lines), lines
+    assert lines[0] == "verdict: flagged"
+    findings = [line for line in lines if " on region " in line]
+    assert findings and all(re.search(r", lift (\d+\.\d\d|not measured): ", line) for line in findings), lines
+    assert any("on region 'cage'" in line and "lift 5.6" in line for line in findings), lines
