@@ -55,7 +55,8 @@ def table():
 
 
 def test_the_objects_area_is_attention_never_a_shortcut_and_a_cue_ranks_by_its_effect(table):
-    from analysis.report.verdict import candidate_decisions, POLICIES
+    from analysis.report.policy import POLICIES
+    from analysis.report.verdict import candidate_decisions
 
     disc = [{"name": "discovered-1", "description": "small uniform patch, in one of 4 corners", "attention": {}}]
     sanity = {"model_randomization": {"method": "gradcam", "similarity": 0.1, "passed": True}}

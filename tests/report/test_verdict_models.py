@@ -32,6 +32,7 @@ class EdgeDetector(Explainer):
     """An 'explainer' that never looks at the model: the image's gradient magnitude (Adebayo et al. 2018's
     point: such maps look plausible and pass no randomisation test)."""
     name = "edge_detector_for_test"
+    family = "gradient"  # an image gradient: its second explainer is Grad-CAM, another family
 
     def explain(self, inputs, targets):
         gray = inputs.mean(dim=1)
