@@ -124,9 +124,10 @@ def screen(properties: dict[str, np.ndarray], labels, classes: list[str], *, alp
         separation = auc if higher else 1.0 - auc
         interval = (max(0.5, low), high) if higher else (max(0.5, 1.0 - high), 1.0 - low)
         flagged = bool(p_holm < alpha and separation >= min_separation)
+        shown = f"{separation:.2f}" + ("" if f"{interval[0]:.2f}" == f"{interval[1]:.2f}"  # a one-value interval
+                                        else f" [{interval[0]:.2f}, {interval[1]:.2f}]")  # reads as one number
         sentence = (f"class {class_name} images are {describe(name, higher)} than the other classes' "
-                    f"(AUC {separation:.2f} [{interval[0]:.2f}, {interval[1]:.2f}], {int(is_class.sum())} "
-                    f"vs {int((~is_class).sum())} images, Holm p = {p_holm:.2g})")
+                    f"(AUC {shown}, {int(is_class.sum())} vs {int((~is_class).sum())} images, Holm p = {p_holm:.2g})")
         out.append(PropertyAssociation(
             property=name, class_name=class_name, auc=auc, separation=separation, interval=interval,
             direction="higher" if higher else "lower", p_value=p, p_value_holm=float(p_holm),

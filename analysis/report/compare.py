@@ -58,8 +58,11 @@ def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, 
 
 
 def flagged_versions(names: list[str], reports: list[dict]) -> dict[str, list[str]]:
-    """Per version (by its name in the comparison), the regions its audit's report flags, in report order."""
-    return {name: list(dict.fromkeys(str(f.get("region")) for f in (report.get("flags") or [])))
+    """Per version (by its name in the comparison), what its audit's findings name (a region, or an image
+    property), in report order, read through the typed records."""
+    from analysis.report.records import Report
+
+    return {name: list(dict.fromkeys(f.subject for f in Report.from_json(report).findings))
             for name, report in zip(names, reports)}
 
 

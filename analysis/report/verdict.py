@@ -42,8 +42,8 @@ def run_verdict(report: dict, task: str, maps: np.ndarray | None) -> Verdict:
     predictions = prediction_check(report, task, policy)
     usable = int((report.get("metrics") or {}).get("n_images") or 0)
     images = CheckResult("usable images", "passed" if usable >= MIN_IMAGES else "failed",
-                         f"{usable} images explained" + ("" if usable >= MIN_IMAGES else
-                                                         f"; at least {MIN_IMAGES} are needed to judge"), usable)
+                         f"{usable} images in the audit" + ("" if usable >= MIN_IMAGES else
+                                                            f"; at least {MIN_IMAGES} are needed to judge"), usable)
     map_check = maps_check(maps)
     sanity = sanity_check(report)
     candidates = candidate_decisions(report, task, policy)
