@@ -50,7 +50,8 @@ for k, entry in enumerate(series):
                           "; ".join(views.plain(views.trend_text(t)) for t in entry["trend"]))
         text.page_link("app_pages/report.py", label=f"Open the report of {latest['version']}",
                        query_params={state.RUN_PARAM: latest["run"]})
-        shown_region = (entry["findings"] or entry["trend"] or [{}])[0].get("region")
+        # the picture of the first finding that sits in a region (a property finding has none), else of the trend
+        shown_region = next((f["region"] for f in [*entry["findings"], *entry["trend"]] if f.get("region")), None)
         if shown_region is not None:  # the latest version's picture of its finding, else of the past one
             run_id, region = latest["run"], shown_region
             version = data.version(run_id)
