@@ -93,14 +93,21 @@ def shuffle_drop(net, scenes: Scenes, seed: int = 0) -> float:
 def train(rho: float, seed: int = 0, n: int = 1000, epochs: int = 5):
     """A PatchNet (`sample_models.architectures`) trained on `render(n, rho, seed=1000 + seed)`; seconds on
     one CPU thread."""
+    scenes = render(n, rho, seed=1000 + seed)
+    x, y = to_tensor(scenes.images), torch.from_numpy(scenes.labels)
+    return fit_patch_net(x, y, len(CLASSES), seed=seed, epochs=epochs)
+
+
+def fit_patch_net(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int, epochs: int):
+    """A PatchNet fitted by Adam (lr 3e-3, batches of 64 in a seeded order), deterministic; the moving-cue and
+    the shapes-and-tag series train the same way."""
     from sample_models.architectures import ARCHITECTURES
     from sample_models.train import deterministic_torch
 
-    scenes = render(n, rho, seed=1000 + seed)
-    x, y = to_tensor(scenes.images), torch.from_numpy(scenes.labels)
+    n = len(x)
     with deterministic_torch():
         torch.manual_seed(seed)
-        net = ARCHITECTURES["patch_net"](len(CLASSES))
+        net = ARCHITECTURES["patch_net"](num_classes)
         opt = torch.optim.Adam(net.parameters(), lr=3e-3)
         order = torch.Generator().manual_seed(seed)
         for _ in range(epochs):

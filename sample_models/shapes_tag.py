@@ -50,26 +50,9 @@ def render(n: int, rho: float | None, seed: int = 0, *, moving: bool = True) -> 
 
 def train(rho: float | None, seed: int = 0, *, moving: bool = True, n: int = 1000, epochs: int = 8):
     """A PatchNet trained on `render(n, rho, 1000 + seed, moving=moving)` (seconds on one CPU thread)."""
-    from sample_models.architectures import ARCHITECTURES
-    from sample_models.train import deterministic_torch
-
     scenes = render(n, rho, seed=1000 + seed, moving=moving)
     x, y = moving_patch.to_tensor(scenes.images), torch.from_numpy(scenes.labels)
-    with deterministic_torch():
-        torch.manual_seed(seed)
-        net = ARCHITECTURES["patch_net"](len(CLASSES))
-        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-        order = torch.Generator().manual_seed(seed)
-        for _ in range(epochs):
-            net.train()
-            perm = torch.randperm(n, generator=order)
-            for i in range(0, n, 64):
-                idx = perm[i:i + 64]
-                loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-    return net.eval()
+    return moving_patch.fit_patch_net(x, y, len(CLASSES), seed=seed, epochs=epochs)
 
 
 def save_model(net, folder):

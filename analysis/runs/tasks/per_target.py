@@ -163,6 +163,27 @@ class PerTargetTask:
     def empty_tables(self) -> Tables:
         return self.tables.empty()
 
+    def trust_checks(self, store, run: dict, prepared: Prepared, batch_size: int, max_images: int,
+                     **target_options) -> dict:
+        """The evidence's trust checks, the same for every per-target task: model randomisation, a second
+        explainer of another family and faithfulness of the stored maps (`target_options`: a segmenter's
+        `source`, the pixels its targets were taken from)."""
+        from analysis.evidence.target_faithfulness import target_faithfulness
+        from analysis.evidence.target_sanity import target_sanity
+        from analysis.evidence.target_second_explainer import target_second_explainer
+
+        seed = int(run["seed"])
+        return {"sanity": target_sanity(prepared.loaded, prepared.dataset, store, run["method"],
+                                        prepared.target_layer, explainer_params(run, self.run_params),
+                                        task=self.name, seed=seed),
+                "second_explainer": target_second_explainer(
+                    prepared.loaded, prepared.dataset, store, run["method"], prepared.options["regions"],
+                    task=self.name, seed=seed, max_images=max_images, layer_name=(run.get("params") or {}).get("layer"),
+                    batch_size=batch_size, **target_options),
+                "faithfulness": target_faithfulness(prepared.loaded, prepared.dataset, store, run["method"],
+                                                    task=self.name, seed=seed, max_images=max_images,
+                                                    batch_size=batch_size, **target_options)}
+
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         raise NotImplementedError
 

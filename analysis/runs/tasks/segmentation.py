@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.runs.task import Decoded, Prepared, Tables, attribute_columns
-from analysis.runs.tasks.per_target import PerTargetTask, TargetRows, TargetTables, explainer_params, prepare_targets
+from analysis.runs.tasks.per_target import PerTargetTask, TargetRows, TargetTables, prepare_targets
 from explainers.errors import InputError
 
 RUN_PARAMS = ("target", "layer")
@@ -157,24 +157,11 @@ class SegmentationTask(PerTargetTask):
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
         from analysis.evidence.segment_audit import MAX_IMAGES, segment_interventions
-        from analysis.evidence.target_sanity import target_sanity
-        from analysis.evidence.target_faithfulness import target_faithfulness
-        from analysis.evidence.target_second_explainer import target_second_explainer
 
         return {"task": self.name, "settings": {"target": prepared.options["target"]},
                 "interventions": segment_interventions(prepared.loaded, prepared.dataset, store,
                                                        seed=int(run["seed"]), batch_size=batch_size),
-                "sanity": target_sanity(prepared.loaded, prepared.dataset, store, run["method"],
-                                        prepared.target_layer, explainer_params(run, RUN_PARAMS), task=self.name,
-                                        seed=int(run["seed"])),
-                "second_explainer": target_second_explainer(
-                    prepared.loaded, prepared.dataset, store, run["method"], prepared.options["regions"],
-                    task=self.name, seed=int(run["seed"]), max_images=MAX_IMAGES,
-                    source=prepared.options["target"], layer_name=(run.get("params") or {}).get("layer"),
-                    batch_size=batch_size),
-                "faithfulness": target_faithfulness(
-                    prepared.loaded, prepared.dataset, store, run["method"], task=self.name, seed=int(run["seed"]),
-                    max_images=MAX_IMAGES, source=prepared.options["target"], batch_size=batch_size)}
+                **self.trust_checks(store, run, prepared, batch_size, MAX_IMAGES, source=prepared.options["target"])}
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         from analysis.report.segment_report import segment_findings
