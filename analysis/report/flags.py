@@ -563,7 +563,7 @@ def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict 
     """Everything a run's report adds on top of its identity, in report-JSON shape (one call for report.py).
 
     Keys: regions (rows with CIs), accuracy (per slice, Wilson), flags, attention, subgroups, sanity,
-    faithfulness, second_explainer, interventions, and clusters when `maps` ((ids, maps) from the store) is given.
+    faithfulness, second_explainer, interventions, and clusters when `maps` (the run store, read shard by shard, or (ids, maps)) is given.
     """
     from analysis.stats.aggregate import accuracy_table, region_table, table_records
     from analysis.stats.artifacts import artifact_summary, has_artifacts, without_artifacts
@@ -599,7 +599,7 @@ def report_findings(images: pd.DataFrame, regions: pd.DataFrame, evidence: dict 
     out["multiple_testing"] = {"method": "Holm", "alpha": alpha, "family": "regions x (fill, swap) x (whole "
                                "sample, classes, subgroups)", "n_tests": sum(
                                    len(_tests_of(iv)) for iv in out["interventions"].values())}
-    if maps is not None and len(maps[0]):
+    if maps is not None and (hasattr(maps, "iter_maps") or len(maps[0])):  # a run store, or (ids, maps)
         from analysis.stats.clustering import spray_clusters
 
         clusters = spray_clusters(images, maps, regions, seed=seed)

@@ -8,6 +8,8 @@ graph is built (k ~ sqrt(n), 3..10, so a strategy used by a tenth of a class is 
 k = 1 means one strategy). Clusters are then cut by spectral clustering on the same graph. A cluster is
 reported when the cosine distance of its mean map to the class mean exceeds `min_distance`, with its
 closest-to-centre image ids as exemplars and, when region rows are given, the region whose mass rises most.
+Classes larger than `SAMPLE_PER_CLASS` are clustered on a seeded sample, the rest assigned shard by shard, so
+a report's memory and time here do not grow with the run.
 """
 from __future__ import annotations
 
@@ -78,20 +80,48 @@ def smallest_laplacian_eigenvalues(affinity, count: int) -> np.ndarray:
     return np.sort(np.clip(np.concatenate(values), 0, None))[:count]
 
 
+SAMPLE_PER_CLASS = 2000
+"""Maps clustered per class. The k-NN graph and its spectrum cost time quadratic in a class's size (545 s and
+3 GB of driver memory for a 40,000-image report), while the strategies SpRAy looks for are a share of the
+class: a strategy used by 1% of a class still has ~20 maps among 2,000 (`min_cluster` is 3), and a cluster's
+share is then known to within about 1 percentage point (binomial standard error at 2,000). Larger classes are
+clustered on a seeded uniform sample of this size; their other images join the cluster that most of their
+k nearest sampled maps belong to (the edges the k-NN graph would have given them), read shard by shard. Memory:
+the samples' pooled maps (1 KiB a map), the member ids, one shard at a time."""
+
+
 def spray_clusters(images: pd.DataFrame, maps, regions: pd.DataFrame | None = None, *, max_k: int = 5,
                    side: int = 16, n_neighbors: int | None = None, min_cluster: int = 3, min_distance: float = 0.1,
-                   n_exemplars: int = 4, seed: int = 0) -> list[dict]:
-    """Departing clusters per class: [{class, cluster, size, k, distance, exemplars, eigenvalues, top_region}]."""
+                   n_exemplars: int = 4, seed: int = 0, per_class: int = SAMPLE_PER_CLASS) -> list[dict]:
+    """Departing clusters per class: [{class, cluster, size, k, distance, exemplars, eigenvalues, top_region,
+    n_clustered}].
+
+    `maps`: (image_ids, maps) arrays, or a run store (read with `maps(ids)` / `iter_maps()`, one shard at a
+    time). A class of up to `per_class` images is clustered whole; above, on its sample (`SAMPLE_PER_CLASS`):
+    `size`, `share`, `image_ids` and `top_region` then count every image of the class, `k`, `eigenvalues`,
+    `distance` and `exemplars` come from the sample (`n_clustered` maps).
+    """
     from sklearn.cluster import SpectralClustering
 
-    ids, stack = maps
-    where = {int(i): j for j, i in enumerate(ids)}
-    out = []
+    if hasattr(maps, "iter_maps"):  # a run store: every explained image has its map
+        source = maps
+    else:
+        source = _ArrayMaps(*maps)
+        images = images[images["image_id"].astype(np.int64).isin(source.ids)]
+    rng = np.random.default_rng(seed)
+    members, sampled = {}, {}
     for cls in sorted(images["label"].astype(str).unique()):
-        class_ids = [int(i) for i in images.loc[images["label"].astype(str) == cls, "image_id"] if int(i) in where]
+        ids = images.loc[images["label"].astype(str) == cls, "image_id"].to_numpy(np.int64)
+        members[cls] = ids
+        if len(ids) >= max(2 * min_cluster, 4):
+            sampled[cls] = ids if len(ids) <= per_class else ids[np.sort(rng.choice(len(ids), per_class, replace=False))]
+    prepared = _prepared(source, np.concatenate(list(sampled.values())) if sampled else np.zeros(0, np.int64), side)
+    out, assigners = [], {}
+    for cls, class_ids in sampled.items():
+        class_ids = class_ids[[i in prepared for i in class_ids.tolist()]]  # a store read while shards come in
         if len(class_ids) < max(2 * min_cluster, 4):
             continue
-        x = prepare_maps(stack[[where[i] for i in class_ids]], side)
+        x = np.stack([prepared[i] for i in class_ids.tolist()])
         neighbours = n_neighbors or int(np.clip(round(np.sqrt(len(x))), 3, 10))
         affinity = knn_affinity(x, neighbours)
         k, eigenvalues = eigengap_k(affinity, max_k)
@@ -102,22 +132,73 @@ def spray_clusters(images: pd.DataFrame, maps, regions: pd.DataFrame | None = No
             labels = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed,
                                         assign_labels="cluster_qr").fit_predict(affinity)
         class_mean = x.mean(0)
+        found = []
         for c in range(k):
-            members = np.flatnonzero(labels == c)
-            if len(members) < min_cluster:
+            inside = np.flatnonzero(labels == c)
+            if len(inside) < min_cluster:
                 continue
-            centre = x[members].mean(0)
+            centre = x[inside].mean(0)
             distance = cosine_distance(centre, class_mean)
             if distance < min_distance:
                 continue
-            closest = members[np.argsort(((x[members] - centre) ** 2).sum(1))][:n_exemplars]
-            member_ids = [class_ids[m] for m in members]
-            out.append({"class": cls, "cluster": c, "k": k, "size": int(len(members)),
-                        "share": float(len(members) / len(class_ids)), "distance": float(distance),
-                        "exemplars": [class_ids[m] for m in closest], "image_ids": member_ids,
-                        "eigenvalues": eigenvalues,
-                        "top_region": _top_region(regions, member_ids, class_ids)})
+            closest = inside[np.argsort(((x[inside] - centre) ** 2).sum(1))][:n_exemplars]
+            found.append({"class": cls, "cluster": c, "k": k, "image_ids": class_ids[inside].tolist(),
+                          "distance": float(distance), "exemplars": class_ids[closest].tolist(),
+                          "eigenvalues": eigenvalues, "n_clustered": int(len(class_ids))})
+        if found and len(class_ids) < len(members[cls]):
+            assigners[cls] = (_assigner(x, labels, neighbours), np.setdiff1d(members[cls], class_ids), found)
+        out += found
+    if assigners:
+        _assign_the_rest(source, assigners, side)
+    for row in out:
+        class_ids = members[row["class"]]
+        if row["class"] in assigners:  # in the class's (table) order, as when the whole class is clustered
+            row["image_ids"] = class_ids[np.isin(class_ids, row["image_ids"])].tolist()
+        row.update(size=len(row["image_ids"]), share=len(row["image_ids"]) / len(class_ids),
+                   top_region=_top_region(regions, row["image_ids"], class_ids.tolist()))
+    return [{key: row[key] for key in ("class", "cluster", "k", "size", "share", "distance", "exemplars",
+                                       "image_ids", "eigenvalues", "top_region", "n_clustered")} for row in out]
+
+
+class _ArrayMaps:
+    """(image_ids, maps) arrays read like a run store's shards: one chunk."""
+
+    def __init__(self, ids, stack):
+        self.ids, self.stack = np.asarray(ids, dtype=np.int64), stack
+
+    def iter_maps(self):
+        yield self.ids, self.stack
+
+
+def _prepared(source, wanted: np.ndarray, side: int) -> dict[int, np.ndarray]:
+    """{image_id: prepared map} for `wanted`, pooled shard by shard (1 KiB a map kept, never the 8 KiB stored map)."""
+    out = {}
+    for ids, stack in source.iter_maps():
+        keep = np.flatnonzero(np.isin(ids, wanted))
+        if len(keep):
+            out.update(zip(ids[keep].tolist(), prepare_maps(stack[keep], side)))
     return out
+
+
+def _assigner(x: np.ndarray, labels: np.ndarray, neighbours: int):
+    """The cluster most of an image's `neighbours` nearest sampled maps belong to (ties: the lower cluster)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(n_neighbors=min(neighbours, len(x))).fit(x, labels)
+
+
+def _assign_the_rest(source, assigners: dict, side: int) -> None:
+    """One pass over the maps, shard by shard: each unsampled image of a sampled class joins its reported
+    cluster's `image_ids` (an image assigned to an unreported cluster joins none)."""
+    rows_of = {cls: {row["cluster"]: row for row in found} for cls, (_, _, found) in assigners.items()}
+    for ids, stack in source.iter_maps():
+        for cls, (assigner, rest, _) in assigners.items():
+            keep = np.flatnonzero(np.isin(ids, rest))
+            if not len(keep):
+                continue
+            for image_id, c in zip(ids[keep].tolist(), assigner.predict(prepare_maps(stack[keep], side))):
+                if int(c) in rows_of[cls]:
+                    rows_of[cls][int(c)]["image_ids"].append(image_id)
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:

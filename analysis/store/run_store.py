@@ -151,16 +151,20 @@ class RunStore:
         so a sample's maps cost the sample's memory, not the run's (8 KiB an image at 64x64)."""
         wanted = None if image_ids is None else np.asarray(image_ids, dtype=np.int64)
         ids, maps = [], []
-        for d in self.shard_dirs():
-            with np.load(d / "maps.npz") as data:
-                shard_ids = data["image_ids"]
-                keep = slice(None) if wanted is None else np.isin(shard_ids, wanted)
-                if len(shard_ids) and (wanted is None or keep.any()):
-                    ids.append(shard_ids[keep])
-                    maps.append(data["maps"][keep])
+        for shard_ids, shard_maps in self.iter_maps():
+            keep = slice(None) if wanted is None else np.isin(shard_ids, wanted)
+            if len(shard_ids) and (wanted is None or keep.any()):
+                ids.append(shard_ids[keep])
+                maps.append(shard_maps[keep])
         if not ids:
             return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float16)
         return np.concatenate(ids), np.concatenate(maps)
+
+    def iter_maps(self):
+        """(image_ids, float16 maps) shard by shard: a pass over every map that holds one shard's at a time."""
+        for d in self.shard_dirs():
+            with np.load(d / "maps.npz") as data:
+                yield data["image_ids"], data["maps"]
 
     def maps_sample(self, limit: int) -> np.ndarray:
         """Up to `limit` stored maps, from the first shards on (a check of the maps need not read them all)."""

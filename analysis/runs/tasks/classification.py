@@ -246,7 +246,7 @@ class ClassificationTask:
         images = store.images()
         if not len(images):
             return {}
-        found = report_findings(images, store.regions(), store.evidence(), maps=store.maps(), n_boot=n_boot,
+        found = report_findings(images, store.regions(), store.evidence(), maps=store, n_boot=n_boot,
                                 seed=seed)
         return {**found, "metrics": {"accuracy": float(images["correct"].astype(bool).mean()),
                                      **budget_summary(images), **(found.get("metrics") or {})}}
