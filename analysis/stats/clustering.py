@@ -170,13 +170,30 @@ class _ArrayMaps:
         yield self.ids, self.stack
 
 
-def _prepared(source, wanted: np.ndarray, side: int) -> dict[int, np.ndarray]:
-    """{image_id: prepared map} for `wanted`, pooled shard by shard (1 KiB a map kept, never the 8 KiB stored map)."""
-    out = {}
-    for ids, stack in source.iter_maps():
-        keep = np.flatnonzero(np.isin(ids, wanted))
+CHUNK = 4096  # maps per call of the pooling and of the assignment: few calls (each costs thread start-up), 64 MB
+
+
+def _chunks(source, wanted: np.ndarray):
+    """(ids, float16 maps) of the `wanted` images, gathered over shards into chunks of up to `CHUNK` maps."""
+    ids, maps, count = [], [], 0
+    for shard_ids, stack in source.iter_maps():
+        keep = np.flatnonzero(np.isin(shard_ids, wanted))
         if len(keep):
-            out.update(zip(ids[keep].tolist(), prepare_maps(stack[keep], side)))
+            ids.append(shard_ids[keep])
+            maps.append(stack[keep])
+            count += len(keep)
+        if count >= CHUNK:
+            yield np.concatenate(ids), np.concatenate(maps)
+            ids, maps, count = [], [], 0
+    if count:
+        yield np.concatenate(ids), np.concatenate(maps)
+
+
+def _prepared(source, wanted: np.ndarray, side: int) -> dict[int, np.ndarray]:
+    """{image_id: prepared map} for `wanted`, pooled chunk by chunk (1 KiB a map kept, never the 8 KiB stored map)."""
+    out = {}
+    for ids, stack in _chunks(source, wanted):
+        out.update(zip(ids.tolist(), prepare_maps(stack, side)))
     return out
 
 
@@ -188,15 +205,17 @@ def _assigner(x: np.ndarray, labels: np.ndarray, neighbours: int):
 
 
 def _assign_the_rest(source, assigners: dict, side: int) -> None:
-    """One pass over the maps, shard by shard: each unsampled image of a sampled class joins its reported
-    cluster's `image_ids` (an image assigned to an unreported cluster joins none)."""
+    """One pass over the maps, in chunks: each unsampled image of a sampled class joins its reported cluster's
+    `image_ids` (an image assigned to an unreported cluster joins none)."""
     rows_of = {cls: {row["cluster"]: row for row in found} for cls, (_, _, found) in assigners.items()}
-    for ids, stack in source.iter_maps():
-        for cls, (assigner, rest, _) in assigners.items():
-            keep = np.flatnonzero(np.isin(ids, rest))
+    rest = np.concatenate([r for _, r, _ in assigners.values()])
+    for ids, stack in _chunks(source, rest):
+        x = prepare_maps(stack, side)
+        for cls, (assigner, class_rest, _) in assigners.items():
+            keep = np.flatnonzero(np.isin(ids, class_rest))
             if not len(keep):
                 continue
-            for image_id, c in zip(ids[keep].tolist(), assigner.predict(prepare_maps(stack[keep], side))):
+            for image_id, c in zip(ids[keep].tolist(), assigner.predict(x[keep])):
                 if int(c) in rows_of[cls]:
                     rows_of[cls][int(c)]["image_ids"].append(image_id)
 

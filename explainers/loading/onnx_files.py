@@ -64,12 +64,13 @@ def external_data_files(path: Path) -> list[Path]:
 
 def ultralytics_card(path: Path) -> dict | None:
     """A model card from the metadata `yolo export format=onnx` writes (`names`, `imgsz`, `task`), read as
-    literals (`ast.literal_eval`: no code); None for other files. Detection exports only."""
+    literals (`ast.literal_eval`: no code); None for other files. Detection and instance-segmentation exports
+    (`-seg` models: D-RISE with their masks) only."""
     onnx = require("onnx")
     try:
         model = onnx.load_model(str(path), load_external_data=False)
         meta = {p.key: p.value for p in model.metadata_props}
-        if "ultralytics" not in meta.get("author", "").lower() or meta.get("task") != "detect":
+        if "ultralytics" not in meta.get("author", "").lower() or meta.get("task") not in ("detect", "segment"):
             return None
         names, size = ast.literal_eval(meta["names"]), ast.literal_eval(meta["imgsz"])
         classes = [str(names[i]) for i in sorted(names)]

@@ -150,7 +150,8 @@ class OnnxDetector(BlackBox):
             if outputs[0].shape[1] < 4 + self.num_classes:  # a symbolic size, checked on the first real output
                 raise InputError(f"{self.source}: the export outputs {outputs[0].shape[1] - 4} classes but the "
                                  f"model card lists {self.num_classes}; fix 'classes' in the model card")
-            return yolo.yolo_detections(outputs[0][:, :4 + self.num_classes], images.shape[-2:])
+            protos = outputs[1] if len(outputs) == 2 else None  # a segmentation export: instance masks too
+            return yolo.yolo_detections(outputs[0], images.shape[-2:], num_classes=self.num_classes, protos=protos)
         if self.layout == "yolo_end2end":
             return yolo.end2end_detections(outputs[0], self.num_classes)
         boxes, scores, probs = (outputs[i].float() for i in self.order)

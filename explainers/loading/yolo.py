@@ -8,6 +8,11 @@ decoding serves the ONNX export (`explainers.loading.onnx_model`) and the checkp
 either gives the same detections. NMS-free (end-to-end) heads export (B, max_det, 6) = box, score, class:
 `end2end_detections` turns them into one-hot probability vectors.
 
+Segmentation models (`yolov8n-seg`) add 32 mask coefficients per anchor after the classes and a prototype
+output (B, 32, H/4, W/4): each kept detection then also gets its instance mask (`instance_masks`, Ultralytics'
+`process_mask` at the input's size: coefficients x prototypes, upsampled, > 0, cropped to the box), and D-RISE
+scores overlap by mask IoU (`explainers.detection.DetectionTarget`), as for Mask R-CNN.
+
 Checkpoints (`yolov8n.pt`) are pickles. They load only when the model card opts in (`"trust_pickle": true`),
 only in the worker (as every model), and even then through Ultralytics' restricted loader (`weights_only`
 with its allow-list of known classes, `torch_safe_load(..., safe_only=True)`): a checkpoint holding other
@@ -34,23 +39,45 @@ TRUST_HINT = (f"export it to ONNX and audit the .onnx (recommended: ONNX runs no
 
 
 def yolo_detections(raw: torch.Tensor, size: tuple[int, int], conf: float = CONF, iou: float = IOU,
-                    max_det: int = MAX_DET) -> list[dict]:
+                    max_det: int = MAX_DET, *, num_classes: int | None = None,
+                    protos: torch.Tensor | None = None) -> list[dict]:
     """(B, 4 + C, N) decoded YOLO head output -> per image {boxes xyxy (clipped to `size` (H, W)), scores,
-    probs (K, C), labels}."""
+    probs (K, C), labels}. A segmentation head's output (B, 4 + C + M, N) with its `protos` (B, M, h, w) and
+    `num_classes` C also gives `masks` (K, H, W) bool."""
     if raw.ndim != 3 or raw.shape[1] < 5:
         raise InputError(f"a YOLO head outputs (batch, 4 + classes, anchors); got {tuple(raw.shape)}")
-    preds = raw.float().transpose(1, 2)  # (B, N, 4 + C)
+    nc = num_classes or raw.shape[1] - 4
+    preds = raw.float().transpose(1, 2)  # (B, N, 4 + C [+ M])
     result = []
-    for pred in preds:
-        probs = pred[:, 4:]
+    for b, pred in enumerate(preds):
+        probs = pred[:, 4:4 + nc]
         scores, labels = probs.max(1)
         keep = scores >= conf
         xywh, probs, scores, labels = pred[keep, :4], probs[keep], scores[keep], labels[keep]
         boxes = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
         kept = batched_nms(boxes, scores, labels, iou)[:max_det]  # then clipped, as Ultralytics does
         boxes = boxes[kept].clamp(min=0).minimum(boxes.new_tensor([size[1], size[0], size[1], size[0]]))
-        result.append({"boxes": boxes, "scores": scores[kept], "probs": probs[kept], "labels": labels[kept]})
+        det = {"boxes": boxes, "scores": scores[kept], "probs": probs[kept], "labels": labels[kept]}
+        if protos is not None:
+            det["masks"] = instance_masks(protos[b], pred[keep][kept, 4 + nc:], boxes, size)
+        result.append(det)
     return result
+
+
+def instance_masks(protos: torch.Tensor, coefficients: torch.Tensor, boxes: torch.Tensor,
+                   size: tuple[int, int]) -> torch.Tensor:
+    """(K, H, W) bool instance masks, as Ultralytics' `process_mask(protos, coefficients, boxes, size,
+    upsample=True)` makes them (written out here so an ONNX export needs no Ultralytics): the prototypes
+    (M, h, w) weighted by each detection's M coefficients, bilinearly upsampled to `size`, > 0, inside the box."""
+    m, h, w = protos.shape
+    if not len(coefficients):
+        return torch.zeros((0, *size), dtype=torch.bool, device=protos.device)
+    logits = (coefficients.float() @ protos.float().view(m, -1)).view(-1, h, w)
+    inside = torch.nn.functional.interpolate(logits[None], tuple(size), mode="bilinear")[0] > 0
+    x0, y0, x1, y1 = boxes[:, :, None].unbind(1)  # each (K, 1)
+    cols = torch.arange(size[1], device=boxes.device, dtype=boxes.dtype)[None, :]
+    rows = torch.arange(size[0], device=boxes.device, dtype=boxes.dtype)[None, :]
+    return inside & ((rows >= y0) & (rows < y1))[:, :, None] & ((cols >= x0) & (cols < x1))[:, None, :]
 
 
 def end2end_detections(raw: torch.Tensor, num_classes: int, conf: float = CONF) -> list[dict]:
@@ -84,10 +111,11 @@ class YoloDetector(nn.Module):
     def forward(self, images: torch.Tensor) -> list[dict]:
         out = self.model(images)
         raw = out[0] if isinstance(out, (tuple, list)) else out
-        if isinstance(raw, (tuple, list)):  # segmentation heads: (detections, mask prototypes)
-            raw = raw[0]
-        nc = self.model.model[-1].nc  # segmentation heads append mask coefficients after the classes
-        return yolo_detections(raw[:, :4 + nc], images.shape[-2:], self.conf, self.iou, self.max_det)
+        protos = None
+        if isinstance(raw, (tuple, list)):  # segmentation heads: (detections + mask coefficients, prototypes)
+            raw, protos = raw[0], raw[1]
+        return yolo_detections(raw, images.shape[-2:], self.conf, self.iou, self.max_det,
+                               num_classes=self.model.model[-1].nc, protos=protos)
 
 
 def import_ultralytics():
@@ -137,6 +165,6 @@ def load_ultralytics(path: Path, trusted: bool, device: torch.device) -> YoloDet
                          f"{ONNX_EXPORT}")
     task = getattr(model, "task", "detect")
     if task not in ("detect", "segment"):
-        raise InputError(f"{path.name}: an Ultralytics {task!r} model; only detectors (and segmenters, by their "
-                         "boxes) are audited")
+        raise InputError(f"{path.name}: an Ultralytics {task!r} model; only detectors and instance segmenters "
+                         "are audited")
     return YoloDetector(model.float().to(device).eval())

@@ -25,12 +25,15 @@ class RawHead(nn.Module):
         return self.model(images)[0]
 
 
-def build_yolo(seed: int = 0) -> nn.Module:
+def build_yolo(seed: int = 0, config: str = "yolov8n.yaml") -> nn.Module:
+    """A detector, or with `config="yolov8n-seg.yaml"` an instance segmenter (random mask prototypes and
+    coefficients: masks that cover part of each box)."""
     import_ultralytics()
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel
 
     torch.manual_seed(seed)
-    model = DetectionModel("yolov8n.yaml", nc=len(CLASSES), verbose=False).eval()
+    kind = SegmentationModel if "-seg" in config else DetectionModel
+    model = kind(config, nc=len(CLASSES), verbose=False).eval()
     head = model.model[-1]
     with torch.no_grad():
         for module in model.modules():  # PyTorch's default init shrinks activations to ~1e-7 over 20 layers
@@ -46,7 +49,7 @@ def build_yolo(seed: int = 0) -> nn.Module:
     return model.half().float()  # the weights a checkpoint holds (Ultralytics saves half precision)
 
 
-def write_yolo_files(model: nn.Module, folder: Path) -> dict:
+def write_yolo_files(model: nn.Module, folder: Path, onnx: bool = True) -> dict:
     """{"pt": checkpoint (card opts in), "pt_untrusted": the same bytes without the opt-in, "onnx": export}."""
     folder.mkdir(parents=True, exist_ok=True)
     card = {"name": "yolov8n boats", "task": "detection", "classes": list(CLASSES), "input_size": [SIZE, SIZE],
@@ -58,6 +61,8 @@ def write_yolo_files(model: nn.Module, folder: Path) -> dict:
                    folder / name / "yolo.pt")
         (folder / name / "yolo.json").write_text(json.dumps({**card, **({"trust_pickle": True} if trust else {})}))
         files[name] = folder / name / "yolo.pt"
+    if not onnx:
+        return files
     (folder / "onnx").mkdir(exist_ok=True)
     torch.onnx.export(RawHead(model).eval(), (torch.rand(2, 3, SIZE, SIZE),), str(folder / "onnx" / "yolo.onnx"),
                       dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,

@@ -92,10 +92,13 @@ def _store(tmp_path, n=240, shard=50, seed=0):
     return store, set(ids[corner].tolist())
 
 
-def test_large_classes_are_clustered_on_a_sample_and_the_rest_assigned_shard_by_shard(tmp_path):
+def test_large_classes_are_clustered_on_a_sample_and_the_rest_assigned_shard_by_shard(tmp_path, monkeypatch):
     """A class above `per_class` images is clustered on its seeded sample; every other image joins by its nearest
-    sampled maps, read one shard at a time. What does not depend on the sample (the members, so size, share and
-    the region that rises) equals clustering the whole class; the sample's own numbers say how many it held."""
+    sampled maps, read in chunks across shards. What does not depend on the sample (the members, so size, share
+    and the region that rises) equals clustering the whole class; the sample's own numbers say how many it held."""
+    import analysis.stats.clustering as clustering
+
+    monkeypatch.setattr(clustering, "CHUNK", 70)  # chunks that straddle the 50-image shards
     store, planted = _store(tmp_path)
     images, regions = store.images(), store.regions()
     whole = spray_clusters(images, store, regions)  # 120 images a class: below the default sample size
