@@ -25,13 +25,19 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+EVIDENCE_IMAGES = 400  # the evidence stage decodes its whole sample on the driver (default: every image of the run)
 
 
 def generate(folder: Path, n: int) -> None:
-    """In a child process: `render` keeps every scene in memory, which must not count in the driver's RSS."""
-    code = (f"from sample_models.scenes import generate; generate('cage', {str(folder)!r}, {n}, size=64, seed=7)")
+    """In a child process: `render` keeps every scene in memory, which must not count in the driver's RSS.
+    A folder already there (`--data`) is reused: 100,000 scenes take minutes to draw and write."""
+    if (folder / "manifest.csv").is_file():
+        return
+    tmp = folder.with_name(folder.name + ".tmp")
+    code = (f"from sample_models.scenes import generate; generate('cage', {str(tmp)!r}, {n}, size=64, seed=7)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.replace(tmp, folder)
 
 
 class Sampler(threading.Thread):
@@ -59,20 +65,22 @@ class Sampler(threading.Thread):
         workspace.close()
 
 
-def measure(n: int, workers: int, batch_size: int, scratch: Path, device: str = "cpu") -> dict:
+def measure(n: int, workers: int, batch_size: int, scratch: Path, device: str = "cpu",
+            data_root: Path | None = None, evidence_images: int | None = EVIDENCE_IMAGES) -> dict:
     from analysis.runs.ray_backend import run_with_ray
     from analysis.store.workspace import Workspace
 
-    data = scratch / f"cage-{n}"
+    data = (data_root or scratch) / f"cage-{n}"
     started = time.perf_counter()
     generate(data, n)
     generated = time.perf_counter() - started
-    workspace = Workspace(scratch / "ws")
+    workspace = Workspace(scratch / f"ws-{n}")
     started = time.perf_counter()
     model_id = workspace.resolve_model(str(ROOT / "sample_models" / "weights" / "cage" / "v1" / "model.pt"))
     dataset_id = workspace.resolve_dataset(str(data))
     registered = time.perf_counter() - started
-    run_id = workspace.create_run(model_id, dataset_id, "gradcam", {"target": "pred"}, n=n, seed=0)
+    params = {"target": "pred", **({"evidence_images": evidence_images} if evidence_images else {})}
+    run_id = workspace.create_run(model_id, dataset_id, "gradcam", params, n=n, seed=0)
     rss_before = psutil.Process().memory_info().rss
     sampler = Sampler(workspace.root, run_id)
     sampler.start()
@@ -98,7 +106,8 @@ def measure(n: int, workers: int, batch_size: int, scratch: Path, device: str = 
     steady = (last[4] - first[4]) / (last[0] - first[0]) if first and last and last[0] > first[0] else None
     mib = 1 / 2 ** 20
     return {
-        "n": n, "workers": workers, "device": device, "batch_size": batch_size, "n_done": final["n_done"],
+        "n": n, "workers": workers, "device": device, "batch_size": batch_size, "evidence_images": evidence_images,
+        "n_done": final["n_done"],
         "n_skipped": final["n_skipped"], "generate_s": round(generated, 1), "register_s": round(registered, 1),
         "explain_s": round(explain_s, 1), "evidence_s": round(t_report - t_explain_end, 1),
         "report_s": round(ended - t_report, 1), "total_s": round(ended - started, 1),
@@ -123,17 +132,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu", help="cuda: one GPU per worker")
     parser.add_argument("--out", help="append the JSON lines to this file")
+    parser.add_argument("--data", help="keep the generated datasets here (cage-N) and reuse them")
+    parser.add_argument("--evidence-images", type=int, default=EVIDENCE_IMAGES,
+                        help="the run's evidence_images parameter (0: the tool's default, every image)")
+    parser.add_argument("--keep", help="keep each size's workspace here (ws-N), e.g. to time its report again")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a single size, in this process
     args = parser.parse_args()
     if args.one:
         with tempfile.TemporaryDirectory(prefix="ray-scaling-") as scratch:
-            result = measure(args.one, args.workers, args.batch_size, Path(scratch), args.device)
+            result = measure(args.one, args.workers, args.batch_size, Path(args.keep or scratch).resolve(),
+                             args.device, Path(args.data).resolve() if args.data else None, args.evidence_images)
             print(json.dumps(result), flush=True)
         return
     for n in (int(s) for s in args.sizes.split(",")):
         result = subprocess.run([sys.executable, "-m", "bench.ray_scaling", "--one", str(n), "--workers",
                                  str(args.workers), "--batch-size", str(args.batch_size), "--device",
-                                 args.device], cwd=ROOT,
+                                 args.device, *(["--data", args.data] if args.data else []),
+                                 *(["--keep", args.keep] if args.keep else []), "--evidence-images",
+                                 str(args.evidence_images)], cwd=ROOT,
                                 capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if result.returncode:
             sys.exit(f"size {n} failed:\n{result.stderr[-4000:]}")
