@@ -73,10 +73,28 @@ class CatalogRows:
             raise InputError(f"no registered dataset with id {dataset_id}")
         dataset = Workspace.open_dataset_at(self.root / row["path"], self.root / "datasets" / dataset_id)
         dataset.shown_as = row["source"] or dataset.shown_as
+        # The driver validated every file before the actors started (`task.prepare` in `run_with_ray`): an actor
+        # repeating it read 200,000 image and mask headers at 100k images, most of the run's start-up. An actor
+        # only checks that it sees the files at all (a node without the shared workspace mounted).
+        dataset.validate = lambda *args, **kwargs: _can_read(dataset)
         return dataset
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
+
+
+def _can_read(dataset) -> None:
+    """InputError unless this process can read the dataset's first image (the workspace mounted here too)."""
+    from analysis.data.images import ImageError, image_header
+
+    if not dataset.items:
+        return
+    path = dataset.image_path(dataset.items[0])
+    try:
+        image_header(path)
+    except (OSError, ImageError) as exc:
+        raise InputError(f"a Ray worker on {socket.gethostname()} cannot read {path} ({exc}): mount the workspace "
+                         "at the same path on every node (docs/SCALING.md)") from None
 
 
 class ShardWorker:

@@ -22,6 +22,7 @@ from analysis.runs.ray_backend import CatalogRows, ShardRecorder, ShardWorker, W
 from analysis.store.run_store import RunStore
 from analysis.store.workspace import Workspace
 from dashboard.launch import free_port
+from explainers.errors import InputError
 from tests.runs.helpers import write_dataset, write_model
 
 pytestmark = [pytest.mark.ray]
@@ -184,3 +185,32 @@ def test_a_worker_prepares_and_writes_its_shard_without_opening_the_catalog(file
     assert not (tmp_path / "ws" / "catalog.sqlite").exists()  # nothing recreated a catalog
     shard = RunStore(tmp_path / "ws" / "runs" / run_id)
     assert sorted(shard.images()["image_id"]) == [0, 1, 2, 5] and len(shard.maps()[0]) == 4
+
+
+def test_a_worker_reads_one_header_not_the_dataset_and_names_a_missing_mount(files, tmp_path, monkeypatch):
+    """The driver validated every file before the actors start: an actor reading every image and mask header
+    again was most of a 100k-image run's start-up. It still refuses, in one line, a node that cannot see the
+    files (the workspace not mounted there)."""
+    import analysis.data.datasets as datasets
+    import analysis.data.images as images
+
+    workspace = Workspace(tmp_path / "ws")
+    run_id = workspace.create_run(workspace.resolve_model(str(files / "model" / "model.pt2")),
+                                  workspace.resolve_dataset(str(files / "data")), "gradcam", {"target": "pred"},
+                                  n=12, seed=0)
+    rows = CatalogRows.of(workspace, workspace.run(run_id))
+    read = []
+    for module in (images, datasets):
+        if hasattr(module, "image_header"):
+            original = getattr(module, "image_header")
+            monkeypatch.setattr(module, "image_header", lambda path, f=original: read.append(path) or f(path))
+    worker = ShardWorker(rows, "cpu", 1)
+    assert len(read) == 1 and len(worker.items) == 12  # one header, not the 12 the driver's validation reads
+    assert len(Workspace(tmp_path / "ws").open_dataset(workspace.run(run_id)["dataset_id"]).items) == 12
+    read.clear()
+    workspace.open_dataset(workspace.run(run_id)["dataset_id"]).validate(["cat", "dog"])
+    assert len(read) == 12  # the driver's own validation reads them all
+    first = rows.open_dataset(workspace.run(run_id)["dataset_id"])
+    first.image_path(first.items[0]).unlink()
+    with pytest.raises(InputError, match=r"cannot read .*mount the workspace at the same path on every node"):
+        ShardWorker(rows, "cpu", 1)
