@@ -89,7 +89,8 @@ def _can_read(dataset) -> None:
 
     if not dataset.items:
         return
-    path = dataset.image_path(dataset.items[0])
+    item = dataset.items[0]  # detection datasets keep the path relative to their root, without `image_path`
+    path = dataset.image_path(item) if hasattr(dataset, "image_path") else Path(dataset.root) / item.image
     try:
         image_header(path)
     except (OSError, ImageError) as exc:
