@@ -133,7 +133,7 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
         if table.empty:
             st.caption("No intervention recorded (the dataset has no context.json).")
         else:
-            st.dataframe(table, hide_index=True, width="stretch")
+            st.dataframe(views.display_table(table), hide_index=True, width="stretch")
         st.subheader("Explainer sanity")
         sanity = views.sanity_verdicts(view)
         if sanity.empty:
@@ -141,7 +141,7 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
         else:
             st.caption("D-RISE recomputed for the same detections while the detector's layers are re-initialised "
                        "from the output side: maps that stay similar would not be reading the detector.")
-            st.dataframe(sanity, hide_index=True, width="stretch",
+            st.dataframe(views.display_table(sanity), hide_index=True, width="stretch",
                          column_config={"criterion": st.column_config.TextColumn("criterion", width=620)})
 
     with tab_classes:
@@ -150,9 +150,9 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
             st.info("No detections above the score threshold.")
         else:
             st.plotly_chart(class_mass_figure(rows), width="stretch", key="det_mass_chart")
-            st.dataframe(views.readable_intervals(rows), hide_index=True, width="stretch")
+            st.dataframe(views.display_table(rows), hide_index=True, width="stretch")
         st.subheader("Recall per class")
-        st.dataframe(recall_rows(view), hide_index=True, width="stretch")
+        st.dataframe(views.display_table(recall_rows(view)), hide_index=True, width="stretch")
 
     with tab_gallery:
         detections, images = data.detections(run_id, version), data.store_images(run_id, version)

@@ -127,8 +127,8 @@ def plain(text) -> str:
 
 
 def sanity_verdicts(report: dict | ReportView) -> pd.DataFrame:
-    """One row per sanity check: check, its numbers, passed, and the criterion."""
-    return pd.DataFrame([{"check": c.name, "method": c.method, "n": c.n, "threshold": c.threshold,
+    """One row per sanity check: check (in words), its numbers, passed, and the criterion."""
+    return pd.DataFrame([{"check": humanize(c.name), "method": c.method, "n": c.n, "threshold": c.threshold,
                           "similarity": c.similarity, "final_similarity": c.final_similarity, "ssim": c.ssim,
                           "passed": c.passed, "criterion": c.criterion} for c in read_report(report).sanity])
 

@@ -80,9 +80,9 @@ def render(report: dict, run_id: str, version: str, info: dict, words: Wording, 
         else:
             st.plotly_chart(views.region_bar_figure(rows, "class", f"Share of saliency per region, per {words.noun}"),
                             width="stretch", key=f"{words.section}_region_chart")
-            st.dataframe(views.readable_intervals(rows), hide_index=True, width="stretch")
+            st.dataframe(views.display_table(rows), hide_index=True, width="stretch")
     with tab_evidence:
-        st.dataframe(intervention_rows(view, words), hide_index=True, width="stretch")
+        st.dataframe(views.display_table(intervention_rows(view, words)), hide_index=True, width="stretch")
     with tab_gallery:
         names = list(view.targets.names) if view.targets else []
         if not names:
