@@ -403,12 +403,7 @@ def exemplar_image(table: pd.DataFrame, region: str) -> int | None:
 def power_lines(report: dict | ReportView) -> tuple[list[str], str | None]:
     """(what each unflagged region's test could have detected, the multiple-testing sentence) from the report."""
     view = read_report(report)
-    testing = view.multiple_testing
-    note = None
-    if testing is not None and testing.method:
-        note = (f"Multiple testing: {testing.method} over {testing.n_tests} tests "
-                f"({testing.family or 'all tests of the run'}), family-wise error at most {testing.alpha}.")
-    return [p.text for p in view.power], note
+    return [p.text for p in view.power], view.multiple_testing.sentence() if view.multiple_testing else None
 
 
 def skipped_summary(report: dict | ReportView) -> str | None:
@@ -444,17 +439,7 @@ def discovered_rows(report: dict | ReportView) -> pd.DataFrame:
     rows = []
     for d in view.discovered:
         iv = view.intervention(d.name) or RegionIntervention(region=d.name)
-        flag = view.flag_on(d.name)
-        if flag is not None:
-            severity, ev = flag.finding.severity, flag.evidence
-            shown_by = ev.shown_by or "intervention"
-            holm = f"Holm p {ev.p_value_holm:.2g}" if ev.p_value_holm is not None else None
-            flagged = f"yes ({severity}" + (f", {shown_by}, {holm})" if holm else ")")
-            verdict = f"flagged ({severity})" + (f": shown by the {shown_by}, {holm}" if holm else "")
-        else:
-            power = view.power_of(d.name)
-            flagged = "no"
-            verdict = "not flagged" + (f": {power}" if power is not None else "")
+        flagged, verdict = view.discovered_verdict(d.name)
         rows.append({
             "region": d.name, "description": d.description,
             "images": f"{percent(d.share)} ({len(d.image_ids)} of {d.n_images if d.n_images is not None else '?'})",

@@ -253,18 +253,16 @@ def _interventions_section(view: ReportView) -> str:
         design, testing = view.sequential or SequentialDesign(), view.multiple_testing or MultipleTesting()
         parts.append(f"<p class='muted'>Sample: {escape(design.design)}; bounds: "
                      f"{escape(design.bounds)}; chunk {design.chunk}, cap {design.cap}. "
-                     f"Multiple testing: {escape(testing.method)} over {testing.n_tests} tests "
-                     f"({escape(testing.family)}), alpha {testing.alpha}.</p>")
+                     f"{escape(testing.sentence() or '')}</p>")
     if view.power:
         parts.append("<h3>What a \"no flag\" could have missed</h3><ul>" + "".join(
             f"<li>{escape(p.text)}</li>" for p in view.power) + "</ul>")
     if view.discovered:
-        flagged = {f.region for f in view.findings}
         parts.append("<h3>Discovered regions (salient components away from the core and, with masks, outside "
                      "the object-sized annotated regions)</h3>" + _table(
-            ["region", "description", "images", "lift (by construction)", "flagged", "exemplar ids"],
-            [[d.name, d.description, _pct(d.share), _num(d.lift), "yes" if d.name in flagged else "no",
-              ", ".join(str(i) for i in d.exemplars)] for d in view.discovered]))
+            ["region", "description", "images", "lift (by construction)", "flagged", "verdict", "exemplar ids"],
+            [[d.name, d.description, _pct(d.share), _num(d.lift), "yes" if view.flag_on(d.name) else "no",
+              view.discovered_verdict(d.name)[1], ", ".join(str(i) for i in d.exemplars)] for d in view.discovered]))
     return "".join(parts)
 
 

@@ -203,6 +203,13 @@ class MultipleTesting(JsonRecord):
     family: str = ""
     alpha: float | None = None
 
+    def sentence(self) -> str | None:
+        """The correction in words, the same in the HTML report and the dashboard; None when none is recorded."""
+        if not self.method:
+            return None
+        return (f"Multiple testing: {self.method} over {self.n_tests} tests "
+                f"({self.family or 'all tests of the run'}), family-wise error at most {self.alpha}.")
+
 
 @dataclass(frozen=True)
 class PowerStatement(JsonRecord):
@@ -395,6 +402,19 @@ class ReportView(Report):
 
     def flag_on(self, region: str) -> FlagRow | None:
         return next((row for row in self.flag_rows if row.finding.region == region), None)
+
+    def discovered_verdict(self, name: str) -> tuple[str, str]:
+        """(flagged in short, the verdict in words) of a discovered region, for the HTML and the dashboard:
+        flagged by which test (Holm-corrected), or not flagged and what its test could have detected."""
+        flag = self.flag_on(name)
+        if flag is None:
+            power = self.power_of(name)
+            return "no", "not flagged" + (f": {power}" if power is not None else "")
+        severity, ev = flag.finding.severity, flag.evidence
+        shown_by = ev.shown_by or "intervention"
+        holm = f"Holm p {ev.p_value_holm:.2g}" if ev.p_value_holm is not None else None
+        return (f"yes ({severity}" + (f", {shown_by}, {holm})" if holm else ")"),
+                f"flagged ({severity})" + (f": shown by the {shown_by}, {holm}" if holm else ""))
 
 
 # The typed view of a report dict, parsed once per dict object (a page's views share it).

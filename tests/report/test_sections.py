@@ -131,3 +131,26 @@ def test_comparison_views_read_the_record():
         ["boat", "a", 0, 0.4, True], ["boat", "b", 1, -0.1, False]]
     assert views.comparison_regions({"runs": ["v1"], "regions": {}}).empty
     assert isinstance(views.comparison_accuracy({}), pd.DataFrame)
+
+
+def test_the_html_and_the_dashboard_say_the_correction_and_a_discovered_verdict_in_the_same_words():
+    """Worded once in analysis/ (MultipleTesting.sentence, ReportView.discovered_verdict): the HTML said
+    "alpha 0.01" where the dashboard said "family-wise error at most 0.01", and only the dashboard said why a
+    discovered region was not flagged."""
+    from html import escape
+
+    from analysis.report.html import render_html
+    from dashboard import views
+
+    power = "swapping `discovered-1` for another class's changes accuracy by less than 4 points (n = 200, excluded)"
+    report = {"run": {"name": "r"}, "interventions": {"discovered-1": {"n": 200, "p_value": 0.5}},
+              "power": [{"region": "discovered-1", "text": power}],
+              "multiple_testing": {"method": "Holm", "n_tests": 8, "family": "regions x (fill, swap)", "alpha": 0.01},
+              "discovered_regions": [{"name": "discovered-1", "description": "a corner patch", "share": 0.3}],
+              "flags": []}
+    _, note = views.power_lines(report)
+    verdict = views.discovered_rows(report)["verdict"].tolist()
+    assert note == "Multiple testing: Holm over 8 tests (regions x (fill, swap)), family-wise error at most 0.01."
+    assert verdict == [f"not flagged: {power}"]
+    html = render_html(report)
+    assert escape(note) in html and f"<td>{escape(verdict[0])}</td>" in html
