@@ -13,6 +13,7 @@ The JSON shape is the report contract (docs/FORMATS.md): `Finding.to_json` keeps
 """
 from __future__ import annotations
 
+import functools
 import math
 import types
 from dataclasses import MISSING, dataclass, field, fields
@@ -385,13 +386,10 @@ class JsonRecord:
     @classmethod
     def from_json(cls, data: Any):
         data = data if isinstance(data, dict) else {}
-        hints = get_type_hints(cls)
         values = {}
-        for f in fields(cls):
-            value = _convert(hints[f.name], _at(data, f.metadata.get("key", f.name)))
-            if value is None and f.default is not MISSING:
-                value = f.default
-            values[f.name] = value
+        for name, hint, path, default in _schema(cls):
+            value = _convert(hint, _at(data, path))
+            values[name] = default() if value is None and default is not None else value
         return cls(**values)
 
     def to_json(self) -> dict:
@@ -404,6 +402,19 @@ class JsonRecord:
                 node = node.setdefault(part, {})
             node[path[-1]] = _plain(getattr(self, f.name))
         return out
+
+
+@functools.cache
+def _schema(record: type) -> tuple[tuple[str, Any, Any, Any], ...]:
+    """(name, type, JSON key, default maker or None) of each field: read once per record class, not per row."""
+    hints = get_type_hints(record)
+
+    def default(f):
+        if f.default_factory is not MISSING:
+            return f.default_factory
+        return None if f.default is MISSING or f.default is None else (lambda: f.default)
+
+    return tuple((f.name, hints[f.name], f.metadata.get("key", f.name), default(f)) for f in fields(record))
 
 
 def _at(data: dict, path: str | tuple[str, ...]) -> Any:

@@ -52,6 +52,7 @@ def test_an_older_report_renders_with_the_parsers_defaults():
     view = read_report(old)
     assert view.verdict is None and view.sanity == () and view.model_randomization is None
     assert view.metrics.accuracy is None and view.meta.n_images is None and view.meta.model.name == ""
+    assert view.meta.params == {} and view.detection.classes == () and view.targets is None
     html = render_html(old)
     assert "Sanity check not run." in html and "<td>40.0%</td>" in html and "fill (Holm p 0.004)" in html
     assert "None" not in re.sub(r"<[^>]+>", " ", html)
