@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw
 
 from analysis.report.comparison_records import Comparison, read_comparison
+from analysis.report.records import lower, upper
 from analysis.report.sections import ReportView, read_report
 from dashboard import overlay
 
@@ -22,7 +23,7 @@ GALLERY_SIZE = 24
 def class_mass_rows(report: dict | ReportView) -> pd.DataFrame:
     """Per-class region rows (box and each context region) with CI bounds as columns."""
     return pd.DataFrame([{"class": r.slice.target, "region": r.region, "mass_mean": r.mass_mean,
-                          "mass_ci_low": (r.mass_ci or (None, None))[0], "mass_ci_high": (r.mass_ci or (None, None))[1],
+                          "mass_ci_low": lower(r.mass_ci), "mass_ci_high": upper(r.mass_ci),
                           "area_mean": r.area_mean, "lift": r.lift, "n": r.n}
                          for r in read_report(report).regions if r.slice.target is not None])
 
@@ -44,8 +45,8 @@ def class_mass_figure(rows: pd.DataFrame) -> go.Figure:
 
 
 def recall_rows(report: dict | ReportView) -> pd.DataFrame:
-    return pd.DataFrame([{"class": r.target, "recall": r.recall, "ci_low": (r.ci or (None, None))[0],
-                          "ci_high": (r.ci or (None, None))[1], "objects": r.n_objects, "detections": r.n_detections}
+    return pd.DataFrame([{"class": r.target, "recall": r.recall, "ci_low": lower(r.ci),
+                          "ci_high": upper(r.ci), "objects": r.n_objects, "detections": r.n_detections}
                          for r in read_report(report).metrics.recall])
 
 
@@ -53,8 +54,8 @@ def intervention_rows(report: dict | ReportView) -> pd.DataFrame:
     """Every context fill: score drop, its control, the excess with its interval, recall before and after."""
     return pd.DataFrame([{"class": c.target, "region": c.region, "score_drop": c.score_drop,
                           "control_drop": c.control_drop, "excess_drop": c.excess_drop,
-                          "excess_ci_low": (c.excess_drop_ci or (None, None))[0],
-                          "excess_ci_high": (c.excess_drop_ci or (None, None))[1], "recall_before": c.recall_before,
+                          "excess_ci_low": lower(c.excess_drop_ci),
+                          "excess_ci_high": upper(c.excess_drop_ci), "recall_before": c.recall_before,
                           "recall_after": c.recall_after, "n": c.n}
                          for c in read_report(report).detection.interventions])
 

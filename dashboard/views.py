@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analysis.report.comparison_records import Comparison, RegionSeries, read_comparison
-from analysis.report.records import Finding, RegionStat, Slice
+from analysis.report.records import Finding, RegionStat, Slice, lower, upper
 from analysis.report.sections import RegionIntervention, ReportView, read_report
 from analysis.report.verdict import explainer_agreement
 from analysis.report.version_order import series_of, version_key
@@ -248,8 +248,8 @@ def comparison_regions(comparison: dict | Comparison, regions: tuple[RegionSerie
     typed = read_comparison(comparison)
     order = {name: k for k, name in enumerate(typed.runs)}
     rows = [{"region": series.region, "role": series.role, "run": point.run, "version": order.get(point.run, 0),
-             "mass_mean": point.mass_mean, "mass_ci_low": (point.mass_ci or (None, None))[0],
-             "mass_ci_high": (point.mass_ci or (None, None))[1], "lift": point.lift}
+             "mass_mean": point.mass_mean, "mass_ci_low": lower(point.mass_ci),
+             "mass_ci_high": upper(point.mass_ci), "lift": point.lift}
             for series in (typed.regions if regions is None else regions) for point in series.points
             if point is not None]
     return pd.DataFrame(rows)
@@ -355,7 +355,8 @@ def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[d
         slot["runs"][catalog_row.get("method")] = catalog_row["id"]  # later runs of a method replace earlier ones
     out = []
     for entry in groups.values():
-        versions = sorted(entry["versions"].values(), key=lambda v: v.pop("order"))  # v1..v5, whatever order they ran in
+        # v1..v5 whatever order they ran in (version_order.version_key)
+        versions = sorted(entry["versions"].values(), key=lambda v: v.pop("order"))
         counts: dict[str, int] = {}
         for v in versions:
             for method in v["runs"]:
@@ -373,7 +374,8 @@ def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[d
                      "effect": f.effect} for f in typed.open_findings() if f.effect is not None]
         regions = list(dict.fromkeys(f.region for v in versions for f in read_report(v["report"]).open_findings()
                                      if f.region is not None))
-        regions += [label.region for label in typed.labels if label.verdict == "shortcut" and label.region not in regions]
+        regions += [label.region for label in typed.labels
+                    if label.verdict == "shortcut" and label.region not in regions]
         trend = [{"region": region, "points": [(v["version"], overall_lift(v["report"], region)) for v in versions]}
                  for region in regions]
         verdicts = {m: read_report(r).verdict for m, r in latest["reports"].items()}

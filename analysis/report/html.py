@@ -14,7 +14,7 @@ from html import escape
 import numpy as np
 
 from analysis.report.comparison_records import Comparison, read_comparison
-from analysis.report.records import RegionStat, Verdict
+from analysis.report.records import RegionStat, Verdict, lower, upper
 from analysis.report.sections import (Cluster, Faithfulness, MultipleTesting, ReportView, SanityCheck,
                                       SequentialDesign, read_report)
 from analysis.report.svg_charts import region_bars, version_lines
@@ -150,8 +150,8 @@ class _Charts:
 
     def comparison(self, comparison: Comparison) -> str:
         series = {s.label: [None if p is None or p.mass_mean is None else
-                            (p.mass_mean, (p.mass_ci or (None, None))[0] or p.mass_mean,
-                             (p.mass_ci or (None, None))[1] or p.mass_mean) for p in s.points]
+                            (p.mass_mean, lower(p.mass_ci) or p.mass_mean,
+                             upper(p.mass_ci) or p.mass_mean) for p in s.points]
                   for s in comparison.regions}
         return version_lines(list(comparison.runs), series) if comparison.runs and series else ""
 

@@ -48,6 +48,16 @@ def as_text(value: Any) -> str | None:
     return str(value)
 
 
+def lower(interval: tuple[float | None, float | None] | None) -> float | None:
+    """An interval's lower end; None when there is no interval."""
+    return interval[0] if interval else None
+
+
+def upper(interval: tuple[float | None, float | None] | None) -> float | None:
+    """An interval's upper end; None when there is no interval."""
+    return interval[1] if interval else None
+
+
 _number, _pair, _text = as_number, as_pair, as_text
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.report.comparison_records import Comparison, read_comparison
+from analysis.report.records import lower, upper
 from analysis.report.sections import ReportView, read_report
 from dashboard import components, data, overlay, version_marks, views
 
@@ -37,8 +38,8 @@ def comparison_rows(comparison: dict | Comparison) -> pd.DataFrame:
     """One row per (target, region, run): excess drop with its CI, p, flagged."""
     typed = read_comparison(comparison)
     return pd.DataFrame([{typed.target_key: series.target, "region": series.region, "run": name, "version": version,
-                          "excess_drop": effect.excess_drop, "ci_low": (effect.excess_drop_ci or (None, None))[0],
-                          "ci_high": (effect.excess_drop_ci or (None, None))[1], "p_value": effect.p_value,
+                          "excess_drop": effect.excess_drop, "ci_low": lower(effect.excess_drop_ci),
+                          "ci_high": upper(effect.excess_drop_ci), "p_value": effect.p_value,
                           "flagged": effect.flagged}
                          for series in typed.effects
                          for version, (name, effect) in enumerate(zip(typed.runs, series.effects))

@@ -72,8 +72,9 @@ def test_series_and_version_come_from_one_place_for_the_dashboard_too():
         assert series_of(name, version)[1] == (label if label is not None else name)
 
     def run(run_id, version, created):
-        return {"id": run_id, "status": "done", "model_id": f"m-{run_id}", "model_name": "net", "model_version": version,
-                "dataset_id": "d", "dataset_name": "val", "method": "gradcam", "created": created}
+        return {"id": run_id, "status": "done", "model_id": f"m-{run_id}", "model_name": "net",
+                "model_version": version, "dataset_id": "d", "dataset_name": "val", "method": "gradcam",
+                "created": created}
 
     runs = pd.DataFrame([run("a", "v1.10", 1), run("b", "v1.9", 2), run("c", "biased", 0), run("d", "v2", 3)])
     (entry,) = views.model_series(runs, lambda run_id: {"flags": [], "regions": []})
