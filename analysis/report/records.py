@@ -476,7 +476,8 @@ def _plain(value: Any) -> Any:
 class ParsedOnce:
     """`parse(data)` once per dict object: the views of a page each ask for the typed report, and the same
     dict is parsed once (a small cache keyed by the dict's identity; the dict is held so its id is not
-    reused). A record passed in (already typed) comes back as it is."""
+    reused). Reports are not changed once built (`cached_report` gives a new dict per read), so the parse
+    stays true. A record passed in (already typed) comes back as it is."""
 
     def __init__(self, parse, record_type: type, size: int = 16):
         self.parse, self.record_type, self.size = parse, record_type, size

@@ -321,8 +321,9 @@ class FlagRow:
     description: str | None
 
     @classmethod
-    def from_json(cls, data: dict) -> "FlagRow":
-        return cls(Finding.from_json(data), FlagEvidence.from_json(data.get("evidence")),
+    def from_json(cls, data: dict, finding: Finding | None = None) -> "FlagRow":
+        """`finding`: the flag already read as a Finding (the report's `findings`), not parsed again."""
+        return cls(finding or Finding.from_json(data), FlagEvidence.from_json(data.get("evidence")),
                    as_text(data.get("description")))
 
 
@@ -355,7 +356,8 @@ class ReportView(Report):
         return cls(
             run=base.run, findings=base.findings, verdict=base.verdict, regions=base.regions, raw=data,
             meta=RunInfo.from_json(data.get("run")), metrics=Metrics.from_json(data.get("metrics")),
-            flag_rows=tuple(FlagRow.from_json(f) for f in data.get("flags") or [] if isinstance(f, dict)),
+            flag_rows=tuple(FlagRow.from_json(flag, finding) for flag, finding in zip(data.get("flags") or [],
+                                                                                      base.findings)),
             labels=tuple(Label.from_json(label) for label in data.get("labels") or []),
             subgroups=tuple(str(s.get("text") or "") for s in data.get("subgroups") or [] if isinstance(s, dict)),
             artifacts=as_text((data.get("artifacts") or {}).get("text")),
