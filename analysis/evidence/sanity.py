@@ -38,11 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from analysis.report.policy import policy_of
 from explainers.module_types import type_name
 from explainers.registry import make_explainer
 from explainers.targets import ClassTarget
 
 SIMILARITY_SIDE = 64
+THRESHOLD = policy_of("classification").sanity_threshold  # the same for every task (analysis/report/policy.py)
 
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -142,7 +144,7 @@ def _graph_layer_kind(module: nn.Module) -> str | None:
 
 def model_randomisation(model: nn.Module, images: torch.Tensor, method: str, *, layer_name: str | None = None,
                         targets: torch.Tensor | None = None, params: dict | None = None, seed: int = 0,
-                        threshold: float = 0.5, max_stages: int | None = None) -> dict:
+                        threshold: float = THRESHOLD, max_stages: int | None = None) -> dict:
     """Cascading randomisation; `layer_name` (relative to `model`) for CAM methods.
 
     Returns {"method", "n", "threshold", "stages": [{"layer", "spearman_abs", "spearman", "ssim"}...],
@@ -177,7 +179,7 @@ def _same_budget(first, explainer_params: dict, params: dict) -> dict:
     return {**params, "n_masks": int(torch.as_tensor(used).max()), "tolerance": 0}
 
 
-def randomisation_test(model: nn.Module, explain, *, method: str, n: int, seed: int = 0, threshold: float = 0.5,
+def randomisation_test(model: nn.Module, explain, *, method: str, n: int, seed: int = 0, threshold: float = THRESHOLD,
                        max_stages: int | None = None, original: torch.Tensor | None = None) -> dict:
     """The cascade for any explainer: `explain()` gives the maps (N, H, W) of fixed inputs and fixed targets
     under `model`'s current weights (a detector's D-RISE maps of the original detections, say); `original`,
