@@ -41,7 +41,7 @@ from analysis.evidence.sequential_interventions import run_trials, summarise
 from analysis.stats.cue_appearance import cue_test
 from analysis.stats.discovered_regions import discover_regions, searchable_pixels
 from analysis.stats.regions import grid_regions, masked_shares, region_shares
-from analysis.evidence.sanity import model_randomisation
+from analysis.evidence.sanity import MAX_IMAGES as SANITY_IMAGES, model_randomisation
 from analysis.evidence.checks import EvidenceContext, Subject, has_weights, run_checks
 from explainers.base import is_black_box
 from explainers.loading.models import folded_for_prediction
@@ -51,7 +51,7 @@ POLICY = policy_of("classification")
 
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
                      max_images: int | None = None, chunk: int = 100, params: dict | None = None, fill: str = "mean",
-                     second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
+                     second_images: int = 64, sanity_images: int = SANITY_IMAGES, faithfulness_images: int = 32,
                      faithfulness_steps: int = 8, batch_size: int = 32, n_boot: int = 1000, alpha: float = 0.05,
                      threshold: float = POLICY.min_effect, discover: bool = True, on_stage=None, region_shapley: int = 0,
                      cache_dir=None, model_key: str | None = None, properties: bool = True) -> dict:
@@ -184,7 +184,8 @@ def run_second_explainer(ctx: EvidenceContext) -> dict:
 
 
 def run_sanity(ctx: EvidenceContext) -> dict:
-    """Model randomisation of the run's explainer on the first images of the evidence sample."""
+    """Model randomisation of the run's explainer on the evidence sample's first 8 images, doubled while its
+    decision is open, up to `sanity_images` (`analysis.evidence.sanity.model_randomisation`)."""
     batch = ctx.state["batch"]
     k = min(ctx.options["sanity_images"], len(batch.inputs))
     preds = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:k].copy(), dtype=torch.long)

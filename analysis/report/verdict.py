@@ -169,12 +169,25 @@ def sanity_check(report: dict) -> CheckResult:
     if passed is None:
         return CheckResult("model randomisation", "not_applicable",
                            sanity.get("reason") or f"{method}: a black box has no weights to randomise")
+    how = _sanity_numbers(sanity)
     if not passed:
         return CheckResult("model randomisation", "failed",
-                           f"{method}'s maps barely change when the model's weights are randomised (similarity "
-                           f"{float(similarity or 0):.2f}): they do not show what this model learned", similarity)
+                           f"{method}'s maps barely change when the model's weights are randomised ({how}): they do "
+                           "not show what this model learned", similarity)
     return CheckResult("model randomisation", "passed", f"{method}'s maps change when the weights are randomised "
-                       f"(similarity {float(similarity or 0):.2f})", similarity)
+                       f"({how})", similarity)
+
+
+def _sanity_numbers(sanity: dict) -> str:
+    """'similarity 0.51 [0.47, 0.55], n = 32; ...': the numbers the sanity decision rests on, and which decided."""
+    words = f"similarity {float(sanity.get('similarity') or 0):.2f}"
+    ci = sanity.get("similarity_ci")
+    if ci:
+        words += f" [{ci[0]:.2f}, {ci[1]:.2f}], n = {sanity.get('n')}"
+    if sanity.get("decided_by") == "fully randomised model":
+        words += (f"; the cascade mean's interval holds {float(sanity.get('threshold') or 0.5):.2f}, so the fully "
+                  f"randomised model decided: similarity {float(sanity.get('final_similarity') or 0):.2f}")
+    return words
 
 
 # The sequential sample's bounds a clear verdict reads: answers lost to the fill, predictions sent towards the
