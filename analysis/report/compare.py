@@ -17,10 +17,13 @@ import pandas as pd
 from analysis.stats.aggregate import accuracy_table, region_matrix, slice_stats
 from analysis.report.flags import effective_roles
 from analysis.evidence.sanity import spearman
+from analysis.report.policy import policy_of
+
+POLICY = policy_of("classification")
 
 
 def compare_runs(stores, names=None, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,
-                 top_fraction: float = 0.1, alpha: float = 0.01) -> dict:
+                 top_fraction: float = 0.1, alpha: float = POLICY.alpha) -> dict:
     stores = list(stores)
     names = [str(n) for n in (names or [getattr(s, "run_id", None) or f"run{i + 1}" for i, s in enumerate(stores)])]
     ids = [getattr(s, "run_id", None) for s in stores]  # names can collide; scripts key on ids
@@ -198,7 +201,7 @@ def rate_shifts(rates: pd.DataFrame, first: str, last: str, key: str, value: str
     return merged[(merged["ci_low_b"] > merged["ci_high_a"]) | (merged["ci_high_b"] < merged["ci_low_a"])]
 
 
-def summarise(result: dict, *, alpha: float = 0.01) -> str:
+def summarise(result: dict, *, alpha: float = POLICY.alpha) -> str:
     """Plain-language lines: shortcut-candidate attention that moved significantly, subgroup accuracy shifts."""
     names = result["runs"]
     lines = []

@@ -168,6 +168,34 @@ class CheckResult:
         return cls(str(data["name"]), str(data["status"]), str(data.get("detail") or ""), _number(data.get("value")))
 
 
+@dataclass(frozen=True)
+class NotJudged:
+    """A check the registry (`analysis.evidence.checks`) did not run on this audit, and why: a black box has no
+    weights to randomise, a detector has no second explainer of another family, region Shapley was not asked for.
+    The report lists them under `not_judged`; `limits_verdict` says whether a "clear" verdict is blind where the
+    check did not look (the verdict's `not_tested` names those)."""
+    check: str
+    key: str
+    reason: str
+    limits_verdict: bool = True
+
+    def sentence(self) -> str:
+        return f"{self.check}: not judged ({self.reason})"
+
+    def to_json(self) -> dict:
+        return {"check": self.check, "key": self.key, "reason": self.reason, "limits_verdict": self.limits_verdict}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "NotJudged":
+        return cls(str(data["check"]), str(data.get("key") or ""), str(data.get("reason") or ""),
+                   bool(data.get("limits_verdict", True)))
+
+
+def not_judged(report: dict) -> tuple[NotJudged, ...]:
+    """The report's (or the evidence's) `not_judged` records; none in a report from before the registry."""
+    return tuple(NotJudged.from_json(d) for d in report.get("not_judged") or [])
+
+
 # Keys a flag carried before findings were typed; `Finding.to_json` keeps writing them (the contract).
 _LEGACY_KEYS = ("region", "class", "group", "kind", "severity", "confidence", "lift", "lift_ci", "mass_mean",
                 "evidence", "reasons", "basis")

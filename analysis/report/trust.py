@@ -1,8 +1,12 @@
 """How far to trust each explainer of a run: its sanity check, its faithfulness against a random order, and
-its role as the second explainer, gathered per method with one word (trustworthy / doubtful / not checked)."""
+its role as the second explainer, gathered per method with one word (trustworthy / doubtful / not checked), and
+the explainer checks the registry did not judge on this audit, with the reason."""
 from __future__ import annotations
 
 from analysis.evidence.faithfulness import verdicts
+from analysis.report.records import not_judged
+
+TRUST_KEYS = ("sanity", "faithfulness", "second_explainer")  # the registry's checks of the explainer itself
 
 
 def explainer_trust(report: dict) -> list[dict]:
@@ -41,6 +45,11 @@ def explainer_trust(report: dict) -> list[dict]:
         methods.setdefault(second["method"], []).append(
             {"name": "second explainer", "passed": None,
              "text": f"used to cross-check the flags; its lift per region: {lifts or 'none measured'}"})
+    for left_out in not_judged(report):  # checks the registry did not run, with why (a black box: no weights)
+        if left_out.key in TRUST_KEYS:
+            method = (report.get("run") or {}).get("method") or "explainer"
+            methods.setdefault(method, []).append({"name": left_out.check, "passed": None,
+                                                   "text": f"not judged: {left_out.reason}"})
     out = []
     for method, checks in methods.items():
         judged = [c["passed"] for c in checks if c["passed"] is not None]

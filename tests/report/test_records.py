@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.report.records import CheckResult, Finding, Slice, TestResult, Verdict
+from analysis.report.records import CheckResult, Finding, NotJudged, Slice, TestResult, Verdict
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "FORMATS.md").read_text()
 
@@ -16,6 +16,7 @@ SAMPLES = {
                              p_value_corrected=0.02, correction="Holm", n=10, slice=Slice("a"), decision="shown",
                              control="equal-area").to_json(),
     "CheckResult": CheckResult("maps", "passed", "ok", 1.0).to_json(),
+    "NotJudged": NotJudged("model randomisation", "sanity", "no weights", True).to_json(),
     "Verdict": Verdict("clear").to_json(),
     "Finding": Finding(kind="shortcut", subject="cage", slice=Slice("dog"), severity="high", confidence="high",
                        headline="h", effect=0.3).to_json(),
