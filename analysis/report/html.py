@@ -14,7 +14,7 @@ from html import escape
 import numpy as np
 
 from analysis.report.comparison_records import Comparison, read_comparison
-from analysis.report.records import RegionStat, Verdict, lower, upper
+from analysis.report.records import NotJudged, RegionStat, Verdict, lower, upper
 from analysis.report.sections import (Cluster, Faithfulness, MultipleTesting, ReportView, SanityCheck,
                                       SequentialDesign, read_report)
 from analysis.report.svg_charts import region_bars, version_lines
@@ -60,8 +60,9 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
         parts.append(f"<p class='artifacts'>{escape(view.artifacts)}. A region's attention must hold "
                      "without them to count toward a flag.</p>")
     parts.append(_regions_table(view.regions))
-    parts.append("<h2>Explainer checks</h2>" + _sanity_table(view.model_randomization)
-                 + _faithfulness(view.faithfulness))
+    parts.append("<h2>Explainer checks</h2>" + _sanity_table(view.model_randomization,
+                                                       any(n.key == "sanity" for n in view.not_judged))
+                 + _faithfulness(view.faithfulness) + _not_judged(view.not_judged))
     if view.clusters:
         parts.append("<h2>Attention strategies (SpRAy clusters)</h2>" + _clusters_table(view.clusters))
     if exemplars:
@@ -272,14 +273,22 @@ def _regions_table(rows: tuple[RegionStat, ...]) -> str:
     return _table(["region", "role", "class", "group", "n", "mass", "95% CI", "area", "lift", "lift 95% CI"], body)
 
 
-def _sanity_table(mr: SanityCheck | None) -> str:
-    if mr is None:
-        return "<p class='muted'>Sanity check not run.</p>"
+def _sanity_table(mr: SanityCheck | None, not_judged: bool = False) -> str:
+    if mr is None:  # a check the registry left out says why below
+        return "" if not_judged else "<p class='muted'>Sanity check not run.</p>"
     head = (f"<p>Model-parameter randomisation ({escape(mr.method or '')}): similarity "
             f"{_num(mr.similarity)} (threshold {_num(mr.threshold)}) — <b>{mr.outcome}</b>. "
             f"<span class='muted'>{escape(mr.criterion)}</span></p>")
     stages = [[s.layer, s.n_randomised, _num(s.spearman_abs), _num(s.spearman), _num(s.ssim)] for s in mr.stages]
     return head + _table(["randomised up to", "layers", "Spearman |map|", "Spearman", "SSIM"], stages)
+
+
+def _not_judged(left_out: tuple[NotJudged, ...]) -> str:
+    """The registry's checks that did not run on this audit, each with why (a black box has no weights)."""
+    if not left_out:
+        return ""
+    return "<h3>Not judged on this audit</h3><ul>" + "".join(
+        f"<li>{escape(n.sentence())}</li>" for n in left_out) + "</ul>"
 
 
 def _faithfulness(faith: Faithfulness | None) -> str:

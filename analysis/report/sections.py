@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.report.records import Finding, JsonRecord, ParsedOnce, RegionStat, Report, as_text, key
+from analysis.report.records import (Finding, JsonRecord, NotJudged, ParsedOnce, RegionStat, Report, as_text, key,
+                                     not_judged)
 
 
 # --- the run and its metrics ---------------------------------------------------------------------------
@@ -153,10 +154,35 @@ class SanityCheck(JsonRecord):
 @dataclass(frozen=True)
 class Faithfulness(JsonRecord):
     """`faithfulness`: deletion and insertion AUCs of the maps' pixel order against a random order."""
+    method: str | None = None
     deletion_auc: float | None = None
     random_deletion_auc: float | None = None
     insertion_auc: float | None = None
     random_insertion_auc: float | None = None
+
+
+@dataclass(frozen=True)
+class SecondLift(JsonRecord):
+    """One region's lift under the second explainer (`second_explainer.regions[region]`)."""
+    region: str = ""
+    lift: float | None = None
+
+
+@dataclass(frozen=True)
+class SecondExplainer(JsonRecord):
+    """`second_explainer`: the explainer of another family that cross-checks the flags, and its lifts."""
+    method: str | None = None
+    n: int | None = None
+    lifts: tuple[SecondLift, ...] = ()
+
+    @classmethod
+    def read(cls, data: dict | None) -> "SecondExplainer | None":
+        if not isinstance(data, dict) or not data.get("method"):
+            return None
+        regions = data.get("regions") if isinstance(data.get("regions"), dict) else {}
+        return cls(as_text(data.get("method")), data.get("n") if isinstance(data.get("n"), int) else None,
+                   tuple(SecondLift.from_json({**(entry or {}), "region": region}) for region, entry in regions.items()
+                         if isinstance(entry, dict)))
 
 
 # --- a classifier's interventions, power, discovered regions -------------------------------------------------
@@ -341,6 +367,8 @@ class ReportView(Report):
     clusters: tuple[Cluster, ...] = ()
     sanity: tuple[SanityCheck, ...] = ()
     faithfulness: Faithfulness | None = None
+    second_explainer: SecondExplainer | None = None
+    not_judged: tuple[NotJudged, ...] = ()
     interventions: tuple[RegionIntervention, ...] = ()
     sequential: SequentialDesign | None = None
     multiple_testing: MultipleTesting | None = None
@@ -366,6 +394,8 @@ class ReportView(Report):
             sanity=tuple(SanityCheck.from_json({**result, "name": name})
                          for name, result in (data.get("sanity") or {}).items() if isinstance(result, dict) and result),
             faithfulness=Faithfulness.from_json(data["faithfulness"]) if data.get("faithfulness") else None,
+            second_explainer=SecondExplainer.read(data.get("second_explainer")),
+            not_judged=not_judged(data),
             interventions=tuple(RegionIntervention.from_json({**(iv or {}), "region": region})
                                 for region, iv in (data.get("interventions") or {}).items())
             if isinstance(data.get("interventions"), dict) else (),
