@@ -21,7 +21,7 @@ from analysis.report.detection_report import detection_findings
 
 
 def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,
-                           alpha: float = 0.01) -> dict:
+                           alpha: float = 0.01, **_ignored) -> dict:
     stores, names = list(stores), [str(n) for n in names]
     if len(set(names)) < len(names):
         raise ValueError(f"run names must be unique, got {names}")
