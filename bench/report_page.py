@@ -10,9 +10,11 @@ trend), then times:
   would take) and the load average. With `--baseline TREE` (another checkout, e.g. `git archive main`) the
   same page of that tree runs in alternation with this one, round by round;
 - with `--browser`: Chromium against the product's `streamlit run`, a fresh server per page, from navigation
-  to the page's content drawn (Overview: its finding's picture; Bias report and Compare: the first chart); a
-  full-page screenshot of each lands in bench/results/page-<name>.png.
-Results go to bench/results/report_page.json.
+  to the page's content drawn (Overview: its finding's picture, the server's first page; Bias report and
+  Compare: the first chart, navigated to after the Overview was drawn, as a person arrives at them), then the
+  same navigation again with warm caches (what the browser, the session and the page's drawing cost alone); a
+  full-page screenshot of each lands in bench/results/page-<page>-<tree>.png (the baseline's too).
+Results go to bench/results/report_page.json (`--rounds 0 --browser`: report_page_browser.json).
 """
 from __future__ import annotations
 
@@ -126,13 +128,13 @@ def time_first_renders(root: Path, run_ids: list[str], rounds: int, baseline: Pa
     return summary
 
 
-def time_browser(root: Path, run_ids: list[str], tree: Path = REPO) -> dict:
+def time_browser(root: Path, run_ids: list[str], tree: Path = REPO, name: str = "this") -> dict:
     """Per page, a fresh `streamlit run` of `tree` and a fresh Chromium page: seconds from navigation to the
-    page's content drawn, and a full-page screenshot."""
+    page's content drawn, and a full-page screenshot (`page-<page>-<name>.png`)."""
     from playwright.sync_api import expect, sync_playwright
 
     from analysis.store.workspace import ENV_VAR
-    from dashboard.launch import free_port, streamlit_command, wait_until_serving
+    from dashboard.launch import APP, free_port, streamlit_command, wait_until_serving
 
     content = {"overview": "[data-testid='stImage'] img", "report": ".js-plotly-plot",
                "compare": ".js-plotly-plot"}
@@ -141,20 +143,29 @@ def time_browser(root: Path, run_ids: list[str], tree: Path = REPO) -> dict:
     for page in PAGES:
         port = free_port()
         env = {**os.environ, ENV_VAR: str(root), "PYTHONPATH": str(tree)}
-        server = subprocess.Popen(streamlit_command(port), env=env, cwd=tree, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        command = [str(tree / "dashboard" / "app.py") if c == str(APP) else c for c in streamlit_command(port)]
+        server = subprocess.Popen(command, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until_serving(port, timeout=120)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
                 tab = browser.new_page(viewport={"width": 1400, "height": 1800})
+                if page != "overview":  # a person arrives from the Overview: the server has run a page
+                    tab.goto(f"http://127.0.0.1:{port}/", timeout=600_000)
+                    expect(tab.locator(content["overview"]).first).to_be_visible(timeout=600_000)
                 start = time.perf_counter()
                 tab.goto(f"http://127.0.0.1:{port}{url[page]}", timeout=600_000)
                 expect(tab.locator(content[page]).first).to_be_visible(timeout=600_000)
-                out[f"browser_{page}_s"] = round(time.perf_counter() - start, 2)
-                out[f"browser_{page}_load"] = round(os.getloadavg()[0], 1)
+                out[f"browser_{page}_{name}_s"] = round(time.perf_counter() - start, 2)
+                out[f"browser_{page}_{name}_load"] = round(os.getloadavg()[0], 1)
+                start = time.perf_counter()  # again, caches warm: what the browser and the session cost alone
+                tab.goto(f"http://127.0.0.1:{port}{url[page]}", timeout=600_000)
+                expect(tab.locator(content[page]).first).to_be_visible(timeout=600_000)
+                out[f"browser_{page}_{name}_again_s"] = round(time.perf_counter() - start, 2)
+                print(page, name, out[f"browser_{page}_{name}_s"], "s, again", out[f"browser_{page}_{name}_again_s"],
+                      "s, load", out[f"browser_{page}_{name}_load"], flush=True)
                 tab.wait_for_timeout(1500)  # let the rest of the page settle before the picture
-                tab.screenshot(path=str(HERE / "results" / f"page-{page}.png"), full_page=True)
+                tab.screenshot(path=str(HERE / "results" / f"page-{page}-{name}.png"), full_page=True)
                 browser.close()
         finally:
             server.terminate()
@@ -176,13 +187,17 @@ def main(argv=None) -> None:
     result = {"n": args.n, "run_ids": run_ids, "audit_s": audit_s, "load_average": os.getloadavg()[0]}
     if not args.no_report:
         result |= time_report(args.workspace, run_ids[-1])  # leaves report.json, as the worker does
-    result["first_render"] = time_first_renders(args.workspace, run_ids, args.rounds, args.baseline)
+    if args.rounds:
+        result["first_render"] = time_first_renders(args.workspace, run_ids, args.rounds, args.baseline)
     (HERE / "results").mkdir(exist_ok=True)
     if args.browser:
         result |= time_browser(args.workspace, run_ids)
-    (HERE / "results" / "report_page.json").write_text(json.dumps(result, indent=2) + "\n")
+        if args.baseline:
+            result |= time_browser(args.workspace, run_ids, args.baseline, "baseline")
+    out = HERE / "results" / ("report_page.json" if args.rounds else "report_page_browser.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "first_render"}, indent=2))
-    for name, row in result["first_render"].items():
+    for name, row in result.get("first_render", {}).items():
         print(f"{name:20s} wall {row['wall_median_s']:6.2f} s  cpu {row['cpu_median_s']:5.2f} s  "
               f"warm {row['warm_median_s']:5.2f} s  load {row['loads']}")
 
