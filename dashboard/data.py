@@ -488,7 +488,7 @@ def map_scale(run_id: str, version: str) -> float:
     """One colour scale for every overlay of a run, so a faint map looks faint: the 99th percentile of the
     pixels of about `MAP_SCALE_SAMPLE` maps from shards spread over the run (a folder sorted by class puts
     one class in the first shards). All 5,000 maps of a run took 1-2.5 s of a first render for a scale
-    0.6% away (bench/README.md)."""
+    0.4% away on the bench's run (bench/README.md)."""
     from analysis.store.run_store import RunStore
     from dashboard.overlay import display_scale
 
