@@ -27,7 +27,11 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def _streamlit_child(pid: int) -> int:
-    for _ in range(200):
+    """The Streamlit server: the launched process itself once it has exec'd `streamlit run` (the launcher does
+    since issue 27's signal work), else its child (older trees)."""
+    for _ in range(600):
+        if b"streamlit" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
         for task in Path(f"/proc/{pid}/task").iterdir():
             children = (task / "children").read_text().split()
             if children:
