@@ -24,7 +24,7 @@ POLICY = policy_of("detection")
 
 
 def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,
-                           alpha: float = POLICY.alpha) -> dict:
+                           alpha: float = POLICY.alpha, **_ignored) -> dict:
     stores, names = list(stores), [str(n) for n in names]
     if len(set(names)) < len(names):
         raise ValueError(f"run names must be unique, got {names}")

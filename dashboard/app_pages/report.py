@@ -167,23 +167,25 @@ with tab_gallery:
     if chosen_region is not None:  # its exemplars first, then every other image that holds it
         shown = views.gallery_of_images(shown, list(dict.fromkeys(discovered_ids[chosen_region])))
     st.caption(f"{len(shown)} of {len(table)} images match; showing the first {min(len(shown), 24)}.")
-    image_ids, maps = data.saliency_maps(run_id, version)
-    position = {int(i): k for k, i in enumerate(image_ids)}
-    scale = data.map_scale(run_id, version)
+    page = shown.head(24)
+    maps = data.maps_of(run_id, version, tuple(page["image_id"].astype(int))) if overlay_on else {}
+    scale = data.map_scale(run_id, version) if overlay_on else 1.0
     dataset_id = info["dataset_id"]
 
     def rendered(image_id: int, outline: bool = False):
         picture, mask = data.picture(dataset_id, image_id)
         if outline:
             picture = overlay.enlarged(picture)
-        if overlay_on and image_id in position:
-            picture = overlay.blend(picture, maps[position[image_id]], opacity, scale)
+        if overlay_on:  # an image opened from outside this page of the gallery reads its own map
+            saliency = maps[image_id] if image_id in maps else data.maps_of(run_id, version, (image_id,)).get(image_id)
+            if saliency is not None:
+                picture = overlay.blend(picture, saliency, opacity, scale)
         if outline and mask is not None:
             picture = overlay.outline_regions(picture, mask)
         return picture
 
     enlarged = None
-    for k, row in enumerate(shown.head(24).to_dict("records")):
+    for k, row in enumerate(page.to_dict("records")):
         if k % 6 == 0:
             grid = st.columns(6)  # one row of columns per six images keeps tiles aligned and in order
         with grid[k % 6]:
