@@ -3,6 +3,7 @@ import os
 
 import streamlit as st
 
+from analysis.report.comparison_records import read_comparison
 from dashboard import data, overlay, state, task_views, version_marks, views
 
 st.title("Compare versions")
@@ -75,13 +76,14 @@ if comparison is None:
     st.stop()
 
 st.subheader("Summary")
-st.markdown(views.plain(comparison.get("summary") or "no summary"))
+compared = read_comparison(comparison)  # typed: this page reads attributes, never comparison keys
+st.markdown(views.plain(compared.summary or "no summary"))
 own_body = task_views.COMPARISON_BODIES.get(data.task_info(task)["view"])
 if own_body is not None:
     own_body(comparison, chosen, versions, labels)
     st.stop()
 
-names, flagged = [labels[r] for r in chosen], comparison.get("flagged") or {}
+names, flagged = [labels[r] for r in chosen], compared.flagged
 regions = views.comparison_regions(comparison)
 st.plotly_chart(version_marks.mark_flagged(
     views.version_lines_figure(regions, "region", "mass_mean", "mass_ci_low", "mass_ci_high",

@@ -44,14 +44,14 @@ for k, entry in enumerate(series):
             text.markdown(f"- **{views.plain(str(finding['severity'] or '').upper())}** {views.plain(finding['text'])}.")
         for label in entry["labels"]:
             text.markdown(f"- *Your label:* {views.plain(label['text'])}" +
-                          (f" ({views.plain(label['note'])})" if label.get("note") else ""))
+                          (f" ({views.plain(label['note'])})" if label["note"] else ""))
         if len(entry["versions"]) > 1 and entry["trend"]:
             text.markdown("**Across versions** (attention relative to size): " +
                           "; ".join(views.plain(views.trend_text(t)) for t in entry["trend"]))
         text.page_link("app_pages/report.py", label=f"Open the report of {latest['version']}",
                        query_params={state.RUN_PARAM: latest["run"]})
         # the picture of the first finding that sits in a region (a property finding has none), else of the trend
-        shown_region = next((f["region"] for f in [*entry["findings"], *entry["trend"]] if f.get("region")), None)
+        shown_region = next((f["region"] for f in [*entry["findings"], *entry["trend"]] if f["region"]), None)
         if shown_region is not None:  # the latest version's picture of its finding, else of the past one
             run_id, region = latest["run"], shown_region
             version = data.version(run_id)

@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 RENDERERS = [ROOT / "analysis/report/html.py", ROOT / "dashboard/views.py", ROOT / "dashboard/detection_views.py",
              ROOT / "dashboard/components.py", ROOT / "dashboard/version_marks.py",
-             *sorted((ROOT / "dashboard/task_views").glob("*.py"))]
+             *sorted((ROOT / "dashboard/task_views").glob("*.py")),
+             *(ROOT / "dashboard/app_pages" / page for page in ("report.py", "compare.py", "overview.py", "trust.py"))]
 
 ALLOWED = {  # receiver -> why its `.get(` is not a report dict's
     "st.query_params": "the page's URL parameters",
@@ -23,6 +24,15 @@ ALLOWED = {  # receiver -> why its `.get(` is not a report dict's
     "exemplar": "an exemplar picture the caller of render_html passes (image, map, caption)",
     "order": "a version-position lookup the view builds itself",
     "cue_of": "a cue-number lookup the view builds itself",
+    "os.environ": "the environment (the Compare page's MLflow tracking URI)",
+    "labels_of": "the Compare page's version labels, built from the catalog",
+    "label_of": "the Bias report's labels by region, built from the typed labels",
+    "data.run_info(r)": "the catalog's run info of a chosen run",
+    "task_views.REPORT_BODIES": "a task's own report body, by view name",
+    "task_views.COMPARISON_BODIES": "a task's own comparison body, by view name",
+    "data.maps_of(run_id, version, (image_id,))": "the stored maps of the images on screen",
+    "row": "a row of the gallery table (a dataframe record)",
+    "data.demo_status() or {}": "the demo build's status",
 }
 
 
