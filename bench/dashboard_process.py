@@ -1,8 +1,9 @@
 """The Streamlit process's cost to every user: its RSS and its first page's time, and whether torch is in it.
 
 Starts the real `saliency-audit dashboard` (from the checkout given, so an older tree can be measured beside
-this one), opens the overview page in headless Chromium and then the Upload page, and after each reads the
-Streamlit child's VmRSS and whether libtorch is mapped. "First page" is the seconds from the browser's request
+this one), opens the overview page in headless Chromium, then the Upload page, then Compare, and after each
+(once the page's script has finished: Streamlit's running indicator gone) reads the Streamlit child's VmRSS and
+whether libtorch is mapped. "First page" is the seconds from the browser's request
 to the page title being drawn, on a workspace with finished audits whose reports are cached.
 
     python -m bench.dashboard_process --workspace WS [--tree OLD_CHECKOUT] [--rounds 3]
@@ -26,7 +27,11 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def _streamlit_child(pid: int) -> int:
-    for _ in range(200):
+    """The Streamlit server: the launched process itself once it has exec'd `streamlit run` (the launcher does
+    since issue 27's signal work), else its child (older trees)."""
+    for _ in range(600):
+        if b"streamlit" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
         for task in Path(f"/proc/{pid}/task").iterdir():
             children = (task / "children").read_text().split()
             if children:
@@ -60,11 +65,13 @@ def measure(tree: Path, workspace: Path) -> dict:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page()
-            for name, path, title in (("overview", "", "Saliency Audit"), ("upload", "upload", "Upload")):
+            for name, path, title in (("overview", "", "Saliency Audit"), ("upload", "upload", "Upload"),
+                                      ("compare", "compare", "Compare versions")):
                 start = time.perf_counter()
                 page.goto(f"http://127.0.0.1:{port}/{path}", timeout=120_000)
                 page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
                 out[f"{name}_s"] = time.perf_counter() - start
+                page.locator("[data-testid='stStatusWidget']").wait_for(state="detached", timeout=600_000)
                 time.sleep(1.0)  # let the script run finish before reading memory
                 out[f"{name}_rss_mib"] = _rss_mib(child)
                 out[f"{name}_torch"] = _has_torch(child)

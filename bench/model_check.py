@@ -1,16 +1,17 @@
-"""How long the Upload page's model check takes: a cold worker start against the warm checker.
+"""How long the Upload page's model check takes: the first click (the warm helper starting) and the next ones.
 
-`python -m bench.model_check --repeats 3 [--browser]` times, on one small exported model (the tagged-shapes
-CNN of the dashboard tests, a 0.1 MB .pt2), alternating:
-- cold: `python -m analysis.inspect_model MODEL --card CARD` (what every check paid before: a new Python that
-  imports torch and torch.export's serializer, with torch._dynamo behind it);
-- warm: `analysis.warm_inspector.WarmInspector.inspect` (a child forked from a helper that imported them once),
-  after the helper's start-up, as the Upload page starts it when it opens;
-- the split of a cold check (one process, `time.perf_counter`): `import torch`, the imports `torch.export.load`
-  triggers, and the check itself;
+`python -m bench.model_check --repeats 3 [--old] [--browser]` times, on one small exported model (the
+tagged-shapes CNN of the dashboard tests, a 0.04 MB .pt2), in one process, round after round:
+- cold: a new `analysis.warm_inspector.WarmInspector` and its first `inspect` (a click the moment the page
+  opened: the helper's imports, then a child's check), wall seconds and the CPU seconds of the helper and its
+  child (from /proc: what the same start takes on a quiet core);
+- warm: the next `inspect` of that helper (a child forked from it), wall and CPU;
+- with `--old`: `python -m analysis.inspect_model MODEL --card CARD`, what every check paid before issue 28;
+- once, the split of a cold check (one process, `time.perf_counter` and CPU): `import torch`, the imports
+  `torch.export.load` triggers, and the check itself;
 - with `--browser`: Chromium against the product's `streamlit run`, from the click on "Check and register the
   model" to "Registered model" on the page (the first click a few seconds after the page opened, then again).
-The load average is printed beside every number: on a shared machine it decides most of them.
+The load average is printed beside every number: on a shared machine it decides most wall times.
 Results go to bench/results/model_check.json.
 """
 from __future__ import annotations
@@ -29,11 +30,12 @@ REPO = HERE.parent
 
 SPLIT = """
 import json, time, sys
-t0 = time.perf_counter(); import torch; t1 = time.perf_counter()
-import torch.export, torch._export.serde.serialize; t2 = time.perf_counter()
+c0, t0 = time.process_time(), time.perf_counter(); import torch; c1, t1 = time.process_time(), time.perf_counter()
+import torch.export, torch._export.serde.serialize; c2, t2 = time.process_time(), time.perf_counter()
 from analysis.inspect_model import inspect
-inspect(sys.argv[1], sys.argv[2]); t3 = time.perf_counter()
-print(json.dumps({"import_torch_s": t1 - t0, "export_imports_s": t2 - t1, "check_s": t3 - t2}))
+inspect(sys.argv[1], sys.argv[2]); c3, t3 = time.process_time(), time.perf_counter()
+print(json.dumps({"import_torch_s": t1 - t0, "export_imports_s": t2 - t1, "check_s": t3 - t2,
+                  "import_torch_cpu_s": c1 - c0, "export_imports_cpu_s": c2 - c1, "check_cpu_s": c3 - c2}))
 """
 
 
@@ -43,6 +45,31 @@ def _env() -> dict:
 
 def _load() -> float:
     return round(os.getloadavg()[0], 1)
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds of a process and its reaped children (utime + stime + cutime + cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def helper_round(model: Path, card: Path) -> dict:
+    """A fresh helper's first check (the first click) and its next one: wall and CPU seconds, and the load."""
+    from analysis.warm_inspector import WarmInspector
+
+    warm = WarmInspector()
+    started = time.perf_counter()
+    assert "error" not in warm.inspect(model, card)
+    cold_s = time.perf_counter() - started
+    pid = warm._process.pid
+    cold_cpu = _cpu(pid)
+    started = time.perf_counter()
+    assert "error" not in warm.inspect(model, card)
+    warm_s = time.perf_counter() - started
+    warm_cpu = _cpu(pid) - cold_cpu
+    warm._stop()
+    return {"cold_s": round(cold_s, 2), "cold_cpu_s": round(cold_cpu, 2), "warm_s": round(warm_s, 2),
+            "warm_cpu_s": round(warm_cpu, 2), "load": _load()}
 
 
 def cold(model: Path, card: Path) -> float:
@@ -99,28 +126,24 @@ def browser(folder: Path, model: Path, clicks: int) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.model_check", description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--old", action="store_true", help="also time the per-check process of before issue 28")
     parser.add_argument("--browser", action="store_true")
     args = parser.parse_args(argv)
     sys.path[:0] = [str(REPO), str(REPO / "tests" / "dashboard")]
-    from analysis.warm_inspector import WarmInspector
     from workspace_builder import write_tag_model
 
     folder = Path(tempfile.mkdtemp(prefix="model-check-"))
     model = write_tag_model(folder / "tagnet", 1)
     card = model.parent / "model.json"
-    result: dict = {"model_bytes": model.stat().st_size, "cold_s": [], "warm_s": [], "load": []}
+    result: dict = {"model_bytes": model.stat().st_size, "rounds": [], "old_process_s": []}
     result["cold_split"] = {**split(model, card), "load": _load()}
-    warm = WarmInspector()
-    started = time.perf_counter()
-    warm.inspect(model, card)  # the helper's imports, then its first (learning) check
-    result["warm_start_s"] = round(time.perf_counter() - started, 2)
+    print("split", result["cold_split"], flush=True)
     for _ in range(args.repeats):
-        result["cold_s"].append(round(cold(model, card), 2))
-        started = time.perf_counter()
-        assert "error" not in warm.inspect(model, card)
-        result["warm_s"].append(round(time.perf_counter() - started, 2))
-        result["load"].append(_load())
-    warm._stop()
+        result["rounds"].append(helper_round(model, card))
+        print("helper", result["rounds"][-1], flush=True)
+        if args.old:
+            result["old_process_s"].append({"s": round(cold(model, card), 2), "load": _load()})
+            print("old process", result["old_process_s"][-1], flush=True)
     if args.browser:
         result["browser_click_to_registered_s"] = browser(folder, model, args.repeats)
         result["browser_load"] = _load()

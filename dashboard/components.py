@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.report.records import Finding, Report
+from analysis.report.records import Finding
+from analysis.report.sections import Label, ReportView, read_report
 from dashboard import data, state, views
 
 
@@ -74,9 +75,9 @@ def _demo_building(shown: int) -> None:
 VERDICT_BOX = {"flagged": st.error, "cannot_judge": st.warning, "clear": st.success}
 
 
-def verdict_box(report: dict) -> None:
+def verdict_box(report: dict | ReportView) -> None:
     """The run's verdict first, for every task: its word, what it means, the reasons, what it could not see."""
-    verdict = Report.from_json(report).verdict
+    verdict = read_report(report).verdict
     if verdict is None:
         return
     reasons = "".join(f"\n- {views.plain(reason)}" for reason in verdict.reasons)
@@ -85,13 +86,15 @@ def verdict_box(report: dict) -> None:
         st.caption("What this audit could not see: " + "; ".join(views.plain(r) for r in verdict.not_tested) + ".")
 
 
-def finding_panel(flag: dict, label: dict | None = None) -> None:
+def finding_panel(finding: Finding | dict, label: Label | dict | None = None) -> None:
     """One finding: its severity and headline, then its evidence in the report's own words
-    (`Finding.evidence_lines`: the deciding test first, the other tests, the checks, the notes)."""
-    finding = Finding.from_json(flag)
+    (`Finding.evidence_lines`: the deciding test first, the other tests, the checks, the notes); a person's
+    label on its region under the headline."""
+    finding = finding if isinstance(finding, Finding) else Finding.from_json(finding)
+    label = label if label is None or isinstance(label, Label) else Label.from_json(label)
     with st.container(border=True):
         st.markdown(f"**{views.plain(finding.severity.upper())}** · {views.plain(finding.headline)}.")
         if label is not None:
-            st.info(views.plain(label["text"]) + (f" ({views.plain(label['note'])})" if label.get("note") else ""))
+            st.info(views.plain(label.text) + (f" ({views.plain(label.note)})" if label.note else ""))
         for line in finding.evidence_lines():
             st.markdown("- " + views.plain(line))

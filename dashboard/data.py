@@ -243,7 +243,7 @@ def report(run_id: str, version: str) -> dict:
     """The run's report, with the catalog's current names and the dataset's labels (both cheap, never stale)."""
     from analysis.report.build import with_catalog
 
-    return with_catalog(_cached_report(run_id, version), _store(run_id), ws())
+    return with_catalog(_cached_report(run_id, version), ws().store(run_id), ws())  # names only: no shard listing
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -284,11 +284,32 @@ def image_clusters(run_id: str, version: str) -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=["image_id", "cluster"]) if rows else None
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=4)
 def saliency_maps(run_id: str, version: str) -> tuple[np.ndarray, np.ndarray]:
-    """(image_ids, maps float32 (N, h, w)) as stored."""
+    """(image_ids, maps float32 (N, h, w)) as stored: every map of the run (80 MB at 5,000 images), so a page
+    that shows a few images reads them with `maps_of`. A resource, not data: never pickled, never copied."""
     image_ids, maps = _store(run_id).maps()
     return np.asarray(image_ids), np.asarray(maps, dtype=np.float32)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def maps_of(run_id: str, version: str, image_ids: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """image id -> its stored map (float32), for the images a page shows: only the shards that hold them are
+    read (a gallery page of 24 images touches at most 24 of a 5,000-image run's 157 shards)."""
+    ids, maps = _store(run_id).maps(list(image_ids))
+    return {int(i): np.asarray(m, dtype=np.float32) for i, m in zip(ids, maps)}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def region_masses(run_id: str, version: str) -> pd.DataFrame:
+    """`image_id` and one `mass.<region>` column per region: what picking a finding's picture needs, without
+    the images table, the lifts or the report's clusters that `gallery_table` joins."""
+    regions = _store(run_id).regions()
+    if regions.empty:
+        return pd.DataFrame(columns=["image_id"])
+    wide = regions.pivot_table(index="image_id", columns="region", values="mass", aggfunc="first")
+    wide.columns = [f"mass.{name}" for name in wide.columns]
+    return wide.reset_index()
 
 
 @st.cache_resource(max_entries=8)
@@ -368,7 +389,7 @@ def comparison(run_ids: tuple[str, ...], versions: tuple[str, ...], names: tuple
     from analysis.report.verdict import with_verdicts
 
     reports = [report(r, v) for r, v in zip(run_ids, versions)]
-    result = TASKS[task].compare([_store(r) for r in run_ids], list(names))
+    result = TASKS[task].compare([_store(r) for r in run_ids], list(names), maps=False)  # the page shows no map similarity
     return with_verdicts(with_flags(result, reports), list(names), reports)
 
 
@@ -459,12 +480,22 @@ def accuracy(run_id: str, version: str) -> pd.DataFrame:
     return pd.DataFrame(report(run_id, version).get("accuracy") or [])
 
 
+MAP_SCALE_SAMPLE = 1024  # about as many maps the colour scale is read from: all of them up to this many
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def map_scale(run_id: str, version: str) -> float:
-    """One colour scale for every overlay of a run, so a faint map looks faint."""
+    """One colour scale for every overlay of a run, so a faint map looks faint: the 99th percentile of the
+    pixels of about `MAP_SCALE_SAMPLE` maps from shards spread over the run (a folder sorted by class puts
+    one class in the first shards). All 5,000 maps of a run took 1-2.5 s of a first render for a scale
+    0.4% away on the bench's run (bench/README.md)."""
+    from analysis.store.run_store import RunStore
     from dashboard.overlay import display_scale
 
-    return display_scale(saliency_maps(run_id, version)[1])
+    shards = ws().shards(run_id)
+    step = max(1, -(-sum(s["n_rows"] for s in shards) // MAP_SCALE_SAMPLE))  # ceil(images / sample)
+    sample = RunStore(ws().run_dir(run_id), ws(), run_id, shards=[s["path"] for s in shards][::step])
+    return display_scale(sample.maps()[1])
 
 
 # --- uploads ------------------------------------------------------------------------------------------

@@ -11,21 +11,21 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw
 
+from analysis.report.comparison_records import Comparison, read_comparison
+from analysis.report.records import lower, upper
+from analysis.report.sections import ReportView, read_report
 from dashboard import overlay
 
 BOX_COLORS = [(255, 64, 64), (255, 220, 0), (64, 200, 255), (200, 100, 255), (80, 255, 120)]
 GALLERY_SIZE = 24
 
 
-def class_mass_rows(report: dict) -> pd.DataFrame:
+def class_mass_rows(report: dict | ReportView) -> pd.DataFrame:
     """Per-class region rows (box and each context region) with CI bounds as columns."""
-    rows = [r for r in report.get("regions") or [] if r.get("class") is not None]
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame["mass_ci_low"] = [ci[0] for ci in frame["mass_ci"]]
-    frame["mass_ci_high"] = [ci[1] for ci in frame["mass_ci"]]
-    return frame[["class", "region", "mass_mean", "mass_ci_low", "mass_ci_high", "area_mean", "lift", "n"]]
+    return pd.DataFrame([{"class": r.slice.target, "region": r.region, "mass_mean": r.mass_mean,
+                          "mass_ci_low": lower(r.mass_ci), "mass_ci_high": upper(r.mass_ci),
+                          "area_mean": r.area_mean, "lift": r.lift, "n": r.n}
+                         for r in read_report(report).regions if r.slice.target is not None])
 
 
 def class_mass_figure(rows: pd.DataFrame) -> go.Figure:
@@ -44,25 +44,20 @@ def class_mass_figure(rows: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def recall_rows(report: dict) -> pd.DataFrame:
-    metrics = report.get("metrics") or {}
-    rows = []
-    for cls, entry in (metrics.get("recall") or {}).items():
-        low, high = entry.get("ci") or (None, None)
-        rows.append({"class": cls, "recall": entry.get("recall"), "ci_low": low, "ci_high": high,
-                     "objects": entry.get("n_objects"), "detections": (metrics.get("n_detections") or {}).get(cls)})
-    return pd.DataFrame(rows)
+def recall_rows(report: dict | ReportView) -> pd.DataFrame:
+    return pd.DataFrame([{"class": r.target, "recall": r.recall, "ci_low": lower(r.ci),
+                          "ci_high": upper(r.ci), "objects": r.n_objects, "detections": r.n_detections}
+                         for r in read_report(report).metrics.recall])
 
 
-def intervention_rows(report: dict) -> pd.DataFrame:
-    frame = pd.DataFrame((report.get("detection") or {}).get("interventions") or [])
-    if frame.empty:
-        return frame
-    frame["excess_ci_low"] = [ci[0] for ci in frame["excess_drop_ci"]]
-    frame["excess_ci_high"] = [ci[1] for ci in frame["excess_drop_ci"]]
-    keep = ["class", "region", "score_drop", "control_drop", "excess_drop", "excess_ci_low", "excess_ci_high",
-            "recall_before", "recall_after", "n"]
-    return frame[[c for c in keep if c in frame]]
+def intervention_rows(report: dict | ReportView) -> pd.DataFrame:
+    """Every context fill: score drop, its control, the excess with its interval, recall before and after."""
+    return pd.DataFrame([{"class": c.target, "region": c.region, "score_drop": c.score_drop,
+                          "control_drop": c.control_drop, "excess_drop": c.excess_drop,
+                          "excess_ci_low": lower(c.excess_drop_ci),
+                          "excess_ci_high": upper(c.excess_drop_ci), "recall_before": c.recall_before,
+                          "recall_after": c.recall_after, "n": c.n}
+                         for c in read_report(report).detection.interventions])
 
 
 def draw_boxes(image: Image.Image, boxes: list[dict], classes: list[str], scale: float = 1.0) -> Image.Image:
@@ -114,59 +109,56 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
 
     from dashboard import components, data, views
 
-    meta = report.get("run", {})
-    metrics = report.get("metrics") or {}
-    flags = report.get("flags") or []
+    view = read_report(report)
+    meta, metrics, flags = view.meta, view.metrics, view.findings
     cols = st.columns(4)
-    cols[0].metric("Images explained", meta.get("n_images", info.get("n_done")))
-    cols[1].metric("Detections", metrics.get("n_detections_total", 0))
-    recall = metrics.get("recall_overall")
+    cols[0].metric("Images explained", meta.n_images if meta.n_images is not None else info.get("n_done"))
+    cols[1].metric("Detections", metrics.n_detections_total)
+    recall = metrics.recall_overall
     cols[2].metric("Recall (IoU ≥ 0.5)", "n/a" if recall is None else f"{recall:.1%}")
     cols[3].metric("Context flags", len(flags))
-    st.caption("Detection audit (D-RISE) · model " + views.plain((meta.get("model") or {}).get("name", "?")) +
-               " · dataset " + views.plain((meta.get("dataset") or {}).get("name", "?")) +
-               f" · seed {meta.get('seed')}")
+    st.caption("Detection audit (D-RISE) · model " + views.plain(meta.model.name or "?") +
+               " · dataset " + views.plain(meta.dataset.name or "?") + f" · seed {meta.seed}")
     tab_flags, tab_classes, tab_gallery, tab_export = st.tabs(["Flags", "Attention per class", "Gallery", "Export"])
 
     with tab_flags:
         if not flags:
             st.success("No context shortcut flagged: no class loses score when a context region is filled, "
                        "beyond what filling an equal area elsewhere costs.")
-        for flag in flags:
-            components.finding_panel(flag)
-        table = intervention_rows(report)
+        for finding in flags:
+            components.finding_panel(finding)
+        table = intervention_rows(view)
         st.subheader("Context fill per class and region")
         st.caption("Score drop when the region is filled with the rest of the scene's colour, when an equal "
                    "area elsewhere is filled instead (control), and their paired excess with its 95% bootstrap CI.")
         if table.empty:
             st.caption("No intervention recorded (the dataset has no context.json).")
         else:
-            st.dataframe(table, hide_index=True, width="stretch")
+            st.dataframe(views.display_table(table), hide_index=True, width="stretch")
         st.subheader("Explainer sanity")
-        sanity = views.sanity_verdicts(report)
+        sanity = views.sanity_verdicts(view)
         if sanity.empty:
             st.caption("No sanity check recorded for this run.")
         else:
             st.caption("D-RISE recomputed for the same detections while the detector's layers are re-initialised "
                        "from the output side: maps that stay similar would not be reading the detector.")
-            st.dataframe(sanity, hide_index=True, width="stretch",
+            st.dataframe(views.display_table(sanity), hide_index=True, width="stretch",
                          column_config={"criterion": st.column_config.TextColumn("criterion", width=620)})
 
     with tab_classes:
-        rows = class_mass_rows(report)
+        rows = class_mass_rows(view)
         if rows.empty:
             st.info("No detections above the score threshold.")
         else:
             st.plotly_chart(class_mass_figure(rows), width="stretch", key="det_mass_chart")
-            st.dataframe(views.readable_intervals(rows), hide_index=True, width="stretch")
+            st.dataframe(views.display_table(rows), hide_index=True, width="stretch")
         st.subheader("Recall per class")
-        st.dataframe(recall_rows(report), hide_index=True, width="stretch")
+        st.dataframe(views.display_table(recall_rows(view)), hide_index=True, width="stretch")
 
     with tab_gallery:
         detections, images = data.detections(run_id, version), data.store_images(run_id, version)
-        classes = list((report.get("detection") or {}).get("classes") or [])
-        regions = list((report.get("detection") or {}).get("regions") or [])
-        flagged = [f["region"] for f in flags]
+        classes, regions = list(view.detection.classes), list(view.detection.regions)
+        flagged = [f.subject for f in flags]
         c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
         class_filter = c1.selectbox("Class", [None] + classes, key="det_gallery_class",
                                     format_func=lambda v: "all classes" if v is None else v)
@@ -190,7 +182,8 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
             mine = boxes_on(image_id, detections)
             saliency = maps[position[image_id]] if overlay_on and image_id in position else None
             boxed = boxed_picture(picture, saliency, opacity, scale, mine, classes)
-            best = max((d.get(f"mass.{sort_region}", 0.0) for d in mine), default=0.0) if sort_region else 0.0
+            best = max((detection_row.get(f"mass.{sort_region}", 0.0) for detection_row in mine),
+                       default=0.0) if sort_region else 0.0
             with grid[k % 6]:
                 st.image(boxed, width="stretch",
                          caption=f"{len(mine)} detection(s) · {sort_region or 'context'} {best:.2f}")
@@ -199,22 +192,21 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
         components.export_buttons(run_id, version, key="det_export")
 
 
-def comparison_context_rows(comparison: dict) -> pd.DataFrame:
+def comparison_context_rows(comparison: dict | Comparison) -> pd.DataFrame:
     """`compare_detection_runs(...)["context"]`: one row per version, class and region, flagged or not."""
-    frame = pd.DataFrame(comparison.get("context") or [])
-    if frame.empty:
-        return frame
-    frame["flagged"] = frame["severity"].fillna("no")
-    return frame[["run", "class", "region", "excess_drop", "excess_drop_ci", "score_drop", "control_drop", "flagged"]]
+    return pd.DataFrame([{"run": c.run, "class": c.target, "region": c.region, "excess_drop": c.excess_drop,
+                          "excess_drop_ci": list(c.excess_drop_ci) if c.excess_drop_ci else None,
+                          "score_drop": c.score_drop, "control_drop": c.control_drop, "flagged": c.severity or "no"}
+                         for c in read_comparison(comparison).context])
 
 
-def comparison_recall_rows(comparison: dict) -> pd.DataFrame:
+def comparison_recall_rows(comparison: dict | Comparison) -> pd.DataFrame:
     """Recall rows of a detection comparison with the run's `version` position, for `version_lines_figure`."""
-    order = {name: k for k, name in enumerate(comparison.get("runs", []))}
-    frame = pd.DataFrame(comparison.get("recall") or [])
-    if not frame.empty:
-        frame["version"] = frame["run"].map(order)
-    return frame
+    typed = read_comparison(comparison)
+    order = {name: k for k, name in enumerate(typed.runs)}
+    return pd.DataFrame([{"run": r.run, "class": r.target, "recall": r.recall, "ci_low": r.ci_low,
+                          "ci_high": r.ci_high, "n_objects": r.n_objects, "version": order.get(r.run)}
+                         for r in typed.recall])
 
 
 def render_comparison(comparison: dict, run_ids: list[str], versions: tuple[str, ...], labels: dict) -> None:
@@ -223,23 +215,24 @@ def render_comparison(comparison: dict, run_ids: list[str], versions: tuple[str,
 
     from dashboard import data, version_marks, views
 
-    names, flags = list(comparison.get("runs") or []), comparison.get("flagged") or {}
+    typed = read_comparison(comparison)
+    names, flags = list(typed.runs), typed.flagged
     st.subheader("Context dependence per version")
     st.caption("Excess score drop: what filling the region with the rest of the scene's colour costs a class's "
                "detections beyond an equal-area control fill elsewhere (95% bootstrap CI). A flag that goes away "
                "means retraining took the detector off that context.")
-    st.dataframe(views.readable_intervals(comparison_context_rows(comparison)), hide_index=True, width="stretch")
+    st.dataframe(views.readable_intervals(comparison_context_rows(typed)), hide_index=True, width="stretch")
 
-    classes = list(comparison.get("classes") or {})
+    classes = [name for name, _ in typed.classes]
     if classes:
-        flagged = [c["class"] for c in comparison.get("context") or [] if c["flagged"]]
+        flagged = [c.target for c in typed.context if c.flagged]
         cls = st.selectbox("Class", classes, key="det_compare_class",
-                           index=classes.index(flagged[0]) if flagged else 0)
-        rows = views.comparison_regions({"runs": comparison["runs"], "regions": comparison["classes"][cls]})
+                           index=classes.index(flagged[0]) if flagged and flagged[0] in classes else 0)
+        rows = views.comparison_regions(typed, typed.class_regions(cls))
         st.plotly_chart(version_marks.mark_flagged(views.version_lines_figure(
             rows, "region", "mass_mean", "mass_ci_low", "mass_ci_high", f"Where {cls} detections look, across versions",
             "share of D-RISE mass (95% CI)"), names, flags), width="stretch", key="det_compare_regions_chart")
-    recall = comparison_recall_rows(comparison)
+    recall = comparison_recall_rows(typed)
     if not recall.empty:
         st.plotly_chart(version_marks.mark_flagged(views.version_lines_figure(
             recall, "class", "recall", "ci_low", "ci_high", "Recall per class across versions",
@@ -254,9 +247,9 @@ def render_comparison(comparison: dict, run_ids: list[str], versions: tuple[str,
     if not common:
         st.info("These runs explained no image in common (different datasets or samples).")
         return
-    context = [c for c in comparison.get("context") or [] if c["flagged"]]
-    ordered = gallery_rows(data.detections(first, versions[0]), images, context[0]["class"] if context else None,
-                           context[0]["region"] if context else None)  # most context-reliant first
+    context = [c for c in typed.context if c.flagged]
+    ordered = gallery_rows(data.detections(first, versions[0]), images, context[0].target if context else None,
+                           context[0].region if context else None)  # most context-reliant first
     choices = [i for i in ordered["image_id"].astype(int) if i in common] or sorted(common)
     names = images.set_index("image_id")["image"]
     image_id = st.selectbox("Image", choices, key="det_compare_image", format_func=lambda i: str(names.loc[i]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 
@@ -16,9 +17,10 @@ def tick_text(name: str, regions: list[str]) -> str:
     return f'<span style="color:{FLAG_COLOUR}"><b>{name}</b><br>flagged: {html.escape(", ".join(regions))}</span>'
 
 
-def mark_flagged(figure: go.Figure, versions: list[str], flagged: dict[str, list[str]]) -> go.Figure:
-    """`figure`'s x axis in the order of `versions` (the comparison's run names), flagged ones marked."""
+def mark_flagged(figure: go.Figure, versions: list[str], flagged: Mapping[str, Sequence[str]]) -> go.Figure:
+    """`figure`'s x axis in the order of `versions` (the comparison's run names), flagged ones marked
+    (`flagged`: the comparison's regions flagged per version, `Comparison.flagged`)."""
     figure.update_xaxes(type="category", categoryorder="array", categoryarray=list(versions),
                         tickmode="array", tickvals=list(versions),
-                        ticktext=[tick_text(v, flagged.get(v) or []) for v in versions])
+                        ticktext=[tick_text(v, list(flagged[v]) if v in flagged else []) for v in versions])
     return figure

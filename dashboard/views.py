@@ -6,14 +6,16 @@ Selecting, renaming, ordering and plotting only; every statistic comes from `ana
 from __future__ import annotations
 
 import math
-import re
 from typing import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis.report.records import Finding, Report
+from analysis.report.comparison_records import Comparison, RegionSeries, read_comparison
+from analysis.report.records import Finding, RegionStat, Slice, lower, upper
+from analysis.report.sections import RegionIntervention, ReportView, read_report
 from analysis.report.verdict import explainer_agreement
+from analysis.report.version_order import series_of, version_key
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 STAGE_TEXT = {"explaining": "explaining images", "interventions": "testing regions (interventions)",
@@ -59,15 +61,17 @@ def _interval_text(value) -> str | None:
     return None if isinstance(value, (list, tuple)) or pd.isna(value) else str(value)
 
 
-def region_rows(report: dict, scope: str) -> pd.DataFrame:
-    """Rows of `report["regions"]` for one scope: "overall", "class" or "group"."""
-    frame = pd.DataFrame(report.get("regions", []))
-    if frame.empty:
-        return frame
-    has_class = frame["class"].notna() if "class" in frame else pd.Series(False, index=frame.index)
-    has_group = frame["group"].notna() if "group" in frame else pd.Series(False, index=frame.index)
-    mask = {"overall": ~has_class & ~has_group, "class": has_class & ~has_group, "group": has_group}[scope]
-    return frame[mask].reset_index(drop=True)
+def region_rows(report: dict | ReportView, scope: str) -> pd.DataFrame:
+    """The report's region rows for one scope: "overall", "class" or "group", in the JSON's columns (`lift_ci`
+    only where the report has it: taggers' and segmenters' rows do not)."""
+    keep = {"overall": lambda s: s.target is None and s.group is None,
+            "class": lambda s: s.target is not None and s.group is None,
+            "group": lambda s: s.group is not None}[scope]
+    regions = read_report(report).regions
+    rows = [r.to_json() for r in regions if keep(r.slice)]
+    columns = [c for c in RegionStat("", None, Slice(), None, None, None, None, None).to_json()
+               if c != "lift_ci" or any(r.lift_ci for r in regions)]
+    return pd.DataFrame([{c: row[c] for c in columns} for row in rows], columns=columns)
 
 
 def region_bar_figure(rows: pd.DataFrame, split_by: str | None, title: str) -> go.Figure:
@@ -122,13 +126,11 @@ def plain(text) -> str:
     return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in str(text))
 
 
-def sanity_verdicts(report: dict) -> pd.DataFrame:
-    """One row per sanity check: check, passed, and its numbers."""
-    rows = []
-    for check, result in (report.get("sanity") or {}).items():
-        if isinstance(result, dict):
-            rows.append({"check": check, **{k: v for k, v in result.items() if not isinstance(v, (dict, list))}})
-    return pd.DataFrame(rows)
+def sanity_verdicts(report: dict | ReportView) -> pd.DataFrame:
+    """One row per sanity check: check (in words), its numbers, passed, and the criterion."""
+    return pd.DataFrame([{"check": humanize(c.name), "method": c.method, "n": c.n, "threshold": c.threshold,
+                          "similarity": c.similarity, "final_similarity": c.final_similarity, "ssim": c.ssim,
+                          "passed": c.passed, "criterion": c.criterion} for c in read_report(report).sanity])
 
 
 def accuracy_slice(cls, group) -> str:
@@ -203,19 +205,27 @@ def default_series(runs: pd.DataFrame) -> list[str]:
     dataset with its explainer, oldest first (one run per version); empty when that series has one version."""
     if runs.empty:
         return []
-    newest = runs.iloc[-1]
-    key = series_of(newest.get("model_name"), newest.get("model_version"))[0]
-    same = runs[(runs["dataset_id"] == newest["dataset_id"]) & (runs["method"] == newest["method"])]
-    same = same[[series_of(n, v)[0] == key for n, v in zip(same["model_name"], same.get("model_version", [None] * len(same)))]]
-    series = same.drop_duplicates("model_id", keep="last")["id"].tolist()
+    catalog_rows = runs.to_dict("records")
+    newest = catalog_rows[-1]
+    key = _series_key(newest)
+    same = [r for r in catalog_rows if r["dataset_id"] == newest["dataset_id"] and r["method"] == newest["method"]
+            and _series_key(r) == key]
+    latest = {}
+    for catalog_row in reversed(same):  # a model's latest run, where it stands in the catalog
+        latest.setdefault(catalog_row["model_id"], catalog_row["id"])
+    series = list(latest.values())[::-1]
     return series if len(series) >= 2 else []
 
 
-def version_label(run: dict) -> str:
-    """A run as a version in a comparison: its model's name and version, and the explainer."""
-    series, version = series_of(run.get("model_name"), run.get("model_version"))
+def _series_key(catalog_row: dict) -> str:
+    return series_of(catalog_row.get("model_name"), catalog_row.get("model_version"))[0]
+
+
+def version_label(catalog_row: dict) -> str:
+    """A run (a catalog row) as a version in a comparison: its model's name and version, and the explainer."""
+    series, version = series_of(catalog_row.get("model_name"), catalog_row.get("model_version"))
     name = version if version != series else series
-    return f"{name} ({run.get('method')})"
+    return f"{name} ({catalog_row.get('method')})"
 
 
 def series_warnings(runs: pd.DataFrame) -> list[str]:
@@ -232,31 +242,27 @@ def series_warnings(runs: pd.DataFrame) -> list[str]:
     return warnings
 
 
-def comparison_regions(comparison: dict) -> pd.DataFrame:
-    """`compare_runs(...)["regions"]` as long rows: region, run, version, mass_mean, mass_ci_low/high, lift."""
-    order = {name: k for k, name in enumerate(comparison.get("runs", []))}
-    rows = []
-    for region, entry in (comparison.get("regions") or {}).items():
-        for run in entry.get("runs", []):
-            if run is None:
-                continue
-            low, high = run.get("mass_ci") or (None, None)
-            rows.append({"region": region, "role": entry.get("role"), "run": run["run"],
-                         "version": order.get(run["run"], 0), "mass_mean": run["mass_mean"],
-                         "mass_ci_low": low, "mass_ci_high": high, "lift": run.get("lift")})
+def comparison_regions(comparison: dict | Comparison, regions: tuple[RegionSeries, ...] | None = None) -> pd.DataFrame:
+    """A comparison's region series (or `regions`, e.g. one detected class's) as long rows: region, role, run,
+    version (its position), mass_mean, mass_ci_low/high, lift."""
+    typed = read_comparison(comparison)
+    order = {name: k for k, name in enumerate(typed.runs)}
+    rows = [{"region": series.region, "role": series.role, "run": point.run, "version": order.get(point.run, 0),
+             "mass_mean": point.mass_mean, "mass_ci_low": lower(point.mass_ci),
+             "mass_ci_high": upper(point.mass_ci), "lift": point.lift}
+            for series in (typed.regions if regions is None else regions) for point in series.points
+            if point is not None]
     return pd.DataFrame(rows)
 
 
-def comparison_accuracy(comparison: dict) -> pd.DataFrame:
+def comparison_accuracy(comparison: dict | Comparison) -> pd.DataFrame:
     """Overall and per-subgroup accuracy rows of a comparison, with a display `slice` name and `version`."""
-    order = {name: k for k, name in enumerate(comparison.get("runs", []))}
-    table = pd.DataFrame(comparison.get("accuracy") or [])
-    if table.empty:
-        return table
-    table = table[table["class"].isna()].copy()
-    table["slice"] = table["group"].fillna("all images")
-    table["version"] = table["run"].map(order)
-    return table
+    typed = read_comparison(comparison)
+    order = {name: k for k, name in enumerate(typed.runs)}
+    return pd.DataFrame([{"run": a.run, "class": a.target, "group": a.group, "n": a.n, "correct": a.correct,
+                          "accuracy": a.accuracy, "ci_low": a.ci_low, "ci_high": a.ci_high,
+                          "slice": a.group or "all images", "version": order.get(a.run)}
+                         for a in typed.accuracy if a.target is None])
 
 
 # --- readable text: no None, nan, raw JSON or one-value intervals ------------------------------------
@@ -302,33 +308,13 @@ def percent(value) -> str:
 
 
 # --- model series, findings as sentences -------------------------------------------------------------
-_VERSION_SUFFIX = re.compile(r"^(?P<base>.*?)[\s_/-]*(?P<version>v\d+[\w.]*)$", re.IGNORECASE)
+def open_findings(report: dict | ReportView) -> list[Finding]:
+    """The report's findings minus those on regions a person labelled legitimate."""
+    return read_report(report).open_findings()
 
 
-def series_of(name: str | None, version: str | None) -> tuple[str, str]:
-    """(series, version label): the given version, else a trailing "v2" of the name ("cage-v2" -> cage, v2)."""
-    name = str(name or "unnamed model")
-    if isinstance(version, float) and math.isnan(version):  # a catalog row without a version (pandas NaN)
-        version = None
-    if version not in (None, ""):
-        return name, f"v{version}" if str(version).isdigit() else str(version)
-    match = _VERSION_SUFFIX.match(name)
-    if match and match["base"]:
-        return match["base"], match["version"]
-    return name, name
-
-
-def open_findings(report: dict) -> list[dict]:
-    """The report's flags minus those on regions a person labelled legitimate."""
-    legitimate = {label["region"] for label in report.get("labels") or [] if label.get("verdict") == "legitimate"}
-    return [f for f in report.get("flags") or [] if f.get("region") not in legitimate]
-
-
-def overall_lift(report: dict, region: str) -> float | None:
-    for row in report.get("regions") or []:
-        if row.get("region") == region and row.get("class") is None and row.get("group") is None:
-            return row.get("lift")
-    return None
+def overall_lift(report: dict | ReportView, region: str) -> float | None:
+    return read_report(report).overall_lift(region)
 
 
 GLOSSARY = """
@@ -350,63 +336,55 @@ def model_series(runs: pd.DataFrame, report_of: Callable[[str], dict]) -> list[d
     """Finished audits grouped by (model series, dataset), one entry per version across explainers.
 
     Each entry: series, dataset, methods (most versions first: the first is the one the box speaks for),
-    versions [{version, run, runs {method: run id}, report, verdict}], verdict (the latest version's),
-    agreement (one line on whether the explainers' verdicts agree), findings (the latest version's open
-    findings as sentences with their effect), labels, trend [{region, points [(version, lift)]}].
+    versions [{version, run, runs {method: run id}, report, verdict}] in version order
+    (`analysis.report.version_order`), verdict (the latest version's), agreement (one line on whether the
+    explainers' verdicts agree), findings (the latest version's open findings as sentences with their effect),
+    labels, trend [{region, points [(version, lift)]}].
     """
     if runs.empty or "status" not in runs:
         return []
     done = runs[runs.status == "done"]
     groups: dict[tuple, dict] = {}
-    for run in done.to_dict("records"):
-        series, version = series_of(run.get("model_name"), run.get("model_version"))
-        entry = groups.setdefault((series, run.get("dataset_id")), {
-            "series": series, "dataset": run.get("dataset_name") or "deleted dataset",
-            "dataset_id": run.get("dataset_id"), "versions": {}})
-        slot = entry["versions"].setdefault(run["model_id"], {"version": version, "runs": {}})
-        slot["runs"][run.get("method")] = run["id"]  # later runs of a method replace earlier ones
+    for catalog_row in done.to_dict("records"):
+        series, version = series_of(catalog_row.get("model_name"), catalog_row.get("model_version"))
+        entry = groups.setdefault((series, catalog_row.get("dataset_id")), {
+            "series": series, "dataset": catalog_row.get("dataset_name") or "deleted dataset",
+            "dataset_id": catalog_row.get("dataset_id"), "versions": {}})
+        slot = entry["versions"].setdefault(catalog_row["model_id"], {
+            "version": version, "runs": {}, "order": version_key(catalog_row)})
+        slot["runs"][catalog_row.get("method")] = catalog_row["id"]  # later runs of a method replace earlier ones
     out = []
     for entry in groups.values():
-        versions = sorted(entry["versions"].values(), key=_version_number)  # v1..v5, whatever order they ran in
+        # v1..v5 whatever order they ran in (version_order.version_key)
+        versions = sorted(entry["versions"].values(), key=lambda v: v.pop("order"))
         counts: dict[str, int] = {}
         for v in versions:
             for method in v["runs"]:
-                counts[method] = counts.get(method, 0) + 1
+                counts[method] = counts[method] + 1 if method in counts else 1
         methods = sorted(counts, key=lambda m: (-counts[m], m != "gradcam", str(m)))
         for v in versions:
             primary = next(m for m in methods if m in v["runs"])
             v["run"], v["method"] = v["runs"][primary], primary
             v["reports"] = {m: report_of(r) for m, r in v["runs"].items()}
             v["report"] = v["reports"][primary]
-            v["verdict"] = Report.from_json(v["report"]).verdict
+            v["verdict"] = read_report(v["report"]).verdict
         latest = versions[-1]
+        typed = read_report(latest["report"])
         findings = [{"text": f"{latest['version']}: {f.headline}", "severity": f.severity, "region": f.region,
-                     "effect": f.effect}
-                    for f in open_typed_findings(latest["report"]) if f.effect is not None]
-        regions = list(dict.fromkeys(f["region"] for v in versions for f in open_findings(v["report"])
-                                     if f.get("region") is not None))
-        regions += [label["region"] for label in latest["report"].get("labels") or []
-                    if label.get("verdict") == "shortcut" and label["region"] not in regions]
+                     "effect": f.effect} for f in typed.open_findings() if f.effect is not None]
+        regions = list(dict.fromkeys(f.region for v in versions for f in read_report(v["report"]).open_findings()
+                                     if f.region is not None))
+        regions += [label.region for label in typed.labels
+                    if label.verdict == "shortcut" and label.region not in regions]
         trend = [{"region": region, "points": [(v["version"], overall_lift(v["report"], region)) for v in versions]}
                  for region in regions]
-        verdicts = {m: Report.from_json(r).verdict for m, r in latest["reports"].items()}
+        verdicts = {m: read_report(r).verdict for m, r in latest["reports"].items()}
         out.append({**entry, "methods": methods, "method": latest["method"], "versions": versions,
                     "verdict": latest["verdict"], "agreement": explainer_agreement(verdicts),
-                    "findings": findings, "trend": trend, "labels": latest["report"].get("labels") or []})
+                    "findings": findings, "trend": trend, "labels": [label.to_json() for label in typed.labels]})
     order = {"flagged": 0, "cannot_judge": 1, "clear": 2}
-    return sorted(out, key=lambda e: (order.get(e["verdict"].status if e["verdict"] else "", 3),
+    return sorted(out, key=lambda e: (order[e["verdict"].status] if e["verdict"] else 3,
                                       -len(e["findings"]), e["series"]))
-
-
-def open_typed_findings(report: dict) -> list:
-    """The report's findings (typed) minus those on regions a person labelled legitimate."""
-    return [Finding.from_json(f) for f in open_findings(report)]
-
-
-def _version_number(version: dict) -> float:
-    """3 for "v3" or "3"; names that are no number ("biased") keep the order they were audited in (inf)."""
-    match = re.fullmatch(r"v?(\d+)", str(version["version"]))
-    return int(match[1]) if match else float("inf")
 
 
 def trend_text(trend: dict) -> str:
@@ -424,23 +402,18 @@ def exemplar_image(table: pd.DataFrame, region: str) -> int | None:
 
 # --- flag evidence as a panel ---------------------------------------------------------------------------
 
-def power_lines(report: dict) -> tuple[list[str], str | None]:
+def power_lines(report: dict | ReportView) -> tuple[list[str], str | None]:
     """(what each unflagged region's test could have detected, the multiple-testing sentence) from the report."""
-    lines = [str(p["text"]) for p in report.get("power") or [] if p.get("text")]
-    testing = report.get("multiple_testing") or {}
-    note = None
-    if testing.get("method"):
-        note = (f"Multiple testing: {testing['method']} over {testing.get('n_tests')} tests "
-                f"({testing.get('family', 'all tests of the run')}), family-wise error at most {testing.get('alpha')}.")
-    return lines, note
+    view = read_report(report)
+    return [p.text for p in view.power], view.multiple_testing.sentence() if view.multiple_testing else None
 
 
-def skipped_summary(report: dict) -> str | None:
+def skipped_summary(report: dict | ReportView) -> str | None:
     """"2 images were skipped: 1 truncated PNG, 1 not an image" (None when none was)."""
-    skipped = report.get("skipped") or []
+    skipped = read_report(report).skipped
     if not skipped:
         return None
-    reasons = pd.Series([str(s.get("reason", "unknown reason")) for s in skipped]).value_counts()
+    reasons = pd.Series([s.reason for s in skipped]).value_counts()
     words = ", ".join(f"{count} {reason}" for reason, count in reasons.items())
     return f"{len(skipped)} image{'s were' if len(skipped) > 1 else ' was'} skipped: {words}"
 
@@ -460,41 +433,23 @@ def share_text(value) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "absent"
 
 
-def discovered_rows(report: dict) -> pd.DataFrame:
+def discovered_rows(report: dict | ReportView) -> pd.DataFrame:
     """One row per region discovered from the maps (`analysis.stats.discovered_regions`): what it is, where the
     maps put attention on it, what filling and swapping it did (each against its control), and the verdict:
     flagged (by which test, Holm-corrected) or what its test could have detected."""
-    flags = {f["region"]: f for f in report.get("flags") or []}
-    power = {p["region"]: p["text"] for p in report.get("power") or []}
-    interventions = report.get("interventions") or {}
+    view = read_report(report)
     rows = []
-    for d in report.get("discovered_regions") or []:
-        name, attention = d["name"], d.get("attention") or {}
-        iv = interventions.get(name) or {}
-        swap = iv.get("swap") or {}
-        flag = flags.get(name)
-        if flag is not None:
-            ev = flag.get("evidence") or {}
-            flagged = f"yes ({flag.get('severity')}" + (
-                f", {ev.get('shown_by', 'intervention')}, Holm p {ev['p_value_holm']:.2g})"
-                if ev.get("p_value_holm") is not None else ")")
-            verdict = (f"flagged ({flag.get('severity')}): shown by the {ev.get('shown_by', 'intervention')}, "
-                       f"Holm p {ev['p_value_holm']:.2g}" if ev.get("p_value_holm") is not None
-                       else f"flagged ({flag.get('severity')})")
-        else:
-            flagged = "no"
-            verdict = "not flagged" + (f": {power[name]}" if name in power else "")
-        lift_ci = attention.get("lift_ci") or [None, None]
+    for d in view.discovered:
+        iv = view.intervention(d.name) or RegionIntervention(region=d.name)
+        flagged, verdict = view.discovered_verdict(d.name)
         rows.append({
-            "region": name, "description": d.get("description", ""),
-            "images": f"{percent(d.get('share'))} ({len(d.get('image_ids') or [])} of {d.get('n_images', '?')})",
-            "lift": _lift_text(attention.get("lift"), lift_ci),
-            "fill: flips (control)": _pair(iv.get("flip_rate"), (iv.get("control") or {}).get("flip_rate")),
-            "fill p": _p_text(iv.get("p_value")),
-            "swap: towards donor (control)": _pair(swap.get("towards_donor_rate"),
-                                                   (swap.get("control") or {}).get("towards_donor_rate")),
-            "swap p": _p_text(swap.get("p_value")),
-            "verdict": verdict, "flagged": flagged, "exemplars": list(d.get("exemplars") or []),
+            "region": d.name, "description": d.description,
+            "images": f"{percent(d.share)} ({len(d.image_ids)} of {d.n_images if d.n_images is not None else '?'})",
+            "lift": _lift_text(d.lift, d.lift_ci or (None, None)),
+            "fill: flips (control)": _pair(iv.flip_rate, iv.control_flip_rate), "fill p": _p_text(iv.p_value),
+            "swap: towards donor (control)": _pair(iv.swap_towards_donor, iv.swap_control_towards_donor),
+            "swap p": _p_text(iv.swap_p_value), "verdict": verdict, "flagged": flagged,
+            "exemplars": list(d.exemplars),
         })
     return pd.DataFrame(rows, columns=["region", "description", "images", "lift", "fill: flips (control)", "fill p",
                                        "swap: towards donor (control)", "swap p", "verdict", "flagged", "exemplars"])

@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from analysis.evidence.intervention import heavy_blur
+from analysis.report.policy import policy_of
+
+POLICY = policy_of("classification")  # the margin over a random order (the same for every task)
 
 SCORE_DIRECTION = {"deletion_auc": "lower is better", "insertion_auc": "higher is better"}
 
@@ -167,7 +170,7 @@ def auc(curve: np.ndarray) -> np.ndarray:
 
 def deletion_insertion(model: nn.Module, images: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor, *,
                        steps: int = 16, batch_size: int = 64, seed: int = 0, min_steps: int | None = 2,
-                       tolerance: float = 0.01, min_images: int | None = None, margin: float = 0.05) -> dict:
+                       tolerance: float = 0.01, min_images: int | None = None, margin: float = POLICY.faithfulness_margin) -> dict:
     """Mean deletion / insertion AUC of the maps, and of a random pixel order for reference."""
     return score_aucs(class_probability(model, targets), _on_model_device(model, images), maps, steps=steps,
                       batch_size=batch_size, seed=seed, min_steps=min_steps, tolerance=tolerance,
@@ -179,7 +182,7 @@ CURVES = ("deletion", "insertion", "random_deletion", "random_insertion")
 
 def score_aucs(score, images: torch.Tensor, maps: torch.Tensor, *, steps: int = 16, batch_size: int = 64,
                seed: int = 0, min_steps: int | None = 2, tolerance: float = 0.01, min_images: int | None = None,
-               margin: float = 0.05) -> dict:
+               margin: float = POLICY.faithfulness_margin) -> dict:
     """`deletion_insertion` for any `score(batch, rows)` (see `score_curves`).
 
     Steps, per curve: from `min_steps` (None: `steps`, the fixed step-by-step curve) a curve's step count
@@ -276,7 +279,7 @@ def _decided(gains: np.ndarray, margin: float, level: float = 0.95) -> bool:
     return len(gains) >= 2 and (low > margin or high < margin)
 
 
-def verdicts(result: dict, *, margin: float = 0.05) -> list[dict]:
+def verdicts(result: dict, *, margin: float = POLICY.faithfulness_margin) -> list[dict]:
     """Per measure in a `score_aucs` result: the map's AUC beside the random order's, and whether it beats it.
 
     "Beats" means by at least `margin` of probability-AUC (the scale is [0, 1]): a deletion AUC of 0.639

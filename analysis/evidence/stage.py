@@ -1,6 +1,10 @@
-"""The evidence stage of a run: what turns "the maps point at X" into "the model uses X".
+"""The evidence stage of a classifier's run: what turns "the maps point at X" into "the model uses X".
 
-Run in the worker after the maps (the model is already loaded there). For a subset of the run's images:
+Run in the worker after the maps (the model is already loaded there). `compute_evidence` draws the evidence
+sample and asks the checks registry (`analysis.evidence.checks`) which checks apply to this model and data; the
+`run_*` functions below are the registry's runners for classification, and the checks that do not apply (a
+black box's sanity check, region Shapley not asked for) are recorded under `not_judged` with the reason.
+For a subset of the run's images:
 - interventions: every shortcut candidate (a non-core region whose lift is > 1 overall or for a class;
   grid regions when the dataset has no masks; regions discovered from the maps that follow a moving cue,
   `analysis.stats.discovered_regions`) is filled *and* swapped with another class's pixels, each against
@@ -28,6 +32,7 @@ import torch
 from analysis.stats.aggregate import region_matrix, slice_stats
 from analysis.evidence.faithfulness import deletion_insertion
 from analysis.report.flags import effective_roles
+from analysis.report.policy import policy_of
 from analysis.evidence import intervention_cache
 from analysis.evidence.intervention import resize_masks
 from analysis.evidence.property_stage import property_evidence
@@ -36,15 +41,19 @@ from analysis.evidence.sequential_interventions import run_trials, summarise
 from analysis.stats.cue_appearance import cue_test
 from analysis.stats.discovered_regions import discover_regions, searchable_pixels
 from analysis.stats.regions import grid_regions, masked_shares, region_shares
-from analysis.evidence.sanity import model_randomisation
+from analysis.evidence.sanity import MAX_IMAGES as SANITY_IMAGES, model_randomisation
+from analysis.evidence.checks import EvidenceContext, Subject, has_weights, run_checks
 from explainers.base import is_black_box
 from explainers.loading.models import folded_for_prediction
 
+POLICY = policy_of("classification")
+
+
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
                      max_images: int | None = None, chunk: int = 100, params: dict | None = None, fill: str = "mean",
-                     second_images: int = 64, sanity_images: int = 8, faithfulness_images: int = 32,
+                     second_images: int = 64, sanity_images: int = SANITY_IMAGES, faithfulness_images: int = 32,
                      faithfulness_steps: int = 8, batch_size: int = 32, n_boot: int = 1000, alpha: float = 0.05,
-                     threshold: float = 0.05, discover: bool = True, on_stage=None, region_shapley: int = 0,
+                     threshold: float = POLICY.min_effect, discover: bool = True, on_stage=None, region_shapley: int = 0,
                      cache_dir=None, model_key: str | None = None, properties: bool = True) -> dict:
     """Evidence dict (keys: interventions, discovered_regions, sequential, second_explainer, sanity,
     faithfulness, config; region_shapley when `region_shapley` > 0 images are asked for). `max_images` caps
@@ -63,8 +72,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     Shapley"), for the progress a person watches. With `cache_dir` and `model_key` (the registered model's
     id), the interventions of an earlier audit of the same model on the same sample are reused
     (`analysis.evidence.intervention_cache`)."""
-    on_stage = on_stage or (lambda name: None)
-    images, regions = store.images(), store.regions()
+    images = store.images()
     out = {"config": {"method": method, "seed": seed, "fill": fill, "max_images": max_images, "chunk": chunk},
            "interventions": {}, "discovered_regions": [], "sequential": {}, "second_explainer": {},
            "sanity": {}, "faithfulness": {}}
@@ -73,97 +81,141 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     max_images = len(images) if max_images is None else max_images
     out["config"]["max_images"] = max_images
     batch = load_subset(loaded, dataset, sample_images(images, seed, max_images, in_image_order=False))
-    module_layer = module_layer_name(loaded, layer_name)
     labels = batch.images_frame["label_idx"].to_numpy().astype(np.int64)
+    regions = store.regions()
+    annotated = "region_id" in regions.columns and bool((regions["region_id"] >= 0).any())
+    subject = Subject("classification", model_format=getattr(loaded, "format", ""),
+                      black_box=is_black_box(loaded.module) or not has_weights(loaded.module),
+                      region_masks=annotated and batch.masks is not None,
+                      n_classes=len(set(labels.tolist())) if len(batch.inputs) else 0,
+                      wants={"properties": properties, "region_shapley": region_shapley})
+    context = EvidenceContext(subject, loaded, dataset, store, method, params or {}, seed, batch_size, layer_name,
+                              options={"fill": fill, "chunk": chunk, "alpha": alpha, "threshold": threshold,
+                                       "n_boot": n_boot, "discover": discover, "cache_dir": cache_dir,
+                                       "model_key": model_key, "second_images": second_images,
+                                       "sanity_images": sanity_images, "faithfulness_images": faithfulness_images,
+                                       "faithfulness_steps": faithfulness_steps, "region_shapley": region_shapley,
+                                       "on_stage": on_stage or (lambda name: None)},
+                              state={"batch": batch, "labels": labels, "regions": regions, "annotated": annotated,
+                                     "predictor": folded_for_prediction(loaded.module, batch.inputs[:2])
+                                     if len(batch.inputs) else loaded.module, "trials": []})
+    return run_checks(context, out, on_stage)
 
+
+def run_interventions(ctx: EvidenceContext) -> dict:
+    """Fill and swap every candidate region (annotated, grid, discovered from the maps) against its control, on a
+    sample that grows until each effect is decided; with `cache_dir`, an earlier audit's of the same model."""
+    batch, labels, regions, annotated = (ctx.state[k] for k in ("batch", "labels", "regions", "annotated"))
+    o, store, seed, on_stage = ctx.options, ctx.store, ctx.seed, ctx.options["on_stage"]
+    fill, chunk, alpha, threshold, n_boot = o["fill"], o["chunk"], o["alpha"], o["threshold"], o["n_boot"]
+    out = {"interventions": {}, "discovered_regions": [], "sequential": {}}
     core = core_masks(batch, regions)
-    predictor = folded_for_prediction(loaded.module, batch.inputs[:2]) if len(batch.inputs) else loaded.module
-    trials = []
-    for region in candidate_regions(images, regions):
+    trials = ctx.state["trials"]
+    for region in candidate_regions(store.images(), regions):
         masks = region_masks(batch, region)
         if masks is not None and masks.any():
             trials.append({"name": region["name"], "masks": masks})
     # Discovery runs with and without masks: alongside masks only outside the core and the object-sized
     # annotated regions (cues nobody annotated), with components touching the core dropped.
-    annotated = "region_id" in regions.columns and bool((regions["region_id"] >= 0).any())
-    if discover and len(batch.inputs) and (not annotated or batch.masks is not None):
+    if o["discover"] and len(batch.inputs) and (not annotated or batch.masks is not None):
         found = discovered_regions(batch, store, regions, core, {t["name"]: t["masks"].numpy() for t in trials},
                                    seed=seed, n_boot=n_boot)
         out["discovered_regions"] = [{k: v for k, v in d.items() if k != "masks"} for d in found]
         trials += [{"name": d["name"], "masks": torch.as_tensor(d["masks"])} for d in found]
-    if trials:
-        slices = evidence_slices(batch.images_frame)
-        appearance = {}
-        if not annotated:  # no masks: is each candidate the object (where the model looks) or a cue beside it?
-            appearance = {t["name"]: cue_test(batch.inputs.numpy(), t["masks"].numpy(), labels,
-                                              clean_predictions(batch), seed=seed) for t in trials}
-        key = cached = None
-        if cache_dir is not None and model_key:
-            arrays = {"inputs": batch.inputs, "labels": labels, **{f"slice {k}": v for k, v in slices.items()},
-                      **{f"mask {t['name']}": t["masks"] for t in trials}, **({} if core is None else {"core": core})}
-            key = intervention_cache.cache_key(model_key, arrays, {
-                "regions": [t["name"] for t in trials], "fill": fill, "chunk": chunk, "alpha": alpha,
-                "threshold": threshold, "seed": seed, "batch_size": batch_size, "n_boot": n_boot})
-            cached = intervention_cache.load(cache_dir, key)
-        if cached is not None:
-            out["interventions"] = cached["interventions"]
-            out["sequential"] = cached["sequential"]
-        else:
-            out["interventions"], design = intervene(
-                predictor, batch, labels, trials, appearance, slices, core=core, fill=fill, chunk=chunk,
-                alpha=alpha, threshold=threshold, seed=seed, batch_size=batch_size, n_boot=n_boot,
-                on_look=lambda k, n, used, active: on_stage(
-                    f"interventions, look {k} of {n} ({used} images, {active} region(s) undecided)"))
-            out["sequential"] = design
-            if key is not None:
-                intervention_cache.save(cache_dir, key, {"interventions": out["interventions"],
-                                                         "sequential": design})
-        for d in out["discovered_regions"]:
-            out["interventions"][d["name"]]["discovered"] = True
-        for name, found in appearance.items():
-            out["interventions"][name]["appearance"] = found
-        out["sequential"] = {**out["sequential"], **median_n(out["interventions"])}
-
-    if properties and len(batch.inputs) and len(set(labels.tolist())) > 1:
-        on_stage("image properties")
-        frame = batch.images_frame
-        attributes = [{c[len("attr."):]: str(v) for c, v in row.items()}
-                      for row in frame[[c for c in frame.columns if c.startswith("attr.")]].to_dict("records")]
-        out["properties"] = property_evidence(predictor, batch.inputs, labels, list(loaded.card.classes),
-                                              attributes=attributes, base_predictions=clean_predictions(batch),
-                                              seed=seed, batch_size=batch_size)
-
-    discovered_names = {d["name"] for d in out["discovered_regions"]}
-    second = second_method(method, loaded)
-    on_stage("second explainer")
-    if second is not None:
-        out["second_explainer"] = second_explainer_lifts(
-            loaded, batch, regions, second, seed=seed, limit=second_images, batch_size=batch_size,
-            extra={t["name"]: t["masks"].numpy() for t in trials if t["name"] in discovered_names})
-
-    on_stage("sanity")
-    k = min(sanity_images, len(batch.inputs))
-    preds = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:k].copy(), dtype=torch.long)
-    out["sanity"] = {"model_randomization": model_randomisation(
-        loaded.module, batch.inputs[:k], method, layer_name=module_layer, targets=preds,
-        params=params or {}, seed=seed, max_stages=8)}
-
-    on_stage("faithfulness")
-    ids, maps = store.maps(batch.ids)  # the evidence sample's maps only
-    if len(ids):
-        where = {int(i): j for j, i in enumerate(ids)}
-        rows = [r for r in range(len(batch.ids)) if int(batch.ids[r]) in where][:faithfulness_images]
-        if rows:
-            stored = torch.as_tensor(maps[[where[int(batch.ids[r])] for r in rows]].astype(np.float32))
-            targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[rows], dtype=torch.long)
-            out["faithfulness"] = {"method": method, **deletion_insertion(
-                predictor, batch.inputs[rows], stored, targets, batch_size=batch_size, seed=seed,
-                steps=faithfulness_steps, min_images=min(8, faithfulness_images))}
-    if region_shapley > 0:
-        on_stage("region Shapley")
-        out["region_shapley"] = shapley_evidence(loaded, batch, regions, n_images=region_shapley, seed=seed,
-                                                 batch_size=batch_size)
+        ctx.state["discovered"] = {d["name"] for d in found}
+    if not trials:
+        return out
+    slices = evidence_slices(batch.images_frame)
+    appearance = {}
+    if not annotated:  # no masks: is each candidate the object (where the model looks) or a cue beside it?
+        appearance = {t["name"]: cue_test(batch.inputs.numpy(), t["masks"].numpy(), labels,
+                                          clean_predictions(batch), seed=seed) for t in trials}
+    key = cached = None
+    if o["cache_dir"] is not None and o["model_key"]:
+        arrays = {"inputs": batch.inputs, "labels": labels, **{f"slice {k}": v for k, v in slices.items()},
+                  **{f"mask {t['name']}": t["masks"] for t in trials}, **({} if core is None else {"core": core})}
+        key = intervention_cache.cache_key(o["model_key"], arrays, {
+            "regions": [t["name"] for t in trials], "fill": fill, "chunk": chunk, "alpha": alpha,
+            "threshold": threshold, "seed": seed, "batch_size": ctx.batch_size, "n_boot": n_boot})
+        cached = intervention_cache.load(o["cache_dir"], key)
+    if cached is not None:
+        out["interventions"] = cached["interventions"]
+        out["sequential"] = cached["sequential"]
+    else:
+        out["interventions"], design = intervene(
+            ctx.state["predictor"], batch, labels, trials, appearance, slices, core=core, fill=fill, chunk=chunk,
+            alpha=alpha, threshold=threshold, seed=seed, batch_size=ctx.batch_size, n_boot=n_boot,
+            on_look=lambda k, n, used, active: on_stage(
+                f"interventions, look {k} of {n} ({used} images, {active} region(s) undecided)"))
+        out["sequential"] = design
+        if key is not None:
+            intervention_cache.save(o["cache_dir"], key, {"interventions": out["interventions"],
+                                                          "sequential": design})
+    for d in out["discovered_regions"]:
+        out["interventions"][d["name"]]["discovered"] = True
+    for name, found in appearance.items():
+        out["interventions"][name]["appearance"] = found
+    out["sequential"] = {**out["sequential"], **median_n(out["interventions"])}
     return out
+
+
+def run_properties(ctx: EvidenceContext) -> dict:
+    """The image-property screen and interventions (`analysis.evidence.property_stage`)."""
+    batch = ctx.state["batch"]
+    frame = batch.images_frame
+    attributes = [{c[len("attr."):]: str(v) for c, v in row.items()}
+                  for row in frame[[c for c in frame.columns if c.startswith("attr.")]].to_dict("records")]
+    return {"properties": property_evidence(ctx.state["predictor"], batch.inputs, ctx.state["labels"],
+                                            list(ctx.loaded.card.classes), attributes=attributes,
+                                            base_predictions=clean_predictions(batch), seed=ctx.seed,
+                                            batch_size=ctx.batch_size)}
+
+
+def run_second_explainer(ctx: EvidenceContext) -> dict:
+    """Region lifts of an explainer of another family (`second_method`), discovered regions included."""
+    second = second_method(ctx.method, ctx.loaded)
+    if second is None:
+        return {}
+    discovered = ctx.state.get("discovered", set())
+    return {"second_explainer": second_explainer_lifts(
+        ctx.loaded, ctx.state["batch"], ctx.state["regions"], second, seed=ctx.seed,
+        limit=ctx.options["second_images"], batch_size=ctx.batch_size,
+        extra={t["name"]: t["masks"].numpy() for t in ctx.state["trials"] if t["name"] in discovered})}
+
+
+def run_sanity(ctx: EvidenceContext) -> dict:
+    """Model randomisation of the run's explainer on the evidence sample's first 8 images, doubled while its
+    decision is open, up to `sanity_images` (`analysis.evidence.sanity.model_randomisation`)."""
+    batch = ctx.state["batch"]
+    k = min(ctx.options["sanity_images"], len(batch.inputs))
+    preds = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[:k].copy(), dtype=torch.long)
+    return {"sanity": {"model_randomization": model_randomisation(
+        ctx.loaded.module, batch.inputs[:k], ctx.method, layer_name=module_layer_name(ctx.loaded, ctx.layer_name),
+        targets=preds, params=ctx.params, seed=ctx.seed, max_stages=8)}}
+
+
+def run_faithfulness(ctx: EvidenceContext) -> dict:
+    """Deletion / insertion AUC of the run's stored maps on the evidence sample's first images."""
+    batch, limit = ctx.state["batch"], ctx.options["faithfulness_images"]
+    ids, maps = ctx.store.maps(batch.ids)  # the evidence sample's maps only
+    if not len(ids):
+        return {}
+    where = {int(i): j for j, i in enumerate(ids)}
+    rows = [r for r in range(len(batch.ids)) if int(batch.ids[r]) in where][:limit]
+    if not rows:
+        return {}
+    stored = torch.as_tensor(maps[[where[int(batch.ids[r])] for r in rows]].astype(np.float32))
+    targets = torch.as_tensor(batch.images_frame["target_idx"].to_numpy()[rows], dtype=torch.long)
+    return {"faithfulness": {"method": ctx.method, **deletion_insertion(
+        ctx.state["predictor"], batch.inputs[rows], stored, targets, batch_size=ctx.batch_size, seed=ctx.seed,
+        steps=ctx.options["faithfulness_steps"], min_images=min(8, limit))}}
+
+
+def run_region_shapley(ctx: EvidenceContext) -> dict:
+    """Region-level Shapley values on the first `region_shapley` images (opt-in)."""
+    return {"region_shapley": shapley_evidence(ctx.loaded, ctx.state["batch"], ctx.state["regions"],
+                                               n_images=ctx.options["region_shapley"], seed=ctx.seed,
+                                               batch_size=ctx.batch_size)}
 
 
 def intervene(predictor, batch: "Subset", labels: np.ndarray, trials: list[dict], appearance: dict, slices: dict,

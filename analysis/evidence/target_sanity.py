@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from analysis.evidence.sanity import model_randomisation
+from analysis.evidence.sanity import MAX_IMAGES, model_randomisation
 from analysis.evidence.stage import load_subset, module_layer_name
 
 
@@ -29,8 +29,9 @@ class ClassScores(nn.Module):
 
 
 def target_sanity(loaded, dataset, store, method: str, layer_name: str | None, params: dict, *, task: str,
-                  seed: int, n_images: int = 8) -> dict:
-    """`{"model_randomization": ...}` for the run's explainer on its first `n_images` explained images."""
+                  seed: int, n_images: int = MAX_IMAGES) -> dict:
+    """`{"model_randomization": ...}` for the run's explainer on its first explained images: 8, doubled while the
+    decision is open, up to `n_images` (`model_randomisation`)."""
     chosen = store.images().head(n_images)
     batch = load_subset(loaded, dataset, chosen)
     if not len(batch.inputs):

@@ -111,6 +111,8 @@ def build_report(store_or_run: RunStore | str, workspace: Workspace | None = Non
     if shapley:  # opt-in: run parameter region_shapley=N
         report["region_shapley"] = {"score": shapley["score"], "n": shapley["n"],
                                     "rows": shapley_table(shapley, n_boot=n_boot, seed=int(run.get("seed") or 0))}
+    # the checks the registry did not run on this audit, with why (`analysis.evidence.checks`)
+    report["not_judged"] = list((store.evidence() or {}).get("not_judged") or [])
     report["skipped"] = [{"image": str(r["image"]), "reason": str(r["reason"])} for r in skipped.to_dict("records")]
     if "pred" in images:  # one predicted class / tag set per image: what the verdict's prediction check reads
         report["predictions"] = prediction_summary(images, "label", "pred")

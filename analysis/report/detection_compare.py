@@ -18,10 +18,13 @@ import pandas as pd
 
 from analysis.report.compare import mass_change, mass_shift, rate_shifts
 from analysis.report.detection_report import detection_findings
+from analysis.report.policy import policy_of
+
+POLICY = policy_of("detection")
 
 
 def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4000, seed: int = 0,
-                           alpha: float = 0.01) -> dict:
+                           alpha: float = POLICY.alpha, **_ignored) -> dict:
     stores, names = list(stores), [str(n) for n in names]
     if len(set(names)) < len(names):
         raise ValueError(f"run names must be unique, got {names}")
@@ -56,7 +59,7 @@ def compare_detection_runs(stores, names, *, n_boot: int = 1000, n_perm: int = 4
     return result
 
 
-def summarise(result: dict, *, alpha: float = 0.01) -> str:
+def summarise(result: dict, *, alpha: float = POLICY.alpha) -> str:
     """Plain lines: context flags that appeared or went, context attention that moved, recall that moved."""
     names, lines = result["runs"], []
     if len(names) < 2:

@@ -50,7 +50,7 @@ import pandas as pd
 
 from analysis.report.policy import policy_of
 from analysis.report.property_report import property_findings
-from analysis.report.records import SEVERITIES, CheckResult, Finding, Slice, TestResult
+from analysis.report.records import SEVERITIES, CheckResult, Finding, NotJudged, Slice, TestResult, not_judged
 
 GRID_ASSUMED_CORE = ("centre", "middle-centre")
 POLICY = policy_of("classification")  # thresholds and severity scale (analysis/report/policy.py)
@@ -218,10 +218,13 @@ def robustness_checks(region: str, evidence: dict) -> list[CheckResult]:
     lift = ((second.get("regions") or {}).get(region) or {}).get("lift")
     checks = [CheckResult("second explainer", "not_run", "no second explainer was run on this region")
               if lift is None else
-              CheckResult("second explainer", "passed" if lift > 1.0 else "failed",
+              CheckResult("second explainer", "passed" if lift > POLICY.agree_lift else "failed",
                           f"{second.get('method')} gives {region} lift {lift:.2f}", lift)]
     sanity = (evidence.get("sanity") or {}).get("model_randomization") or {}
     passed = sanity.get("passed")
+    left_out = _sanity_not_judged(evidence)
+    if not sanity and left_out is not None:
+        return checks + [CheckResult("model randomisation", "not_applicable", left_out.reason)]
     checks.append(CheckResult("model randomisation", "not_run" if not sanity else "not_applicable"
                               if passed is None else "passed" if passed else "failed",
                               f"{sanity.get('method')}: similarity {float(sanity.get('similarity') or 0):.2f}"
@@ -503,16 +506,24 @@ def robustness(region: str, evidence: dict) -> tuple[bool, list[str]]:
     lift = ((second.get("regions") or {}).get(region) or {}).get("lift")
     if lift is None:
         why.append("no second explainer was run on this region")
-    elif not lift > 1.0:
+    elif not lift > POLICY.agree_lift:
         why.append(f"second explainer ({second.get('method')}) gives lift {lift:.2f} <= 1: the attribution "
                    f"does not agree across methods")
     sanity = (evidence.get("sanity") or {}).get("model_randomization") or {}
-    if sanity.get("passed") is None:
+    left_out = _sanity_not_judged(evidence)
+    if not sanity and left_out is not None:
+        why.append(f"the explainer's sanity check was not judged: {left_out.reason}")
+    elif sanity.get("passed") is None:
         why.append("the explainer's sanity check was not run")
     elif not sanity["passed"]:
         why.append(f"the explainer ({sanity.get('method')}) failed the model-randomisation sanity check: "
                    f"its maps barely depend on the model's weights")
     return not why, why
+
+
+def _sanity_not_judged(evidence: dict) -> NotJudged | None:
+    """The checks registry's record of a sanity check it did not run (a black box), if any."""
+    return next((n for n in not_judged(evidence) if n.key == "sanity"), None)
 
 
 def robustness_evidence(region: str, evidence: dict) -> dict:

@@ -13,7 +13,10 @@ from html import escape
 
 import numpy as np
 
-from analysis.report.records import Report, Verdict
+from analysis.report.comparison_records import Comparison, read_comparison
+from analysis.report.records import NotJudged, RegionStat, Verdict, lower, upper
+from analysis.report.sections import (Cluster, Faithfulness, MultipleTesting, ReportView, SanityCheck,
+                                      SequentialDesign, read_report)
 from analysis.report.svg_charts import region_bars, version_lines
 from analysis.runs.tasks import view_of
 
@@ -29,45 +32,46 @@ figure img{width:160px;height:160px;image-rendering:pixelated;border:1px solid #
 
 def render_html(report: dict, *, comparison: dict | None = None, exemplars: list[dict] | None = None,
                 title: str | None = None) -> str:
-    """HTML for a report dict (docs/FORMATS.md keys; `subgroups`, `clusters`, `faithfulness` used when present).
+    """HTML for a report dict (docs/FORMATS.md keys; `subgroups`, `clusters`, `faithfulness` used when present),
+    read once through the typed records (`analysis.report.sections.read_report`).
 
     `exemplars`: [{"image_id", "caption", "image": (H, W, 3) array in [0, 1] or uint8, "map": (h, w)}].
     """
     charts = _Charts()
-    run = report.get("run") or {}
-    name = title or f"Saliency audit: {run.get('name') or run.get('id') or 'run'}"
-    parts = [f"<h1>{escape(str(name))}</h1>", _run_summary(report)]
-    view = view_of(run.get("task"))
-    typed = Report.from_json(report)
-    if typed.verdict is not None:
-        parts.append(_verdict_section(typed.verdict))
-    flags, sections = VIEW_SECTIONS.get(view, (_report_flags, None))
-    parts.append("<h2>Shortcut flags</h2>" + _findings(typed.findings) + flags(report))
+    view = read_report(report)
+    name = title or f"Saliency audit: {view.meta.title}"
+    parts = [f"<h1>{escape(str(name))}</h1>", _run_summary(view)]
+    if view.verdict is not None:
+        parts.append(_verdict_section(view.verdict))
+    flags, sections = VIEW_SECTIONS[task_view] if (task_view := view_of(view.meta.task)) in VIEW_SECTIONS else (
+        _flags_table, None)
+    parts.append("<h2>Shortcut flags</h2>" + _findings(view.findings) + flags(view))
     if sections is not None:
-        parts.append(sections(report))
-    if report.get("labels"):
+        parts.append(sections(view))
+    if view.labels:
         parts.append("<h2>Your labels</h2><ul>" + "".join(
-            f"<li>{escape(str(label.get('text', '')))}{': ' + escape(str(label['note'])) if label.get('note') else ''}"
-            "</li>" for label in report["labels"]) + "</ul>")
-    if report.get("subgroups"):
+            f"<li>{escape(label.text)}{': ' + escape(label.note) if label.note else ''}</li>"
+            for label in view.labels) + "</ul>")
+    if view.subgroups:
         parts.append("<h2>Subgroup findings</h2><ul>" + "".join(
-            f"<li>{escape(str(f.get('text', '')))}</li>" for f in report["subgroups"]) + "</ul>")
-    parts.append("<h2>Where the saliency goes</h2>" + charts.region_mass(report.get("regions") or []))
-    if report.get("artifacts"):  # register-like tokens (`analysis.stats.artifacts`)
-        parts.append(f"<p class='artifacts'>{escape(report['artifacts']['text'])}. A region's attention must hold "
+            f"<li>{escape(text)}</li>" for text in view.subgroups) + "</ul>")
+    parts.append("<h2>Where the saliency goes</h2>" + charts.region_mass(view.overall_regions()))
+    if view.artifacts:  # register-like tokens (`analysis.stats.artifacts`)
+        parts.append(f"<p class='artifacts'>{escape(view.artifacts)}. A region's attention must hold "
                      "without them to count toward a flag.</p>")
-    parts.append(_regions_table(report.get("regions") or []))
-    parts.append("<h2>Explainer checks</h2>" + _sanity_table(report.get("sanity") or {})
-                 + _faithfulness(report.get("faithfulness") or {}))
-    if report.get("clusters"):
-        parts.append("<h2>Attention strategies (SpRAy clusters)</h2>" + _clusters_table(report["clusters"]))
+    parts.append(_regions_table(view.regions))
+    parts.append("<h2>Explainer checks</h2>" + _sanity_table(view.model_randomization,
+                                                       any(n.key == "sanity" for n in view.not_judged))
+                 + _faithfulness(view.faithfulness) + _not_judged(view.not_judged))
+    if view.clusters:
+        parts.append("<h2>Attention strategies (SpRAy clusters)</h2>" + _clusters_table(view.clusters))
     if exemplars:
         parts.append("<h2>Exemplars</h2>" + "".join(_figure(e) for e in exemplars))
     if comparison:
         parts.append("<h2>Version comparison</h2>" + render_comparison(comparison, charts))
-    if report.get("skipped"):
-        parts.append(f"<h2>Skipped images ({len(report['skipped'])})</h2>" + _table(
-            ["image", "reason"], [[s.get("image"), s.get("reason")] for s in report["skipped"][:200]]))
+    if view.skipped:
+        parts.append(f"<h2>Skipped images ({len(view.skipped)})</h2>" + _table(
+            ["image", "reason"], [[s.image, s.reason] for s in view.skipped[:200]]))
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(str(name))}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
 
@@ -79,74 +83,78 @@ def render_comparison_page(comparison: dict, title: str = "Saliency audit: versi
             "</body></html>")
 
 
-def render_comparison(comparison: dict, charts: "_Charts | None" = None) -> str:
+def render_comparison(comparison: dict | Comparison, charts: "_Charts | None" = None) -> str:
     charts = charts or _Charts()
-    out = [f"<p>{escape(str(comparison.get('summary', '')))}</p>", charts.comparison(comparison)]
-    if view_of(comparison.get("task")) in COMPARISON_SECTIONS:
-        return "".join(out) + COMPARISON_SECTIONS[view_of(comparison.get("task"))](comparison)
-    rows = []
-    for region, entry in (comparison.get("regions") or {}).items():
-        for change in entry.get("changes", []):
-            rows.append([region, entry.get("role") or "", f"{change['from']} → {change['to']}",
-                         _pct(change["diff"]), _ci(change.get("diff_ci"), pct=True), _p(change["p_value"])])
+    typed = read_comparison(comparison)
+    out = [f"<p>{escape(typed.summary)}</p>", charts.comparison(typed)]
+    if (task_view := view_of(typed.task)) in COMPARISON_SECTIONS:
+        return "".join(out) + COMPARISON_SECTIONS[task_view](typed)
+    if typed.target_key is not None:  # a tagger's or segmenter's comparison (it names no task): per target
+        return "".join(out) + _target_comparison(typed)
+    rows = [[series.label, series.role or "", f"{change.from_run} → {change.to_run}", _pct(change.diff),
+             _ci(change.diff_ci, pct=True), _p(change.p_value)]
+            for series in typed.regions for change in series.changes]
     out.append(_table(["region", "role", "versions", "mass change", "95% CI", "p"], rows))
-    sims = comparison.get("map_similarity") or []
-    if sims:
+    if typed.map_similarity:
         out.append(_table(["versions", "images", "Spearman", "top-10% IoU"],
-                          [[f"{s['from']} → {s['to']}", s["n"], _num(s["spearman"]), _num(s["topk_iou"])]
-                           for s in sims]))
-    acc = [a for a in comparison.get("accuracy") or [] if a.get("class") is None]
-    if acc:
+                          [[f"{s.from_run} → {s.to_run}", s.n, _num(s.spearman), _num(s.topk_iou)]
+                           for s in typed.map_similarity]))
+    accuracy = [a for a in typed.accuracy if a.target is None]
+    if accuracy:
         out.append(_table(["run", "group", "n", "accuracy", "95% CI"],
-                          [[a["run"], a.get("group") or "all", a["n"], _pct(a["accuracy"]),
-                            _ci([a["ci_low"], a["ci_high"]], pct=True)] for a in acc]))
+                          [[a.run, a.group or "all", a.n, _pct(a.accuracy), _ci([a.ci_low, a.ci_high], pct=True)]
+                           for a in accuracy]))
     return "".join(out)
 
 
-def _detection_comparison(comparison: dict) -> str:
+def _detection_comparison(comparison: Comparison) -> str:
     """Context fills per version, per-class attention changes and recall (`analysis.report.detection_compare`)."""
     out = ["<h2>Context dependence per version</h2>", _table(
         ["run", "class", "region", "score drop", "control drop", "excess drop", "95% CI", "flagged"],
-        [[c["run"], c["class"], c["region"], _num(c["score_drop"]), _num(c["control_drop"]), _num(c["excess_drop"]),
-          _ci(c["excess_drop_ci"]), c["severity"] or "no"] for c in comparison.get("context") or []])]
-    rows = []
-    for cls, regions in (comparison.get("classes") or {}).items():
-        for region, entry in regions.items():
-            for change in entry.get("changes", []):
-                rows.append([cls, region, f"{change['from']} → {change['to']}", _pct(change["diff"]),
-                             _ci(change.get("diff_ci"), pct=True), _p(change["p_value"]), change["n"]])
+        [[c.run, c.target, c.region, _num(c.score_drop), _num(c.control_drop), _num(c.excess_drop),
+          _ci(c.excess_drop_ci), c.severity or "no"] for c in comparison.context])]
+    rows = [[cls, series.region, f"{change.from_run} → {change.to_run}", _pct(change.diff),
+             _ci(change.diff_ci, pct=True), _p(change.p_value), change.n]
+            for cls, regions in comparison.classes for series in regions for change in series.changes]
     out += ["<h2>Share of each class's saliency per region</h2>",
             _table(["class", "region", "versions", "mass change", "95% CI", "p", "images"], rows)]
     out += ["<h2>Recall per class</h2>", _table(
         ["run", "class", "objects", "recall", "95% CI"],
-        [[r["run"], r["class"], r["n_objects"], _pct(r["recall"]), _ci([r["ci_low"], r["ci_high"]], pct=True)]
-         for r in comparison.get("recall") or []])]
+        [[r.run, r.target, r.n_objects, _pct(r.recall), _ci([r.ci_low, r.ci_high], pct=True)]
+         for r in comparison.recall])]
     return "".join(out)
+
+
+def _target_comparison(comparison: Comparison) -> str:
+    """A tagger's or segmenter's fills per version: each (target, region)'s excess drop beyond its control."""
+    noun = comparison.target_key or "target"
+    rows = [[series.target, series.region, name, _num(effect.excess_drop), _ci(effect.excess_drop_ci),
+             _p(effect.p_value), "yes" if effect.flagged else "no"]
+            for series in comparison.effects for name, effect in zip(comparison.runs, series.effects)
+            if effect is not None]
+    return ("<h2>Region fills per version</h2>"
+            + _table([noun, "region", "run", "excess drop", "95% CI", "p", "flagged"], rows))
 
 
 class _Charts:
     """The report's charts as inline SVG (`analysis.report.svg_charts`): kilobytes, no script."""
 
-    def region_mass(self, rows: list[dict]) -> str:
-        overall = [r for r in rows if r.get("class") is None and r.get("group") is None]
+    def region_mass(self, overall: list[RegionStat]) -> str:
         if not overall:
             return "<p class='muted'>No region rows.</p>"
-        mass = [r["mass_mean"] or 0 for r in overall]
-        ci = [r.get("mass_ci") or [None, None] for r in overall]
-        return region_bars([str(r["region"]) for r in overall], mass,
+        mass = [r.mass_mean or 0 for r in overall]
+        ci = [r.mass_ci or (None, None) for r in overall]
+        return region_bars([r.region for r in overall], mass,
                            [c[0] if c[0] is not None else m for c, m in zip(ci, mass)],
                            [c[1] if c[1] is not None else m for c, m in zip(ci, mass)],
-                           [r.get("area_mean") or 0 for r in overall])
+                           [r.area_mean or 0 for r in overall])
 
-    def comparison(self, comparison: dict) -> str:
-        runs = [str(r) for r in comparison.get("runs") or []]
-        series = {}
-        for region, entry in (comparison.get("regions") or {}).items():
-            series[str(region)] = [None if r is None or r.get("mass_mean") is None else
-                                   (r["mass_mean"], (r.get("mass_ci") or [None, None])[0] or r["mass_mean"],
-                                    (r.get("mass_ci") or [None, None])[1] or r["mass_mean"])
-                                   for r in entry["runs"]]
-        return version_lines(runs, series) if runs and series else ""
+    def comparison(self, comparison: Comparison) -> str:
+        series = {s.label: [None if p is None or p.mass_mean is None else
+                            (p.mass_mean, lower(p.mass_ci) or p.mass_mean,
+                             upper(p.mass_ci) or p.mass_mean) for p in s.points]
+                  for s in comparison.regions}
+        return version_lines(list(comparison.runs), series) if comparison.runs and series else ""
 
 
 def overlay_png(image, saliency, alpha: float = 0.5) -> str:
@@ -177,20 +185,15 @@ def _figure(exemplar: dict) -> str:
     return f"<figure><img alt='{caption}' src='data:image/png;base64,{data}'><figcaption>{caption}</figcaption></figure>"
 
 
-def _run_summary(report: dict) -> str:
-    run, metrics = report.get("run") or {}, report.get("metrics") or {}
-    model, dataset = run.get("model") or {}, run.get("dataset") or {}
-    rows = [["method", run.get("method")], ["parameters", json.dumps(run.get("params") or {}, sort_keys=True)],
-            ["images", run.get("n_images")], ["seed", run.get("seed")],
-            ["model", f"{model.get('name', '')}{' ' + str(model['version']) if model.get('version') else ''} "
-                      f"({str(model.get('sha256', ''))[:12]})"],
-            ["dataset", f"{dataset.get('name', '')} ({str(dataset.get('sha256', ''))[:12]})"],
-            ["accuracy", _pct(metrics.get("accuracy"))]]
-    for column in ("masks_used", "windows_used"):  # an early-stopping explainer's per-image budget
-        if isinstance(metrics.get(column), dict):
-            used = metrics[column]
-            rows.append([column.replace("_", " ") + " per image",
-                         f"median {used['median']:.0f}, p90 {used['p90']:.0f}, max {used['max']:.0f}"])
+def _run_summary(view: ReportView) -> str:
+    run, model, dataset = view.meta, view.meta.model, view.meta.dataset
+    rows = [["method", run.method], ["parameters", json.dumps(run.params, sort_keys=True)],
+            ["images", run.n_images], ["seed", run.seed],
+            ["model", f"{model.name}{' ' + model.version if model.version else ''} ({model.sha256[:12]})"],
+            ["dataset", f"{dataset.name} ({dataset.sha256[:12]})"],
+            ["accuracy", _pct(view.metrics.accuracy)]]
+    for name, used in view.metrics.budgets():  # an early-stopping explainer's per-image budget
+        rows.append([f"{name} per image", f"median {used.median:.0f}, p90 {used.p90:.0f}, max {used.max:.0f}"])
     return _table(["", ""], rows)
 
 
@@ -216,115 +219,104 @@ def _findings(findings) -> str:
     return "".join(out)
 
 
-def _flags_table(flags: list[dict]) -> str:
-    if not flags:
+def _flags_table(view: ReportView) -> str:
+    if not view.flag_rows:
         return "<p>No shortcut flagged.</p>"
     rows = []
-    for f in (f for f in flags if f.get("kind") != "property"):  # property findings: their headline and tests
-        ev = f.get("evidence") or {}
-        where = f.get("class") or f.get("group") or "all images"
-        reasons = "; ".join([*([f["description"]] if f.get("description") else []), *(f.get("reasons") or [])])
-        rows.append([f["region"], where, _Raw(f"<span class='{escape(f['severity'])}'>{escape(f['severity'])}</span>"),
-                     f.get("confidence", ""), _num(f.get("lift")), _pct(ev.get("flip_rate")),
-                     _pct(ev.get("control_flip_rate")), _pct(ev.get("accuracy_drop")), _p(ev.get("p_value")),
-                     f"{ev.get('shown_by') or '–'} (Holm p {_p(ev.get('p_value_holm'))})",
-                     f"{ev.get('second_explainer') or '–'}: {_num(ev.get('second_explainer_lift'))}",
-                     {True: "passed", False: "failed"}.get(ev.get("sanity_passed"), "–"), reasons])
+    for row in view.flag_rows:
+        f, ev = row.finding, row.evidence
+        if f.kind == "property":  # property findings: their headline and tests
+            continue
+        where = f.slice.target or f.slice.group or "all images"
+        reasons = "; ".join([*([row.description] if row.description else []), *f.reasons])
+        rows.append([f.subject, where, _Raw(f"<span class='{escape(f.severity)}'>{escape(f.severity)}</span>"),
+                     f.confidence, _num(f.lift), _pct(ev.flip_rate), _pct(ev.control_flip_rate),
+                     _pct(ev.accuracy_drop), _p(ev.p_value), f"{ev.shown_by or '–'} (Holm p {_p(ev.p_value_holm)})",
+                     f"{ev.second_explainer or '–'}: {_num(ev.second_explainer_lift)}",
+                     {True: "passed", False: "failed"}.get(ev.sanity_passed, "–"), reasons])
     return _table(["region", "where", "severity", "confidence", "lift", "flip rate", "control flips",
                    "accuracy drop", "p", "shown by", "second explainer lift", "sanity", "notes"], rows)
 
 
-def _interventions_section(report: dict) -> str:
+def _interventions_section(view: ReportView) -> str:
     """Fill and swap per tested region, the power of each "no flag", discovered regions, the design and correction."""
-    interventions = report.get("interventions") or {}
-    if not interventions:
+    if not view.interventions:
         return ""
-    rows = []
-    for region, iv in interventions.items():
-        swap, seq = iv.get("swap") or {}, iv.get("sequential") or {}
-        n = seq.get("n", iv.get("n"))
-        if seq.get("n_fill") is not None and seq.get("n_fill") != seq.get("n_swap"):
-            n = f"{seq['n_fill']} filled, {seq['n_swap']} swapped"
-        rows.append([region, n, _pct(iv.get("accuracy_drop")),
-                     _pct((iv.get("control") or {}).get("accuracy_drop")), _p(iv.get("p_value")),
-                     _pct(iv.get("flip_rate")), _pct((iv.get("control") or {}).get("flip_rate")),
-                     _pct(swap.get("towards_donor_rate")), _pct((swap.get("control") or {}).get("towards_donor_rate")),
-                     _pct(swap.get("accuracy_drop")), _p(swap.get("p_value")), seq.get("decision", "")])
+    rows = [[iv.region, iv.images, _pct(iv.accuracy_drop), _pct(iv.control_accuracy_drop), _p(iv.p_value),
+             _pct(iv.flip_rate), _pct(iv.control_flip_rate), _pct(iv.swap_towards_donor),
+             _pct(iv.swap_control_towards_donor), _pct(iv.swap_accuracy_drop), _p(iv.swap_p_value), iv.decision]
+            for iv in view.interventions]
     parts = ["<h2>Interventions: fill and swap</h2>", _table(
         ["region", "n", "fill: accuracy drop", "control", "p", "fill: flips", "control flips",
          "swap: towards donor", "control", "swap: accuracy drop",
          "p", "sequential decision"], rows)]
-    design, testing = report.get("sequential") or {}, report.get("multiple_testing") or {}
-    if design or testing:
-        parts.append(f"<p class='muted'>Sample: {escape(str(design.get('design', '')))}; bounds: "
-                     f"{escape(str(design.get('bounds', '')))}; chunk {design.get('chunk')}, cap {design.get('cap')}. "
-                     f"Multiple testing: {escape(str(testing.get('method', '')))} over {testing.get('n_tests')} tests "
-                     f"({escape(str(testing.get('family', '')))}), alpha {testing.get('alpha')}.</p>")
-    if report.get("power"):
+    if view.sequential or view.multiple_testing:
+        design, testing = view.sequential or SequentialDesign(), view.multiple_testing or MultipleTesting()
+        parts.append(f"<p class='muted'>Sample: {escape(design.design)}; bounds: "
+                     f"{escape(design.bounds)}; chunk {design.chunk}, cap {design.cap}. "
+                     f"{escape(testing.sentence() or '')}</p>")
+    if view.power:
         parts.append("<h3>What a \"no flag\" could have missed</h3><ul>" + "".join(
-            f"<li>{escape(p['text'])}</li>" for p in report["power"]) + "</ul>")
-    if report.get("discovered_regions"):
-        flagged = {f["region"] for f in report.get("flags") or []}
+            f"<li>{escape(p.text)}</li>" for p in view.power) + "</ul>")
+    if view.discovered:
         parts.append("<h3>Discovered regions (salient components away from the core and, with masks, outside "
                      "the object-sized annotated regions)</h3>" + _table(
-            ["region", "description", "images", "lift (by construction)", "flagged", "exemplar ids"],
-            [[d["name"], d["description"], _pct(d.get("share")), _num((d.get("attention") or {}).get("lift")),
-              "yes" if d["name"] in flagged else "no", ", ".join(str(i) for i in d.get("exemplars", []))]
-             for d in report["discovered_regions"]]))
+            ["region", "description", "images", "lift (by construction)", "flagged", "verdict", "exemplar ids"],
+            [[d.name, d.description, _pct(d.share), _num(d.lift), "yes" if view.flag_on(d.name) else "no",
+              view.discovered_verdict(d.name)[1], ", ".join(str(i) for i in d.exemplars)] for d in view.discovered]))
     return "".join(parts)
 
 
-def _regions_table(rows: list[dict]) -> str:
-    body = [[r["region"], r.get("role") or "", r.get("class") or "", r.get("group") or "", r["n"],
-             _pct(r["mass_mean"]), _ci(r.get("mass_ci"), pct=True), _pct(r.get("area_mean")),
-             _num(r.get("lift")), _ci(r.get("lift_ci"))] for r in rows]
+def _regions_table(rows: tuple[RegionStat, ...]) -> str:
+    body = [[r.region, r.role or "", r.slice.target or "", r.slice.group or "", r.n, _pct(r.mass_mean),
+             _ci(r.mass_ci, pct=True), _pct(r.area_mean), _num(r.lift), _ci(r.lift_ci)] for r in rows]
     return _table(["region", "role", "class", "group", "n", "mass", "95% CI", "area", "lift", "lift 95% CI"], body)
 
 
-def _sanity_table(sanity: dict) -> str:
-    mr = sanity.get("model_randomization") or {}
-    if not mr:
-        return "<p class='muted'>Sanity check not run.</p>"
-    head = (f"<p>Model-parameter randomisation ({escape(str(mr.get('method', '')))}): similarity "
-            f"{_num(mr.get('similarity'))} (threshold {_num(mr.get('threshold'))}) — "
-            f"<b>{ {True: 'passed', False: 'failed'}.get(mr.get('passed'), 'not judged')}</b>. "
-            f"<span class='muted'>{escape(str(mr.get('criterion', '')))}</span></p>")
-    stages = [[s["layer"], s.get("n_randomised"), _num(s["spearman_abs"]), _num(s["spearman"]), _num(s["ssim"])]
-              for s in mr.get("stages", [])]
+def _sanity_table(mr: SanityCheck | None, not_judged: bool = False) -> str:
+    if mr is None:  # a check the registry left out says why below
+        return "" if not_judged else "<p class='muted'>Sanity check not run.</p>"
+    head = (f"<p>Model-parameter randomisation ({escape(mr.method or '')}): similarity "
+            f"{_num(mr.similarity)} (threshold {_num(mr.threshold)}) — <b>{mr.outcome}</b>. "
+            f"<span class='muted'>{escape(mr.criterion)}</span></p>")
+    stages = [[s.layer, s.n_randomised, _num(s.spearman_abs), _num(s.spearman), _num(s.ssim)] for s in mr.stages]
     return head + _table(["randomised up to", "layers", "Spearman |map|", "Spearman", "SSIM"], stages)
 
 
-def _faithfulness(faith: dict) -> str:
-    if not faith:
+def _not_judged(left_out: tuple[NotJudged, ...]) -> str:
+    """The registry's checks that did not run on this audit, each with why (a black box has no weights)."""
+    if not left_out:
+        return ""
+    return "<h3>Not judged on this audit</h3><ul>" + "".join(
+        f"<li>{escape(n.sentence())}</li>" for n in left_out) + "</ul>"
+
+
+def _faithfulness(faith: Faithfulness | None) -> str:
+    if faith is None:
         return ""
     return _table(["", "map", "random order"],
-                  [["deletion AUC (lower is better)", _num(faith.get("deletion_auc")),
-                    _num(faith.get("random_deletion_auc"))],
-                   ["insertion AUC (higher is better)", _num(faith.get("insertion_auc")),
-                    _num(faith.get("random_insertion_auc"))]])
+                  [["deletion AUC (lower is better)", _num(faith.deletion_auc), _num(faith.random_deletion_auc)],
+                   ["insertion AUC (higher is better)", _num(faith.insertion_auc),
+                    _num(faith.random_insertion_auc)]])
 
 
-def _clusters_table(clusters: list[dict]) -> str:
-    rows = [[c["class"], c["cluster"], c["size"], _pct(c.get("share")), _num(c["distance"]),
-             (c.get("top_region") or {}).get("region", ""), ", ".join(str(i) for i in c.get("exemplars", []))]
-            for c in clusters]
+def _clusters_table(clusters: tuple[Cluster, ...]) -> str:
+    rows = [[c.target, c.cluster, c.size, _pct(c.share), _num(c.distance), c.top_region,
+             ", ".join(str(i) for i in c.exemplars)] for c in clusters]
     return _table(["class", "cluster", "images", "share of class", "distance from class mean", "rising region",
                    "exemplar ids"], rows)
 
 
-def _detection_flags(report: dict) -> str:
+def _detection_flags(view: ReportView) -> str:
     """Context flags of a detection run: the fill's score drop beyond its control fill, and recall."""
-    flags = report.get("flags") or []
-    if not flags:
+    if not view.flag_rows:
         return "<p>No context shortcut flagged.</p>"
     rows = []
-    for f in flags:
-        ev = f.get("evidence") or {}
-        rows.append([f.get("class"), f["region"], _Raw(f"<span class='{escape(str(f['severity']))}'>"
-                                                       f"{escape(str(f['severity']))}</span>"),
-                     _num(ev.get("mass_outside")), _num(f.get("lift")), _num(ev.get("score_drop")),
-                     _num(ev.get("control_drop")), _ci(ev.get("excess_drop_ci")),
-                     f"{_pct(ev.get('recall_before'))} → {_pct(ev.get('recall_after'))}", ev.get("n")])
+    for row in view.flag_rows:
+        f, ev = row.finding, row.evidence
+        rows.append([f.slice.target, f.subject, _Raw(f"<span class='{escape(f.severity)}'>{escape(f.severity)}</span>"),
+                     _num(ev.mass_outside), _num(f.lift), _num(ev.score_drop), _num(ev.control_drop),
+                     _ci(ev.excess_drop_ci), f"{_pct(ev.recall_before)} → {_pct(ev.recall_after)}", ev.n])
     return ("<p class='muted'>A class is flagged on a context region when most of its D-RISE mass lies outside "
             "its boxes and filling the region (with the rest of the scene's colour) costs its detections more "
             "score than filling an equal area elsewhere (95% CI of the excess above the minimum).</p>"
@@ -332,22 +324,21 @@ def _detection_flags(report: dict) -> str:
                       "score drop (control)", "excess 95% CI", "recall before → after", "detections"], rows))
 
 
-def _detection_sections(report: dict) -> str:
+def _detection_sections(view: ReportView) -> str:
     """One section per detected class: where its D-RISE mass goes (box vs each context region)."""
     out = []
-    metrics = report.get("metrics") or {}
-    for cls in (report.get("detection") or {}).get("classes", []):
-        rows = [r for r in report.get("regions") or [] if r.get("class") == cls]
-        recall = (metrics.get("recall") or {}).get(cls) or {}
-        flagged = [f["region"] for f in report.get("flags") or [] if f.get("class") == cls]
-        out.append(f"<h3>Class {escape(str(cls))}</h3><p>{(metrics.get('n_detections') or {}).get(cls, 0)} "
-                   f"detections; recall {_pct(recall.get('recall'))} {_ci(recall.get('ci'), pct=True)} of "
-                   f"{recall.get('n_objects', 0)} annotated objects"
+    for cls in view.detection.classes:
+        rows = [r for r in view.regions if r.slice.target == cls]
+        recall = view.metrics.recall_of(cls)
+        flagged = [f.subject for f in view.findings if f.slice.target == cls]
+        out.append(f"<h3>Class {escape(str(cls))}</h3><p>{recall.n_detections} "
+                   f"detections; recall {_pct(recall.recall)} {_ci(recall.ci, pct=True)} of "
+                   f"{recall.n_objects} annotated objects"
                    + (f"; <span class='high'>flagged on {escape(', '.join(flagged))}</span>" if flagged else "")
                    + "</p>")
         out.append(_table(["region", "mass (share of D-RISE)", "95% CI", "area", "lift"],
-                          [[r["region"], _num(r["mass_mean"]), _ci(r["mass_ci"]), _num(r["area_mean"]),
-                            _num(r["lift"])] for r in rows]))
+                          [[r.region, _num(r.mass_mean), _ci(r.mass_ci), _num(r.area_mean), _num(r.lift)]
+                           for r in rows]))
     return "<h2>Detections per class</h2>" + "".join(out) if out else ""
 
 
@@ -385,13 +376,9 @@ def _ci(pair, pct: bool = False) -> str:
     return f"[{fmt(pair[0])}, {fmt(pair[1])}]"
 
 
-def _report_flags(report: dict) -> str:
-    return _flags_table(report.get("flags") or [])
-
-
 # A task's own report sections, by the task's view name (`analysis.runs.tasks`): (flags section, extra sections)
 # and the comparison section; a view not listed gets the flags table alone. The classifier's extra sections: fill
 # and swap effects, the sequential design, power, discovered regions.
-VIEW_SECTIONS = {"classification": (_report_flags, _interventions_section),
+VIEW_SECTIONS = {"classification": (_flags_table, _interventions_section),
                  "detection": (_detection_flags, _detection_sections)}
 COMPARISON_SECTIONS = {"detection": _detection_comparison}

@@ -18,12 +18,20 @@ class FlagPolicy:
     `min_effect`: the net effect a finding needs (the lower bound of its interval where the rule reads one);
     `lift_threshold`: the lift CI's lower bound that counts as attention (classifiers);
     `exclude`: the net effect a clear verdict rules out (every candidate's upper bound below it);
-    `chance_alpha`: the level of the test that the model's answers beat the majority class."""
+    `chance_alpha`: the level of the test that the model's answers beat the majority class;
+    `agree_lift`: the second explainer's lift above which it agrees that a region draws attention (1: attention
+    in proportion to area);
+    `sanity_threshold`: the model-randomisation similarity a passing explainer stays below
+    (`analysis.evidence.sanity`);
+    `faithfulness_margin`: how much better than a random pixel order (probability-AUC) a map must rank pixels."""
     alpha: float = 0.01
     min_effect: float = 0.05
     lift_threshold: float = 1.5
     exclude: float = 0.10
     chance_alpha: float = 0.01
+    agree_lift: float = 1.0
+    sanity_threshold: float = 0.5
+    faithfulness_margin: float = 0.05
     high: float = 0.2
     medium: float = 0.1
 

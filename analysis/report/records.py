@@ -13,9 +13,11 @@ The JSON shape is the report contract (docs/FORMATS.md): `Finding.to_json` keeps
 """
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field, fields
-from typing import Any, Iterable
+import types
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Iterable, Union, get_args, get_origin, get_type_hints
 
 SEVERITIES = ("low", "medium", "high")
 STATUSES = ("flagged", "clear", "cannot_judge")
@@ -23,7 +25,7 @@ DECISIONS = ("shown", "excluded", "undecided", "not_run")
 CHECK_STATUSES = ("passed", "failed", "not_applicable", "not_run")
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     """A finite float, or None (NaN, inf, missing and non-numbers read as 'no value')."""
     try:
         value = float(value)
@@ -32,16 +34,31 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _pair(value: Any) -> tuple[float | None, float | None] | None:
+def as_pair(value: Any) -> tuple[float | None, float | None] | None:
+    """An interval: two numbers (either may be None), or None when the value is not a pair."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         return None
-    return _number(value[0]), _number(value[1])
+    return as_number(value[0]), as_number(value[1])
 
 
-def _text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
+    """Text, or None for a missing value (None, pandas NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return str(value)
+
+
+def lower(interval: tuple[float | None, float | None] | None) -> float | None:
+    """An interval's lower end; None when there is no interval."""
+    return interval[0] if interval else None
+
+
+def upper(interval: tuple[float | None, float | None] | None) -> float | None:
+    """An interval's upper end; None when there is no interval."""
+    return interval[1] if interval else None
+
+
+_number, _pair, _text = as_number, as_pair, as_text
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,34 @@ class CheckResult:
     @classmethod
     def from_json(cls, data: dict) -> "CheckResult":
         return cls(str(data["name"]), str(data["status"]), str(data.get("detail") or ""), _number(data.get("value")))
+
+
+@dataclass(frozen=True)
+class NotJudged:
+    """A check the registry (`analysis.evidence.checks`) did not run on this audit, and why: a black box has no
+    weights to randomise, a detector has no second explainer of another family, region Shapley was not asked for.
+    The report lists them under `not_judged`; `limits_verdict` says whether a "clear" verdict is blind where the
+    check did not look (the verdict's `not_tested` names those)."""
+    check: str
+    key: str
+    reason: str
+    limits_verdict: bool = True
+
+    def sentence(self) -> str:
+        return f"{self.check}: not judged ({self.reason})"
+
+    def to_json(self) -> dict:
+        return {"check": self.check, "key": self.key, "reason": self.reason, "limits_verdict": self.limits_verdict}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "NotJudged":
+        return cls(str(data["check"]), str(data.get("key") or ""), str(data.get("reason") or ""),
+                   bool(data.get("limits_verdict", True)))
+
+
+def not_judged(report: dict) -> tuple[NotJudged, ...]:
+    """The report's (or the evidence's) `not_judged` records; none in a report from before the registry."""
+    return tuple(NotJudged.from_json(d) for d in report.get("not_judged") or [])
 
 
 # Keys a flag carried before findings were typed; `Finding.to_json` keeps writing them (the contract).
@@ -315,6 +360,7 @@ class RegionStat:
     area_mean: float | None
     lift: float | None
     n: int | None
+    lift_ci: tuple[float | None, float | None] | None = None
 
     @classmethod
     def from_json(cls, data: dict) -> "RegionStat":
@@ -324,7 +370,12 @@ class RegionStat:
             ci = (_number(data.get("mass_ci_low")), _number(data.get("mass_ci_high")))
         return cls(str(data["region"]), _text(data.get("role")), Slice.from_json(data),
                    _number(data.get("mass_mean")), ci, _number(data.get("area_mean")), _number(data.get("lift")),
-                   None if n is None else int(n))
+                   None if n is None else int(n), _pair(data.get("lift_ci")))
+
+    def to_json(self) -> dict:
+        return {"region": self.region, "role": self.role, **self.slice.to_json(), "mass_mean": self.mass_mean,
+                "mass_ci": list(self.mass_ci) if self.mass_ci else None, "area_mean": self.area_mean,
+                "lift": self.lift, "lift_ci": list(self.lift_ci) if self.lift_ci else None, "n": self.n}
 
 
 @dataclass(frozen=True)
@@ -356,3 +407,118 @@ def field_names(record: type) -> list[str]:
 
 def findings_json(findings: Iterable[Finding]) -> list[dict]:
     return [f.to_json() for f in findings]
+
+
+# --- records read by their field names ---------------------------------------------------------------------
+def key(path: str | tuple[str, ...], default: Any = None) -> Any:
+    """A `JsonRecord` field read from another JSON key than its name, or from a nested one (`("control",
+    "flip_rate")`)."""
+    return field(default=default, metadata={"key": path})
+
+
+class JsonRecord:
+    """A frozen dataclass read from a report's JSON by its annotations, once: numbers as finite floats or
+    None, texts, pairs as intervals, nested records and tuples of them. A key that is missing (an older report)
+    gives the field's default, so no reader needs a fallback of its own. `to_json` writes the same keys back."""
+
+    @classmethod
+    def from_json(cls, data: Any):
+        data = data if isinstance(data, dict) else {}
+        values = {}
+        for name, hint, path, default in _schema(cls):
+            value = _convert(hint, _at(data, path))
+            values[name] = default() if value is None and default is not None else value
+        return cls(**values)
+
+    def to_json(self) -> dict:
+        out: dict = {}
+        for f in fields(self):
+            path = f.metadata.get("key", f.name)
+            path = (path,) if isinstance(path, str) else path
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = _plain(getattr(self, f.name))
+        return out
+
+
+@functools.cache
+def _schema(record: type) -> tuple[tuple[str, Any, Any, Any], ...]:
+    """(name, type, JSON key, default maker or None) of each field: read once per record class, not per row."""
+    hints = get_type_hints(record)
+
+    def default(f):
+        if f.default_factory is not MISSING:
+            return f.default_factory
+        return None if f.default is MISSING or f.default is None else (lambda: f.default)
+
+    return tuple((f.name, hints[f.name], f.metadata.get("key", f.name), default(f)) for f in fields(record))
+
+
+def _at(data: dict, path: str | tuple[str, ...]) -> Any:
+    for part in (path,) if isinstance(path, str) else path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
+
+
+def _convert(hint, raw: Any) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1 and isinstance(inner[0], type) and issubclass(inner[0], JsonRecord):
+            return inner[0].from_json(raw) if raw else None
+        return None if raw is None else _convert(inner[0], raw) if len(inner) == 1 else raw
+    if hint is float:
+        return as_number(raw)
+    if hint is int:
+        number = as_number(raw)
+        return None if number is None else int(number)
+    if hint is str:
+        return as_text(raw)
+    if hint is bool:
+        return bool(raw) if isinstance(raw, (bool, int)) and not isinstance(raw, float) else None
+    if hint is dict or origin is dict:
+        return dict(raw) if isinstance(raw, dict) else None
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [_convert(args[0], item) for item in raw] if isinstance(raw, (list, tuple)) else []
+            return tuple(item for item in items if item is not None)
+        return as_pair(raw)
+    if isinstance(hint, type) and issubclass(hint, JsonRecord):
+        return hint.from_json(raw)
+    return raw
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, JsonRecord):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class ParsedOnce:
+    """`parse(data)` once per dict object: the views of a page each ask for the typed report, and the same
+    dict is parsed once (a small cache keyed by the dict's identity; the dict is held so its id is not
+    reused). Reports are not changed once built (`cached_report` gives a new dict per read), so the parse
+    stays true. A record passed in (already typed) comes back as it is."""
+
+    def __init__(self, parse, record_type: type, size: int = 16):
+        self.parse, self.record_type, self.size = parse, record_type, size
+        self._cache: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, data):
+        if isinstance(data, self.record_type):
+            return data
+        hit = self._cache.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        typed = self.parse(data)
+        self._cache[id(data)] = (data, typed)
+        while len(self._cache) > self.size:
+            self._cache.pop(next(iter(self._cache)))
+        return typed

@@ -18,7 +18,8 @@ The checks, in order:
 - sanity: the run's explainer failed model randomisation (Adebayo et al. 2018);
 - tested candidates: each decided (`excluded` or `shown`); an `undecided` one leaves the verdict open.
 `not_tested` lists what a clear verdict could not see: cues inside the core region, global image properties
-when no property test ran, regions no intervention reached.
+when no property test ran, regions no intervention reached, and every check the registry
+(`analysis.evidence.checks`) did not judge on this audit, with its reason (the report's `not_judged`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from analysis.report.policy import FlagPolicy, policy_of
 from analysis.report.property_report import corroborated
-from analysis.report.records import CheckResult, Finding, Verdict
+from analysis.report.records import CheckResult, Finding, Verdict, not_judged
 
 MIN_IMAGES = 20
 
@@ -50,11 +51,13 @@ def run_verdict(report: dict, task: str, maps: np.ndarray | None) -> Verdict:
     checks = (predictions, images, map_check, sanity)
     not_tested = list(NOT_TESTED_ALWAYS)
     properties = report.get("properties") or {}
-    if not properties:
+    left_out = not_judged(report)
+    if not properties and not any(n.key == "properties" for n in left_out):
         not_tested.append("global image properties (blur, brightness, colour cast, noise) as cues")
     elif properties.get("not_moved"):
         not_tested.append("image properties screened in the data but not moved on the model: "
                           + ", ".join(properties["not_moved"]))
+    not_tested += [n.sentence() for n in left_out if n.limits_verdict]
     candidates.update(property_decisions(properties, policy))
     failed = [c.detail for c in checks if c.status == "failed"]
     if predictions.status == "failed":  # no finding means anything about a model that ignores its input
@@ -156,6 +159,9 @@ def sanity_check(report: dict) -> CheckResult:
     to randomise (not applicable); a run without the check says so."""
     sanity = (report.get("sanity") or {}).get("model_randomization") or {}
     method = sanity.get("method") or (report.get("run") or {}).get("method")
+    left_out = next((n for n in not_judged(report) if n.key == "sanity"), None)
+    if not sanity and left_out is not None:
+        return CheckResult("model randomisation", "not_applicable", f"{method}: {left_out.reason}")
     if not sanity:
         return CheckResult("model randomisation", "not_run", f"the sanity check was not run for {method}")
     passed = sanity.get("passed")
@@ -163,12 +169,25 @@ def sanity_check(report: dict) -> CheckResult:
     if passed is None:
         return CheckResult("model randomisation", "not_applicable",
                            sanity.get("reason") or f"{method}: a black box has no weights to randomise")
+    how = _sanity_numbers(sanity)
     if not passed:
         return CheckResult("model randomisation", "failed",
-                           f"{method}'s maps barely change when the model's weights are randomised (similarity "
-                           f"{float(similarity or 0):.2f}): they do not show what this model learned", similarity)
+                           f"{method}'s maps barely change when the model's weights are randomised ({how}): they do "
+                           "not show what this model learned", similarity)
     return CheckResult("model randomisation", "passed", f"{method}'s maps change when the weights are randomised "
-                       f"(similarity {float(similarity or 0):.2f})", similarity)
+                       f"({how})", similarity)
+
+
+def _sanity_numbers(sanity: dict) -> str:
+    """'similarity 0.51 [0.47, 0.55], n = 32; ...': the numbers the sanity decision rests on, and which decided."""
+    words = f"similarity {float(sanity.get('similarity') or 0):.2f}"
+    ci = sanity.get("similarity_ci")
+    if ci:
+        words += f" [{ci[0]:.2f}, {ci[1]:.2f}], n = {sanity.get('n')}"
+    if sanity.get("decided_by") == "fully randomised model":
+        words += (f"; the cascade mean's interval holds {float(sanity.get('threshold') or 0.5):.2f}, so the fully "
+                  f"randomised model decided: similarity {float(sanity.get('final_similarity') or 0):.2f}")
+    return words
 
 
 # The sequential sample's bounds a clear verdict reads: answers lost to the fill, predictions sent towards the

@@ -3,8 +3,9 @@
 A run's version is its model's own (the card's `version`, or the one a person gave on Upload or a registry
 gave: `models.version`), else a version at the end of the model's name (`cage-net v3`, `shapes_v10`, an MLflow
 registry version's `NAME v3`). Runs whose model has no version at all come after the versioned ones, in
-audit order. Every place that lists versions (the compare page, `saliency-audit compare`) orders through
-`in_version_order`.
+audit order, and so do versions named by a word without a number ("biased"): they have no order of their own.
+Every place that lists versions (the compare page, `saliency-audit compare`, the Overview's series) orders
+through `version_key`, and names a model's series and version through `series_of`.
 """
 from __future__ import annotations
 
@@ -16,15 +17,32 @@ _NAME_SUFFIX = re.compile(r"^(?P<base>.*?)[\s_/-]*(?P<version>v\d+[\w.]*)$", re.
 _CHUNKS = re.compile(r"(\d+)")
 
 
+def _own(version) -> str | None:
+    """A model's own version as text; None for none (None, "", pandas' NaN for a catalog row without one)."""
+    if version is None or (isinstance(version, float) and math.isnan(version)) or not str(version).strip():
+        return None
+    text = str(version).strip()
+    return f"v{text}" if text.isdigit() else text
+
+
 def version_of(name: str | None, version) -> str | None:
     """The version shown for a model: its own ("2" reads "v2"), else a trailing "v3" of its name, else None."""
-    if isinstance(version, float) and math.isnan(version):  # a catalog row without a version, read by pandas
-        version = None
-    if version is not None and str(version).strip():
-        text = str(version).strip()
-        return f"v{text}" if text.isdigit() else text
+    if _own(version) is not None:
+        return _own(version)
     match = _NAME_SUFFIX.match(str(name or ""))
     return match["version"] if match and match["base"] else None
+
+
+def series_of(name: str | None, version) -> tuple[str, str]:
+    """(series, version label) of a model: its name and its own version, else the name without a trailing
+    version ("cage-v2" -> cage, v2), else the name for both (a model with no version is its own series)."""
+    name = str(name or "unnamed model")
+    if _own(version) is not None:
+        return name, _own(version)
+    match = _NAME_SUFFIX.match(name)
+    if match and match["base"]:
+        return match["base"], match["version"]
+    return name, name
 
 
 def natural_key(text: str) -> tuple:
@@ -38,7 +56,8 @@ def version_key(run: dict) -> tuple:
     version = version_of(run.get("model_name"), run.get("model_version"))
     created = run.get("created")
     created = float(created) if isinstance(created, (int, float)) and not math.isnan(created) else 0.0
-    return (0, natural_key(version), created) if version is not None else (1, (), created)
+    ordered = version is not None and any(ch.isdigit() for ch in version)  # "biased" has no place in an order
+    return (0, natural_key(version), created) if ordered else (1, (), created)
 
 
 def in_version_order(runs: Iterable[dict]) -> list[dict]:

@@ -153,4 +153,5 @@ class Task(Protocol):
 
     def compare(self, stores: list, names: list[str], **options) -> dict:
         """The comparison of several runs of this task (versions of a model on one dataset), oldest first;
-        `options`: `n_boot`, `n_perm`, `seed` where the task's statistics take them."""
+        `options`: `n_boot`, `n_perm`, `seed` where the task's statistics take them, `maps=False` to skip
+        comparing the maps image by image (a task that does not compare them ignores it)."""

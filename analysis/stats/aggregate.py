@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -163,9 +164,7 @@ def wilson_interval(k: int, n: int, *, level: float = 0.95) -> tuple[float, floa
     """Wilson score interval for a binomial proportion k/n."""
     if n == 0:
         return (float("nan"), float("nan"))
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + level / 2))
+    z = NormalDist().inv_cdf(0.5 + level / 2)  # the stdlib's: scipy.stats costs a reader 0.6 s of imports
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

@@ -279,12 +279,8 @@ class Workspace:
         model_id, name, version = _model_identity(identity, card, path, name, version)
         if not companions:  # the same file and card, named elsewhere (an ONNX model's weights: by identity only)
             model_id = self._twin_model(sha, card) or model_id
-        with self._entry_lock("models", model_id):
-            if (existing := self._known_model(model_id, *given)) is not None:
-                return existing
-            dest_dir = self.root / "models" / model_id
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            remove_dead_temps(dest_dir)
+
+        def copy_in(dest_dir: Path) -> Path:
             dest = dest_dir / path.name
             _copy_atomic(path, dest)
             for companion in companions:
@@ -292,7 +288,9 @@ class Workspace:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _copy_atomic(companion, target)
             _write_atomic(dest_dir / "model.json", json.dumps(card, indent=1))
-            return self._insert_model(model_id, name, dest, sha, card, fmt, version)
+            return dest
+
+        return self._store_model(model_id, given, copy_in, name, sha, card, fmt, version)
 
     def model_card(self, path: Path, card_path: str | os.PathLike | None = None, on_warning=None) -> tuple:
         """(the card file, the card as a dict) of a model file: `card_path`, else the card beside the file, else
@@ -333,6 +331,19 @@ class Workspace:
         if name != existing["name"] or version != existing.get("version"):
             self.rename_model(model_id, name, version)
         return existing["id"]
+
+    def _store_model(self, model_id: str, given: tuple, copy_in, name: str, sha: str, card: dict, fmt: str,
+                     version: str) -> str:
+        """Under the model's entry lock: the id of a model already registered (renamed only to what `given`
+        names), else `copy_in(its folder) -> the copied model path`, then its catalog row. A file and a folder
+        differ only in how they are copied."""
+        with self._entry_lock("models", model_id):
+            if (existing := self._known_model(model_id, *given)) is not None:
+                return existing
+            dest_dir = self.root / "models" / model_id
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            remove_dead_temps(dest_dir)
+            return self._insert_model(model_id, name, copy_in(dest_dir), sha, card, fmt, version)
 
     def _insert_model(self, model_id: str, name: str, dest: Path, sha: str, card: dict, fmt: str,
                       version: str) -> str:
@@ -376,12 +387,8 @@ class Workspace:
             shown = folder if folder != unpacked else path.with_suffix("")
             given = (name, version)
             model_id, name, version = _model_identity(sha, card, shown, name, version)
-            with self._entry_lock("models", model_id):
-                if (existing := self._known_model(model_id, *given)) is not None:
-                    return existing
-                dest_dir = self.root / "models" / model_id
-                dest_dir.mkdir(parents=True, exist_ok=True)
-                remove_dead_temps(dest_dir)
+
+            def copy_in(dest_dir: Path) -> Path:
                 dest = dest_dir / shown.name
                 if not dest.exists():
                     tmp = temp_beside(dest)
@@ -392,7 +399,9 @@ class Workspace:
                         remove(tmp)
                         raise
                     publish(tmp, dest)
-                return self._insert_model(model_id, name, dest, sha, card, "hf_folder", version)
+                return dest
+
+            return self._store_model(model_id, given, copy_in, name, sha, card, "hf_folder", version)
         finally:
             if unpacked is not None:
                 shutil.rmtree(unpacked, ignore_errors=True)

@@ -3,6 +3,7 @@ import os
 
 import streamlit as st
 
+from analysis.report.comparison_records import read_comparison
 from dashboard import data, overlay, state, task_views, version_marks, views
 
 st.title("Compare versions")
@@ -75,13 +76,14 @@ if comparison is None:
     st.stop()
 
 st.subheader("Summary")
-st.markdown(views.plain(comparison.get("summary") or "no summary"))
+compared = read_comparison(comparison)  # typed: this page reads attributes, never comparison keys
+st.markdown(views.plain(compared.summary or "no summary"))
 own_body = task_views.COMPARISON_BODIES.get(data.task_info(task)["view"])
 if own_body is not None:
     own_body(comparison, chosen, versions, labels)
     st.stop()
 
-names, flagged = [labels[r] for r in chosen], comparison.get("flagged") or {}
+names, flagged = [labels[r] for r in chosen], compared.flagged
 regions = views.comparison_regions(comparison)
 st.plotly_chart(version_marks.mark_flagged(
     views.version_lines_figure(regions, "region", "mass_mean", "mass_ci_low", "mass_ci_high",
@@ -112,21 +114,20 @@ else:
     st.dataframe(views.display_table(discovered), hide_index=True, width="stretch", key="compare_discovered_table")
 
 st.subheader("The same image under every version")
-tables = {r: data.gallery_table(r, v) for r, v in zip(chosen, versions)}
+tables = {r: data.store_images(r, v) for r, v in zip(chosen, versions)}
 common = set(tables[chosen[0]]["image_id"].astype(int))
 for r in chosen[1:]:
     common &= set(tables[r]["image_id"].astype(int))
 if not common:
     st.info("These runs explained no image in common (different datasets or samples).")
     st.stop()
-image_id = st.selectbox("Image", sorted(common), key="compare_image",
-                        format_func=lambda i: str(tables[chosen[0]].set_index("image_id").loc[i, "image"]))
+file_names = dict(zip(tables[chosen[0]]["image_id"].astype(int), tables[chosen[0]]["image"].astype(str)))
+image_id = st.selectbox("Image", sorted(common), key="compare_image", format_func=file_names.get)
 opacity = st.slider("Overlay opacity", 0.0, 1.0, key=state.OVERLAY_OPACITY, step=0.05)
 columns = st.columns(len(chosen))
 for column, r, v in zip(columns, chosen, versions):
-    ids_, maps = data.saliency_maps(r, v)
-    position = {int(i): k for k, i in enumerate(ids_)}
+    saliency = data.maps_of(r, v, (int(image_id),))[int(image_id)]
     picture, _ = data.picture(data.run_info(r)["dataset_id"], image_id)
     row = tables[r].set_index("image_id").loc[image_id]
-    column.image(overlay.blend(picture, maps[position[image_id]], opacity, data.map_scale(r, v)), width="stretch",
+    column.image(overlay.blend(picture, saliency, opacity, data.map_scale(r, v)), width="stretch",
                  caption=f"{labels[r]} · predicted {row['pred']} ({row['confidence']:.2f})")

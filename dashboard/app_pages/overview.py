@@ -44,24 +44,23 @@ for k, entry in enumerate(series):
             text.markdown(f"- **{views.plain(str(finding['severity'] or '').upper())}** {views.plain(finding['text'])}.")
         for label in entry["labels"]:
             text.markdown(f"- *Your label:* {views.plain(label['text'])}" +
-                          (f" ({views.plain(label['note'])})" if label.get("note") else ""))
+                          (f" ({views.plain(label['note'])})" if label["note"] else ""))
         if len(entry["versions"]) > 1 and entry["trend"]:
             text.markdown("**Across versions** (attention relative to size): " +
                           "; ".join(views.plain(views.trend_text(t)) for t in entry["trend"]))
         text.page_link("app_pages/report.py", label=f"Open the report of {latest['version']}",
                        query_params={state.RUN_PARAM: latest["run"]})
         # the picture of the first finding that sits in a region (a property finding has none), else of the trend
-        shown_region = next((f["region"] for f in [*entry["findings"], *entry["trend"]] if f.get("region")), None)
+        shown_region = next((f["region"] for f in [*entry["findings"], *entry["trend"]] if f["region"]), None)
         if shown_region is not None:  # the latest version's picture of its finding, else of the past one
             run_id, region = latest["run"], shown_region
             version = data.version(run_id)
-            image_id = views.exemplar_image(data.gallery_table(run_id, version), region)
+            image_id = views.exemplar_image(data.region_masses(run_id, version), region)
             if image_id is not None:
-                ids, maps = data.saliency_maps(run_id, version)
-                position = {int(i): j for j, i in enumerate(ids)}
+                saliency = data.maps_of(run_id, version, (image_id,)).get(image_id)
                 image, _ = data.picture(entry["dataset_id"], image_id)
-                if image_id in position:
-                    image = overlay.blend(image, maps[position[image_id]], 0.6, data.map_scale(run_id, version))
+                if saliency is not None:
+                    image = overlay.blend(image, saliency, 0.6, data.map_scale(run_id, version))
                 picture.image(image, width="stretch", caption=f"{latest['version']}: the image with the most "
                                                               f"attention on {region}")
 

@@ -2,6 +2,7 @@
 import pandas as pd
 import streamlit as st
 
+from analysis.report.sections import read_report
 from dashboard import components, data, overlay, state, task_views, views
 
 st.title("Bias report")
@@ -18,26 +19,28 @@ if info["status"] != "done":
     st.stop()
 
 report = data.report(run_id, version)
-meta = report.get("run", {})
+view = read_report(report)  # the typed sections: this page reads attributes, never report keys
+meta = view.meta
 components.verdict_box(report)
 own_body = task_views.REPORT_BODIES.get(data.report_view(report))  # a task view's own body
 if own_body is not None:  # detection: boxes, context regions, D-RISE
     own_body(report, run_id, version, info)
     st.stop()
 cols = st.columns(4)
-cols[0].metric("Images explained", meta.get("n_images", info.get("n_done")))
-accuracy = (report.get("metrics") or {}).get("accuracy")
+cols[0].metric("Images explained", meta.n_images if meta.n_images is not None else info.get("n_done"))
+accuracy = view.metrics.accuracy
 cols[1].metric("Accuracy", "n/a" if accuracy is None else f"{accuracy:.1%}")
 cols[2].metric("Open shortcut flags", len(views.open_findings(report)))
-cols[3].metric("Method", str(meta.get("method", info["method"])))
+cols[3].metric("Method", str(meta.method or info["method"]))
 st.caption("Model " + views.plain(data.model_name(info["model_id"])) +
            " · dataset " + views.plain(data.dataset_name(info["dataset_id"])) +
-           f" · seed {meta.get('seed', info['seed'])}")
+           f" · seed {meta.seed if meta.seed is not None else info['seed']}")
 skipped = views.skipped_summary(report)
 if skipped:
     st.warning(views.plain(skipped) + ". They are left out of every number below.")
-    with st.expander(f"Which images were skipped ({len(report['skipped'])})"):
-        st.dataframe(views.display_table(pd.DataFrame(report["skipped"])), hide_index=True, width="stretch")
+    with st.expander(f"Which images were skipped ({len(view.skipped)})"):
+        st.dataframe(views.display_table(pd.DataFrame([s.to_json() for s in view.skipped])), hide_index=True,
+                     width="stretch")
 
 tab_attention, tab_flags, tab_accuracy, tab_gallery, tab_export = st.tabs(
     ["Attention by region", "Flags", "Accuracy", "Gallery", "Export"])
@@ -55,19 +58,19 @@ with tab_attention:
         st.caption("Bars: mean share of the positive saliency mass that falls in the region, with a 95% "
                    "bootstrap interval over images. Black ticks: the region's mean share of the picture's "
                    "area. A bar far above its tick means more attention than the region's size explains.")
-    if report.get("artifacts"):  # a ViT's outlier-norm tokens: attention on them alone is never a flag
-        st.info(views.plain(report["artifacts"]["text"]) + ". A region's attention must hold without them to count "
+    if view.artifacts:  # a ViT's outlier-norm tokens: attention on them alone is never a flag
+        st.info(views.plain(view.artifacts) + ". A region's attention must hold without them to count "
                 "toward a flag.")
         st.dataframe(views.display_table(views.readable_intervals(rows)), hide_index=True, width="stretch")
 
 with tab_flags:
-    flags = report.get("flags", [])
-    label_of = {label["region"]: label for label in report.get("labels") or []}
-    if not flags:
+    findings = list(view.findings)
+    label_of = {label.region: label for label in view.labels}
+    if not findings:
         st.success("No shortcut flagged: no non-core region draws more attention than its area explains "
                    "with supporting evidence.")
-    for flag in sorted(flags, key=lambda f: (views.SEVERITY_ORDER.get(f.get("severity"), 9), -(f.get("lift") or 0))):
-        components.finding_panel(flag, label_of.get(flag["region"]))
+    for finding in sorted(findings, key=lambda f: (views.SEVERITY_ORDER[f.severity], -(f.lift or 0))):
+        components.finding_panel(finding, label_of.get(finding.region))
 
     power, testing = views.power_lines(report)
     if power or testing:
@@ -101,9 +104,9 @@ with tab_flags:
     st.subheader("Your labels")
     st.caption("Mark a region as a shortcut (the model must not use it) or as legitimate. Labels belong to the "
                "dataset: every later audit of it shows them and re-checks them on its model version.")
-    for label in report.get("labels") or []:
-        st.markdown("- " + views.plain(label["text"]) + (f" ({views.plain(label['note'])})" if label["note"] else ""))
-    candidates = list(dict.fromkeys([f["region"] for f in flags] + [r["region"] for r in report.get("regions") or []]))
+    for label in view.labels:
+        st.markdown("- " + views.plain(label.text) + (f" ({views.plain(label.note)})" if label.note else ""))
+    candidates = list(dict.fromkeys([f.region for f in findings if f.region] + [r.region for r in view.regions]))
     if candidates:
         l1, l2 = st.columns([1, 1])
         region = l1.selectbox("Region", candidates, key="label_region")
@@ -137,9 +140,8 @@ with tab_accuracy:
 with tab_gallery:
     table = data.gallery_table(run_id, version)
     regions = sorted(c[len("mass."):] for c in table.columns if c.startswith("mass."))
-    flagged = sorted({f["region"] for f in report.get("flags", [])})
-    discovered_ids = {d["name"]: [*d.get("exemplars", []), *d.get("image_ids", [])]
-                      for d in report.get("discovered_regions") or []}
+    flagged = sorted({f.region for f in view.findings if f.region})
+    discovered_ids = {d.name: [*d.exemplars, *d.image_ids] for d in view.discovered}
     f1, f2, f3, f4, f5 = st.columns(5)
     label = f1.selectbox("Class", [None] + sorted(table["label"].astype(str).unique()), key=state.GALLERY_CLASS,
                          format_func=lambda v: "all classes" if v is None else v)
@@ -167,23 +169,25 @@ with tab_gallery:
     if chosen_region is not None:  # its exemplars first, then every other image that holds it
         shown = views.gallery_of_images(shown, list(dict.fromkeys(discovered_ids[chosen_region])))
     st.caption(f"{len(shown)} of {len(table)} images match; showing the first {min(len(shown), 24)}.")
-    image_ids, maps = data.saliency_maps(run_id, version)
-    position = {int(i): k for k, i in enumerate(image_ids)}
-    scale = data.map_scale(run_id, version)
+    page = shown.head(24)
+    maps = data.maps_of(run_id, version, tuple(page["image_id"].astype(int))) if overlay_on else {}
+    scale = data.map_scale(run_id, version) if overlay_on else 1.0
     dataset_id = info["dataset_id"]
 
     def rendered(image_id: int, outline: bool = False):
         picture, mask = data.picture(dataset_id, image_id)
         if outline:
             picture = overlay.enlarged(picture)
-        if overlay_on and image_id in position:
-            picture = overlay.blend(picture, maps[position[image_id]], opacity, scale)
+        if overlay_on:  # an image opened from outside this page of the gallery reads its own map
+            saliency = maps[image_id] if image_id in maps else data.maps_of(run_id, version, (image_id,)).get(image_id)
+            if saliency is not None:
+                picture = overlay.blend(picture, saliency, opacity, scale)
         if outline and mask is not None:
             picture = overlay.outline_regions(picture, mask)
         return picture
 
     enlarged = None
-    for k, row in enumerate(shown.head(24).to_dict("records")):
+    for k, row in enumerate(page.to_dict("records")):
         if k % 6 == 0:
             grid = st.columns(6)  # one row of columns per six images keeps tiles aligned and in order
         with grid[k % 6]:

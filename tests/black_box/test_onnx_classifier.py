@@ -87,8 +87,14 @@ def test_cli_rise_audit_of_onnx_equals_the_pt2_audit(classifier_files, dataset, 
     for key, mass in rows["pt2"].items():
         assert rows["onnx"][key] == pytest.approx(mass, abs=1e-4), key
     assert reports["onnx"]["metrics"]["accuracy"] == reports["pt2"]["metrics"]["accuracy"]
-    sanity = reports["onnx"]["sanity"]["model_randomization"]
-    assert sanity["passed"] is None and "no weights to randomise" in sanity["criterion"]  # not judged, not failed
+    # the checks registry does not run the sanity check on a black box, and says why (not judged, not failed)
+    assert reports["onnx"]["sanity"] == {} and reports["pt2"]["sanity"]["model_randomization"]["n"] > 0
+    left_out = {n["key"]: n["reason"] for n in reports["onnx"]["not_judged"]}
+    assert left_out["sanity"] == "the model (onnx) is a black box: it has no weights to randomise"
+    assert "sanity" not in {n["key"] for n in reports["pt2"]["not_judged"]}
+    assert f"model randomisation: not judged ({left_out['sanity']})" in reports["onnx"]["verdict"]["not_tested"]
+    verdict_checks = {c["name"]: c["status"] for c in reports["onnx"]["verdict"]["checks"]}
+    assert verdict_checks["model randomisation"] == "not_applicable"
     evidence = Workspace(ws).store(reports["onnx"]["run"]["id"]).evidence()
     assert evidence["second_explainer"]["method"] == "occlusion"
     assert evidence["interventions"]  # region fills ran through onnxruntime

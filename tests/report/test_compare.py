@@ -108,3 +108,27 @@ def test_discovered_regions_are_matched_across_versions_on_their_images_and_plac
         [None, None, None, "discovered-2"],
     ]
     assert discovered_tracks([{"discovered_regions": []}]) == []
+
+
+def test_without_maps_the_comparison_is_the_same_minus_map_similarity():
+    """The dashboard's Compare page asks for no map similarity (it does not show it): everything else equal."""
+    stores = [_version(0.41, 0.6, 0.0), _version(0.09, 0.95, 5.0)]
+    full = compare_runs(stores, ["v1", "v2"], n_boot=200, n_perm=999)
+    light = compare_runs(stores, ["v1", "v2"], n_boot=200, n_perm=999, maps=False)
+    assert light["map_similarity"] == [] and len(full["map_similarity"]) == 1
+    assert {k: v for k, v in light.items() if k != "map_similarity"} == \
+        {k: v for k, v in full.items() if k != "map_similarity"}
+
+
+@pytest.mark.parametrize("n", [1, 7, 5000])
+def test_sign_flips_are_the_draws_of_rng_choice_and_leave_the_generator_where_it_left_it(n):
+    """The blocked sign-flip null: the same draws as `rng.choice([-1.0, 1.0], (n_perm, n))`, the same means
+    (to 1e-15: matrix products sum in another order), the generator in the same state after."""
+    from analysis.report.compare import _sign_flip_means
+
+    d = np.random.default_rng(5).normal(size=n)
+    old, new = np.random.default_rng(0), np.random.default_rng(0)
+    expected = (old.choice([-1.0, 1.0], size=(999, n)) * d).mean(axis=1)
+    got = _sign_flip_means(new, d, 999)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-15)
+    assert np.array_equal(old.integers(0, 1000, 8), new.integers(0, 1000, 8))

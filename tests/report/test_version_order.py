@@ -54,3 +54,29 @@ def test_flagged_versions_end_the_summary():
     lines = with_flags({"runs": [{"name": "v1"}], "summary": "1 runs: v1\nno run is flagged"}, [{"flags": []}])
     assert lines["summary"] == "1 runs: v1\nno run is flagged\nno flag: v1"
     assert flags_sentence({}) == ""
+
+
+def test_series_and_version_come_from_one_place_for_the_dashboard_too():
+    """The dashboard's Overview and Compare read a model's series and version through version_order (they had
+    a parser of their own that ordered "v1.10" before "v1.9" by audit time)."""
+    import pandas as pd
+
+    from analysis.report.version_order import series_of
+    from dashboard import views
+
+    assert views.series_of is series_of
+    assert series_of("cage-v2", None) == ("cage", "v2") and series_of("cage", "3") == ("cage", "v3")
+    assert series_of("cue-net", math.nan) == ("cue-net", "cue-net") and series_of(None, None)[0] == "unnamed model"
+    for name, version in [("shapes_v10", None), ("tagnet", "v1.9"), ("resnet", None), ("net", " 2 ")]:
+        label = version_of(name, version)
+        assert series_of(name, version)[1] == (label if label is not None else name)
+
+    def run(run_id, version, created):
+        return {"id": run_id, "status": "done", "model_id": f"m-{run_id}", "model_name": "net",
+                "model_version": version, "dataset_id": "d", "dataset_name": "val", "method": "gradcam",
+                "created": created}
+
+    runs = pd.DataFrame([run("a", "v1.10", 1), run("b", "v1.9", 2), run("c", "biased", 0), run("d", "v2", 3)])
+    (entry,) = views.model_series(runs, lambda run_id: {"flags": [], "regions": []})
+    assert [v["version"] for v in entry["versions"]] == ["v1.9", "v1.10", "v2", "biased"]
+    assert [r["id"] for r in in_version_order(runs.to_dict("records"))] == ["b", "a", "d", "c"]

@@ -190,19 +190,40 @@ def empty_tables() -> Tables:
 
 def evidence(store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
     """The context-fill intervention over every explained image and D-RISE's sanity and faithfulness checks
-    (`evidence.json`); the engine runs it under `compute_scope`, the shard loop's thread setting, so a Ray
-    driver's evidence has the same float sums as a local run's."""
-    import torch
+    (`evidence.json`), as the checks registry (`analysis.evidence.checks`) applies them: no interventions without
+    context regions, no sanity check on a black box (ONNX: no weights), neither trust check with
+    `sanity_images=0`; each check left out is under `not_judged` with its reason. The engine runs it under
+    `compute_scope`, the shard loop's thread setting, so a Ray driver's evidence has the same float sums as a
+    local run's."""
+    from analysis.evidence.checks import EvidenceContext, Subject, has_weights, run_checks
+    from explainers.base import is_black_box
 
-    from analysis.evidence.detection_audit import fill_effects, own_detections, summarize_interventions
-
-    loaded, dataset, explainer, options = prepared.loaded, prepared.dataset, prepared.explainer, prepared.options
-    classes = class_names(loaded)
-    region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())}
+    loaded, dataset, options = prepared.loaded, prepared.dataset, prepared.options
     explained = set(store.images()["image_id"].astype(int).tolist())
     items = [item for item in dataset.items if int(item.image_id) in explained]
+    subject = Subject("detection", model_format=loaded.format,
+                      black_box=is_black_box(loaded.module) or not has_weights(loaded.module),
+                      region_masks=bool(dataset.regions), wants={"sanity_images": options["sanity_images"]})
+    context = EvidenceContext(subject, loaded, dataset, store, run["method"], {}, int(run["seed"]), batch_size,
+                              options={**options, "device": device, "explainer": prepared.explainer},
+                              state={"items": items})
+    return run_checks(context, {"task": "detection", "settings": options, "interventions": [], "sanity": {},
+                                "faithfulness": {}, "n_images": len(items)})
+
+
+def _evidence_pass(ctx, *, interventions: bool):
+    """One pass over the explained images: the context-fill effects (`interventions`) and, on the way, the first
+    `sanity_images` images with detections and their detections (`ctx.state["sample"]`), which the trust checks
+    explain."""
+    import torch
+
+    from analysis.evidence.detection_audit import fill_effects, own_detections
+
+    loaded, dataset, options, device = ctx.loaded, ctx.dataset, ctx.options, ctx.options["device"]
+    classes = class_names(loaded)
+    region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())} if interventions else {}
     effects, gt_effects, sanity_inputs, sanity_targets = [], [], [], []
-    for batch in prefetched(dataset, loaded.card, items, batch_size):
+    for batch in prefetched(dataset, loaded.card, ctx.state["items"], ctx.batch_size):
         if batch.inputs is None or (not region_names and len(sanity_inputs) >= options["sanity_images"]):
             continue
         inputs = batch.inputs.to(device, non_blocking=True)
@@ -223,29 +244,67 @@ def evidence(store, run: dict, prepared: Prepared, device: str, batch_size: int)
             width, height = dataset.image_size(item)
             truth.append((boxes * np.array([w / width, h / height, w / width, h / height], np.float32), labels))
         e, g = fill_effects(loaded.module, inputs, regions, region_names, targets, classes, clean=clean,
-                            fill=options["fill"], score_threshold=options["score_threshold"], seed=int(run["seed"]),
+                            fill=options["fill"], score_threshold=options["score_threshold"], seed=ctx.seed,
                             image_keys=[int(it.image_id) for it in batch.items], ground_truth=truth)
         effects.append(e)
         gt_effects.append(g)
+    ctx.state["sample"] = (sanity_inputs, sanity_targets)
+    return effects, gt_effects
+
+
+def run_interventions(ctx) -> dict:
+    """The checks registry's runner: context-fill effects per (class, region) against the control fill."""
+    from analysis.evidence.detection_audit import summarize_interventions
+
+    effects, gt_effects = _evidence_pass(ctx, interventions=True)
     effects_frame = pd.concat(effects, ignore_index=True) if effects else pd.DataFrame(
         columns=["image", "det", "class", "region", "score", "score_fill", "score_control", "found_fill",
                  "found_control"])
     gt_frame = pd.concat(gt_effects, ignore_index=True) if gt_effects else None
-    summary = summarize_interventions(effects_frame, gt_frame, seed=int(run["seed"]))
-    sanity, faithfulness = {}, {}
-    if sanity_inputs:
-        images = torch.stack(sanity_inputs)
-        explained = explainer.explain_detections_with_counts(images, sanity_targets)
-        maps = explained.maps
-        # randomised detectors' maps are noise that never converges: they get the originals' largest count
-        budget = max(int(u.max()) for u in explained.masks_used if len(u))
-        sanity["model_randomization"] = detection_sanity(loaded.module, explainer.fixed_budget(budget), images,
-                                                         sanity_targets, seed=int(run["seed"]),
-                                                         original=torch.cat(maps))
-        faithfulness = detection_faithfulness(loaded.module, images, sanity_targets, maps, seed=int(run["seed"]))
-        faithfulness["method"] = explainer.name
-    return ({"task": "detection", "settings": options, "interventions": summary.to_dict("records"),
-                          "sanity": sanity, "faithfulness": faithfulness, "n_images": len(items)})
+    return {"interventions": summarize_interventions(effects_frame, gt_frame, seed=ctx.seed).to_dict("records")}
+
+
+def _explained_sample(ctx):
+    """(images, their detections, D-RISE's maps and mask counts) of the trust checks' sample, computed once;
+    None when no image has a detection."""
+    import torch
+
+    if "explained" not in ctx.state:
+        if "sample" not in ctx.state:
+            _evidence_pass(ctx, interventions=False)
+        inputs, targets = ctx.state["sample"]
+        ctx.state["explained"] = None
+        if inputs:
+            images = torch.stack(inputs)
+            ctx.state["explained"] = (images, targets,
+                                      ctx.options["explainer"].explain_detections_with_counts(images, targets))
+    return ctx.state["explained"]
+
+
+def run_sanity(ctx) -> dict:
+    """The checks registry's runner: D-RISE under cascading model randomisation (`detection_sanity`)."""
+    import torch
+
+    sample = _explained_sample(ctx)
+    if sample is None:
+        return {}
+    images, targets, explained = sample
+    # randomised detectors' maps are noise that never converges: they get the originals' largest count
+    budget = max(int(u.max()) for u in explained.masks_used if len(u))
+    explainer = ctx.options["explainer"]
+    return {"sanity": {"model_randomization": detection_sanity(ctx.loaded.module, explainer.fixed_budget(budget),
+                                                               images, targets, seed=ctx.seed,
+                                                               original=torch.cat(explained.maps))}}
+
+
+def run_faithfulness(ctx) -> dict:
+    """The checks registry's runner: deletion / insertion AUC of D-RISE's maps (`detection_faithfulness`)."""
+    sample = _explained_sample(ctx)
+    if sample is None:
+        return {}
+    images, targets, explained = sample
+    faithfulness = detection_faithfulness(ctx.loaded.module, images, targets, explained.maps, seed=ctx.seed)
+    return {"faithfulness": {**faithfulness, "method": ctx.options["explainer"].name}}
 
 
 def detection_sanity(detector, explainer, images: torch.Tensor, targets: list, *, seed: int = 0,

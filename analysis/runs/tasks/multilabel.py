@@ -63,6 +63,7 @@ class MultilabelTask(PerTargetTask):
     own_dataset_format = False  # a classifier's manifest (labels joined by "|"): never how a dataset is recognised
     tables = TABLES
     target_key = "tag"
+    evidence_settings = ("target", "threshold")
     run_params = RUN_PARAMS
 
     def check_settings(self, method: str, params: dict) -> None:
@@ -125,13 +126,9 @@ class MultilabelTask(PerTargetTask):
         return out.tables()
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
-        from analysis.evidence.tag_audit import MAX_IMAGES, tag_interventions
+        from analysis.evidence.tag_audit import MAX_IMAGES
 
-        return {"task": self.name, "settings": {k: prepared.options[k] for k in ("target", "threshold")},
-                "interventions": tag_interventions(prepared.loaded, prepared.dataset, store,
-                                                   threshold=prepared.options["threshold"], seed=int(run["seed"]),
-                                                   batch_size=batch_size),
-                **self.trust_checks(store, run, prepared, batch_size, MAX_IMAGES)}
+        return self.checked_evidence(store, run, prepared, batch_size, MAX_IMAGES)
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         from analysis.report.tag_report import tag_findings

@@ -146,12 +146,14 @@ class TargetRows:
 
 class PerTargetTask:
     """What a per-target task's plug-in (`analysis.runs.task.Task`) does the same way: a subclass sets `name`,
-    `tables` (its `TargetTables`), `target_key`, and writes `prepare`, `explain_batch`, `evidence` and
-    `target_findings` (the report's findings of one store, which the comparison reads per run)."""
+    `tables` (its `TargetTables`), `target_key`, `evidence_settings`, and writes `prepare`, `explain_batch` and
+    `target_findings` (the report's findings of one store, which the comparison reads per run); its evidence is
+    `checked_evidence`, the checks the registry applies."""
 
     name: str
     tables: TargetTables
     target_key: str  # what the comparison names a target by ("tag", "class")
+    evidence_settings: tuple[str, ...]  # the task's options its evidence records under `settings`
     dataset_hint = ""
 
     def new_run_params(self, params: dict) -> dict:
@@ -163,26 +165,26 @@ class PerTargetTask:
     def empty_tables(self) -> Tables:
         return self.tables.empty()
 
-    def trust_checks(self, store, run: dict, prepared: Prepared, batch_size: int, max_images: int,
-                     **target_options) -> dict:
-        """The evidence's trust checks, the same for every per-target task: model randomisation, a second
-        explainer of another family and faithfulness of the stored maps (`target_options`: a segmenter's
-        `source`, the pixels its targets were taken from)."""
-        from analysis.evidence.target_faithfulness import target_faithfulness
-        from analysis.evidence.target_sanity import target_sanity
-        from analysis.evidence.target_second_explainer import target_second_explainer
+    def checked_evidence(self, store, run: dict, prepared: Prepared, batch_size: int, max_images: int) -> dict:
+        """The evidence of every check the registry (`analysis.evidence.checks`) applies to this task and model
+        (interventions, model randomisation, a second explainer of another family, faithfulness of the stored
+        maps), with the checks that do not apply under `not_judged`, each with its reason."""
+        from analysis.evidence.checks import EvidenceContext, Subject, has_weights, run_checks
+        from explainers.base import is_black_box
 
-        seed = int(run["seed"])
-        return {"sanity": target_sanity(prepared.loaded, prepared.dataset, store, run["method"],
-                                        prepared.target_layer, explainer_params(run, self.run_params),
-                                        task=self.name, seed=seed),
-                "second_explainer": target_second_explainer(
-                    prepared.loaded, prepared.dataset, store, run["method"], prepared.options["regions"],
-                    task=self.name, seed=seed, max_images=max_images, layer_name=(run.get("params") or {}).get("layer"),
-                    batch_size=batch_size, **target_options),
-                "faithfulness": target_faithfulness(prepared.loaded, prepared.dataset, store, run["method"],
-                                                    task=self.name, seed=seed, max_images=max_images,
-                                                    batch_size=batch_size, **target_options)}
+        loaded = prepared.loaded
+        subject = Subject(self.name, model_format=loaded.format,
+                          black_box=is_black_box(loaded.module) or not has_weights(loaded.module),
+                          region_masks=prepared.options["regions"] is not None)
+        context = EvidenceContext(subject, loaded, prepared.dataset, store, run["method"],
+                                  explainer_params(run, self.run_params), int(run["seed"]), batch_size,
+                                  prepared.target_layer,
+                                  options={**prepared.options, "max_images": max_images,
+                                           "explainer_params": explainer_params(run, self.run_params),
+                                           "layer": (run.get("params") or {}).get("layer")})
+        settings = {k: prepared.options[k] for k in self.evidence_settings}
+        return run_checks(context, {"task": self.name, "settings": settings, "interventions": [], "sanity": {},
+                                    "second_explainer": {}, "faithfulness": {}})
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         raise NotImplementedError

@@ -80,6 +80,7 @@ class SegmentationTask(PerTargetTask):
     own_dataset_format = True
     tables = TABLES
     target_key = "class"
+    evidence_settings = ("target",)
     run_params = RUN_PARAMS
 
     def check_settings(self, method: str, params: dict) -> None:
@@ -156,12 +157,9 @@ class SegmentationTask(PerTargetTask):
         return out.tables()
 
     def evidence(self, store, run: dict, prepared: Prepared, device: str, batch_size: int) -> dict:
-        from analysis.evidence.segment_audit import MAX_IMAGES, segment_interventions
+        from analysis.evidence.segment_audit import MAX_IMAGES
 
-        return {"task": self.name, "settings": {"target": prepared.options["target"]},
-                "interventions": segment_interventions(prepared.loaded, prepared.dataset, store,
-                                                       seed=int(run["seed"]), batch_size=batch_size),
-                **self.trust_checks(store, run, prepared, batch_size, MAX_IMAGES, source=prepared.options["target"])}
+        return self.checked_evidence(store, run, prepared, batch_size, MAX_IMAGES)
 
     def target_findings(self, store, *, n_boot: int, seed: int) -> dict:
         from analysis.report.segment_report import segment_findings
