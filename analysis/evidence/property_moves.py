@@ -162,9 +162,19 @@ def match_amount(images: torch.Tensor, prop: str, direction: str, target: float,
     if (target - now) * (1 if direction == "higher" else -1) <= 0:
         return 0.0
     low, high = 0.0, MAX_AMOUNT[prop]
+    moved = _mover(x, prop, direction)
     for _ in range(steps):
         mid = 0.5 * (low + high)
-        value = float(np.median(pixel_properties(move(x, prop, mid, direction), (prop,))[prop]))
+        value = float(np.median(pixel_properties(moved(mid), (prop,))[prop]))
         reached = value >= target if direction == "higher" else value <= target
         low, high = (low, mid) if reached else (mid, high)
     return high
+
+
+def _mover(images: torch.Tensor, prop: str, direction: str):
+    """amount -> `move(images, prop, amount, direction)`; sharpening's detail (the image minus its blur) is the
+    same at every amount, so a bisection computes it once (the same operations, the same values)."""
+    if prop == "sharpness" and direction == "higher":
+        detail = images - gaussian_blur(images, SHARPEN_RADIUS)
+        return lambda amount: (images + amount * detail).clamp(0.0, 1.0)
+    return lambda amount: move(images, prop, amount, direction)
