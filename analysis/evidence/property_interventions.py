@@ -256,7 +256,8 @@ def _amounts(cand: Candidate, images, labels, classes, screen, matched: dict | N
     def match(rows: np.ndarray, direction: str, target: float) -> float:
         key = (rows.tobytes(), cand.property, direction, float(target))
         if key not in matched:
-            matched[key] = moves.match_amount(images[rows], cand.property, direction, target)
+            # only the images the bisection moves: indexing all of a class's rows copied half the sample
+            matched[key] = moves.match_amount(images[rows[:moves.MATCH_IMAGES]], cand.property, direction, target)
         return matched[key]
 
     towards = match(np.flatnonzero(labels != cand.class_idx), cand.direction, assoc.median_class)

@@ -153,8 +153,11 @@ def property_shift(before: torch.Tensor, after: torch.Tensor, prop: str) -> floa
     return float(np.median(pixel_properties(after, (prop,))[prop] - pixel_properties(before, (prop,))[prop]))
 
 
+MATCH_IMAGES = 128  # images a bisection moves
+
+
 def match_amount(images: torch.Tensor, prop: str, direction: str, target: float, *, steps: int = 14,
-                 max_images: int = 128) -> float:
+                 max_images: int = MATCH_IMAGES) -> float:
     """The amount (0 to MAX_AMOUNT) whose moved `images` have median `prop` nearest `target`, by bisection
     on at most `max_images` of them (the median moves monotonically with the amount)."""
     x = images[:max_images]
