@@ -240,8 +240,8 @@ def print_table(result: dict) -> None:
         for stage, seconds in result["stages_seconds"].items():
             print(f"| {stage} | {seconds:.1f} | {seconds / result['ours_wall_seconds']:.0%} |")
         print(f"| same command again (cache) | {result['second_run_seconds']:.1f} | |")
-        print(f"| `report --format html` (not in the wall) | {result['html_report']['seconds']:.1f} | "
-              f"{result['html_report']['megabytes']:.1f} MB |")
+        print(f"| `report --format html` (not in the wall) | {result['html_report']['seconds']:.2f} | "
+              f"{result['html_report']['megabytes']:.3f} MB |")
         stages = result["stages_seconds"]
         print(f"evidence / main pass (the audit's explainer pass) = {stages['evidence'] / stages['main pass']:.2f}; "
               f"interventions / main pass = {stages['evidence: interventions'] / stages['main pass']:.2f}")
