@@ -162,8 +162,9 @@ class DRISE(Explainer):
         for start in range(0, b * n, self.batch_size):
             stop = min(start + self.batch_size, b * n)
             first, last = start // n, (stop - 1) // n
-            masked = torch.cat([images[i] * masks[max(start - i * n, 0):min(stop - i * n, n), None]
-                                for i in range(first, last + 1)])
+            pieces = [images[i] * masks[max(start - i * n, 0):min(stop - i * n, n), None]
+                      for i in range(first, last + 1)]
+            masked = pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # one image: no second copy
             outputs = list(self.model(masked))
             offset = 0
             for i in range(first, last + 1):

@@ -25,7 +25,7 @@ def register(cls: type[Explainer]) -> type[Explainer]:
 
 def method_class(name: str) -> type[Explainer]:
     """The registered class of `name`; InputError listing the methods otherwise."""
-    load_builtin_methods()
+    load_builtin_methods(until=name)
     if name not in METHODS:
         raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
     return METHODS[name]
@@ -44,11 +44,15 @@ def make_explainer(name: str, model: nn.Module, **params: Any) -> Explainer:
     return cls(model, **layer, **check_params(name, params))
 
 
-def load_builtin_methods() -> None:
-    """Import the method modules so their `@register` runs (kept lazy to keep `import explainers` cheap)."""
+def load_builtin_methods(until: str | None = None) -> None:
+    """Import the method modules so their `@register` runs (kept lazy to keep `import explainers` cheap);
+    with `until`, stop at the first module that registers that name: an audit with Grad-CAM does not import
+    LRP's zennit, which imports torchvision and torch._dynamo (seconds of every CLI run's start-up)."""
     import importlib
 
     for module in ("cam", "gradients", "occlusion", "rise", "drise", "lrp", "shap", "attention"):
+        if until is not None and until in METHODS:
+            return
         try:
             importlib.import_module(f"explainers.{module}")
         except ModuleNotFoundError as exc:

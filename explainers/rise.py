@@ -150,7 +150,7 @@ class MaskSums:
 
     def add(self, rows: torch.Tensor, scores: torch.Tensor, masks: torch.Tensor) -> None:
         """Masks (k, H, W) and the scores (k, len(rows)) of the images `rows` under them. Matrix products over
-        the flattened masks, their square taken once, accumulated with `index_add_` (D-RISE adds its chunks
+        the flattened masks, their square taken once, accumulated per row (D-RISE adds its chunks
         at hundreds of masks per call: einsum and gather / scatter of the rows were a sixth of its time)."""
         flat = masks.flatten(1)  # (k, H*W)
         squares = flat.square() if self.errors else None
@@ -206,8 +206,14 @@ class MaskSums:
 
 
 def _add_rows(sums: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
-    """sums[rows] += values for (B, H, W) sums and (len(rows), H*W) values, in place."""
-    sums.view(sums.shape[0], -1).index_add_(0, rows, values)
+    """sums[rows] += values for (B, H, W) sums and (len(rows), H*W) values, in place; `rows` are distinct.
+    An indexed read, add and write, not `index_add_`: with 2 intra-op threads on a busy machine `index_add_`
+    of a few rows took 50-80 ms per call (0.004 ms with 1 thread), the indexed add 0.02 ms (same sums)."""
+    flat = sums.view(sums.shape[0], -1)
+    if len(rows) == len(flat) and bool((rows == torch.arange(len(flat), device=rows.device)).all()):
+        flat.add_(values)  # every row, in order (no detection has stopped yet): one in-place add
+    else:
+        flat[rows] = flat[rows] + values
 
 
 def checkpoints(n: int, every: int) -> list[int]:

@@ -188,9 +188,9 @@ def property_interventions(model, images: torch.Tensor, labels, classes: list[st
             else predict(model, images, batch_size)[0].numpy())
     forwards = 0 if base_predictions is not None else len(images)
     variants: dict[tuple, _Variants] = {}
-    plans = []
+    plans, matched = [], {}
     for cand in candidates:
-        amount_towards, amount_away, source = _amounts(cand, images, labels, classes, screen)
+        amount_towards, amount_away, source = _amounts(cand, images, labels, classes, screen, matched)
         keys = {"towards": (cand.property, cand.direction, amount_towards),
                 "away": (cand.property, moves.opposite(cand.direction), amount_away)}
         for key in keys.values():
@@ -243,16 +243,25 @@ def property_interventions(model, images: torch.Tensor, labels, classes: list[st
     return PropertyInterventions(results, design)
 
 
-def _amounts(cand: Candidate, images, labels, classes, screen) -> tuple[float, float, str]:
-    """(towards amount, away amount, source): matched to the medians when the screen flagged this association."""
+def _amounts(cand: Candidate, images, labels, classes, screen, matched: dict | None = None) -> tuple[float, float, str]:
+    """(towards amount, away amount, source): matched to the medians when the screen flagged this association.
+    `matched` keeps each bisection by (rows, property, direction, target): with two classes, class h's towards
+    move is class v's away move (the same images to the same median), and a bisection costs 14 moves."""
     default = moves.DEFAULT_STEP[cand.property]
     assoc = None if screen is None else screen.find(cand.property, classes[cand.class_idx])
     if assoc is None or not assoc.flagged or assoc.direction != cand.direction:
         return default, default, "default step"
-    towards = moves.match_amount(images[np.flatnonzero(labels != cand.class_idx)], cand.property, cand.direction,
-                                 assoc.median_class)
-    away = moves.match_amount(images[np.flatnonzero(labels == cand.class_idx)], cand.property,
-                              moves.opposite(cand.direction), assoc.median_rest)
+    matched = {} if matched is None else matched
+
+    def match(rows: np.ndarray, direction: str, target: float) -> float:
+        key = (rows.tobytes(), cand.property, direction, float(target))
+        if key not in matched:
+            # only the images the bisection moves: indexing all of a class's rows copied half the sample
+            matched[key] = moves.match_amount(images[rows[:moves.MATCH_IMAGES]], cand.property, direction, target)
+        return matched[key]
+
+    towards = match(np.flatnonzero(labels != cand.class_idx), cand.direction, assoc.median_class)
+    away = match(np.flatnonzero(labels == cand.class_idx), moves.opposite(cand.direction), assoc.median_rest)
     return (round(towards, 3) or default), (round(away, 3) or default), "matched to the data"
 
 

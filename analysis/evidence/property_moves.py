@@ -153,8 +153,11 @@ def property_shift(before: torch.Tensor, after: torch.Tensor, prop: str) -> floa
     return float(np.median(pixel_properties(after, (prop,))[prop] - pixel_properties(before, (prop,))[prop]))
 
 
+MATCH_IMAGES = 128  # images a bisection moves
+
+
 def match_amount(images: torch.Tensor, prop: str, direction: str, target: float, *, steps: int = 14,
-                 max_images: int = 128) -> float:
+                 max_images: int = MATCH_IMAGES) -> float:
     """The amount (0 to MAX_AMOUNT) whose moved `images` have median `prop` nearest `target`, by bisection
     on at most `max_images` of them (the median moves monotonically with the amount)."""
     x = images[:max_images]
@@ -162,9 +165,19 @@ def match_amount(images: torch.Tensor, prop: str, direction: str, target: float,
     if (target - now) * (1 if direction == "higher" else -1) <= 0:
         return 0.0
     low, high = 0.0, MAX_AMOUNT[prop]
+    moved = _mover(x, prop, direction)
     for _ in range(steps):
         mid = 0.5 * (low + high)
-        value = float(np.median(pixel_properties(move(x, prop, mid, direction), (prop,))[prop]))
+        value = float(np.median(pixel_properties(moved(mid), (prop,))[prop]))
         reached = value >= target if direction == "higher" else value <= target
         low, high = (low, mid) if reached else (mid, high)
     return high
+
+
+def _mover(images: torch.Tensor, prop: str, direction: str):
+    """amount -> `move(images, prop, amount, direction)`; sharpening's detail (the image minus its blur) is the
+    same at every amount, so a bisection computes it once (the same operations, the same values)."""
+    if prop == "sharpness" and direction == "higher":
+        detail = images - gaussian_blur(images, SHARPEN_RADIUS)
+        return lambda amount: (images + amount * detail).clamp(0.0, 1.0)
+    return lambda amount: move(images, prop, amount, direction)

@@ -32,6 +32,8 @@ def methods_of_kind(model_kind: str | None) -> list[str]:
 
 def check_method_kind(method: str, model_kind: str | None) -> None:
     """InputError unless `method` explains models of `model_kind` (None: unless it is a known method)."""
+    if method in BUILTIN_KINDS and model_kind in (None, BUILTIN_KINDS[method]):
+        return  # a built-in of that kind: no need to import every method module (LRP's torchvision) to say so
     from explainers.registry import METHODS, load_builtin_methods
 
     load_builtin_methods()

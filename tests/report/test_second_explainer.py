@@ -78,8 +78,8 @@ def test_the_second_explainer_is_of_another_declared_family(monkeypatch):
     from explainers.base import Explainer
     from explainers.cam import GradCAM
 
+    registry.load_builtin_methods()  # into the real registry first: modules register once, when imported
     monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
-    registry.load_builtin_methods()
 
     @registry.register
     class EigenishCAM(GradCAM):

@@ -140,7 +140,7 @@ class ClassificationTask:
         from analysis.runs.methods import check_method_kind
         from explainers.base import refuse_black_box
         from explainers.loading.models import hooks_fix, load_model
-        from explainers.registry import METHODS, make_explainer
+        from explainers.registry import make_explainer, method_class
 
         params = dict(run["params"])
         target_mode = settings(params)["target"]
@@ -151,8 +151,8 @@ class ClassificationTask:
         dataset.validate(list(loaded.card.classes))
 
         layer_name = None
-        refuse_black_box(METHODS[run["method"]], loaded.module)  # gradient/CAM methods on ONNX: the fix, not a crash
-        if METHODS[run["method"]].needs_layer:
+        refuse_black_box(method_class(run["method"]), loaded.module)  # gradient/CAM methods on ONNX: the fix, not a crash
+        if method_class(run["method"]).needs_layer:
             if not loaded.supports_hooks:
                 raise InputError(f"{model_row['path']}: method {run['method']!r} hooks an internal layer, which a "
                                  f"{loaded.format} model does not expose; {hooks_fix(loaded.format)}, or use a "

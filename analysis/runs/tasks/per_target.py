@@ -28,10 +28,10 @@ def explainer_params(run: dict, run_params: tuple[str, ...]) -> dict:
 def make_cam_or_plain_explainer(run: dict, loaded, model_row: dict, run_params: tuple[str, ...]):
     """(explainer, layer name) for the run's method on `loaded.module`."""
     from explainers.loading.models import hooks_fix
-    from explainers.registry import METHODS, make_explainer
+    from explainers.registry import make_explainer, method_class
 
     params = run.get("params") or {}
-    if not METHODS[run["method"]].needs_layer:
+    if not method_class(run["method"]).needs_layer:
         return make_explainer(run["method"], loaded.module, **explainer_params(run, run_params)), None
     if not loaded.supports_hooks:
         raise InputError(f"{model_row['path']}: method {run['method']!r} hooks an internal layer, which a "
