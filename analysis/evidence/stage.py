@@ -47,6 +47,18 @@ from explainers.base import is_black_box
 from explainers.loading.models import folded_for_prediction
 
 POLICY = policy_of("classification")
+EVIDENCE_MEMORY = 2 * 1024 ** 3  # bytes the decoded evidence sample (inputs and masks) may hold
+
+
+def evidence_sample_size(n_images: int, input_size: tuple[int, int], *, memory: int = EVIDENCE_MEMORY) -> int:
+    """How many of a run's images the evidence sample decodes when the user gave no `evidence_images`: all of
+    them while their float inputs and int64 masks fit in `memory` (2 GiB: ~2,100 images at 224 px, ~26,000 at
+    64 px), else as many as fit. The sample is held decoded because the sequential interventions revisit its
+    rows at every look; a 10,000-image audit at 224 px held ~10 GB and was killed (issue 26). Past ~2,000
+    images the sequential design has long decided any effect it can (it stops at 400 usable pairs per look)."""
+    height, width = (int(v) for v in input_size)
+    per_image = height * width * (3 * 4 + 8)
+    return max(1, min(int(n_images), int(memory // per_image)))
 
 
 def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | None = None, seed: int = 0,
@@ -58,8 +70,9 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
     """Evidence dict (keys: interventions, discovered_regions, sequential, second_explainer, sanity,
     faithfulness, config; region_shapley when `region_shapley` > 0 images are asked for). `max_images` caps
     the sequential sample (run parameter `evidence_images`); None (the default): every image the run
-    explained, so a region whose effect is undecided keeps sampling while the run has images (a fixed cap of
-    400 left a 7.8-point reliance undecided at 300 images, issue 25). Regions decided early stop early, so
+    explained that fits the decoded sample's memory (`evidence_sample_size`), so a region whose effect is
+    undecided keeps sampling while the run has images (a fixed cap of 400 left a 7.8-point reliance undecided
+    at 300 images, issue 25). Regions decided early stop early, so
     the cost grows only with what stays undecided.
 
     Faithfulness curves stop at `faithfulness_steps` (8; the `auc_error` of the last halving is reported
@@ -78,7 +91,7 @@ def compute_evidence(loaded, dataset, store, *, method: str, layer_name: str | N
            "sanity": {}, "faithfulness": {}}
     if images.empty:
         return out
-    max_images = len(images) if max_images is None else max_images
+    max_images = evidence_sample_size(len(images), loaded.card.input_size) if max_images is None else max_images
     out["config"]["max_images"] = max_images
     batch = load_subset(loaded, dataset, sample_images(images, seed, max_images, in_image_order=False))
     labels = batch.images_frame["label_idx"].to_numpy().astype(np.int64)

@@ -75,3 +75,15 @@ def test_a_second_audit_of_the_same_model_reuses_its_interventions(finished_run,
     compute_evidence(loaded, dataset, store, method="saliency", cache_dir=tmp_path, model_key="m-1",
                      **{**options, "seed": 1})
     assert len(calls) == 2 and len(list(tmp_path.glob("*.json"))) == 3
+
+
+def test_the_default_evidence_sample_fits_its_memory_bound():
+    """Every image while the decoded inputs (float32 x 3) and masks (int64) fit 2 GiB; beyond, as many as fit:
+    a 10,000-image audit at 224 px decoded ~10 GB on the driver and was killed."""
+    from analysis.evidence.stage import EVIDENCE_MEMORY, evidence_sample_size
+
+    assert EVIDENCE_MEMORY == 2 * 1024 ** 3
+    assert evidence_sample_size(1_000, (224, 224)) == 1_000
+    assert evidence_sample_size(10_000, (224, 224)) == 2 * 1024 ** 3 // (224 * 224 * 20) == 2_139
+    assert evidence_sample_size(100_000, (64, 64)) == 26_214
+    assert evidence_sample_size(10, (64, 64), memory=1) == 1
