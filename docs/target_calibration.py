@@ -18,6 +18,7 @@ root: PYTHONPATH=. python docs/target_calibration.py
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import numpy as np
 
 N = 200
 DATA_SEEDS = (31, 32)
+CLEAN_SEEDS = tuple(range(33, 41))  # the clean ends again, on 8 more data seeds: 10 in all
 RELIANCE_SEED = 900
 DRISE_MASKS = 500  # half D-RISE's default: the CPU budget of this calibration
 CUES = {"tagger": {"boat": "water"}, "segmenter": {"boat": "water", "car": "road"},
@@ -38,6 +40,7 @@ CSV = HERE / "target_calibration.csv"
 MARKER = "## Taggers, segmenters and detectors"
 
 
+@functools.cache
 def tagger_reliance(version: int) -> dict:
     import torch
 
@@ -52,6 +55,7 @@ def tagger_reliance(version: int) -> dict:
     return {t: home[t] - flipped[t] for t in TARGETS}
 
 
+@functools.cache
 def segmenter_reliance(version: int) -> dict:
     import torch
 
@@ -65,6 +69,7 @@ def segmenter_reliance(version: int) -> dict:
     return {t: home[t] - away[t] for t in TARGETS}
 
 
+@functools.cache
 def detector_reliance(version: str) -> dict:
     from sample_models import detection
 
@@ -75,12 +80,16 @@ def detector_reliance(version: str) -> dict:
 
 
 def jobs() -> list[tuple[str, str, int]]:
-    """(series, version, data seed): the ends of every series first, so a run stopped early spans them."""
-    first = [("tagger", "v1"), ("tagger", "v5"), ("segmenter", "v1"), ("segmenter", "v5"),
-             ("detector", "biased"), ("detector", "debiased")]
-    middle = [(s, f"v{k}") for s in ("tagger", "segmenter") for k in (2, 3, 4)]
-    order = first + middle
-    return [(s, v, DATA_SEEDS[0]) for s, v in order] + [(s, v, seed) for seed in DATA_SEEDS[1:] for s, v in order]
+    """(series, version, data seed): the ends of every series and the segmenter's v2 (boat at 20 points) first,
+    on each data seed, then the middle versions, then the clean ends (tagger v5, segmenter v5, the debiased
+    detector) on `CLEAN_SEEDS` more data seeds; a run stopped early still spans the ends."""
+    first = [("segmenter", "v1"), ("segmenter", "v5"), ("segmenter", "v2"), ("detector", "biased"),
+             ("detector", "debiased"), ("tagger", "v1"), ("tagger", "v5")]
+    middle = [(s, f"v{k}") for s in ("segmenter", "tagger") for k in (3, 4)] + [("tagger", "v2")]
+    clean = [("segmenter", "v5"), ("detector", "debiased"), ("tagger", "v5")]
+    return ([(s, v, seed) for seed in DATA_SEEDS for s, v in first] + [(s, v, seed) for seed in DATA_SEEDS
+                                                                       for s, v in middle]
+            + [(s, v, seed) for seed in CLEAN_SEEDS for s, v in clean])
 
 
 def dataset(root: Path, series: str, seed: int) -> Path:
@@ -128,12 +137,19 @@ def audit_one(ws, root: Path, series: str, version: str, seed: int) -> dict:
     row = {"series": series, "version": version, "data_seed": seed, "method": method,
            "verdict": verdict.get("status"), "verdict_reason": ((verdict.get("reasons") or [""])[0])[:160],
            "flags": ";".join(sorted(f"{c}/{r}" for c, r in flags)), "minutes": round((time.time() - start) / 60, 2)}
+    by_pair = {(str(f.get("class")), str(f.get("region"))): f for f in report.get("flags") or []}
+    power = {(str(p.get("class")), str(p.get("region"))): p for p in report.get("power") or []}
     for target in TARGETS:
         cue = CUES[series].get(target)
         row[f"reliance_{target}"] = round(float(reliance[target]), 4)
         row[f"cue_{target}"] = cue or ""
         row[f"flagged_{target}_cue"] = int(cue is not None and (target, cue) in flags)
         row[f"flagged_{target}_other"] = int(any(c == target and r != cue for c, r in flags))
+        deciding = ((by_pair.get((target, cue)) or {}).get("tests") or [{}])[0]
+        row[f"test_{target}_cue"] = deciding.get("name") or ""  # the flag's deciding test: fill, swap, context fill
+        row[f"p_holm_{target}_cue"] = deciding.get("p_value_corrected") or ""
+        bound = power.get((target, cue)) or {}  # an unflagged cue: what its tests could still have missed
+        row[f"power_{target}_cue"] = bound.get("lost_excess_upper", bound.get("excess_drop_upper", ""))
     return row
 
 
@@ -196,7 +212,9 @@ def tables(rows: list[dict]) -> str:
             for t in TARGETS:
                 flagged = [int(r[f"flagged_{t}_cue"]) if t in cues else
                            int(r[f"flagged_{t}_other"]) for r in part]
-                cells += [_points(r[f"reliance_{t}"] for r in part), f"{sum(flagged)}/{len(flagged)}"]
+                tests = sorted({r.get(f"test_{t}_cue") for r in part if r.get(f"test_{t}_cue")})
+                cells += [_points(r[f"reliance_{t}"] for r in part),
+                          f"{sum(flagged)}/{len(flagged)}" + (f" ({', '.join(tests)})" if tests else "")]
             verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in part)}"
                                  for v in ("flagged", "clear", "cannot_judge") if any(r["verdict"] == v for r in part))
             out.append(f"| {version} | {len(part)} | {' | '.join(cells)} | {verdicts} |")
@@ -245,6 +263,21 @@ What these numbers allow (read from the committed series' run, 24 audits, 27 min
 - Flag rates do not depend on the second explainer and the sanity check (they lower a finding's confidence,
   never remove it); the audits ran before the tagger's and segmenter's second explainer existed.
 """
+
+
+CLEAN = {("tagger", "v5"), ("segmenter", "v5"), ("detector", "debiased")}
+
+
+def clean_summary(rows: list[dict]) -> str:
+    """The clean ends (little or no reliance): audits with any flag, over how many data seeds."""
+    sel = [r for r in rows if (r["series"], r["version"]) in CLEAN and r.get("verdict") != "error"]
+    flagged = [r for r in sel if r.get("flags")]
+    seeds = sorted({int(r["data_seed"]) for r in sel})
+    verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in sel)}" for v in ("clear", "cannot_judge", "flagged")
+                         if any(r["verdict"] == v for r in sel))
+    return (f"{len(flagged)} of {len(sel)} audits flagged anything ({verdicts}; data seeds "
+            f"{', '.join(map(str, seeds))})" + (": " + "; ".join(f"{r['series']} {r['version']} seed {r['data_seed']}: "
+                                                              f"{r['flags']}" for r in flagged) if flagged else ""))
 
 
 def off_cue(rows: list[dict]) -> str:

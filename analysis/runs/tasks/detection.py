@@ -23,7 +23,9 @@ maps of the original detections, recomputed as the detector's layers are re-init
 side; `SANITY_STAGES` stages), and deletion / insertion AUC of `analysis.evidence.faithfulness` for up to
 `FAITHFULNESS_DETECTIONS` of those detections, scored by the D-RISE similarity of the detector's output to
 the detection. They cost about `sanity_images x (SANITY_STAGES + 1)` images' worth of D-RISE;
-`--param sanity_images=0` skips them.
+`--param sanity_images=0` skips them. A second explainer of another family (plain gradients of each detection's
+D-RISE score, `analysis.evidence.detection_second_explainer`) maps the detections of the first `SECOND_IMAGES`
+images with context regions (one backward pass per detection; "not applicable" for a detector without gradients).
 
 D-RISE parameters come from the run's params. Defaults are sized for CI on 64x64 images: an 8x8 grid and
 a ceiling of 1000 masks, each detection stopping earlier once its map's estimated error is below D-RISE's
@@ -50,6 +52,7 @@ RUN_PARAMS = ("score_threshold", "fill", "outside_threshold", "min_drop", "sanit
 DRISE_DEFAULTS = {"n_masks": 1000, "cells": 8, "chunk": 250, "batch_size": 250}
 SCORE_THRESHOLD = 0.5
 SANITY_IMAGES, SANITY_STAGES, FAITHFULNESS_DETECTIONS = 4, 3, 8
+SECOND_IMAGES = 16  # images whose detections the second explainer (plain gradients) maps
 DETECTION_METHODS = ("drise",)
 EXTRA_TABLES = ("detections", "ground_truth", "detection_maps")  # a detection shard's tables beyond the usual
 IMAGE_COLUMNS = ["image_id", "image", "label", "n_objects", "n_detections"]
@@ -202,6 +205,7 @@ def evidence(store, run: dict, prepared: Prepared, device: str, batch_size: int)
     explained = set(store.images()["image_id"].astype(int).tolist())
     items = [item for item in dataset.items if int(item.image_id) in explained]
     effects, gt_effects, sanity_inputs, sanity_targets = [], [], [], []
+    second_inputs, second_targets, second_regions = [], [], []
     for batch in prefetched(dataset, loaded.card, items, batch_size):
         if batch.inputs is None or (not region_names and len(sanity_inputs) >= options["sanity_images"]):
             continue
@@ -217,6 +221,11 @@ def evidence(store, run: dict, prepared: Prepared, device: str, batch_size: int)
         if not region_names:
             continue
         regions = input_regions(batch.masks, (h, w), device)
+        for k, target in enumerate(targets):
+            if len(target) and len(second_inputs) < SECOND_IMAGES:
+                second_inputs.append(inputs[k])
+                second_targets.append(target)
+                second_regions.append(regions[k])
         truth = []
         for item in batch.items:
             boxes, labels = dataset.ground_truth(item)
@@ -244,8 +253,14 @@ def evidence(store, run: dict, prepared: Prepared, device: str, batch_size: int)
                                                          original=torch.cat(maps))
         faithfulness = detection_faithfulness(loaded.module, images, sanity_targets, maps, seed=int(run["seed"]))
         faithfulness["method"] = explainer.name
+    second = {}
+    if second_inputs:
+        from analysis.evidence.detection_second_explainer import detection_second_explainer
+
+        second = detection_second_explainer(loaded.module, torch.stack(second_inputs), second_targets,
+                                            torch.stack(second_regions), region_names, classes)
     return ({"task": "detection", "settings": options, "interventions": summary.to_dict("records"),
-                          "sanity": sanity, "faithfulness": faithfulness, "n_images": len(items)})
+             "sanity": sanity, "faithfulness": faithfulness, "second_explainer": second, "n_images": len(items)})
 
 
 def detection_sanity(detector, explainer, images: torch.Tensor, targets: list, *, seed: int = 0,
