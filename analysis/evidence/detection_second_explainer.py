@@ -23,8 +23,11 @@ METHOD = "saliency"
 def gradient_maps(detector, images: torch.Tensor, targets: list) -> list[torch.Tensor] | None:
     """Per image, (T_i, H, W): |d score / d input| (max over channels) of each target detection; None when the
     detector's output does not depend on the input through autograd (a black box)."""
+    from explainers.base import BlackBox
     from explainers.detection import detection_similarity
 
+    if isinstance(detector, BlackBox) or next(detector.parameters(), None) is None:  # onnxruntime: no gradients
+        return None
     maps = []
     for i, target in enumerate(targets):
         h, w = images.shape[-2:]
