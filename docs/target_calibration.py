@@ -160,7 +160,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="target-calibration-"))
     ws = Workspace(root / "ws")
     rows = []
-    for series, version, seed in jobs():
+    order = jobs()[::-1] if "--reverse" in sys.argv else jobs()  # a second worker from the other end
+    for series, version, seed in order:
         try:
             rows.append(audit_one(ws, root, series, version, seed))
         except Exception as exc:  # one failed audit is a row, not a lost calibration
@@ -175,7 +176,8 @@ def main() -> None:
 
 def write_csv(rows: list[dict]) -> None:
     names = list(dict.fromkeys(k for r in rows for k in r))
-    with open(CSV, "w", newline="") as f:
+    path = Path(sys.argv[sys.argv.index("--csv") + 1]) if "--csv" in sys.argv else CSV
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=names, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
@@ -289,8 +291,16 @@ def write_section(rows: list[dict], minutes: float) -> None:
 
 
 def from_csv() -> None:
-    with open(CSV) as f:
-        rows = list(csv.DictReader(f))
+    """`--from-csv MINUTES [OTHER.csv ...]`: the section from the CSV, merged first with other workers' CSVs
+    (each audit once, in `jobs()` order)."""
+    rows = []
+    for path in [CSV, *map(Path, sys.argv[3:])]:
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    order = {(s, v, str(seed)): k for k, (s, v, seed) in enumerate(jobs())}
+    unique = {(r["series"], r["version"], str(r["data_seed"])): r for r in rows}
+    rows = sorted(unique.values(), key=lambda r: order.get((r["series"], r["version"], str(r["data_seed"])), 10**6))
+    write_csv(rows)
     write_section(rows, float(sys.argv[2]) if len(sys.argv) > 2 else float("nan"))
 
 
