@@ -227,7 +227,30 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-NOTES = """What these numbers allow: (written from the run's CSV)
+NOTES = """What these numbers allow (the run of issue 24: 48 audits, 123 audit-minutes in two workers, 80 minutes
+of wall clock):
+- The segmenter's car / road, missed before (0/2 at 83 points of reliance: the flat fill's mean colour is a
+  blue-grey that left most car pixels found, McNemar p = 1), is flagged on both data seeds by the swap (the road
+  given the look of a boat's surroundings; corrected p 2e-27 on seed 31). The boat at 20 points (v2), missed
+  before (clear / cannot judge), is flagged on both seeds by the swap (net drop 13 and 15 points of pixel
+  accuracy, corrected p 0.004 and 8e-5), and v2's car (12 points) on one of two.
+- The segmenter's v3 car / road (3.6 points of IoU reliance, trained with the car on the road 75% of the time)
+  is flagged on one seed of two (swap, net 8 points, corrected p 0.008): the swap measures the share of the
+  car's pixels lost when its road looks like water, which moves more than the IoU of a car moved onto real
+  water; a flag on a partly biased version, not on a clean one.
+- Clean ends over 10 data seeds each (tagger v5, segmenter v5, the debiased detector; one training seed each):
+  none of the 30 audits flagged anything, all 30 clear. No off-cue flag in 48 audits (the tagger's car, 20
+  points of flip-reliance on v1 that filling the water does not move, never flagged).
+- The detector's flags now rest on the exact McNemar test on lost detections, Holm over its 4 (class, region)
+  tests: the biased detector's boats and cars flagged on both seeds (boats lost 100% vs 0% under the control,
+  corrected p 4e-73). The debiased one reads clear on 10 of 10 seeds; its power lines say what that rules out:
+  filling the water could still remove at most 10 to 20% of its boat detections beyond the control (95% upper
+  bounds, about 170 detections), the road at most 1 to 7% of its cars. The clear verdict itself reads the
+  excess score drop's interval (below 0.10 of D-RISE score), a tighter scale than the lost share.
+- The tagger is flagged from 27 points of reliance (v4) up, on both seeds, v5 (7 points) clear on 10 of 10,
+  with a power line of at most 3 to 5 points of the boat tag's probability.
+- Still not the classification table's design: one training seed per version, so a flag rate at a given
+  reliance rests on one model; the clean ends' 10 seeds are data seeds, not training seeds.
 """
 
 
@@ -283,11 +306,13 @@ def off_cue(rows: list[dict]) -> str:
 
 
 def write_section(rows: list[dict], minutes: float) -> None:
-    """Replace docs/CALIBRATION.md from `MARKER` on (the classification calibration above it stays)."""
+    """Replace docs/CALIBRATION.md's section from `MARKER` to the next `## ` heading (the sections around it stay)."""
     path = HERE / "CALIBRATION.md"
     text = path.read_text()
-    head = text.split(MARKER)[0].rstrip() + "\n\n"
-    path.write_text(head + section(rows, minutes))
+    head, _, rest = text.partition(MARKER)
+    after = rest.find("\n## ")
+    tail = rest[after + 1:] if after >= 0 else ""
+    path.write_text(head.rstrip() + "\n\n" + section(rows, minutes).rstrip() + "\n" + ("\n" + tail if tail else ""))
 
 
 def from_csv() -> None:
