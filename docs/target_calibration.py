@@ -18,6 +18,7 @@ root: PYTHONPATH=. python docs/target_calibration.py
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import numpy as np
 
 N = 200
 DATA_SEEDS = (31, 32)
+CLEAN_SEEDS = tuple(range(33, 41))  # the clean ends again, on 8 more data seeds: 10 in all
 RELIANCE_SEED = 900
 DRISE_MASKS = 500  # half D-RISE's default: the CPU budget of this calibration
 CUES = {"tagger": {"boat": "water"}, "segmenter": {"boat": "water", "car": "road"},
@@ -38,6 +40,7 @@ CSV = HERE / "target_calibration.csv"
 MARKER = "## Taggers, segmenters and detectors"
 
 
+@functools.cache
 def tagger_reliance(version: int) -> dict:
     import torch
 
@@ -52,6 +55,7 @@ def tagger_reliance(version: int) -> dict:
     return {t: home[t] - flipped[t] for t in TARGETS}
 
 
+@functools.cache
 def segmenter_reliance(version: int) -> dict:
     import torch
 
@@ -65,6 +69,7 @@ def segmenter_reliance(version: int) -> dict:
     return {t: home[t] - away[t] for t in TARGETS}
 
 
+@functools.cache
 def detector_reliance(version: str) -> dict:
     from sample_models import detection
 
@@ -75,12 +80,16 @@ def detector_reliance(version: str) -> dict:
 
 
 def jobs() -> list[tuple[str, str, int]]:
-    """(series, version, data seed): the ends of every series first, so a run stopped early spans them."""
-    first = [("tagger", "v1"), ("tagger", "v5"), ("segmenter", "v1"), ("segmenter", "v5"),
-             ("detector", "biased"), ("detector", "debiased")]
-    middle = [(s, f"v{k}") for s in ("tagger", "segmenter") for k in (2, 3, 4)]
-    order = first + middle
-    return [(s, v, DATA_SEEDS[0]) for s, v in order] + [(s, v, seed) for seed in DATA_SEEDS[1:] for s, v in order]
+    """(series, version, data seed): the ends of every series and the segmenter's v2 (boat at 20 points) first,
+    on each data seed, then the middle versions, then the clean ends (tagger v5, segmenter v5, the debiased
+    detector) on `CLEAN_SEEDS` more data seeds; a run stopped early still spans the ends."""
+    first = [("segmenter", "v1"), ("segmenter", "v5"), ("segmenter", "v2"), ("detector", "biased"),
+             ("detector", "debiased"), ("tagger", "v1"), ("tagger", "v5")]
+    middle = [(s, f"v{k}") for s in ("segmenter", "tagger") for k in (3, 4)] + [("tagger", "v2")]
+    clean = [("segmenter", "v5"), ("detector", "debiased"), ("tagger", "v5")]
+    return ([(s, v, seed) for seed in DATA_SEEDS for s, v in first] + [(s, v, seed) for seed in DATA_SEEDS
+                                                                       for s, v in middle]
+            + [(s, v, seed) for seed in CLEAN_SEEDS for s, v in clean])
 
 
 def dataset(root: Path, series: str, seed: int) -> Path:
@@ -128,12 +137,19 @@ def audit_one(ws, root: Path, series: str, version: str, seed: int) -> dict:
     row = {"series": series, "version": version, "data_seed": seed, "method": method,
            "verdict": verdict.get("status"), "verdict_reason": ((verdict.get("reasons") or [""])[0])[:160],
            "flags": ";".join(sorted(f"{c}/{r}" for c, r in flags)), "minutes": round((time.time() - start) / 60, 2)}
+    by_pair = {(str(f.get("class")), str(f.get("region"))): f for f in report.get("flags") or []}
+    power = {(str(p.get("class")), str(p.get("region"))): p for p in report.get("power") or []}
     for target in TARGETS:
         cue = CUES[series].get(target)
         row[f"reliance_{target}"] = round(float(reliance[target]), 4)
         row[f"cue_{target}"] = cue or ""
         row[f"flagged_{target}_cue"] = int(cue is not None and (target, cue) in flags)
         row[f"flagged_{target}_other"] = int(any(c == target and r != cue for c, r in flags))
+        deciding = ((by_pair.get((target, cue)) or {}).get("tests") or [{}])[0]
+        row[f"test_{target}_cue"] = deciding.get("name") or ""  # the flag's deciding test: fill, swap, context fill
+        row[f"p_holm_{target}_cue"] = deciding.get("p_value_corrected") or ""
+        bound = power.get((target, cue)) or {}  # an unflagged cue: what its tests could still have missed
+        row[f"power_{target}_cue"] = bound.get("lost_excess_upper", bound.get("excess_drop_upper", ""))
     return row
 
 
@@ -144,7 +160,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="target-calibration-"))
     ws = Workspace(root / "ws")
     rows = []
-    for series, version, seed in jobs():
+    order = jobs()[::-1] if "--reverse" in sys.argv else jobs()  # a second worker from the other end
+    for series, version, seed in order:
         try:
             rows.append(audit_one(ws, root, series, version, seed))
         except Exception as exc:  # one failed audit is a row, not a lost calibration
@@ -159,7 +176,8 @@ def main() -> None:
 
 def write_csv(rows: list[dict]) -> None:
     names = list(dict.fromkeys(k for r in rows for k in r))
-    with open(CSV, "w", newline="") as f:
+    path = Path(sys.argv[sys.argv.index("--csv") + 1]) if "--csv" in sys.argv else CSV
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=names, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
@@ -196,7 +214,9 @@ def tables(rows: list[dict]) -> str:
             for t in TARGETS:
                 flagged = [int(r[f"flagged_{t}_cue"]) if t in cues else
                            int(r[f"flagged_{t}_other"]) for r in part]
-                cells += [_points(r[f"reliance_{t}"] for r in part), f"{sum(flagged)}/{len(flagged)}"]
+                tests = sorted({r.get(f"test_{t}_cue") for r in part if r.get(f"test_{t}_cue")})
+                cells += [_points(r[f"reliance_{t}"] for r in part),
+                          f"{sum(flagged)}/{len(flagged)}" + (f" ({', '.join(tests)})" if tests else "")]
             verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in part)}"
                                  for v in ("flagged", "clear", "cannot_judge") if any(r["verdict"] == v for r in part))
             out.append(f"| {version} | {len(part)} | {' | '.join(cells)} | {verdicts} |")
@@ -207,44 +227,77 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+NOTES = """What these numbers allow (the run of issue 24: 48 audits, 123 audit-minutes in two workers, 80 minutes
+of wall clock):
+- The segmenter's car / road, missed before (0/2 at 83 points of reliance: the flat fill's mean colour is a
+  blue-grey that left most car pixels found, McNemar p = 1), is flagged on both data seeds by the swap (the road
+  given the look of a boat's surroundings; corrected p 2e-27 on seed 31). The boat at 20 points (v2), missed
+  before (clear / cannot judge), is flagged on both seeds by the swap (net drop 13 and 15 points of pixel
+  accuracy, corrected p 0.004 and 8e-5), and v2's car (12 points) on one of two.
+- The segmenter's v3 car / road (3.6 points of IoU reliance, trained with the car on the road 75% of the time)
+  is flagged on one seed of two (swap, net 8 points, corrected p 0.008): the swap measures the share of the
+  car's pixels lost when its road looks like water, which moves more than the IoU of a car moved onto real
+  water; a flag on a partly biased version, not on a clean one.
+- Clean ends over 10 data seeds each (tagger v5, segmenter v5, the debiased detector; one training seed each):
+  none of the 30 audits flagged anything, all 30 clear. No off-cue flag in 48 audits (the tagger's car, 20
+  points of flip-reliance on v1 that filling the water does not move, never flagged).
+- The detector's flags now rest on the exact McNemar test on lost detections, Holm over its 4 (class, region)
+  tests: the biased detector's boats and cars flagged on both seeds (boats lost 100% vs 0% under the control,
+  corrected p 4e-73). The debiased one reads clear on 10 of 10 seeds; its power lines say what that rules out:
+  filling the water could still remove at most 10 to 20% of its boat detections beyond the control (95% upper
+  bounds, about 170 detections), the road at most 1 to 7% of its cars. The clear verdict itself reads the
+  excess score drop's interval (below 0.10 of D-RISE score), a tighter scale than the lost share.
+- The tagger is flagged from 27 points of reliance (v4) up, on both seeds, v5 (7 points) clear on 10 of 10,
+  with a power line of at most 3 to 5 points of the boat tag's probability.
+- Still not the classification table's design: one training seed per version, so a flag rate at a given
+  reliance rests on one model; the clean ends' 10 seeds are data seeds, not training seeds.
+"""
+
+
 def section(rows: list[dict], minutes: float) -> str:
     planned = len(jobs())
+    seeds = sorted({int(r["data_seed"]) for r in rows if r.get("data_seed") not in ("", None)})
     return f"""{MARKER}
 
 Generated by `docs/target_calibration.py` (this run: {len(rows)} of the {planned} planned audits, {minutes:.0f}
-minutes on a shared 2-core CPU; per audit: `docs/target_calibration.csv`). Each committed version (one training
-seed each) is audited through the engine on {N} freshly generated images per data seed ({len(DATA_SEEDS)} data
-seeds: {", ".join(map(str, DATA_SEEDS))}; the ends of each series come first, so a stopped run still spans
-them), with Grad-CAM (tagger, segmenter) or D-RISE at {DRISE_MASKS} masks (detector), and the default
-evidence: the region fill against an equal-area control, Holm over the run's tests, alpha 0.01, the verdict of
+minutes on a shared 2-core CPU whose load average stood near 28; per audit: `docs/target_calibration.csv`;
+`--from-csv MINUTES` rewrites this section from it). Each committed version (one training seed each) is audited
+through the engine on {N} freshly generated images per data seed (data seeds {", ".join(map(str, seeds))}; the
+ends of each series and the segmenter's v2 come first on seeds {" and ".join(map(str, DATA_SEEDS))}, then the
+middle versions, then the clean ends on more seeds, so a stopped run still spans the ends), with Grad-CAM
+(tagger, segmenter) or D-RISE at {DRISE_MASKS} masks (detector) and each task's default evidence: the tagger's
+region fill against an equal-area control; the segmenter's fill and its swap (the region given the look of
+another class's surroundings, from another image, against the same donor pixels on an equal-area control); the
+detector's surround fill against an equal-area control fill, tested on lost detections. Every task: exact
+one-sided McNemar tests, Holm over the run's tests, alpha 0.01, the policy's minimum effect
+(`analysis/report/policy.py`: 5 points; detectors 0.10 of D-RISE score), the verdict of
 `analysis/report/verdict.py`. True reliance is measured apart, on other fresh scenes, by moving the cue: the
 tagger's tag accuracy with the water where it was trained minus with the water flipped against the boat (400
 scenes); the segmenter's class IoU and the detector's class recall with every object on its home band minus on
 the other band (200 scenes). Cues: boat -> water, car -> road (the tagger's car has none: a flag on it is a false
-positive). Flag columns count audits (versions x data seeds); reliance is one number per version.
+positive). Flag columns count audits (versions x data seeds), with the flags' deciding tests in brackets;
+reliance is one number per version.
 
 {tables(rows)}
+Clean ends (tagger v5, segmenter v5, the debiased detector): {clean_summary(rows)}.
 Off-cue flags (a target flagged on any region but its cue, the tagger's car on anything): {off_cue(rows)}.
 
-What these numbers allow (read from the committed series' run, 24 audits, 27 minutes):
-- One training seed per version: the flag rate at a given reliance rests on one model, and the "false positives"
-  are the versions with little reliance (<= 8 points: tagger v5, segmenter v3 to v5, the debiased detector: 10
-  audits, none flagged, one cannot judge: segmenter v3's car / road, excess drop [6%, 11%]) and the tagger's car tag (10 audits, never flagged), over {len(DATA_SEEDS)} data seeds,
-  not the >= 10 training seeds the classification table has.
-- The tagger is flagged from 27 points of reliance (v4) up, on both data seeds; v5 (7 points) reads clear. Its
-  car tag loses 20 points on v1 when the water is flipped (the flip changes what the whole image looks like),
-  yet filling the water does not move the car tag, and it is never flagged.
-- The detector: both classes of the biased detector flagged on both seeds, the debiased one clear.
-- The segmenter's test is the coarse one: an exact test on whether a class keeps half its pixels. Its boat is
-  flagged at 78 points of IoU reliance (v1); at 20 points (v2) it reads clear on one data seed and cannot judge
-  on the other (excess pixel-accuracy drop [6%, 10%], the test on flips p = 0.34): partial reliance is not shown.
-- The audit's intervention removes the context (a flat fill of the mean colour); the reliance measure moves the
-  object onto the other band. They part for the segmenter's car: its IoU falls 83 points on water (v1), yet
-  filling the road around it with the images' mean colour (a blue-grey, probably too near the road's grey to
-  remove it) does not flag it, and segmenters have no swap test yet: the car's reliance on the road is missed (0/2 on v1).
-- Flag rates do not depend on the second explainer and the sanity check (they lower a finding's confidence,
-  never remove it); the audits ran before the tagger's and segmenter's second explainer existed.
-"""
+{NOTES}"""
+
+
+CLEAN = {("tagger", "v5"), ("segmenter", "v5"), ("detector", "debiased")}
+
+
+def clean_summary(rows: list[dict]) -> str:
+    """The clean ends (little or no reliance): audits with any flag, over how many data seeds."""
+    sel = [r for r in rows if (r["series"], r["version"]) in CLEAN and r.get("verdict") != "error"]
+    flagged = [r for r in sel if r.get("flags")]
+    seeds = sorted({int(r["data_seed"]) for r in sel})
+    verdicts = ", ".join(f"{v} {sum(r['verdict'] == v for r in sel)}" for v in ("clear", "cannot_judge", "flagged")
+                         if any(r["verdict"] == v for r in sel))
+    return (f"{len(flagged)} of {len(sel)} audits flagged anything ({verdicts}; data seeds "
+            f"{', '.join(map(str, seeds))})" + (": " + "; ".join(f"{r['series']} {r['version']} seed {r['data_seed']}: "
+                                                              f"{r['flags']}" for r in flagged) if flagged else ""))
 
 
 def off_cue(rows: list[dict]) -> str:
@@ -253,16 +306,26 @@ def off_cue(rows: list[dict]) -> str:
 
 
 def write_section(rows: list[dict], minutes: float) -> None:
-    """Replace docs/CALIBRATION.md from `MARKER` on (the classification calibration above it stays)."""
+    """Replace docs/CALIBRATION.md's section from `MARKER` to the next `## ` heading (the sections around it stay)."""
     path = HERE / "CALIBRATION.md"
     text = path.read_text()
-    head = text.split(MARKER)[0].rstrip() + "\n\n"
-    path.write_text(head + section(rows, minutes))
+    head, _, rest = text.partition(MARKER)
+    after = rest.find("\n## ")
+    tail = rest[after + 1:] if after >= 0 else ""
+    path.write_text(head.rstrip() + "\n\n" + section(rows, minutes).rstrip() + "\n" + ("\n" + tail if tail else ""))
 
 
 def from_csv() -> None:
-    with open(CSV) as f:
-        rows = list(csv.DictReader(f))
+    """`--from-csv MINUTES [OTHER.csv ...]`: the section from the CSV, merged first with other workers' CSVs
+    (each audit once, in `jobs()` order)."""
+    rows = []
+    for path in [CSV, *map(Path, sys.argv[3:])]:
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    order = {(s, v, str(seed)): k for k, (s, v, seed) in enumerate(jobs())}
+    unique = {(r["series"], r["version"], str(r["data_seed"])): r for r in rows}
+    rows = sorted(unique.values(), key=lambda r: order.get((r["series"], r["version"], str(r["data_seed"])), 10**6))
+    write_csv(rows)
     write_section(rows, float(sys.argv[2]) if len(sys.argv) > 2 else float("nan"))
 
 

@@ -6,7 +6,8 @@ an intervention fills each context region with a neutral colour and re-runs the 
 (IoU x class similarity x objectness) of the same detections before and after, and the recall before and
 after (of the ground-truth objects when they are known, else of the detections themselves).
 
-The flag decision, made without a reference model (a user rarely has a debiased one):
+The flag decision, made without a reference model (a user rarely has a debiased one), is the other tasks'
+rule (`analysis.report.policy`, entry "detection"):
 - the fill colour (default `"surround"`) is, per image, the mean colour of the rest of the scene (outside the
   region and outside every detection box): "what if this object's surroundings looked like the rest of the
   picture". A fixed neutral colour (pass an RGB triple) is out of distribution for *any* detector: on the
@@ -14,17 +15,26 @@ The flag decision, made without a reference model (a user rarely has a debiased 
   surround fill: 0.09), so it cannot tell reliance from surprise;
 - each region fill is paired with a **control fill**: the same number of pixels, outside that region and
   outside every detection box, filled with the same colour (a compact blob grown from a random seed pixel).
-  The evidence is the paired excess `drop(region fill) - drop(control fill)` per detection;
-- a class is flagged as context-dependent on region r when most of its saliency lies outside its boxes
-  (`mass_outside > outside_threshold`, default 0.5) AND the bootstrap 95% CI of the mean excess drop lies
-  above `min_drop` (default 0.1, in D-RISE score units);
+  Per detection: is it still found (same class, IoU >= 0.5, score >= threshold) under each, and its D-RISE
+  score under each; the paired excess `drop(region fill) - drop(control fill)` of the score;
+- the test is the exact one-sided McNemar on lost detections (lost under the region fill and kept under the
+  control, against the reverse), as the tagger's and segmenter's on flips; its p-values are Holm-corrected
+  over every (class, region) test of the run. A (class, region) is flagged when its corrected p < the
+  policy's `alpha`, its mean excess score drop is at least `min_drop` (the policy's `min_effect`, 0.10 in
+  D-RISE score units) and the bootstrap 95% CI of that excess lies above 0;
+- every (class, region) tested and not flagged gets a power line (`power_lines`): the 95% upper bound of the
+  share of its detections the fill could remove beyond the control (`analysis.stats.sequential.
+  net_rate_bounds`), and of its excess score drop;
+- the share of a class's D-RISE mass outside its boxes (`mass_outside`) is reported beside the flag, as the
+  other tasks report lift; it does not gate it (`outside_threshold` only words the finding);
 - with a `reference` audit (the same images through a model trained without the correlation), the reference's
-  excess drop is subtracted too; the demo and the tests use this to compare versions, a run does not need it.
-Severity: "high" when the CI's lower bound exceeds 3 x min_drop, else "medium".
+  excess drop is subtracted from the effect; the demo and the tests use this to compare versions, a run does
+  not need it.
+Severity: the policy's scale on the excess score drop (high >= 0.2, medium >= 0.1).
 
 One implementation serves both callers: `audit_detections` (in memory, tensors in) and the run pipeline
 (`analysis.runs.tasks.detection`, batches from a dataset, results through the run store) share `detection_rows`,
-`fill_effects`, `summarize_interventions` and `table_flags`.
+`fill_effects`, `summarize_interventions`, `table_flags` and `power_lines`.
 """
 from __future__ import annotations
 
@@ -36,14 +46,17 @@ import pandas as pd
 import torch
 from torchvision.ops import box_iou
 
-from analysis.evidence.intervention import fill_colour
+from analysis.evidence.intervention import fill_colour, mcnemar_exact_greater
 from analysis.report.policy import policy_of
 from analysis.stats.aggregate import bootstrap_means
+from analysis.stats.sequential import holm, net_rate_bounds
 from explainers.detection import DetectionTarget, detection_similarity, detections_above
 
 NEUTRAL_FILL = (0.35, 0.55, 0.25)  # grass green: neither water nor road nor sky
 OUTSIDE_THRESHOLD = 0.5
-MIN_DROP = policy_of("detection").min_effect  # analysis/report/policy.py
+POLICY = policy_of("detection")  # analysis/report/policy.py
+MIN_DROP = POLICY.min_effect
+POWER_LEVEL = 0.95  # the level of a "no flag"'s upper bounds
 
 
 @dataclass
@@ -175,18 +188,29 @@ def fill_effects(detector, images: torch.Tensor, regions: torch.Tensor, region_n
 def summarize_interventions(effects: pd.DataFrame, gt_effects: pd.DataFrame | None = None, *, seed: int = 0,
                             n_boot: int = 1000) -> pd.DataFrame:
     """Per (class, region): mean score drop of the region fill, of the control fill, and of their paired
-    excess, each with a bootstrap 95% CI; recall before / after the fill; n detections."""
+    excess, each with a bootstrap 95% CI; the detections lost under each fill, the discordant pairs (lost under
+    the region fill only, under the control only), the exact one-sided McNemar p-value on them and the 95%
+    interval of the net lost share; recall before / after the fill; n detections."""
     rows = []
     for (cls, region), part in effects.groupby(["class", "region"], sort=True):
         drop = (part["score"] - part["score_fill"]).to_numpy()
         control = (part["score"] - part["score_control"]).to_numpy()
         excess = drop - control
+        lost, lost_control = ~part["found_fill"].to_numpy(bool), ~part["found_control"].to_numpy(bool)
+        b, c = int((lost & ~lost_control).sum()), int((~lost & lost_control).sum())
+        n = int(len(part))
         row = {"class": cls, "region": region, "score_drop": float(drop.mean()),
                "score_drop_ci": bootstrap_ci(drop, seed, n_boot), "control_drop": float(control.mean()),
                "control_drop_ci": bootstrap_ci(control, seed, n_boot), "excess_drop": float(excess.mean()),
                "excess_drop_ci": bootstrap_ci(excess, seed, n_boot),
+               "lost_rate": float(lost.mean()), "control_lost_rate": float(lost_control.mean()),
+               "lost_excess": float(lost.mean() - lost_control.mean()),
+               "lost_excess_bounds": list(net_rate_bounds(int(lost.sum()), int(lost_control.sum()), n,
+                                                          1 - POWER_LEVEL)),
+               "discordant": [b, c], "p_value": mcnemar_exact_greater(b, c),
+               "test": "exact one-sided McNemar on lost detections (region fill vs equal-area control fill)",
                "recall_before": 1.0, "recall_after": float(part["found_fill"].mean()),
-               "recall_basis": "detections", "n": int(len(part))}
+               "recall_basis": "detections", "n": n}
         gt = gt_effects[(gt_effects["class"] == cls) & (gt_effects["region"] == region)] \
             if gt_effects is not None and len(gt_effects) else None
         if gt is not None and len(gt):
@@ -194,7 +218,8 @@ def summarize_interventions(effects: pd.DataFrame, gt_effects: pd.DataFrame | No
                        recall_basis="ground truth", n_objects=int(len(gt)))
         rows.append(row)
     columns = ["class", "region", "score_drop", "score_drop_ci", "control_drop", "control_drop_ci", "excess_drop",
-               "excess_drop_ci", "recall_before", "recall_after", "recall_basis", "n"]
+               "excess_drop_ci", "lost_rate", "control_lost_rate", "lost_excess", "lost_excess_bounds", "discordant",
+               "p_value", "test", "recall_before", "recall_after", "recall_basis", "n"]
     return pd.DataFrame(rows, columns=None if rows else columns)
 
 
@@ -205,14 +230,28 @@ def context_flags(audit: DetectionAudit, reference: DetectionAudit | None = None
                        min_drop=min_drop)
 
 
+def holm_corrected(interventions: pd.DataFrame) -> list[float | None]:
+    """Per row of `interventions`, its McNemar p-value Holm-corrected over every row that has one (the run's
+    family), None where the row has none (an older evidence table)."""
+    if not len(interventions) or "p_value" not in interventions:
+        return [None] * len(interventions)
+    raw = [None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+           for v in interventions["p_value"]]
+    tested = [p for p in raw if p is not None]
+    adjusted = iter(holm(tested).tolist()) if tested else iter(())
+    return [None if p is None else float(next(adjusted)) for p in raw]
+
+
 def table_flags(summary: pd.DataFrame, interventions: pd.DataFrame, reference: DetectionAudit | None = None, *,
-                outside_threshold: float = OUTSIDE_THRESHOLD, min_drop: float = MIN_DROP) -> list[dict]:
+                outside_threshold: float = OUTSIDE_THRESHOLD, min_drop: float = MIN_DROP,
+                alpha: float = POLICY.alpha) -> list[dict]:
     """Flags per (class, region), by the rule in the module docstring. `summary` per class (`class_summary`),
     `interventions` per (class, region) (`summarize_interventions`)."""
     flags = []
-    for _, r in interventions.iterrows():
+    corrected = holm_corrected(interventions)
+    for (_, r), p_holm in zip(interventions.iterrows(), corrected):
         match = summary[summary["class"] == r["class"]]
-        if not len(match):
+        if not len(match) or p_holm is None:
             continue
         cls_row = match.iloc[0]
         baseline = 0.0
@@ -220,18 +259,38 @@ def table_flags(summary: pd.DataFrame, interventions: pd.DataFrame, reference: D
             ref = reference.interventions
             same = ref[(ref["class"] == r["class"]) & (ref["region"] == r["region"])]
             baseline = float(same["excess_drop"].iloc[0]) if len(same) else 0.0
-        excess_lo = float(r["excess_drop_ci"][0]) - baseline
-        if cls_row["mass_outside"] > outside_threshold and excess_lo > min_drop:
+        effect = float(r["excess_drop"]) - baseline
+        if p_holm < alpha and effect >= min_drop and float(r["excess_drop_ci"][0]) - baseline > 0:
             flags.append({"class": r["class"], "region": r["region"], "kind": "context",
-                          "severity": policy_of("detection").severity(float(r["excess_drop"]) - baseline),
+                          "severity": POLICY.severity(effect),
                           "mass_outside": float(cls_row["mass_outside"]),
+                          "attention_outside": bool(cls_row["mass_outside"] > outside_threshold),
                           "mass_region": float(cls_row[f"mass.{r['region']}"]),
                           "score_drop": float(r["score_drop"]), "score_drop_ci": list(r["score_drop_ci"]),
                           "control_drop": float(r["control_drop"]), "excess_drop": float(r["excess_drop"]),
                           "excess_drop_ci": list(r["excess_drop_ci"]), "reference_drop": baseline,
+                          "lost_rate": float(r["lost_rate"]), "control_lost_rate": float(r["control_lost_rate"]),
+                          "discordant": list(r["discordant"]), "p_value": float(r["p_value"]),
+                          "p_value_holm": p_holm, "n_tests": sum(p is not None for p in corrected),
                           "recall_before": float(r["recall_before"]), "recall_after": float(r["recall_after"]),
                           "n": int(r["n"])})
     return flags
+
+
+def power_lines(interventions: pd.DataFrame, flags: list[dict]) -> list[dict]:
+    """Per (class, region) tested and not flagged: what its fill could still have done (95% upper bounds)."""
+    flagged = {(f["class"], f["region"]) for f in flags}
+    out = []
+    for _, r in interventions.iterrows():
+        if (r["class"], r["region"]) in flagged or "lost_excess_bounds" not in r or r["lost_excess_bounds"] is None:
+            continue
+        lost_up, score_up = float(r["lost_excess_bounds"][1]), float(r["excess_drop_ci"][1])
+        text = (f"filling `{r['region']}` could still remove at most {max(lost_up, 0):.0%} of the {r['class']} "
+                f"detections beyond an equal-area fill, and lower their score by at most {max(score_up, 0):.2f} more "
+                f"({POWER_LEVEL:.0%} upper bounds, n = {int(r['n'])} detections)")
+        out.append({"class": r["class"], "region": r["region"], "n": int(r["n"]), "level": POWER_LEVEL,
+                    "lost_excess_upper": lost_up, "excess_drop_upper": score_up, "text": text})
+    return out
 
 
 def compare_audits(audits: dict[str, DetectionAudit]) -> pd.DataFrame:

@@ -117,5 +117,6 @@ def _context_row(name: str, findings: dict, intervention: dict) -> dict:
     key = (intervention["class"], intervention["region"])
     return {"run": name, "class": key[0], "region": key[1], "excess_drop": intervention["excess_drop"],
             "excess_drop_ci": intervention["excess_drop_ci"], "score_drop": intervention["score_drop"],
-            "control_drop": intervention["control_drop"], "flagged": key in flagged,
+            "control_drop": intervention["control_drop"], "p_value": intervention.get("p_value"),
+            "lost_excess": intervention.get("lost_excess"), "flagged": key in flagged,
             "severity": flagged.get(key)}

@@ -8,8 +8,15 @@ classification report. What differs:
 - `regions`: per class (`class` = the detected class) and overall (`class` null), for `box` (role "core")
   and each context region: mean share of the detection's D-RISE mass (bootstrap 95% CI over detections),
   mean area share, lift = mass / area, n detections;
-- `flags`: `analysis.evidence.detection_audit.table_flags` (rule in that module's docstring) as
-  `{"region", "class", "kind": "context", "severity", "lift", "evidence": {...}}`;
+- `flags`: `analysis.evidence.detection_audit.table_flags` (rule in that module's docstring: the exact McNemar
+  on lost detections, Holm over the run's (class, region) tests, the policy's alpha and minimum excess score
+  drop) as typed findings (`analysis.report.records.Finding`, deciding test first) with the trust checks the
+  other tasks' findings carry (`analysis.report.flags.robustness_checks`: the second explainer's lift on the
+  (class, region), the run's model-randomisation check; either failed or not run: one severity level lower,
+  confidence "low", the reason given);
+- `power`: per (class, region) tested and not flagged, what its fill could still have done
+  (`analysis.evidence.detection_audit.power_lines`); `multiple_testing`: the Holm family;
+- `second_explainer`: the evidence's (`analysis.evidence.detection_second_explainer`), or why it was not run;
 - `detection`: the per-(class, region) intervention table and the classes and regions, for the HTML and
   dashboard sections.
 """
@@ -20,9 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.report.records import Finding, Slice, TestResult
+from analysis.evidence.detection_audit import (MIN_DROP, OUTSIDE_THRESHOLD, POLICY, bootstrap_ci, class_summary,
+                                               holm_corrected, power_lines, table_flags)
+from analysis.report.flags import robustness, robustness_checks
+from analysis.report.records import SEVERITIES, Finding, Slice, TestResult
+from analysis.report.tag_report import target_view
 from analysis.stats.aggregate import wilson_interval
-from analysis.evidence.detection_audit import MIN_DROP, OUTSIDE_THRESHOLD, bootstrap_ci, class_summary, table_flags
 
 
 def detection_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -61,33 +71,55 @@ def detection_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str,
 
     interventions = pd.DataFrame(evidence.get("interventions") or [])
     flags = []
+    raw_flags = []
     if len(interventions) and len(detections):
         summary = class_summary(detections, regions)
         lifts = {(r["class"], r["region"]): r["lift"] for r in rows if r["class"] is not None}
-        for f in table_flags(summary, interventions,
-                               outside_threshold=float(options.get("outside_threshold", OUTSIDE_THRESHOLD)),
-                               min_drop=float(options.get("min_drop", MIN_DROP))):
-            ci = f["excess_drop_ci"]
-            test = TestResult(name="context fill", description="the class's detection score with the region "
-                              "filled vs an equal-area control fill, paired bootstrap interval",
-                              effect=float(f["excess_drop"]), interval=(ci[0], ci[1]), n=int(f["n"]),
-                              slice=Slice(f["class"]), decision="shown")
-            finding = Finding(
-                kind="context", subject=f["region"], slice=Slice(f["class"]), severity=f["severity"],
-                confidence="high", effect=float(f["excess_drop"]), tests=(test,),
-                headline=(f"Detections of {f['class']} depend on {f['region']}: filling it lowers their score by "
-                          f"{f['excess_drop']:.0%} more than an equal-area fill (interval [{ci[0]:.0%}, "
-                          f"{ci[1]:.0%}], n = {f['n']} detections)"),
-                lift=lifts.get((f["class"], f["region"])),
-                evidence={k: f[k] for k in ("score_drop", "score_drop_ci", "control_drop", "excess_drop",
-                                            "excess_drop_ci", "recall_before", "recall_after", "mass_outside",
-                                            "mass_region", "n")})
-            flags.append(finding.to_json())
+        raw_flags = table_flags(summary, interventions,
+                                outside_threshold=float(options.get("outside_threshold", OUTSIDE_THRESHOLD)),
+                                min_drop=float(options.get("min_drop", MIN_DROP)))
+        flags = [context_finding(f, lifts.get((f["class"], f["region"])), evidence) for f in raw_flags]
     flags.sort(key=lambda f: -f["evidence"]["excess_drop"])
+    n_tests = sum(p is not None for p in holm_corrected(interventions))
     return {"metrics": metrics, "regions": rows, "flags": flags, "sanity": evidence.get("sanity") or {},
             "faithfulness": evidence.get("faithfulness") or {},
+            "second_explainer": evidence.get("second_explainer") or {},
+            "power": power_lines(interventions, raw_flags) if len(interventions) else [],
+            "multiple_testing": {"method": "Holm", "alpha": POLICY.alpha, "family": "classes x context regions "
+                                 "(the fill's exact McNemar on lost detections)", "n_tests": n_tests},
             "detection": {"classes": classes, "regions": regions, "settings": options,
                           "interventions": [_plain(r) for r in interventions.to_dict("records")]}}
+
+
+def context_finding(f: dict, lift: float | None, evidence: dict) -> dict:
+    """One flag of `table_flags` as a typed finding (JSON), qualified by the run's trust checks."""
+    ci = f["excess_drop_ci"]
+    view = target_view(evidence, str(f["class"]))
+    checks = robustness_checks(f["region"], view)
+    robust, reasons = robustness(f["region"], view)
+    severity = f["severity"] if robust else SEVERITIES[max(0, SEVERITIES.index(f["severity"]) - 1)]
+    test = TestResult(name="context fill", description="exact one-sided McNemar on lost detections, region fill "
+                      "vs equal-area control fill; effect: the excess D-RISE score drop, paired bootstrap interval",
+                      effect=float(f["excess_drop"]), interval=(ci[0], ci[1]), p_value=float(f["p_value"]),
+                      p_value_corrected=float(f["p_value_holm"]), correction=f"Holm over the run's {f['n_tests']} tests",
+                      n=int(f["n"]), slice=Slice(f["class"]), decision="shown", control="equal-area")
+    lost = f["lost_rate"] - f["control_lost_rate"]
+    finding = Finding(
+        kind="context", subject=f["region"], slice=Slice(f["class"]), severity=severity,
+        confidence="high" if robust else "low", effect=float(f["excess_drop"]), tests=(test,),
+        checks=tuple(checks), reasons=tuple(reasons),
+        headline=(f"Detections of {f['class']} depend on {f['region']}: filling it loses {lost:.0%} more of them "
+                  f"than an equal-area fill and lowers their score by {f['excess_drop']:.2f} more (interval "
+                  f"[{ci[0]:.2f}, {ci[1]:.2f}]; corrected p = {f['p_value_holm']:.2g}, n = {f['n']} detections)"),
+        lift=lift,
+        evidence={**{k: f[k] for k in ("score_drop", "score_drop_ci", "control_drop", "excess_drop",
+                                       "excess_drop_ci", "lost_rate", "control_lost_rate", "discordant", "p_value",
+                                       "p_value_holm", "recall_before", "recall_after", "mass_outside",
+                                       "attention_outside", "mass_region", "n")},
+                  "second_explainer": (view["second_explainer"] or {}).get("method"),
+                  "second_explainer_lift": checks[0].value,
+                  "sanity_passed": (view["sanity"].get("model_randomization") or {}).get("passed")})
+    return finding.to_json()
 
 
 def _plain(record: dict) -> dict:

@@ -40,8 +40,9 @@ class FlagPolicy:
         return "high" if effect >= self.high else "medium" if effect >= self.medium else "low"
 
 
-# Detectors' context fill is judged on a bootstrap interval of the score drop, not an exact test: its finding
-# needs the interval's lower bound above 10 points (a score drop of a few points is the fill's own noise).
+# Detectors' context fill is judged by the exact McNemar test on lost detections, Holm over the run, as the other
+# tasks'; its effect is the excess D-RISE score drop, which must reach 0.10 (a drop of a few hundredths is the
+# fill's own noise: the debiased sample detector's boats lose 0.07 to a surround fill of the water, p = 0.001).
 POLICIES = {"classification": FlagPolicy(), "multilabel": FlagPolicy(), "segmentation": FlagPolicy(),
             "detection": FlagPolicy(min_effect=0.10)}
 

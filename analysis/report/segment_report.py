@@ -4,18 +4,21 @@
   `mean_iou` over the classes with ground truth;
 - `regions`: per class (`class` = the segment class) and overall (summed maps): region mass shares with
   bootstrap 95% CIs, area, lift (`analysis.report.tag_report.region_rows`);
-- `flags`: per (class, non-core region) whose fill costs the class its pixels more than its control
+- `flags`: per (class, non-core region) whose fill or swap (the region given the look of another class's
+  surroundings, `analysis.evidence.segment_audit`) costs the class its pixels more than its control
   (`analysis.report.tag_report.shortcut_flags`: exact McNemar p, Holm-corrected, below the policy's alpha on
   "the class is found", excess pixel-accuracy drop >= its min_effect with its CI above 0), `kind: "shortcut"`
   (the class depends on context), each with its second-explainer and sanity checks (one severity level
   lower and confidence "low" when either failed or did not run, as the classifier's);
+- `power`: per (class, region) tested and not flagged, the upper bounds of what its fill and swap could still
+  cost the class (`analysis.report.tag_report.power_lines`); `multiple_testing`: the Holm family;
 - `segmentation`: the classes, the settings and the intervention table (IoU before / after / control).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from analysis.report.tag_report import region_rows, shortcut_flags
+from analysis.report.tag_report import multiple_testing, power_lines, region_rows, shortcut_flags
 
 
 def segment_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -38,8 +41,9 @@ def segment_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, A
         rows += region_rows(part, part["image_id"].unique() if len(part) else [], name, n_boot=n_boot, seed=seed)
     interventions = evidence.get("interventions") or []
     lifts = {(r["class"], r["region"]): r["lift"] for r in rows if r["class"] is not None}
-    return {"metrics": metrics, "regions": rows, "flags": shortcut_flags(interventions, lifts, "class", evidence),
-            "sanity": evidence.get("sanity") or {}, "second_explainer": evidence.get("second_explainer") or {},
+    flags = shortcut_flags(interventions, lifts, "class", evidence)
+    return {"metrics": metrics, "regions": rows, "flags": flags, "power": power_lines(interventions, flags, "class"),
+            "multiple_testing": multiple_testing(interventions), "sanity": evidence.get("sanity") or {}, "second_explainer": evidence.get("second_explainer") or {},
             "faithfulness": evidence.get("faithfulness") or {},
             "segmentation": {"classes": names, "settings": evidence.get("settings") or {},
                              "interventions": interventions}}

@@ -12,6 +12,8 @@
   explainer's lift on the (target, region) (`analysis.evidence.target_second_explainer`) and the run's
   model-randomisation check; when either failed or did not run, the finding stays, one severity level lower,
   with confidence "low" and the reason (the classifier's rule, `analysis.report.flags.robustness`);
+- `power`: per (tag, region) tested and not flagged, the upper bounds of what its interventions could still
+  change (`power_lines`); `multiple_testing`: the Holm family (every test of the run);
 - `second_explainer`, `faithfulness`: the evidence's (`analysis.evidence.target_second_explainer`,
   `analysis.evidence.target_faithfulness`: deletion / insertion AUCs of the stored tag maps, reported only);
 - `multilabel`: the tags, the run's settings and the intervention table, for the HTML and dashboard views.
@@ -48,46 +50,99 @@ def region_rows(frame: pd.DataFrame, image_ids, cls, *, n_boot: int, seed: int) 
 
 
 def shortcut_flags(interventions: list[dict], lifts: dict, key: str, evidence: dict | None = None) -> list[dict]:
-    """Findings from per-(target, region) intervention records (`key`: "tag" or "class"), in report-JSON
-    shape. The exact McNemar p-values are Holm-corrected over every record of the run (the family the
-    classification audit uses too); a record is flagged when its corrected p < `POLICY.alpha`, its excess drop is
-    at least `POLICY.min_effect` and the drop's interval lies above 0. `evidence`: the run's evidence.json
-    (second explainer, sanity), whose checks qualify each finding."""
-    from analysis.stats.sequential import holm
-
+    """Findings from per-(target, region, intervention) records (`key`: "tag" or "class"), in report-JSON
+    shape, one per (target, region). The exact McNemar p-values are Holm-corrected over every record of the run
+    (fills and swaps: the family the classification audit uses too); a record passes when its corrected p <
+    `POLICY.alpha`, its excess drop is at least `POLICY.min_effect` and the drop's interval lies above 0. The
+    finding's deciding test is its surest passing record, the (target, region)'s other tests follow it.
+    `evidence`: the run's evidence.json (second explainer, sanity), whose checks qualify each finding."""
     tested = [rec for rec in interventions if rec.get("p_value") is not None]
-    corrected = dict(zip(map(id, tested), holm([rec["p_value"] for rec in tested]))) if tested else {}
-    flags = []
+    corrected = dict(zip(map(id, tested), holm_values([rec["p_value"] for rec in tested])))
+    groups: dict[tuple, list[dict]] = {}
     for rec in tested:
-        excess, ci, p = rec.get("excess_drop"), rec.get("excess_drop_ci") or [None, None], corrected[id(rec)]
-        if excess is None or ci[0] is None or not (p < POLICY.alpha and excess >= POLICY.min_effect and ci[0] > 0):
+        groups.setdefault((str(rec[key]), rec["region"]), []).append(rec)
+    flags = []
+    for (target, region), recs in groups.items():
+        passing = [rec for rec in recs if _passes(rec, corrected[id(rec)])]
+        if not passing:
             continue
+        best = min(passing, key=lambda rec: (corrected[id(rec)], -rec["excess_drop"]))
+        p, excess, ci = corrected[id(best)], best["excess_drop"], best["excess_drop_ci"]
         what = "tag" if key == "tag" else "class"
-        view = target_view(evidence or {}, str(rec[key]))
-        checks = robustness_checks(rec["region"], view)
-        robust, reasons = robustness(rec["region"], view)
+        view = target_view(evidence or {}, target)
+        checks = robustness_checks(region, view)
+        robust, reasons = robustness(region, view)
         severity = POLICY.severity(excess)
         if not robust:
             severity = SEVERITIES[max(0, SEVERITIES.index(severity) - 1)]
-        test = TestResult(name="fill", description=rec.get("test") or "exact one-sided McNemar on flips, region "
-                          "fill vs equal-area control fill", effect=float(excess), interval=(ci[0], ci[1]),
-                          p_value=float(rec["p_value"]), p_value_corrected=float(p),
-                          correction=f"Holm over the run's {len(tested)} tests", n=rec.get("n"),
-                          slice=Slice(rec[key]), decision="shown", control=rec.get("control_kind"))
+        tests = tuple(_test(rec, corrected[id(rec)], len(tested), key, rec in passing)
+                      for rec in [best] + [r for r in recs if r is not best])
+        kind = best.get("intervention") or "fill"
+        action = ("giving it the look of another class's surroundings" if kind == "swap" else "filling it")
         finding = Finding(
-            kind="shortcut", subject=rec["region"], slice=Slice(rec[key]),
+            kind="shortcut", subject=region, slice=Slice(target),
             severity=severity, confidence="high" if robust else "low",
-            headline=(f"The {what} {rec[key]} depends on {rec['region']}: filling it lowers the {what}'s "
-                      f"{'probability' if key == 'tag' else 'pixels found'} by {excess:.0%} more than filling an "
-                      f"equal area elsewhere (corrected p = {p:.2g}, n = {rec.get('n')})"),
-            effect=float(excess), tests=(test,), checks=tuple(checks), reasons=tuple(reasons),
-            lift=lifts.get((rec[key], rec["region"])),
-            evidence={**{k: rec[k] for k in EVIDENCE_KEYS if k in rec}, "p_value_holm": float(p),
-                      "second_explainer": (view["second_explainer"] or {}).get("method"),
+            headline=(f"The {what} {target} depends on {region}: {action} lowers the {what}'s "
+                      f"{'probability' if key == 'tag' else 'pixels found'} by {excess:.0%} more than doing the same "
+                      f"to an equal area elsewhere (corrected p = {p:.2g}, n = {best.get('n')})"),
+            effect=float(excess), tests=tests, checks=tuple(checks), reasons=tuple(reasons),
+            lift=lifts.get((target, region)),
+            evidence={**{k: best[k] for k in EVIDENCE_KEYS if k in best}, "intervention": kind,
+                      "p_value_holm": float(p), "second_explainer": (view["second_explainer"] or {}).get("method"),
                       "second_explainer_lift": checks[0].value,
                       "sanity_passed": ((view["sanity"].get("model_randomization") or {}).get("passed"))})
         flags.append(finding.to_json())
     return sorted(flags, key=lambda f: -f["evidence"]["excess_drop"])
+
+
+def holm_values(p_values: list[float]) -> list[float]:
+    from analysis.stats.sequential import holm
+
+    return [float(p) for p in holm(p_values)] if p_values else []
+
+
+def _passes(rec: dict, p: float) -> bool:
+    excess, ci = rec.get("excess_drop"), rec.get("excess_drop_ci") or [None, None]
+    return excess is not None and ci[0] is not None and p < POLICY.alpha and excess >= POLICY.min_effect and ci[0] > 0
+
+
+def _decision(rec: dict, passes: bool) -> str:
+    high = (rec.get("excess_drop_ci") or [None, None])[1]
+    return "shown" if passes else "excluded" if high is not None and high < POLICY.exclude else "undecided"
+
+
+def _test(rec: dict, p: float, family: int, key: str, passes: bool) -> TestResult:
+    kind = rec.get("intervention") or "fill"
+    ci = rec.get("excess_drop_ci") or [None, None]
+    return TestResult(name=kind, description=rec.get("test") or f"exact one-sided McNemar on flips, region {kind} "
+                      f"vs equal-area control {kind}", effect=rec.get("excess_drop"), interval=(ci[0], ci[1]),
+                      p_value=float(rec["p_value"]), p_value_corrected=float(p),
+                      correction=f"Holm over the run's {family} tests", n=rec.get("n"), slice=Slice(rec[key]),
+                      decision=_decision(rec, passes), control=rec.get("control_kind") or "equal-area")
+
+
+def power_lines(interventions: list[dict], flags: list[dict], key: str) -> list[dict]:
+    """Per (target, region) tested and not flagged: what its interventions could still have done (the upper
+    bounds of their excess drops' 95% intervals), the largest first."""
+    flagged = {(str(f.get("class")), f.get("region")) for f in flags}
+    groups: dict[tuple, list[dict]] = {}
+    for rec in interventions:
+        if rec.get("p_value") is not None and (rec.get("excess_drop_ci") or [None, None])[1] is not None:
+            groups.setdefault((str(rec[key]), rec["region"]), []).append(rec)
+    what, unit = ("tag", "probability") if key == "tag" else ("class", "share of pixels found")
+    out = []
+    for (target, region), recs in groups.items():
+        if (target, region) in flagged:
+            continue
+        parts = [f"{'swapping' if rec.get('intervention') == 'swap' else 'filling'} it, "
+                 + (f"by at most {rec['excess_drop_ci'][1]:.0%}" if rec["excess_drop_ci"][1] > 0 else
+                    "no more than the control") for rec in recs]
+        upper = max(rec["excess_drop_ci"][1] for rec in recs)
+        text = (f"`{region}` could still lower the {what} {target}'s {unit} beyond an equal-area control: "
+                f"{'; '.join(parts)} (95% upper bounds, n = {max(int(rec.get('n') or 0) for rec in recs)})")
+        out.append({"class": target, "region": region, "n": max(int(rec.get("n") or 0) for rec in recs),
+                    "level": 0.95, "excess_drop_upper": float(upper), "text": text})
+    return out
 
 
 def target_view(evidence: dict, target: str) -> dict:
@@ -98,6 +153,11 @@ def target_view(evidence: dict, target: str) -> dict:
     regions = (second.get("targets") or {}).get(target)
     return {"second_explainer": {"method": second.get("method"), "regions": regions} if regions else {},
             "sanity": evidence.get("sanity") or {}}
+
+
+def multiple_testing(interventions: list[dict]) -> dict:
+    return {"method": "Holm", "alpha": POLICY.alpha, "family": "targets x regions x interventions (exact McNemar)",
+            "n_tests": sum(rec.get("p_value") is not None for rec in interventions)}
 
 
 def tag_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -121,8 +181,9 @@ def tag_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
         rows += region_rows(part, part["image_id"].unique() if len(part) else [], tag, n_boot=n_boot, seed=seed)
     interventions = evidence.get("interventions") or []
     lifts = {(r["class"], r["region"]): r["lift"] for r in rows if r["class"] is not None}
-    return {"metrics": metrics, "regions": rows, "flags": shortcut_flags(interventions, lifts, "tag", evidence),
-            "sanity": evidence.get("sanity") or {}, "second_explainer": evidence.get("second_explainer") or {},
+    flags = shortcut_flags(interventions, lifts, "tag", evidence)
+    return {"metrics": metrics, "regions": rows, "flags": flags, "power": power_lines(interventions, flags, "tag"),
+            "multiple_testing": multiple_testing(interventions), "sanity": evidence.get("sanity") or {}, "second_explainer": evidence.get("second_explainer") or {},
             "faithfulness": evidence.get("faithfulness") or {},
             "multilabel": {"tags": names, "settings": evidence.get("settings") or {},
                            "interventions": interventions}}

@@ -1,8 +1,8 @@
 """Comparison of versions of a tagger or a segmenter, per target (tag / segment class), oldest first.
 
 From each run's findings (`tag_report.tag_findings` / `segment_report.segment_findings`): per (target,
-region) the per-run mass share (with its CI) and lift, and the per-run intervention (excess drop with its
-CI, p value, flagged or not). A shift between versions is a change in those numbers: the planted shortcut's
+region) the per-run mass share (with its CI) and lift, and per (target, region, intervention: fill or swap)
+the per-run effect (excess drop with its CI, p value, the (target, region) flagged or not). A shift between versions is a change in those numbers: the planted shortcut's
 mass and excess drop fall and its flag goes away. `summarise` writes it as a few lines of text.
 """
 from __future__ import annotations
@@ -28,8 +28,9 @@ def compare_target_runs(stores: list, names: list[str], findings: Callable, key:
     for k, found in enumerate(results):
         flagged = {(f["class"], f["region"]) for f in found["flags"]}
         for rec in found[section]["interventions"]:
-            entry = effects.setdefault((rec[key], rec["region"]), {
-                key: rec[key], "region": rec["region"], "runs": [None] * len(stores)})
+            kind = rec.get("intervention") or "fill"
+            entry = effects.setdefault((rec[key], rec["region"], kind), {
+                key: rec[key], "region": rec["region"], "intervention": kind, "runs": [None] * len(stores)})
             entry["runs"][k] = {"excess_drop": rec.get("excess_drop"), "excess_drop_ci": rec.get("excess_drop_ci"),
                                 "p_value": rec.get("p_value"), "n": rec.get("n"),
                                 "flagged": (rec[key], rec["region"]) in flagged}
@@ -52,7 +53,8 @@ def summarise(result: dict) -> str:
             continue
         cells = ["-" if r is None or r["excess_drop"] is None else f"{r['excess_drop']:+.2f}{'*' if r['flagged'] else ''}"
                  for r in runs]
-        lines.append(f"{key} {entry[key]!s} / region {entry['region']}: excess drop {' -> '.join(cells)} (* flagged)")
+        lines.append(f"{key} {entry[key]!s} / region {entry['region']}: excess drop {' -> '.join(cells)} "
+                     f"(* flagged; {entry.get('intervention') or 'fill'})")
     if len(lines) == 1:
         lines.append("no run is flagged")
     return "\n".join(lines)

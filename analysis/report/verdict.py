@@ -231,11 +231,14 @@ def candidate_decisions(report: dict, task: str, policy: FlagPolicy) -> dict[str
                .get("interventions") or [])
     key = "tag" if task == "multilabel" else "class"
     flagged = {f"{f.get('class')} / {f.get('region')}" for f in report.get("flags") or []}
+    rank = {"shown": 2, "undecided": 1, "excluded": 0}  # a candidate with several tests (fill, swap): the least ruled out
     for rec in records:
         ci = rec.get("excess_drop_ci") or [None, None]
         if ci[1] is None:
             continue
         name = f"{rec.get(key)} / {rec.get('region')}"
+        if name in out and rank[out[name][0]] > (0 if ci[1] < policy.exclude else 1):
+            continue
         if ci[1] < policy.exclude:
             out[name] = ("excluded", f"excess drop below {ci[1]:.0%} (n = {rec.get('n')}), effects of "
                                      f"{policy.exclude:.0%} or more ruled out")

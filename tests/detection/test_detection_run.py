@@ -38,11 +38,50 @@ def test_biased_detector_is_flagged_for_context(detection_runs, capsys):
     assert code == 3 and "water" in out and "boat" in out
 
 
+def test_a_context_flag_rests_on_an_exact_test_in_the_runs_holm_family(detection_runs):
+    """The flag's deciding test is the exact one-sided McNemar on lost detections (recomputed here with scipy
+    from its discordant pairs), Holm-corrected over every (class, region) test of the run; the second
+    explainer (plain gradients, another family than D-RISE) agrees that boats' evidence lies on the water."""
+    from scipy.stats import binomtest
+
+    from analysis.stats.sequential import holm
+
+    report = _report(detection_runs, "biased")
+    records = report["detection"]["interventions"]
+    assert len(records) == 4 and report["multiple_testing"]["n_tests"] == 4
+    flag = next(f for f in report["flags"] if (f["class"], f["region"]) == ("boat", "water"))
+    test = flag["tests"][0]
+    b, c = flag["evidence"]["discordant"]
+    assert b > 10 * max(c, 1)  # filling the water loses boats, the equal-area fill almost never does
+    assert test["p_value"] == pytest.approx(binomtest(b, b + c, 0.5, alternative="greater").pvalue, rel=1e-9)
+    family = [r["p_value"] for r in records]
+    corrected = dict(zip(((r["class"], r["region"]) for r in records), holm(family)))
+    assert test["p_value_corrected"] == pytest.approx(corrected[("boat", "water")], rel=1e-9)
+    assert test["p_value_corrected"] < 1e-6 and test["correction"] == "Holm over the run's 4 tests"
+    assert flag["evidence"]["lost_rate"] - flag["evidence"]["control_lost_rate"] > 0.7
+    checks = {ch["name"]: ch for ch in flag["checks"]}
+    assert report["second_explainer"]["method"] == "saliency" and report["second_explainer"]["family"] == "gradient"
+    assert checks["second explainer"]["status"] == "passed" and checks["second explainer"]["value"] > 1.1
+    assert report["second_explainer"]["targets"]["boat"]["box"]["lift"] > 2  # it sees the boat itself too
+    unflagged = {(r["class"], r["region"]) for r in records} - {(f["class"], f["region"]) for f in report["flags"]}
+    assert {(p["class"], p["region"]) for p in report["power"]} == unflagged
+
+
 def test_debiased_detector_is_not_flagged(detection_runs, capsys):
     report = _report(detection_runs, "debiased")
     assert report["flags"] == []
     boat_water = next(r for r in report["detection"]["interventions"] if (r["class"], r["region"]) == ("boat", "water"))
     assert boat_water["excess_drop_ci"][0] < 0.1
+    # every (class, region) gets its power line: what the fill could still have removed, at the 95% level
+    from analysis.stats.sequential import net_rate_bounds
+
+    power = {(p["class"], p["region"]): p for p in report["power"]}
+    assert set(power) == {(c, r) for c in ("boat", "car") for r in ("water", "road")}
+    line = power[("boat", "water")]
+    n = boat_water["n"]
+    expected = net_rate_bounds(round(boat_water["lost_rate"] * n), round(boat_water["control_lost_rate"] * n), n, 0.05)[1]
+    assert line["lost_excess_upper"] == pytest.approx(expected, rel=1e-9) and 0 < expected < 0.5
+    assert line["text"].startswith("filling `water` could still remove at most") and f"n = {n} detections" in line["text"]
     code, out, _ = cli(capsys, "check", detection_runs["debiased"], "--workspace", detection_runs["ws"], "--fail-on-flags")
     # not flagged; a small sample may leave a candidate undecided (exit 4, named), never a broken model
     assert code in (0, 4) and "no shortcut flagged" in out, out

@@ -49,5 +49,11 @@ def test_cli_drise_audit_of_the_onnx_detector_equals_the_pytorch_audit(detection
     # a black box's weights cannot be randomised: the checks registry leaves the sanity check out, with the reason
     assert got["sanity"] == {} and expected["sanity"]["model_randomization"]["n"] > 0
     assert {n["key"]: n["reason"] for n in got["not_judged"]}["sanity"].endswith("no weights to randomise")
+    # nor explained by another family: D-RISE is the only one without gradients, and the report says why
+    assert got["second_explainer"]["status"] == "not_applicable" and "no gradients" in got["second_explainer"]["reason"]
+    assert expected["second_explainer"]["status"] == "ran"
+    checks = {c["name"]: c["status"] for c in got["flags"][0]["checks"]}
+    assert checks == {"second explainer": "not_run", "model randomisation": "not_applicable"}
+    assert got["flags"][0]["confidence"] == "low"
     code, out, _ = cli(capsys, "compare", detection_runs["biased"], onnx_run, "--workspace", ws, "--format", "json")
     assert code == 0 and len(json.loads(out)["runs"]) == 2

@@ -53,20 +53,19 @@ def test_switches_and_one_class_samples_leave_property_interventions_out_with_th
 @pytest.mark.parametrize("task", ["multilabel", "segmentation"])
 def test_taggers_and_segmenters_get_the_trust_checks_and_are_told_what_they_lack(task):
     applies, left_out = plan(Subject(task))
-    assert [c.key for c in applies] == ["interventions", "second_explainer", "sanity", "faithfulness"]
+    assert [c.key for c in applies] == ["interventions", "second_explainer", "sanity", "faithfulness", "power"]
     reasons = {n.key: n.reason for n in left_out}
-    assert list(reasons) == ["properties", "power", "region_shapley"]
+    assert list(reasons) == ["properties", "region_shapley"]
     assert f"not available for {task} models" in reasons["properties"]
-    assert f"a {task} model's 'no flag' rests on each candidate's interval" in reasons["power"]
 
 
-def test_a_detector_has_no_second_explainer_and_its_switches_say_so():
+def test_a_detector_gets_the_full_battery_and_its_switches_say_so():
     applies, left_out = plan(Subject("detection", wants={"sanity_images": 4}))
-    assert [c.key for c in applies] == ["interventions", "sanity", "faithfulness"]
-    assert "D-RISE is the only detection explainer" in {n.key: n.reason for n in left_out}["second_explainer"]
+    assert [c.key for c in applies] == ["interventions", "second_explainer", "sanity", "faithfulness", "power"]
+    assert [n.key for n in left_out] == ["properties", "region_shapley"]
     reasons = _reasons(Subject("detection", region_masks=False, black_box=True, model_format="onnx",
                                wants={"sanity_images": 0}))
-    assert reasons["interventions"] == "the dataset annotates no context regions to fill"
+    assert reasons["interventions"] == reasons["second_explainer"] == "the dataset annotates no context regions to fill"
     assert reasons["sanity"].endswith("no weights to randomise")  # the first unmet need is the reason
     assert reasons["faithfulness"] == "switched off by the run parameter sanity_images=0"
 

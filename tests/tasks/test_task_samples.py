@@ -61,8 +61,32 @@ def test_segmenter_v1_is_flagged_on_the_water_for_boats_and_v5_is_not(audited):
     assert flags_of(v5) == set()
     assert_checks_pass(flag, "boat", v1)
     assert v5["metrics"]["classes"]["boat"]["iou"] > v1["metrics"]["classes"]["boat"]["iou"]
+    # every (class, region) of the clean v5 gets its power line, and each rules out a 10-point effect
+    tested = {(r["class"], r["region"]) for r in v5["segmentation"]["interventions"]}
+    assert {(p["class"], p["region"]) for p in v5["power"]} == tested and len(tested) == 4
+    assert all(p["excess_drop_upper"] < 0.1 for p in v5["power"])
+    assert v5["verdict"]["status"] == "clear"
     rows = {(r["class"], r["region"]) for r in v1["regions"] if r["class"] is not None}
     assert {("boat", "water"), ("boat", "object"), ("car", "road")} <= rows
+
+
+def test_segmenter_v1_cars_are_flagged_on_the_road_by_the_swap(audited):
+    """The car's planted cue (83 points of IoU lost off the road) is what the flat fill misses: the images' mean
+    colour is a blue-grey that leaves most car pixels found. Giving the road the look of a boat's surroundings
+    (the swap) shows it, in the run's Holm family; the clean v5's car is not flagged on any region."""
+    workspace, runs = audited
+    v1, v5 = (build_report(r, workspace) for r in runs["segmenter"])
+    flag = next(f for f in v1["flags"] if (f["class"], f["region"]) == ("car", "road"))
+    swap, fill = flag["tests"][0], flag["tests"][1]
+    assert swap["name"] == "swap" and swap["decision"] == "shown" and flag["evidence"]["intervention"] == "swap"
+    assert swap["effect"] > 0.3 and swap["interval"][0] > 0.2
+    assert swap["p_value_corrected"] < 1e-3 and swap["correction"] == f"Holm over the run's {v1['multiple_testing']['n_tests']} tests"
+    assert fill["name"] == "fill" and fill["decision"] != "shown" and fill["effect"] < swap["effect"] / 2
+    records = v1["segmentation"]["interventions"]
+    assert {r["intervention"] for r in records} == {"fill", "swap"} and v1["multiple_testing"]["n_tests"] == len(records)
+    car_swap = next(r for r in records if (r["class"], r["region"], r["intervention"]) == ("car", "road", "swap"))
+    assert car_swap["donor"] == "surroundings of boat" and car_swap["iou_after"] < 0.6 * car_swap["iou_before"]
+    assert not {f for f in flags_of(v5) if f[0] == "car"}
 
 
 def assert_checks_pass(flag, target, report):

@@ -23,7 +23,9 @@ maps of the original detections, recomputed as the detector's layers are re-init
 side; `SANITY_STAGES` stages), and deletion / insertion AUC of `analysis.evidence.faithfulness` for up to
 `FAITHFULNESS_DETECTIONS` of those detections, scored by the D-RISE similarity of the detector's output to
 the detection. They cost about `sanity_images x (SANITY_STAGES + 1)` images' worth of D-RISE;
-`--param sanity_images=0` skips them.
+`--param sanity_images=0` skips them. A second explainer of another family (plain gradients of each detection's
+D-RISE score, `analysis.evidence.detection_second_explainer`) maps the detections of the first `SECOND_IMAGES`
+images with context regions (one backward pass per detection; "not applicable" for a detector without gradients).
 
 D-RISE parameters come from the run's params. Defaults are sized for CI on 64x64 images: an 8x8 grid and
 a ceiling of 1000 masks, each detection stopping earlier once its map's estimated error is below D-RISE's
@@ -50,6 +52,7 @@ RUN_PARAMS = ("score_threshold", "fill", "outside_threshold", "min_drop", "sanit
 DRISE_DEFAULTS = {"n_masks": 1000, "cells": 8, "chunk": 250, "batch_size": 250}
 SCORE_THRESHOLD = 0.5
 SANITY_IMAGES, SANITY_STAGES, FAITHFULNESS_DETECTIONS = 4, 3, 8
+SECOND_IMAGES = 16  # images whose detections the second explainer (plain gradients) maps
 DETECTION_METHODS = ("drise",)
 EXTRA_TABLES = ("detections", "ground_truth", "detection_maps")  # a detection shard's tables beyond the usual
 IMAGE_COLUMNS = ["image_id", "image", "label", "n_objects", "n_detections"]
@@ -223,6 +226,7 @@ def _evidence_pass(ctx, *, interventions: bool):
     classes = class_names(loaded)
     region_names = {rid: r.name for rid, r in sorted(dataset.regions.items())} if interventions else {}
     effects, gt_effects, sanity_inputs, sanity_targets = [], [], [], []
+    second_inputs, second_targets, second_regions = [], [], []
     for batch in prefetched(dataset, loaded.card, ctx.state["items"], ctx.batch_size):
         if batch.inputs is None or (not region_names and len(sanity_inputs) >= options["sanity_images"]):
             continue
@@ -238,6 +242,11 @@ def _evidence_pass(ctx, *, interventions: bool):
         if not region_names:
             continue
         regions = input_regions(batch.masks, (h, w), device)
+        for k, target in enumerate(targets):
+            if len(target) and len(second_inputs) < SECOND_IMAGES:
+                second_inputs.append(inputs[k])
+                second_targets.append(target)
+                second_regions.append(regions[k])
         truth = []
         for item in batch.items:
             boxes, labels = dataset.ground_truth(item)
@@ -249,6 +258,7 @@ def _evidence_pass(ctx, *, interventions: bool):
         effects.append(e)
         gt_effects.append(g)
     ctx.state["sample"] = (sanity_inputs, sanity_targets)
+    ctx.state["second_sample"] = (second_inputs, second_targets, second_regions, region_names, classes)
     return effects, gt_effects
 
 
@@ -262,6 +272,23 @@ def run_interventions(ctx) -> dict:
                  "found_control"])
     gt_frame = pd.concat(gt_effects, ignore_index=True) if gt_effects else None
     return {"interventions": summarize_interventions(effects_frame, gt_frame, seed=ctx.seed).to_dict("records")}
+
+
+def run_second_explainer(ctx) -> dict:
+    """The checks registry's runner: plain gradients of each detection's D-RISE score (another family than
+    D-RISE) on the first images with detections that the intervention pass kept, with their context regions
+    (`analysis.evidence.detection_second_explainer`; a black box reads "not applicable" with the reason)."""
+    import torch
+
+    from analysis.evidence.detection_second_explainer import detection_second_explainer
+
+    if "second_sample" not in ctx.state:
+        _evidence_pass(ctx, interventions=True)
+    inputs, targets, regions, region_names, classes = ctx.state["second_sample"]
+    if not inputs:
+        return {}
+    return {"second_explainer": detection_second_explainer(ctx.loaded.module, torch.stack(inputs), targets,
+                                                           torch.stack(regions), region_names, classes)}
 
 
 def _explained_sample(ctx):
