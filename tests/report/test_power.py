@@ -165,7 +165,8 @@ def test_a_region_the_model_ignores_is_excluded_at_the_first_look_even_at_half_a
     assert 0.35 < (_CoreReader()(x).argmax(1).numpy() == labels).mean() < 0.65
     (trial,), _, design = run_trials(_CoreReader(), x, labels, [{"name": "corner", "masks": corner}], core=core)
     assert trial.decision == "excluded" and trial.n() == 100
-    assert design["forwards"] == 4 * 100 + 100  # its 4 variants, and the clean forward (no main pass given)
+    # its 5 variants (fill, its control, swap, its control, the same-class swap) and the clean forward
+    assert design["forwards"] == 5 * 100 + 100
 
 
 def test_a_variant_pair_decided_early_stops_while_the_other_goes_on():
@@ -178,7 +179,8 @@ def test_a_variant_pair_decided_early_stops_while_the_other_goes_on():
     (trial,), _, design = run_trials(_CoreReader(), x, labels, [{"name": "corner", "masks": corner}], core=core)
     assert trial.n("fill") == 100 and trial.states["fill_accuracy_drop"] == "excluded"
     assert trial.n("swap") > 100, trial.bounds
-    assert design["forwards"] == 2 * 100 + 2 * trial.n("swap") + trial.n("swap")  # and the clean forwards
+    # the swap pair and its same-class swap: 3 forwards per image; and the clean forwards
+    assert design["forwards"] == 2 * 100 + 3 * trial.n("swap") + trial.n("swap")
 
 
 def test_the_fill_pair_reads_only_rows_that_hold_the_region():
@@ -197,7 +199,7 @@ def test_the_fill_pair_reads_only_rows_that_hold_the_region():
     assert np.array_equal(swap_rows, np.arange(100))
     forwarded = np.union1d(fill_rows, swap_rows)
     assert np.array_equal(np.flatnonzero(base >= 0), forwarded)
-    assert design["forwards"] == 2 * 100 + 2 * 100 + len(forwarded) and design["n_used"] == 199
+    assert design["forwards"] == 2 * 100 + 3 * 100 + len(forwarded) and design["n_used"] == 199
 
 
 class _BackgroundReader(torch.nn.Module):
