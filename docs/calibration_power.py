@@ -88,14 +88,15 @@ def described(report: dict) -> str:
     return "; ".join(f"{fl['region']}: {fl.get('description') or fl['severity']}" for fl in report["flags"])
 
 
-def main(modes: list[str]) -> None:
+def main(modes: list[str], jobs: list[tuple[float, int]] | None = None) -> None:
+    """`jobs`: (rho, seed) pairs to audit (`--jobs 0.8:0,0.5:3`; default: the whole series)."""
     from analysis.store.workspace import Workspace
     from tests.report import power_audit
 
     root = Path(tempfile.mkdtemp(prefix="calibration-power-"))
     ws = Workspace(root / "ws")
-    jobs = ([(rho, SEEDS[0]) for rho in RHOS] + [(0.5, s) for s in CLEAN_SEEDS]
-            + [(rho, s) for s in SEEDS[1:] for rho in RHOS])
+    jobs = jobs or ([(rho, SEEDS[0]) for rho in RHOS] + [(0.5, s) for s in CLEAN_SEEDS]
+                    + [(rho, s) for s in SEEDS[1:] for rho in RHOS])
     new = not CSV.exists()
     with open(CSV, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
@@ -232,4 +233,10 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["shapes"]:
         shapes()
     else:
-        main(sys.argv[1:] or ["masks", "maskfree"])
+        args = sys.argv[1:]
+        picked = None
+        if "--jobs" in args:
+            at = args.index("--jobs")
+            picked = [(float(j.split(":")[0]), int(j.split(":")[1])) for j in args[at + 1].split(",")]
+            args = args[:at] + args[at + 2:]
+        main(args or ["masks", "maskfree"], picked)
