@@ -54,6 +54,7 @@ def test_an_image_without_an_object_is_refused_for_a_classifier(tmp_path):
         as_classification(open_dataset(folder)).validate(list(shapes_tag.CLASSES))
 
 
+@pytest.mark.slow
 def test_a_classifier_audited_on_boxes_never_tests_the_object(tmp_path):
     """The shape moves about the image, the tag is uncorrelated: without masks the shape's area was a
     candidate (and was flagged on clean models before the look test); with boxes it is the core."""
