@@ -44,11 +44,11 @@ SHAPES_JOBS = ([("clean: tag uncorrelated, shape moving", 0.5, True, s) for s in
                + [(f"biased: tag rho {rho}", rho, True, s) for rho in (0.9, 1.0) for s in SEEDS])
 
 
-def shapes(n: int = N) -> None:
+def shapes(n: int = N, only: list[int] | None = None) -> None:
     """The mask-free shapes series (`sample_models.shapes_tag`): clean models (tag present but uncorrelated,
     the shape moving; no tag, the shape centred) over ten seeds, biased ones (the tag points at the class with
     probability 0.9, 1) over three; audited without masks. The cue: a discovered region named as a corner
-    patch."""
+    patch. `only`: the indexes of `SHAPES_JOBS` to run (`shapes --only 0,1,2`)."""
     from analysis.store.workspace import Workspace
     from tests.report import maskfree_audit, power_audit
 
@@ -62,7 +62,7 @@ def shapes(n: int = N) -> None:
         writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         if new:
             writer.writeheader()
-        for case, rho, moving, seed in SHAPES_JOBS:
+        for case, rho, moving, seed in [j for k, j in enumerate(SHAPES_JOBS) if only is None or k in only]:
             start = time.time()
             model, drop = maskfree_audit.trained(root, rho, seed, moving=moving)
             data = maskfree_audit.dataset(root, rho, n, moving=moving)
@@ -231,7 +231,7 @@ if __name__ == "__main__":
         print(tables(read()))
         print(shapes_table())
     elif sys.argv[1:2] == ["shapes"]:
-        shapes()
+        shapes(only=[int(k) for k in sys.argv[3].split(",")] if sys.argv[2:3] == ["--only"] else None)
     else:
         args = sys.argv[1:]
         picked = None
