@@ -216,7 +216,8 @@ def discover_regions(maps: np.ndarray, images: np.ndarray, labels: np.ndarray, c
 
 
 def extend_by_look(masks: np.ndarray, members: list[dict], images: np.ndarray, *, max_places: int = 12,
-                   slack: float = 2.0, selective: float = 0.5, floor: float = 1.0) -> np.ndarray:
+                   slack: float = 2.0, selective: float = 0.5, floor: float = 1.0, max_models: int = 256
+                   ) -> np.ndarray:
     """(N, H, W) bool: the candidate's masks, extended to the images where the maps did not single it out but
     one of its places holds what its members hold.
 
@@ -230,7 +231,7 @@ def extend_by_look(masks: np.ndarray, members: list[dict], images: np.ndarray, *
     nearest to a member's, when that distance is within `slack` times the members' own spread (the 90th
     percentile of each member's distance to its nearest other member, in features scaled by the members'
     spread; at least `floor`; members more than 3 times the median distance from their nearest are left out
-    as models: a component beside the cue). Only a look that sets the members apart is searched for: when that reach is
+    as models: a component beside the cue; at most `max_models` members, drawn with a fixed seed). Only a look that sets the members apart is searched for: when that reach is
     `selective` (0.5) of the median distance of every place in the other images or more (a textured blob beside
     an object looks like anything else there), nothing is extended. Which images are extended depends on the
     pixels only, never on the model's outcomes."""
@@ -240,6 +241,8 @@ def extend_by_look(masks: np.ndarray, members: list[dict], images: np.ndarray, *
     member_rows = np.array([c["image"] for c in members])
     if len(members) < 4:
         return masks
+    models = members if len(members) <= max_models else [members[k] for k in np.sort(
+        np.random.default_rng(0).choice(len(members), max_models, replace=False))]  # memory: others x models
     flat = {}
 
     def look(rows: np.ndarray, place: np.ndarray) -> np.ndarray:
@@ -249,7 +252,7 @@ def extend_by_look(masks: np.ndarray, members: list[dict], images: np.ndarray, *
                           for r, m in zip(rows, place)])
         return np.column_stack([colour, share])
 
-    reference = look(member_rows, np.stack([c["mask"] for c in members]))
+    reference = look(np.array([c["image"] for c in models]), np.stack([c["mask"] for c in models]))
     # members alike to the last digit (one flat colour on similar scenes) would make any other image far: a
     # difference under 0.02 in colour or 0.05 in flat share is none
     scale = np.maximum(reference.std(0), [0.02, 0.02, 0.02, 0.05])
