@@ -68,7 +68,7 @@ def shapes(n: int = N, only: list[int] | None = None) -> None:
             data = maskfree_audit.dataset(root, rho, n, moving=moving)
             report = power_audit.audit(ws, model, ws.register_dataset(data), n=n)
             cue = cue_regions(report, "maskfree")
-            names = [fl["region"] for fl in report["flags"]]
+            names = [flag_subject(fl) for fl in report["flags"]]
             hit = [fl for fl in report["flags"] if fl["region"] in cue]
             row = {"case": case, "rho": rho, "seed": seed, "accuracy": round(report["metrics"]["accuracy"], 4),
                    "shuffle_drop": None if drop is None else round(drop, 4), "cue_flagged": int(bool(hit)),
@@ -83,9 +83,15 @@ def shapes(n: int = N, only: list[int] | None = None) -> None:
             print(row, flush=True)
 
 
+def flag_subject(flag: dict) -> str:
+    """A flag's region, or "property:<name>" for an image-property finding (it has no region)."""
+    return flag.get("region") or f"property:{flag.get('property')}"
+
+
 def described(report: dict) -> str:
     """The flagged regions as the report names them (discovered ones by their description)."""
-    return "; ".join(f"{fl['region']}: {fl.get('description') or fl['severity']}" for fl in report["flags"])
+    return "; ".join(f"{flag_subject(fl)}: {fl.get('description') or fl.get('headline') or fl['severity']}"
+                     for fl in report["flags"])
 
 
 def main(modes: list[str], jobs: list[tuple[float, int]] | None = None) -> None:
@@ -109,7 +115,7 @@ def main(modes: list[str], jobs: list[tuple[float, int]] | None = None) -> None:
                 data = power_audit.dataset(root, rho, N, masks=mode == "masks")
                 report = power_audit.audit(ws, model, ws.register_dataset(data), n=N)
                 cue = cue_regions(report, mode)
-                names = [fl["region"] for fl in report["flags"]]
+                names = [flag_subject(fl) for fl in report["flags"]]
                 hit = [fl for fl in report["flags"] if fl["region"] in cue]
                 ivs = report["interventions"]
                 cue_n = max([(ivs.get(c, {}).get("sequential") or {}).get("n") or 0 for c in cue] or [0])
