@@ -4,7 +4,9 @@ At each look, every region still undecided takes the next chunk of rows its pair
 rows holding the region; the swap pair: every row), the base predictions are the main pass's (or one
 forward), and the variants it still needs go through the model as one stream of batches: fill and fill
 control while the fill's accuracy drop is undecided, swap and swap control while a swap metric is
-(`analysis.evidence.intervention`). After each look (of the sequential design,
+(`analysis.evidence.intervention`), and with them the same-class swap, the swap's control for "any paste
+moves answers" (one more forward per swapped image; reported as `swap.same_class` and the bound
+`swap_vs_same_class`, not deciding). After each look (of the sequential design,
 `analysis.stats.sequential`) every effect net of its control gets a simultaneous interval at alpha / K
 from its discordant pairs (`_counts`): fill flips, fill accuracy drop, swap flips towards the donor's
 class, swap accuracy drop. A region is *shown* once one interval of `DECISION_METRICS` lies above
@@ -25,13 +27,14 @@ import numpy as np
 import torch
 
 from analysis.evidence.intervention import (control_masks, effects, fill_region, mcnemar_exact_greater,
-                                            overlaps_itself, predict, swap_donors, swap_effects, swap_variants,
-                                            towards_donor)
+                                            overlaps_itself, predict, region_pointing, same_class_effects,
+                                            swap_donors, swap_effects, swap_variants, towards_donor)
 from analysis.stats.sequential import BOUNDS, DESIGN, decision, looks, net_rate_bounds, sequential_p
 
-METRICS = ("fill_flips", "fill_accuracy_drop", "swap_towards_donor", "swap_accuracy_drop")
+METRICS = ("fill_flips", "fill_accuracy_drop", "swap_towards_donor", "swap_accuracy_drop", "swap_vs_same_class")
 DECISION_METRICS = ("fill_accuracy_drop", "swap_towards_donor", "swap_accuracy_drop")
-GROUPS = {"fill": ("fill_flips", "fill_accuracy_drop"), "swap": ("swap_towards_donor", "swap_accuracy_drop")}
+GROUPS = {"fill": ("fill_flips", "fill_accuracy_drop"),
+          "swap": ("swap_towards_donor", "swap_accuracy_drop", "swap_vs_same_class")}
 
 
 class Trial:
@@ -46,7 +49,8 @@ class Trial:
         self.name = name
         self.rows: dict[str, list[np.ndarray]] = {"fill": [], "swap": []}
         self.parts: dict[str, list[np.ndarray]] = {k: [] for k in (
-            "fill_keep", "fill", "fill_control", "swap_keep", "swap", "swap_control", "donor_label")}
+            "fill_keep", "fill", "fill_control", "swap_keep", "swap", "swap_control", "donor_label", "same_keep",
+            "swap_same")}
         self.overlap: list[np.ndarray] = []
         self.control_kind = self.swap_control_kind = "equal-area"
         self.decision, self.bounds, self.looks = "undecided", {}, 0
@@ -101,6 +105,10 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
     alpha_look = alpha / n_looks
     mean_colour = inputs.mean(dim=(0, 2, 3)) if cap else None
     trials = [Trial(r["name"]) for r in regions]
+    # what each image's region points at, by its look against class centroids of the model's answers (the
+    # labels when the main pass gave none): the swap's donors are those whose region points at their own class
+    targets = labels if base_predictions is None else np.asarray(base_predictions)
+    pointing = [region_pointing(inputs, r["masks"].bool(), targets) for r in regions]
     usable = {"fill": [r["masks"].flatten(1).any(1).numpy() for r in regions],
               "swap": [np.ones(cap, dtype=bool)] * len(regions)}
     cursors = {(j, g): 0 for j in range(len(trials)) for g in GROUPS}
@@ -130,8 +138,9 @@ def run_trials(model, inputs: torch.Tensor, labels: np.ndarray, regions: list[di
             fixed = None if look == 0 else {"fill": trials[j].control_kind, "swap": trials[j].swap_control_kind}
             values, overlap, kinds = _variant_predictions(model, inputs, regions[j]["masks"], labels, groups,
                                                          core=core, fill=fill, mean_colour=mean_colour,
+                                                         pointing=pointing[j],
                                                          seed=seed + look, batch_size=batch_size, fixed_kinds=fixed)
-            forwards += 2 * sum(len(rows) for rows in groups.values())
+            forwards += 2 * sum(len(rows) for rows in groups.values()) + len(groups.get("swap", ()))
             if look == 0:
                 trials[j].control_kind = kinds.get("fill", trials[j].control_kind)
                 trials[j].swap_control_kind = kinds.get("swap", trials[j].swap_control_kind)
@@ -150,7 +159,7 @@ def _next_rows(usable: np.ndarray, cursor: int, chunk: int) -> tuple[np.ndarray,
 
 
 def _variant_predictions(model, inputs, masks, labels, groups, *, core, fill, mean_colour, seed, batch_size,
-                         fixed_kinds=None):
+                         fixed_kinds=None, pointing=None):
     """Predictions under the variants of `groups` ({"fill": rows, "swap": rows}: fill and its control, swap and
     its control, each on its rows of `inputs`), from one stream of forwards. `fixed_kinds`: each pair's control
     kind as the first look chose it (None at the first look: chosen here from this look's overlaps), so one
@@ -170,12 +179,19 @@ def _variant_predictions(model, inputs, masks, labels, groups, *, core, fill, me
     if "swap" in groups:
         rows = groups["swap"]
         x, region = inputs[rows], masks[rows].bool()
-        donors = swap_donors(labels[rows], region.flatten(1).any(1).numpy(), seed=seed)
+        has = region.flatten(1).any(1).numpy()
+        aim = {} if pointing is None else {"pointing": pointing[0][rows], "strength": pointing[1][rows]}
+        donors = swap_donors(labels[rows], has, seed=seed, **aim)
         swapped, swapped_control, swap_keep, swap_kind = swap_variants(
             x, region, donors, seed=seed, keep_out=None if core is None else core[rows],
             control=fixed_kinds["swap"] if fixed_kinds else None)
-        stream += [swapped, swapped_control]
-        values["swap_keep"] = swap_keep.numpy()
+        # the same-class swap: the region moved between images of one class, the control for "any paste moves
+        # answers" (a cue swapped within its class keeps pointing where it did)
+        same = swap_donors(labels[rows], has, seed=seed + 7919, same_class=True, **aim)
+        same_swapped, _, same_keep, _ = swap_variants(x, region, same, seed=seed,
+                                                      keep_out=None if core is None else core[rows])
+        stream += [swapped, swapped_control, same_swapped]
+        values["swap_keep"], values["same_keep"] = swap_keep.numpy(), same_keep.numpy()
         kinds["swap"] = swap_kind
         values["donor_label"] = np.where(donors >= 0, labels[rows][np.maximum(donors, 0)], -1)
     preds = predict(model, torch.cat(stream), batch_size)[0].numpy()
@@ -185,6 +201,9 @@ def _variant_predictions(model, inputs, masks, labels, groups, *, core, fill, me
             n = len(groups[group])
             values[group], values[f"{group}_control"] = preds[offset:offset + n], preds[offset + n:offset + 2 * n]
             offset += 2 * n
+    if "swap" in groups:
+        n = len(groups["swap"])
+        values["swap_same"] = preds[offset:offset + n]
     return values, overlap, kinds
 
 
@@ -199,13 +218,17 @@ def _counts(a: dict, base: np.ndarray, labels: np.ndarray) -> dict[str, tuple[in
         b, y, keep = base[rows], labels[rows], a[f"{group}_keep"].astype(bool)
         region, control = a[group], a[f"{group}_control"]
         for metric in metrics:
-            if metric.endswith("flips"):
+            sel = keep
+            if metric == "swap_vs_same_class":  # answers lost to the cross-class swap, not to the same-class one
+                r, c = region != y, a["swap_same"] != y
+                sel = keep & a["same_keep"].astype(bool)
+            elif metric.endswith("flips"):
                 r, c = region != b, control != b
             elif metric.endswith("towards_donor"):
                 r, c = towards_donor(b, region, a["donor_label"]), towards_donor(b, control, a["donor_label"])
             else:
                 r, c = region != y, control != y
-            out[metric] = (int((r & ~c)[keep].sum()), int((~r & c)[keep].sum()), int(keep.sum()))
+            out[metric] = (int((r & ~c)[sel].sum()), int((~r & c)[sel].sum()), int(sel.sum()))
     return out
 
 
@@ -244,6 +267,10 @@ def summarise(trial: Trial, base: np.ndarray, labels: np.ndarray, slices: dict[s
     swap.update({"n_without_donor": int((~s).sum()), "control_kind": trial.swap_control_kind,
                  "p_value_raw": swap["p_value"],
                  "p_value": sequential_p(swap["p_value"], k)})
+    both = s & a["same_keep"].astype(bool)
+    swap["same_class"] = {**same_class_effects(bs[both], a["swap"][both], a["swap_same"][both], ys[both]),
+                          "donors": "same class"}
+    swap["same_class"]["p_value"] = sequential_p(swap["same_class"]["p_value"], k)
     out["swap"] = swap
     out["sequential"] = {"n": trial.n(), "n_fill": trial.n("fill"), "n_swap": trial.n("swap"),
                          "looks": trial.looks, "planned_looks": k, "decision": trial.decision,

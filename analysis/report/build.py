@@ -55,7 +55,7 @@ def with_catalog(report: dict[str, Any], store: RunStore, workspace: Workspace |
     current names (a rename shows in every export) and the dataset's human labels checked on this run."""
     if workspace is None or not store.run_id:
         return report
-    from analysis.report.labels import label_checks
+    from analysis.report.labels import label_checks, origin_discoveries
 
     run = workspace.run(store.run_id)
     report = {**report, "run": dict(report.get("run") or {}, name=run.get("name"))}
@@ -63,7 +63,8 @@ def with_catalog(report: dict[str, Any], store: RunStore, workspace: Workspace |
         if row is not None and report["run"].get(key) is not None:
             report["run"][key] = {**report["run"][key], "name": row["name"],
                                   **({"version": row.get("version")} if key == "model" else {})}
-    report["labels"] = label_checks(workspace.labels(run["dataset_id"]), report)
+    labels = workspace.labels(run["dataset_id"])
+    report["labels"] = label_checks(labels, report, origin_discoveries(workspace, labels))
     return report
 
 

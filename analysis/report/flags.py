@@ -266,7 +266,8 @@ def intervention_evidence(intervention: dict, best: dict, effect: float, *, fami
                       "control_towards_donor_rate": (swap.get("control") or {}).get("towards_donor_rate"),
                       "control_accuracy_drop": (swap.get("control") or {}).get("accuracy_drop"),
                       "p_value": swap.get("p_value"), "n": swap.get("n"), "control_kind": swap.get("control_kind"),
-                      "net_effect": variant_effect(intervention, "swap")}
+                      "net_effect": variant_effect(intervention, "swap"),
+                      "same_class": swap.get("same_class")}  # the same-class swap: what any paste costs
     if intervention.get("sequential"):
         ev["sequential"] = intervention["sequential"]
     return ev

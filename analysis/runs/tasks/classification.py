@@ -129,14 +129,13 @@ class ClassificationTask:
         settings(params)
 
     def takes_dataset(self, path: Path) -> bool:
-        from analysis.data.detection_data import is_detection_dataset
-
-        return not is_detection_dataset(Path(path))
+        return True  # a detection dataset too: its boxes are the object (`analysis.data.box_core`)
 
     def new_run_params(self, params: dict) -> dict:
         return dict(params)
 
     def prepare(self, workspace, run: dict, device: str) -> Prepared:
+        from analysis.data.box_core import as_classification
         from analysis.runs.methods import check_method_kind
         from explainers.base import refuse_black_box
         from explainers.loading.models import hooks_fix, load_model
@@ -147,7 +146,7 @@ class ClassificationTask:
         check_method_kind(run["method"], self.model_kind)
         model_row = workspace.model(run["model_id"])
         loaded = load_model(model_row["abspath"], device=device)
-        dataset = workspace.open_dataset(run["dataset_id"])
+        dataset = as_classification(workspace.open_dataset(run["dataset_id"]))  # boxes: the object is the core
         dataset.validate(list(loaded.card.classes))
 
         layer_name = None
