@@ -7,7 +7,9 @@ beside the wall time) and the 1-minute load average. Prints when the dashboard s
 the first complete series is done (the plan's first series, `analysis.demo.build.demo_plan`), v1 and v5 of
 every series are done, and the whole demo is done, each with the load then and the load range since the start.
 The install is not part of it (a venv with the project installed is assumed). Writes
-bench/results/demo-first-start.json. Stops the dashboard it started at the end; a fresh workspace unless --keep.
+bench/results/demo-first-start.json (events, each audit's wall and builder-CPU seconds, every poll), also when
+stopped by SIGTERM or `--limit`; then stops the dashboard and a builder still running (a later start resumes
+with --keep). A fresh workspace unless --keep.
 """
 from __future__ import annotations
 
@@ -42,6 +44,21 @@ def cpu_seconds(pid) -> float | None:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def per_audit(samples: list[dict]) -> list[dict]:
+    """Each finished audit's wall and builder-CPU seconds (to the poll's resolution) and the load meanwhile."""
+    out, since = [], None
+    for before, after in zip(samples, samples[1:]):
+        if since is None and before["current"]:
+            since = before
+        if since is not None and after["done"] > since["done"]:
+            loads = [s["load"] for s in samples if since["s"] <= s["s"] <= after["s"]]
+            out.append({"audit": since["current"], "wall_s": round(after["s"] - since["s"], 1),
+                        "builder_cpu_s": round(after["builder_cpu_s"] - since["builder_cpu_s"], 1),
+                        "load": [round(min(loads), 1), round(max(loads), 1)]})
+            since = after if after["current"] else None
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", default="/tmp/bench-demo-first-start")
@@ -68,7 +85,8 @@ def main(argv=None) -> dict:
     print(f"uptime at start: {os.popen('uptime').read().strip()}", flush=True)
     print(f"{len(plan)} audits; first series {plan[0].series} ({first_series} audits); v1 and v5 of every "
           f"series after {ends}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a stopped bench still stops its dashboard
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))  # stop polling; still write what was measured
     start = time.time()
     log = open(workspace.parent / f"{workspace.name}-dashboard.log", "w")
     dashboard = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -77,7 +95,7 @@ def main(argv=None) -> dict:
     samples = []
     builder_cpu = 0.0
     try:
-        while time.time() - start < args.limit:
+        while time.time() - start < args.limit and not stopped:
             elapsed, load = time.time() - start, os.getloadavg()[0]
             status = read_status(workspace) or {}
             cpu = cpu_seconds(status.get("pid"))
@@ -102,14 +120,18 @@ def main(argv=None) -> dict:
             if state in ("done", "failed", "stopped"):
                 mark(f"the whole demo, {len(plan)} audits ({state})", True)
                 break
-            time.sleep(args.every)
+            if not stopped:
+                time.sleep(args.every)
     finally:
         os.killpg(dashboard.pid, signal.SIGTERM)  # the dashboard this started (its own session)
         dashboard.wait(30)
         log.close()
+        status = read_status(workspace) or {}
+        if status.get("state") == "building":  # stopped or out of time: the builder it started stops too (resumable)
+            os.kill(int(status["pid"]), signal.SIGTERM)
     print(f"uptime at the end: {os.popen('uptime').read().strip()}", flush=True)
-    result = {"plan": len(plan), "demo_args": demo_args, "events": events, "samples": samples,
-              "failed": (read_status(workspace) or {}).get("failed")}
+    result = {"plan": len(plan), "demo_args": demo_args, "events": events, "per_audit": per_audit(samples),
+              "samples": samples, "failed": (read_status(workspace) or {}).get("failed")}
     out = ROOT / "bench" / "results" / f"{args.out}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

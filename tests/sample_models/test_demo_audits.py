@@ -8,7 +8,7 @@ from analysis.demo.build import build_demo
 from analysis.report.build import build_report
 from analysis.store.workspace import Workspace
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # five 200-image audits: minutes on a loaded machine
 
 
 @pytest.fixture(scope="module")
