@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
             mark("first audit running", bool(status.get("current")) or done > 0)
             mark(f"first complete series ({plan[0].series}, {first_series} audits)", done >= first_series)
             mark(f"v1 and v5 of every series ({ends} audits)", done >= ends)
-            if state in ("done", "failed", "stopped"):
+            if state in ("done", "failed", "stopped") and status.get("updated", 0) >= start:  # not a former build's
                 mark(f"the whole demo, {len(plan)} audits ({state})", True)
                 break
             if not stopped:
