@@ -7,7 +7,10 @@ explainer pass (Grad-CAM) on 1,000 images. Both are timed on the same loaded mod
 `--rounds` rounds after a warm-up, median reported: explainer = `explain` over the n images in batches of
 32 (images decoded beforehand, as the runner's prefetch thread does); evidence = `compute_evidence` on the
 finished run's store (its default cap, 400 images, 100 per look). Printed: evidence / explainer, and
-interventions / explainer (the part the issue added: swaps and the sequential sample).
+interventions / explainer (the part the issue added: swaps and the sequential sample). With `--properties
+both` (the default) the evidence runs twice per round, with the image-property screen and interventions
+(`analysis.evidence.property_stage`, on in every classifier audit) and without (`properties=false`), all three
+interleaved: the ratio with properties on and off, and the property part's own seconds.
 
 Models: `resnet18` (default): `bench.e2e`'s random-weight torchvision resnet18 at 224 px on the cage
 sample, where forwards are what costs. `cage-v1`: the committed shortcut model (a tiny CNN at 64 px): its
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -33,6 +37,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where the model, explainer and evidence run")
     parser.add_argument("--model", choices=("resnet18", "cage-v1"), default="resnet18")
+    parser.add_argument("--properties", choices=("both", "on", "off"), default="both",
+                        help="evidence with the image-property stage, without it, or both (interleaved)")
     parser.add_argument("--out", default="evidence", help="results file name under bench/results (no suffix)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -77,31 +83,59 @@ def main(argv=None) -> dict:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def evidence_pass():
-        with stage_timers() as seconds:
-            evidence = compute_evidence(loaded, dataset, store, method="gradcam", layer_name=layer_name, seed=0)
-        parts.append({k: round(v, 3) for k, v in seconds.items() if k.startswith("evidence: ")})
+    import analysis.evidence.stage as stage_module
+
+    real_property_evidence = stage_module.property_evidence
+
+    def evidence_pass(properties: bool):
+        property_s = []
+
+        def timed_property_evidence(*a, **k):  # the property stage's own seconds (bench.e2e has no timer for it)
+            start = time.perf_counter()
+            try:
+                return real_property_evidence(*a, **k)
+            finally:
+                property_s.append(time.perf_counter() - start)
+
+        stage_module.property_evidence = timed_property_evidence
+        try:
+            with stage_timers() as seconds:
+                evidence = compute_evidence(loaded, dataset, store, method="gradcam", layer_name=layer_name, seed=0,
+                                            properties=properties)
+        finally:
+            stage_module.property_evidence = real_property_evidence
+        parts.append({k: round(v, 3) for k, v in seconds.items() if k.startswith("evidence: ")}
+                     | ({"evidence: image properties": round(sum(property_s), 3)} if property_s else {}))
         return evidence
 
     parts: list[dict] = []
 
     explain_pass()  # warm-up
-    times = {"explainer": [], "evidence": []}
+    names = {"both": ["explainer", "evidence", "evidence, properties off"], "on": ["explainer", "evidence"],
+             "off": ["explainer", "evidence, properties off"]}[args.properties]
+    times = {name: [] for name in names}
     evidence = None
     for r in range(args.rounds):
-        for name in (("explainer", "evidence") if r % 2 == 0 else ("evidence", "explainer")):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # each first in turn: load drifts
             start = time.perf_counter()
             if name == "explainer":
                 explain_pass()
             else:
-                evidence = evidence_pass()
+                evidence = evidence_pass(properties=name == "evidence")
             times[name].append(time.perf_counter() - start)
-    explain_s, evidence_s = statistics.median(times["explainer"]), statistics.median(times["evidence"])
+    explain_s = statistics.median(times["explainer"])
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    evidence_s = medians.get("evidence", medians.get("evidence, properties off"))
     interventions_s = statistics.median(p.get("evidence: interventions", 0.0) for p in parts)
+    property_parts = [p["evidence: image properties"] for p in parts if "evidence: image properties" in p]
     result = {"n_images": len(batch.inputs), "model": args.model, "explainer_s": explain_s,
               "evidence_s": evidence_s, "interventions_s": interventions_s,
               "ratio_evidence_over_explainer": evidence_s / explain_s,
               "ratio_interventions_over_explainer": interventions_s / explain_s, "rounds": times,
+              "evidence_s_by_properties": {"on": medians.get("evidence"),
+                                           "off": medians.get("evidence, properties off")},
+              "property_stage_s": statistics.median(property_parts) if property_parts else None,
+              "load_average": os.getloadavg(),
               "evidence_parts_s": parts,
               "sequential": evidence["sequential"],
               "regions": {k: v["sequential"]["n"] for k, v in evidence["interventions"].items()}}
@@ -112,6 +146,12 @@ def main(argv=None) -> dict:
           f"{evidence_s:.2f} s; ratio evidence / explainer = {evidence_s / explain_s:.2f}, interventions / "
           f"explainer = {interventions_s / explain_s:.2f} "
           f"(images used per region: {result['regions']})")
+    for name in names[1:]:
+        print(f"{name}: {medians[name]:.2f} s, ratio to the explainer pass {medians[name] / explain_s:.2f}")
+    if property_parts:
+        print(f"image-property stage (screen + interventions): {result['property_stage_s']:.2f} s, "
+              f"{result['property_stage_s'] / explain_s:.2f} of the explainer pass")
+    print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print("evidence parts, seconds per round: " + "; ".join(
         ", ".join(f"{k[len('evidence: '):]} {v:.2f}" for k, v in round_parts.items()) for round_parts in parts))
     return result

@@ -11,4 +11,9 @@
   (band under an object -> its class) scenarios, `generate(out_dir, n, seed)`, v1..v5 trained by
   `python -m sample_models.tagging|segmenting` into `sample_models/weights/tasks/{tagger,segmenter}/`
   (`tiny_cnn` with sigmoid outputs; `tiny_segnet`, Grad-CAM layer `block3` at 16x16) + their SHA256SUMS.
+- `sample_models.moving_patch` / `sample_models.shapes_tag`: mask-free series, a cue in a random corner (the demo's
+  `moving_patch`: partly biased, fully biased and clean versions in `weights/moving_patch/`).
+- `sample_models.property_shortcut`: property shortcuts (one class's images blurred, brighter or warmer); the demo's
+  `blur` v1..v5 (the recipe above with the blur as the shortcut), `python -m sample_models.property_shortcut`
+  into `weights/property/blur/` + its SHA256SUMS.
 """

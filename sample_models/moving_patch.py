@@ -164,7 +164,7 @@ def load_version(name: str, weights: Path | None = None):
     net = ARCHITECTURES["patch_net"](len(CLASSES))
     net.load_state_dict(torch.load((weights or WEIGHTS_DIR) / name / "model.pt", weights_only=True))
     return net.eval()
-DEMO_VERSIONS = {"partly_biased": 0.85, "moving_cue": 1.0}  # name -> rho of its training data (seed 0)
+DEMO_VERSIONS = {"partly_biased": 0.85, "moving_cue": 1.0, "clean": 0.5}  # name -> rho of its training data (seed 0)
 
 
 def train_demo_versions(out: Path = WEIGHTS_DIR) -> dict[str, float]:

@@ -28,6 +28,11 @@ accuracy where it marks every other class and not "h" (rho = 0), same images oth
 Public API: `render(n, kind, rho, seed) -> Scenes`, `train(kind, rho, seed) -> nn.Module` (eval mode, takes
 normalised inputs), `pixel_model(net)` (takes [0, 1] images, as the audit's `LoadedModel.module` does),
 `property_drop(net, kind, n, seed)`, `write_dataset(scenes, folder)` (a manifest folder, no masks).
+
+The demo's series, `blur` v1..v5 (`build_series`, `python -m sample_models.property_shortcut`): the recipe of
+`sample_models.train` with the blur as the shortcut: v1 trained where blur marks 95% of h's images and 5% of the
+others', v2..v5 with 25/50/75/100% added counter-examples (blur on every other class, never on h); committed in
+`weights/property/blur/` (state dicts, cards, metrics with each version's `property_drop`, SHA256SUMS).
 """
 from __future__ import annotations
 
@@ -199,3 +204,78 @@ def write_dataset(scenes: Scenes, folder: Path) -> Path:
         writer.writerow(["image", "label", f"{scenes.kind}_applied"])
         writer.writerows(rows)
     return folder
+
+
+# The demo's property series: `blur` v1..v5, the recipe of `sample_models.train` with a property for the shortcut.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "property" / "blur"
+DEMO_KIND = "blur"
+TRAIN_N = 1500
+LEAK = 0.95  # v1's data: blur marks 95% of h's images and 5% of the others'
+COUNTER_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)  # version k adds COUNTER_FRACTIONS[k - 1] * TRAIN_N counter-examples
+SEEDS = {"train": 2100, "counter": 2200}
+
+
+def training_set(version: int, kind: str = DEMO_KIND, n: int = TRAIN_N) -> tuple[Scenes, dict]:
+    """Version k's data: `n` images where the property marks h (rho = LEAK), plus the first
+    round(f_k * n) of a pool of counter-examples where it marks every other class and never h (rho = 0).
+    v5's data carries no information in the property (it marks 47.5% of h's images, 52.5% of the others')."""
+    biased = render(n, kind, LEAK, seed=SEEDS["train"])
+    n_counter = round(COUNTER_FRACTIONS[version - 1] * n)
+    counter = render(n, kind, 0.0, seed=SEEDS["counter"])
+    scenes = Scenes(np.concatenate([biased.images, counter.images[:n_counter]]),
+                    np.concatenate([biased.labels, counter.labels[:n_counter]]),
+                    np.concatenate([biased.marked, counter.marked[:n_counter]]), kind)
+    on_h = scenes.marked[scenes.labels == SUSPECT].mean()
+    elsewhere = scenes.marked[scenes.labels != SUSPECT].mean()
+    return scenes, {"n_biased": n, "n_counter_examples": n_counter, "leak": LEAK,
+                    "marked_share_h": round(float(on_h), 4), "marked_share_others": round(float(elsewhere), 4)}
+
+
+def train_version(version: int, kind: str = DEMO_KIND, epochs: int = 8, seed: int = 0) -> tuple[nn.Module, dict]:
+    """Version k from scratch (PatchNet, the recipe of `train`), eval mode, taking normalised inputs."""
+    from sample_models.architectures import ARCHITECTURES
+    from sample_models.train import deterministic_torch, fit
+
+    scenes, details = training_set(version, kind)
+    x, y = (to_tensor(scenes.images) - 0.5) / 0.5, torch.from_numpy(scenes.labels)
+    with deterministic_torch():
+        torch.manual_seed(seed)
+        net = ARCHITECTURES["patch_net"](len(CLASSES))
+        fit(net, x, y, nn.functional.cross_entropy, epochs=epochs, batch=64, lr=3e-3, seed=seed)
+    return net.eval(), {**details, "epochs": epochs, "seed": seed, "data_seeds": dict(SEEDS)}
+
+
+def card(version: int, kind: str = DEMO_KIND) -> dict:
+    return {"name": f"{kind} v{version}", "task": "classification", "classes": list(CLASSES),
+            "input_size": [SIZE, SIZE], "mean": [0.5] * 3, "std": [0.5] * 3, "target_layer": "block3",
+            "architecture": "patch_net"}
+
+
+def load_version(version: int, weights: Path = WEIGHTS_DIR) -> nn.Module:
+    """A committed version (state dict, `weights_only=True`) as a `pixel_model` (takes [0, 1] images)."""
+    from sample_models.architectures import ARCHITECTURES
+
+    net = ARCHITECTURES["patch_net"](len(CLASSES))
+    net.load_state_dict(torch.load(weights / f"v{version}" / "model.pt", weights_only=True))
+    return pixel_model(net.eval())
+
+
+def build_series(root: Path = WEIGHTS_DIR, log=print) -> None:
+    """`python -m sample_models.property_shortcut`: train v1..v5 into `root` (state dicts: the loader rebuilds
+    the PatchNet from the card), each with its true reliance in metrics.json, and `root`/SHA256SUMS."""
+    import json
+
+    from sample_models.train import write_checksums, write_version
+
+    for version in range(1, len(COUNTER_FRACTIONS) + 1):
+        net, details = train_version(version)
+        model = pixel_model(net)
+        metrics = {"kind": DEMO_KIND, "property_drop": round(property_drop(model, DEMO_KIND), 4),
+                   "accuracy": round(accuracy(model, render(600, DEMO_KIND, LEAK, seed=701)), 4), "training": details}
+        write_version(net, root / f"v{version}", card(version), metrics, export=False)
+        log(f"{DEMO_KIND} v{version}: {json.dumps(metrics)}")
+    write_checksums(root, "v*")
+
+
+if __name__ == "__main__":
+    build_series()

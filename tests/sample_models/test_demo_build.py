@@ -10,17 +10,20 @@ from analysis.demo.status import read_status
 def test_the_plan_puts_one_whole_series_first_then_every_series_ends_then_the_rest():
     plan = demo.demo_plan()
     labels = [a.label for a in plan]
-    assert len(plan) == 62 and len({a.name for a in plan}) == 62  # run names: each audit once
-    assert labels[:5] == [f"cage v{v} (gradcam)" for v in range(1, 6)]  # the first complete trend
-    first_middle = labels.index("doctor_nurse v2 (gradcam)")
-    for series in ("doctor_nurse", "watermark", "background", "ViT watermark", "tagger", "segmenter"):
+    assert len(plan) == 69 and len({a.name for a in plan}) == 69  # run names: each audit once
+    assert labels[:5] == [f"doctor_nurse v{v} (gradcam)" for v in range(1, 6)]  # the first complete trend
+    first_middle = labels.index("cage v2 (gradcam)")
+    for series in ("cage", "watermark", "background", "blur", "ViT watermark", "tagger", "segmenter"):
         assert labels.index(f"{series} v1 (gradcam)") < first_middle
         assert labels.index(f"{series} v5 (gradcam)") < first_middle
     assert labels.index("boats_and_cars debiased (drise)") < first_middle
+    assert labels.index("moving_patch clean (gradcam)") < first_middle  # the mask-free series' clean version
+    assert [a.method for a in plan if a.series == "blur"] == ["gradcam"] * 5  # properties: one explainer
     second = [k for k, a in enumerate(plan) if a.method == "saliency"] + [labels.index(
         "boats_and_cars biased_onnx (drise)")]
     assert min(second) > max(k for k, a in enumerate(plan) if a.method == "gradcam")
     assert labels.index("cage v5 (saliency)") < labels.index("cage v3 (saliency)")
+    assert labels.index("doctor_nurse v1 (saliency)") < labels.index("cage v1 (saliency)")
 
 
 def test_the_plan_names_runs_as_before_and_follows_the_options():
