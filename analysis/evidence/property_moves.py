@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from analysis.evidence.blur import separable_blur
 from analysis.stats.image_properties import LUMA, pixel_properties
 
 MOVED_PROPERTIES = ("sharpness", "brightness", "contrast", "warmth")
@@ -70,14 +70,12 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of (B, C, H, W) with `sigma` px (two 1-D passes, reflect padding); sigma <= 0: a copy."""
     if sigma <= 1e-6:
         return images.clone()
-    b, c, h, w = images.shape
+    h, w = images.shape[-2:]
     radius = max(1, min(int(round(3 * sigma)), min(h, w) // 2 - 1))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     kernel = (kernel / kernel.sum()).to(images.dtype)
-    flat = F.pad(images.reshape(b * c, 1, h, w), [radius] * 4, mode="reflect")
-    flat = F.conv2d(F.conv2d(flat, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
-    return flat.reshape(b, c, h, w)
+    return separable_blur(images, kernel, radius)
 
 
 def _per_image(seeds, draw) -> torch.Tensor:
