@@ -28,10 +28,11 @@ def default_model(models: pd.DataFrame, runs: pd.DataFrame, uploaded: list[str])
 
 
 def default_dataset(datasets: pd.DataFrame, runs: pd.DataFrame, model_ids: list[str], uploaded: list[str],
-                    models: pd.DataFrame | None = None) -> int:
+                    models: pd.DataFrame | None = None, task: str | None = None) -> int:
     """The index in `datasets` (the ones the chosen models' task takes, in catalog order) to preselect: what
     this tab uploaded, else where the chosen models or other versions of them (same name) were audited, else
-    a dataset no audit has used yet, else the newest."""
+    a dataset no audit has used yet, else the newest; these last two among the datasets made for `task` when
+    there are any (a classifier takes a COCO folder too, its boxes as the object, but its own folders first)."""
     if datasets.empty:
         return 0
     ids = datasets["id"].tolist()
@@ -46,8 +47,10 @@ def default_dataset(datasets: pd.DataFrame, runs: pd.DataFrame, model_ids: list[
 
     names = set(models[models["id"].isin(model_ids)]["name"]) if models is not None and not models.empty else set()
     siblings = models[models["name"].isin(names)]["id"].tolist() if names else []
+    own_task = dict(zip(datasets["id"], datasets["task"])) if task is not None and "task" in datasets else {}
+    made_for = [d for d in newest if own_task.get(d, task) == task] or newest
     for choice in ([d for d in reversed(uploaded) if d in ids], audited_with(model_ids), audited_with(siblings),
-                   [d for d in newest if d not in audited], newest):
+                   [d for d in made_for if d not in audited], made_for):
         if choice:
             return ids.index(choice[0])
     return 0

@@ -148,11 +148,11 @@ def power_lines(interventions: list[dict], flags: list[dict], key: str) -> list[
 def target_view(evidence: dict, target: str) -> dict:
     """The evidence as the classifier's robustness rule reads it (`analysis.report.flags.robustness_checks`,
     `robustness`): one target's second-explainer regions (`analysis.evidence.target_second_explainer`) and the
-    run's sanity check."""
+    run's sanity check, with the checks the registry did not judge (a black box's sanity: why not)."""
     second = evidence.get("second_explainer") or {}
     regions = (second.get("targets") or {}).get(target)
     return {"second_explainer": {"method": second.get("method"), "regions": regions} if regions else {},
-            "sanity": evidence.get("sanity") or {}}
+            "sanity": evidence.get("sanity") or {}, "not_judged": evidence.get("not_judged") or []}
 
 
 def multiple_testing(interventions: list[dict]) -> dict:

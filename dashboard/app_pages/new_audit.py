@@ -37,7 +37,8 @@ if fitting.empty:
 dataset_names = dict(zip(fitting["id"], fitting["name"]))
 dataset_id = st.selectbox("Dataset", list(dataset_names), format_func=lambda d: dataset_names[d],
                           index=audit_defaults.default_dataset(fitting, all_runs, chosen_models,
-                                                               st.session_state[state.UPLOADED_DATASETS], models),
+                                                               st.session_state[state.UPLOADED_DATASETS], models,
+                                                               task=tasks[0]),
                           key="audit_dataset")
 offered = data.methods(tasks[0])
 methods = st.multiselect("Explainer(s)", offered, default=[m for m in [task["default_method"]] if m in offered],

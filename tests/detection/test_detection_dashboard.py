@@ -112,8 +112,9 @@ def test_upload_page_registers_a_coco_zip_and_refuses_one_that_climbs_out(coco_s
 
 
 def test_new_audit_offers_only_datasets_that_fit_the_model(coco_scenes, tmp_path, monkeypatch):
-    """A detector is offered COCO folders, a classifier the others: the demo used to pair the last model (a
-    detector) with the first dataset (a classification folder), an audit bound to fail."""
+    """A detector is offered COCO folders only; a classifier every folder (a COCO folder's boxes are its object)
+    with its own kind preselected: the demo used to pair the last model (a detector) with the first dataset (a
+    classification folder), an audit bound to fail."""
     from sample_models.detection import WEIGHTS_DIR
     from tests.runs.helpers import write_dataset, write_model
 
@@ -131,5 +132,14 @@ def test_new_audit_offers_only_datasets_that_fit_the_model(coco_scenes, tmp_path
     assert len(at.selectbox(key="audit_dataset").options) == 2
     at.multiselect(key="audit_models").set_value([classifier]).run()
     assert not at.exception
-    assert at.selectbox(key="audit_dataset").value == folders and len(at.selectbox(key="audit_dataset").options) == 1
+    assert len(at.selectbox(key="audit_dataset").options) == 3  # its folder and both COCO uploads
+    # a fresh choice for a classifier preselects the folder made for classifiers, not the newest COCO upload
+    from dashboard import audit_defaults, data
+
+    datasets = data.datasets()
+    fitting = datasets[datasets["id"].isin([folders, coco, coco_zip])]
+    index = audit_defaults.default_dataset(fitting, data.runs(), [classifier], [], data.models(), task="classification")
+    assert fitting["id"].tolist()[index] == folders
+    assert fitting["id"].tolist()[audit_defaults.default_dataset(fitting, data.runs(), [detector], [], data.models(),
+                                                                  task="detection")] == coco_zip
     assert at.multiselect(key="audit_methods_classification").value == ["gradcam"]

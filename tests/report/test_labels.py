@@ -49,7 +49,7 @@ def test_the_dashboards_open_findings_drop_the_carried_legitimate_region_only():
 
     report = {**V2, "labels": label_checks([LABEL], V2, {"run-1": V1["discovered_regions"]})}
     report["flags"] = [{"region": "discovered-1"}, {"region": "discovered-2"}]
-    assert [f["region"] for f in open_findings(report)] == ["discovered-1"]
+    assert [f.region for f in open_findings(report)] == ["discovered-1"]
 
 
 def test_a_label_whose_audit_is_gone_is_not_applied_by_name():
