@@ -86,6 +86,17 @@ def verdict_box(report: dict | ReportView) -> None:
         st.caption("What this audit could not see: " + "; ".join(views.plain(r) for r in verdict.not_tested) + ".")
 
 
+def power_section(report) -> None:
+    """What each "no flag" could have missed, and the test family: the same lines for every task's report."""
+    power, testing = views.power_lines(report)
+    if power or testing:
+        st.subheader("What a \"no flag\" could have missed")
+        for line in power:
+            st.markdown("- " + views.plain(line))
+        if testing:
+            st.caption(views.plain(testing))
+
+
 def finding_panel(finding: Finding | dict, label: Label | dict | None = None) -> None:
     """One finding: its severity and headline, then its evidence in the report's own words
     (`Finding.evidence_lines`: the deciding test first, the other tests, the checks, the notes); a person's

@@ -127,6 +127,7 @@ def render(report: dict, run_id: str, version: str, info: dict) -> None:
                        "beyond what filling an equal area elsewhere costs.")
         for finding in flags:
             components.finding_panel(finding)
+        components.power_section(view)
         table = intervention_rows(view)
         st.subheader("Context fill per class and region")
         st.caption("Score drop when the region is filled with the rest of the scene's colour, when an equal "

@@ -48,6 +48,9 @@ def render_html(report: dict, *, comparison: dict | None = None, exemplars: list
     parts.append("<h2>Shortcut flags</h2>" + _findings(view.findings) + flags(view))
     if sections is not None:
         parts.append(sections(view))
+    if sections is not _interventions_section:  # the classifier's section holds its power lines itself
+        parts.append(_power(view) + (f"<p class='muted'>{escape(view.multiple_testing.sentence() or '')}</p>"
+                                     if view.multiple_testing else ""))
     if view.labels:
         parts.append("<h2>Your labels</h2><ul>" + "".join(
             f"<li>{escape(label.text)}{': ' + escape(label.note) if label.note else ''}</li>"
@@ -238,6 +241,14 @@ def _flags_table(view: ReportView) -> str:
                    "accuracy drop", "p", "shown by", "second explainer lift", "sanity", "notes"], rows)
 
 
+def _power(view: ReportView) -> str:
+    """What each "no flag" rules out (every task's report bounds its unflagged tests)."""
+    if not view.power:
+        return ""
+    return ("<h3>What a \"no flag\" could have missed</h3><ul>" + "".join(
+        f"<li>{escape(p.text)}</li>" for p in view.power) + "</ul>")
+
+
 def _interventions_section(view: ReportView) -> str:
     """Fill and swap per tested region, the power of each "no flag", discovered regions, the design and correction."""
     if not view.interventions:
@@ -255,9 +266,7 @@ def _interventions_section(view: ReportView) -> str:
         parts.append(f"<p class='muted'>Sample: {escape(design.design)}; bounds: "
                      f"{escape(design.bounds)}; chunk {design.chunk}, cap {design.cap}. "
                      f"{escape(testing.sentence() or '')}</p>")
-    if view.power:
-        parts.append("<h3>What a \"no flag\" could have missed</h3><ul>" + "".join(
-            f"<li>{escape(p.text)}</li>" for p in view.power) + "</ul>")
+    parts.append(_power(view))
     if view.discovered:
         parts.append("<h3>Discovered regions (salient components away from the core and, with masks, outside "
                      "the object-sized annotated regions)</h3>" + _table(

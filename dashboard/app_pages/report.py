@@ -72,13 +72,7 @@ with tab_flags:
     for finding in sorted(findings, key=lambda f: (views.SEVERITY_ORDER[f.severity], -(f.lift or 0))):
         components.finding_panel(finding, label_of.get(finding.region))
 
-    power, testing = views.power_lines(report)
-    if power or testing:
-        st.subheader("What a \"no flag\" could have missed")
-        for line in power:
-            st.markdown("- " + views.plain(line))
-        if testing:
-            st.caption(views.plain(testing))
+    components.power_section(view)
 
     discovered = views.discovered_rows(report)
     open_exemplar = None

@@ -74,6 +74,7 @@ def render(report: dict, run_id: str, version: str, info: dict, words: Wording, 
                        "equal-area control.")
         for finding in flags:
             components.finding_panel(finding)
+        components.power_section(view)
     with tab_attention:
         rows = views.region_rows(view, "class")
         if rows.empty:

@@ -155,3 +155,28 @@ def test_the_html_and_the_dashboard_say_the_correction_and_a_discovered_verdict_
     assert verdict == [f"not flagged: {power}"]
     html = render_html(report)
     assert escape(note) in html and f"<td>{escape(verdict[0])}</td>" in html
+
+
+def test_every_tasks_power_lines_and_not_judged_checks_reach_the_html_and_the_trust_view():
+    """Taggers, segmenters and detectors bound their unflagged tests too: the HTML shows those lines and the
+    Holm family for every task, and a check the registry did not judge says why (a black box's sanity)."""
+    from html import unescape
+
+    from analysis.report.html import render_html
+    from analysis.report.trust import explainer_trust
+
+    for task in ("multilabel", "segmentation", "detection", "classification"):
+        report = {"run": {"task": task, "method": "gradcam"},
+                  "power": [{"region": "water", "text": "filling water could still remove at most 4% of boat "
+                                                        "detections (95% upper bound, n = 120)"}],
+                  "multiple_testing": {"method": "Holm", "n_tests": 4, "family": "the run's tests", "alpha": 0.01},
+                  "interventions": {"water": {"n": 120}} if task == "classification" else [],
+                  "not_judged": [{"check": "model randomisation", "key": "sanity", "reason": "the model (onnx) is "
+                                  "a black box: it has no weights to randomise"}]}
+        html = unescape(render_html(report))
+        assert html.count("filling water could still remove at most 4% of boat detections") == 1, task
+        assert "Multiple testing: Holm over 4 tests (the run's tests), family-wise error at most 0.01." in html
+        assert "model randomisation: not judged (the model (onnx) is a black box: it has no weights to randomise)" \
+            in html and "Sanity check not run" not in html
+        (entry,) = explainer_trust(report)
+        assert entry["verdict"] == "not checked" and entry["checks"][0]["text"].startswith("not judged: the model")
