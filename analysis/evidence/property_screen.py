@@ -30,6 +30,7 @@ import numpy as np
 
 from analysis.stats.image_properties import describe
 from analysis.stats.sequential import holm
+from analysis.stats.p_values import p_equals
 
 TEST = "two-sided Mann-Whitney U (one class vs the rest), DeLong interval for the AUC"
 
@@ -127,7 +128,7 @@ def screen(properties: dict[str, np.ndarray], labels, classes: list[str], *, alp
         shown = f"{separation:.2f}" + ("" if f"{interval[0]:.2f}" == f"{interval[1]:.2f}"  # a one-value interval
                                         else f" [{interval[0]:.2f}, {interval[1]:.2f}]")  # reads as one number
         sentence = (f"class {class_name} images are {describe(name, higher)} than the other classes' "
-                    f"(AUC {shown}, {int(is_class.sum())} vs {int((~is_class).sum())} images, Holm p = {p_holm:.2g})")
+                    f"(AUC {shown}, {int(is_class.sum())} vs {int((~is_class).sum())} images, Holm p {p_equals(p_holm)})")
         out.append(PropertyAssociation(
             property=name, class_name=class_name, auc=auc, separation=separation, interval=interval,
             direction="higher" if higher else "lower", p_value=p, p_value_holm=float(p_holm),

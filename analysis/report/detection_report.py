@@ -33,6 +33,7 @@ from analysis.report.flags import robustness, robustness_checks
 from analysis.report.records import SEVERITIES, Finding, Slice, TestResult
 from analysis.report.tag_report import target_view
 from analysis.stats.aggregate import wilson_interval
+from analysis.stats.p_values import p_equals
 
 
 def detection_findings(store, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def context_finding(f: dict, lift: float | None, evidence: dict) -> dict:
         checks=tuple(checks), reasons=tuple(reasons),
         headline=(f"Detections of {f['class']} depend on {f['region']}: filling it loses {lost:.0%} more of them "
                   f"than an equal-area fill and lowers their score by {f['excess_drop']:.2f} more (interval "
-                  f"[{ci[0]:.2f}, {ci[1]:.2f}]; corrected p = {f['p_value_holm']:.2g}, n = {f['n']} detections)"),
+                  f"[{ci[0]:.2f}, {ci[1]:.2f}]; corrected p {p_equals(f['p_value_holm'])}, n = {f['n']} detections)"),
         lift=lift,
         evidence={**{k: f[k] for k in ("score_drop", "score_drop_ci", "control_drop", "excess_drop",
                                        "excess_drop_ci", "lost_rate", "control_lost_rate", "discordant", "p_value",

@@ -29,6 +29,7 @@ from analysis.report.flags import robustness, robustness_checks
 from analysis.report.policy import policy_of
 from analysis.report.records import SEVERITIES, Finding, Slice, TestResult
 from analysis.stats.aggregate import region_matrix, slice_stats, wilson_interval
+from analysis.stats.p_values import p_equals
 
 POLICY = policy_of("multilabel")  # taggers and segmenters share it (analysis/report/policy.py)
 EVIDENCE_KEYS = ("drop", "drop_ci", "control_drop", "excess_drop", "excess_drop_ci", "flip_rate", "flip_rate_ci",
@@ -67,7 +68,7 @@ def shortcut_flags(interventions: list[dict], lifts: dict, key: str, evidence: d
         if not passing:
             continue
         best = min(passing, key=lambda rec: (corrected[id(rec)], -rec["excess_drop"]))
-        p, excess, ci = corrected[id(best)], best["excess_drop"], best["excess_drop_ci"]
+        p, excess = corrected[id(best)], best["excess_drop"]
         what = "tag" if key == "tag" else "class"
         view = target_view(evidence or {}, target)
         checks = robustness_checks(region, view)
@@ -84,7 +85,7 @@ def shortcut_flags(interventions: list[dict], lifts: dict, key: str, evidence: d
             severity=severity, confidence="high" if robust else "low",
             headline=(f"The {what} {target} depends on {region}: {action} lowers the {what}'s "
                       f"{'probability' if key == 'tag' else 'pixels found'} by {excess:.0%} more than doing the same "
-                      f"to an equal area elsewhere (corrected p = {p:.2g}, n = {best.get('n')})"),
+                      f"to an equal area elsewhere (corrected p {p_equals(p)}, n = {best.get('n')})"),
             effect=float(excess), tests=tests, checks=tuple(checks), reasons=tuple(reasons),
             lift=lifts.get((target, region)),
             evidence={**{k: best[k] for k in EVIDENCE_KEYS if k in best}, "intervention": kind,

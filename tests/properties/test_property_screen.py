@@ -61,3 +61,11 @@ def test_properties_without_values_are_listed_as_not_tested():
                      "brightness": np.linspace(0, 1, 30)}, labels, ["a", "b", "c"])
     assert result.not_tested == {"jpeg_quality": "no finite values", "width": "the same value on every image"}
     assert {a.property for a in result.associations} == {"brightness"}
+
+
+def test_an_underflowed_p_value_reads_as_a_bound_not_zero():
+    """An exact test over thousands of images underflows to 0.0; the sentence says "< 1e-300", never "p = 0"."""
+    from analysis.stats.p_values import p_equals
+
+    assert p_equals(0.0) == "< 1e-300" and p_equals(1e-320) == "< 1e-300"
+    assert p_equals(0.0123) == "= 0.012" and p_equals(1.13e-6) == "= 1.1e-06"
