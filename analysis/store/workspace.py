@@ -474,16 +474,7 @@ class Workspace:
                 raise
             dest_dir.mkdir(parents=True, exist_ok=True)
             remove_dead_temps(dest_dir)
-            tmp = temp_beside(dest)
-            try:
-                if path.is_dir():
-                    shutil.copytree(path, tmp, copy_function=shutil.copyfile)  # no copystat per file
-                else:
-                    shutil.copy2(path, tmp)
-            except BaseException:
-                remove(tmp)
-                raise
-            publish(tmp, dest)
+            _copy_atomic(path, dest)
             hashes.record_copy(path, dest)
         dataset = self.open_dataset_at(dest, dest_dir)
         if hasattr(dataset, "hash_file"):
@@ -843,10 +834,14 @@ def _seen_alive(row: dict) -> dict:
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    """Copy `src` to `dest` through a temp beside it; an existing `dest` (same content) is kept."""
+    """Copy `src` (a file, or a folder) to `dest` through a temp beside it; an existing `dest` (same content) is
+    kept."""
     tmp = temp_beside(dest)
     try:
-        shutil.copy2(src, tmp)
+        if src.is_dir():
+            shutil.copytree(src, tmp, copy_function=shutil.copyfile)  # no copystat per file
+        else:
+            shutil.copy2(src, tmp)
     except BaseException:
         remove(tmp)
         raise
