@@ -40,6 +40,15 @@ class Scenes:
     corner: np.ndarray  # (n,) int64 index into CORNERS
 
 
+def paint_patch(rgb: np.ndarray, mask: np.ndarray, corner: int, cue: int) -> None:
+    """The cue: a PATCH-px square of `COLOURS[cue]` one pixel in from `corner` (0 top-left, 1 top-right,
+    2 bottom-left, 3 bottom-right), region 2 in the mask; the moving-cue and shapes-and-tag scenes share it."""
+    y0 = 1 if corner < 2 else SIZE - 1 - PATCH
+    x0 = 1 if corner % 2 == 0 else SIZE - 1 - PATCH
+    rgb[y0:y0 + PATCH, x0:x0 + PATCH] = COLOURS[cue]
+    mask[y0:y0 + PATCH, x0:x0 + PATCH] = 2
+
+
 def render(n: int, rho: float, seed: int = 0) -> Scenes:
     """`n` images (labels alternate, then shuffled); deterministic in (n, rho, seed)."""
     rng = np.random.default_rng(seed)
@@ -56,10 +65,7 @@ def render(n: int, rho: float, seed: int = 0) -> Scenes:
         bar = long_ if labels[i] == 0 else thin
         rgb[i][bar] += CONTRAST
         mask[i][bar] = 1
-        y0 = 1 if corner[i] < 2 else SIZE - 1 - PATCH
-        x0 = 1 if corner[i] % 2 == 0 else SIZE - 1 - PATCH
-        rgb[i, y0:y0 + PATCH, x0:x0 + PATCH] = COLOURS[cue[i]]
-        mask[i, y0:y0 + PATCH, x0:x0 + PATCH] = 2
+        paint_patch(rgb[i], mask[i], int(corner[i]), int(cue[i]))
     images = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
     return Scenes(images, mask, labels, cue, corner)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from sample_models import moving_patch
-from sample_models.moving_patch import COLOURS, PATCH, SIZE, Scenes
+from sample_models.moving_patch import SIZE, Scenes
 
 CLASSES = ("rectangle", "cross")
 
@@ -40,10 +40,7 @@ def render(n: int, rho: float | None, seed: int = 0, *, moving: bool = True) -> 
         rgb[i][shape] = colour[i]
         mask[i][shape] = 1
         if rho is not None:
-            y0 = 1 if corner[i] < 2 else SIZE - 1 - PATCH
-            x0 = 1 if corner[i] % 2 == 0 else SIZE - 1 - PATCH
-            rgb[i, y0:y0 + PATCH, x0:x0 + PATCH] = COLOURS[cue[i]]
-            mask[i, y0:y0 + PATCH, x0:x0 + PATCH] = 2
+            moving_patch.paint_patch(rgb[i], mask[i], int(corner[i]), int(cue[i]))
     images = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
     return Scenes(images, mask, labels, cue, corner)
 
