@@ -262,10 +262,7 @@ class Sessions:
                 self.dashboard_kill = f"not killed: {run['status']} before the kill"
                 return
             os.kill(run["pid"], signal.SIGKILL)
-            for _ in range(200):
-                if ws.run(self.dashboard_run)["status"] == "interrupted":
-                    break
-                await asyncio.sleep(0.1)
+            await self._status_becomes(lambda status: status == "interrupted", timeout=20.0)
             run = ws.run(self.dashboard_run)
             self.dashboard_kill = f"killed at {run['n_done']} / {N_DASHBOARD} images, stage {run.get('stage')}"
         finally:
@@ -273,18 +270,18 @@ class Sessions:
         for attempt in (1, 2):  # on a loaded machine a click can land while the 2-s progress fragment reruns
             await expect(page.get_by_role("button", name="Resume")).to_be_visible(timeout=WAIT_MS)
             await page.get_by_role("button", name="Resume").click()
-            if await self._left_interrupted(timeout=60.0):
+            if await self._status_becomes(lambda status: status != "interrupted", timeout=60.0):
                 break
         self.actions.append("resumed the killed audit" + (" (second click)" if attempt == 2 else ""))
 
-    async def _left_interrupted(self, timeout: float) -> bool:
-        """Whether the dashboard's audit left `interrupted` (its resumed worker claimed it) within `timeout` s."""
+    async def _status_becomes(self, test, timeout: float) -> bool:
+        """Whether the dashboard's audit reaches a status `test` accepts within `timeout` s (polled every 0.1 s)."""
         ws = Workspace(self.root)
         try:
-            for _ in range(int(timeout / 0.5)):
-                if ws.run(self.dashboard_run)["status"] != "interrupted":
+            for _ in range(int(timeout / 0.1)):
+                if test(ws.run(self.dashboard_run)["status"]):
                     return True
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.1)
             return False
         finally:
             ws.close()
